@@ -1,0 +1,215 @@
+//! The boundary between the engine and a cloud. The engine only calls [`Cloud`]; the AWS
+//! implementation lives in [`aws`] and an in-memory fake for tests in [`fake`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::{Kind, LogicalId, Observed, Resolved, Spec};
+
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod fake;
+
+/// How a cloud call failed. Keeps the provider's error code so callers can decide between
+/// retrying and failing.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    /// Throttling, 5xx, connection trouble: worth another try later.
+    #[error("{operation}: transient error {code}: {message}")]
+    Transient {
+        operation: String,
+        code: String,
+        message: String,
+    },
+    /// The resource is still in use by something AWS has not released yet
+    /// (`DependencyViolation`, `ResourceInUse`): worth waiting for.
+    #[error("{operation}: {code}: {message}")]
+    InUse {
+        operation: String,
+        code: String,
+        message: String,
+    },
+    /// Anything else the cloud refused.
+    #[error("{operation}: {code}: {message}")]
+    Api {
+        operation: String,
+        code: String,
+        message: String,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout { what: String, waited: Duration },
+    /// A precondition the tool checks itself (e.g. a DNS record owned by someone else).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    MissingRef(#[from] crate::model::MissingRef),
+    /// The step was cancelled (second Ctrl-C or shutdown).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl CloudError {
+    pub fn api(operation: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
+        CloudError::Api {
+            operation: operation.into(),
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CloudError::Transient { .. })
+    }
+
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, CloudError::InUse { .. })
+    }
+}
+
+/// Classify a provider error code.
+pub fn classify(operation: &str, code: &str, message: &str) -> CloudError {
+    const TRANSIENT: &[&str] = &[
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "PriorRequestNotComplete",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+        "EC2ThrottledException",
+        "Unavailable",
+    ];
+    const IN_USE: &[&str] = &[
+        "DependencyViolation",
+        "ResourceInUse",
+        "ResourceInUseException",
+        "InvalidDBSubnetGroupStateFault",
+        "InvalidDBInstanceState",
+        "InvalidGroup.InUse",
+        "HostedZoneNotEmpty",
+    ];
+    let (operation, code_s, message_s) = (operation.to_string(), code.to_string(), message.to_string());
+    if TRANSIENT.contains(&code) || code.starts_with("5") {
+        CloudError::Transient {
+            operation,
+            code: code_s,
+            message: message_s,
+        }
+    } else if IN_USE.contains(&code) || message.contains("currently in use") {
+        CloudError::InUse {
+            operation,
+            code: code_s,
+            message: message_s,
+        }
+    } else {
+        CloudError::Api {
+            operation,
+            code: code_s,
+            message: message_s,
+        }
+    }
+}
+
+/// Progress of one running step, for long waits ("creating, 3m12s").
+pub trait StepProgress: Send + Sync {
+    fn status(&self, status: &str);
+}
+
+/// A progress sink that drops everything.
+pub struct NoProgress;
+impl StepProgress for NoProgress {
+    fn status(&self, _status: &str) {}
+}
+
+/// Time limits and poll delays of the cloud's waits.
+#[derive(Debug, Clone)]
+pub struct WaitSettings {
+    pub poll: Duration,
+    pub instance: Duration,
+    pub database: Duration,
+    pub load_balancer: Duration,
+    pub dns: Duration,
+    /// Total time a delete keeps retrying while the cloud says the resource is in use.
+    pub dependency: Duration,
+}
+
+impl Default for WaitSettings {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(5),
+            instance: Duration::from_secs(10 * 60),
+            database: Duration::from_secs(60 * 60),
+            load_balancer: Duration::from_secs(15 * 60),
+            dns: Duration::from_secs(5 * 60),
+            dependency: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Options that only `destroy` sets.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// Skip the final RDS snapshot.
+    pub skip_final_snapshot: bool,
+}
+
+/// Everything a cloud operation on one resource needs besides the spec.
+pub struct OpContext<'a> {
+    pub env: &'a str,
+    pub id: &'a LogicalId,
+    /// Idempotency token for the create call (EC2 `ClientToken`, Route53 `CallerReference`).
+    pub token: &'a str,
+    /// Cloud ids and attributes of the resources the spec refers to.
+    pub resolved: &'a Resolved,
+    pub progress: &'a dyn StepProgress,
+    pub delete: &'a DeleteOptions,
+}
+
+/// A resource found in the cloud by its ownership tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub kind: Kind,
+    pub id: LogicalId,
+    pub cloud_id: String,
+    pub attrs: crate::model::Attrs,
+}
+
+/// The operations the engine needs from a cloud. Every operation must tolerate being run
+/// again after an interruption: `create` is only called after `find` came back empty (or
+/// with the same token), `delete` treats "already gone" as success.
+#[async_trait]
+pub trait Cloud: Send + Sync {
+    /// Look for the resource by idempotency token or ownership tags (`provision:env`,
+    /// `provision:id`). Used to adopt what an interrupted run created.
+    async fn find(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Option<Observed>, CloudError>;
+
+    /// Read the resource behind `cloud_id`; `None` when it no longer exists. `drift` lists
+    /// how the live resource differs from `spec`.
+    async fn read(&self, ctx: &OpContext<'_>, spec: &Spec, cloud_id: &str) -> Result<Option<Observed>, CloudError>;
+
+    /// Create the resource, tagged, and wait until it is usable.
+    async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError>;
+
+    /// Converge an existing resource to `spec` (only fields in `Spec::updatable_fields`).
+    async fn update(&self, ctx: &OpContext<'_>, spec: &Spec, current: &Observed) -> Result<Observed, CloudError>;
+
+    /// Delete the resource and wait until it is gone. Already gone is success.
+    async fn delete(&self, ctx: &OpContext<'_>, kind: Kind, current: &Observed) -> Result<(), CloudError>;
+
+    /// Every resource tagged `provision:env=<env>`.
+    async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError>;
+
+    /// The current value of a Secrets Manager secret (the RDS master password).
+    async fn secret_value(&self, arn: &str) -> Result<String, CloudError>;
+}
+
+pub type SharedCloud = Arc<dyn Cloud>;

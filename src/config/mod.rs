@@ -1,0 +1,3 @@
+//! TOML schema, per-topology defaults and validation.
+mod types;
+pub use types::*;

@@ -1,0 +1,144 @@
+//! The resolved configuration: every default filled in, every value checked. The rest of
+//! the program only ever sees this, never the raw TOML.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::Scheme;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    K3s,
+    Rke,
+    Docker,
+}
+
+impl Topology {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::K3s => "k3s",
+            Topology::Rke => "rke",
+            Topology::Docker => "docker",
+        }
+    }
+
+    pub fn default_node_count(self) -> u32 {
+        match self {
+            Topology::K3s => 2,
+            Topology::Rke => 3,
+            Topology::Docker => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages and relative paths).
+    pub path: PathBuf,
+    pub name: String,
+    pub region: String,
+    pub topology: Topology,
+    pub hostname: String,
+    pub network: Network,
+    pub nodes: Nodes,
+    /// `Some` only for k3s.
+    pub datastore: Option<Datastore>,
+    /// `None` when the topology has no load balancer (docker with `enabled = false`).
+    pub load_balancer: Option<LoadBalancer>,
+    pub dns: Dns,
+    pub registry: Registry,
+    pub timeouts: Timeouts,
+    /// Non-fatal remarks to show the user (e.g. MySQL 5.7 extended support).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub vpc_cidr: ipnet::Ipv4Net,
+    /// Number of availability zones (= private subnets), 1..=6.
+    pub zones: u32,
+    /// Who may reach SSH on the bastion, the registry and the load balancer.
+    pub admin_cidrs: Vec<ipnet::Ipv4Net>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Nodes {
+    pub count: u32,
+    pub instance_type: String,
+    pub ami: String,
+    pub root_volume_gb: u32,
+    /// Path to an OpenSSH public key (resolved against the config file's folder).
+    pub ssh_public_key: Option<PathBuf>,
+    /// The key's content, read at load time.
+    pub ssh_public_key_text: Option<String>,
+    /// Login user of the AMI, for artifacts (`ubuntu` by default).
+    pub ssh_user: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Datastore {
+    pub engine_version: String,
+    pub instance_class: String,
+    pub storage_gb: u32,
+    pub database: String,
+    pub username: String,
+    pub backup_retention_days: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    pub scheme: Scheme,
+    pub kube_api: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dns {
+    /// Existing zone, by name (`lab.example.com`) or id (`Z123...`). With `private_zone`
+    /// it is the name of the private zone the tool creates.
+    pub zone: String,
+    pub private_zone: bool,
+    pub ttl: u32,
+    /// `alias` (A alias to the LB, default) or `cname`.
+    pub record_type: RecordType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    Alias,
+    Cname,
+}
+
+#[derive(Debug, Clone)]
+pub enum Registry {
+    Node {
+        instance_type: String,
+        volume_gb: u32,
+        port: u16,
+    },
+    External {
+        /// `host:port` (no scheme).
+        url: String,
+        ca_file: Option<PathBuf>,
+        ca_pem: Option<String>,
+    },
+}
+
+impl Registry {
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Registry::Node { port, .. } => Some(*port),
+            Registry::External { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub poll_interval: Duration,
+    pub instance: Duration,
+    pub database: Duration,
+    pub load_balancer: Duration,
+    pub dns: Duration,
+    pub dependency: Duration,
+}

@@ -1,0 +1,571 @@
+//! The vocabulary shared by the blueprint, the engine, the state file and the cloud
+//! adapters: logical ids, typed resource specs (what we want) and typed attributes (what
+//! the cloud told us). Nothing in here knows about AWS SDK types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, readable name for one resource of an environment (`vpc`, `node-1`, `tg-443`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LogicalId(pub String);
+
+impl LogicalId {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LogicalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for LogicalId {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+/// The kind of a resource; decides which adapter handles it and the teardown rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Vpc,
+    InternetGateway,
+    Subnet,
+    RouteTable,
+    SecurityGroup,
+    KeyPair,
+    Instance,
+    DbSubnetGroup,
+    Database,
+    LoadBalancer,
+    TargetGroup,
+    Listener,
+    HostedZone,
+    DnsRecord,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 14] = [
+        Kind::Vpc,
+        Kind::InternetGateway,
+        Kind::Subnet,
+        Kind::RouteTable,
+        Kind::SecurityGroup,
+        Kind::KeyPair,
+        Kind::Instance,
+        Kind::DbSubnetGroup,
+        Kind::Database,
+        Kind::LoadBalancer,
+        Kind::TargetGroup,
+        Kind::Listener,
+        Kind::HostedZone,
+        Kind::DnsRecord,
+    ];
+
+    /// Creation rank: a resource of a lower rank never depends on one of a higher rank.
+    /// Used to order teardown of resources whose dependencies are unknown (no state).
+    pub fn rank(self) -> u8 {
+        match self {
+            Kind::Vpc => 0,
+            Kind::InternetGateway | Kind::HostedZone => 1,
+            Kind::Subnet => 2,
+            Kind::SecurityGroup | Kind::KeyPair => 3,
+            Kind::RouteTable | Kind::DbSubnetGroup => 4,
+            Kind::Instance | Kind::LoadBalancer => 5,
+            Kind::Database | Kind::TargetGroup => 6,
+            Kind::Listener => 7,
+            Kind::DnsRecord => 8,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Vpc => "vpc",
+            Kind::InternetGateway => "internet gateway",
+            Kind::Subnet => "subnet",
+            Kind::RouteTable => "route table",
+            Kind::SecurityGroup => "security group",
+            Kind::KeyPair => "key pair",
+            Kind::Instance => "instance",
+            Kind::DbSubnetGroup => "db subnet group",
+            Kind::Database => "rds instance",
+            Kind::LoadBalancer => "load balancer",
+            Kind::TargetGroup => "target group",
+            Kind::Listener => "listener",
+            Kind::HostedZone => "hosted zone",
+            Kind::DnsRecord => "dns record",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A reference to another logical resource of the same environment. The cloud id behind it
+/// is only known at execution time (see [`Resolved`]).
+pub type Ref = LogicalId;
+
+/// How a resource depends on one of its references, which decides what happens to it when
+/// the referenced resource is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefMode {
+    /// Lives inside the referenced resource (a subnet in a VPC): replaced with it.
+    Parent,
+    /// Merely points at it (targets of a target group, an alias record): updated in place.
+    Attach,
+}
+
+/// Network protocol of a security-group rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    /// All protocols (`-1`).
+    All,
+}
+
+/// Who a security-group rule admits (ingress) or reaches (egress).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Peer {
+    Cidr(String),
+    /// Another security group of this environment.
+    Group(Ref),
+    /// The security group itself (members talk to each other).
+    Itself,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Rule {
+    pub protocol: Protocol,
+    pub from_port: u16,
+    pub to_port: u16,
+    pub peer: Peer,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    Internal,
+    InternetFacing,
+}
+
+impl Scheme {
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            Scheme::Internal => "internal",
+            Scheme::InternetFacing => "internet-facing",
+        }
+    }
+}
+
+/// Where a DNS record lives: a zone that already exists (looked up by name or id) or the
+/// private zone this environment creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneRef {
+    Existing(String),
+    Managed(Ref),
+}
+
+/// What a DNS record points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordTarget {
+    /// Alias A record to a load balancer.
+    AliasLoadBalancer(Ref),
+    /// CNAME to a load balancer's DNS name.
+    CnameLoadBalancer(Ref),
+    /// A record to an instance's private IP.
+    InstancePrivateIp(Ref),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcSpec {
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InternetGatewaySpec {
+    pub vpc: Ref,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetSpec {
+    pub vpc: Ref,
+    pub cidr: String,
+    /// Index into the region's available zones (sorted by name).
+    pub zone_index: usize,
+    pub map_public_ip: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTableSpec {
+    pub vpc: Ref,
+    pub subnets: Vec<Ref>,
+    /// `Some` adds `0.0.0.0/0 -> igw`; private route tables have none.
+    pub internet_gateway: Option<Ref>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupSpec {
+    pub vpc: Ref,
+    pub description: String,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPairSpec {
+    /// The OpenSSH public key line (public material, safe in state).
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub role: String,
+    pub subnet: Ref,
+    pub security_groups: Vec<Ref>,
+    pub ami: String,
+    pub instance_type: String,
+    pub root_volume_gb: u32,
+    /// Extra gp3 data volume (the registry's image store).
+    pub data_volume_gb: Option<u32>,
+    pub public_ip: bool,
+    pub key_pair: Option<Ref>,
+    /// SHA-256 of the rendered user-data; the text itself is never stored in state
+    /// because node user-data carries the registry credentials.
+    pub user_data_sha256: String,
+    #[serde(skip)]
+    pub user_data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbSubnetGroupSpec {
+    pub subnets: Vec<Ref>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSpec {
+    pub subnet_group: Ref,
+    pub security_group: Ref,
+    pub engine_version: String,
+    pub instance_class: String,
+    pub storage_gb: u32,
+    pub database: String,
+    pub username: String,
+    pub backup_retention_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerSpec {
+    pub scheme: Scheme,
+    pub subnets: Vec<Ref>,
+    pub security_group: Ref,
+    pub cross_zone: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroupSpec {
+    /// AWS name, at most 32 characters.
+    pub name: String,
+    pub vpc: Ref,
+    pub port: u16,
+    /// `None` = health check on the traffic port.
+    pub health_check_port: Option<u16>,
+    pub healthy_threshold: u8,
+    pub unhealthy_threshold: u8,
+    pub interval_seconds: u8,
+    pub timeout_seconds: u8,
+    /// Instances registered on `port`.
+    pub targets: Vec<Ref>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerSpec {
+    pub load_balancer: Ref,
+    pub port: u16,
+    pub target_group: Ref,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedZoneSpec {
+    pub name: String,
+    pub vpc: Ref,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecordSpec {
+    pub zone: ZoneRef,
+    /// Fully qualified name without the trailing dot.
+    pub name: String,
+    pub target: RecordTarget,
+    pub ttl: u32,
+}
+
+/// What one logical resource should look like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Spec {
+    Vpc(VpcSpec),
+    InternetGateway(InternetGatewaySpec),
+    Subnet(SubnetSpec),
+    RouteTable(RouteTableSpec),
+    SecurityGroup(SecurityGroupSpec),
+    KeyPair(KeyPairSpec),
+    Instance(InstanceSpec),
+    DbSubnetGroup(DbSubnetGroupSpec),
+    Database(DatabaseSpec),
+    LoadBalancer(LoadBalancerSpec),
+    TargetGroup(TargetGroupSpec),
+    Listener(ListenerSpec),
+    HostedZone(HostedZoneSpec),
+    DnsRecord(DnsRecordSpec),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::Vpc(_) => Kind::Vpc,
+            Spec::InternetGateway(_) => Kind::InternetGateway,
+            Spec::Subnet(_) => Kind::Subnet,
+            Spec::RouteTable(_) => Kind::RouteTable,
+            Spec::SecurityGroup(_) => Kind::SecurityGroup,
+            Spec::KeyPair(_) => Kind::KeyPair,
+            Spec::Instance(_) => Kind::Instance,
+            Spec::DbSubnetGroup(_) => Kind::DbSubnetGroup,
+            Spec::Database(_) => Kind::Database,
+            Spec::LoadBalancer(_) => Kind::LoadBalancer,
+            Spec::TargetGroup(_) => Kind::TargetGroup,
+            Spec::Listener(_) => Kind::Listener,
+            Spec::HostedZone(_) => Kind::HostedZone,
+            Spec::DnsRecord(_) => Kind::DnsRecord,
+        }
+    }
+
+    /// Every other resource this one refers to, and how.
+    pub fn refs(&self) -> Vec<(Ref, RefMode)> {
+        use RefMode::{Attach, Parent};
+        let mut out: Vec<(Ref, RefMode)> = Vec::new();
+        match self {
+            Spec::Vpc(_) | Spec::KeyPair(_) => {}
+            Spec::InternetGateway(s) => out.push((s.vpc.clone(), Parent)),
+            Spec::Subnet(s) => out.push((s.vpc.clone(), Parent)),
+            Spec::RouteTable(s) => {
+                out.push((s.vpc.clone(), Parent));
+                out.extend(s.subnets.iter().map(|r| (r.clone(), Attach)));
+                out.extend(s.internet_gateway.iter().map(|r| (r.clone(), Attach)));
+            }
+            Spec::SecurityGroup(s) => {
+                out.push((s.vpc.clone(), Parent));
+                for rule in s.ingress.iter().chain(&s.egress) {
+                    if let Peer::Group(g) = &rule.peer {
+                        out.push((g.clone(), Attach));
+                    }
+                }
+            }
+            Spec::Instance(s) => {
+                out.push((s.subnet.clone(), Parent));
+                out.extend(s.security_groups.iter().map(|r| (r.clone(), Attach)));
+                out.extend(s.key_pair.iter().map(|r| (r.clone(), Parent)));
+            }
+            Spec::DbSubnetGroup(s) => out.extend(s.subnets.iter().map(|r| (r.clone(), Attach))),
+            Spec::Database(s) => {
+                out.push((s.subnet_group.clone(), Parent));
+                out.push((s.security_group.clone(), Attach));
+            }
+            Spec::LoadBalancer(s) => {
+                out.extend(s.subnets.iter().map(|r| (r.clone(), Attach)));
+                out.push((s.security_group.clone(), Attach));
+            }
+            Spec::TargetGroup(s) => {
+                out.push((s.vpc.clone(), Parent));
+                out.extend(s.targets.iter().map(|r| (r.clone(), Attach)));
+            }
+            Spec::Listener(s) => {
+                out.push((s.load_balancer.clone(), Parent));
+                out.push((s.target_group.clone(), Parent));
+            }
+            Spec::HostedZone(s) => out.push((s.vpc.clone(), Parent)),
+            Spec::DnsRecord(s) => {
+                if let ZoneRef::Managed(z) = &s.zone {
+                    out.push((z.clone(), Parent));
+                }
+                match &s.target {
+                    RecordTarget::AliasLoadBalancer(r)
+                    | RecordTarget::CnameLoadBalancer(r)
+                    | RecordTarget::InstancePrivateIp(r) => out.push((r.clone(), Attach)),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
+    /// The logical ids this resource depends on.
+    pub fn depends_on(&self) -> Vec<Ref> {
+        self.refs().into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// Fields that the cloud can change in place. Any other changed field forces a replace.
+    pub fn updatable_fields(&self) -> &'static [&'static str] {
+        match self {
+            Spec::Vpc(_) | Spec::InternetGateway(_) | Spec::Subnet(_) | Spec::KeyPair(_) => &[],
+            Spec::RouteTable(_) => &["subnets", "internet_gateway"],
+            Spec::SecurityGroup(_) => &["ingress", "egress"],
+            Spec::Instance(_) => &["security_groups"],
+            Spec::DbSubnetGroup(_) => &["subnets"],
+            Spec::Database(_) => &[
+                "security_group",
+                "engine_version",
+                "instance_class",
+                "storage_gb",
+                "backup_retention_days",
+            ],
+            Spec::LoadBalancer(_) => &["subnets", "security_group", "cross_zone"],
+            Spec::TargetGroup(_) => &[
+                "health_check_port",
+                "healthy_threshold",
+                "unhealthy_threshold",
+                "interval_seconds",
+                "timeout_seconds",
+                "targets",
+            ],
+            Spec::Listener(_) => &["target_group"],
+            Spec::HostedZone(_) => &[],
+            Spec::DnsRecord(_) => &["target", "ttl"],
+        }
+    }
+}
+
+/// Attributes learned from the cloud, kept in state and handed to dependents and outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Attrs {
+    #[default]
+    None,
+    Subnet {
+        availability_zone: String,
+    },
+    Instance {
+        private_ip: String,
+        public_ip: Option<String>,
+        availability_zone: String,
+    },
+    Database {
+        address: String,
+        port: u16,
+        /// ARN of the Secrets Manager secret RDS keeps the master password in.
+        secret_arn: String,
+        status: String,
+    },
+    LoadBalancer {
+        dns_name: String,
+        /// Route53 zone id of the load balancer, for alias records.
+        canonical_zone_id: String,
+    },
+    HostedZone {
+        name: String,
+    },
+    DnsRecord {
+        zone_id: String,
+        fqdn: String,
+        record_type: String,
+    },
+    KeyPair {
+        name: String,
+    },
+}
+
+/// A resource as read from the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub cloud_id: String,
+    pub attrs: Attrs,
+    /// Differences between the spec and the live resource, one readable line each
+    /// (empty when it matches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
+}
+
+impl Observed {
+    pub fn new(cloud_id: impl Into<String>, attrs: Attrs) -> Self {
+        Self {
+            cloud_id: cloud_id.into(),
+            attrs,
+            drift: Vec::new(),
+        }
+    }
+}
+
+/// Cloud ids and attributes of the resources a step may refer to.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub entries: BTreeMap<LogicalId, Observed>,
+}
+
+impl Resolved {
+    pub fn get(&self, id: &LogicalId) -> Option<&Observed> {
+        self.entries.get(id)
+    }
+
+    /// The cloud id behind a reference; an error names the missing reference.
+    pub fn cloud_id(&self, id: &LogicalId) -> Result<&str, MissingRef> {
+        self.entries
+            .get(id)
+            .map(|o| o.cloud_id.as_str())
+            .ok_or_else(|| MissingRef(id.clone()))
+    }
+
+    pub fn cloud_ids(&self, ids: &[LogicalId]) -> Result<Vec<String>, MissingRef> {
+        ids.iter()
+            .map(|i| self.cloud_id(i).map(str::to_string))
+            .collect()
+    }
+
+    pub fn attrs(&self, id: &LogicalId) -> Result<&Attrs, MissingRef> {
+        self.entries
+            .get(id)
+            .map(|o| &o.attrs)
+            .ok_or_else(|| MissingRef(id.clone()))
+    }
+
+    /// Reverse lookup: which logical id owns this cloud id.
+    pub fn logical_of(&self, cloud_id: &str) -> Option<&LogicalId> {
+        self.entries
+            .iter()
+            .find(|(_, o)| o.cloud_id == cloud_id)
+            .map(|(id, _)| id)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("resource `{0}` is referenced but has not been created yet")]
+pub struct MissingRef(pub LogicalId);
+
+/// The tags every resource carries.
+pub const TAG_ENV: &str = "provision:env";
+pub const TAG_ID: &str = "provision:id";
+
+pub fn tags_for(env: &str, id: &LogicalId) -> Vec<(String, String)> {
+    vec![
+        (TAG_ENV.to_string(), env.to_string()),
+        (TAG_ID.to_string(), id.to_string()),
+        ("Name".to_string(), format!("{env}-{id}")),
+    ]
+}
