@@ -1,1 +1,122 @@
-//! AWS adapters.
+//! The AWS implementation of [`Cloud`]: one module per service, each holding the SDK
+//! calls for its resource kinds. This file only builds the clients once and dispatches by
+//! [`Kind`]. Scheduling, retries of whole steps and state live in the engine, not here.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+
+use super::{Cloud, CloudError, OpContext, Owned, WaitSettings};
+use crate::model::{Kind, Observed, Spec};
+
+mod ec2;
+mod elb;
+mod error;
+mod rds;
+mod route53;
+
+pub use error::sdk_error;
+
+/// SDK clients built once from the standard AWS chain (profile, env credentials,
+/// `AWS_ENDPOINT_URL*`), with the config's region winning.
+#[derive(Clone)]
+pub struct AwsCloud {
+    pub ec2: aws_sdk_ec2::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub route53: aws_sdk_route53::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub region: String,
+    pub waits: WaitSettings,
+}
+
+impl AwsCloud {
+    pub async fn new(region: &str, waits: WaitSettings) -> Self {
+        let retry = RetryConfig::standard()
+            .with_max_attempts(8)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(20));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build();
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .retry_config(retry)
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        Self {
+            ec2: aws_sdk_ec2::Client::new(&shared),
+            rds: aws_sdk_rds::Client::new(&shared),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
+            route53: aws_sdk_route53::Client::new(&shared),
+            secrets: aws_sdk_secretsmanager::Client::new(&shared),
+            region: region.to_string(),
+            waits,
+        }
+    }
+}
+
+#[async_trait]
+impl Cloud for AwsCloud {
+    async fn find(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Option<Observed>, CloudError> {
+        match spec.kind() {
+            Kind::Database | Kind::DbSubnetGroup => rds::find(self, ctx, spec).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::find(self, ctx, spec).await,
+            Kind::HostedZone | Kind::DnsRecord => route53::find(self, ctx, spec).await,
+            _ => ec2::find(self, ctx, spec).await,
+        }
+    }
+
+    async fn read(&self, ctx: &OpContext<'_>, spec: &Spec, cloud_id: &str) -> Result<Option<Observed>, CloudError> {
+        match spec.kind() {
+            Kind::Database | Kind::DbSubnetGroup => rds::read(self, ctx, spec, cloud_id).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::read(self, ctx, spec, cloud_id).await,
+            Kind::HostedZone | Kind::DnsRecord => route53::read(self, ctx, spec, cloud_id).await,
+            _ => ec2::read(self, ctx, spec, cloud_id).await,
+        }
+    }
+
+    async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError> {
+        match spec.kind() {
+            Kind::Database | Kind::DbSubnetGroup => rds::create(self, ctx, spec).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::create(self, ctx, spec).await,
+            Kind::HostedZone | Kind::DnsRecord => route53::create(self, ctx, spec).await,
+            _ => ec2::create(self, ctx, spec).await,
+        }
+    }
+
+    async fn update(&self, ctx: &OpContext<'_>, spec: &Spec, current: &Observed) -> Result<Observed, CloudError> {
+        match spec.kind() {
+            Kind::Database | Kind::DbSubnetGroup => rds::update(self, ctx, spec, current).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::update(self, ctx, spec, current).await,
+            Kind::HostedZone | Kind::DnsRecord => route53::update(self, ctx, spec, current).await,
+            _ => ec2::update(self, ctx, spec, current).await,
+        }
+    }
+
+    async fn delete(&self, ctx: &OpContext<'_>, kind: Kind, current: &Observed) -> Result<(), CloudError> {
+        match kind {
+            Kind::Database | Kind::DbSubnetGroup => rds::delete(self, ctx, kind, current).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::delete(self, ctx, kind, current).await,
+            Kind::HostedZone | Kind::DnsRecord => route53::delete(self, ctx, kind, current).await,
+            _ => ec2::delete(self, ctx, kind, current).await,
+        }
+    }
+
+    async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError> {
+        let mut all = ec2::list_owned(self, env).await?;
+        all.extend(rds::list_owned(self, env).await?);
+        all.extend(elb::list_owned(self, env).await?);
+        all.extend(route53::list_owned(self, env).await?);
+        Ok(all)
+    }
+
+    async fn secret_value(&self, arn: &str) -> Result<String, CloudError> {
+        rds::secret_password(self, arn).await
+    }
+}
