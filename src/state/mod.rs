@@ -1,1 +1,161 @@
-//! state
+//! The state file: what this environment owns in the cloud.
+//!
+//! `state/<name>.json` holds a format version, a lineage (fixed when the file is first
+//! written), a serial (bumped on every save) and one entry per logical resource. It never
+//! holds a password, private key or token; specs keep only hashes of user-data.
+//! Writes go through [`store::write_atomic`]; [`lock`] keeps two runs apart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Attrs, Kind, LogicalId, Observed, Spec};
+
+pub mod lock;
+pub mod store;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where a resource is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Write-ahead intent: a create call is about to be (or was) sent with `token`; the
+    /// cloud id is not known yet. The next run looks for it before creating anything.
+    Creating,
+    /// Exists in the cloud with `cloud_id`.
+    Created,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub kind: Kind,
+    pub status: Status,
+    /// Empty while `Creating`.
+    #[serde(default)]
+    pub cloud_id: String,
+    /// Idempotency token of the create call (EC2 ClientToken, Route53 CallerReference).
+    pub token: String,
+    /// The spec the resource was last created or updated to.
+    pub spec: Spec,
+    #[serde(default)]
+    pub attrs: Attrs,
+    #[serde(default)]
+    pub depends_on: Vec<LogicalId>,
+    /// When the step recorded here finished (RFC 3339).
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+impl Entry {
+    pub fn observed(&self) -> Observed {
+        Observed::new(self.cloud_id.clone(), self.attrs.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub format_version: u32,
+    pub lineage: String,
+    pub serial: u64,
+    pub env: String,
+    pub resources: BTreeMap<LogicalId, Entry>,
+}
+
+impl State {
+    pub fn new(env: &str) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            lineage: uuid::Uuid::new_v4().to_string(),
+            serial: 0,
+            env: env.to_string(),
+            resources: BTreeMap::new(),
+        }
+    }
+
+    /// Created resources as a [`crate::model::Resolved`] map for the cloud adapters.
+    pub fn resolved(&self) -> crate::model::Resolved {
+        crate::model::Resolved {
+            entries: self
+                .resources
+                .iter()
+                .filter(|(_, e)| e.status == Status::Created)
+                .map(|(id, e)| (id.clone(), e.observed()))
+                .collect(),
+        }
+    }
+}
+
+/// Paths of one environment's files under the state directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub backup: PathBuf,
+    pub lock: PathBuf,
+    /// `state/<name>/` — secrets and artifacts live below.
+    pub env_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(dir: &Path, env: &str) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            state: dir.join(format!("{env}.json")),
+            backup: dir.join(format!("{env}.json.backup")),
+            lock: dir.join(format!("{env}.lock")),
+            env_dir: dir.join(env),
+        }
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.env_dir.join("secrets")
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.env_dir.join("artifacts")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is damaged ({reason}); it was left untouched. The previous version is in {backup}{backup_note}: \
+         check it and copy it over the damaged file to use it"
+    )]
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        backup: PathBuf,
+        backup_note: String,
+    },
+    #[error("state file {path} belongs to environment `{found}`, but the config names `{expected}`")]
+    WrongEnv {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("state file {path} has format version {found}; this provision reads version {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error(
+        "state file {path} was replaced while this run held it (lineage {found}, expected {expected}); refusing to overwrite it"
+    )]
+    Lineage {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}

@@ -1,0 +1,464 @@
+//! Running a plan.
+//!
+//! A plan becomes a graph of steps: `create`, `adopt`, `update`, `delete` and `forget` of
+//! one logical resource each (a replace is a delete followed by a create). Edges:
+//!
+//! * a step on a desired resource waits for the steps on the resources it refers to;
+//! * the create half of a replace waits for its delete half;
+//! * a delete waits for the deletes of everything that depended on the resource in the
+//!   state, and — when the resource is going away for good — for the updates of resources
+//!   that still point at it (target groups deregister a node before it is terminated);
+//! * deletes of resources the state never knew (found by tags) are ordered by kind rank.
+//!
+//! One coordinator loop owns the state: it writes the write-ahead intent before every
+//! create, hands steps to at most `parallelism` workers, and saves the state after every
+//! finished step. It never returns early: after the first failure (or Ctrl-C) it starts no
+//! new step, lets running steps finish, saves, and reports every failure once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::graph::DependencyQueue;
+use super::plan::{ActionKind, Desired, Plan};
+use super::reporter::{Reporter, StepKind};
+use crate::cloud::{Cloud, CloudError, DeleteOptions, OpContext, StepProgress};
+use crate::model::{Kind, LogicalId, Observed, Resolved, Spec};
+use crate::state::{store, Entry, Paths, State, StateError, Status};
+
+/// One node of the execution graph.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Step {
+    pub id: LogicalId,
+    pub kind: StepKind,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.verb(), self.id)
+    }
+}
+
+/// Settings of one execution.
+pub struct Settings {
+    pub parallelism: usize,
+    pub delete: DeleteOptions,
+    /// Retries of a whole step after a transient error (on top of the SDK's own retries).
+    pub step_retries: u32,
+    pub retry_base: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            parallelism: 10,
+            delete: DeleteOptions::default(),
+            step_retries: 3,
+            retry_base: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub succeeded: usize,
+    pub failed: Vec<(Step, String)>,
+    /// Steps never started because of a failure or an interruption.
+    pub skipped: Vec<Step>,
+    pub interrupted: bool,
+    /// Ids of resources whose update/create made a cloud call.
+    pub mutated: BTreeSet<LogicalId>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && !self.interrupted
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cycle(#[from] super::graph::Cycle),
+}
+
+/// Build the step graph for a plan.
+pub fn step_graph(plan: &Plan, desired: &Desired, state: &State) -> Result<DependencyQueue<Step>, super::graph::Cycle> {
+    let mut steps: BTreeMap<LogicalId, Vec<StepKind>> = BTreeMap::new();
+    for a in &plan.actions {
+        let kinds = match a.action {
+            ActionKind::NoOp => vec![],
+            ActionKind::Create => vec![StepKind::Create],
+            ActionKind::Adopt => vec![StepKind::Adopt],
+            ActionKind::Update => vec![StepKind::Update],
+            ActionKind::Replace => vec![StepKind::Delete, StepKind::Create],
+            ActionKind::Delete => vec![StepKind::Delete],
+            ActionKind::Forget => vec![StepKind::Forget],
+        };
+        if !kinds.is_empty() {
+            steps.insert(a.id.clone(), kinds);
+        }
+    }
+    let step = |id: &LogicalId, kind: StepKind| Step { id: id.clone(), kind };
+    let mut deps: BTreeMap<Step, BTreeSet<Step>> = BTreeMap::new();
+    for (id, kinds) in &steps {
+        for k in kinds {
+            deps.entry(step(id, *k)).or_default();
+        }
+    }
+    let non_delete = |id: &LogicalId| -> Option<Step> {
+        steps
+            .get(id)?
+            .iter()
+            .find(|k| !matches!(k, StepKind::Delete | StepKind::Forget))
+            .map(|k| step(id, *k))
+    };
+    let has = |id: &LogicalId, k: StepKind| steps.get(id).is_some_and(|v| v.contains(&k));
+
+    for (id, kinds) in &steps {
+        // Replace: create after delete.
+        if kinds.contains(&StepKind::Delete) && kinds.contains(&StepKind::Create) {
+            deps.get_mut(&step(id, StepKind::Create)).unwrap().insert(step(id, StepKind::Delete));
+        }
+        // Desired resources wait for what they refer to.
+        if let (Some(me), Some(spec)) = (non_delete(id), desired.resources.get(id)) {
+            for dep in spec.depends_on() {
+                if let Some(d) = non_delete(&dep) {
+                    deps.get_mut(&me).unwrap().insert(d);
+                }
+            }
+        }
+        // Deletes wait for the old dependents.
+        if kinds.contains(&StepKind::Delete) {
+            let going_for_good = !kinds.contains(&StepKind::Create);
+            for (other, entry) in &state.resources {
+                if !entry.depends_on.contains(id) {
+                    continue;
+                }
+                if has(other, StepKind::Delete) {
+                    deps.get_mut(&step(id, StepKind::Delete)).unwrap().insert(step(other, StepKind::Delete));
+                } else if going_for_good {
+                    if let Some(d) = non_delete(other) {
+                        deps.get_mut(&step(id, StepKind::Delete)).unwrap().insert(d);
+                    }
+                }
+            }
+        }
+    }
+    // Orphans (no dependency information): order deletes by kind rank against all deletes.
+    let delete_kinds: Vec<(LogicalId, Kind, bool)> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.action, ActionKind::Delete | ActionKind::Replace))
+        .map(|a| (a.id.clone(), a.kind, a.orphan))
+        .collect();
+    for (id, kind, orphan) in &delete_kinds {
+        for (other, other_kind, other_orphan) in &delete_kinds {
+            if (*orphan || *other_orphan) && other_kind.rank() > kind.rank() {
+                deps.get_mut(&step(id, StepKind::Delete)).unwrap().insert(step(other, StepKind::Delete));
+            }
+        }
+    }
+    let mut q = DependencyQueue::new();
+    for (s, d) in deps {
+        q.queue(s, d);
+    }
+    q.queue_finished()?;
+    Ok(q)
+}
+
+/// A cancellation signal: the first Ctrl-C sets it; the coordinator stops scheduling.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+struct Progress {
+    reporter: Arc<dyn Reporter>,
+    id: LogicalId,
+    started: Instant,
+}
+
+impl StepProgress for Progress {
+    fn status(&self, status: &str) {
+        self.reporter.step_status(&self.id, status, self.started.elapsed());
+    }
+}
+
+/// What a finished step hands back to the coordinator.
+enum Done {
+    Created(Observed),
+    Updated(Observed),
+    Deleted,
+    /// Adopted; `Some` when it was also updated.
+    Adopted(Observed, bool),
+}
+
+struct Job {
+    step: Step,
+    kind: Kind,
+    spec: Option<Spec>,
+    current: Option<Observed>,
+    token: String,
+    resolved: Resolved,
+    update_after_adopt: bool,
+}
+
+async fn run_job(
+    cloud: Arc<dyn Cloud>,
+    env: String,
+    job: Job,
+    reporter: Arc<dyn Reporter>,
+    settings: (DeleteOptions, u32, Duration),
+) -> Result<Done, CloudError> {
+    let (delete_opts, retries, base) = settings;
+    let progress = Progress {
+        reporter,
+        id: job.step.id.clone(),
+        started: Instant::now(),
+    };
+    let ctx = OpContext {
+        env: &env,
+        id: &job.step.id,
+        token: &job.token,
+        resolved: &job.resolved,
+        progress: &progress,
+        delete: &delete_opts,
+    };
+    let mut attempt = 0;
+    loop {
+        let result = match job.step.kind {
+            StepKind::Create => {
+                let spec = job.spec.as_ref().expect("create has a spec");
+                // After a transient failure the first call may have gone through: look first.
+                let found = if attempt > 0 { cloud.find(&ctx, spec).await } else { Ok(None) };
+                match found {
+                    Ok(Some(obs)) => Ok(Done::Created(obs)),
+                    Ok(None) => cloud.create(&ctx, spec).await.map(Done::Created),
+                    Err(e) => Err(e),
+                }
+            }
+            StepKind::Update => {
+                let spec = job.spec.as_ref().expect("update has a spec");
+                let current = job.current.as_ref().expect("update has a current resource");
+                cloud.update(&ctx, spec, current).await.map(Done::Updated)
+            }
+            StepKind::Adopt => {
+                let current = job.current.clone().expect("adopt has a found resource");
+                if job.update_after_adopt {
+                    let spec = job.spec.as_ref().expect("adopt has a spec");
+                    cloud.update(&ctx, spec, &current).await.map(|o| Done::Adopted(o, true))
+                } else {
+                    Ok(Done::Adopted(current, false))
+                }
+            }
+            StepKind::Delete => {
+                let current = job.current.as_ref().expect("delete has a current resource");
+                cloud.delete(&ctx, job.kind, current).await.map(|_| Done::Deleted)
+            }
+            StepKind::Forget => Ok(Done::Deleted),
+        };
+        match result {
+            Err(e) if e.is_transient() && attempt < retries => {
+                attempt += 1;
+                let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                let wait = base.mul_f64(f64::from(2u32.pow(attempt - 1)) * jitter);
+                progress.status(&format!("retrying after transient error ({e}), attempt {}", attempt + 1));
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Execute `plan`, saving `state` after every step.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute(
+    cloud: Arc<dyn Cloud>,
+    plan: &Plan,
+    desired: &Desired,
+    state: &mut State,
+    paths: &Paths,
+    settings: &Settings,
+    reporter: Arc<dyn Reporter>,
+    cancel: &Cancel,
+) -> Result<Outcome, ExecError> {
+    let mut queue = step_graph(plan, desired, state)?;
+    let actions: BTreeMap<&LogicalId, &super::plan::Action> = plan.actions.iter().map(|a| (&a.id, a)).collect();
+    let mut outcome = Outcome::default();
+    let mut running = FuturesUnordered::new();
+    let mut stop = false;
+    let parallelism = settings.parallelism.max(1);
+
+    loop {
+        if cancel.is_cancelled() && !outcome.interrupted {
+            outcome.interrupted = true;
+            stop = true;
+            reporter.note("interrupted: no new steps will start; waiting for running steps (Ctrl-C again to quit at once)");
+        }
+        // Start what is ready.
+        while !stop && running.len() < parallelism {
+            let Some(step) = queue.dequeue() else { break };
+            let action = actions[&step.id];
+            let spec = desired.resources.get(&step.id).cloned();
+            let mut token = String::new();
+            if step.kind == StepKind::Create {
+                // Write-ahead intent, saved before the create call leaves this process.
+                let spec = spec.clone().expect("create has a spec");
+                token = match state.resources.get(&step.id) {
+                    Some(e) if e.status == Status::Creating && !e.token.is_empty() => e.token.clone(),
+                    _ => new_token(),
+                };
+                state.resources.insert(
+                    step.id.clone(),
+                    Entry {
+                        kind: spec.kind(),
+                        status: Status::Creating,
+                        cloud_id: String::new(),
+                        token: token.clone(),
+                        depends_on: spec.depends_on().into_iter().filter(|d| state.resources.contains_key(d)).collect(),
+                        spec,
+                        attrs: Default::default(),
+                        updated_at: now(),
+                    },
+                );
+                store::save(paths, state)?;
+            } else if let Some(e) = state.resources.get(&step.id) {
+                token = e.token.clone();
+            }
+            let current = if step.kind == StepKind::Update {
+                // After a replaced dependency the live object is the one we recorded.
+                state
+                    .resources
+                    .get(&step.id)
+                    .filter(|e| e.status == Status::Created)
+                    .map(|e| {
+                        let mut o = e.observed();
+                        if let Some(c) = &action.current {
+                            o.drift = c.drift.clone();
+                        }
+                        o
+                    })
+                    .or_else(|| action.current.clone())
+            } else {
+                action.current.clone()
+            };
+            let job = Job {
+                step: step.clone(),
+                kind: action.kind,
+                spec,
+                current,
+                token,
+                resolved: state.resolved(),
+                update_after_adopt: action.update_after_adopt,
+            };
+            reporter.step_started(&step.id, step.kind, action.kind);
+            let started = Instant::now();
+            let fut = run_job(
+                cloud.clone(),
+                plan.env.clone(),
+                job,
+                reporter.clone(),
+                (settings.delete.clone(), settings.step_retries, settings.retry_base),
+            );
+            running.push(async move { (step, fut.await, started.elapsed()) });
+        }
+
+        if running.is_empty() {
+            break;
+        }
+
+        let next = tokio::select! {
+            n = running.next() => n,
+            _ = cancel.cancelled(), if !outcome.interrupted => continue,
+        };
+        let Some((step, result, elapsed)) = next else { break };
+        match result {
+            Ok(done) => {
+                apply_done(state, &step, desired, done, &mut outcome);
+                store::save(paths, state)?;
+                queue.finish(&step);
+                outcome.succeeded += 1;
+                let cloud_id = state.resources.get(&step.id).map(|e| e.cloud_id.clone()).unwrap_or_default();
+                reporter.step_finished(&step.id, step.kind, Ok(&cloud_id), elapsed);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                reporter.step_finished(&step.id, step.kind, Err(&msg), elapsed);
+                outcome.failed.push((step, msg));
+                stop = true;
+            }
+        }
+    }
+    outcome.skipped = queue.remaining();
+    Ok(outcome)
+}
+
+fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, outcome: &mut Outcome) {
+    let id = &step.id;
+    let deps_of = |spec: &Spec, state: &State| -> Vec<LogicalId> {
+        spec.depends_on().into_iter().filter(|d| state.resources.contains_key(d)).collect()
+    };
+    match done {
+        Done::Created(obs) | Done::Updated(obs) | Done::Adopted(obs, _) => {
+            let spec = desired.resources.get(id).cloned().expect("desired");
+            let depends_on = deps_of(&spec, state);
+            let prior = state.resources.get(id);
+            let token = prior.map(|e| e.token.clone()).filter(|t| !t.is_empty()).unwrap_or_else(new_token);
+            state.resources.insert(
+                id.clone(),
+                Entry {
+                    kind: spec.kind(),
+                    status: Status::Created,
+                    cloud_id: obs.cloud_id,
+                    token,
+                    spec,
+                    attrs: obs.attrs,
+                    depends_on,
+                    updated_at: now(),
+                },
+            );
+            if step.kind != StepKind::Adopt {
+                outcome.mutated.insert(id.clone());
+            }
+        }
+        Done::Deleted => {
+            state.resources.remove(id);
+            // Keep the file self-consistent: nobody depends on a removed entry.
+            for e in state.resources.values_mut() {
+                e.depends_on.retain(|d| d != id);
+            }
+            if step.kind == StepKind::Delete {
+                outcome.mutated.insert(id.clone());
+            }
+        }
+    }
+}
+
+fn new_token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

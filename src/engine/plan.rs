@@ -1,0 +1,602 @@
+//! Planning: compare the desired graph with the state and the live cloud, and decide one
+//! action per logical resource, each with its reasons.
+//!
+//! * in config, not in state: look in the cloud by token/tags first — found means
+//!   **adopt** (a crashed run or a lost state file created it), otherwise **create**;
+//! * in state as a write-ahead intent (`creating`): the same search, so an interrupted
+//!   create is never duplicated;
+//! * in both: read it live; gone means **create** again ("deleted outside provision"),
+//!   changed fields mean **update** or **replace** (per `Spec::updatable_fields`), drift
+//!   reported by the cloud means **update**; replacing a resource replaces what lives inside
+//!   it (`RefMode::Parent`) and updates what points at it (`RefMode::Attach`);
+//! * in state, not in config: **delete**; and anything tagged for this environment that
+//!   neither the state nor the config knows (left by a crash) is deleted too.
+//!
+//! Planning only reads; it never changes the cloud or the state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::graph::DependencyQueue;
+use crate::cloud::{Cloud, CloudError, DeleteOptions, NoProgress, OpContext};
+use crate::model::{Kind, LogicalId, Observed, RefMode, Resolved, Spec};
+use crate::state::{State, Status};
+
+/// The resources the config asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    pub resources: BTreeMap<LogicalId, Spec>,
+}
+
+impl Desired {
+    pub fn insert(&mut self, id: impl Into<LogicalId>, spec: Spec) {
+        self.resources.insert(id.into(), spec);
+    }
+
+    /// Topological order (dependencies first); errors on cycles or unknown references.
+    pub fn order(&self) -> Result<Vec<LogicalId>, PlanError> {
+        let mut q = DependencyQueue::new();
+        for (id, spec) in &self.resources {
+            for dep in spec.depends_on() {
+                if !self.resources.contains_key(&dep) {
+                    return Err(PlanError::UnknownRef {
+                        id: id.clone(),
+                        dep: dep.clone(),
+                    });
+                }
+            }
+            q.queue(id.clone(), spec.depends_on());
+        }
+        q.queue_finished().map_err(PlanError::Cycle)?;
+        Ok(q.order())
+    }
+
+    /// A digest of the desired graph, to tell whether a saved plan still fits the config.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (id, spec) in &self.resources {
+            h.update(id.as_str().as_bytes());
+            h.update(serde_json::to_vec(spec).expect("spec serializes"));
+            if let Spec::Instance(i) = spec {
+                h.update(i.user_data_sha256.as_bytes());
+            }
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Nothing to do.
+    NoOp,
+    /// Create a new resource.
+    Create,
+    /// Take over a resource found by token or tags (no cloud change unless it drifted).
+    Adopt,
+    /// Change the resource in place.
+    Update,
+    /// Delete, then create again.
+    Replace,
+    /// Delete the resource.
+    Delete,
+    /// Drop it from the state: it is already gone from the cloud.
+    Forget,
+}
+
+impl ActionKind {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            ActionKind::NoOp => " ",
+            ActionKind::Create => "+",
+            ActionKind::Adopt => "=",
+            ActionKind::Update => "~",
+            ActionKind::Replace => "-/+",
+            ActionKind::Delete => "-",
+            ActionKind::Forget => "x",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            ActionKind::NoOp => "unchanged",
+            ActionKind::Create => "create",
+            ActionKind::Adopt => "adopt",
+            ActionKind::Update => "update",
+            ActionKind::Replace => "replace",
+            ActionKind::Delete => "delete",
+            ActionKind::Forget => "forget",
+        }
+    }
+
+    /// Does this action change the cloud or the state?
+    pub fn is_change(self) -> bool {
+        !matches!(self, ActionKind::NoOp)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: LogicalId,
+    pub kind: Kind,
+    pub action: ActionKind,
+    pub reasons: Vec<String>,
+    /// The live resource (for update/delete/adopt); absent for create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Observed>,
+    /// For adopt: update it after adopting, because it drifted.
+    #[serde(default)]
+    pub update_after_adopt: bool,
+    /// For deletes of resources the state does not know: no dependency information, so
+    /// teardown order falls back to kind ranks.
+    #[serde(default)]
+    pub orphan: bool,
+}
+
+/// What apply (or destroy) would do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub env: String,
+    pub destroy: bool,
+    /// Lineage and serial of the state the plan was made from (`None`: no state yet).
+    pub lineage: Option<String>,
+    pub serial: u64,
+    pub desired_digest: String,
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| a.action.is_change())
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes().next().is_some()
+    }
+
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.actions.iter().filter(|a| a.action == kind).count()
+    }
+
+    pub fn get(&self, id: &LogicalId) -> Option<&Action> {
+        self.actions.iter().find(|a| &a.id == id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("resource `{id}` refers to `{dep}`, which the blueprint does not define")]
+    UnknownRef { id: LogicalId, dep: LogicalId },
+    #[error(transparent)]
+    Cycle(super::graph::Cycle),
+    #[error("while reading `{id}` ({kind}): {source}")]
+    Cloud {
+        id: LogicalId,
+        kind: Kind,
+        #[source]
+        source: CloudError,
+    },
+    #[error("listing the resources tagged provision:env={env}: {source}")]
+    List {
+        env: String,
+        #[source]
+        source: CloudError,
+    },
+}
+
+/// Compare two specs of one resource: (reasons forcing a replace, reasons for an update).
+pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
+    if old.kind() != new.kind() {
+        return (vec![format!("kind changes from {} to {}", old.kind(), new.kind())], vec![]);
+    }
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) =
+        (serde_json::to_value(old).expect("spec"), serde_json::to_value(new).expect("spec"))
+    else {
+        return (vec![], vec![]);
+    };
+    let updatable = new.updatable_fields();
+    let mut replace = Vec::new();
+    let mut update = Vec::new();
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        let (va, vb) = (a.get(key), b.get(key));
+        if va == vb {
+            continue;
+        }
+        let text = describe_change(key, va, vb);
+        let forced = match (old, new) {
+            // RDS cannot go down a version in place.
+            (Spec::Database(o), Spec::Database(n)) if key == "engine_version" => {
+                version_lt(&n.engine_version, &o.engine_version)
+            }
+            _ => !updatable.contains(&key.as_str()),
+        };
+        if forced {
+            let why = match (old, new) {
+                (Spec::Database(_), _) if key == "engine_version" => "RDS cannot downgrade in place",
+                (Spec::Instance(_), _) if key == "user_data_sha256" => "user-data is read only at first boot",
+                _ => "cannot change in place",
+            };
+            replace.push(format!("{text} ({why})"));
+        } else {
+            update.push(text);
+        }
+    }
+    (replace, update)
+}
+
+fn version_lt(a: &str, b: &str) -> bool {
+    let parse = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+    parse(a) < parse(b)
+}
+
+fn describe_change(key: &str, a: Option<&serde_json::Value>, b: Option<&serde_json::Value>) -> String {
+    let show = |v: Option<&serde_json::Value>| -> String {
+        match v {
+            None | Some(serde_json::Value::Null) => "none".to_string(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => {
+                let s = v.to_string();
+                if s.chars().count() > 60 {
+                    format!("{}…", s.chars().take(59).collect::<String>())
+                } else {
+                    s
+                }
+            }
+        }
+    };
+    match (a, b) {
+        (Some(serde_json::Value::Array(x)), Some(serde_json::Value::Array(y))) => {
+            let added = y.iter().filter(|v| !x.contains(v)).count();
+            let removed = x.iter().filter(|v| !y.contains(v)).count();
+            format!("{key}: {added} added, {removed} removed")
+        }
+        (_, _) if key == "user_data_sha256" => "user-data changed".to_string(),
+        _ => format!("{key}: {} → {}", show(a), show(b)),
+    }
+}
+
+/// Read-only inputs of planning.
+pub struct PlanInput<'a> {
+    pub env: &'a str,
+    pub desired: &'a Desired,
+    pub state: &'a State,
+    /// `destroy`: everything the state and the tags know goes.
+    pub destroy: bool,
+}
+
+fn ctx<'a>(env: &'a str, id: &'a LogicalId, token: &'a str, resolved: &'a Resolved, delete: &'a DeleteOptions) -> OpContext<'a> {
+    OpContext {
+        env,
+        id,
+        token,
+        resolved,
+        progress: &NoProgress,
+        delete,
+    }
+}
+
+/// Make a plan. Only read calls reach the cloud.
+pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, PlanError> {
+    let PlanInput {
+        env,
+        desired,
+        state,
+        destroy,
+    } = input;
+    let empty = Desired::default();
+    let desired = if destroy { &empty } else { desired };
+    let order = desired.order()?;
+    let no_delete = DeleteOptions::default();
+
+    // 1. What is live, for everything the state knows about.
+    let mut resolved = state.resolved();
+    let mut live: BTreeMap<LogicalId, Option<Observed>> = BTreeMap::new();
+    {
+        let reads = state.resources.iter().map(|(id, entry)| {
+            let resolved = &resolved;
+            let no_delete = &no_delete;
+            async move {
+                let spec = desired.resources.get(id).unwrap_or(&entry.spec);
+                let c = ctx(env, id, &entry.token, resolved, no_delete);
+                let r = match entry.status {
+                    Status::Created => cloud.read(&c, spec, &entry.cloud_id).await,
+                    Status::Creating => cloud.find(&c, spec).await,
+                };
+                (id.clone(), entry.kind, r)
+            }
+        });
+        use futures::StreamExt;
+        let results: Vec<_> = futures::stream::iter(reads).buffer_unordered(8).collect().await;
+        for (id, kind, r) in results {
+            let observed = r.map_err(|source| PlanError::Cloud {
+                id: id.clone(),
+                kind,
+                source,
+            })?;
+            live.insert(id, observed);
+        }
+    }
+
+    let mut actions: BTreeMap<LogicalId, Action> = BTreeMap::new();
+
+    // 2. Desired resources, dependencies first so adoptions resolve for later finds.
+    for id in &order {
+        let spec = &desired.resources[id];
+        let kind = spec.kind();
+        let action = match state.resources.get(id) {
+            None => {
+                let token = String::new();
+                let c = ctx(env, id, &token, &resolved, &no_delete);
+                let found = cloud.find(&c, spec).await.map_err(|source| PlanError::Cloud {
+                    id: id.clone(),
+                    kind,
+                    source,
+                })?;
+                match found {
+                    Some(obs) => adopt_action(cloud, env, id, spec, obs, &mut resolved, "not in the state but found in the cloud by its tags").await?,
+                    None => new_action(id, kind, ActionKind::Create, vec![]),
+                }
+            }
+            Some(entry) if entry.status == Status::Creating => match live.get(id).cloned().flatten() {
+                Some(obs) => {
+                    adopt_action(cloud, env, id, spec, obs, &mut resolved, "an interrupted run created it; found by its token/tags").await?
+                }
+                None => new_action(
+                    id,
+                    kind,
+                    ActionKind::Create,
+                    vec!["an interrupted run recorded the intent but it was never created".into()],
+                ),
+            },
+            Some(entry) => match live.get(id).cloned().flatten() {
+                None => new_action(id, kind, ActionKind::Create, vec!["deleted outside provision".into()]),
+                Some(obs) => {
+                    let (replace, mut update) = spec_changes(&entry.spec, spec);
+                    update.extend(obs.drift.iter().map(|d| format!("drift: {d}")));
+                    let mut a = if !replace.is_empty() {
+                        let mut r = replace;
+                        r.extend(update);
+                        new_action(id, kind, ActionKind::Replace, r)
+                    } else if !update.is_empty() {
+                        new_action(id, kind, ActionKind::Update, update)
+                    } else {
+                        new_action(id, kind, ActionKind::NoOp, vec![])
+                    };
+                    a.current = Some(obs);
+                    a
+                }
+            },
+        };
+        actions.insert(id.clone(), action);
+    }
+
+    // 3. Cascade replacements along the graph (in topological order).
+    for id in &order {
+        let spec = &desired.resources[id];
+        for (dep, mode) in spec.refs() {
+            let dep_action = actions.get(&dep).map(|a| a.action);
+            let recreated = matches!(dep_action, Some(ActionKind::Replace))
+                || (matches!(dep_action, Some(ActionKind::Create)) && state.resources.contains_key(&dep));
+            if !recreated {
+                continue;
+            }
+            let a = actions.get_mut(id).expect("planned");
+            match (a.action, mode) {
+                (ActionKind::NoOp | ActionKind::Update | ActionKind::Adopt, RefMode::Parent) if a.current.is_some() => {
+                    a.action = ActionKind::Replace;
+                    a.reasons.push(format!("`{dep}` is replaced and this lives inside it"));
+                }
+                (ActionKind::NoOp, RefMode::Attach) => {
+                    a.action = ActionKind::Update;
+                    a.reasons.push(format!("`{dep}` is replaced; point at the new one"));
+                }
+                (ActionKind::Update, RefMode::Attach) => {
+                    a.reasons.push(format!("`{dep}` is replaced; point at the new one"));
+                }
+                (ActionKind::Adopt, RefMode::Attach) => {
+                    a.update_after_adopt = true;
+                    a.reasons.push(format!("`{dep}` is replaced; point at the new one"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // 4. In the state but not desired.
+    for (id, entry) in &state.resources {
+        if desired.resources.contains_key(id) {
+            continue;
+        }
+        let why = if destroy { "destroy" } else { "no longer in the config" };
+        let a = match live.get(id).cloned().flatten() {
+            Some(obs) => {
+                let mut a = new_action(id, entry.kind, ActionKind::Delete, vec![why.into()]);
+                a.current = Some(obs);
+                a
+            }
+            None => new_action(id, entry.kind, ActionKind::Forget, vec!["already gone from the cloud".into()]),
+        };
+        actions.insert(id.clone(), a);
+    }
+
+    // 5. Tagged for this env, known to neither state nor config: left by a crashed run.
+    let owned = cloud.list_owned(env).await.map_err(|source| PlanError::List {
+        env: env.to_string(),
+        source,
+    })?;
+    for o in owned {
+        let known_here = state.resources.get(&o.id).is_some_and(|e| e.cloud_id == o.cloud_id)
+            || actions.get(&o.id).and_then(|a| a.current.as_ref()).is_some_and(|c| c.cloud_id == o.cloud_id);
+        if known_here {
+            continue;
+        }
+        // Same logical id, another cloud id: a duplicate (e.g. moto ignored a ClientToken,
+        // or someone copied the tags). Key it uniquely so both show.
+        let key = if actions.contains_key(&o.id) {
+            LogicalId::new(format!("{}#{}", o.id, o.cloud_id))
+        } else {
+            o.id.clone()
+        };
+        let mut a = new_action(
+            &key,
+            o.kind,
+            ActionKind::Delete,
+            vec![if destroy {
+                "tagged for this environment (not in the state)".into()
+            } else {
+                "tagged for this environment but not in the state or the config (left by an interrupted run)".into()
+            }],
+        );
+        a.current = Some(Observed::new(o.cloud_id, o.attrs));
+        a.orphan = true;
+        actions.insert(key, a);
+    }
+
+    // Order: desired in topological order, then deletions.
+    let mut list: Vec<Action> = Vec::new();
+    for id in &order {
+        if let Some(a) = actions.remove(id) {
+            list.push(a);
+        }
+    }
+    let mut rest: Vec<Action> = actions.into_values().collect();
+    rest.sort_by_key(|a| (std::cmp::Reverse(a.kind.rank()), a.id.clone()));
+    list.extend(rest);
+
+    Ok(Plan {
+        env: env.to_string(),
+        destroy,
+        lineage: if state.serial == 0 && state.resources.is_empty() {
+            None
+        } else {
+            Some(state.lineage.clone())
+        },
+        serial: state.serial,
+        desired_digest: desired.digest(),
+        actions: list,
+    })
+}
+
+fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<String>) -> Action {
+    Action {
+        id: id.clone(),
+        kind,
+        action,
+        reasons,
+        current: None,
+        update_after_adopt: false,
+        orphan: false,
+    }
+}
+
+async fn adopt_action(
+    cloud: &dyn Cloud,
+    env: &str,
+    id: &LogicalId,
+    spec: &Spec,
+    found: Observed,
+    resolved: &mut Resolved,
+    why: &str,
+) -> Result<Action, PlanError> {
+    // Read it to learn how it differs from the spec.
+    let no_delete = DeleteOptions::default();
+    let token = String::new();
+    let live = {
+        let c = ctx(env, id, &token, resolved, &no_delete);
+        cloud
+            .read(&c, spec, &found.cloud_id)
+            .await
+            .map_err(|source| PlanError::Cloud {
+                id: id.clone(),
+                kind: spec.kind(),
+                source,
+            })?
+            .unwrap_or(found)
+    };
+    resolved.entries.insert(id.clone(), live.clone());
+    let mut a = new_action(id, spec.kind(), ActionKind::Adopt, vec![format!("{why} ({})", live.cloud_id)]);
+    if !live.drift.is_empty() {
+        a.update_after_adopt = true;
+        a.reasons.extend(live.drift.iter().map(|d| format!("drift: {d}")));
+    }
+    a.current = Some(live);
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn inst(ami: &str, sgs: &[&str]) -> Spec {
+        Spec::Instance(InstanceSpec {
+            role: "node".into(),
+            subnet: "subnet-1".into(),
+            security_groups: sgs.iter().map(|s| LogicalId::new(*s)).collect(),
+            ami: ami.into(),
+            instance_type: "t3.large".into(),
+            root_volume_gb: 50,
+            data_volume_gb: None,
+            public_ip: false,
+            key_pair: None,
+            user_data_sha256: "abc".into(),
+            user_data: String::new(),
+        })
+    }
+
+    #[test]
+    fn unchanged_spec_has_no_changes() {
+        let (r, u) = spec_changes(&inst("ami-1", &["sg"]), &inst("ami-1", &["sg"]));
+        assert!(r.is_empty() && u.is_empty());
+    }
+
+    #[test]
+    fn ami_change_forces_replace_and_names_field() {
+        let (r, u) = spec_changes(&inst("ami-1", &["sg"]), &inst("ami-2", &["sg"]));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].contains("ami: ami-1 → ami-2"), "{r:?}");
+        assert!(u.is_empty());
+    }
+
+    #[test]
+    fn security_group_change_is_an_update() {
+        let (r, u) = spec_changes(&inst("ami-1", &["sg"]), &inst("ami-1", &["sg", "sg2"]));
+        assert!(r.is_empty());
+        assert_eq!(u, vec!["security_groups: 1 added, 0 removed".to_string()]);
+    }
+
+    fn db(version: &str, class: &str, user: &str) -> Spec {
+        Spec::Database(DatabaseSpec {
+            subnet_group: "db-subnets".into(),
+            security_group: "sg-datastore".into(),
+            engine_version: version.into(),
+            instance_class: class.into(),
+            storage_gb: 20,
+            database: "k3s".into(),
+            username: user.into(),
+            backup_retention_days: 7,
+        })
+    }
+
+    #[test]
+    fn database_rules() {
+        let (r, u) = spec_changes(&db("8.0", "db.t3.medium", "admin"), &db("8.0", "db.t3.large", "admin"));
+        assert!(r.is_empty() && u.len() == 1, "{r:?} {u:?}");
+        let (r, u) = spec_changes(&db("5.7", "db.t3.medium", "admin"), &db("8.0", "db.t3.medium", "admin"));
+        assert!(r.is_empty() && u.len() == 1, "upgrade in place: {r:?} {u:?}");
+        let (r, _) = spec_changes(&db("8.0", "db.t3.medium", "admin"), &db("5.7", "db.t3.medium", "admin"));
+        assert!(r[0].contains("downgrade"), "{r:?}");
+        let (r, _) = spec_changes(&db("8.0", "db.t3.medium", "admin"), &db("8.0", "db.t3.medium", "root"));
+        assert!(r[0].contains("username"), "{r:?}");
+    }
+
+    #[test]
+    fn desired_order_rejects_unknown_refs() {
+        let mut d = Desired::default();
+        d.insert("node-1", inst("ami-1", &["sg"]));
+        assert!(matches!(d.order(), Err(PlanError::UnknownRef { .. })));
+    }
+}

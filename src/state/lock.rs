@@ -1,0 +1,232 @@
+//! The per-environment lock: an advisory OS file lock on `state/<name>.lock`, so a run that
+//! crashes or is killed never blocks the next one. The file's content (pid, host, command,
+//! start time) only says who holds it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use fs4::fs_std::FileExt;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    pub command: String,
+    pub started: String,
+}
+
+impl Holder {
+    pub fn current(command: &str) -> Self {
+        Self {
+            pid: std::process::id(),
+            host: this_host(),
+            command: command.to_string(),
+            started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+
+    /// True when the holder ran on this host and its process no longer exists.
+    pub fn is_dead_here(&self) -> bool {
+        self.host == this_host() && !pid_alive(self.pid)
+    }
+}
+
+fn this_host() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{}", locked_message(.path, .holder))]
+    Locked { path: PathBuf, holder: Option<Holder> },
+    #[error("cannot use lock file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn locked_message(path: &Path, holder: &Option<Holder>) -> String {
+    match holder {
+        Some(h) if h.is_dead_here() => format!(
+            "the state is locked ({}): held for `{}` by pid {} on {} since {}, but that process is gone \
+             (a child it started may still hold the lock). If no provision run is active, run `provision unlock --force`",
+            path.display(),
+            h.command,
+            h.pid,
+            h.host,
+            h.started
+        ),
+        Some(h) => format!(
+            "the state is locked by another run: `provision {}` (pid {} on {}, since {}); wait for it to finish \
+             (lock file {})",
+            h.command,
+            h.pid,
+            h.host,
+            h.started,
+            path.display()
+        ),
+        None => format!("the state is locked by another run (lock file {})", path.display()),
+    }
+}
+
+/// A held lock; released when dropped (and by the OS if the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    pub fn acquire(path: &Path, command: &str) -> Result<Lock, LockError> {
+        let io = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        match FileExt::try_lock_exclusive(&file) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(LockError::Locked {
+                    path: path.to_path_buf(),
+                    holder: read_holder(path),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(LockError::Locked {
+                    path: path.to_path_buf(),
+                    holder: read_holder(path),
+                })
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let holder = Holder::current(command);
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(serde_json::to_string(&holder).expect("holder serializes").as_bytes())
+            .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Lock {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Empty the holder info, then release; the file itself stays (removing it would
+        // race with a run that already opened it).
+        let _ = self.file.set_len(0);
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+pub fn read_holder(path: &Path) -> Option<Holder> {
+    let text = fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Outcome of `provision unlock`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unlock {
+    /// Nothing held the lock; the holder note (if any) was cleared.
+    WasFree,
+    /// The lock file was removed although a process still held it (`--force`).
+    Forced(Option<Holder>),
+}
+
+/// Remove a stale lock. Without `force` a lock that is really held is refused.
+pub fn unlock(path: &Path, force: bool) -> Result<Unlock, LockError> {
+    if !path.exists() {
+        return Ok(Unlock::WasFree);
+    }
+    match Lock::acquire(path, "unlock") {
+        Ok(lock) => {
+            drop(lock);
+            Ok(Unlock::WasFree)
+        }
+        Err(LockError::Locked { holder, .. }) if force => {
+            fs::remove_file(path).map_err(|source| LockError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Ok(Unlock::Forced(holder))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_with_holder_info_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.lock");
+        let lock = Lock::acquire(&path, "apply").unwrap();
+        let err = Lock::acquire(&path, "plan").unwrap_err();
+        match &err {
+            LockError::Locked { holder: Some(h), .. } => {
+                assert_eq!(h.command, "apply");
+                assert_eq!(h.pid, std::process::id());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("provision apply"), "{err}");
+        drop(lock);
+        Lock::acquire(&path, "plan").unwrap();
+    }
+
+    #[test]
+    fn unlock_refuses_a_held_lock_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.lock");
+        let _lock = Lock::acquire(&path, "apply").unwrap();
+        assert!(unlock(&path, false).is_err());
+        assert!(matches!(unlock(&path, true).unwrap(), Unlock::Forced(Some(_))));
+        assert!(!path.exists());
+        // A new lock works on a new file even though the old holder still has its fd.
+        Lock::acquire(&path, "apply").unwrap();
+    }
+
+    #[test]
+    fn dead_holder_on_this_host_is_detected() {
+        let h = Holder {
+            pid: 0x3fff_fff0,
+            host: this_host(),
+            command: "apply".into(),
+            started: "x".into(),
+        };
+        assert!(h.is_dead_here());
+        let msg = locked_message(Path::new("s.lock"), &Some(h));
+        assert!(msg.contains("provision unlock --force"), "{msg}");
+        assert!(!Holder::current("x").is_dead_here());
+    }
+}
