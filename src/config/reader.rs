@@ -27,11 +27,13 @@ impl<'t> Doc<'t> {
 
     pub(crate) fn problem(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
         let (line, column) = self.lines.locate(span);
+        // One line per problem, even when a quoted value holds a line break.
+        let message = message.into().replace('\r', "\\r").replace('\n', "\\n");
         self.problems.push(Problem {
             line,
             column,
             key: key.to_string(),
-            message: message.into(),
+            message,
         });
     }
 

@@ -312,7 +312,7 @@ fn network(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Network {
             let parsed = item
                 .value
                 .parse::<std::net::Ipv4Addr>()
-                .map(|address| ipnet::Ipv4Net::from(address))
+                .map(ipnet::Ipv4Net::from)
                 .map_err(|_| ())
                 .or_else(|()| checks::ipv4_network(&item.value));
             match parsed {
