@@ -286,8 +286,9 @@ pub(crate) fn openssh_public_key(content: &str) -> Result<String, String> {
 pub(crate) fn registry_address(url: &str) -> Result<(), String> {
     if let Some((scheme, rest)) = url.split_once("://") {
         return Err(format!(
-            "write the registry address without the {scheme}:// scheme: {:?}",
-            rest.trim_end_matches('/')
+            "write the registry address as host:port, without the {scheme}:// scheme \
+             or a path: {:?}",
+            rest.split('/').next().unwrap_or_default()
         ));
     }
     if url.contains('/') {
@@ -515,7 +516,7 @@ mod tests {
         ] {
             assert!(registry_address(good).is_ok(), "{good}");
         }
-        let scheme = registry_address("https://registry.example.com:5000/").unwrap_err();
+        let scheme = registry_address("https://registry.example.com:5000/v2/").unwrap_err();
         assert!(scheme.contains("\"registry.example.com:5000\""), "{scheme}");
         assert!(registry_address("registry.example.com/library").is_err());
         assert!(registry_address("registry.example.com:0").is_err());

@@ -513,8 +513,7 @@ fn load_balancer(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Opt
                     doc,
                     table,
                     &["enabled"],
-                    "load_balancer.enabled only applies to topology docker; k3s and rke \
-                     always have a load balancer",
+                    "only applies to topology docker; k3s and rke always have a load balancer",
                 );
             }
             Some(LoadBalancer {

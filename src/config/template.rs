@@ -36,7 +36,7 @@ fn header(topology: Topology) -> String {
 name = "lab"
 # AWS region to build in (wins over AWS_REGION).
 region = "us-east-1"
-# k3s | rke | docker. Changing it later means destroying and rebuilding.
+# k3s | rke | docker.
 topology = "{topology}"
 # The Rancher URL. It must be inside dns.zone and cannot change after Rancher is installed.
 hostname = "rancher.lab.example.com"
@@ -47,7 +47,7 @@ hostname = "rancher.lab.example.com"
 
 fn network(topology: Topology) -> String {
     let zones_note = match topology {
-        Topology::K3s => " k3s needs at least 2 (RDS spans two zones).",
+        Topology::K3s => "\n# k3s needs at least 2: its RDS subnet group spans two zones.",
         Topology::Rke | Topology::Docker => "",
     };
     format!(
@@ -132,7 +132,8 @@ fn load_balancer(topology: Topology) -> String {
 
 const DNS: &str = r#"
 [dns]
-# An existing Route53 hosted zone, by name or by id (Z...) (required).
+# An existing Route53 hosted zone, by name or by id (Z...) (required); with
+# private_zone enabled, the name of the private zone to create.
 zone = "lab.example.com"
 # true: create a private hosted zone with this name, attached to the VPC.
 # private_zone = false

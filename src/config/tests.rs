@@ -842,7 +842,7 @@ fn load_balancer_enabled_only_for_docker() {
         let problem = one_problem(&text, 12, "load_balancer.enabled");
         assert!(problem
             .message
-            .starts_with("load_balancer.enabled only applies to topology docker"));
+            .starts_with("only applies to topology docker"));
     }
 }
 
