@@ -1,0 +1,717 @@
+//! The schema: which keys each table accepts, their defaults per topology, and the checks
+//! that span several keys. Reads a parsed document and produces a [`Config`] or problems.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+use super::checks::{self, MysqlVersion};
+use super::reader::{Doc, Located, Table};
+use super::types::{
+    Config, Datastore, Dns, LoadBalancer, Network, Nodes, RecordType, Registry, Timeouts, Topology,
+};
+use crate::model::Scheme;
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "region",
+    "topology",
+    "hostname",
+    "network",
+    "nodes",
+    "datastore",
+    "load_balancer",
+    "dns",
+    "registry",
+    "timeouts",
+];
+const NETWORK_KEYS: &[&str] = &["vpc_cidr", "zones", "admin_cidrs"];
+const NODES_KEYS: &[&str] = &[
+    "count",
+    "instance_type",
+    "ami",
+    "root_volume_gb",
+    "ssh_public_key",
+    "ssh_user",
+];
+const DATASTORE_KEYS: &[&str] = &[
+    "engine_version",
+    "instance_class",
+    "storage_gb",
+    "database",
+    "username",
+    "backup_retention_days",
+];
+const LOAD_BALANCER_KEYS: &[&str] = &["scheme", "kube_api", "enabled"];
+const DNS_KEYS: &[&str] = &["zone", "private_zone", "ttl", "record_type"];
+const REGISTRY_NODE_KEYS: &[&str] = &["instance_type", "volume_gb", "port"];
+const REGISTRY_EXTERNAL_KEYS: &[&str] = &["url", "ca_file"];
+const TIMEOUT_KEYS: &[&str] = &[
+    "poll_seconds",
+    "instance_minutes",
+    "database_minutes",
+    "load_balancer_minutes",
+    "dns_minutes",
+    "dependency_minutes",
+];
+
+/// Longest wait any single timeout may ask for.
+const MAX_TIMEOUT_MINUTES: f64 = 1440.0;
+const MAX_POLL_SECONDS: f64 = 300.0;
+const MAX_NODES: i64 = 9;
+
+pub(crate) const DEFAULT_VPC_CIDR: &str = "10.42.0.0/16";
+
+/// Resolves `root` into a [`Config`]; every problem found is recorded in `doc`. The
+/// returned value is only meaningful when `doc` holds no problems.
+pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Config> {
+    let root = Table::root(root);
+    root.check_keys(doc, TOP_KEYS);
+    let base = path.parent().unwrap_or(Path::new(""));
+
+    let name = required(doc, &root, "name", "\"lab\"")
+        .and_then(|name| checked(doc, name, checks::environment_name));
+    let region = required(doc, &root, "region", "\"us-east-1\"")
+        .and_then(|region| checked(doc, region, checks::region));
+    let topology = required(doc, &root, "topology", "\"k3s\"").and_then(|topology| {
+        let parsed = match topology.value.as_str() {
+            "k3s" => Some(Topology::K3s),
+            "rke" => Some(Topology::Rke),
+            "docker" => Some(Topology::Docker),
+            _ => None,
+        };
+        if parsed.is_none() {
+            doc.problem(
+                &topology.span,
+                &topology.key,
+                format!(
+                    "expected \"k3s\", \"rke\" or \"docker\" (got {:?})",
+                    topology.value
+                ),
+            );
+        }
+        parsed
+    });
+    let hostname = required(doc, &root, "hostname", "\"rancher.lab.example.com\"")
+        .and_then(|host| checked(doc, host, |h| checks::dns_name(h, 2)));
+
+    let network = network(doc, &root, topology);
+    let nodes = nodes(doc, &root, topology, base);
+    let datastore = datastore(doc, &root, topology);
+    let load_balancer = load_balancer(doc, &root, topology);
+    let dns = dns(doc, &root);
+    let registry = registry(doc, &root, base);
+    let timeouts = timeouts(doc, &root);
+
+    if let (Some(host), Some(dns)) = (&hostname, &dns) {
+        let zone = &dns.zone;
+        let inside = host.value == *zone || host.value.ends_with(&format!(".{zone}"));
+        if !checks::is_hosted_zone_id(zone) && !inside {
+            doc.problem(
+                &host.span,
+                &host.key,
+                format!(
+                    "{:?} is not inside the DNS zone {zone:?} (dns.zone); use a name ending \
+                     in .{zone}",
+                    host.value
+                ),
+            );
+        }
+    }
+
+    let mut warnings = Vec::new();
+    if network.admin_cidrs.is_empty() {
+        warnings.push(
+            "network.admin_cidrs is empty: only hosts inside the VPC can reach the bastion, \
+             registry and load balancer"
+                .to_string(),
+        );
+    }
+    if let Some(datastore) = &datastore {
+        if matches!(
+            checks::mysql_version(&datastore.engine_version),
+            Ok(MysqlVersion::ExtendedSupport)
+        ) {
+            warnings.push(format!(
+                "datastore.engine_version = {:?}: RDS bills MySQL 5.7 as Extended Support \
+                 (an extra charge per vCPU-hour); prefer \"8.0\" or \"8.4\"",
+                datastore.engine_version
+            ));
+        }
+    }
+
+    Some(Config {
+        path: path.to_path_buf(),
+        name: name?.value,
+        region: region?.value,
+        topology: topology?,
+        hostname: hostname?.value,
+        network,
+        nodes: nodes?,
+        datastore,
+        load_balancer,
+        dns: dns?,
+        registry,
+        timeouts,
+        warnings,
+    })
+}
+
+/// A required string; a missing one is reported at the table that should hold it.
+fn required(doc: &mut Doc, table: &Table, key: &str, example: &str) -> Option<Located<String>> {
+    if table.key_span(key).is_none() {
+        let placement = if table.exists() {
+            String::new()
+        } else if let Some((section, _)) = table.key_path(key).rsplit_once('.') {
+            format!(" under [{section}]")
+        } else {
+            String::new()
+        };
+        doc.problem(
+            &table.span,
+            &table.key_path(key),
+            format!("required key is missing; add it{placement}, for example {key} = {example}"),
+        );
+        return None;
+    }
+    let value = table.string(doc, key)?;
+    if value.value.trim().is_empty() {
+        doc.problem(&value.span, &value.key, "must not be empty");
+        return None;
+    }
+    Some(value)
+}
+
+/// Keeps `value` if `check` accepts it, else reports the check's message.
+fn checked(
+    doc: &mut Doc,
+    value: Located<String>,
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> Option<Located<String>> {
+    match check(&value.value) {
+        Ok(()) => Some(value),
+        Err(message) => {
+            doc.problem(&value.span, &value.key, message);
+            None
+        }
+    }
+}
+
+/// An optional checked string, or `default`.
+fn string_or(
+    doc: &mut Doc,
+    table: &Table,
+    key: &str,
+    default: &str,
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> String {
+    table
+        .string(doc, key)
+        .and_then(|value| checked(doc, value, check))
+        .map_or_else(|| default.to_string(), |value| value.value)
+}
+
+fn integer_or(
+    doc: &mut Doc,
+    table: &Table,
+    key: &str,
+    range: std::ops::RangeInclusive<i64>,
+    default: u32,
+) -> u32 {
+    table
+        .integer(doc, key, range)
+        .and_then(|value| u32::try_from(value.value).ok())
+        .unwrap_or(default)
+}
+
+/// One of a fixed set of words.
+fn choice<T: Copy>(
+    doc: &mut Doc,
+    table: &Table,
+    key: &str,
+    options: &[(&str, T)],
+    default: T,
+) -> T {
+    let Some(value) = table.string(doc, key) else {
+        return default;
+    };
+    if let Some((_, chosen)) = options.iter().find(|(word, _)| *word == value.value) {
+        return *chosen;
+    }
+    let words: Vec<String> = options
+        .iter()
+        .map(|(word, _)| format!("{word:?}"))
+        .collect();
+    doc.problem(
+        &value.span,
+        &value.key,
+        format!(
+            "expected one of {} (got {:?})",
+            words.join(", "),
+            value.value
+        ),
+    );
+    default
+}
+
+/// Reports each of `keys` written in `table` with `message`.
+fn not_applicable(doc: &mut Doc, table: &Table, keys: &[&str], message: &str) {
+    for key in keys {
+        if let Some(span) = table.key_span(key) {
+            doc.problem(&span, &table.key_path(key), message);
+        }
+    }
+}
+
+fn network(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Network {
+    let table = &root.table(doc, "network");
+    table.check_keys(doc, NETWORK_KEYS);
+    let default_cidr = DEFAULT_VPC_CIDR.parse().expect("valid default CIDR");
+    let vpc_cidr = table
+        .string(doc, "vpc_cidr")
+        .and_then(|cidr| match checks::ipv4_network(&cidr.value) {
+            Ok(net) if (16..=24).contains(&net.prefix_len()) => Some(net),
+            Ok(net) => {
+                doc.problem(
+                    &cidr.span,
+                    &cidr.key,
+                    format!(
+                        "the VPC network must be between /16 and /24 (got /{})",
+                        net.prefix_len()
+                    ),
+                );
+                None
+            }
+            Err(message) => {
+                doc.problem(&cidr.span, &cidr.key, message);
+                None
+            }
+        })
+        .unwrap_or(default_cidr);
+
+    let zones = table.integer(doc, "zones", 1..=6);
+    if let (Some(zones), Some(Topology::K3s)) = (&zones, topology) {
+        if zones.value < 2 {
+            doc.problem(
+                &zones.span,
+                &zones.key,
+                format!(
+                    "k3s needs at least 2 zones: its RDS subnet group must span two \
+                     availability zones (got {})",
+                    zones.value
+                ),
+            );
+        }
+    }
+    let zones = zones.and_then(|z| u32::try_from(z.value).ok()).unwrap_or(2);
+
+    let mut admin_cidrs = Vec::new();
+    if let Some(list) = table.string_array(doc, "admin_cidrs") {
+        for item in list.value {
+            let parsed = item
+                .value
+                .parse::<std::net::Ipv4Addr>()
+                .map(ipnet::Ipv4Net::from)
+                .map_err(|_| ())
+                .or_else(|()| checks::ipv4_network(&item.value));
+            match parsed {
+                Ok(net) => admin_cidrs.push(net),
+                Err(message) => doc.problem(&item.span, &item.key, message),
+            }
+        }
+    }
+
+    Network {
+        vpc_cidr,
+        zones,
+        admin_cidrs,
+    }
+}
+
+fn nodes(doc: &mut Doc, root: &Table, topology: Option<Topology>, base: &Path) -> Option<Nodes> {
+    let table = &root.table(doc, "nodes");
+    table.check_keys(doc, NODES_KEYS);
+    let topo = topology.unwrap_or(Topology::K3s);
+
+    let count = table.integer(doc, "count", 0..=i64::from(u32::MAX));
+    if let (Some(count), Some(topology)) = (&count, topology) {
+        let n = count.value;
+        let message = match topology {
+            Topology::K3s if !(1..=MAX_NODES).contains(&n) => Some(format!(
+                "k3s needs between 1 and {MAX_NODES} server nodes (got {n})"
+            )),
+            Topology::Rke if n < 3 || n % 2 == 0 => Some(format!(
+                "rke needs an odd node count of at least 3 for etcd quorum (got {n})"
+            )),
+            Topology::Rke if n > MAX_NODES => Some(format!(
+                "rke supports at most {MAX_NODES} etcd nodes (got {n})"
+            )),
+            Topology::Docker if n != 1 => Some(format!(
+                "docker runs Rancher in a single container on exactly 1 node (got {n})"
+            )),
+            _ => None,
+        };
+        if let Some(message) = message {
+            doc.problem(&count.span, &count.key, message);
+        }
+    }
+    let count = count
+        .and_then(|c| u32::try_from(c.value).ok())
+        .unwrap_or(topo.default_node_count());
+
+    let default_type = match topo {
+        Topology::Docker => "t3.medium",
+        Topology::K3s | Topology::Rke => "t3.large",
+    };
+    let instance_type = string_or(
+        doc,
+        table,
+        "instance_type",
+        default_type,
+        checks::instance_type,
+    );
+    let ami = required(doc, table, "ami", "\"ami-0123456789abcdef0\"")
+        .and_then(|ami| checked(doc, ami, checks::ami));
+    let root_volume_gb = integer_or(doc, table, "root_volume_gb", 20..=16384, 50);
+    let ssh_user = string_or(doc, table, "ssh_user", "ubuntu", checks::login_name);
+
+    let mut ssh_public_key = None;
+    let mut ssh_public_key_text = None;
+    if let Some(key) = table.string(doc, "ssh_public_key") {
+        let resolved = resolve_path(base, &key.value);
+        match std::fs::read_to_string(&resolved) {
+            Ok(content) => match checks::openssh_public_key(&content) {
+                Ok(line) => ssh_public_key_text = Some(line),
+                Err(message) => doc.problem(
+                    &key.span,
+                    &key.key,
+                    format!("{}: {message}", resolved.display()),
+                ),
+            },
+            Err(error) => doc.problem(
+                &key.span,
+                &key.key,
+                format!("cannot read {}: {error}", resolved.display()),
+            ),
+        }
+        ssh_public_key = Some(resolved);
+    }
+
+    Some(Nodes {
+        count,
+        instance_type,
+        ami: ami?.value,
+        root_volume_gb,
+        ssh_public_key,
+        ssh_public_key_text,
+        ssh_user,
+    })
+}
+
+fn datastore(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Option<Datastore> {
+    let table = &root.table(doc, "datastore");
+    match topology {
+        Some(Topology::K3s) => {}
+        Some(other) => {
+            if table.exists() {
+                doc.problem(
+                    &table.span,
+                    table.path(),
+                    format!(
+                        "[datastore] is only used by topology k3s (this file has topology {:?}); \
+                         remove the section",
+                        other.as_str()
+                    ),
+                );
+            }
+            return None;
+        }
+        // Unknown topology: still check the keys so every problem shows at once.
+        None => {}
+    }
+    table.check_keys(doc, DATASTORE_KEYS);
+
+    let engine_version = table
+        .string(doc, "engine_version")
+        .and_then(|v| checked(doc, v, |text| checks::mysql_version(text).map(drop)))
+        .map_or_else(|| "8.0".to_string(), |v| v.value);
+    let instance_class = string_or(
+        doc,
+        table,
+        "instance_class",
+        "db.t3.medium",
+        checks::db_instance_class,
+    );
+    let storage_gb = integer_or(doc, table, "storage_gb", 20..=65536, 20);
+    let database = string_or(doc, table, "database", "k3s", |text| {
+        checks::mysql_identifier(text, 64)
+    });
+    let username = string_or(doc, table, "username", "admin", |text| {
+        checks::mysql_identifier(text, 16)?;
+        if text.eq_ignore_ascii_case("rdsadmin") {
+            return Err("\"rdsadmin\" is reserved by RDS; choose another user name".to_string());
+        }
+        Ok(())
+    });
+    let backup_retention_days = integer_or(doc, table, "backup_retention_days", 1..=35, 7);
+
+    Some(Datastore {
+        engine_version,
+        instance_class,
+        storage_gb,
+        database,
+        username,
+        backup_retention_days,
+    })
+}
+
+fn load_balancer(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Option<LoadBalancer> {
+    let table = &root.table(doc, "load_balancer");
+    table.check_keys(doc, LOAD_BALANCER_KEYS);
+    let scheme = choice(
+        doc,
+        table,
+        "scheme",
+        &[
+            ("internal", Scheme::Internal),
+            ("internet-facing", Scheme::InternetFacing),
+        ],
+        Scheme::Internal,
+    );
+    let kube_api = table.boolean(doc, "kube_api");
+    let enabled = table.boolean(doc, "enabled");
+
+    match topology {
+        Some(Topology::Docker) => {
+            let enabled = enabled.is_none_or(|e| e.value);
+            if let Some(kube_api) = kube_api.as_ref().filter(|k| k.value) {
+                doc.problem(
+                    &kube_api.span,
+                    &kube_api.key,
+                    "topology docker has no Kubernetes API to expose; remove kube_api or set \
+                     it to false",
+                );
+            }
+            if !enabled {
+                not_applicable(
+                    doc,
+                    table,
+                    &["scheme", "kube_api"],
+                    "has no effect when load_balancer.enabled = false; remove it",
+                );
+                return None;
+            }
+            Some(LoadBalancer {
+                scheme,
+                kube_api: false,
+            })
+        }
+        Some(Topology::K3s | Topology::Rke) | None => {
+            if topology.is_some() {
+                not_applicable(
+                    doc,
+                    table,
+                    &["enabled"],
+                    "only applies to topology docker; k3s and rke always have a load balancer",
+                );
+            }
+            Some(LoadBalancer {
+                scheme,
+                kube_api: kube_api.is_none_or(|k| k.value),
+            })
+        }
+    }
+}
+
+fn dns(doc: &mut Doc, root: &Table) -> Option<Dns> {
+    let table = &root.table(doc, "dns");
+    table.check_keys(doc, DNS_KEYS);
+    let private_zone = table.boolean(doc, "private_zone");
+    let zone = required(doc, table, "zone", "\"lab.example.com\"").and_then(|zone| {
+        if checks::is_hosted_zone_id(&zone.value) {
+            if private_zone.as_ref().is_some_and(|p| p.value) {
+                doc.problem(
+                    &zone.span,
+                    &zone.key,
+                    "with private_zone = true the tool creates the zone, so give its name \
+                     (such as lab.example.com), not a hosted zone id",
+                );
+                return None;
+            }
+            return Some(zone.value);
+        }
+        let name = zone.value.trim_end_matches('.').to_ascii_lowercase();
+        match checks::dns_name(&name, 1) {
+            Ok(()) => Some(name),
+            Err(message) => {
+                doc.problem(
+                    &zone.span,
+                    &zone.key,
+                    format!("expected a domain name or a hosted zone id (Z...): {message}"),
+                );
+                None
+            }
+        }
+    });
+    let ttl = integer_or(doc, table, "ttl", 1..=86400, 60);
+    let record_type = choice(
+        doc,
+        table,
+        "record_type",
+        &[("alias", RecordType::Alias), ("cname", RecordType::Cname)],
+        RecordType::Alias,
+    );
+    Some(Dns {
+        zone: zone?,
+        private_zone: private_zone.is_some_and(|p| p.value),
+        ttl,
+        record_type,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum RegistryMode {
+    Node,
+    External,
+}
+
+fn registry(doc: &mut Doc, root: &Table, base: &Path) -> Registry {
+    let table = &root.table(doc, "registry");
+    let mut accepted = vec!["mode"];
+    accepted.extend_from_slice(REGISTRY_NODE_KEYS);
+    accepted.extend_from_slice(REGISTRY_EXTERNAL_KEYS);
+    table.check_keys(doc, &accepted);
+    let mode = choice(
+        doc,
+        table,
+        "mode",
+        &[
+            ("node", RegistryMode::Node),
+            ("external", RegistryMode::External),
+        ],
+        RegistryMode::Node,
+    );
+    match mode {
+        RegistryMode::Node => {
+            not_applicable(
+                doc,
+                table,
+                REGISTRY_EXTERNAL_KEYS,
+                "only applies to mode = \"external\"",
+            );
+            let instance_type = string_or(
+                doc,
+                table,
+                "instance_type",
+                "t3.medium",
+                checks::instance_type,
+            );
+            let volume_gb = integer_or(doc, table, "volume_gb", 20..=16384, 200);
+            let port = table.integer(doc, "port", 1..=65535);
+            if let Some(port) = port.as_ref().filter(|p| p.value == 22) {
+                doc.problem(
+                    &port.span,
+                    &port.key,
+                    "port 22 is SSH on the registry host (it doubles as the bastion); choose \
+                     another port",
+                );
+            }
+            Registry::Node {
+                instance_type,
+                volume_gb,
+                port: port
+                    .and_then(|p| u16::try_from(p.value).ok())
+                    .unwrap_or(5000),
+            }
+        }
+        RegistryMode::External => {
+            not_applicable(
+                doc,
+                table,
+                REGISTRY_NODE_KEYS,
+                "only applies to mode = \"node\"",
+            );
+            let url = match table.key_span("url") {
+                Some(_) => table
+                    .string(doc, "url")
+                    .and_then(|url| checked(doc, url, checks::registry_address))
+                    .map(|url| url.value),
+                None => {
+                    doc.problem(
+                        &table.span,
+                        &table.key_path("url"),
+                        "required with mode = \"external\": the registry's host:port, such as \
+                         registry.example.com:5000",
+                    );
+                    None
+                }
+            };
+            let mut ca_file = None;
+            let mut ca_pem = None;
+            if let Some(file) = table.string(doc, "ca_file") {
+                let resolved = resolve_path(base, &file.value);
+                match std::fs::read_to_string(&resolved) {
+                    Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => ca_pem = Some(pem),
+                    Ok(_) => doc.problem(
+                        &file.span,
+                        &file.key,
+                        format!(
+                            "{} holds no PEM certificate (no \"BEGIN CERTIFICATE\" line)",
+                            resolved.display()
+                        ),
+                    ),
+                    Err(error) => doc.problem(
+                        &file.span,
+                        &file.key,
+                        format!("cannot read {}: {error}", resolved.display()),
+                    ),
+                }
+                ca_file = Some(resolved);
+            }
+            Registry::External {
+                url: url.unwrap_or_default(),
+                ca_file,
+                ca_pem,
+            }
+        }
+    }
+}
+
+fn timeouts(doc: &mut Doc, root: &Table) -> Timeouts {
+    let table = &root.table(doc, "timeouts");
+    table.check_keys(doc, TIMEOUT_KEYS);
+    let mut minutes = |key: &str, default: f64| {
+        let value = table
+            .positive_number(doc, key, MAX_TIMEOUT_MINUTES)
+            .map_or(default, |v| v.value);
+        Duration::from_secs_f64(value * 60.0)
+    };
+    let instance = minutes("instance_minutes", 10.0);
+    let database = minutes("database_minutes", 60.0);
+    let load_balancer = minutes("load_balancer_minutes", 15.0);
+    let dns = minutes("dns_minutes", 5.0);
+    let dependency = minutes("dependency_minutes", 10.0);
+    let poll = table
+        .positive_number(doc, "poll_seconds", MAX_POLL_SECONDS)
+        .map_or(5.0, |v| v.value);
+    Timeouts {
+        poll_interval: Duration::from_secs_f64(poll),
+        instance,
+        database,
+        load_balancer,
+        dns,
+        dependency,
+    }
+}
+
+/// `~/` expands to the home folder; other relative paths are taken from the config
+/// file's folder.
+fn resolve_path(base: &Path, written: &str) -> PathBuf {
+    if let Some(rest) = written.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    base.join(written)
+}
