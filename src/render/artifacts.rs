@@ -1,8 +1,9 @@
 //! The next-step artifacts: what Rancher's air-gap guide asks for after the
 //! infrastructure exists, filled in with this environment's facts.
 //!
-//! YAML files are serialized with serde_yaml; shell scripts, ssh_config and NEXT-STEPS.md
-//! come from templates whose every value is quoted by a filter. Files that carry a
+//! Every file comes from a template whose every value goes through a quoting filter; YAML
+//! strings are always double-quoted, so YAML 1.1 parsers (Go's, in K3s and RKE) read a
+//! password like `yes` or `12:30` as text. Files that carry a
 //! password are 0600; nothing else contains one.
 
 use std::fmt;
@@ -302,69 +303,26 @@ fn k3s_install_env(facts: &Facts) -> Result<String, RenderError> {
 
 fn rancher_cluster_yml(facts: &Facts) -> Result<String, RenderError> {
     #[derive(Serialize)]
-    struct Cluster<'a> {
-        nodes: Vec<Node<'a>>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        bastion_host: Option<BastionHost<'a>>,
-        private_registries: Vec<PrivateRegistry<'a>>,
-    }
-    #[derive(Serialize)]
-    struct Node<'a> {
-        address: &'a str,
-        internal_address: &'a str,
-        user: &'a str,
-        role: [&'static str; 3],
-        ssh_key_path: &'a str,
-    }
-    #[derive(Serialize)]
-    struct BastionHost<'a> {
-        address: &'a str,
-        port: u16,
-        user: &'a str,
-        ssh_key_path: &'a str,
-    }
-    #[derive(Serialize)]
-    struct PrivateRegistry<'a> {
-        url: &'a str,
-        user: &'a str,
+    struct Registry<'a> {
+        host_port: &'a str,
+        username: &'a str,
         password: &'a str,
-        is_default: bool,
     }
-
-    let cluster = Cluster {
-        nodes: facts
-            .nodes
-            .iter()
-            .map(|node| Node {
-                address: &node.private_ip,
-                internal_address: &node.private_ip,
-                user: &facts.ssh_user,
-                role: ["controlplane", "worker", "etcd"],
-                ssh_key_path: &facts.ssh_key_path,
-            })
-            .collect(),
-        bastion_host: facts.bastion.as_ref().map(|bastion| BastionHost {
-            address: &bastion.public_ip,
-            port: 22,
-            user: &facts.ssh_user,
-            ssh_key_path: &facts.ssh_key_path,
-        }),
-        private_registries: vec![PrivateRegistry {
-            url: &facts.registry.host_port,
-            user: &facts.registry.username,
-            password: &facts.registry.password,
-            is_default: true,
-        }],
-    };
-    let yaml = serde_yaml::to_string(&cluster).map_err(|source| RenderError::Yaml {
-        file: "rancher-cluster.yml",
-        source,
-    })?;
-    Ok(format!(
-        "# RKE cluster of {}, written by provision. Holds the registry password.\n\
-         # Use: rke up --config ./rancher-cluster.yml\n{yaml}",
-        facts.env
-    ))
+    render(
+        "artifacts/rancher-cluster.yml.j2",
+        minijinja::context! {
+            env => &facts.env,
+            nodes => &facts.nodes,
+            bastion => &facts.bastion,
+            ssh_user => &facts.ssh_user,
+            ssh_key_path => &facts.ssh_key_path,
+            registry => Registry {
+                host_port: &facts.registry.host_port,
+                username: &facts.registry.username,
+                password: &facts.registry.password,
+            },
+        },
+    )
 }
 
 fn next_steps(facts: &Facts, artifacts: &[Artifact]) -> Result<String, RenderError> {
@@ -398,4 +356,421 @@ fn next_steps(facts: &Facts, artifacts: &[Artifact]) -> Result<String, RenderErr
             chart_version => DEFAULT_RANCHER_VERSION.trim_start_matches('v'),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::files::test_support::mode_of;
+    use super::super::user_data::tests::{fake_access, FAKE_CA, NASTY_PASSWORD};
+    use super::*;
+    use serde_yaml::Value;
+
+    const DATASTORE_PASSWORD: &str = "Datastore0Password0000";
+
+    fn facts(topology: &str) -> Facts {
+        let node_count = match topology {
+            "k3s" => 2,
+            "rke" => 3,
+            _ => 1,
+        };
+        Facts {
+            env: "lab".to_string(),
+            topology: topology.to_string(),
+            hostname: "rancher.lab.example.com".to_string(),
+            registry: fake_access(),
+            registry_ca_pem: Some(FAKE_CA.to_string()),
+            nodes: (1..=node_count)
+                .map(|n| NodeFact {
+                    id: format!("node-{n}"),
+                    private_ip: format!("10.0.{n}.10"),
+                })
+                .collect(),
+            bastion: Some(Bastion {
+                public_ip: "203.0.113.7".to_string(),
+                private_ip: "10.0.0.5".to_string(),
+            }),
+            ssh_user: "ubuntu".to_string(),
+            ssh_key_path: "~/.ssh/id_ed25519".to_string(),
+            load_balancer_dns: (topology != "docker")
+                .then(|| "lab-nlb-0123456789.elb.us-east-1.amazonaws.com".to_string()),
+            datastore: (topology == "k3s").then(|| DatastoreFact {
+                host: "lab-db.abc123.us-east-1.rds.amazonaws.com".to_string(),
+                port: 3306,
+                database: "k3s".to_string(),
+                username: "admin".to_string(),
+                password: DATASTORE_PASSWORD.to_string(),
+            }),
+        }
+    }
+
+    fn names(paths: &[PathBuf]) -> Vec<String> {
+        paths
+            .iter()
+            .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn read(dir: &Path, name: &str) -> String {
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    fn bash(args: &[&str]) -> std::process::Output {
+        std::process::Command::new("bash")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The files that may hold a password.
+    const SECRET_FILES: [&str; 3] = ["registries.yaml", "k3s-install.env", "rancher-cluster.yml"];
+
+    /// Checks every written file: YAML parses, shell passes `bash -n`, scripts start as
+    /// they must, secret-bearing files are 0600 and no other file (0644) holds a password,
+    /// raw or YAML-escaped.
+    fn check_files(paths: &[PathBuf], passwords: &[&str]) {
+        for path in paths {
+            let name = path.file_name().unwrap().to_string_lossy();
+            let text = std::fs::read_to_string(path).unwrap();
+            if name.ends_with(".yaml") || name.ends_with(".yml") {
+                serde_yaml::from_str::<Value>(&text)
+                    .unwrap_or_else(|error| panic!("{name}: {error}"));
+            }
+            if name.ends_with(".sh") || name.ends_with(".env") {
+                let output = bash(&["-n", path.to_str().unwrap()]);
+                assert!(
+                    output.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            if name.ends_with(".sh") {
+                assert!(
+                    text.starts_with("#!/usr/bin/env bash\nset -euo pipefail\n"),
+                    "{name}"
+                );
+            }
+            if SECRET_FILES.contains(&name.as_ref()) {
+                assert_eq!(mode_of(path), 0o600, "{name} holds a password");
+            } else {
+                assert_eq!(mode_of(path), 0o644, "{name}");
+                for password in passwords {
+                    let quoted = super::super::templates::yaml_quote(password);
+                    let inner = &quoted[1..quoted.len() - 1];
+                    assert!(
+                        !text.contains(password) && !text.contains(inner),
+                        "{name} holds a password"
+                    );
+                }
+            }
+        }
+    }
+
+    fn write(topology: &str) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let root = tempfile::tempdir().unwrap();
+        let paths = write_artifacts(&root.path().join("artifacts"), &facts(topology)).unwrap();
+        (root, paths)
+    }
+
+    #[test]
+    fn k3s_artifacts() {
+        let (root, paths) = write("k3s");
+        let dir = root.path().join("artifacts");
+        assert_eq!(mode_of(&dir), 0o700);
+        assert_eq!(
+            names(&paths),
+            [
+                "registry-ca.crt",
+                "ssh_config",
+                "registries.yaml",
+                "k3s-install.env",
+                "helm-template.sh",
+                "NEXT-STEPS.md"
+            ]
+        );
+        check_files(&paths, &[&fake_access().password, DATASTORE_PASSWORD]);
+        assert_eq!(mode_of(&dir.join("registries.yaml")), 0o600);
+        assert_eq!(mode_of(&dir.join("k3s-install.env")), 0o600);
+        assert_eq!(read(&dir, "registry-ca.crt"), FAKE_CA);
+
+        let registries: Value = serde_yaml::from_str(&read(&dir, "registries.yaml")).unwrap();
+        let config = &registries["configs"]["lab-registry.lab.example.com:5000"];
+        assert_eq!(config["auth"]["password"], fake_access().password.as_str());
+        assert_eq!(config["tls"]["ca_file"], "/etc/rancher/k3s/registry-ca.crt");
+        // The same file the nodes get from their user-data.
+        assert_eq!(
+            read(&dir, "registries.yaml"),
+            registries_yaml(&fake_access()).unwrap()
+        );
+
+        for name in [
+            "ssh_config",
+            "registries.yaml",
+            "k3s-install.env",
+            "helm-template.sh",
+            "NEXT-STEPS.md",
+        ] {
+            insta::assert_snapshot!(format!("k3s_{name}"), read(&dir, name));
+        }
+    }
+
+    #[test]
+    fn k3s_install_env_sources_to_the_real_values() {
+        let mut facts = facts("k3s");
+        facts.datastore.as_mut().unwrap().password = NASTY_PASSWORD.to_string();
+        let root = tempfile::tempdir().unwrap();
+        write_artifacts(root.path(), &facts).unwrap();
+        let env_file = root.path().join("k3s-install.env");
+        let output = bash(&[
+            "-c",
+            r#"set -a; . "$1"; printf '%s\n' "$K3S_DATASTORE_ENDPOINT" "$INSTALL_K3S_SKIP_DOWNLOAD" "$INSTALL_K3S_EXEC""#,
+            "bash",
+            env_file.to_str().unwrap(),
+        ]);
+        assert!(output.status.success());
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            format!(
+                "mysql://admin:{NASTY_PASSWORD}@tcp(lab-db.abc123.us-east-1.rds.amazonaws.com:3306)/k3s\n\
+                 true\n\
+                 server --tls-san lab-nlb-0123456789.elb.us-east-1.amazonaws.com --tls-san rancher.lab.example.com\n"
+            )
+        );
+    }
+
+    #[test]
+    fn rke_artifacts() {
+        let (root, paths) = write("rke");
+        let dir = root.path().join("artifacts");
+        assert_eq!(
+            names(&paths),
+            [
+                "registry-ca.crt",
+                "ssh_config",
+                "rancher-cluster.yml",
+                "helm-template.sh",
+                "NEXT-STEPS.md"
+            ]
+        );
+        check_files(&paths, &[&fake_access().password]);
+        assert_eq!(mode_of(&dir.join("rancher-cluster.yml")), 0o600);
+
+        let cluster: Value = serde_yaml::from_str(&read(&dir, "rancher-cluster.yml")).unwrap();
+        let nodes = cluster["nodes"].as_sequence().unwrap();
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes[2]["address"], "10.0.3.10");
+        assert_eq!(nodes[2]["internal_address"], "10.0.3.10");
+        assert_eq!(nodes[0]["user"], "ubuntu");
+        assert_eq!(nodes[0]["ssh_key_path"], "~/.ssh/id_ed25519");
+        assert_eq!(
+            serde_yaml::to_string(&nodes[0]["role"]).unwrap(),
+            "- controlplane\n- worker\n- etcd\n"
+        );
+        let registry = &cluster["private_registries"][0];
+        assert_eq!(registry["url"], "lab-registry.lab.example.com:5000");
+        assert_eq!(registry["user"], "rancher");
+        assert_eq!(registry["password"], fake_access().password.as_str());
+        assert_eq!(registry["is_default"], true);
+        assert_eq!(cluster["bastion_host"]["address"], "203.0.113.7");
+
+        for name in [
+            "ssh_config",
+            "rancher-cluster.yml",
+            "helm-template.sh",
+            "NEXT-STEPS.md",
+        ] {
+            insta::assert_snapshot!(format!("rke_{name}"), read(&dir, name));
+        }
+    }
+
+    #[test]
+    fn docker_artifacts() {
+        let (root, paths) = write("docker");
+        let dir = root.path().join("artifacts");
+        assert_eq!(
+            names(&paths),
+            [
+                "registry-ca.crt",
+                "ssh_config",
+                "docker-run.sh",
+                "NEXT-STEPS.md"
+            ]
+        );
+        check_files(&paths, &[&fake_access().password]);
+        let script = read(&dir, "docker-run.sh");
+        assert!(script.contains("REGISTRY='lab-registry.lab.example.com:5000'"));
+        assert!(script.contains("\"${REGISTRY}/rancher/rancher:${RANCHER_VERSION}\""));
+        for name in ["ssh_config", "docker-run.sh", "NEXT-STEPS.md"] {
+            insta::assert_snapshot!(format!("docker_{name}"), read(&dir, name));
+        }
+    }
+
+    #[test]
+    fn scripts_expand_to_the_documented_commands() {
+        let (root, _) = write("k3s");
+        let dir = root.path().join("artifacts");
+        // Run helm-template.sh with a fake `helm` that prints its arguments.
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("helm"), "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        super::super::files::set_mode(&bin.join("helm"), 0o755).unwrap();
+        let output = std::process::Command::new("bash")
+            .arg(dir.join("helm-template.sh"))
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("RANCHER_VERSION", "2.5.9")
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let args = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(
+            args.lines().collect::<Vec<_>>(),
+            [
+                "template",
+                "rancher",
+                "./rancher-2.5.9.tgz",
+                "--output-dir",
+                ".",
+                "--no-hooks",
+                "--namespace",
+                "cattle-system",
+                "--set",
+                "hostname=rancher.lab.example.com",
+                "--set",
+                "rancherImage=lab-registry.lab.example.com:5000/rancher/rancher",
+                "--set",
+                "systemDefaultRegistry=lab-registry.lab.example.com:5000",
+                "--set",
+                "useBundledSystemChart=true",
+                "--set",
+                "ingress.tls.source=secret",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_bastion_means_no_proxy_jump() {
+        let mut facts = facts("rke");
+        facts.bastion = None;
+        let root = tempfile::tempdir().unwrap();
+        write_artifacts(root.path(), &facts).unwrap();
+        let ssh_config = read(root.path(), "ssh_config");
+        assert!(!ssh_config.contains("ProxyJump"));
+        assert!(!ssh_config.contains("lab-bastion"));
+        assert!(ssh_config.contains("Host lab-node-3\n  HostName 10.0.3.10\n"));
+        let cluster: Value =
+            serde_yaml::from_str(&read(root.path(), "rancher-cluster.yml")).unwrap();
+        assert!(cluster.get("bastion_host").is_none());
+    }
+
+    #[test]
+    fn ssh_config_has_bastion_and_proxy_jumps() {
+        let (root, _) = write("k3s");
+        let ssh_config = read(&root.path().join("artifacts"), "ssh_config");
+        assert!(ssh_config.contains("Host lab-bastion\n  HostName 203.0.113.7\n"));
+        assert_eq!(ssh_config.matches("ProxyJump lab-bastion").count(), 2);
+        assert!(ssh_config.contains("Host lab-node-2\n  HostName 10.0.2.10\n"));
+        assert!(ssh_config.contains("IdentityFile ~/.ssh/id_ed25519\n"));
+    }
+
+    #[test]
+    fn nasty_registry_password_stays_valid_and_private() {
+        for topology in ["k3s", "rke", "docker"] {
+            let mut facts = facts(topology);
+            facts.registry.password = NASTY_PASSWORD.to_string();
+            let root = tempfile::tempdir().unwrap();
+            let paths = write_artifacts(root.path(), &facts).unwrap();
+            check_files(&paths, &[NASTY_PASSWORD, DATASTORE_PASSWORD]);
+            let secret_file = match topology {
+                "k3s" => Some("registries.yaml"),
+                "rke" => Some("rancher-cluster.yml"),
+                _ => None,
+            };
+            if let Some(file) = secret_file {
+                assert!(read(root.path(), file).contains("[x]"));
+                let parsed: Value = serde_yaml::from_str(&read(root.path(), file)).unwrap();
+                let text = serde_yaml::to_string(&parsed).unwrap();
+                assert!(text.contains("w{{o}}"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn yaml_1_1_lookalike_passwords_are_quoted() {
+        for topology in ["k3s", "rke"] {
+            let mut facts = facts(topology);
+            facts.registry.password = "yes".to_string();
+            let root = tempfile::tempdir().unwrap();
+            let paths = write_artifacts(root.path(), &facts).unwrap();
+            let file = &paths[2];
+            let text = std::fs::read_to_string(file).unwrap();
+            assert!(text.contains("password: \"yes\"\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn ca_falls_back_to_the_access_ca_and_can_be_absent() {
+        let mut facts = facts("k3s");
+        facts.registry_ca_pem = None;
+        let root = tempfile::tempdir().unwrap();
+        let paths = write_artifacts(root.path(), &facts).unwrap();
+        assert_eq!(names(&paths)[0], "registry-ca.crt");
+
+        facts.registry.ca_pem = None;
+        let root = tempfile::tempdir().unwrap();
+        let paths = write_artifacts(root.path(), &facts).unwrap();
+        assert!(!names(&paths).contains(&"registry-ca.crt".to_string()));
+        let registries: Value =
+            serde_yaml::from_str(&read(root.path(), "registries.yaml")).unwrap();
+        assert!(registries["configs"]["lab-registry.lab.example.com:5000"]
+            .get("tls")
+            .is_none());
+        assert!(!read(root.path(), "NEXT-STEPS.md").contains("certs.d"));
+    }
+
+    #[test]
+    fn rewriting_replaces_files_and_tightens_the_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("artifacts");
+        let first = write_artifacts(&dir, &facts("rke")).unwrap();
+        super::super::files::set_mode(&dir, 0o755).unwrap();
+        let mut changed = facts("rke");
+        changed.registry.password = "Changed0".to_string();
+        let second = write_artifacts(&dir, &changed).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(mode_of(&dir), 0o700);
+        assert!(read(&dir, "rancher-cluster.yml").contains("Changed0"));
+    }
+
+    #[test]
+    fn unknown_topology_and_unsafe_facts_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let error = write_artifacts(root.path(), &facts("rke2")).unwrap_err();
+        assert!(matches!(error, RenderError::UnknownTopology(_)), "{error}");
+
+        let mut bad = facts("k3s");
+        bad.hostname = "rancher.example.com\nHost evil".to_string();
+        let error = write_artifacts(root.path(), &bad).unwrap_err();
+        assert!(error.to_string().contains("hostname"), "{error}");
+
+        let mut bad = facts("k3s");
+        bad.ssh_key_path = "/keys/\"id".to_string();
+        assert!(write_artifacts(root.path(), &bad).is_err());
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn ssh_key_path_with_spaces_is_quoted() {
+        let mut facts = facts("docker");
+        facts.ssh_key_path = "/home/me/my keys/id_ed25519".to_string();
+        let root = tempfile::tempdir().unwrap();
+        write_artifacts(root.path(), &facts).unwrap();
+        assert!(read(root.path(), "ssh_config")
+            .contains("IdentityFile \"/home/me/my keys/id_ed25519\"\n"));
+    }
+
+    #[test]
+    fn debug_output_redacts_passwords() {
+        let debug = format!("{:?}", facts("k3s"));
+        assert!(!debug.contains(DATASTORE_PASSWORD));
+        assert!(!debug.contains(&fake_access().password));
+    }
 }

@@ -36,13 +36,6 @@ pub enum RenderError {
         source: minijinja::Error,
     },
 
-    #[error("cannot serialize {file} as YAML")]
-    Yaml {
-        file: &'static str,
-        #[source]
-        source: serde_yaml::Error,
-    },
-
     #[error("the user-data rendered from {template} is {size} bytes; EC2 accepts at most {limit}")]
     UserDataTooLarge {
         template: &'static str,

@@ -1,8 +1,8 @@
 //! The embedded templates and the one minijinja environment that renders them.
 //!
 //! Rules for template authors: every value that comes from outside goes through a filter
-//! that makes it safe where it lands — `tojson` in YAML (a JSON string is a valid YAML
-//! double-quoted scalar), `shell` in shell scripts (single-quoted), `ssh` in ssh_config.
+//! that makes it safe where it lands — `yaml` in YAML (a double-quoted scalar), `shell` in
+//! shell scripts (single-quoted), `ssh` in ssh_config.
 //! Undefined variables are errors, not empty strings.
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -23,6 +23,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "docker-node.yaml.j2",
         include_str!("../../templates/docker-node.yaml.j2"),
+    ),
+    (
+        "registries.yaml.j2",
+        include_str!("../../templates/registries.yaml.j2"),
+    ),
+    (
+        "artifacts/rancher-cluster.yml.j2",
+        include_str!("../../templates/artifacts/rancher-cluster.yml.j2"),
     ),
     (
         "artifacts/helm-template.sh.j2",
@@ -67,12 +75,42 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
     env.set_keep_trailing_newline(true);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
+    env.add_filter("yaml", yaml_quote);
     env.add_filter("shell", shell_quote);
     env.add_filter("ssh", ssh_quote);
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;
     }
     Ok(env)
+}
+
+/// Writes `value` as a YAML double-quoted scalar that YAML 1.1 (cloud-init's PyYAML) and
+/// 1.2 parsers read back unchanged: `"` and `\\` escaped, line breaks and tabs escaped, and
+/// every character YAML does not allow raw in a stream (C0/C1 controls, DEL, U+FEFF,
+/// U+FFFE, U+FFFF) written as `\uXXXX`.
+pub fn yaml_quote(value: &str) -> String {
+    use std::fmt::Write;
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            ' '..='~' => quoted.push(c),
+            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fefe}' | '\u{ff00}'..='\u{fffd}' => {
+                quoted.push(c)
+            }
+            c if u32::from(c) > 0xffff => quoted.push(c),
+            c => {
+                let _ = write!(quoted, "\\u{:04x}", u32::from(c));
+            }
+        }
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// Quotes `value` for a POSIX shell: single quotes, each `'` written as `'\''`.
@@ -105,6 +143,29 @@ mod tests {
         for (name, _) in TEMPLATES {
             env.get_template(name).unwrap();
         }
+    }
+
+    #[test]
+    fn yaml_quote_round_trips() {
+        let values = [
+            "",
+            "plain",
+            r#"p"a:s's #w{{o}}\r\d - [x]: &y *z"#,
+            "line\nbreak\r\n\ttab",
+            "ctrl\u{1}\u{7f}\u{85}\u{9f}bom\u{feff}\u{fffe}",
+            "unicode é ✓ 🦀",
+            "- not a list",
+            "yes",
+            "5000:5000",
+            "~",
+        ];
+        for value in values {
+            let yaml = format!("key: {}\n", yaml_quote(value));
+            let parsed: std::collections::BTreeMap<String, String> =
+                serde_yaml::from_str(&yaml).unwrap_or_else(|error| panic!("{yaml}: {error}"));
+            assert_eq!(parsed["key"], value, "{yaml}");
+        }
+        assert_eq!(yaml_quote("a\u{7f}"), r#""a\u007f""#);
     }
 
     #[test]

@@ -3,10 +3,7 @@
 //! The output must be byte-for-byte stable for the same inputs: the engine compares
 //! user-data hashes to decide whether an instance must be replaced.
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
-use serde::Serialize;
 
 use super::secrets::RegistrySecrets;
 use super::templates::render;
@@ -108,56 +105,18 @@ pub fn node_user_data(role: NodeRole, access: &RegistryAccess) -> Result<String,
 
 /// K3s's `/etc/rancher/k3s/registries.yaml`: `docker.io` mirrored to the registry, with
 /// its credentials and (when known) its CA. Shared by the node user-data and the artifacts.
+/// Every string is double-quoted, so YAML 1.1 parsers read a password like `yes` as text.
 pub fn registries_yaml(access: &RegistryAccess) -> Result<String, RenderError> {
-    #[derive(Serialize)]
-    struct Registries<'a> {
-        mirrors: BTreeMap<&'a str, Mirror>,
-        configs: BTreeMap<&'a str, Config<'a>>,
-    }
-    #[derive(Serialize)]
-    struct Mirror {
-        endpoint: Vec<String>,
-    }
-    #[derive(Serialize)]
-    struct Config<'a> {
-        auth: Auth<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tls: Option<Tls>,
-    }
-    #[derive(Serialize)]
-    struct Auth<'a> {
-        username: &'a str,
-        password: &'a str,
-    }
-    #[derive(Serialize)]
-    struct Tls {
-        ca_file: &'static str,
-    }
-
-    let registries = Registries {
-        mirrors: BTreeMap::from([(
-            "docker.io",
-            Mirror {
-                endpoint: vec![format!("https://{}", access.host_port)],
-            },
-        )]),
-        configs: BTreeMap::from([(
-            access.host_port.as_str(),
-            Config {
-                auth: Auth {
-                    username: &access.username,
-                    password: &access.password,
-                },
-                tls: access.ca_pem.as_ref().map(|_| Tls {
-                    ca_file: K3S_CA_FILE,
-                }),
-            },
-        )]),
-    };
-    serde_yaml::to_string(&registries).map_err(|source| RenderError::Yaml {
-        file: "registries.yaml",
-        source,
-    })
+    render(
+        "registries.yaml.j2",
+        minijinja::context! {
+            endpoint => format!("https://{}", access.host_port),
+            host_port => &access.host_port,
+            username => &access.username,
+            password => &access.password,
+            ca_file => access.ca_pem.as_ref().map(|_| K3S_CA_FILE),
+        },
+    )
 }
 
 /// `/root/.docker/config.json` logged in to the registry, so `docker run` of the Rancher
