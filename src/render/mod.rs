@@ -1,1 +1,22 @@
-//! render
+//! Everything `provision` writes for machines and people to read: the private registry's
+//! PKI and password (`secrets`), the cloud-init user-data of each role (`user_data`), and
+//! the next-step artifacts of the install guide (`artifacts`).
+//!
+//! The API takes plain structs defined here, not the resolved `Config`, so each renderer
+//! can be tested (and snapshot-tested) with fixed inputs. Templates live in the top-level
+//! `templates/` folder and are embedded in the binary with `include_str!`.
+
+mod artifacts;
+mod error;
+mod files;
+mod secrets;
+mod templates;
+mod user_data;
+
+pub use artifacts::{write_artifacts, Bastion, DatastoreFact, Facts, NodeFact};
+pub use error::RenderError;
+pub use secrets::{ensure_registry_secrets, RegistrySecrets, REGISTRY_USERNAME};
+pub use user_data::{
+    node_user_data, registries_yaml, registry_host_user_data, NodeRole, RegistryAccess,
+    USER_DATA_LIMIT,
+};

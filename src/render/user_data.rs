@@ -1,0 +1,382 @@
+//! cloud-init user-data for each machine role.
+//!
+//! The output must be byte-for-byte stable for the same inputs: the engine compares
+//! user-data hashes to decide whether an instance must be replaced.
+
+use base64::Engine as _;
+
+use super::secrets::RegistrySecrets;
+use super::templates::render;
+use super::RenderError;
+use crate::config::Topology;
+
+/// EC2's limit on user-data, in bytes, before base64.
+pub const USER_DATA_LIMIT: usize = 16384;
+
+/// Where K3s nodes keep the registry CA (`registries.yaml` points at it).
+const K3S_CA_FILE: &str = "/etc/rancher/k3s/registry-ca.crt";
+
+/// What a cluster node needs to pull from the private registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAccess {
+    /// `host:port`, no scheme: `lab-registry.lab.example.com:5000`.
+    pub host_port: String,
+    pub username: String,
+    pub password: String,
+    /// The CA that signed the registry's certificate; `None` when it is publicly trusted.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAccess")
+            .field("host_port", &self.host_port)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("ca_pem", &self.ca_pem)
+            .finish()
+    }
+}
+
+/// How a cluster node runs its containers, which decides its user-data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// K3s with its embedded containerd: `registries.yaml`.
+    K3s,
+    /// Docker (RKE and single-node Docker installs): `certs.d`, login, sysctls.
+    Docker,
+}
+
+impl NodeRole {
+    pub fn for_topology(topology: Topology) -> NodeRole {
+        match topology {
+            Topology::K3s => NodeRole::K3s,
+            Topology::Rke | Topology::Docker => NodeRole::Docker,
+        }
+    }
+}
+
+/// The user-data of the registry host: mounts the data volume, installs Docker and runs
+/// `registry:2` on `port` with the TLS certificate and htpasswd of `secrets`.
+pub fn registry_host_user_data(
+    secrets: &RegistrySecrets,
+    port: u16,
+) -> Result<String, RenderError> {
+    const TEMPLATE: &str = "registry-host.yaml.j2";
+    let user_data = render(
+        TEMPLATE,
+        minijinja::context! {
+            ca_cert_pem => with_final_newline(&secrets.ca_cert_pem),
+            server_cert_pem => with_final_newline(&secrets.server_cert_pem),
+            server_key_pem => with_final_newline(&secrets.server_key_pem),
+            htpasswd => with_final_newline(&secrets.htpasswd_line),
+            port => port,
+        },
+    )?;
+    check_size(TEMPLATE, user_data)
+}
+
+/// The user-data of a cluster node of `role`, pointing its container runtime at the
+/// registry described by `access`.
+pub fn node_user_data(role: NodeRole, access: &RegistryAccess) -> Result<String, RenderError> {
+    let ca_pem = access.ca_pem.as_deref().map(with_final_newline);
+    let (template, user_data) = match role {
+        NodeRole::K3s => {
+            const TEMPLATE: &str = "k3s-node.yaml.j2";
+            let registries_yaml = registries_yaml(access)?;
+            let user_data = render(TEMPLATE, minijinja::context! { registries_yaml, ca_pem })?;
+            (TEMPLATE, user_data)
+        }
+        NodeRole::Docker => {
+            const TEMPLATE: &str = "docker-node.yaml.j2";
+            let user_data = render(
+                TEMPLATE,
+                minijinja::context! {
+                    ca_path => format!("/etc/docker/certs.d/{}/ca.crt", access.host_port),
+                    ca_pem,
+                    docker_config_json => docker_config_json(access),
+                },
+            )?;
+            (TEMPLATE, user_data)
+        }
+    };
+    check_size(template, user_data)
+}
+
+/// K3s's `/etc/rancher/k3s/registries.yaml`: `docker.io` mirrored to the registry, with
+/// its credentials and (when known) its CA. Shared by the node user-data and the artifacts.
+/// Every string is double-quoted, so YAML 1.1 parsers read a password like `yes` as text.
+pub fn registries_yaml(access: &RegistryAccess) -> Result<String, RenderError> {
+    render(
+        "registries.yaml.j2",
+        minijinja::context! {
+            endpoint => format!("https://{}", access.host_port),
+            host_port => &access.host_port,
+            username => &access.username,
+            password => &access.password,
+            ca_file => access.ca_pem.as_ref().map(|_| K3S_CA_FILE),
+        },
+    )
+}
+
+/// `/root/.docker/config.json` logged in to the registry, so `docker run` of the Rancher
+/// image works on a Docker install.
+fn docker_config_json(access: &RegistryAccess) -> String {
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", access.username, access.password));
+    let config = serde_json::json!({ "auths": { &access.host_port: { "auth": auth } } });
+    format!("{config:#}\n")
+}
+
+fn with_final_newline(text: &str) -> String {
+    let mut text = text.trim_end().to_string();
+    text.push('\n');
+    text
+}
+
+fn check_size(template: &'static str, user_data: String) -> Result<String, RenderError> {
+    if user_data.len() > USER_DATA_LIMIT {
+        return Err(RenderError::UserDataTooLarge {
+            template,
+            size: user_data.len(),
+            limit: USER_DATA_LIMIT,
+        });
+    }
+    Ok(user_data)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_yaml::Value;
+
+    pub(crate) const FAKE_CA: &str =
+        "-----BEGIN CERTIFICATE-----\nRkFLRSBDQQ==\n-----END CERTIFICATE-----\n";
+
+    pub(crate) fn fake_secrets() -> RegistrySecrets {
+        RegistrySecrets {
+            ca_cert_pem: FAKE_CA.to_string(),
+            ca_key_pem:
+                "-----BEGIN PRIVATE KEY-----\nRkFLRSBDQSBLRVk=\n-----END PRIVATE KEY-----\n"
+                    .to_string(),
+            server_cert_pem:
+                "-----BEGIN CERTIFICATE-----\nRkFLRSBTRVJWRVI=\n-----END CERTIFICATE-----\n"
+                    .to_string(),
+            server_key_pem:
+                "-----BEGIN PRIVATE KEY-----\nRkFLRSBTRVJWRVIgS0VZ\n-----END PRIVATE KEY-----\n"
+                    .to_string(),
+            username: "rancher".to_string(),
+            password: "Fixed0Password0For0Snapshots0000".to_string(),
+            htpasswd_line: "rancher:$2y$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234"
+                .to_string(),
+        }
+    }
+
+    pub(crate) fn fake_access() -> RegistryAccess {
+        RegistryAccess {
+            host_port: "lab-registry.lab.example.com:5000".to_string(),
+            username: "rancher".to_string(),
+            password: "Fixed0Password0For0Snapshots0000".to_string(),
+            ca_pem: Some(FAKE_CA.to_string()),
+        }
+    }
+
+    /// A password that breaks naive YAML, JSON and shell quoting.
+    pub(crate) const NASTY_PASSWORD: &str = r#"p"a:s's #w{{o}}\r\d - [x]: &y *z"#;
+
+    fn parse(user_data: &str) -> Value {
+        assert!(user_data.starts_with("#cloud-config\n"));
+        serde_yaml::from_str(user_data).unwrap()
+    }
+
+    fn write_file<'a>(doc: &'a Value, path: &str) -> &'a Value {
+        doc["write_files"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|file| file["path"].as_str() == Some(path))
+            .unwrap_or_else(|| panic!("{path} not written"))
+    }
+
+    fn content<'a>(doc: &'a Value, path: &str) -> &'a str {
+        write_file(doc, path)["content"].as_str().unwrap()
+    }
+
+    #[test]
+    fn registry_host_snapshot() {
+        let user_data = registry_host_user_data(&fake_secrets(), 5000).unwrap();
+        insta::assert_snapshot!(user_data);
+    }
+
+    #[test]
+    fn k3s_node_snapshot() {
+        let user_data = node_user_data(NodeRole::K3s, &fake_access()).unwrap();
+        insta::assert_snapshot!(user_data);
+    }
+
+    #[test]
+    fn docker_node_snapshot() {
+        let user_data = node_user_data(NodeRole::Docker, &fake_access()).unwrap();
+        insta::assert_snapshot!(user_data);
+    }
+
+    #[test]
+    fn registry_host_writes_files_and_runs_registry() {
+        let secrets = fake_secrets();
+        let doc = parse(&registry_host_user_data(&secrets, 5443).unwrap());
+        assert_eq!(content(&doc, "/etc/registry/certs/ca.crt"), FAKE_CA);
+        assert_eq!(
+            content(&doc, "/etc/registry/certs/registry.key"),
+            secrets.server_key_pem
+        );
+        assert_eq!(
+            write_file(&doc, "/etc/registry/certs/registry.key")["permissions"],
+            "0600"
+        );
+        assert_eq!(
+            content(&doc, "/etc/registry/auth/htpasswd"),
+            format!("{}\n", secrets.htpasswd_line)
+        );
+        assert_eq!(doc["packages"][0], "docker.io");
+        let docker_run: Vec<&str> = doc["runcmd"][2]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|arg| arg.as_str().unwrap())
+            .collect();
+        // Quoted, so YAML 1.1 (cloud-init) does not read 5443:5000 as a base-60 number.
+        assert!(docker_run.windows(2).any(|w| w == ["-p", "5443:5000"]));
+        assert_eq!(docker_run.last(), Some(&"registry:2"));
+        assert!(docker_run.contains(&"REGISTRY_AUTH=htpasswd"));
+    }
+
+    #[test]
+    fn registry_volume_script_is_valid_sh() {
+        let doc = parse(&registry_host_user_data(&fake_secrets(), 5000).unwrap());
+        let script = content(&doc, "/usr/local/sbin/provision-registry-volume");
+        assert!(script.starts_with("#!/bin/sh\n"));
+        let output = std::process::Command::new("sh")
+            .args(["-n", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    #[test]
+    fn k3s_node_registries_yaml_round_trips() {
+        let mut access = fake_access();
+        access.password = NASTY_PASSWORD.to_string();
+        let doc = parse(&node_user_data(NodeRole::K3s, &access).unwrap());
+        let registries: Value =
+            serde_yaml::from_str(content(&doc, "/etc/rancher/k3s/registries.yaml")).unwrap();
+        assert_eq!(
+            registries["mirrors"]["docker.io"]["endpoint"][0],
+            "https://lab-registry.lab.example.com:5000"
+        );
+        let config = &registries["configs"]["lab-registry.lab.example.com:5000"];
+        assert_eq!(config["auth"]["username"], "rancher");
+        assert_eq!(config["auth"]["password"], NASTY_PASSWORD);
+        assert_eq!(config["tls"]["ca_file"], K3S_CA_FILE);
+        assert_eq!(content(&doc, K3S_CA_FILE), FAKE_CA);
+        assert_eq!(
+            write_file(&doc, "/etc/rancher/k3s/registries.yaml")["permissions"],
+            "0600"
+        );
+        assert!(doc["runcmd"][0]
+            .as_str()
+            .unwrap()
+            .contains("update-ca-certificates"));
+    }
+
+    #[test]
+    fn k3s_node_without_ca_has_no_tls_section() {
+        let mut access = fake_access();
+        access.ca_pem = None;
+        let doc = parse(&node_user_data(NodeRole::K3s, &access).unwrap());
+        let registries: Value =
+            serde_yaml::from_str(content(&doc, "/etc/rancher/k3s/registries.yaml")).unwrap();
+        assert!(registries["configs"]["lab-registry.lab.example.com:5000"]
+            .get("tls")
+            .is_none());
+        assert_eq!(doc["write_files"].as_sequence().unwrap().len(), 1);
+        assert!(doc.get("runcmd").is_none());
+    }
+
+    #[test]
+    fn docker_node_trusts_ca_logs_in_and_sets_sysctls() {
+        let mut access = fake_access();
+        access.password = NASTY_PASSWORD.to_string();
+        let doc = parse(&node_user_data(NodeRole::Docker, &access).unwrap());
+        assert_eq!(
+            content(
+                &doc,
+                "/etc/docker/certs.d/lab-registry.lab.example.com:5000/ca.crt"
+            ),
+            FAKE_CA
+        );
+        let config: serde_json::Value =
+            serde_json::from_str(content(&doc, "/root/.docker/config.json")).unwrap();
+        let auth = config["auths"]["lab-registry.lab.example.com:5000"]["auth"]
+            .as_str()
+            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            format!("rancher:{NASTY_PASSWORD}")
+        );
+        let sysctl = content(&doc, "/etc/sysctl.d/90-provision-rancher.conf");
+        assert!(sysctl.contains("net.bridge.bridge-nf-call-iptables = 1"));
+        assert!(sysctl.contains("net.ipv4.ip_forward = 1"));
+        let runcmd = serde_yaml::to_string(&doc["runcmd"]).unwrap();
+        assert!(runcmd.contains("sysctl"), "{runcmd}");
+    }
+
+    #[test]
+    fn nasty_values_in_secrets_stay_valid_yaml() {
+        let mut secrets = fake_secrets();
+        secrets.htpasswd_line = format!("rancher:{NASTY_PASSWORD}");
+        secrets.server_key_pem = format!("  {NASTY_PASSWORD}\n\t'\"\n");
+        let doc = parse(&registry_host_user_data(&secrets, 5000).unwrap());
+        assert_eq!(
+            content(&doc, "/etc/registry/auth/htpasswd"),
+            format!("rancher:{NASTY_PASSWORD}\n")
+        );
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let access = fake_access();
+        assert_eq!(
+            node_user_data(NodeRole::K3s, &access).unwrap(),
+            node_user_data(NodeRole::K3s, &access).unwrap()
+        );
+        assert_eq!(
+            registry_host_user_data(&fake_secrets(), 5000).unwrap(),
+            registry_host_user_data(&fake_secrets(), 5000).unwrap()
+        );
+    }
+
+    #[test]
+    fn too_large_user_data_is_an_error() {
+        let mut access = fake_access();
+        access.ca_pem = Some("A".repeat(USER_DATA_LIMIT));
+        let error = node_user_data(NodeRole::Docker, &access).unwrap_err();
+        assert!(
+            matches!(error, RenderError::UserDataTooLarge { template: "docker-node.yaml.j2", size, .. } if size > USER_DATA_LIMIT),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn node_role_follows_topology() {
+        assert_eq!(NodeRole::for_topology(Topology::K3s), NodeRole::K3s);
+        assert_eq!(NodeRole::for_topology(Topology::Rke), NodeRole::Docker);
+        assert_eq!(NodeRole::for_topology(Topology::Docker), NodeRole::Docker);
+    }
+}
