@@ -49,7 +49,7 @@ pub async fn find(
     ctx: &OpContext<'_>,
     spec: &Spec,
 ) -> Result<Option<Observed>, CloudError> {
-    let lookup = Lookup::Tags(owner_filters(ctx.env, ctx.id));
+    let lookup = Lookup::Filters(owner_filters(ctx.env, ctx.id));
     let kind = spec.kind();
     let found = match spec {
         Spec::Vpc(s) => pick(kind, ctx, describe_vpcs(cloud, &lookup).await?, |v| {
@@ -84,16 +84,20 @@ pub async fn find(
         })?
         .map(|k| observe_key_pair(&k)),
         Spec::Instance(s) => {
-            let mut all: BTreeMap<String, Instance> = BTreeMap::new();
-            let by_token = Lookup::Tags(vec![filter("client-token", ctx.token)]);
-            for lookup in [&lookup, &by_token] {
-                for i in describe_instances(cloud, lookup).await? {
-                    if let (Some(id), true) = (i.instance_id(), is_live(&i)) {
-                        all.insert(id.to_string(), i);
-                    }
-                }
-            }
-            pick(kind, ctx, all.into_values().collect(), |i| i.instance_id())?
+            // RunInstances tags atomically, so every instance of ours carries the env
+            // tag; among those, match the logical id or this step's client token. (Done
+            // here rather than with a `client-token` filter, which moto does not support.)
+            let env_only = Lookup::Filters(vec![filter(&format!("tag:{TAG_ENV}"), ctx.env)]);
+            let all: Vec<Instance> = describe_instances(cloud, &env_only)
+                .await?
+                .into_iter()
+                .filter(is_live)
+                .filter(|i| {
+                    tag_value(i.tags(), TAG_ID) == Some(ctx.id.as_str())
+                        || i.client_token() == Some(ctx.token)
+                })
+                .collect();
+            pick(kind, ctx, all, |i| i.instance_id())?
                 .map(|i| observe_instance(ctx, s, &i))
                 .transpose()?
         }
@@ -191,7 +195,7 @@ pub async fn update(
 
 pub async fn delete(
     cloud: &AwsCloud,
-    _ctx: &OpContext<'_>,
+    ctx: &OpContext<'_>,
     kind: Kind,
     current: &Observed,
 ) -> Result<(), CloudError> {
@@ -239,21 +243,22 @@ pub async fn delete(
             .await
         }
         Kind::KeyPair => {
+            // By name when known: every EC2 (and moto, which ignores `KeyPairId`) takes it.
             let req = ec2.delete_key_pair();
-            let req = if id.starts_with("key-") {
-                req.key_pair_id(id)
-            } else {
-                req.key_name(id)
+            let req = match &current.attrs {
+                Attrs::KeyPair { name } if !name.is_empty() => req.key_name(name),
+                _ if id.starts_with("key-") => req.key_pair_id(id),
+                _ => req.key_name(id),
             };
             gone_is_ok(req.send().await.map_err(|e| sdk_error("DeleteKeyPair", e)))
         }
-        Kind::Instance => delete_instance(cloud, _ctx, id).await,
+        Kind::Instance => delete_instance(cloud, ctx, id).await,
         other => Err(not_ec2(other)),
     }
 }
 
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
-    let lookup = Lookup::Tags(vec![filter(&format!("tag:{TAG_ENV}"), env)]);
+    let lookup = Lookup::Filters(vec![filter(&format!("tag:{TAG_ENV}"), env)]);
     let mut out = Vec::new();
     let mut push = |kind: Kind, cloud_id: Option<&str>, tags: &[Tag], attrs: Attrs| {
         if let Some(cloud_id) = cloud_id {
@@ -313,20 +318,20 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
 /// How to select resources in a describe call.
 enum Lookup {
     Id(String),
-    Tags(Vec<Filter>),
+    Filters(Vec<Filter>),
 }
 
 impl Lookup {
     fn ids(&self) -> Option<Vec<String>> {
         match self {
             Lookup::Id(id) => Some(vec![id.clone()]),
-            Lookup::Tags(_) => None,
+            Lookup::Filters(_) => None,
         }
     }
     fn filters(&self) -> Option<Vec<Filter>> {
         match self {
             Lookup::Id(_) => None,
-            Lookup::Tags(f) => Some(f.clone()),
+            Lookup::Filters(f) => Some(f.clone()),
         }
     }
 }
@@ -542,13 +547,22 @@ async fn describe_key_pairs(
         // Key pairs imported before 2019 or by emulators may only have a name.
         Lookup::Id(id) if id.starts_with("key-") => req.key_pair_ids(id),
         Lookup::Id(id) => req.key_names(id),
-        Lookup::Tags(_) => req,
+        Lookup::Filters(_) => req,
     };
     let out = req
         .send()
         .await
         .map_err(|e| sdk_error("DescribeKeyPairs", e))?;
-    Ok(out.key_pairs().to_vec())
+    // Checked again here because moto ignores `KeyPairIds` and lists every key.
+    Ok(out
+        .key_pairs()
+        .iter()
+        .filter(|k| match lookup {
+            Lookup::Id(id) => k.key_pair_id() == Some(id) || k.key_name() == Some(id),
+            Lookup::Filters(_) => true,
+        })
+        .cloned()
+        .collect())
 }
 
 async fn describe_instances(
@@ -1160,31 +1174,27 @@ async fn apply_route_table_changes(
     Ok(())
 }
 
-/// Associate a subnet, moving it over if another route table holds it explicitly.
+/// Associate a subnet, moving it over if another route table holds it explicitly (AWS
+/// refuses a second explicit association with `Resource.AlreadyAssociated`).
 async fn associate_subnet(cloud: &AwsCloud, table: &str, subnet: &str) -> Result<(), CloudError> {
     let ec2 = &cloud.ec2;
-    let result = settle(cloud, || async {
-        ec2.associate_route_table()
-            .route_table_id(table)
-            .subnet_id(subnet)
-            .send()
-            .await
-            .map_err(|e| sdk_error("AssociateRouteTable", e))
-    })
-    .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => {
-            let holders = describe_route_tables(
-                cloud,
-                &Lookup::Tags(vec![filter("association.subnet-id", subnet)]),
-            )
-            .await?;
-            let existing = holders
-                .iter()
-                .flat_map(associations)
-                .find(|a| a.subnet_id == subnet)
-                .ok_or(e)?;
+    let holders = describe_route_tables(
+        cloud,
+        &Lookup::Filters(vec![filter("association.subnet-id", subnet)]),
+    )
+    .await?;
+    let held = holders
+        .iter()
+        .flat_map(|t| {
+            let table_id = t.route_table_id().unwrap_or_default().to_string();
+            associations(t)
+                .into_iter()
+                .map(move |a| (table_id.clone(), a))
+        })
+        .find(|(_, a)| a.subnet_id == subnet);
+    match held {
+        Some((holder, _)) if holder == table => Ok(()),
+        Some((_, existing)) => {
             ec2.replace_route_table_association()
                 .association_id(existing.association_id)
                 .route_table_id(table)
@@ -1193,7 +1203,18 @@ async fn associate_subnet(cloud: &AwsCloud, table: &str, subnet: &str) -> Result
                 .map_err(|e| sdk_error("ReplaceRouteTableAssociation", e))?;
             Ok(())
         }
-        Err(e) => Err(e),
+        None => {
+            settle(cloud, || async {
+                ec2.associate_route_table()
+                    .route_table_id(table)
+                    .subnet_id(subnet)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("AssociateRouteTable", e))
+            })
+            .await?;
+            Ok(())
+        }
     }
 }
 
@@ -1711,8 +1732,19 @@ fn instance_attrs(i: &Instance) -> Attrs {
     }
 }
 
+/// The groups of the primary network interface, which are the instance's groups. (Read
+/// from the interface because moto leaves the instance-level list empty when the
+/// instance was launched with an interface specification.)
 fn instance_groups(i: &Instance) -> BTreeSet<String> {
-    i.security_groups()
+    let primary = i
+        .network_interfaces()
+        .iter()
+        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0));
+    let groups = match primary {
+        Some(n) => n.groups(),
+        None => i.security_groups(),
+    };
+    groups
         .iter()
         .filter_map(|g| g.group_id().map(str::to_string))
         .collect()
@@ -1761,19 +1793,26 @@ fn observe_instance(
 }
 
 async fn root_device(cloud: &AwsCloud, ami: &str) -> Result<String, CloudError> {
+    let missing = || {
+        CloudError::Refused(format!(
+            "AMI {ami} does not exist in region {} or is not shared with this account",
+            cloud.region
+        ))
+    };
     let out = cloud
         .ec2
         .describe_images()
         .image_ids(ami)
         .send()
         .await
-        .map_err(|e| sdk_error("DescribeImages", e))?;
-    let Some(image) = out.images().first() else {
-        return Err(CloudError::Refused(format!(
-            "AMI {ami} does not exist in region {} or is not shared with this account",
-            cloud.region
-        )));
+        .map_err(|e| sdk_error("DescribeImages", e));
+    let out = match out {
+        Err(e) if error_code(&e).is_some_and(|c| c.starts_with("InvalidAMIID.")) => {
+            return Err(missing())
+        }
+        other => other?,
     };
+    let image = out.images().first().ok_or_else(missing)?;
     Ok(image
         .root_device_name()
         .unwrap_or(DEFAULT_ROOT_DEVICE)
