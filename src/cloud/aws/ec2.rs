@@ -416,7 +416,7 @@ fn pick<T>(
     if items.len() > 1 {
         let ids: Vec<&str> = items.iter().filter_map(&id).collect();
         return Err(CloudError::api(
-            format!("find {kind} {}", ctx.id),
+            format!("find {kind} `{}`", ctx.id),
             "Ambiguous",
             format!(
                 "{} {kind}s are tagged {TAG_ENV}={} {TAG_ID}={}: {}; delete the extra ones or fix their tags",

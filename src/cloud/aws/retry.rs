@@ -32,7 +32,7 @@ impl RetryError {
 }
 
 /// Run `op` until it succeeds, fails with an error `retryable` rejects, or `limit` has
-/// elapsed. Pauses start at `poll` and double up to 20 s.
+/// elapsed. Pauses start at `poll` and double up to 20 s; the last try is at the deadline.
 pub(crate) async fn retry_while<T, F, Fut, P>(
     limit: Duration,
     poll: Duration,
@@ -52,10 +52,11 @@ where
             Err(e) if !retryable(&e) => return Err(RetryError::Failed(e)),
             Err(e) => {
                 let waited = start.elapsed();
-                if waited + delay > limit {
+                if waited >= limit {
                     return Err(RetryError::Exhausted { last: e, waited });
                 }
-                tokio::time::sleep(delay).await;
+                // The last try happens at the deadline, not a pause before it.
+                tokio::time::sleep(delay.min(limit - waited)).await;
                 delay = (delay * 2).min(MAX_DELAY.max(poll));
             }
         }
