@@ -16,6 +16,7 @@ mod ec2;
 mod elb;
 mod error;
 mod rds;
+mod retry;
 mod route53;
 
 pub use error::sdk_error;
