@@ -173,14 +173,17 @@ pub fn owner_tags<'a>(
 }
 
 /// The refusal for a same-named resource that this environment does not own.
-pub fn not_ours(kind: Kind, name: &str, env: &str, owner: &Ownership) -> CloudError {
+pub fn not_ours(kind: Kind, name: &str, env: &str, id: &str, owner: &Ownership) -> CloudError {
     let found = match owner {
-        Ownership::Ours => "tagged for this environment".to_string(),
-        Ownership::Other { env, id } => format!("tagged {TAG_ENV}={env}, {TAG_ID}={id}"),
+        Ownership::Ours => "tagged for this very resource".to_string(),
+        Ownership::Other {
+            env: other_env,
+            id: other_id,
+        } => format!("tagged {TAG_ENV}={other_env}, {TAG_ID}={other_id}"),
         Ownership::Untagged => "not tagged by provision".to_string(),
     };
     CloudError::Refused(format!(
-        "{kind} `{name}` already exists and is {found}, not owned by env `{env}`; \
+        "{kind} `{name}` already exists and is {found}, not {TAG_ENV}={env}, {TAG_ID}={id}; \
          rename or remove it, or use another environment name"
     ))
 }

@@ -1069,7 +1069,7 @@ async fn check_owner(
         ctx.id.as_str(),
     ) {
         Ownership::Ours => Ok(()),
-        other => Err(not_ours(kind, name, ctx.env, &other)),
+        other => Err(not_ours(kind, name, ctx.env, ctx.id.as_str(), &other)),
     }
 }
 

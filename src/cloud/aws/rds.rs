@@ -133,6 +133,13 @@ pub async fn update(
     match spec {
         Spec::DbSubnetGroup(s) => {
             let name = current.cloud_id.as_str();
+            let group = describe_subnet_group(cloud, name)
+                .await?
+                .ok_or_else(|| gone(Kind::DbSubnetGroup, name))?;
+            let observed = observe_subnet_group(ctx.resolved, s, &group);
+            if observed.drift.is_empty() {
+                return Ok(observed);
+            }
             let subnets = ctx.resolved.cloud_ids(&s.subnets)?;
             let out = match cloud
                 .rds
@@ -889,7 +896,7 @@ fn check_owner(
         ctx.id.as_str(),
     ) {
         Ownership::Ours => Ok(()),
-        other => Err(not_ours(kind, name, ctx.env, &other)),
+        other => Err(not_ours(kind, name, ctx.env, ctx.id.as_str(), &other)),
     }
 }
 

@@ -458,7 +458,7 @@ fn record_drift(want: &RecordValue, have: &RecordValue) -> Vec<String> {
     let mut out = Vec::new();
     if want.record_type != have.record_type {
         out.push(format!(
-            "is a {} record, want {}",
+            "record type is {}, want {}",
             have.record_type, want.record_type
         ));
     }
@@ -1062,12 +1062,11 @@ fn bare_zone_id(id: &str) -> &str {
     id.trim_start_matches("/hostedzone/")
 }
 
-/// Zone ids look like `Z0123456789ABCDEFGHIJ` (or carry the `/hostedzone/` prefix); names
-/// have dots.
+/// Zone ids look like `Z0123456789ABCDEFGHIJ` (upper-case letters and digits, or with the
+/// `/hostedzone/` prefix); zone names are lower case or have dots.
 fn looks_like_zone_id(s: &str) -> bool {
     s.starts_with("/hostedzone/")
-        || (!s.contains('.')
-            && s.starts_with('Z')
+        || (s.len() >= 8
             && s.chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
 }
@@ -1222,7 +1221,7 @@ mod tests {
         };
         assert_eq!(
             record_drift(&want, &cname),
-            vec!["is a CNAME record, want A"]
+            vec!["record type is CNAME, want A"]
         );
     }
 
@@ -1256,6 +1255,7 @@ mod tests {
         assert!(looks_like_zone_id("/hostedzone/Z0123"));
         assert!(!looks_like_zone_id("example.com"));
         assert!(!looks_like_zone_id("zone"));
+        assert!(!looks_like_zone_id("ZONE"));
         assert_eq!(bare_zone_id("/hostedzone/Z1"), "Z1");
         assert_eq!(normalize("Example.COM."), "example.com");
     }
