@@ -12,6 +12,7 @@ use aws_config::BehaviorVersion;
 use super::{Cloud, CloudError, OpContext, Owned, WaitSettings};
 use crate::model::{Kind, Observed, Spec};
 
+mod common;
 mod ec2;
 mod elb;
 mod error;

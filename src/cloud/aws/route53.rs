@@ -1,1 +1,1262 @@
-//! stub
+//! Route53: the optional private hosted zone and the record that names the Rancher server.
+//!
+//! Hosted zones are created with the step's idempotency token as `CallerReference` and
+//! tagged; the cloud id is the zone id without `/hostedzone/`.
+//!
+//! Records cannot carry tags, so ownership is a TXT marker beside each record:
+//! `_provision-owner.<name>` = `"provision:env=<env>,provision:id=<id>"`, written and deleted
+//! in the same change batch as the record. A record of the same name that exists without our
+//! marker is never overwritten or deleted. The cloud id of a record is
+//! `<zone id>:<name>:<type>`.
+//!
+//! `list_owned` covers the private zones tagged for the environment and the marked records
+//! inside those zones. Records in zones the environment does not own (the usual existing
+//! public zone) are only found by `find`, through their marker, since scanning every zone of
+//! the account for markers would be slow and reach into zones the tool was never pointed at.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_route53::types::{
+    AliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus, HostedZone, HostedZoneConfig,
+    ResourceRecord, ResourceRecordSet, RrType, Tag, TagResourceType, Vpc, VpcRegion,
+};
+use aws_smithy_types::error::operation::BuildError;
+
+use super::common::{
+    has_code, missing, owner_tags, ownership, poll_until, retry_in_use, wrong_kind, Ownership, Poll,
+};
+use super::{sdk_error, AwsCloud};
+use crate::cloud::{CloudError, OpContext, Owned};
+use crate::model::{
+    tags_for, Attrs, DnsRecordSpec, HostedZoneSpec, Kind, LogicalId, Observed, RecordTarget,
+    Resolved, Spec, ZoneRef, TAG_ENV, TAG_ID,
+};
+
+const NO_ZONE: &[&str] = &["NoSuchHostedZone"];
+const MARKER_PREFIX: &str = "_provision-owner.";
+/// ListTagsForResources takes at most 10 zone ids.
+const TAGS_BATCH: usize = 10;
+/// Record types a name can point with; a CNAME excludes the others.
+const ADDRESS_TYPES: &[&str] = &["A", "AAAA", "CNAME"];
+
+pub async fn find(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+) -> Result<Option<Observed>, CloudError> {
+    match spec {
+        Spec::HostedZone(s) => find_zone(cloud, ctx, s).await,
+        Spec::DnsRecord(s) => find_record(cloud, ctx, s).await,
+        other => Err(wrong_kind("Route53", other.kind())),
+    }
+}
+
+pub async fn read(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+    cloud_id: &str,
+) -> Result<Option<Observed>, CloudError> {
+    match spec {
+        Spec::HostedZone(s) => read_zone(cloud, ctx, s, cloud_id).await,
+        Spec::DnsRecord(s) => read_record(cloud, ctx, s, cloud_id).await,
+        other => Err(wrong_kind("Route53", other.kind())),
+    }
+}
+
+pub async fn create(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+) -> Result<Observed, CloudError> {
+    match spec {
+        Spec::HostedZone(s) => create_zone(cloud, ctx, s).await,
+        Spec::DnsRecord(s) => write_record(cloud, ctx, s).await,
+        other => Err(wrong_kind("Route53", other.kind())),
+    }
+}
+
+pub async fn update(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+    current: &Observed,
+) -> Result<Observed, CloudError> {
+    match spec {
+        // Nothing of a hosted zone is updatable: report it as it is.
+        Spec::HostedZone(s) => read_zone(cloud, ctx, s, &current.cloud_id)
+            .await?
+            .ok_or_else(|| super::common::gone(Kind::HostedZone, &current.cloud_id)),
+        // The batch deletes the record of the old type, if the type changes.
+        Spec::DnsRecord(s) => write_record(cloud, ctx, s).await,
+        other => Err(wrong_kind("Route53", other.kind())),
+    }
+}
+
+pub async fn delete(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    kind: Kind,
+    current: &Observed,
+) -> Result<(), CloudError> {
+    match kind {
+        Kind::HostedZone => delete_zone(cloud, ctx, &current.cloud_id).await,
+        Kind::DnsRecord => delete_record(cloud, ctx, &current.cloud_id).await,
+        other => Err(wrong_kind("Route53", other)),
+    }
+}
+
+/// Private zones tagged `provision:env=<env>`, and the records marked for `env` inside them.
+pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
+    let zones: Vec<HostedZone> = all_zones(cloud)
+        .await?
+        .into_iter()
+        .filter(|z| z.config().is_some_and(|c| c.private_zone()))
+        .collect();
+    let ids: Vec<String> = zones
+        .iter()
+        .map(|z| bare_zone_id(z.id()).to_string())
+        .collect();
+    let tags = zone_tags(cloud, &ids).await?;
+    let mut owned = Vec::new();
+    for zone in &zones {
+        let id = bare_zone_id(zone.id());
+        let pairs = tags.get(id).map(Vec::as_slice).unwrap_or_default();
+        let (Some(tag_env), Some(logical)) =
+            owner_tags(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        else {
+            continue;
+        };
+        if tag_env != env {
+            continue;
+        }
+        owned.push(Owned {
+            kind: Kind::HostedZone,
+            id: LogicalId::from(logical),
+            cloud_id: id.to_string(),
+            attrs: Attrs::HostedZone {
+                name: normalize(zone.name()),
+            },
+        });
+        let records = all_records(cloud, id).await?;
+        for marker in records.iter().filter(|r| r.r#type() == &RrType::Txt) {
+            let marker_name = normalize(marker.name());
+            let Some(name) = marker_name.strip_prefix(MARKER_PREFIX) else {
+                continue;
+            };
+            let Some((marker_env, logical)) = marker
+                .resource_records()
+                .iter()
+                .find_map(|r| parse_marker(r.value()))
+            else {
+                continue;
+            };
+            if marker_env != env {
+                continue;
+            }
+            if let Some(record) = records
+                .iter()
+                .find(|r| normalize(r.name()) == name && is_address(r))
+            {
+                let record_type = record.r#type().as_str().to_string();
+                owned.push(Owned {
+                    kind: Kind::DnsRecord,
+                    id: LogicalId::from(logical.as_str()),
+                    cloud_id: record_cloud_id(id, name, &record_type),
+                    attrs: Attrs::DnsRecord {
+                        zone_id: id.to_string(),
+                        fqdn: name.to_string(),
+                        record_type,
+                    },
+                });
+            }
+        }
+    }
+    Ok(owned)
+}
+
+// ---------------------------------------------------------------------------------------
+// Hosted zone
+
+async fn find_zone(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &HostedZoneSpec,
+) -> Result<Option<Observed>, CloudError> {
+    let zones = all_zones(cloud).await?;
+    if let Some(zone) = zones.iter().find(|z| z.caller_reference() == ctx.token) {
+        return read_zone(cloud, ctx, spec, bare_zone_id(zone.id())).await;
+    }
+    let candidates: Vec<String> = zones
+        .iter()
+        .filter(|z| {
+            normalize(z.name()) == normalize(&spec.name)
+                && z.config().is_some_and(|c| c.private_zone())
+        })
+        .map(|z| bare_zone_id(z.id()).to_string())
+        .collect();
+    let tags = zone_tags(cloud, &candidates).await?;
+    let ours: Vec<&String> = candidates
+        .iter()
+        .filter(|id| {
+            let pairs = tags.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
+            ownership(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ctx.env,
+                ctx.id.as_str(),
+            ) == Ownership::Ours
+        })
+        .collect();
+    match ours.as_slice() {
+        [] => Ok(None),
+        [id] => read_zone(cloud, ctx, spec, id).await,
+        many => Err(CloudError::Refused(format!(
+            "{} private zones named `{}` are tagged for env `{}` and id `{}` ({}); delete the extra ones",
+            many.len(),
+            spec.name,
+            ctx.env,
+            ctx.id,
+            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+async fn create_zone(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &HostedZoneSpec,
+) -> Result<Observed, CloudError> {
+    let vpc = ctx.resolved.cloud_id(&spec.vpc)?;
+    let result = cloud
+        .route53
+        .create_hosted_zone()
+        .name(&spec.name)
+        .caller_reference(ctx.token)
+        .vpc(
+            Vpc::builder()
+                .vpc_region(VpcRegion::from(cloud.region.as_str()))
+                .vpc_id(vpc)
+                .build(),
+        )
+        .hosted_zone_config(
+            HostedZoneConfig::builder()
+                .comment(format!("provision env {}", ctx.env))
+                .private_zone(true)
+                .build(),
+        )
+        .send()
+        .await;
+    let (id, change) = match result {
+        Ok(out) => {
+            let zone = out
+                .hosted_zone()
+                .ok_or_else(|| missing("CreateHostedZone", "hosted zone"))?;
+            (
+                bare_zone_id(zone.id()).to_string(),
+                out.change_info().map(|c| c.id().to_string()),
+            )
+        }
+        // The same CallerReference: an earlier attempt of this step went through.
+        Err(e) if has_code(&e, &["HostedZoneAlreadyExists"]) => {
+            let zones = all_zones(cloud).await?;
+            let zone = zones
+                .iter()
+                .find(|z| z.caller_reference() == ctx.token)
+                .ok_or_else(|| sdk_error("CreateHostedZone", e))?;
+            (bare_zone_id(zone.id()).to_string(), None)
+        }
+        Err(e) => return Err(sdk_error("CreateHostedZone", e)),
+    };
+    let tags: Vec<Tag> = tags_for(ctx.env, ctx.id)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    cloud
+        .route53
+        .change_tags_for_resource()
+        .resource_type(TagResourceType::Hostedzone)
+        .resource_id(&id)
+        .set_add_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| sdk_error("ChangeTagsForResource", e))?;
+    if let Some(change) = change {
+        wait_insync(
+            cloud,
+            ctx,
+            &change,
+            &format!("hosted zone {} ({id})", spec.name),
+        )
+        .await?;
+    }
+    read_zone(cloud, ctx, spec, &id)
+        .await?
+        .ok_or_else(|| super::common::gone(Kind::HostedZone, &id))
+}
+
+async fn read_zone(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &HostedZoneSpec,
+    id: &str,
+) -> Result<Option<Observed>, CloudError> {
+    let out = match cloud.route53.get_hosted_zone().id(id).send().await {
+        Ok(out) => out,
+        Err(e) if has_code(&e, NO_ZONE) => return Ok(None),
+        Err(e) => return Err(sdk_error("GetHostedZone", e)),
+    };
+    let zone = out
+        .hosted_zone()
+        .ok_or_else(|| missing("GetHostedZone", "hosted zone"))?;
+    let mut drift = Vec::new();
+    let name = normalize(zone.name());
+    if name != normalize(&spec.name) {
+        drift.push(format!(
+            "zone name is {name}, want {}",
+            normalize(&spec.name)
+        ));
+    }
+    if !zone.config().is_some_and(|c| c.private_zone()) {
+        drift.push("zone is public, want private".to_string());
+    }
+    if let Ok(vpc) = ctx.resolved.cloud_id(&spec.vpc) {
+        if !out.vpcs().iter().any(|v| v.vpc_id() == Some(vpc)) {
+            drift.push(format!("zone is not associated with VPC {vpc}"));
+        }
+    }
+    Ok(Some(Observed {
+        cloud_id: bare_zone_id(zone.id()).to_string(),
+        attrs: Attrs::HostedZone { name },
+        drift,
+    }))
+}
+
+async fn delete_zone(cloud: &AwsCloud, ctx: &OpContext<'_>, id: &str) -> Result<(), CloudError> {
+    let result = retry_in_use(
+        cloud,
+        ctx.progress,
+        &format!("hosted zone {id}"),
+        || async move {
+            match cloud.route53.delete_hosted_zone().id(id).send().await {
+                Ok(_) => Ok(()),
+                Err(e) if has_code(&e, NO_ZONE) => Ok(()),
+                Err(e) => Err(sdk_error("DeleteHostedZone", e)),
+            }
+        },
+    )
+    .await;
+    match result {
+        // Name the records that keep the zone from being deleted.
+        Err(CloudError::Timeout { what, waited }) => {
+            let blocking: Vec<String> = all_records(cloud, id)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| !matches!(r.r#type(), RrType::Soa | RrType::Ns))
+                .map(|r| format!("{} {}", normalize(r.name()), r.r#type().as_str()))
+                .collect();
+            Err(CloudError::Timeout {
+                what: format!("{what}; records left in the zone: {}", blocking.join(", ")),
+                waited,
+            })
+        }
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Records
+
+/// A record's value, in a form both the spec and the live record can be put in and compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RecordValue {
+    record_type: String,
+    /// `None` for alias records.
+    ttl: Option<i64>,
+    /// Alias target `(hosted zone id, dns name)`.
+    alias: Option<(String, String)>,
+    values: Vec<String>,
+}
+
+/// The record the spec asks for, from the resolved attributes of its target.
+fn wanted_record(spec: &DnsRecordSpec, resolved: &Resolved) -> Result<RecordValue, CloudError> {
+    let ttl = Some(i64::from(spec.ttl));
+    let bad = |r: &LogicalId, what: &str| {
+        CloudError::api(
+            "DnsRecord",
+            "BadReference",
+            format!("record {} points at `{r}`, which is not {what}", spec.name),
+        )
+    };
+    match &spec.target {
+        RecordTarget::AliasLoadBalancer(r) => match resolved.attrs(r)? {
+            Attrs::LoadBalancer {
+                dns_name,
+                canonical_zone_id,
+            } => Ok(RecordValue {
+                record_type: "A".to_string(),
+                ttl: None,
+                alias: Some((canonical_zone_id.clone(), normalize_target(dns_name))),
+                values: Vec::new(),
+            }),
+            _ => Err(bad(r, "a load balancer")),
+        },
+        RecordTarget::CnameLoadBalancer(r) => match resolved.attrs(r)? {
+            Attrs::LoadBalancer { dns_name, .. } => Ok(RecordValue {
+                record_type: "CNAME".to_string(),
+                ttl,
+                alias: None,
+                values: vec![normalize_target(dns_name)],
+            }),
+            _ => Err(bad(r, "a load balancer")),
+        },
+        RecordTarget::InstancePrivateIp(r) => match resolved.attrs(r)? {
+            Attrs::Instance { private_ip, .. } => Ok(RecordValue {
+                record_type: "A".to_string(),
+                ttl,
+                alias: None,
+                values: vec![private_ip.clone()],
+            }),
+            _ => Err(bad(r, "an instance")),
+        },
+    }
+}
+
+fn live_record(set: &ResourceRecordSet) -> RecordValue {
+    let record_type = set.r#type().as_str().to_string();
+    let mut values: Vec<String> = set
+        .resource_records()
+        .iter()
+        .map(|r| {
+            if record_type == "CNAME" {
+                normalize_target(r.value())
+            } else {
+                r.value().to_string()
+            }
+        })
+        .collect();
+    values.sort();
+    RecordValue {
+        record_type,
+        ttl: if set.alias_target().is_some() {
+            None
+        } else {
+            set.ttl()
+        },
+        alias: set.alias_target().map(|a| {
+            (
+                a.hosted_zone_id().to_string(),
+                normalize_target(a.dns_name()),
+            )
+        }),
+        values,
+    }
+}
+
+/// One line per difference of the live record from the wanted one.
+fn record_drift(want: &RecordValue, have: &RecordValue) -> Vec<String> {
+    let mut out = Vec::new();
+    if want.record_type != have.record_type {
+        out.push(format!(
+            "record type is {}, want {}",
+            have.record_type, want.record_type
+        ));
+    }
+    let describe = |v: &RecordValue| match &v.alias {
+        Some((zone, name)) => format!("alias {name} (zone {zone})"),
+        None => v.values.join(", "),
+    };
+    if want.alias != have.alias || want.values != have.values {
+        out.push(format!(
+            "points at {}, want {}",
+            describe(have),
+            describe(want)
+        ));
+    }
+    if want.ttl != have.ttl && want.alias.is_none() && have.alias.is_none() {
+        out.push(format!(
+            "TTL is {}, want {}",
+            have.ttl.unwrap_or_default(),
+            want.ttl.unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn to_record_set(name: &str, value: &RecordValue) -> Result<ResourceRecordSet, CloudError> {
+    let mut builder = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(RrType::from(value.record_type.as_str()));
+    if let Some((zone, dns_name)) = &value.alias {
+        builder = builder.alias_target(
+            AliasTarget::builder()
+                .hosted_zone_id(zone)
+                .dns_name(dns_name)
+                .evaluate_target_health(true)
+                .build()
+                .map_err(build_error)?,
+        );
+    } else {
+        builder = builder.set_ttl(value.ttl);
+        for v in &value.values {
+            builder = builder.resource_records(
+                ResourceRecord::builder()
+                    .value(v)
+                    .build()
+                    .map_err(build_error)?,
+            );
+        }
+    }
+    builder.build().map_err(build_error)
+}
+
+pub fn marker_name(name: &str) -> String {
+    format!("{MARKER_PREFIX}{}", normalize(name))
+}
+
+/// The TXT value of the ownership marker, quoted as Route53 wants TXT values.
+pub fn marker_value(env: &str, id: &LogicalId) -> String {
+    format!("\"{TAG_ENV}={env},{TAG_ID}={id}\"")
+}
+
+/// `(env, id)` from a marker value.
+fn parse_marker(value: &str) -> Option<(String, String)> {
+    let inner = value.trim().trim_matches('"');
+    let (mut env, mut id) = (None, None);
+    for part in inner.split(',') {
+        match part.split_once('=') {
+            Some((k, v)) if k == TAG_ENV => env = Some(v.to_string()),
+            Some((k, v)) if k == TAG_ID => id = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Some((env?, id?))
+}
+
+fn marker_set(
+    name: &str,
+    env: &str,
+    id: &LogicalId,
+    ttl: u32,
+) -> Result<ResourceRecordSet, CloudError> {
+    ResourceRecordSet::builder()
+        .name(marker_name(name))
+        .r#type(RrType::Txt)
+        .ttl(i64::from(ttl))
+        .resource_records(
+            ResourceRecord::builder()
+                .value(marker_value(env, id))
+                .build()
+                .map_err(build_error)?,
+        )
+        .build()
+        .map_err(build_error)
+}
+
+/// `<zone id>:<name>:<type>`.
+pub fn record_cloud_id(zone_id: &str, name: &str, record_type: &str) -> String {
+    format!("{zone_id}:{}:{record_type}", normalize(name))
+}
+
+fn parse_record_cloud_id(cloud_id: &str) -> Result<(&str, &str, &str), CloudError> {
+    let mut parts = cloud_id.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(zone), Some(name), Some(record_type)) if !zone.is_empty() && !name.is_empty() => {
+            Ok((zone, name, record_type))
+        }
+        _ => Err(CloudError::api(
+            "DnsRecord",
+            "BadCloudId",
+            format!("`{cloud_id}` is not a record id of the form <zone id>:<name>:<type>"),
+        )),
+    }
+}
+
+/// A hosted zone as found for a record.
+struct Zone {
+    id: String,
+    name: String,
+}
+
+/// Find the zone a record goes into: the managed zone's id, a zone id, or an exact name.
+async fn resolve_zone(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    zone: &ZoneRef,
+) -> Result<Zone, CloudError> {
+    let not_found = |z: &str| CloudError::Refused(format!("Route53 zone `{z}` not found"));
+    let by_id = |id: String| async move {
+        match cloud.route53.get_hosted_zone().id(&id).send().await {
+            Ok(out) => {
+                let zone = out
+                    .hosted_zone()
+                    .ok_or_else(|| missing("GetHostedZone", "hosted zone"))?;
+                Ok(Some(Zone {
+                    id: bare_zone_id(zone.id()).to_string(),
+                    name: normalize(zone.name()),
+                }))
+            }
+            Err(e) if has_code(&e, NO_ZONE) => Ok(None),
+            Err(e) => Err(sdk_error("GetHostedZone", e)),
+        }
+    };
+    match zone {
+        ZoneRef::Managed(r) => {
+            let id = ctx.resolved.cloud_id(r)?.to_string();
+            if let Ok(Attrs::HostedZone { name }) = ctx.resolved.attrs(r) {
+                return Ok(Zone {
+                    id,
+                    name: name.clone(),
+                });
+            }
+            by_id(id.clone()).await?.ok_or_else(|| not_found(&id))
+        }
+        ZoneRef::Existing(z) if looks_like_zone_id(z) => by_id(bare_zone_id(z).to_string())
+            .await?
+            .ok_or_else(|| not_found(z)),
+        ZoneRef::Existing(z) => {
+            let wanted = normalize(z);
+            let out = cloud
+                .route53
+                .list_hosted_zones_by_name()
+                .dns_name(format!("{wanted}."))
+                .max_items(100)
+                .send()
+                .await
+                .map_err(|e| sdk_error("ListHostedZonesByName", e))?;
+            let matches: Vec<&HostedZone> = out
+                .hosted_zones()
+                .iter()
+                .filter(|h| normalize(h.name()) == wanted)
+                .collect();
+            match matches.as_slice() {
+                [] => Err(not_found(z)),
+                [one] => Ok(Zone {
+                    id: bare_zone_id(one.id()).to_string(),
+                    name: wanted,
+                }),
+                many => Err(CloudError::Refused(format!(
+                    "{} Route53 zones are named `{wanted}` ({}); set the zone by its id instead of its name",
+                    many.len(),
+                    many.iter()
+                        .map(|h| {
+                            let kind = if h.config().is_some_and(|c| c.private_zone()) { "private" } else { "public" };
+                            format!("{} {kind}", bare_zone_id(h.id()))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
+    }
+}
+
+/// What a name holds in a zone: its address record and our marker, if any.
+struct AtName {
+    records: Vec<ResourceRecordSet>,
+    marker: Option<ResourceRecordSet>,
+}
+
+impl AtName {
+    fn owner(&self) -> Option<(String, String)> {
+        self.marker
+            .as_ref()?
+            .resource_records()
+            .iter()
+            .find_map(|r| parse_marker(r.value()))
+    }
+
+    fn owned_by(&self, env: &str, id: &LogicalId) -> bool {
+        self.owner()
+            .is_some_and(|(e, i)| e == env && i == id.as_str())
+    }
+
+    fn describe_owner(&self) -> String {
+        match self.owner() {
+            Some((e, i)) => format!(
+                "its marker {} names env `{e}`, id `{i}`",
+                MARKER_PREFIX.trim_end_matches('.')
+            ),
+            None => "it has no ownership marker".to_string(),
+        }
+    }
+}
+
+async fn at_name(cloud: &AwsCloud, zone_id: &str, name: &str) -> Result<AtName, CloudError> {
+    let records = records_named(cloud, zone_id, name)
+        .await?
+        .into_iter()
+        .filter(is_address)
+        .collect();
+    let marker = records_named(cloud, zone_id, &marker_name(name))
+        .await?
+        .into_iter()
+        .find(|r| r.r#type() == &RrType::Txt);
+    Ok(AtName { records, marker })
+}
+
+/// The record sets with exactly this name.
+async fn records_named(
+    cloud: &AwsCloud,
+    zone_id: &str,
+    name: &str,
+) -> Result<Vec<ResourceRecordSet>, CloudError> {
+    let wanted = normalize(name);
+    let out = cloud
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .start_record_name(format!("{wanted}."))
+        .max_items(20)
+        .send()
+        .await
+        .map_err(|e| sdk_error("ListResourceRecordSets", e))?;
+    Ok(out
+        .resource_record_sets()
+        .iter()
+        .filter(|r| normalize(r.name()) == wanted)
+        .cloned()
+        .collect())
+}
+
+async fn find_record(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &DnsRecordSpec,
+) -> Result<Option<Observed>, CloudError> {
+    let zone = resolve_zone(cloud, ctx, &spec.zone).await?;
+    let here = at_name(cloud, &zone.id, &spec.name).await?;
+    if !here.owned_by(ctx.env, ctx.id) {
+        return Ok(None);
+    }
+    Ok(here
+        .records
+        .first()
+        .map(|r| observe_record(ctx, spec, &zone.id, r, &here)))
+}
+
+async fn read_record(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &DnsRecordSpec,
+    cloud_id: &str,
+) -> Result<Option<Observed>, CloudError> {
+    let (zone_id, name, record_type) = parse_record_cloud_id(cloud_id)?;
+    let here = match at_name(cloud, zone_id, name).await {
+        Ok(here) => here,
+        Err(CloudError::Api { code, .. }) if code == "NoSuchHostedZone" => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let record = here
+        .records
+        .iter()
+        .find(|r| r.r#type().as_str() == record_type)
+        .or_else(|| here.records.first());
+    Ok(record.map(|r| observe_record(ctx, spec, zone_id, r, &here)))
+}
+
+fn observe_record(
+    ctx: &OpContext<'_>,
+    spec: &DnsRecordSpec,
+    zone_id: &str,
+    record: &ResourceRecordSet,
+    here: &AtName,
+) -> Observed {
+    let live = live_record(record);
+    let mut drift = match wanted_record(spec, ctx.resolved) {
+        Ok(want) => record_drift(&want, &live),
+        Err(_) => Vec::new(),
+    };
+    if !here.owned_by(ctx.env, ctx.id) {
+        drift.push(format!(
+            "not marked as owned by env {}: {}",
+            ctx.env,
+            here.describe_owner()
+        ));
+    }
+    let name = normalize(record.name());
+    Observed {
+        cloud_id: record_cloud_id(zone_id, &name, &live.record_type),
+        attrs: Attrs::DnsRecord {
+            zone_id: zone_id.to_string(),
+            fqdn: name,
+            record_type: live.record_type,
+        },
+        drift,
+    }
+}
+
+/// Create or converge the record: one batch that removes an owned record of another type,
+/// upserts the wanted record and upserts the marker.
+async fn write_record(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &DnsRecordSpec,
+) -> Result<Observed, CloudError> {
+    let zone = resolve_zone(cloud, ctx, &spec.zone).await?;
+    let name = normalize(&spec.name);
+    if name != zone.name && !name.ends_with(&format!(".{}", zone.name)) {
+        return Err(CloudError::Refused(format!(
+            "record {name} does not belong in zone {} ({})",
+            zone.name, zone.id
+        )));
+    }
+    let want = wanted_record(spec, ctx.resolved)?;
+    let here = at_name(cloud, &zone.id, &name).await?;
+    let foreign_marker = here.marker.is_some() && !here.owned_by(ctx.env, ctx.id);
+    if (!here.records.is_empty() && !here.owned_by(ctx.env, ctx.id)) || foreign_marker {
+        return Err(CloudError::Refused(format!(
+            "record {name} already exists in zone {} and was not created by env {} ({}); \
+             remove it by hand or choose another hostname",
+            zone.name,
+            ctx.env,
+            here.describe_owner()
+        )));
+    }
+    let mut changes = Vec::new();
+    for old in here
+        .records
+        .iter()
+        .filter(|r| r.r#type().as_str() != want.record_type)
+    {
+        changes.push(change(ChangeAction::Delete, old.clone())?);
+    }
+    changes.push(change(ChangeAction::Upsert, to_record_set(&name, &want)?)?);
+    changes.push(change(
+        ChangeAction::Upsert,
+        marker_set(&name, ctx.env, ctx.id, spec.ttl)?,
+    )?);
+    submit(cloud, ctx, &zone.id, changes, &format!("record {name}")).await?;
+    Ok(Observed::new(
+        record_cloud_id(&zone.id, &name, &want.record_type),
+        Attrs::DnsRecord {
+            zone_id: zone.id.clone(),
+            fqdn: name,
+            record_type: want.record_type,
+        },
+    ))
+}
+
+async fn delete_record(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    cloud_id: &str,
+) -> Result<(), CloudError> {
+    let (zone_id, name, record_type) = parse_record_cloud_id(cloud_id)?;
+    let here = match at_name(cloud, zone_id, name).await {
+        Ok(here) => here,
+        Err(CloudError::Api { code, .. }) if code == "NoSuchHostedZone" => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let record = here
+        .records
+        .iter()
+        .find(|r| r.r#type().as_str() == record_type);
+    let ours = here.owned_by(ctx.env, ctx.id);
+    if record.is_some() && !ours {
+        return Err(CloudError::Refused(format!(
+            "record {name} in zone {zone_id} is no longer marked as created by env {} ({}); \
+             not deleting it",
+            ctx.env,
+            here.describe_owner()
+        )));
+    }
+    let mut changes = Vec::new();
+    if let Some(record) = record {
+        changes.push(change(ChangeAction::Delete, record.clone())?);
+    }
+    if let (true, Some(marker)) = (ours, &here.marker) {
+        changes.push(change(ChangeAction::Delete, marker.clone())?);
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    submit(
+        cloud,
+        ctx,
+        zone_id,
+        changes,
+        &format!("deletion of record {name}"),
+    )
+    .await
+}
+
+fn change(action: ChangeAction, set: ResourceRecordSet) -> Result<Change, CloudError> {
+    Change::builder()
+        .action(action)
+        .resource_record_set(set)
+        .build()
+        .map_err(build_error)
+}
+
+/// Send one change batch and wait until Route53 reports it in sync.
+async fn submit(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    zone_id: &str,
+    changes: Vec<Change>,
+    what: &str,
+) -> Result<(), CloudError> {
+    let batch = ChangeBatch::builder()
+        .comment(format!("provision env {}", ctx.env))
+        .set_changes(Some(changes))
+        .build()
+        .map_err(build_error)?;
+    let out = cloud
+        .route53
+        .change_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .change_batch(batch)
+        .send()
+        .await
+        .map_err(|e| sdk_error("ChangeResourceRecordSets", e))?;
+    let change_id = out
+        .change_info()
+        .ok_or_else(|| missing("ChangeResourceRecordSets", "change info"))?
+        .id();
+    wait_insync(cloud, ctx, change_id, what).await
+}
+
+async fn wait_insync(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    change_id: &str,
+    what: &str,
+) -> Result<(), CloudError> {
+    let id = change_id.trim_start_matches("/change/");
+    poll_until(
+        cloud,
+        ctx.progress,
+        &format!("{what} to be in sync"),
+        cloud.waits.dns,
+        || async move {
+            let out = cloud
+                .route53
+                .get_change()
+                .id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("GetChange", e))?;
+            let status = out.change_info().map(|c| c.status().clone());
+            Ok(match status {
+                Some(ChangeStatus::Insync) => Poll::Done(()),
+                Some(other) => Poll::Pending(other.as_str().to_lowercase()),
+                None => Poll::Pending("unknown".to_string()),
+            })
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Listing and small helpers
+
+async fn all_zones(cloud: &AwsCloud) -> Result<Vec<HostedZone>, CloudError> {
+    let mut zones = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = cloud
+            .route53
+            .list_hosted_zones()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(|e| sdk_error("ListHostedZones", e))?;
+        zones.extend(out.hosted_zones().iter().cloned());
+        match (out.is_truncated(), out.next_marker()) {
+            (true, Some(m)) => marker = Some(m.to_string()),
+            _ => break,
+        }
+    }
+    Ok(zones)
+}
+
+async fn all_records(
+    cloud: &AwsCloud,
+    zone_id: &str,
+) -> Result<Vec<ResourceRecordSet>, CloudError> {
+    let mut records = Vec::new();
+    let mut next: Option<(String, RrType)> = None;
+    loop {
+        let mut request = cloud
+            .route53
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id);
+        if let Some((name, record_type)) = next.take() {
+            request = request
+                .start_record_name(name)
+                .start_record_type(record_type);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| sdk_error("ListResourceRecordSets", e))?;
+        records.extend(out.resource_record_sets().iter().cloned());
+        match (
+            out.is_truncated(),
+            out.next_record_name(),
+            out.next_record_type(),
+        ) {
+            (true, Some(name), Some(record_type)) => {
+                next = Some((name.to_string(), record_type.clone()))
+            }
+            _ => break,
+        }
+    }
+    Ok(records)
+}
+
+async fn zone_tags(
+    cloud: &AwsCloud,
+    ids: &[String],
+) -> Result<BTreeMap<String, Vec<(String, String)>>, CloudError> {
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(TAGS_BATCH) {
+        let resp = cloud
+            .route53
+            .list_tags_for_resources()
+            .resource_type(TagResourceType::Hostedzone)
+            .set_resource_ids(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("ListTagsForResources", e))?;
+        for set in resp.resource_tag_sets() {
+            let Some(id) = set.resource_id() else {
+                continue;
+            };
+            let tags = set
+                .tags()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect();
+            out.insert(bare_zone_id(id).to_string(), tags);
+        }
+    }
+    Ok(out)
+}
+
+fn is_address(set: &ResourceRecordSet) -> bool {
+    ADDRESS_TYPES.contains(&set.r#type().as_str())
+}
+
+/// A DNS name without its trailing dot, in lower case.
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A target DNS name as Route53 may echo it back: normalized, without `dualstack.`.
+fn normalize_target(name: &str) -> String {
+    let name = normalize(name);
+    name.strip_prefix("dualstack.")
+        .map(str::to_string)
+        .unwrap_or(name)
+}
+
+/// `Z123` from `/hostedzone/Z123` (and `Z123` unchanged).
+fn bare_zone_id(id: &str) -> &str {
+    id.trim_start_matches("/hostedzone/")
+}
+
+/// Zone ids look like `Z0123456789ABCDEFGHIJ` (upper-case letters and digits, or with the
+/// `/hostedzone/` prefix); zone names are lower case or have dots.
+fn looks_like_zone_id(s: &str) -> bool {
+    s.starts_with("/hostedzone/")
+        || (s.len() >= 8
+            && s.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+}
+
+fn build_error(e: BuildError) -> CloudError {
+    CloudError::api("Route53", "InvalidRequest", e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved() -> Resolved {
+        let mut r = Resolved::default();
+        r.entries.insert(
+            "nlb".into(),
+            Observed::new(
+                "arn:lb",
+                Attrs::LoadBalancer {
+                    dns_name: "lab-nlb-123.elb.us-east-1.amazonaws.com".into(),
+                    canonical_zone_id: "Z26RNL4JYFTOTI".into(),
+                },
+            ),
+        );
+        r.entries.insert(
+            "node-1".into(),
+            Observed::new(
+                "i-1",
+                Attrs::Instance {
+                    private_ip: "10.42.1.10".into(),
+                    public_ip: None,
+                    availability_zone: "us-east-1a".into(),
+                },
+            ),
+        );
+        r
+    }
+
+    fn spec(target: RecordTarget) -> DnsRecordSpec {
+        DnsRecordSpec {
+            zone: ZoneRef::Existing("example.com".into()),
+            name: "rancher.example.com".into(),
+            target,
+            ttl: 30,
+        }
+    }
+
+    #[test]
+    fn wanted_records_follow_the_target() {
+        let alias = wanted_record(
+            &spec(RecordTarget::AliasLoadBalancer("nlb".into())),
+            &resolved(),
+        )
+        .unwrap();
+        assert_eq!(alias.record_type, "A");
+        assert_eq!(alias.ttl, None);
+        assert_eq!(
+            alias.alias,
+            Some((
+                "Z26RNL4JYFTOTI".into(),
+                "lab-nlb-123.elb.us-east-1.amazonaws.com".into()
+            ))
+        );
+        let cname = wanted_record(
+            &spec(RecordTarget::CnameLoadBalancer("nlb".into())),
+            &resolved(),
+        )
+        .unwrap();
+        assert_eq!(cname.record_type, "CNAME");
+        assert_eq!(cname.ttl, Some(30));
+        assert_eq!(
+            cname.values,
+            vec!["lab-nlb-123.elb.us-east-1.amazonaws.com"]
+        );
+        let a = wanted_record(
+            &spec(RecordTarget::InstancePrivateIp("node-1".into())),
+            &resolved(),
+        )
+        .unwrap();
+        assert_eq!(
+            (a.record_type.as_str(), a.values.as_slice()),
+            ("A", &["10.42.1.10".to_string()][..])
+        );
+        assert!(wanted_record(
+            &spec(RecordTarget::InstancePrivateIp("nlb".into())),
+            &resolved()
+        )
+        .is_err());
+        assert!(matches!(
+            wanted_record(
+                &spec(RecordTarget::AliasLoadBalancer("missing".into())),
+                &resolved()
+            ),
+            Err(CloudError::MissingRef(_))
+        ));
+    }
+
+    #[test]
+    fn live_records_round_trip_and_normalize() {
+        let want = wanted_record(
+            &spec(RecordTarget::AliasLoadBalancer("nlb".into())),
+            &resolved(),
+        )
+        .unwrap();
+        let mut set = to_record_set("rancher.example.com", &want).unwrap();
+        assert!(record_drift(&want, &live_record(&set)).is_empty());
+        // Route53 answers with a trailing dot and may add `dualstack.`.
+        set.alias_target = Some(
+            AliasTarget::builder()
+                .hosted_zone_id("Z26RNL4JYFTOTI")
+                .dns_name("dualstack.LAB-nlb-123.elb.us-east-1.amazonaws.com.")
+                .evaluate_target_health(true)
+                .build()
+                .unwrap(),
+        );
+        assert!(record_drift(&want, &live_record(&set)).is_empty());
+        let cname = wanted_record(
+            &spec(RecordTarget::CnameLoadBalancer("nlb".into())),
+            &resolved(),
+        )
+        .unwrap();
+        let set = to_record_set("rancher.example.com", &cname).unwrap();
+        assert_eq!(set.ttl(), Some(30));
+        assert!(record_drift(&cname, &live_record(&set)).is_empty());
+    }
+
+    #[test]
+    fn drift_names_type_target_and_ttl() {
+        let want = wanted_record(
+            &spec(RecordTarget::InstancePrivateIp("node-1".into())),
+            &resolved(),
+        )
+        .unwrap();
+        let have = RecordValue {
+            record_type: "A".into(),
+            ttl: Some(300),
+            alias: None,
+            values: vec!["10.42.1.11".into()],
+        };
+        assert_eq!(
+            record_drift(&want, &have),
+            vec![
+                "points at 10.42.1.11, want 10.42.1.10",
+                "TTL is 300, want 30"
+            ]
+        );
+        let cname = RecordValue {
+            record_type: "CNAME".into(),
+            ttl: Some(30),
+            alias: None,
+            values: vec!["10.42.1.10".into()],
+        };
+        assert_eq!(
+            record_drift(&want, &cname),
+            vec!["record type is CNAME, want A"]
+        );
+    }
+
+    #[test]
+    fn markers_round_trip() {
+        let id = LogicalId::from("record");
+        assert_eq!(
+            marker_name("Rancher.Example.com."),
+            "_provision-owner.rancher.example.com"
+        );
+        let value = marker_value("lab", &id);
+        assert_eq!(value, "\"provision:env=lab,provision:id=record\"");
+        assert_eq!(parse_marker(&value), Some(("lab".into(), "record".into())));
+        assert_eq!(parse_marker("\"v=spf1 -all\""), None);
+    }
+
+    #[test]
+    fn record_ids_round_trip() {
+        let id = record_cloud_id("Z123", "Rancher.example.com.", "A");
+        assert_eq!(id, "Z123:rancher.example.com:A");
+        assert_eq!(
+            parse_record_cloud_id(&id).unwrap(),
+            ("Z123", "rancher.example.com", "A")
+        );
+        assert!(parse_record_cloud_id("Z123").is_err());
+    }
+
+    #[test]
+    fn zone_ids_are_told_from_names() {
+        assert!(looks_like_zone_id("Z0123456789ABCDEFGHIJ"));
+        assert!(looks_like_zone_id("/hostedzone/Z0123"));
+        assert!(!looks_like_zone_id("example.com"));
+        assert!(!looks_like_zone_id("zone"));
+        assert!(!looks_like_zone_id("ZONE"));
+        assert_eq!(bare_zone_id("/hostedzone/Z1"), "Z1");
+        assert_eq!(normalize("Example.COM."), "example.com");
+    }
+}

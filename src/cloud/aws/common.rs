@@ -1,0 +1,235 @@
+//! Helpers shared by the service adapters: polling waits and "still in use" retries (both
+//! bounded by [`WaitSettings`](crate::cloud::WaitSettings), so tests can shrink them), and
+//! reading the ownership tags.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::error::error_code;
+use super::AwsCloud;
+use crate::cloud::{CloudError, StepProgress};
+use crate::model::{Kind, TAG_ENV, TAG_ID};
+
+/// Whether the service answered with one of `codes` (typically a "not found" code).
+pub fn has_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>, codes: &[&str]) -> bool {
+    error_code(err).is_some_and(|c| codes.contains(&c))
+}
+
+/// The error for a spec handed to an adapter that does not manage its kind.
+pub fn wrong_kind(adapter: &str, kind: Kind) -> CloudError {
+    CloudError::api(
+        adapter,
+        "UnsupportedKind",
+        format!("the {adapter} adapter does not manage a {kind}"),
+    )
+}
+
+/// The error for an update of a resource that no longer exists.
+pub fn gone(kind: Kind, cloud_id: &str) -> CloudError {
+    CloudError::api(
+        "Describe",
+        "NotFound",
+        format!("{kind} {cloud_id} no longer exists"),
+    )
+}
+
+/// The error for a response that lacks a field the API always returns.
+pub fn missing(operation: &str, what: &str) -> CloudError {
+    CloudError::api(
+        operation,
+        "IncompleteResponse",
+        format!("the response has no {what}"),
+    )
+}
+
+/// One look at a resource during a wait.
+pub enum Poll<T> {
+    /// The wait is over.
+    Done(T),
+    /// Not yet; the live status, shown as progress.
+    Pending(String),
+}
+
+/// Call `check` every `cloud.waits.poll` until it says [`Poll::Done`] or `limit` has passed,
+/// reporting the live status and elapsed time through `progress`. Transient errors count as
+/// "not yet"; other errors end the wait. A timeout names `what` and the last status seen.
+pub async fn poll_until<T, F, Fut>(
+    cloud: &AwsCloud,
+    progress: &dyn StepProgress,
+    what: &str,
+    limit: Duration,
+    mut check: F,
+) -> Result<T, CloudError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Poll<T>, CloudError>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("unknown");
+    loop {
+        match check().await {
+            Ok(Poll::Done(value)) => return Ok(value),
+            Ok(Poll::Pending(status)) => last = status,
+            Err(e) if e.is_transient() => last = format!("{last} (retrying: {e})"),
+            Err(e) => return Err(e),
+        }
+        let waited = start.elapsed();
+        progress.status(&format!("{last}, {}", elapsed(waited)));
+        if waited >= limit {
+            return Err(CloudError::Timeout {
+                what: format!("{what} (last status: {last})"),
+                waited,
+            });
+        }
+        tokio::time::sleep(
+            cloud
+                .waits
+                .poll
+                .min(limit.saturating_sub(waited))
+                .max(Duration::from_millis(10)),
+        )
+        .await;
+    }
+}
+
+/// Run `op` until it stops failing with an "in use" error, backing off from
+/// `cloud.waits.poll` up to 30 s between tries, for at most `cloud.waits.dependency`. The
+/// final error names `what` and repeats the cloud's message, which says what still blocks.
+pub async fn retry_in_use<T, F, Fut>(
+    cloud: &AwsCloud,
+    progress: &dyn StepProgress,
+    what: &str,
+    mut op: F,
+) -> Result<T, CloudError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CloudError>>,
+{
+    let start = Instant::now();
+    let mut delay = cloud.waits.poll;
+    loop {
+        match op().await {
+            Err(e) if e.is_in_use() || e.is_transient() => {
+                let waited = start.elapsed();
+                if waited >= cloud.waits.dependency {
+                    return Err(CloudError::Timeout {
+                        what: format!("{what} to be released; still blocked: {e}"),
+                        waited,
+                    });
+                }
+                progress.status(&format!("waiting, in use ({})", elapsed(waited)));
+                tokio::time::sleep(delay.min(cloud.waits.dependency - waited)).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Who a resource's tags say it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// Tagged for this environment and logical id.
+    Ours,
+    /// Tagged for another environment or logical id (`env`, `id` as found, maybe empty).
+    Other { env: String, id: String },
+    /// No `provision:*` tags at all.
+    Untagged,
+}
+
+/// Compare `provision:env` / `provision:id` tags with the expected owner.
+pub fn ownership<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+    env: &str,
+    id: &str,
+) -> Ownership {
+    let (found_env, found_id) = owner_tags(tags);
+    match (found_env, found_id) {
+        (None, None) => Ownership::Untagged,
+        (Some(e), Some(i)) if e == env && i == id => Ownership::Ours,
+        (e, i) => Ownership::Other {
+            env: e.unwrap_or_default().to_string(),
+            id: i.unwrap_or_default().to_string(),
+        },
+    }
+}
+
+/// The values of the `provision:env` and `provision:id` tags, if present.
+pub fn owner_tags<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> (Option<&'a str>, Option<&'a str>) {
+    let (mut env, mut id) = (None, None);
+    for (k, v) in tags {
+        if k == TAG_ENV {
+            env = Some(v);
+        } else if k == TAG_ID {
+            id = Some(v);
+        }
+    }
+    (env, id)
+}
+
+/// The refusal for a same-named resource that this environment does not own.
+pub fn not_ours(kind: Kind, name: &str, env: &str, id: &str, owner: &Ownership) -> CloudError {
+    let found = match owner {
+        Ownership::Ours => "tagged for this very resource".to_string(),
+        Ownership::Other {
+            env: other_env,
+            id: other_id,
+        } => format!("tagged {TAG_ENV}={other_env}, {TAG_ID}={other_id}"),
+        Ownership::Untagged => "not tagged by provision".to_string(),
+    };
+    CloudError::Refused(format!(
+        "{kind} `{name}` already exists and is {found}, not {TAG_ENV}={env}, {TAG_ID}={id}; \
+         rename or remove it, or use another environment name"
+    ))
+}
+
+/// `3m12s`, `45s`.
+pub fn elapsed(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elapsed_formats_minutes_and_seconds() {
+        assert_eq!(elapsed(Duration::from_secs(5)), "5s");
+        assert_eq!(elapsed(Duration::from_secs(192)), "3m12s");
+        assert_eq!(elapsed(Duration::from_secs(3600)), "60m00s");
+    }
+
+    #[test]
+    fn ownership_compares_env_and_id() {
+        let tags = [("Name", "lab-nlb"), (TAG_ENV, "lab"), (TAG_ID, "nlb")];
+        assert_eq!(ownership(tags, "lab", "nlb"), Ownership::Ours);
+        assert_eq!(
+            ownership(tags, "prod", "nlb"),
+            Ownership::Other {
+                env: "lab".into(),
+                id: "nlb".into()
+            }
+        );
+        assert_eq!(
+            ownership([("Name", "x")], "lab", "nlb"),
+            Ownership::Untagged
+        );
+        assert_eq!(
+            ownership([(TAG_ENV, "lab")], "lab", "nlb"),
+            Ownership::Other {
+                env: "lab".into(),
+                id: String::new()
+            }
+        );
+    }
+}
