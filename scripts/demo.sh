@@ -37,6 +37,7 @@ step init --topology k3s
 ssh-keygen -q -t ed25519 -N '' -f ./id_ed25519 -C demo 2>/dev/null || \
   "$PYTHON" -c "import base64,os; b=b'\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20'+os.urandom(32); open('id_ed25519.pub','w').write('ssh-ed25519 '+base64.b64encode(b).decode()+' demo\n')"
 sed -i 's/^ami = .*/ami = "ami-785db401"/' provision.toml
+sed -i 's|^# *admin_cidrs = .*|admin_cidrs = ["203.0.113.0/24"]|' provision.toml
 sed -i 's|^# *ssh_public_key = .*|ssh_public_key = "id_ed25519.pub"|' provision.toml
 sed -i 's|^# *poll_seconds = .*|poll_seconds = 0.2|' provision.toml
 step validate
