@@ -9,7 +9,10 @@ use provision::commands::{self, exit};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -40,7 +43,12 @@ fn main() -> ExitCode {
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| matches!(e.downcast_ref::<provision::state::lock::LockError>(), Some(provision::state::lock::LockError::Locked { .. }))) {
+    if err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<provision::state::lock::LockError>(),
+            Some(provision::state::lock::LockError::Locked { .. })
+        )
+    }) {
         exit::LOCKED
     } else {
         exit::ERROR
@@ -56,6 +64,11 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "provision=debug,aws_smithy_runtime=debug,info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_env("PROVISION_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter =
+        EnvFilter::try_from_env("PROVISION_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

@@ -63,7 +63,9 @@ pub struct RegistryPlan {
 pub enum BlueprintError {
     #[error(transparent)]
     Render(#[from] render::RenderError),
-    #[error("network.vpc_cidr {cidr} is too small to hold {zones} private subnets and an edge subnet")]
+    #[error(
+        "network.vpc_cidr {cidr} is too small to hold {zones} private subnets and an edge subnet"
+    )]
     Cidr { cidr: String, zones: u32 },
 }
 
@@ -72,16 +74,26 @@ pub fn registry_host_name(cfg: &Config) -> String {
     if looks_like_zone_id(&cfg.dns.zone) {
         format!("registry.{}", cfg.hostname)
     } else {
-        format!("{}-registry.{}", cfg.name, cfg.dns.zone.trim_end_matches('.'))
+        format!(
+            "{}-registry.{}",
+            cfg.name,
+            cfg.dns.zone.trim_end_matches('.')
+        )
     }
 }
 
 fn looks_like_zone_id(zone: &str) -> bool {
-    !zone.contains('.') && zone.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    !zone.contains('.')
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// Work out the registry: for node mode, load or create its secrets under `secrets_dir`.
-pub fn registry_plan(cfg: &Config, secrets_dir: &std::path::Path) -> Result<RegistryPlan, BlueprintError> {
+pub fn registry_plan(
+    cfg: &Config,
+    secrets_dir: &std::path::Path,
+) -> Result<RegistryPlan, BlueprintError> {
     match &cfg.registry {
         Registry::Node { port, .. } => {
             let host = registry_host_name(cfg);
@@ -165,11 +177,18 @@ fn subnet_cidrs(vpc: Ipv4Net, zones: u32) -> Result<(Vec<String>, String), Bluep
         cidr: vpc.to_string(),
         zones,
     };
-    let subnets: Vec<Ipv4Net> = vpc.subnets((vpc.prefix_len() + 4).min(28)).map_err(|_| err())?.collect();
+    let subnets: Vec<Ipv4Net> = vpc
+        .subnets((vpc.prefix_len() + 4).min(28))
+        .map_err(|_| err())?
+        .collect();
     if subnets.len() < zones as usize + 1 {
         return Err(err());
     }
-    let private = subnets.iter().take(zones as usize).map(|s| s.to_string()).collect();
+    let private = subnets
+        .iter()
+        .take(zones as usize)
+        .map(|s| s.to_string())
+        .collect();
     Ok((private, subnets.last().expect("nonempty").to_string()))
 }
 
@@ -179,13 +198,26 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     let mut d = Desired::default();
     let vpc = LogicalId::new(VPC);
     let vpc_cidr = cfg.network.vpc_cidr.to_string();
-    let admin: Vec<String> = cfg.network.admin_cidrs.iter().map(|c| c.to_string()).collect();
+    let admin: Vec<String> = cfg
+        .network
+        .admin_cidrs
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     let lb = cfg.load_balancer.as_ref();
     let node_mode_registry = matches!(cfg.registry, Registry::Node { .. });
 
     // Network.
-    d.insert(VPC, Spec::Vpc(VpcSpec { cidr: vpc_cidr.clone() }));
-    d.insert(IGW, Spec::InternetGateway(InternetGatewaySpec { vpc: vpc.clone() }));
+    d.insert(
+        VPC,
+        Spec::Vpc(VpcSpec {
+            cidr: vpc_cidr.clone(),
+        }),
+    );
+    d.insert(
+        IGW,
+        Spec::InternetGateway(InternetGatewaySpec { vpc: vpc.clone() }),
+    );
     let (private_cidrs, edge_cidr) = subnet_cidrs(cfg.network.vpc_cidr, cfg.network.zones)?;
     let mut private = Vec::new();
     for (i, cidr) in private_cidrs.into_iter().enumerate() {
@@ -233,7 +265,11 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
         let mut ingress = Vec::new();
         for p in &ports {
             for c in admin.iter().chain(std::iter::once(&vpc_cidr)) {
-                ingress.push(tcp(*p, Peer::Cidr(c.clone()), "clients to the load balancer"));
+                ingress.push(tcp(
+                    *p,
+                    Peer::Cidr(c.clone()),
+                    "clients to the load balancer",
+                ));
             }
         }
         d.insert(
@@ -259,13 +295,20 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
         }
     }
     if node_mode_registry {
-        node_ingress.push(tcp(22, Peer::Group(SG_BASTION.into()), "ssh from the bastion"));
+        node_ingress.push(tcp(
+            22,
+            Peer::Group(SG_BASTION.into()),
+            "ssh from the bastion",
+        ));
     }
     d.insert(
         SG_NODES,
         Spec::SecurityGroup(SecurityGroupSpec {
             vpc: vpc.clone(),
-            description: format!("{} cluster nodes (air-gapped: egress only inside the VPC)", cfg.name),
+            description: format!(
+                "{} cluster nodes (air-gapped: egress only inside the VPC)",
+                cfg.name
+            ),
             ingress: node_ingress,
             egress: vec![all_to(&vpc_cidr, "nodes reach only the VPC")],
         }),
@@ -273,7 +316,11 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     if let Registry::Node { port, .. } = &cfg.registry {
         // From the VPC rather than from sg-nodes: sg-nodes already admits ssh from this
         // group, and two groups naming each other would be a dependency cycle.
-        let mut ingress = vec![tcp(*port, Peer::Cidr(vpc_cidr.clone()), "nodes pull images")];
+        let mut ingress = vec![tcp(
+            *port,
+            Peer::Cidr(vpc_cidr.clone()),
+            "nodes pull images",
+        )];
         for c in &admin {
             ingress.push(tcp(22, Peer::Cidr(c.clone()), "admin ssh"));
             ingress.push(tcp(*port, Peer::Cidr(c.clone()), "admin pushes images"));
@@ -284,7 +331,10 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 vpc: vpc.clone(),
                 description: format!("{} registry and ssh bastion", cfg.name),
                 ingress,
-                egress: vec![all_to("0.0.0.0/0", "registry host fetches packages and images")],
+                egress: vec![all_to(
+                    "0.0.0.0/0",
+                    "registry host fetches packages and images",
+                )],
             }),
         );
     }
@@ -301,7 +351,8 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     });
 
     // Nodes.
-    let node_user_data = render::node_user_data(NodeRole::for_topology(cfg.topology), &registry.access)?;
+    let node_user_data =
+        render::node_user_data(NodeRole::for_topology(cfg.topology), &registry.access)?;
     let mut nodes = Vec::new();
     for i in 1..=cfg.nodes.count {
         let id = node(i);
@@ -325,7 +376,15 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     }
 
     // Registry host (also the ssh bastion).
-    if let (Registry::Node { instance_type, volume_gb, port }, Some(secrets)) = (&cfg.registry, &registry.secrets) {
+    if let (
+        Registry::Node {
+            instance_type,
+            volume_gb,
+            port,
+        },
+        Some(secrets),
+    ) = (&cfg.registry, &registry.secrets)
+    {
         let user_data = render::registry_host_user_data(secrets, *port)?;
         d.insert(
             REGISTRY,
@@ -356,7 +415,12 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 egress: vec![],
             }),
         );
-        d.insert(DB_SUBNETS, Spec::DbSubnetGroup(DbSubnetGroupSpec { subnets: private.clone() }));
+        d.insert(
+            DB_SUBNETS,
+            Spec::DbSubnetGroup(DbSubnetGroupSpec {
+                subnets: private.clone(),
+            }),
+        );
         d.insert(
             DATASTORE,
             Spec::Database(DatabaseSpec {
@@ -515,9 +579,31 @@ mod tests {
         let d = build_for(&cfg("", "k3s"));
         let ids = ids(&d);
         for want in [
-            "vpc", "igw", "subnet-private-1", "subnet-private-2", "subnet-edge", "rt-private", "rt-edge", "sg-nodes",
-            "sg-registry", "sg-lb", "sg-datastore", "node-1", "node-2", "registry", "db-subnets", "datastore", "nlb",
-            "tg-80", "tg-443", "tg-6443", "listener-80", "listener-443", "listener-6443", "record", "record-registry",
+            "vpc",
+            "igw",
+            "subnet-private-1",
+            "subnet-private-2",
+            "subnet-edge",
+            "rt-private",
+            "rt-edge",
+            "sg-nodes",
+            "sg-registry",
+            "sg-lb",
+            "sg-datastore",
+            "node-1",
+            "node-2",
+            "registry",
+            "db-subnets",
+            "datastore",
+            "nlb",
+            "tg-80",
+            "tg-443",
+            "tg-6443",
+            "listener-80",
+            "listener-443",
+            "listener-6443",
+            "record",
+            "record-registry",
         ] {
             assert!(ids.contains(&want.to_string()), "missing {want}: {ids:?}");
         }
@@ -528,15 +614,27 @@ mod tests {
     #[test]
     fn private_route_table_has_no_internet_route_and_nodes_no_public_ip() {
         let d = build_for(&cfg("", "k3s"));
-        let Spec::RouteTable(rt) = &d.resources[&LogicalId::new("rt-private")] else { panic!() };
+        let Spec::RouteTable(rt) = &d.resources[&LogicalId::new("rt-private")] else {
+            panic!()
+        };
         assert!(rt.internet_gateway.is_none());
         for i in 1..=2 {
-            let Spec::Instance(n) = &d.resources[&LogicalId::new(format!("node-{i}"))] else { panic!() };
+            let Spec::Instance(n) = &d.resources[&LogicalId::new(format!("node-{i}"))] else {
+                panic!()
+            };
             assert!(!n.public_ip);
             assert!(n.subnet.as_str().starts_with("subnet-private-"));
         }
-        let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new("sg-nodes")] else { panic!() };
-        assert!(sg.egress.iter().all(|r| r.peer == Peer::Cidr("10.42.0.0/16".into())), "{:?}", sg.egress);
+        let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new("sg-nodes")] else {
+            panic!()
+        };
+        assert!(
+            sg.egress
+                .iter()
+                .all(|r| r.peer == Peer::Cidr("10.42.0.0/16".into())),
+            "{:?}",
+            sg.egress
+        );
     }
 
     #[test]
@@ -545,32 +643,54 @@ mod tests {
         let ids = ids(&d);
         assert!(ids.contains(&"node-3".to_string()));
         assert!(!ids.contains(&"datastore".to_string()));
-        let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new("sg-nodes")] else { panic!() };
-        assert!(sg.ingress.iter().any(|r| r.from_port == 2379 && r.to_port == 2380));
+        let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new("sg-nodes")] else {
+            panic!()
+        };
+        assert!(sg
+            .ingress
+            .iter()
+            .any(|r| r.from_port == 2379 && r.to_port == 2380));
     }
 
     #[test]
     fn docker_without_lb_points_record_at_the_node() {
         let d = build_for(&cfg("[load_balancer]\nenabled = false\n", "docker"));
         assert!(!ids(&d).contains(&"nlb".to_string()));
-        let Spec::DnsRecord(r) = &d.resources[&LogicalId::new("record")] else { panic!() };
+        let Spec::DnsRecord(r) = &d.resources[&LogicalId::new("record")] else {
+            panic!()
+        };
         assert_eq!(r.target, RecordTarget::InstancePrivateIp("node-1".into()));
     }
 
     #[test]
     fn target_groups_follow_the_nlb_guide() {
         let d = build_for(&cfg("", "k3s"));
-        let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new("tg-443")] else { panic!() };
-        assert_eq!((tg.health_check_port, tg.healthy_threshold, tg.unhealthy_threshold, tg.interval_seconds), (Some(80), 3, 3, 10));
+        let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new("tg-443")] else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                tg.health_check_port,
+                tg.healthy_threshold,
+                tg.unhealthy_threshold,
+                tg.interval_seconds
+            ),
+            (Some(80), 3, 3, 10)
+        );
         assert!(tg.name.len() <= 32);
         assert_eq!(tg.targets.len(), 2);
-        let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new("tg-80")] else { panic!() };
+        let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new("tg-80")] else {
+            panic!()
+        };
         assert_eq!(tg.health_check_port, None);
     }
 
     #[test]
     fn external_registry_has_no_registry_host() {
-        let d = build_for(&cfg("[registry]\nmode = \"external\"\nurl = \"registry.corp.example:5000\"\n", "k3s"));
+        let d = build_for(&cfg(
+            "[registry]\nmode = \"external\"\nurl = \"registry.corp.example:5000\"\n",
+            "k3s",
+        ));
         let ids = ids(&d);
         assert!(!ids.iter().any(|i| i.contains("registry")), "{ids:?}");
     }

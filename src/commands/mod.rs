@@ -163,7 +163,9 @@ fn waits(cfg: &Config) -> WaitSettings {
 
 #[cfg(feature = "aws")]
 async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
-    Ok(Arc::new(crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await))
+    Ok(Arc::new(
+        crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await,
+    ))
 }
 
 #[cfg(not(feature = "aws"))]
@@ -213,7 +215,11 @@ async fn plan(ctx: &Ctx, out: Option<&Path>, detailed: bool, destroy: bool) -> R
         };
         store::write_atomic(out, None, &serde_json::to_vec_pretty(&doc)?, 0o600)
             .with_context(|| format!("writing plan file {}", out.display()))?;
-        ctx.say(&format!("saved the plan to {}; run `provision apply {}`", out.display(), out.display()));
+        ctx.say(&format!(
+            "saved the plan to {}; run `provision apply {}`",
+            out.display(),
+            out.display()
+        ));
     }
     Ok(if detailed && plan.has_changes() {
         exit::CHANGES
@@ -236,12 +242,22 @@ fn watch_interrupts(cancel: Cancel) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn run_plan(ctx: &Ctx, p: &Prepared, plan: &Plan, state: &mut State, cloud: Arc<dyn Cloud>, settings: Settings) -> Result<u8> {
+async fn run_plan(
+    ctx: &Ctx,
+    p: &Prepared,
+    plan: &Plan,
+    state: &mut State,
+    cloud: Arc<dyn Cloud>,
+    settings: Settings,
+) -> Result<u8> {
     let cancel = Cancel::new();
     let watcher = watch_interrupts(cancel.clone());
     let reporter: Arc<dyn engine::Reporter> = Arc::new(TerminalReporter::new(ctx.verbosity));
     let started = std::time::Instant::now();
-    let outcome = engine::execute(cloud, plan, &p.desired, state, &p.paths, &settings, reporter, &cancel).await;
+    let outcome = engine::execute(
+        cloud, plan, &p.desired, state, &p.paths, &settings, reporter, &cancel,
+    )
+    .await;
     watcher.abort();
     let outcome = outcome?;
     let took = ui::human_duration(started.elapsed());
@@ -254,7 +270,11 @@ async fn run_plan(ctx: &Ctx, p: &Prepared, plan: &Plan, state: &mut State, cloud
         return Ok(exit::INTERRUPTED);
     }
     if !outcome.failed.is_empty() {
-        let mut msg = format!("{} step(s) failed ({} succeeded and are saved in the state", outcome.failed.len(), outcome.succeeded);
+        let mut msg = format!(
+            "{} step(s) failed ({} succeeded and are saved in the state",
+            outcome.failed.len(),
+            outcome.succeeded
+        );
         if !outcome.skipped.is_empty() {
             msg.push_str(&format!(", {} not started", outcome.skipped.len()));
         }
@@ -262,7 +282,9 @@ async fn run_plan(ctx: &Ctx, p: &Prepared, plan: &Plan, state: &mut State, cloud
         for (step, e) in &outcome.failed {
             msg.push_str(&format!("\n  - {step}: {e}"));
         }
-        msg.push_str("\nFix the cause and run the same command again; finished steps are not repeated.");
+        msg.push_str(
+            "\nFix the cause and run the same command again; finished steps are not repeated.",
+        );
         bail!(msg);
     }
     ctx.say(&format!("done in {took}: {} step(s).", outcome.succeeded));
@@ -276,8 +298,10 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
     let cloud = connect(&p.cfg).await?;
     let plan = match planfile {
         Some(file) => {
-            let text = std::fs::read(file).with_context(|| format!("reading plan file {}", file.display()))?;
-            let doc: PlanFile = serde_json::from_slice(&text).with_context(|| format!("{} is not a provision plan file", file.display()))?;
+            let text = std::fs::read(file)
+                .with_context(|| format!("reading plan file {}", file.display()))?;
+            let doc: PlanFile = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a provision plan file", file.display()))?;
             check_plan_fits(&doc.plan, &p, &state, file)?;
             doc.plan
         }
@@ -302,7 +326,10 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
         eprint!("{}", ui::render_plan(&plan));
     }
     if !yes && planfile.is_none() {
-        ui::confirm("apply", &format!("Apply these changes to env `{}`?", p.cfg.name))?;
+        ui::confirm(
+            "apply",
+            &format!("Apply these changes to env `{}`?", p.cfg.name),
+        )?;
     }
     let settings = Settings {
         parallelism,
@@ -318,16 +345,30 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
 }
 
 fn check_plan_fits(plan: &Plan, p: &Prepared, state: &State, file: &Path) -> Result<()> {
-    let stale = |why: String| anyhow::anyhow!("the saved plan {} is stale: {why}; run `provision plan --out` again", file.display());
+    let stale = |why: String| {
+        anyhow::anyhow!(
+            "the saved plan {} is stale: {why}; run `provision plan --out` again",
+            file.display()
+        )
+    };
     if plan.env != p.cfg.name {
-        return Err(stale(format!("it is for env `{}`, the config names `{}`", plan.env, p.cfg.name)));
+        return Err(stale(format!(
+            "it is for env `{}`, the config names `{}`",
+            plan.env, p.cfg.name
+        )));
     }
     if plan.destroy {
-        return Err(stale("it is a destroy plan; use `provision destroy`".into()));
+        return Err(stale(
+            "it is a destroy plan; use `provision destroy`".into(),
+        ));
     }
-    let lineage_now = (state.serial > 0 || !state.resources.is_empty()).then(|| state.lineage.clone());
+    let lineage_now =
+        (state.serial > 0 || !state.resources.is_empty()).then(|| state.lineage.clone());
     if plan.lineage != lineage_now || plan.serial != state.serial {
-        return Err(stale(format!("the state changed since (serial {} then, {} now)", plan.serial, state.serial)));
+        return Err(stale(format!(
+            "the state changed since (serial {} then, {} now)",
+            plan.serial, state.serial
+        )));
     }
     if plan.desired_digest != p.desired.digest() {
         return Err(stale("the config changed since".into()));
@@ -335,7 +376,12 @@ fn check_plan_fits(plan: &Plan, p: &Prepared, state: &State, file: &Path) -> Res
     Ok(())
 }
 
-async fn destroy(ctx: &Ctx, yes: bool, skip_final_snapshot: bool, parallelism: usize) -> Result<u8> {
+async fn destroy(
+    ctx: &Ctx,
+    yes: bool,
+    skip_final_snapshot: bool,
+    parallelism: usize,
+) -> Result<u8> {
     let p = prepare(ctx)?;
     let _lock = lock_env(&p.paths, "destroy")?;
     let mut state = load_state(&p.paths, &p.cfg.name)?;
@@ -351,7 +397,10 @@ async fn destroy(ctx: &Ctx, yes: bool, skip_final_snapshot: bool, parallelism: u
     )
     .await?;
     if !plan.has_changes() {
-        ctx.say(&format!("Nothing to destroy: env `{}` owns no resources.", p.cfg.name));
+        ctx.say(&format!(
+            "Nothing to destroy: env `{}` owns no resources.",
+            p.cfg.name
+        ));
         return Ok(exit::OK);
     }
     // Always list what goes (the state may be missing: then these were found by tags).
@@ -359,12 +408,17 @@ async fn destroy(ctx: &Ctx, yes: bool, skip_final_snapshot: bool, parallelism: u
     if !yes {
         ui::confirm(
             "destroy",
-            &format!("Delete everything listed above from env `{}`? This cannot be undone.", p.cfg.name),
+            &format!(
+                "Delete everything listed above from env `{}`? This cannot be undone.",
+                p.cfg.name
+            ),
         )?;
     }
     let settings = Settings {
         parallelism,
-        delete: DeleteOptions { skip_final_snapshot },
+        delete: DeleteOptions {
+            skip_final_snapshot,
+        },
         ..Settings::default()
     };
     run_plan(ctx, &p, &plan, &mut state, cloud, settings).await
@@ -377,7 +431,11 @@ fn show(ctx: &Ctx) -> Result<u8> {
         if ctx.json {
             println!("{}", serde_json::json!({"env": cfg.name, "resources": []}));
         } else {
-            println!("No state for env `{}` ({} does not exist).", cfg.name, paths.state.display());
+            println!(
+                "No state for env `{}` ({} does not exist).",
+                cfg.name,
+                paths.state.display()
+            );
         }
         return Ok(exit::OK);
     };
@@ -399,26 +457,47 @@ fn show(ctx: &Ctx) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
-    println!("env {} (serial {}, lineage {})", state.env, state.serial, state.lineage);
-    let width = state.resources.keys().map(|k| k.as_str().len()).max().unwrap_or(8);
+    println!(
+        "env {} (serial {}, lineage {})",
+        state.env, state.serial, state.lineage
+    );
+    let width = state
+        .resources
+        .keys()
+        .map(|k| k.as_str().len())
+        .max()
+        .unwrap_or(8);
     for (id, e) in &state.resources {
         let status = match e.status {
             crate::state::Status::Created => "created",
-            crate::state::Status::Creating => "creating (interrupted; next run adopts or creates it)",
+            crate::state::Status::Creating => {
+                "creating (interrupted; next run adopts or creates it)"
+            }
         };
         let detail = match &e.attrs {
             Attrs::Instance {
-                private_ip, public_ip, ..
+                private_ip,
+                public_ip,
+                ..
             } => match public_ip {
                 Some(ip) => format!("{private_ip} public {ip}"),
                 None => private_ip.clone(),
             },
             Attrs::LoadBalancer { dns_name, .. } => dns_name.clone(),
-            Attrs::Database { address, status, .. } => format!("{address} ({status})"),
-            Attrs::DnsRecord { fqdn, record_type, .. } => format!("{fqdn} {record_type}"),
+            Attrs::Database {
+                address, status, ..
+            } => format!("{address} ({status})"),
+            Attrs::DnsRecord {
+                fqdn, record_type, ..
+            } => format!("{fqdn} {record_type}"),
             _ => String::new(),
         };
-        println!("  {:<width$}  {:<15} {:<28} {status} {detail}", id.as_str(), e.kind.label(), e.cloud_id);
+        println!(
+            "  {:<width$}  {:<15} {:<28} {status} {detail}",
+            id.as_str(),
+            e.kind.label(),
+            e.cloud_id
+        );
     }
     Ok(exit::OK)
 }
@@ -426,15 +505,22 @@ fn show(ctx: &Ctx) -> Result<u8> {
 fn output(ctx: &Ctx, name: Option<&str>) -> Result<u8> {
     let cfg = ctx.load_config()?;
     let paths = Paths::new(&ctx.state_dir, &cfg.name);
-    let state = store::load(&paths, &cfg.name)?
-        .with_context(|| format!("no state for env `{}` yet: run `provision apply` first", cfg.name))?;
+    let state = store::load(&paths, &cfg.name)?.with_context(|| {
+        format!(
+            "no state for env `{}` yet: run `provision apply` first",
+            cfg.name
+        )
+    })?;
     let registry = blueprint::registry_plan(&cfg, &paths.secrets_dir())?;
     let outs = outputs(&cfg, &state, &registry);
     let map = outs.to_map();
     match name {
         Some(n) => {
             let v = map.get(n).with_context(|| {
-                format!("no output named `{n}`; available: {}", map.keys().cloned().collect::<Vec<_>>().join(", "))
+                format!(
+                    "no output named `{n}`; available: {}",
+                    map.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
             })?;
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(v)?);
@@ -460,12 +546,20 @@ fn output(ctx: &Ctx, name: Option<&str>) -> Result<u8> {
 async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
     let cfg = ctx.load_config()?;
     let paths = Paths::new(&ctx.state_dir, &cfg.name);
-    let state = store::load(&paths, &cfg.name)?
-        .with_context(|| format!("no state for env `{}` yet: run `provision apply` first", cfg.name))?;
+    let state = store::load(&paths, &cfg.name)?.with_context(|| {
+        format!(
+            "no state for env `{}` yet: run `provision apply` first",
+            cfg.name
+        )
+    })?;
     let registry = blueprint::registry_plan(&cfg, &paths.secrets_dir())?;
     let outs = outputs(&cfg, &state, &registry);
     // The datastore password is fetched now, straight into a 0600 file, never kept.
-    let datastore = match state.resources.get(&LogicalId::new(ids::DATASTORE)).map(|e| (&e.attrs, &e.spec)) {
+    let datastore = match state
+        .resources
+        .get(&LogicalId::new(ids::DATASTORE))
+        .map(|e| (&e.attrs, &e.spec))
+    {
         Some((
             Attrs::Database {
                 address,
@@ -476,10 +570,9 @@ async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
             crate::model::Spec::Database(spec),
         )) => {
             let cloud = connect(&cfg).await?;
-            let password = cloud
-                .secret_value(secret_arn)
-                .await
-                .with_context(|| format!("fetching the datastore password from Secrets Manager ({secret_arn})"))?;
+            let password = cloud.secret_value(secret_arn).await.with_context(|| {
+                format!("fetching the datastore password from Secrets Manager ({secret_arn})")
+            })?;
             Some(crate::render::DatastoreFact {
                 host: address.clone(),
                 port: *port,
@@ -504,7 +597,13 @@ async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
                 private_ip: ip.clone(),
             })
             .collect(),
-        bastion: outs.bastion.clone().map(|(public_ip, private_ip)| crate::render::Bastion { public_ip, private_ip }),
+        bastion: outs
+            .bastion
+            .clone()
+            .map(|(public_ip, private_ip)| crate::render::Bastion {
+                public_ip,
+                private_ip,
+            }),
         ssh_user: cfg.nodes.ssh_user.clone(),
         ssh_key_path: ssh_private_key_path(&cfg),
         load_balancer_dns: outs.load_balancer_dns.clone(),
@@ -542,7 +641,10 @@ fn unlock(ctx: &Ctx, force: bool) -> Result<u8> {
             "removed the lock of env `{}`{}",
             cfg.name,
             holder
-                .map(|h| format!(" (was held by pid {} on {} for `{}`)", h.pid, h.host, h.command))
+                .map(|h| format!(
+                    " (was held by pid {} on {} for `{}`)",
+                    h.pid, h.host, h.command
+                ))
                 .unwrap_or_default()
         )),
     }

@@ -33,7 +33,11 @@ pub fn outputs(cfg: &Config, state: &State, registry: &RegistryPlan) -> Outputs 
         .filter(|(id, e)| e.status == Status::Created && id.as_str().starts_with("node-"))
         .filter_map(|(id, e)| match &e.attrs {
             Attrs::Instance { private_ip, .. } => {
-                let n = id.as_str().trim_start_matches("node-").parse().unwrap_or(u32::MAX);
+                let n = id
+                    .as_str()
+                    .trim_start_matches("node-")
+                    .parse()
+                    .unwrap_or(u32::MAX);
                 Some((n, id.to_string(), private_ip.clone()))
             }
             _ => None,
@@ -45,7 +49,15 @@ pub fn outputs(cfg: &Config, state: &State, registry: &RegistryPlan) -> Outputs 
         _ => None,
     });
     let datastore_endpoint = created(ids::DATASTORE).and_then(|e| match (&e.attrs, &e.spec) {
-        (Attrs::Database { address, port, secret_arn, .. }, Spec::Database(s)) => Some(format!(
+        (
+            Attrs::Database {
+                address,
+                port,
+                secret_arn,
+                ..
+            },
+            Spec::Database(s),
+        ) => Some(format!(
             "mysql://{}:<password from {secret_arn}>@tcp({address}:{port})/{}",
             s.username, s.database
         )),
@@ -74,15 +86,29 @@ impl Outputs {
         use serde_json::Value;
         let opt = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
         let mut m = BTreeMap::new();
-        m.insert("rancher_url".into(), Value::String(self.rancher_url.clone()));
+        m.insert(
+            "rancher_url".into(),
+            Value::String(self.rancher_url.clone()),
+        );
         m.insert("load_balancer_dns".into(), opt(&self.load_balancer_dns));
         m.insert(
             "node_private_ips".into(),
-            Value::Array(self.nodes.iter().map(|(_, ip)| Value::String(ip.clone())).collect()),
+            Value::Array(
+                self.nodes
+                    .iter()
+                    .map(|(_, ip)| Value::String(ip.clone()))
+                    .collect(),
+            ),
         );
-        m.insert("registry_url".into(), Value::String(self.registry_url.clone()));
+        m.insert(
+            "registry_url".into(),
+            Value::String(self.registry_url.clone()),
+        );
         m.insert("datastore_endpoint".into(), opt(&self.datastore_endpoint));
-        m.insert("ssh_bastion".into(), opt(&self.bastion.as_ref().map(|(p, _)| p.clone())));
+        m.insert(
+            "ssh_bastion".into(),
+            opt(&self.bastion.as_ref().map(|(p, _)| p.clone())),
+        );
         m
     }
 
@@ -92,7 +118,11 @@ impl Outputs {
             let text = match v {
                 serde_json::Value::String(s) => s,
                 serde_json::Value::Null => "-".into(),
-                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 other => other.to_string(),
             };
             out.push_str(&format!("  {k:<20} {text}\n"));

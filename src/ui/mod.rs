@@ -67,15 +67,36 @@ impl Reporter for TerminalReporter {
         }
     }
 
-    fn step_finished(&self, id: &LogicalId, step: StepKind, result: Result<&str, &str>, elapsed: Duration) {
+    fn step_finished(
+        &self,
+        id: &LogicalId,
+        step: StepKind,
+        result: Result<&str, &str>,
+        elapsed: Duration,
+    ) {
         match result {
-            Ok(cloud_id) if cloud_id.is_empty() || step == StepKind::Delete || step == StepKind::Forget => {
-                self.line(&format!("  ✓ {id} {} ({})", step_done(step), human_duration(elapsed)))
+            Ok(cloud_id)
+                if cloud_id.is_empty() || step == StepKind::Delete || step == StepKind::Forget =>
+            {
+                self.line(&format!(
+                    "  ✓ {id} {} ({})",
+                    step_done(step),
+                    human_duration(elapsed)
+                ))
             }
-            Ok(cloud_id) => self.line(&format!("  ✓ {id} {} {cloud_id} ({})", step_done(step), human_duration(elapsed))),
+            Ok(cloud_id) => self.line(&format!(
+                "  ✓ {id} {} {cloud_id} ({})",
+                step_done(step),
+                human_duration(elapsed)
+            )),
             // Failures are always shown, even with --quiet.
             Err(e) => {
-                let _ = writeln!(std::io::stderr().lock(), "  ✗ {id}: {} failed after {}: {e}", step.verb(), human_duration(elapsed));
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "  ✗ {id}: {} failed after {}: {e}",
+                    step.verb(),
+                    human_duration(elapsed)
+                );
             }
         }
     }
@@ -117,9 +138,17 @@ pub fn render_plan(plan: &Plan) -> String {
         });
         return out;
     }
-    let width = changes.iter().map(|a| a.id.as_str().len()).max().unwrap_or(10);
+    let width = changes
+        .iter()
+        .map(|a| a.id.as_str().len())
+        .max()
+        .unwrap_or(10);
     for a in &changes {
-        let cloud = a.current.as_ref().map(|c| format!(" [{}]", c.cloud_id)).unwrap_or_default();
+        let cloud = a
+            .current
+            .as_ref()
+            .map(|c| format!(" [{}]", c.cloud_id))
+            .unwrap_or_default();
         out.push_str(&format!(
             "  {:>3} {:<width$}  {:<15} {}{}\n",
             a.action.symbol(),
@@ -166,12 +195,17 @@ pub enum PromptError {
 /// Ask for `yes` on a terminal; refuse (never hang) without one.
 pub fn confirm(what: &str, question: &str) -> Result<(), PromptError> {
     if !std::io::stdin().is_terminal() {
-        return Err(PromptError::NotATerminal { what: what.to_string() });
+        return Err(PromptError::NotATerminal {
+            what: what.to_string(),
+        });
     }
     eprint!("{question}\n  Only 'yes' will be accepted: ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(|_| PromptError::Declined)?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|_| PromptError::Declined)?;
     if answer.trim() == "yes" {
         Ok(())
     } else {
