@@ -287,6 +287,9 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         destroy,
     } = input;
     let empty = Desired::default();
+    // For destroy the config's graph still helps: it names resources (DNS records in an
+    // existing zone) that only `find` can locate when the state is missing.
+    let configured = desired;
     let desired = if destroy { &empty } else { desired };
     let order = desired.order()?;
     let no_delete = DeleteOptions::default();
@@ -429,6 +432,44 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             None => new_action(id, entry.kind, ActionKind::Forget, vec!["already gone from the cloud".into()]),
         };
         actions.insert(id.clone(), a);
+    }
+
+    // 4b. Destroy without (complete) state: look for the configured resources the state
+    // does not know, the way apply would adopt them.
+    if destroy {
+        if let Ok(config_order) = configured.order() {
+            let mut found_resolved = resolved.clone();
+            for id in config_order {
+                if state.resources.contains_key(&id) {
+                    continue;
+                }
+                let spec = &configured.resources[&id];
+                let token = String::new();
+                let c = ctx(env, &id, &token, &found_resolved, &no_delete);
+                match cloud.find(&c, spec).await {
+                    Ok(Some(obs)) => {
+                        found_resolved.entries.insert(id.clone(), obs.clone());
+                        let mut a = new_action(
+                            &id,
+                            spec.kind(),
+                            ActionKind::Delete,
+                            vec!["found in the cloud by its tags (not in the state)".into()],
+                        );
+                        a.current = Some(obs);
+                        a.orphan = true;
+                        actions.insert(id, a);
+                    }
+                    Ok(None) | Err(CloudError::MissingRef(_)) => {}
+                    Err(source) => {
+                        return Err(PlanError::Cloud {
+                            id,
+                            kind: spec.kind(),
+                            source,
+                        })
+                    }
+                }
+            }
+        }
     }
 
     // 5. Tagged for this env, known to neither state nor config: left by a crashed run.
