@@ -21,6 +21,7 @@ pub const ENV: &str = "lab";
 pub const ZONE: &str = "lab.example.com";
 pub const HOSTNAME: &str = "rancher.lab.example.com";
 pub const AMI: &str = "ami-785db401";
+pub const ADMIN_CIDR: &str = "203.0.113.0/24";
 
 // ---------------------------------------------------------------------------------------
 // A counting semaphore so that a many-core machine does not start dozens of emulators.
@@ -96,7 +97,7 @@ impl Drop for Killed {
 }
 
 pub struct Moto {
-    child: Killed,
+    _child: Killed,
     pub port: u16,
 }
 
@@ -129,7 +130,10 @@ impl Moto {
                 }
                 if let Ok((status, _)) = http(port, "GET", "/moto-api/", b"") {
                     if status > 0 {
-                        return Moto { child, port };
+                        return Moto {
+                            _child: child,
+                            port,
+                        };
                     }
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -144,10 +148,6 @@ impl Moto {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.0.try_wait(), Ok(None))
     }
 }
 
@@ -214,7 +214,7 @@ impl Stats {
 }
 
 pub struct Proxy {
-    child: Killed,
+    _child: Killed,
     pub port: u16,
 }
 
@@ -239,7 +239,10 @@ impl Proxy {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("the proxy printed {line:?} instead of its port"));
-        Proxy { child, port }
+        Proxy {
+            _child: child,
+            port,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -269,10 +272,6 @@ impl Proxy {
     pub fn stats(&self) -> Stats {
         serde_json::from_slice(&self.control("GET", "/__proxy/stats", ""))
             .expect("proxy stats JSON")
-    }
-
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.0.try_wait(), Ok(None))
     }
 }
 
@@ -443,7 +442,7 @@ impl Fixture {
     pub fn render(&self) -> String {
         let mut s = format!(
             "name = \"{ENV}\"\nregion = \"us-east-1\"\ntopology = \"{}\"\nhostname = \"{HOSTNAME}\"\n\n\
-             [network]\nadmin_cidrs = [\"203.0.113.0/24\"]\n\n\
+             [network]\nadmin_cidrs = [\"{ADMIN_CIDR}\"]\n\n\
              [nodes]\nami = \"{AMI}\"\nssh_public_key = \"id_ed25519.pub\"\n",
             self.topology.as_str()
         );
@@ -487,7 +486,7 @@ pub fn ssh_public_key() -> String {
 pub struct World {
     // Field order is drop order: the proxy before the emulator, the slot last.
     pub proxy: Proxy,
-    pub moto: Moto,
+    _moto: Moto,
     pub dir: tempfile::TempDir,
     pub aws: Aws,
     _slot: Slot,
@@ -516,7 +515,7 @@ impl World {
         aws.create_public_zone(ZONE);
         World {
             proxy,
-            moto,
+            _moto: moto,
             dir,
             aws,
             _slot: slot,
@@ -599,11 +598,6 @@ impl World {
         run
     }
 
-    pub fn destroy(&self) -> Run {
-        let run = self.run(&["destroy", "--yes"]);
-        run.ok();
-        run
-    }
 
     /// Asserts that `provision apply` changes nothing: exit 0, says so, zero mutating calls.
     #[track_caller]
