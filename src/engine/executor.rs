@@ -416,11 +416,16 @@ pub async fn execute(
 
 fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, outcome: &mut Outcome) {
     let id = &step.id;
+    let done_kind = match &done {
+        Done::Adopted(_, false) => DoneKind::AdoptedOnly,
+        _ => DoneKind::Changed,
+    };
     let deps_of = |spec: &Spec, state: &State| -> Vec<LogicalId> {
         spec.depends_on().into_iter().filter(|d| state.resources.contains_key(d)).collect()
     };
     match done {
         Done::Created(obs) | Done::Updated(obs) | Done::Adopted(obs, _) => {
+            let changed_cloud = !matches!(done_kind, DoneKind::AdoptedOnly);
             let spec = desired.resources.get(id).cloned().expect("desired");
             let depends_on = deps_of(&spec, state);
             let prior = state.resources.get(id);
@@ -438,7 +443,7 @@ fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, out
                     updated_at: now(),
                 },
             );
-            if step.kind != StepKind::Adopt {
+            if changed_cloud {
                 outcome.mutated.insert(id.clone());
             }
         }
@@ -453,6 +458,11 @@ fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, out
             }
         }
     }
+}
+
+enum DoneKind {
+    AdoptedOnly,
+    Changed,
 }
 
 fn new_token() -> String {

@@ -303,7 +303,10 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 let c = ctx(env, id, &entry.token, resolved, no_delete);
                 let r = match entry.status {
                     Status::Created => cloud.read(&c, spec, &entry.cloud_id).await,
-                    Status::Creating => cloud.find(&c, spec).await,
+                    Status::Creating => match cloud.find(&c, spec).await {
+                        Err(CloudError::MissingRef(_)) => Ok(None),
+                        other => other,
+                    },
                 };
                 (id.clone(), entry.kind, r)
             }
@@ -330,11 +333,17 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             None => {
                 let token = String::new();
                 let c = ctx(env, id, &token, &resolved, &no_delete);
-                let found = cloud.find(&c, spec).await.map_err(|source| PlanError::Cloud {
-                    id: id.clone(),
-                    kind,
-                    source,
-                })?;
+                // Dependencies are always created first: with one missing, this cannot exist.
+                let deps_exist = spec.depends_on().iter().all(|d| resolved.get(d).is_some());
+                let found = if deps_exist {
+                    cloud.find(&c, spec).await.map_err(|source| PlanError::Cloud {
+                        id: id.clone(),
+                        kind,
+                        source,
+                    })?
+                } else {
+                    None
+                };
                 match found {
                     Some(obs) => adopt_action(cloud, env, id, spec, obs, &mut resolved, "not in the state but found in the cloud by its tags").await?,
                     None => new_action(id, kind, ActionKind::Create, vec![]),
