@@ -84,12 +84,17 @@ pub fn groups(aws: &Aws, ids: &[String]) -> Vec<SecurityGroup> {
     .to_vec()
 }
 
-fn instance_groups(instance: &aws_sdk_ec2::types::Instance) -> Vec<String> {
+pub fn instance_groups(instance: &aws_sdk_ec2::types::Instance) -> Vec<String> {
     let mut ids: Vec<String> = instance
         .security_groups()
         .iter()
         .filter_map(|g| g.group_id().map(str::to_string))
         .collect();
+    // moto reports the groups of an instance launched with an explicit network interface
+    // only on that interface.
+    for eni in instance.network_interfaces() {
+        ids.extend(eni.groups().iter().filter_map(|g| g.group_id().map(str::to_string)));
+    }
     ids.sort();
     ids.dedup();
     ids
@@ -213,10 +218,8 @@ pub fn verify_network_and_hosts(aws: &Aws, nodes: usize, registry_host: bool) ->
             node.public_ip_address()
         );
         for eni in node.network_interfaces() {
-            assert!(
-                eni.association().is_none(),
-                "{id} has a public association on {eni:?}"
-            );
+            let public = eni.association().and_then(|a| a.public_ip());
+            assert!(public.is_none(), "{id} has a public IP {public:?} on {eni:?}");
         }
         let subnet = node.subnet_id().unwrap().to_string();
         let table = table_of(&subnet);

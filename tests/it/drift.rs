@@ -35,10 +35,7 @@ fn out_of_band_changes_are_planned_and_repaired() {
     // 2. Revoke the LB -> nodes 443 rule.
     let lb = &aws.load_balancers()[0];
     let lb_sg = lb.security_groups()[0].to_string();
-    let node_sg_id = survivor.security_groups()[0]
-        .group_id()
-        .unwrap()
-        .to_string();
+    let node_sg_id = crate::checks::instance_groups(survivor)[0].clone();
     let node_sg = &crate::checks::groups(aws, &[node_sg_id.clone()])[0];
     let node_sg_logical = ec2_tags(node_sg.tags())["provision:id"].clone();
     let rule = node_sg
