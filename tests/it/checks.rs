@@ -93,7 +93,11 @@ pub fn instance_groups(instance: &aws_sdk_ec2::types::Instance) -> Vec<String> {
     // moto reports the groups of an instance launched with an explicit network interface
     // only on that interface.
     for eni in instance.network_interfaces() {
-        ids.extend(eni.groups().iter().filter_map(|g| g.group_id().map(str::to_string)));
+        ids.extend(
+            eni.groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string)),
+        );
     }
     ids.sort();
     ids.dedup();
@@ -219,7 +223,10 @@ pub fn verify_network_and_hosts(aws: &Aws, nodes: usize, registry_host: bool) ->
         );
         for eni in node.network_interfaces() {
             let public = eni.association().and_then(|a| a.public_ip());
-            assert!(public.is_none(), "{id} has a public IP {public:?} on {eni:?}");
+            assert!(
+                public.is_none(),
+                "{id} has a public IP {public:?} on {eni:?}"
+            );
         }
         let subnet = node.subnet_id().unwrap().to_string();
         let table = table_of(&subnet);

@@ -1,6 +1,5 @@
 //! Drift made out of band shows in `plan` (exit 2, naming each) and `apply` repairs it.
 
-use aws_sdk_ec2::types::{IpPermission, UserIdGroupPair};
 use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch};
 
 use crate::checks::{verify_load_balancer, verify_network_and_hosts, verify_record};
@@ -36,7 +35,7 @@ fn out_of_band_changes_are_planned_and_repaired() {
     let lb = &aws.load_balancers()[0];
     let lb_sg = lb.security_groups()[0].to_string();
     let node_sg_id = crate::checks::instance_groups(survivor)[0].clone();
-    let node_sg = &crate::checks::groups(aws, &[node_sg_id.clone()])[0];
+    let node_sg = &crate::checks::groups(aws, std::slice::from_ref(&node_sg_id))[0];
     let node_sg_logical = ec2_tags(node_sg.tags())["provision:id"].clone();
     let rule = node_sg
         .ip_permissions()
@@ -49,12 +48,8 @@ fn out_of_band_changes_are_planned_and_repaired() {
         })
         .expect("LB -> nodes 443 rule")
         .clone();
-    let revoke = IpPermission::builder()
-        .ip_protocol(rule.ip_protocol().unwrap())
-        .from_port(443)
-        .to_port(rule.to_port().unwrap())
-        .user_id_group_pairs(UserIdGroupPair::builder().group_id(&lb_sg).build())
-        .build();
+    // The whole permission as AWS reports it (moto matches revokes exactly).
+    let revoke = rule;
     aws.block(
         aws.ec2
             .revoke_security_group_ingress()
@@ -71,7 +66,7 @@ fn out_of_band_changes_are_planned_and_repaired() {
         .find(|t| t.port() == Some(80))
         .unwrap();
     let tg_arn = tg.target_group_arn().unwrap().to_string();
-    let tg_logical = aws.elb_tags(&[tg_arn.clone()])[&tg_arn]["provision:id"].clone();
+    let tg_logical = aws.elb_tags(std::slice::from_ref(&tg_arn))[&tg_arn]["provision:id"].clone();
     aws.block(
         aws.elb
             .deregister_targets()

@@ -598,7 +598,6 @@ impl World {
         run
     }
 
-
     /// Asserts that `provision apply` changes nothing: exit 0, says so, zero mutating calls.
     #[track_caller]
     pub fn assert_converged(&self) {
@@ -896,25 +895,6 @@ impl Aws {
         .unwrap()
         .security_groups()
         .to_vec()
-    }
-
-    pub fn security_group(&self, logical: &str) -> aws_sdk_ec2::types::SecurityGroup {
-        self.security_groups()
-            .into_iter()
-            .find(|g| ec2_tags(g.tags()).get("provision:id").map(String::as_str) == Some(logical))
-            .unwrap_or_else(|| {
-                let ids: Vec<_> = self
-                    .security_groups()
-                    .iter()
-                    .map(|g| {
-                        ec2_tags(g.tags())
-                            .get("provision:id")
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                panic!("no security group tagged provision:id={logical}; have {ids:?}")
-            })
     }
 
     pub fn key_pairs(&self) -> Vec<aws_sdk_ec2::types::KeyPairInfo> {

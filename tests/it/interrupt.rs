@@ -23,8 +23,12 @@ fn interrupt(presses: u32) {
     world.proxy.reset();
 
     if presses == 1 {
-        world.state_json();
-    } else if world.state_file().exists() {
+        assert!(
+            world.state_file().exists(),
+            "the first Ctrl-C should save state"
+        );
+    }
+    if world.state_file().exists() {
         world.state_json();
     }
     let plan = world.run(&["plan"]);
