@@ -126,3 +126,37 @@ fn k3s_scaling_touches_only_instances_and_targets() {
 
     world.assert_converged();
 }
+
+#[test]
+fn k3s_datastore_class_change_is_one_modify_call() {
+    let mut fixture = Fixture::new(Topology::K3s);
+    let world = World::new(&fixture);
+    world.apply();
+
+    fixture.instance_class = Some("db.t3.large".into());
+    world.write_config(&fixture);
+    let (plan, _) = world.run_recorded(&["plan", "--detailed-exitcode"]);
+    plan.code(2);
+    let text = plan.all_output();
+    let line = text
+        .lines()
+        .find(|l| l.contains("datastore") && (l.contains("update") || l.contains("replace")))
+        .unwrap_or_else(|| panic!("plan should list the datastore: {}", plan.describe()));
+    assert!(
+        line.contains("update") && !line.contains("replace"),
+        "a class change is an in-place update, not a replace: {}",
+        plan.describe()
+    );
+    let (run, stats) = world.run_recorded(&["apply", "--yes"]);
+    run.ok();
+    assert_eq!(
+        stats.mutating_names(),
+        ["rds:ModifyDBInstance"],
+        "{}",
+        run.describe()
+    );
+    let dbs = world.aws.db_instances();
+    assert_eq!(dbs.len(), 1);
+    assert_eq!(dbs[0].db_instance_class(), Some("db.t3.large"));
+    world.assert_converged();
+}
