@@ -1,0 +1,64 @@
+//! Destroy removes everything, takes (or skips) the final snapshot, and is idempotent.
+
+use crate::harness::{Fixture, Topology, World};
+
+fn destroy_k3s(skip_snapshot: bool) {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    world.apply();
+    let db_id = world.aws.db_instances()[0]
+        .db_instance_identifier()
+        .unwrap()
+        .to_string();
+    let snapshots_before = world.aws.db_snapshots().len();
+
+    let mut args = vec!["destroy", "--yes"];
+    if skip_snapshot {
+        args.push("--skip-final-snapshot");
+    }
+    world.run(&args).ok();
+    let left = world.aws.leftovers();
+    assert!(left.is_empty(), "destroy left: {left:#?}");
+
+    let finals: Vec<_> = world
+        .aws
+        .db_snapshots()
+        .into_iter()
+        .filter(|s| s.db_instance_identifier() == Some(db_id.as_str()))
+        .filter(|s| s.snapshot_type() != Some("automated"))
+        .collect();
+    if skip_snapshot {
+        assert!(
+            finals.is_empty(),
+            "--skip-final-snapshot took a snapshot: {finals:#?}"
+        );
+    } else {
+        assert_eq!(
+            finals.len(),
+            1,
+            "one final snapshot (had {snapshots_before} before): {finals:#?}"
+        );
+        let name = finals[0].db_snapshot_identifier().unwrap_or_default();
+        assert!(
+            name.contains(crate::harness::ENV),
+            "snapshot named after the env: {name}"
+        );
+    }
+
+    let (run, stats) = world.run_recorded(&["destroy", "--yes"]);
+    run.ok();
+    assert!(
+        stats.mutating().is_empty(),
+        "second destroy mutated: {:?}",
+        stats.mutating_names()
+    );
+}
+
+#[test]
+fn destroy_takes_a_final_snapshot_and_leaves_nothing() {
+    destroy_k3s(false);
+}
+
+#[test]
+fn destroy_skip_final_snapshot_leaves_nothing() {
+    destroy_k3s(true);
+}

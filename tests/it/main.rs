@@ -1,0 +1,17 @@
+//! Integration tests: the real `provision` binary against a moto server behind a
+//! recording, fault-injecting proxy. Each test gets its own emulator; see `harness`.
+
+mod artifacts;
+mod bad_config;
+mod checks;
+mod crash;
+mod destroy;
+mod drift;
+mod faults;
+mod harness;
+mod interrupt;
+mod k3s;
+mod lock;
+mod proxy;
+mod secrets;
+mod topologies;
