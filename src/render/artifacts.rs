@@ -207,9 +207,12 @@ fn check_facts(facts: &Facts) -> Result<(), RenderError> {
         ("env".into(), &facts.env),
         ("hostname".into(), &facts.hostname),
         ("registry".into(), &facts.registry.host_port),
-        ("registry username".into(), &facts.registry.username),
         ("ssh_user".into(), &facts.ssh_user),
     ];
+    // An external registry may take anonymous pulls: no credentials at all.
+    if !facts.registry.username.is_empty() {
+        tokens.push(("registry username".into(), &facts.registry.username));
+    }
     for node in &facts.nodes {
         tokens.push((format!("node id {:?}", node.id), &node.id));
         tokens.push((format!("{} private IP", node.id), &node.private_ip));

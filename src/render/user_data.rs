@@ -121,11 +121,15 @@ pub fn registries_yaml(access: &RegistryAccess) -> Result<String, RenderError> {
 
 /// `/root/.docker/config.json` logged in to the registry, so `docker run` of the Rancher
 /// image works on a Docker install.
-fn docker_config_json(access: &RegistryAccess) -> String {
+/// Docker's login file for the registry; `None` for an anonymous registry.
+fn docker_config_json(access: &RegistryAccess) -> Option<String> {
+    if access.username.is_empty() {
+        return None;
+    }
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", access.username, access.password));
     let config = serde_json::json!({ "auths": { &access.host_port: { "auth": auth } } });
-    format!("{config:#}\n")
+    Some(format!("{config:#}\n"))
 }
 
 fn with_final_newline(text: &str) -> String {
