@@ -95,9 +95,9 @@ where
     }
 }
 
-/// Run `op` until it stops failing with an "in use" error, backing off from
-/// `cloud.waits.poll` up to 30 s between tries, for at most `cloud.waits.dependency`. The
-/// final error names `what` and repeats the cloud's message, which says what still blocks.
+/// Run `op` until it stops failing with an "in use" error, for at most
+/// `cloud.waits.dependency` (see [`super::retry::retry_in_use`], shared with the EC2
+/// adapter). The final error names `what` and repeats what the cloud says still blocks.
 pub async fn retry_in_use<T, F, Fut>(
     cloud: &AwsCloud,
     progress: &dyn StepProgress,
@@ -108,25 +108,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CloudError>>,
 {
-    let start = Instant::now();
-    let mut delay = cloud.waits.poll;
-    loop {
-        match op().await {
-            Err(e) if e.is_in_use() || e.is_transient() => {
-                let waited = start.elapsed();
-                if waited >= cloud.waits.dependency {
-                    return Err(CloudError::Timeout {
-                        what: format!("{what} to be released; still blocked: {e}"),
-                        waited,
-                    });
-                }
-                progress.status(&format!("waiting, in use ({})", elapsed(waited)));
-                tokio::time::sleep(delay.min(cloud.waits.dependency - waited)).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            other => return other,
+    let mut tries = 0u32;
+    super::retry::retry_in_use(what, cloud.waits.dependency, cloud.waits.poll, || {
+        tries += 1;
+        if tries > 1 {
+            progress.status(&format!("waiting: {what} is still in use (try {tries})"));
         }
-    }
+        op()
+    })
+    .await
 }
 
 /// Who a resource's tags say it belongs to.
