@@ -41,6 +41,9 @@ struct Inner {
     calls: Vec<Call>,
     mutations: usize,
     rng: Option<rand::rngs::StdRng>,
+    /// Mutating calls inside their latency window right now, and the most ever seen.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// Knobs for the fake's behaviour.
@@ -59,6 +62,12 @@ pub struct FakeConfig {
     /// Deleting anything still used is refused this many times before AWS "releases" it
     /// (ENIs draining); 0 = refused for as long as the user exists.
     pub in_use_retries_needed: u32,
+    /// Like the AWS adapter's `retry_in_use`: a delete refused because something still uses
+    /// the resource keeps trying for this long before failing. Zero (the default) refuses
+    /// at once, which turns every ordering mistake into a failure.
+    pub in_use_wait: Duration,
+    /// Logical ids whose create fails at once with a permanent API error.
+    pub fail_ids: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -130,12 +139,29 @@ impl FakeCloud {
             .count()
     }
 
+    /// The live objects of `env` with their cloud ids.
+    pub fn live(&self, env: &str) -> Vec<(String, Obj)> {
+        self.inner
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|(_, o)| o.env == env)
+            .map(|(c, o)| (c.clone(), o.clone()))
+            .collect()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.inner.lock().unwrap().calls.clone()
     }
 
     pub fn mutating_calls(&self) -> Vec<Call> {
         self.calls().into_iter().filter(|c| c.mutating).collect()
+    }
+
+    /// The most mutating calls that were ever in flight at once (needs a `delay`).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight
     }
 
     pub fn clear_calls(&self) {
@@ -168,6 +194,7 @@ impl FakeCloud {
             (c.transient_rate, c.delay)
         };
         if mutating && !delay.is_zero() {
+            let _gauge = InFlight::enter(&self.inner);
             tokio::time::sleep(delay).await;
         }
         let mut inner = self.inner.lock().unwrap();
@@ -274,6 +301,24 @@ impl FakeCloud {
     }
 }
 
+/// Counts a mutating call as in flight until dropped (also when the caller is dropped).
+struct InFlight<'a>(&'a Mutex<Inner>);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Mutex<Inner>) -> Self {
+        let mut i = inner.lock().unwrap();
+        i.in_flight += 1;
+        i.max_in_flight = i.max_in_flight.max(i.in_flight);
+        Self(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
 #[async_trait]
 impl Cloud for FakeCloud {
     async fn find(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Option<Observed>, CloudError> {
@@ -319,6 +364,19 @@ impl Cloud for FakeCloud {
     }
 
     async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError> {
+        if self.config.lock().unwrap().fail_ids.iter().any(|f| f == ctx.id.as_str()) {
+            // Refused at once (no latency), so steps started with it are still running.
+            self.inner.lock().unwrap().calls.push(Call {
+                op: "create",
+                id: ctx.id.to_string(),
+                mutating: true,
+            });
+            return Err(CloudError::api(
+                "create",
+                "InvalidParameterValue",
+                format!("{} was refused (injected)", ctx.id),
+            ));
+        }
         self.enter("create", ctx.id.as_str(), true).await?;
         let uses = Self::uses(spec, ctx)?;
         let obs = {
@@ -368,7 +426,11 @@ impl Cloud for FakeCloud {
     }
 
     async fn delete(&self, ctx: &OpContext<'_>, _kind: Kind, current: &Observed) -> Result<(), CloudError> {
-        let needed = self.config.lock().unwrap().in_use_retries_needed;
+        let (needed, in_use_wait) = {
+            let c = self.config.lock().unwrap();
+            (c.in_use_retries_needed, c.in_use_wait)
+        };
+        let started = tokio::time::Instant::now();
         let mut refusals = 0;
         loop {
             self.enter("delete", &current.cloud_id, true).await?;
@@ -385,6 +447,10 @@ impl Cloud for FakeCloud {
                     .collect()
             };
             if !blocked.is_empty() {
+                if started.elapsed() < in_use_wait {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
                 return Err(CloudError::InUse {
                     operation: "delete".into(),
                     code: "DependencyViolation".into(),

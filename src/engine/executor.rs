@@ -342,6 +342,9 @@ pub async fn execute(
                         updated_at: now(),
                     },
                 );
+                // Whatever pointed at an earlier object of this id no longer points at the
+                // current one; the next plan updates it even if this run stops early.
+                forget_dependents_link(state, &step.id);
                 store::save(paths, state)?;
             } else if let Some(e) = state.resources.get(&step.id) {
                 token = e.token.clone();
@@ -395,7 +398,8 @@ pub async fn execute(
         let Some((step, result, elapsed)) = next else { break };
         match result {
             Ok(done) => {
-                apply_done(state, &step, desired, done, &mut outcome);
+                let replacing = step.kind == StepKind::Delete && actions[&step.id].action == ActionKind::Replace;
+                apply_done(state, &step, desired, done, replacing, &mut outcome);
                 store::save(paths, state)?;
                 queue.finish(&step);
                 outcome.succeeded += 1;
@@ -414,11 +418,13 @@ pub async fn execute(
     Ok(outcome)
 }
 
-fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, outcome: &mut Outcome) {
+fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, replacing: bool, outcome: &mut Outcome) {
     let id = &step.id;
     let deps_of = |spec: &Spec, state: &State| -> Vec<LogicalId> {
         spec.depends_on().into_iter().filter(|d| state.resources.contains_key(d)).collect()
     };
+    // Adopting without an update makes no cloud call.
+    let called = !matches!(done, Done::Adopted(_, false));
     match done {
         Done::Created(obs) | Done::Updated(obs) | Done::Adopted(obs, _) => {
             let spec = desired.resources.get(id).cloned().expect("desired");
@@ -438,9 +444,23 @@ fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, out
                     updated_at: now(),
                 },
             );
-            if step.kind != StepKind::Adopt {
+            if called {
                 outcome.mutated.insert(id.clone());
             }
+        }
+        Done::Deleted if replacing => {
+            // The old half of a replace is gone; keep the entry as an intent for the new
+            // one (no cloud id). If the run stops here, the next plan creates it as a
+            // re-creation, so what points at it (target groups, records) is repointed.
+            if let Some(e) = state.resources.get_mut(id) {
+                e.status = Status::Creating;
+                e.cloud_id.clear();
+                e.token.clear();
+                e.attrs = Default::default();
+                e.updated_at = now();
+            }
+            forget_dependents_link(state, id);
+            outcome.mutated.insert(id.clone());
         }
         Done::Deleted => {
             state.resources.remove(id);
@@ -451,6 +471,16 @@ fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, out
             if step.kind == StepKind::Delete {
                 outcome.mutated.insert(id.clone());
             }
+        }
+    }
+}
+
+/// Drop `id` from the `depends_on` of every other entry: they no longer point at the
+/// object behind `id` (see the planner, which updates them).
+fn forget_dependents_link(state: &mut State, id: &LogicalId) {
+    for (other, e) in state.resources.iter_mut() {
+        if other != id {
+            e.depends_on.retain(|d| d != id);
         }
     }
 }

@@ -302,8 +302,8 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 let spec = desired.resources.get(id).unwrap_or(&entry.spec);
                 let c = ctx(env, id, &entry.token, resolved, no_delete);
                 let r = match entry.status {
-                    Status::Created => cloud.read(&c, spec, &entry.cloud_id).await,
-                    Status::Creating => cloud.find(&c, spec).await,
+                    Status::Created => retry_transient(|| cloud.read(&c, spec, &entry.cloud_id)).await,
+                    Status::Creating => retry_transient(|| cloud.find(&c, spec)).await,
                 };
                 (id.clone(), entry.kind, r)
             }
@@ -330,7 +330,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             None => {
                 let token = String::new();
                 let c = ctx(env, id, &token, &resolved, &no_delete);
-                let found = cloud.find(&c, spec).await.map_err(|source| PlanError::Cloud {
+                let found = retry_transient(|| cloud.find(&c, spec)).await.map_err(|source| PlanError::Cloud {
                     id: id.clone(),
                     kind,
                     source,
@@ -354,8 +354,21 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             Some(entry) => match live.get(id).cloned().flatten() {
                 None => new_action(id, kind, ActionKind::Create, vec!["deleted outside provision".into()]),
                 Some(obs) => {
-                    let (replace, mut update) = spec_changes(&entry.spec, spec);
+                    let (mut replace, mut update) = spec_changes(&entry.spec, spec);
                     update.extend(obs.drift.iter().map(|d| format!("drift: {d}")));
+                    // `depends_on` lists the references whose current object this resource
+                    // was last pointed at; the executor drops a reference from it when the
+                    // object behind it is re-created. Same reference, new object: follow it
+                    // (even if the run that re-created it stopped before doing so).
+                    let old_refs = entry.spec.depends_on();
+                    for (r, mode) in spec.refs() {
+                        if old_refs.contains(&r) && state.resources.contains_key(&r) && !entry.depends_on.contains(&r) {
+                            match mode {
+                                RefMode::Parent => replace.push(format!("`{r}` was re-created and this lives inside it")),
+                                RefMode::Attach => update.push(format!("`{r}` was re-created; point at the new one")),
+                            }
+                        }
+                    }
                     let mut a = if !replace.is_empty() {
                         let mut r = replace;
                         r.extend(update);
@@ -423,7 +436,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     }
 
     // 5. Tagged for this env, known to neither state nor config: left by a crashed run.
-    let owned = cloud.list_owned(env).await.map_err(|source| PlanError::List {
+    let owned = retry_transient(|| cloud.list_owned(env)).await.map_err(|source| PlanError::List {
         env: env.to_string(),
         source,
     })?;
@@ -480,6 +493,28 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     })
 }
 
+/// Retries of one planning read after a transient error, on top of the SDK's own.
+const READ_RETRIES: u32 = 4;
+
+/// Run a read, trying again a few times (50 ms, 100 ms, ...) while the cloud throttles, so
+/// one unlucky describe call does not abort a whole plan.
+async fn retry_transient<T, F, Fut>(mut op: F) -> Result<T, CloudError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CloudError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < READ_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<String>) -> Action {
     Action {
         id: id.clone(),
@@ -506,8 +541,7 @@ async fn adopt_action(
     let token = String::new();
     let live = {
         let c = ctx(env, id, &token, resolved, &no_delete);
-        cloud
-            .read(&c, spec, &found.cloud_id)
+        retry_transient(|| cloud.read(&c, spec, &found.cloud_id))
             .await
             .map_err(|source| PlanError::Cloud {
                 id: id.clone(),
