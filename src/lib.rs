@@ -6,6 +6,7 @@
 //! `render` writes user-data and next-step artifacts; `ui` is everything the terminal sees.
 
 pub mod blueprint;
+pub mod cli;
 pub mod cloud;
 pub mod commands;
 pub mod config;

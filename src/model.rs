@@ -27,6 +27,18 @@ impl fmt::Display for LogicalId {
     }
 }
 
+impl From<String> for LogicalId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&String> for LogicalId {
+    fn from(s: &String) -> Self {
+        Self(s.clone())
+    }
+}
+
 impl From<&str> for LogicalId {
     fn from(s: &str) -> Self {
         Self(s.to_string())

@@ -126,7 +126,13 @@ impl FakeCloud {
     }
 
     pub fn objects(&self) -> Vec<Obj> {
-        self.inner.lock().unwrap().objects.values().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap()
+            .objects
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn count(&self, env: &str, id: &str) -> usize {
@@ -182,7 +188,9 @@ impl FakeCloud {
     /// Delete a live object behind the tool's back.
     pub fn remove(&self, env: &str, id: &str) {
         let mut inner = self.inner.lock().unwrap();
-        inner.objects.retain(|_, o| !(o.env == env && o.id.as_str() == id));
+        inner
+            .objects
+            .retain(|_, o| !(o.env == env && o.id.as_str() == id));
     }
 
     async fn enter(&self, op: &'static str, id: &str, mutating: bool) -> Result<(), CloudError> {
@@ -244,14 +252,18 @@ impl FakeCloud {
             Spec::Database(_) => Attrs::Database {
                 address: format!("{}-datastore.fake.rds.local", ctx.env),
                 port: 3306,
-                secret_arn: format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:rds!db-{n}"),
+                secret_arn: format!(
+                    "arn:aws:secretsmanager:us-east-1:000000000000:secret:rds!db-{n}"
+                ),
                 status: "available".into(),
             },
             Spec::LoadBalancer(_) => Attrs::LoadBalancer {
                 dns_name: format!("{}-nlb-{n}.elb.fake", ctx.env),
                 canonical_zone_id: "ZFAKELB".into(),
             },
-            Spec::HostedZone(z) => Attrs::HostedZone { name: z.name.clone() },
+            Spec::HostedZone(z) => Attrs::HostedZone {
+                name: z.name.clone(),
+            },
             Spec::DnsRecord(r) => Attrs::DnsRecord {
                 zone_id: "ZFAKE".into(),
                 fqdn: r.name.clone(),
@@ -330,7 +342,8 @@ impl Cloud for FakeCloud {
             .iter()
             .filter(|(_, o)| {
                 o.kind == spec.kind()
-                    && ((o.env == ctx.env && &o.id == ctx.id) || (honor && !ctx.token.is_empty() && o.token == ctx.token))
+                    && ((o.env == ctx.env && &o.id == ctx.id)
+                        || (honor && !ctx.token.is_empty() && o.token == ctx.token))
             })
             .collect();
         match found.as_slice() {
@@ -343,13 +356,21 @@ impl Cloud for FakeCloud {
                     "{} resources tagged {}: {}",
                     many.len(),
                     ctx.id,
-                    many.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|(c, _)| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         }
     }
 
-    async fn read(&self, ctx: &OpContext<'_>, spec: &Spec, cloud_id: &str) -> Result<Option<Observed>, CloudError> {
+    async fn read(
+        &self,
+        ctx: &OpContext<'_>,
+        spec: &Spec,
+        cloud_id: &str,
+    ) -> Result<Option<Observed>, CloudError> {
         self.enter("read", cloud_id, false).await?;
         let inner = self.inner.lock().unwrap();
         Ok(inner.objects.get(cloud_id).map(|o| {
@@ -364,7 +385,14 @@ impl Cloud for FakeCloud {
     }
 
     async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError> {
-        if self.config.lock().unwrap().fail_ids.iter().any(|f| f == ctx.id.as_str()) {
+        if self
+            .config
+            .lock()
+            .unwrap()
+            .fail_ids
+            .iter()
+            .any(|f| f == ctx.id.as_str())
+        {
             // Refused at once (no latency), so steps started with it are still running.
             self.inner.lock().unwrap().calls.push(Call {
                 op: "create",
@@ -409,13 +437,22 @@ impl Cloud for FakeCloud {
         Ok(obs)
     }
 
-    async fn update(&self, ctx: &OpContext<'_>, spec: &Spec, current: &Observed) -> Result<Observed, CloudError> {
+    async fn update(
+        &self,
+        ctx: &OpContext<'_>,
+        spec: &Spec,
+        current: &Observed,
+    ) -> Result<Observed, CloudError> {
         self.enter("update", &current.cloud_id, true).await?;
         let uses = Self::uses(spec, ctx)?;
         let obs = {
             let mut inner = self.inner.lock().unwrap();
             let Some(o) = inner.objects.get_mut(&current.cloud_id) else {
-                return Err(CloudError::api("update", "NotFound", format!("{} does not exist", current.cloud_id)));
+                return Err(CloudError::api(
+                    "update",
+                    "NotFound",
+                    format!("{} does not exist", current.cloud_id),
+                ));
             };
             o.spec = spec.clone();
             o.uses = uses;
@@ -425,7 +462,12 @@ impl Cloud for FakeCloud {
         Ok(obs)
     }
 
-    async fn delete(&self, ctx: &OpContext<'_>, _kind: Kind, current: &Observed) -> Result<(), CloudError> {
+    async fn delete(
+        &self,
+        ctx: &OpContext<'_>,
+        _kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
         let (needed, in_use_wait) = {
             let c = self.config.lock().unwrap();
             (c.in_use_retries_needed, c.in_use_wait)
@@ -442,7 +484,11 @@ impl Cloud for FakeCloud {
                 inner
                     .objects
                     .iter()
-                    .filter(|(_, o)| o.uses.iter().any(|(u, blocking)| *blocking && u == &current.cloud_id))
+                    .filter(|(_, o)| {
+                        o.uses
+                            .iter()
+                            .any(|(u, blocking)| *blocking && u == &current.cloud_id)
+                    })
                     .map(|(c, o)| format!("{} ({})", o.id, c))
                     .collect()
             };
@@ -454,7 +500,12 @@ impl Cloud for FakeCloud {
                 return Err(CloudError::InUse {
                     operation: "delete".into(),
                     code: "DependencyViolation".into(),
-                    message: format!("{} ({}) is still used by {}", ctx.id, current.cloud_id, blocked.join(", ")),
+                    message: format!(
+                        "{} ({}) is still used by {}",
+                        ctx.id,
+                        current.cloud_id,
+                        blocked.join(", ")
+                    ),
                 });
             }
             if refusals < needed {
@@ -487,6 +538,9 @@ impl Cloud for FakeCloud {
 
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError> {
         self.enter("secret_value", arn, false).await?;
-        Ok(format!("fake-password-for-{}", arn.rsplit(':').next().unwrap_or("x")))
+        Ok(format!(
+            "fake-password-for-{}",
+            arn.rsplit(':').next().unwrap_or("x")
+        ))
     }
 }

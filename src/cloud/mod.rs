@@ -52,7 +52,11 @@ pub enum CloudError {
 }
 
 impl CloudError {
-    pub fn api(operation: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn api(
+        operation: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         CloudError::Api {
             operation: operation.into(),
             code: code.into(),
@@ -97,7 +101,8 @@ pub fn classify(operation: &str, code: &str, message: &str) -> CloudError {
         "InvalidGroup.InUse",
         "HostedZoneNotEmpty",
     ];
-    let (operation, code_s, message_s) = (operation.to_string(), code.to_string(), message.to_string());
+    let (operation, code_s, message_s) =
+        (operation.to_string(), code.to_string(), message.to_string());
     if TRANSIENT.contains(&code) || code.starts_with("5") {
         CloudError::Transient {
             operation,
@@ -194,16 +199,31 @@ pub trait Cloud: Send + Sync {
 
     /// Read the resource behind `cloud_id`; `None` when it no longer exists. `drift` lists
     /// how the live resource differs from `spec`.
-    async fn read(&self, ctx: &OpContext<'_>, spec: &Spec, cloud_id: &str) -> Result<Option<Observed>, CloudError>;
+    async fn read(
+        &self,
+        ctx: &OpContext<'_>,
+        spec: &Spec,
+        cloud_id: &str,
+    ) -> Result<Option<Observed>, CloudError>;
 
     /// Create the resource, tagged, and wait until it is usable.
     async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError>;
 
     /// Converge an existing resource to `spec` (only fields in `Spec::updatable_fields`).
-    async fn update(&self, ctx: &OpContext<'_>, spec: &Spec, current: &Observed) -> Result<Observed, CloudError>;
+    async fn update(
+        &self,
+        ctx: &OpContext<'_>,
+        spec: &Spec,
+        current: &Observed,
+    ) -> Result<Observed, CloudError>;
 
     /// Delete the resource and wait until it is gone. Already gone is success.
-    async fn delete(&self, ctx: &OpContext<'_>, kind: Kind, current: &Observed) -> Result<(), CloudError>;
+    async fn delete(
+        &self,
+        ctx: &OpContext<'_>,
+        kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError>;
 
     /// Every resource tagged `provision:env=<env>`.
     async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError>;

@@ -35,12 +35,20 @@ fn security_group(description: &str, ingress: Vec<Rule>) -> Spec {
         vpc: "vpc".into(),
         description: description.into(),
         ingress,
-        egress: vec![rule(Protocol::All, 0, 0, Peer::Cidr("0.0.0.0/0".into()), "anywhere")],
+        egress: vec![rule(
+            Protocol::All,
+            0,
+            0,
+            Peer::Cidr("0.0.0.0/0".into()),
+            "anywhere",
+        )],
     })
 }
 
 fn node_ids(nodes: usize) -> Vec<LogicalId> {
-    (1..=nodes).map(|i| LogicalId::new(format!("node-{i}"))).collect()
+    (1..=nodes)
+        .map(|i| LogicalId::new(format!("node-{i}")))
+        .collect()
 }
 
 fn target_group(port: u16, nodes: usize) -> Spec {
@@ -80,8 +88,16 @@ fn instance(role: &str, subnet: &str, sg: &str, ami: &str) -> Spec {
 /// The air-gapped Rancher layout with `nodes` server nodes.
 fn blueprint(nodes: usize) -> Desired {
     let mut d = Desired::default();
-    d.insert("vpc", Spec::Vpc(VpcSpec { cidr: "10.42.0.0/16".into() }));
-    d.insert("igw", Spec::InternetGateway(InternetGatewaySpec { vpc: "vpc".into() }));
+    d.insert(
+        "vpc",
+        Spec::Vpc(VpcSpec {
+            cidr: "10.42.0.0/16".into(),
+        }),
+    );
+    d.insert(
+        "igw",
+        Spec::InternetGateway(InternetGatewaySpec { vpc: "vpc".into() }),
+    );
     for (id, cidr, zone, public) in [
         ("subnet-edge", "10.42.0.0/24", 0, true),
         ("subnet-a", "10.42.1.0/24", 0, false),
@@ -124,8 +140,20 @@ fn blueprint(nodes: usize) -> Desired {
         security_group(
             "load balancer",
             vec![
-                rule(Protocol::Tcp, 80, 80, Peer::Cidr("10.0.0.0/8".into()), "http"),
-                rule(Protocol::Tcp, 443, 443, Peer::Cidr("10.0.0.0/8".into()), "https"),
+                rule(
+                    Protocol::Tcp,
+                    80,
+                    80,
+                    Peer::Cidr("10.0.0.0/8".into()),
+                    "http",
+                ),
+                rule(
+                    Protocol::Tcp,
+                    443,
+                    443,
+                    Peer::Cidr("10.0.0.0/8".into()),
+                    "https",
+                ),
             ],
         ),
     );
@@ -134,8 +162,20 @@ fn blueprint(nodes: usize) -> Desired {
         security_group(
             "rancher nodes",
             vec![
-                rule(Protocol::Tcp, 80, 80, Peer::Group("sg-lb".into()), "http from the nlb"),
-                rule(Protocol::Tcp, 443, 443, Peer::Group("sg-lb".into()), "https from the nlb"),
+                rule(
+                    Protocol::Tcp,
+                    80,
+                    80,
+                    Peer::Group("sg-lb".into()),
+                    "http from the nlb",
+                ),
+                rule(
+                    Protocol::Tcp,
+                    443,
+                    443,
+                    Peer::Group("sg-lb".into()),
+                    "https from the nlb",
+                ),
                 rule(Protocol::All, 0, 0, Peer::Itself, "cluster traffic"),
             ],
         ),
@@ -145,8 +185,20 @@ fn blueprint(nodes: usize) -> Desired {
         security_group(
             "registry",
             vec![
-                rule(Protocol::Tcp, 443, 443, Peer::Group("sg-nodes".into()), "pulls"),
-                rule(Protocol::Tcp, 22, 22, Peer::Cidr("198.51.100.0/24".into()), "admin ssh"),
+                rule(
+                    Protocol::Tcp,
+                    443,
+                    443,
+                    Peer::Group("sg-nodes".into()),
+                    "pulls",
+                ),
+                rule(
+                    Protocol::Tcp,
+                    22,
+                    22,
+                    Peer::Cidr("198.51.100.0/24".into()),
+                    "admin ssh",
+                ),
             ],
         ),
     );
@@ -154,14 +206,23 @@ fn blueprint(nodes: usize) -> Desired {
         "sg-datastore",
         security_group(
             "datastore",
-            vec![rule(Protocol::Tcp, 3306, 3306, Peer::Group("sg-nodes".into()), "mysql")],
+            vec![rule(
+                Protocol::Tcp,
+                3306,
+                3306,
+                Peer::Group("sg-nodes".into()),
+                "mysql",
+            )],
         ),
     );
     for (i, id) in node_ids(nodes).into_iter().enumerate() {
         let subnet = if i % 2 == 0 { "subnet-a" } else { "subnet-b" };
         d.insert(id, instance("server", subnet, "sg-nodes", "ami-0rancher"));
     }
-    d.insert("registry", instance("registry", "subnet-edge", "sg-registry", "ami-0rancher"));
+    d.insert(
+        "registry",
+        instance("registry", "subnet-edge", "sg-registry", "ami-0rancher"),
+    );
     d.insert(
         "db-subnets",
         Spec::DbSubnetGroup(DbSubnetGroupSpec {
@@ -250,13 +311,28 @@ struct Timeline(Mutex<Vec<(Instant, Ev)>>);
 
 impl Reporter for Timeline {
     fn step_started(&self, id: &LogicalId, step: StepKind, _kind: Kind) {
-        let s = Step { id: id.clone(), kind: step };
+        let s = Step {
+            id: id.clone(),
+            kind: step,
+        };
         self.0.lock().unwrap().push((Instant::now(), Ev::Start(s)));
     }
     fn step_status(&self, _id: &LogicalId, _status: &str, _elapsed: Duration) {}
-    fn step_finished(&self, id: &LogicalId, step: StepKind, result: Result<&str, &str>, _elapsed: Duration) {
-        let s = Step { id: id.clone(), kind: step };
-        self.0.lock().unwrap().push((Instant::now(), Ev::Done(s, result.is_ok())));
+    fn step_finished(
+        &self,
+        id: &LogicalId,
+        step: StepKind,
+        result: Result<&str, &str>,
+        _elapsed: Duration,
+    ) {
+        let s = Step {
+            id: id.clone(),
+            kind: step,
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push((Instant::now(), Ev::Done(s, result.is_ok())));
     }
     fn note(&self, _message: &str) {}
 }
@@ -287,7 +363,11 @@ impl Timeline {
     fn assert_before(&self, first: &Step, then: &Step) {
         let done = self.pos(&Ev::Done(first.clone(), true));
         let start = self.pos(&Ev::Start(then.clone()));
-        assert!(done < start, "`{first}` must finish before `{then}` starts: {:#?}", self.events());
+        assert!(
+            done < start,
+            "`{first}` must finish before `{then}` starts: {:#?}",
+            self.events()
+        );
     }
 
     /// Every started step's `deps` (those that ran at all) finished before it started.
@@ -297,7 +377,9 @@ impl Timeline {
         for (i, (_, e)) in events.iter().enumerate() {
             let Ev::Start(s) = e else { continue };
             for d in deps(s).into_iter().filter(|d| ran.contains(d)) {
-                let done = events.iter().position(|(_, e)| e == &Ev::Done(d.clone(), true));
+                let done = events
+                    .iter()
+                    .position(|(_, e)| e == &Ev::Done(d.clone(), true));
                 assert!(
                     done.is_some_and(|p| p < i),
                     "`{s}` started before its dependency `{d}` finished"
@@ -321,7 +403,13 @@ impl Timeline {
 
     fn interval(&self, s: &Step) -> (Instant, Instant) {
         let events = self.events();
-        let at = |want: &Ev| events.iter().find(|(_, e)| e == want).map(|(t, _)| *t).expect("event");
+        let at = |want: &Ev| {
+            events
+                .iter()
+                .find(|(_, e)| e == want)
+                .map(|(t, _)| *t)
+                .expect("event")
+        };
         (at(&Ev::Start(s.clone())), at(&Ev::Done(s.clone(), true)))
     }
 }
@@ -366,7 +454,9 @@ impl Lab {
     }
 
     fn load(&self) -> State {
-        store::load(&self.paths, ENV).expect("state loads").unwrap_or_else(|| State::new(ENV))
+        store::load(&self.paths, ENV)
+            .expect("state loads")
+            .unwrap_or_else(|| State::new(ENV))
     }
 
     fn forget_state(&self) {
@@ -392,15 +482,31 @@ impl Lab {
         self.try_plan(desired, destroy).await.expect("plan")
     }
 
-    async fn run_with(&self, plan: &Plan, desired: &Desired, settings: &Settings, reporter: Arc<dyn Reporter>) -> Outcome {
+    async fn run_with(
+        &self,
+        plan: &Plan,
+        desired: &Desired,
+        settings: &Settings,
+        reporter: Arc<dyn Reporter>,
+    ) -> Outcome {
         let mut state = self.load();
-        execute(self.cloud(), plan, desired, &mut state, &self.paths, settings, reporter, &Cancel::new())
-            .await
-            .expect("execute")
+        execute(
+            self.cloud(),
+            plan,
+            desired,
+            &mut state,
+            &self.paths,
+            settings,
+            reporter,
+            &Cancel::new(),
+        )
+        .await
+        .expect("execute")
     }
 
     async fn run(&self, plan: &Plan, desired: &Desired) -> Outcome {
-        self.run_with(plan, desired, &settings(4), Arc::new(Recording::default())).await
+        self.run_with(plan, desired, &settings(4), Arc::new(Recording::default()))
+            .await
     }
 
     /// Plan and execute until a plan has no changes (at most a few rounds).
@@ -410,7 +516,11 @@ impl Lab {
             let plan = match self.try_plan(desired, destroy).await {
                 Ok(p) => p,
                 // Injected throttling outlasting the planner's retries: try again.
-                Err(PlanError::Cloud { source, .. } | PlanError::List { source, .. }) if source.is_transient() => continue,
+                Err(PlanError::Cloud { source, .. } | PlanError::List { source, .. })
+                    if source.is_transient() =>
+                {
+                    continue
+                }
                 Err(e) => panic!("plan: {e}"),
             };
             if !plan.has_changes() {
@@ -440,50 +550,95 @@ impl Lab {
             .map(|(cid, o)| (o.id.clone(), (cid, o)))
             .collect();
         for rid in desired.resources.keys() {
-            assert_eq!(self.fake.count(ENV, rid.as_str()), 1, "`{rid}` must exist exactly once");
+            assert_eq!(
+                self.fake.count(ENV, rid.as_str()),
+                1,
+                "`{rid}` must exist exactly once"
+            );
         }
         let live_ids: BTreeSet<&LogicalId> = live.keys().collect();
         let want: BTreeSet<&LogicalId> = desired.resources.keys().collect();
-        assert_eq!(live_ids, want, "the cloud holds exactly the desired resources");
+        assert_eq!(
+            live_ids, want,
+            "the cloud holds exactly the desired resources"
+        );
         let in_state: BTreeSet<&LogicalId> = state.resources.keys().collect();
-        assert_eq!(in_state, want, "the state holds exactly the desired resources");
+        assert_eq!(
+            in_state, want,
+            "the state holds exactly the desired resources"
+        );
         for (rid, spec) in &desired.resources {
             let entry = &state.resources[rid];
             let (cid, obj) = &live[rid];
             assert_eq!(entry.status, Status::Created, "{rid}");
             assert_eq!(&entry.cloud_id, cid, "state and cloud disagree on `{rid}`");
             let json = |s: &Spec| serde_json::to_value(s).unwrap();
-            assert_eq!(json(&obj.spec), json(spec), "live `{rid}` differs from its spec");
-            assert_eq!(json(&entry.spec), json(spec), "state `{rid}` differs from its spec");
+            assert_eq!(
+                json(&obj.spec),
+                json(spec),
+                "live `{rid}` differs from its spec"
+            );
+            assert_eq!(
+                json(&entry.spec),
+                json(spec),
+                "state `{rid}` differs from its spec"
+            );
             let uses: Vec<&str> = obj.uses.iter().map(|(c, _)| c.as_str()).collect();
-            let expected: Vec<&str> = spec.refs().iter().map(|(r, _)| state.resources[r].cloud_id.as_str()).collect();
-            assert_eq!(uses, expected, "`{rid}` must point at the current cloud ids of its references");
+            let expected: Vec<&str> = spec
+                .refs()
+                .iter()
+                .map(|(r, _)| state.resources[r].cloud_id.as_str())
+                .collect();
+            assert_eq!(
+                uses, expected,
+                "`{rid}` must point at the current cloud ids of its references"
+            );
             let mut deps = entry.depends_on.clone();
             deps.sort();
             assert_eq!(deps, spec.depends_on(), "state dependencies of `{rid}`");
         }
         let again = self.plan(desired, false).await;
-        assert!(!again.has_changes(), "a further plan must be clean: {:#?}", again.changes().collect::<Vec<_>>());
+        assert!(
+            !again.has_changes(),
+            "a further plan must be clean: {:#?}",
+            again.changes().collect::<Vec<_>>()
+        );
     }
 
     async fn assert_destroyed(&self) {
-        assert!(self.fake.live(ENV).is_empty(), "left in the cloud: {:?}", self.fake.live(ENV));
-        assert!(self.load().resources.is_empty(), "left in the state: {:?}", self.load().resources);
+        assert!(
+            self.fake.live(ENV).is_empty(),
+            "left in the cloud: {:?}",
+            self.fake.live(ENV)
+        );
+        assert!(
+            self.load().resources.is_empty(),
+            "left in the state: {:?}",
+            self.load().resources
+        );
         let again = self.plan(&Desired::default(), true).await;
         assert!(!again.has_changes(), "{again:#?}");
     }
 }
 
 fn all_kinds(plan: &Plan) -> BTreeMap<LogicalId, ActionKind> {
-    plan.actions.iter().map(|a| (a.id.clone(), a.action)).collect()
+    plan.actions
+        .iter()
+        .map(|a| (a.id.clone(), a.action))
+        .collect()
 }
 
 fn changes(plan: &Plan) -> BTreeMap<String, ActionKind> {
-    plan.changes().map(|a| (a.id.to_string(), a.action)).collect()
+    plan.changes()
+        .map(|a| (a.id.to_string(), a.action))
+        .collect()
 }
 
 fn mutating_ops(fake: &FakeCloud) -> Vec<(String, String)> {
-    fake.mutating_calls().into_iter().map(|c| (c.op.to_string(), c.id)).collect()
+    fake.mutating_calls()
+        .into_iter()
+        .map(|c| (c.op.to_string(), c.id))
+        .collect()
 }
 
 fn cloud_id(lab: &Lab, rid: &str) -> String {
@@ -507,24 +662,43 @@ async fn apply_respects_dependencies_and_runs_independent_steps_concurrently() {
     let parallelism = 3;
     let timeline = Arc::new(Timeline::default());
     let started = Instant::now();
-    let outcome = lab.run_with(&plan, &desired, &settings(parallelism), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(parallelism), timeline.clone())
+        .await;
     let elapsed = started.elapsed();
     assert!(outcome.ok(), "{outcome:#?}");
     assert_eq!(outcome.succeeded, desired.resources.len());
 
     // Dependencies first, per the blueprint itself (not the executor's own graph).
     timeline.assert_ordered(|s| {
-        desired.resources[&s.id].depends_on().into_iter().map(|d| Step { id: d, kind: StepKind::Create }).collect()
+        desired.resources[&s.id]
+            .depends_on()
+            .into_iter()
+            .map(|d| Step {
+                id: d,
+                kind: StepKind::Create,
+            })
+            .collect()
     });
     // The cloud calls of independent steps overlapped, and never more than `parallelism`.
     let in_flight = lab.fake.max_in_flight();
-    assert!((2..=parallelism).contains(&in_flight), "max in flight {in_flight}");
-    assert!(timeline.max_concurrent() <= parallelism, "{}", timeline.max_concurrent());
+    assert!(
+        (2..=parallelism).contains(&in_flight),
+        "max in flight {in_flight}"
+    );
+    assert!(
+        timeline.max_concurrent() <= parallelism,
+        "{}",
+        timeline.max_concurrent()
+    );
     let (a0, a1) = timeline.interval(&step("node-1", StepKind::Create));
     let (b0, b1) = timeline.interval(&step("node-2", StepKind::Create));
     assert!(a0 < b1 && b0 < a1, "two nodes are created at the same time");
     let serial = delay * desired.resources.len() as u32;
-    assert!(elapsed < serial, "{elapsed:?} is not faster than one at a time ({serial:?})");
+    assert!(
+        elapsed < serial,
+        "{elapsed:?} is not faster than one at a time ({serial:?})"
+    );
     lab.assert_converged(&desired).await;
 }
 
@@ -537,7 +711,9 @@ async fn parallelism_of_one_runs_one_step_at_a_time() {
     let desired = blueprint(2);
     let plan = lab.plan(&desired, false).await;
     let timeline = Arc::new(Timeline::default());
-    let outcome = lab.run_with(&plan, &desired, &settings(1), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(1), timeline.clone())
+        .await;
     assert!(outcome.ok());
     assert_eq!(timeline.max_concurrent(), 1);
     assert_eq!(lab.fake.max_in_flight(), 1);
@@ -586,7 +762,12 @@ fn step_graph_orders_replace_halves_and_orphans() {
         ],
     };
     let order = step_graph(&plan, &desired, &state).unwrap().order();
-    let at = |s: Step| order.iter().position(|o| o == &s).unwrap_or_else(|| panic!("{s} in {order:?}"));
+    let at = |s: Step| {
+        order
+            .iter()
+            .position(|o| o == &s)
+            .unwrap_or_else(|| panic!("{s} in {order:?}"))
+    };
     assert!(at(step("subnet-a", StepKind::Delete)) < at(step("subnet-a", StepKind::Create)));
     assert!(
         at(step("old-instance", StepKind::Delete)) < at(step("subnet-a", StepKind::Delete)),
@@ -610,9 +791,20 @@ async fn second_apply_changes_nothing() {
     assert!(all_kinds(&plan).values().all(|k| *k == ActionKind::NoOp));
     let serial = lab.load().serial;
     let outcome = lab.run(&plan, &desired).await;
-    assert!(outcome.ok() && outcome.mutated.is_empty() && outcome.succeeded == 0, "{outcome:#?}");
-    assert!(lab.fake.mutating_calls().is_empty(), "{:?}", lab.fake.mutating_calls());
-    assert_eq!(lab.load().serial, serial, "nothing to record, nothing saved");
+    assert!(
+        outcome.ok() && outcome.mutated.is_empty() && outcome.succeeded == 0,
+        "{outcome:#?}"
+    );
+    assert!(
+        lab.fake.mutating_calls().is_empty(),
+        "{:?}",
+        lab.fake.mutating_calls()
+    );
+    assert_eq!(
+        lab.load().serial,
+        serial,
+        "nothing to record, nothing saved"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -623,8 +815,12 @@ async fn second_apply_changes_nothing() {
 async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
     let lab = Lab::new(FakeConfig::default());
     lab.apply(&blueprint(2)).await;
-    let before: BTreeMap<LogicalId, String> =
-        lab.load().resources.iter().map(|(k, e)| (k.clone(), e.cloud_id.clone())).collect();
+    let before: BTreeMap<LogicalId, String> = lab
+        .load()
+        .resources
+        .iter()
+        .map(|(k, e)| (k.clone(), e.cloud_id.clone()))
+        .collect();
 
     // Up.
     let three = blueprint(3);
@@ -636,10 +832,17 @@ async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
     ]
     .into();
     assert_eq!(changes(&plan), expect);
-    assert!(plan.get(&id("tg-80")).unwrap().reasons.iter().any(|r| r.contains("targets")));
+    assert!(plan
+        .get(&id("tg-80"))
+        .unwrap()
+        .reasons
+        .iter()
+        .any(|r| r.contains("targets")));
     lab.fake.clear_calls();
     let timeline = Arc::new(Timeline::default());
-    let outcome = lab.run_with(&plan, &three, &settings(4), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &three, &settings(4), timeline.clone())
+        .await;
     assert!(outcome.ok());
     let mut ops = mutating_ops(&lab.fake);
     ops.sort();
@@ -649,12 +852,25 @@ async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
         ("update".to_string(), before[&id("tg-443")].clone()),
     ];
     want.sort();
-    assert_eq!(ops, want, "only node-3 is created and the target groups updated");
-    timeline.assert_before(&step("node-3", StepKind::Create), &step("tg-80", StepKind::Update));
-    timeline.assert_before(&step("node-3", StepKind::Create), &step("tg-443", StepKind::Update));
+    assert_eq!(
+        ops, want,
+        "only node-3 is created and the target groups updated"
+    );
+    timeline.assert_before(
+        &step("node-3", StepKind::Create),
+        &step("tg-80", StepKind::Update),
+    );
+    timeline.assert_before(
+        &step("node-3", StepKind::Create),
+        &step("tg-443", StepKind::Update),
+    );
     lab.assert_converged(&three).await;
     for (rid, cid) in &before {
-        assert_eq!(&cloud_id(&lab, rid.as_str()), cid, "`{rid}` kept its cloud id");
+        assert_eq!(
+            &cloud_id(&lab, rid.as_str()),
+            cid,
+            "`{rid}` kept its cloud id"
+        );
     }
 
     // Down.
@@ -670,7 +886,9 @@ async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
     assert_eq!(changes(&plan), expect);
     lab.fake.clear_calls();
     let timeline = Arc::new(Timeline::default());
-    let outcome = lab.run_with(&plan, &two, &settings(4), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &two, &settings(4), timeline.clone())
+        .await;
     assert!(outcome.ok());
     let mut ops = mutating_ops(&lab.fake);
     ops.sort();
@@ -682,8 +900,14 @@ async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
     want.sort();
     assert_eq!(ops, want);
     // The node is deregistered before it is terminated.
-    timeline.assert_before(&step("tg-80", StepKind::Update), &step("node-3", StepKind::Delete));
-    timeline.assert_before(&step("tg-443", StepKind::Update), &step("node-3", StepKind::Delete));
+    timeline.assert_before(
+        &step("tg-80", StepKind::Update),
+        &step("node-3", StepKind::Delete),
+    );
+    timeline.assert_before(
+        &step("tg-443", StepKind::Update),
+        &step("node-3", StepKind::Delete),
+    );
     lab.assert_converged(&two).await;
 }
 
@@ -699,7 +923,9 @@ async fn replacing_a_target_group_replaces_its_listener_in_order() {
     let old_listener = cloud_id(&lab, "listener-80");
 
     let mut desired = blueprint(2);
-    let Spec::TargetGroup(tg) = desired.resources.get_mut(&id("tg-80")).unwrap() else { unreachable!() };
+    let Spec::TargetGroup(tg) = desired.resources.get_mut(&id("tg-80")).unwrap() else {
+        unreachable!()
+    };
     tg.port = 8080;
     let plan = lab.plan(&desired, false).await;
     let expect: BTreeMap<String, ActionKind> = [
@@ -709,16 +935,35 @@ async fn replacing_a_target_group_replaces_its_listener_in_order() {
     .into();
     assert_eq!(changes(&plan), expect);
     let tg_reasons = &plan.get(&id("tg-80")).unwrap().reasons;
-    assert!(tg_reasons.iter().any(|r| r.contains("port: 80 → 8080") && r.contains("cannot change in place")), "{tg_reasons:?}");
+    assert!(
+        tg_reasons
+            .iter()
+            .any(|r| r.contains("port: 80 → 8080") && r.contains("cannot change in place")),
+        "{tg_reasons:?}"
+    );
     let l_reasons = &plan.get(&id("listener-80")).unwrap().reasons;
-    assert!(l_reasons.iter().any(|r| r.contains("`tg-80` is replaced")), "{l_reasons:?}");
+    assert!(
+        l_reasons.iter().any(|r| r.contains("`tg-80` is replaced")),
+        "{l_reasons:?}"
+    );
 
     let timeline = Arc::new(Timeline::default());
-    let outcome = lab.run_with(&plan, &desired, &settings(4), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(4), timeline.clone())
+        .await;
     assert!(outcome.ok(), "{outcome:#?}");
-    timeline.assert_before(&step("listener-80", StepKind::Delete), &step("tg-80", StepKind::Delete));
-    timeline.assert_before(&step("tg-80", StepKind::Delete), &step("tg-80", StepKind::Create));
-    timeline.assert_before(&step("tg-80", StepKind::Create), &step("listener-80", StepKind::Create));
+    timeline.assert_before(
+        &step("listener-80", StepKind::Delete),
+        &step("tg-80", StepKind::Delete),
+    );
+    timeline.assert_before(
+        &step("tg-80", StepKind::Delete),
+        &step("tg-80", StepKind::Create),
+    );
+    timeline.assert_before(
+        &step("tg-80", StepKind::Create),
+        &step("listener-80", StepKind::Create),
+    );
     assert_ne!(cloud_id(&lab, "tg-80"), old_tg);
     assert_ne!(cloud_id(&lab, "listener-80"), old_listener);
     lab.assert_converged(&desired).await;
@@ -729,7 +974,9 @@ async fn replacing_a_node_repoints_the_target_groups() {
     let lab = Lab::new(FakeConfig::default());
     lab.apply(&blueprint(2)).await;
     let mut desired = blueprint(2);
-    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else { unreachable!() };
+    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else {
+        unreachable!()
+    };
     node.ami = "ami-0newer".into();
     let plan = lab.plan(&desired, false).await;
     let expect: BTreeMap<String, ActionKind> = [
@@ -760,7 +1007,9 @@ async fn destroy_deletes_everything_in_reverse_order() {
     assert!(plan.actions.iter().all(|a| !a.orphan));
 
     let timeline = Arc::new(Timeline::default());
-    let outcome = lab.run_with(&plan, &Desired::default(), &settings(4), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &Desired::default(), &settings(4), timeline.clone())
+        .await;
     assert!(outcome.ok(), "{outcome:#?}");
     assert_eq!(outcome.succeeded, desired.resources.len());
     // A resource goes only after everything that depended on it.
@@ -769,10 +1018,16 @@ async fn destroy_deletes_everything_in_reverse_order() {
             .resources
             .iter()
             .filter(|(_, e)| e.depends_on.contains(&s.id))
-            .map(|(other, _)| Step { id: other.clone(), kind: StepKind::Delete })
+            .map(|(other, _)| Step {
+                id: other.clone(),
+                kind: StepKind::Delete,
+            })
             .collect()
     });
-    assert!(timeline.max_concurrent() > 1, "independent deletes run together");
+    assert!(
+        timeline.max_concurrent() > 1,
+        "independent deletes run together"
+    );
     lab.assert_destroyed().await;
 
     lab.fake.clear_calls();
@@ -832,7 +1087,13 @@ fn untouched(_: &FakeCloud) {}
 /// killed). Starts from `before` applied (or nothing), heads for `target` (or destroy),
 /// then a fresh process reloads the state from disk and converges. Returns whether the
 /// crash happened and how many mutating calls the interrupted run made.
-async fn crash_at(n: Option<usize>, before: Option<&Desired>, prep: Prep, target: &Desired, destroy: bool) -> (bool, usize) {
+async fn crash_at(
+    n: Option<usize>,
+    before: Option<&Desired>,
+    prep: Prep,
+    target: &Desired,
+    destroy: bool,
+) -> (bool, usize) {
     let lab = Lab::new(FakeConfig {
         honor_tokens: false,
         ..Default::default()
@@ -881,7 +1142,10 @@ async fn crash_at(n: Option<usize>, before: Option<&Desired>, prep: Prep, target
     let calls = lab.fake.mutating_calls().len();
     lab.fake.restart();
     let outcomes = lab.converge(target, destroy).await;
-    assert!(outcomes.iter().all(Outcome::ok), "crash at {n:?}: {outcomes:#?}");
+    assert!(
+        outcomes.iter().all(Outcome::ok),
+        "crash at {n:?}: {outcomes:#?}"
+    );
     if destroy {
         lab.assert_destroyed().await;
     } else {
@@ -919,10 +1183,14 @@ async fn crash_during_scale_down_at_every_mutation_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_during_replace_at_every_mutation_recovers() {
     let mut desired = blueprint(2);
-    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else { unreachable!() };
+    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else {
+        unreachable!()
+    };
     node.ami = "ami-0newer".into();
     crash_everywhere(Some(&blueprint(2)), untouched, &desired, false).await;
-    let Spec::TargetGroup(tg) = desired.resources.get_mut(&id("tg-443")).unwrap() else { unreachable!() };
+    let Spec::TargetGroup(tg) = desired.resources.get_mut(&id("tg-443")).unwrap() else {
+        unreachable!()
+    };
     tg.port = 8443;
     crash_everywhere(Some(&blueprint(2)), untouched, &desired, false).await;
 }
@@ -949,13 +1217,25 @@ async fn lost_state_adopts_everything_and_creates_nothing() {
     lab.apply(&desired).await;
     lab.forget_state();
     let plan = lab.plan(&desired, false).await;
-    assert_eq!(plan.count(ActionKind::Adopt), desired.resources.len(), "{:#?}", changes(&plan));
+    assert_eq!(
+        plan.count(ActionKind::Adopt),
+        desired.resources.len(),
+        "{:#?}",
+        changes(&plan)
+    );
     assert_eq!(plan.count(ActionKind::Create), 0);
-    assert!(plan.actions.iter().all(|a| a.reasons.iter().any(|r| r.contains("found in the cloud by its tags"))));
+    assert!(plan.actions.iter().all(|a| a
+        .reasons
+        .iter()
+        .any(|r| r.contains("found in the cloud by its tags"))));
     lab.fake.clear_calls();
     let outcome = lab.run(&plan, &desired).await;
     assert!(outcome.ok() && outcome.mutated.is_empty(), "{outcome:#?}");
-    assert!(lab.fake.mutating_calls().is_empty(), "{:?}", lab.fake.mutating_calls());
+    assert!(
+        lab.fake.mutating_calls().is_empty(),
+        "{:?}",
+        lab.fake.mutating_calls()
+    );
     lab.assert_converged(&desired).await;
 }
 
@@ -966,18 +1246,30 @@ async fn lost_state_with_drift_adopts_and_repairs() {
     lab.apply(&desired).await;
     lab.forget_state();
     lab.fake.tamper(ENV, "nlb", |o| {
-        let Spec::LoadBalancer(lb) = &mut o.spec else { unreachable!() };
+        let Spec::LoadBalancer(lb) = &mut o.spec else {
+            unreachable!()
+        };
         lb.cross_zone = false;
     });
     let plan = lab.plan(&desired, false).await;
     let nlb = plan.get(&id("nlb")).unwrap();
     assert_eq!(nlb.action, ActionKind::Adopt);
-    assert!(nlb.update_after_adopt && nlb.reasons.iter().any(|r| r.contains("drift: cross_zone")), "{nlb:?}");
+    assert!(
+        nlb.update_after_adopt && nlb.reasons.iter().any(|r| r.contains("drift: cross_zone")),
+        "{nlb:?}"
+    );
     lab.fake.clear_calls();
     let outcome = lab.run(&plan, &desired).await;
     assert!(outcome.ok(), "{outcome:#?}");
-    assert_eq!(outcome.mutated, BTreeSet::from([id("nlb")]), "only the drifted one made a call");
-    assert_eq!(mutating_ops(&lab.fake), vec![("update".to_string(), cloud_id(&lab, "nlb"))]);
+    assert_eq!(
+        outcome.mutated,
+        BTreeSet::from([id("nlb")]),
+        "only the drifted one made a call"
+    );
+    assert_eq!(
+        mutating_ops(&lab.fake),
+        vec![("update".to_string(), cloud_id(&lab, "nlb"))]
+    );
     lab.assert_converged(&desired).await;
 }
 
@@ -992,16 +1284,26 @@ async fn destroy_without_state_deletes_what_the_tags_name_by_kind_rank() {
     assert!(plan.actions.iter().all(|a| a.orphan));
     // Security groups refer to each other and share a rank; like the AWS adapter, wait
     // out "in use" for a while instead of failing at once.
-    lab.fake.set_config(|c| c.in_use_wait = Duration::from_secs(2));
+    lab.fake
+        .set_config(|c| c.in_use_wait = Duration::from_secs(2));
     let timeline = Arc::new(Timeline::default());
-    let outcome = lab.run_with(&plan, &Desired::default(), &settings(4), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &Desired::default(), &settings(4), timeline.clone())
+        .await;
     assert!(outcome.ok(), "{outcome:#?}");
-    let kinds: BTreeMap<LogicalId, Kind> = plan.actions.iter().map(|a| (a.id.clone(), a.kind)).collect();
+    let kinds: BTreeMap<LogicalId, Kind> = plan
+        .actions
+        .iter()
+        .map(|a| (a.id.clone(), a.kind))
+        .collect();
     timeline.assert_ordered(|s| {
         kinds
             .iter()
             .filter(|(_, k)| k.rank() > kinds[&s.id].rank())
-            .map(|(other, _)| Step { id: other.clone(), kind: StepKind::Delete })
+            .map(|(other, _)| Step {
+                id: other.clone(),
+                kind: StepKind::Delete,
+            })
             .collect()
     });
     lab.assert_destroyed().await;
@@ -1019,16 +1321,34 @@ async fn drift_is_found_and_repaired() {
 
     lab.fake.remove(ENV, "node-1");
     lab.fake.tamper(ENV, "sg-nodes", |o| {
-        let Spec::SecurityGroup(sg) = &mut o.spec else { unreachable!() };
-        sg.ingress.push(rule(Protocol::Tcp, 22, 22, Peer::Cidr("0.0.0.0/0".into()), "someone opened ssh"));
+        let Spec::SecurityGroup(sg) = &mut o.spec else {
+            unreachable!()
+        };
+        sg.ingress.push(rule(
+            Protocol::Tcp,
+            22,
+            22,
+            Peer::Cidr("0.0.0.0/0".into()),
+            "someone opened ssh",
+        ));
     });
     let plan = lab.plan(&desired, false).await;
     let node = plan.get(&id("node-1")).unwrap();
     assert_eq!(node.action, ActionKind::Create);
-    assert!(node.reasons.iter().any(|r| r.contains("deleted outside")), "{:?}", node.reasons);
+    assert!(
+        node.reasons.iter().any(|r| r.contains("deleted outside")),
+        "{:?}",
+        node.reasons
+    );
     let sg = plan.get(&id("sg-nodes")).unwrap();
     assert_eq!(sg.action, ActionKind::Update);
-    assert!(sg.reasons.iter().any(|r| r.starts_with("drift:") && r.contains("ingress")), "{:?}", sg.reasons);
+    assert!(
+        sg.reasons
+            .iter()
+            .any(|r| r.starts_with("drift:") && r.contains("ingress")),
+        "{:?}",
+        sg.reasons
+    );
     // The target groups point at the new node.
     assert_eq!(plan.get(&id("tg-80")).unwrap().action, ActionKind::Update);
     assert_eq!(changes(&plan).len(), 4, "{:#?}", changes(&plan));
@@ -1075,25 +1395,38 @@ async fn a_permanent_failure_stops_new_steps_and_lets_running_ones_finish() {
     let desired = blueprint(2);
     let plan = lab.plan(&desired, false).await;
     let timeline = Arc::new(Timeline::default());
-    let outcome = lab.run_with(&plan, &desired, &settings(8), timeline.clone()).await;
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(8), timeline.clone())
+        .await;
 
     assert!(!outcome.ok());
     assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
     assert_eq!(outcome.failed[0].0, step("sg-lb", StepKind::Create));
-    assert!(outcome.failed[0].1.contains("refused (injected)"), "{}", outcome.failed[0].1);
+    assert!(
+        outcome.failed[0].1.contains("refused (injected)"),
+        "{}",
+        outcome.failed[0].1
+    );
 
     let events = timeline.events();
     let failed_at = timeline.pos(&Ev::Done(step("sg-lb", StepKind::Create), false));
     assert!(
-        events[failed_at..].iter().all(|(_, e)| !matches!(e, Ev::Start(_))),
+        events[failed_at..]
+            .iter()
+            .all(|(_, e)| !matches!(e, Ev::Start(_))),
         "no step starts after the failure: {events:#?}"
     );
     let started = timeline.started();
     let running_at_failure: Vec<&Step> = started
         .iter()
-        .filter(|s| s.id.as_str() != "sg-lb" && timeline.pos(&Ev::Done((*s).clone(), true)) > failed_at)
+        .filter(|s| {
+            s.id.as_str() != "sg-lb" && timeline.pos(&Ev::Done((*s).clone(), true)) > failed_at
+        })
         .collect();
-    assert!(!running_at_failure.is_empty(), "some steps were running when sg-lb failed: {events:#?}");
+    assert!(
+        !running_at_failure.is_empty(),
+        "some steps were running when sg-lb failed: {events:#?}"
+    );
     // Every other started step finished and is recorded in the saved state.
     let state = lab.load();
     for s in started.iter().filter(|s| s.id.as_str() != "sg-lb") {
@@ -1109,7 +1442,10 @@ async fn a_permanent_failure_stops_new_steps_and_lets_running_ones_finish() {
     assert!(blocked.len() > 5);
     assert!(blocked.is_subset(&skipped), "{blocked:?} ⊄ {skipped:?}");
     assert!(outcome.skipped.iter().all(|s| !started.contains(s)));
-    assert_eq!(started.len() + outcome.skipped.len(), desired.resources.len());
+    assert_eq!(
+        started.len() + outcome.skipped.len(),
+        desired.resources.len()
+    );
 
     // Once the cloud accepts it again, a re-run finishes the job.
     lab.fake.set_config(|c| {
@@ -1135,7 +1471,16 @@ async fn cancel_lets_running_steps_finish_and_starts_nothing_new() {
     let cancel = Cancel::new();
     let mut state = lab.load();
     let s = settings(3);
-    let run = execute(lab.cloud(), &plan, &desired, &mut state, &lab.paths, &s, timeline.clone(), &cancel);
+    let run = execute(
+        lab.cloud(),
+        &plan,
+        &desired,
+        &mut state,
+        &lab.paths,
+        &s,
+        timeline.clone(),
+        &cancel,
+    );
     let stop = async {
         tokio::time::sleep(Duration::from_millis(75)).await;
         let at = Instant::now();
@@ -1149,17 +1494,35 @@ async fn cancel_lets_running_steps_finish_and_starts_nothing_new() {
     assert!(!outcome.skipped.is_empty());
 
     let events = timeline.events();
-    assert!(events.iter().all(|(t, e)| !matches!(e, Ev::Start(_)) || *t < cancelled_at), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .all(|(t, e)| !matches!(e, Ev::Start(_)) || *t < cancelled_at),
+        "{events:#?}"
+    );
     let started = timeline.started();
-    let in_flight = events.iter().filter(|(t, e)| matches!(e, Ev::Done(..)) && *t > cancelled_at).count();
-    assert!(in_flight > 0, "steps were running when cancelled: {events:#?}");
+    let in_flight = events
+        .iter()
+        .filter(|(t, e)| matches!(e, Ev::Done(..)) && *t > cancelled_at)
+        .count();
+    assert!(
+        in_flight > 0,
+        "steps were running when cancelled: {events:#?}"
+    );
     let saved = lab.load();
     for s in &started {
         timeline.pos(&Ev::Done(s.clone(), true));
-        assert_eq!(saved.resources[&s.id].status, Status::Created, "{s} recorded");
+        assert_eq!(
+            saved.resources[&s.id].status,
+            Status::Created,
+            "{s} recorded"
+        );
     }
     assert_eq!(saved.resources.len(), started.len());
-    assert_eq!(outcome.succeeded + outcome.skipped.len(), desired.resources.len());
+    assert_eq!(
+        outcome.succeeded + outcome.skipped.len(),
+        desired.resources.len()
+    );
 
     lab.fake.set_config(|c| c.delay = Duration::ZERO);
     lab.apply(&desired).await;
@@ -1190,7 +1553,9 @@ async fn plan_records_what_it_was_made_from() {
     assert_eq!(blueprint(2).digest(), desired.digest());
     assert_ne!(blueprint(3).digest(), desired.digest());
     let mut changed = blueprint(2);
-    let Spec::Instance(i) = changed.resources.get_mut(&id("registry")).unwrap() else { unreachable!() };
+    let Spec::Instance(i) = changed.resources.get_mut(&id("registry")).unwrap() else {
+        unreachable!()
+    };
     i.user_data_sha256 = "0".repeat(64);
     assert_ne!(changed.digest(), desired.digest());
     let destroy = lab.plan(&desired, true).await;
@@ -1210,8 +1575,16 @@ fn desired_order_puts_dependencies_first_and_rejects_cycles() {
         }
     }
     let mut cyclic = blueprint(1);
-    let Spec::SecurityGroup(lb) = cyclic.resources.get_mut(&id("sg-lb")).unwrap() else { unreachable!() };
-    lb.ingress.push(rule(Protocol::Tcp, 9000, 9000, Peer::Group("sg-nodes".into()), "back"));
+    let Spec::SecurityGroup(lb) = cyclic.resources.get_mut(&id("sg-lb")).unwrap() else {
+        unreachable!()
+    };
+    lb.ingress.push(rule(
+        Protocol::Tcp,
+        9000,
+        9000,
+        Peer::Group("sg-nodes".into()),
+        "back",
+    ));
     match cyclic.order() {
         Err(PlanError::Cycle(c)) => assert!(c.to_string().contains("sg-lb"), "{c}"),
         other => panic!("expected a cycle, got {other:?}"),
@@ -1226,43 +1599,66 @@ fn spec_changes_classifies_fields() {
     assert!(r.is_empty());
     assert_eq!(u, vec!["targets: 1 added, 0 removed".to_string()]);
     let mut moved = tg(80, 2);
-    let Spec::TargetGroup(t) = &mut moved else { unreachable!() };
+    let Spec::TargetGroup(t) = &mut moved else {
+        unreachable!()
+    };
     t.port = 8080;
     t.health_check_port = Some(80);
     let (r, u) = spec_changes(&tg(80, 2), &moved);
-    assert_eq!(r, vec!["port: 80 → 8080 (cannot change in place)".to_string()]);
+    assert_eq!(
+        r,
+        vec!["port: 80 → 8080 (cannot change in place)".to_string()]
+    );
     assert_eq!(u, vec!["health_check_port: none → 80".to_string()]);
 
     let (r, _) = spec_changes(&d.resources[&id("vpc")], &d.resources[&id("igw")]);
-    assert!(r[0].contains("kind changes from vpc to internet gateway"), "{r:?}");
+    assert!(
+        r[0].contains("kind changes from vpc to internet gateway"),
+        "{r:?}"
+    );
 
     let node = d.resources[&id("node-1")].clone();
     let mut other = node.clone();
-    let Spec::Instance(i) = &mut other else { unreachable!() };
+    let Spec::Instance(i) = &mut other else {
+        unreachable!()
+    };
     i.user_data_sha256 = "f".repeat(64);
     i.user_data = "different".into();
     let (r, _) = spec_changes(&node, &other);
-    assert_eq!(r, vec!["user-data changed (user-data is read only at first boot)".to_string()]);
+    assert_eq!(
+        r,
+        vec!["user-data changed (user-data is read only at first boot)".to_string()]
+    );
     // The user-data text itself never shows (nor counts: only its hash does).
     let mut same = node.clone();
-    let Spec::Instance(i) = &mut same else { unreachable!() };
+    let Spec::Instance(i) = &mut same else {
+        unreachable!()
+    };
     i.user_data = "secret text".into();
     assert_eq!(spec_changes(&node, &same), (vec![], vec![]));
 
     let lb = d.resources[&id("nlb")].clone();
     let mut moved = lb.clone();
-    let Spec::LoadBalancer(l) = &mut moved else { unreachable!() };
+    let Spec::LoadBalancer(l) = &mut moved else {
+        unreachable!()
+    };
     l.scheme = Scheme::InternetFacing;
     l.cross_zone = false;
     let (r, u) = spec_changes(&lb, &moved);
-    assert_eq!(r, vec!["scheme: internal → internet-facing (cannot change in place)".to_string()]);
+    assert_eq!(
+        r,
+        vec!["scheme: internal → internet-facing (cannot change in place)".to_string()]
+    );
     assert_eq!(u, vec!["cross_zone: true → false".to_string()]);
 
     let sg = d.resources[&id("sg-nodes")].clone();
     let mut wider = sg.clone();
-    let Spec::SecurityGroup(s) = &mut wider else { unreachable!() };
+    let Spec::SecurityGroup(s) = &mut wider else {
+        unreachable!()
+    };
     s.ingress.remove(0);
-    s.ingress.push(rule(Protocol::Udp, 8472, 8472, Peer::Itself, "vxlan"));
+    s.ingress
+        .push(rule(Protocol::Udp, 8472, 8472, Peer::Itself, "vxlan"));
     let (r, u) = spec_changes(&sg, &wider);
     assert!(r.is_empty());
     assert_eq!(u, vec!["ingress: 1 added, 1 removed".to_string()]);

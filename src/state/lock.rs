@@ -40,7 +40,9 @@ fn this_host() -> String {
 }
 
 fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     // SAFETY: kill with signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -49,7 +51,10 @@ fn pid_alive(pid: u32) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("{}", locked_message(.path, .holder))]
-    Locked { path: PathBuf, holder: Option<Holder> },
+    Locked {
+        path: PathBuf,
+        holder: Option<Holder>,
+    },
     #[error("cannot use lock file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -124,8 +129,12 @@ impl Lock {
         let holder = Holder::current(command);
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        file.write_all(serde_json::to_string(&holder).expect("holder serializes").as_bytes())
-            .map_err(io)?;
+        file.write_all(
+            serde_json::to_string(&holder)
+                .expect("holder serializes")
+                .as_bytes(),
+        )
+        .map_err(io)?;
         file.sync_all().map_err(io)?;
         Ok(Lock {
             file,
@@ -193,7 +202,9 @@ mod tests {
         let lock = Lock::acquire(&path, "apply").unwrap();
         let err = Lock::acquire(&path, "plan").unwrap_err();
         match &err {
-            LockError::Locked { holder: Some(h), .. } => {
+            LockError::Locked {
+                holder: Some(h), ..
+            } => {
                 assert_eq!(h.command, "apply");
                 assert_eq!(h.pid, std::process::id());
             }
@@ -210,7 +221,10 @@ mod tests {
         let path = dir.path().join("lab.lock");
         let _lock = Lock::acquire(&path, "apply").unwrap();
         assert!(unlock(&path, false).is_err());
-        assert!(matches!(unlock(&path, true).unwrap(), Unlock::Forced(Some(_))));
+        assert!(matches!(
+            unlock(&path, true).unwrap(),
+            Unlock::Forced(Some(_))
+        ));
         assert!(!path.exists());
         // A new lock works on a new file even though the old holder still has its fd.
         Lock::acquire(&path, "apply").unwrap();

@@ -142,7 +142,9 @@ pub enum StateError {
         backup: PathBuf,
         backup_note: String,
     },
-    #[error("state file {path} belongs to environment `{found}`, but the config names `{expected}`")]
+    #[error(
+        "state file {path} belongs to environment `{found}`, but the config names `{expected}`"
+    )]
     WrongEnv {
         path: PathBuf,
         found: String,

@@ -55,17 +55,26 @@ pub fn parse(bytes: &[u8]) -> Result<State, String> {
     if text.trim().is_empty() {
         return Err("the file is empty".to_string());
     }
-    let state: State = serde_json::from_str(text).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()))?;
+    let state: State = serde_json::from_str(text)
+        .map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()))?;
     for (id, entry) in &state.resources {
         if entry.spec.kind() != entry.kind {
-            return Err(format!("resource `{id}` says kind {} but its spec is a {}", entry.kind, entry.spec.kind()));
+            return Err(format!(
+                "resource `{id}` says kind {} but its spec is a {}",
+                entry.kind,
+                entry.spec.kind()
+            ));
         }
         if entry.status == super::Status::Created && entry.cloud_id.is_empty() {
-            return Err(format!("resource `{id}` is marked created but has no cloud id"));
+            return Err(format!(
+                "resource `{id}` is marked created but has no cloud id"
+            ));
         }
         for dep in &entry.depends_on {
             if !state.resources.contains_key(dep) {
-                return Err(format!("resource `{id}` depends on `{dep}`, which is not in the state"));
+                return Err(format!(
+                    "resource `{id}` depends on `{dep}`, which is not in the state"
+                ));
             }
         }
     }
@@ -73,8 +82,16 @@ pub fn parse(bytes: &[u8]) -> Result<State, String> {
 }
 
 /// Write `bytes` to `path` atomically with `mode`, keeping the old file as `backup`.
-pub fn write_atomic(path: &Path, backup: Option<&Path>, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+pub fn write_atomic(
+    path: &Path,
+    backup: Option<&Path>,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".provision-")
@@ -86,7 +103,10 @@ pub fn write_atomic(path: &Path, backup: Option<&Path>, bytes: &[u8], mode: u32)
     if let Some(backup) = backup {
         if path.exists() {
             // Copy (not rename) so the state file never disappears, even for a moment.
-            let mut b = tempfile::Builder::new().prefix(".provision-").suffix(".bak").tempfile_in(dir)?;
+            let mut b = tempfile::Builder::new()
+                .prefix(".provision-")
+                .suffix(".bak")
+                .tempfile_in(dir)?;
             set_mode(b.path(), mode)?;
             b.write_all(&fs::read(path)?)?;
             b.as_file().sync_all()?;
@@ -123,9 +143,11 @@ pub fn save(paths: &Paths, state: &mut State) -> Result<(), StateError> {
     state.serial += 1;
     let mut text = serde_json::to_vec_pretty(state).expect("state serializes");
     text.push(b'\n');
-    write_atomic(&paths.state, Some(&paths.backup), &text, 0o600).map_err(|source| StateError::Write {
-        path: paths.state.clone(),
-        source,
+    write_atomic(&paths.state, Some(&paths.backup), &text, 0o600).map_err(|source| {
+        StateError::Write {
+            path: paths.state.clone(),
+            source,
+        }
     })
 }
 
@@ -144,7 +166,9 @@ mod tests {
                 status: Status::Created,
                 cloud_id: "vpc-1".into(),
                 token: "t".into(),
-                spec: Spec::Vpc(VpcSpec { cidr: "10.0.0.0/16".into() }),
+                spec: Spec::Vpc(VpcSpec {
+                    cidr: "10.0.0.0/16".into(),
+                }),
                 attrs: Default::default(),
                 depends_on: vec![],
                 updated_at: String::new(),
@@ -181,7 +205,10 @@ mod tests {
         save(&paths, &mut s).unwrap();
         let before = fs::read(&paths.state).unwrap();
         // Simulate a crash mid-write: a half-written temp file exists, rename never happened.
-        let mut tmp = tempfile::Builder::new().prefix(".provision-").tempfile_in(dir.path()).unwrap();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".provision-")
+            .tempfile_in(dir.path())
+            .unwrap();
         tmp.write_all(&before[..before.len() / 2]).unwrap();
         let _kept = tmp.keep().unwrap();
         assert_eq!(fs::read(&paths.state).unwrap(), before);
@@ -207,7 +234,10 @@ mod tests {
     #[test]
     fn hand_edited_state_with_dangling_dependency_is_refused() {
         let mut s = sample("lab");
-        s.resources.get_mut(&LogicalId::new("vpc")).unwrap().depends_on = vec![LogicalId::new("ghost")];
+        s.resources
+            .get_mut(&LogicalId::new("vpc"))
+            .unwrap()
+            .depends_on = vec![LogicalId::new("ghost")];
         let text = serde_json::to_vec(&s).unwrap();
         let err = parse(&text).unwrap_err();
         assert!(err.contains("ghost"), "{err}");
@@ -219,7 +249,10 @@ mod tests {
         let paths = Paths::new(dir.path(), "lab");
         let mut s = sample("other");
         save(&paths, &mut s).unwrap();
-        assert!(matches!(load(&paths, "lab"), Err(StateError::WrongEnv { .. })));
+        assert!(matches!(
+            load(&paths, "lab"),
+            Err(StateError::WrongEnv { .. })
+        ));
     }
 
     #[test]
@@ -229,7 +262,10 @@ mod tests {
         let mut a = sample("lab");
         save(&paths, &mut a).unwrap();
         let mut b = sample("lab");
-        assert!(matches!(save(&paths, &mut b), Err(StateError::Lineage { .. })));
+        assert!(matches!(
+            save(&paths, &mut b),
+            Err(StateError::Lineage { .. })
+        ));
     }
 
     proptest::proptest! {

@@ -23,13 +23,19 @@ where
             CloudError::Transient {
                 operation: operation.to_string(),
                 code: "Network".to_string(),
-                message: format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
+                message: format!(
+                    "{}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&err)
+                ),
             }
         }
         _ => CloudError::api(
             operation,
             "Client",
-            format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
+            format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(&err)
+            ),
         ),
     }
 }

@@ -68,16 +68,25 @@ impl Cloud for AwsCloud {
     async fn find(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Option<Observed>, CloudError> {
         match spec.kind() {
             Kind::Database | Kind::DbSubnetGroup => rds::find(self, ctx, spec).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::find(self, ctx, spec).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
+                elb::find(self, ctx, spec).await
+            }
             Kind::HostedZone | Kind::DnsRecord => route53::find(self, ctx, spec).await,
             _ => ec2::find(self, ctx, spec).await,
         }
     }
 
-    async fn read(&self, ctx: &OpContext<'_>, spec: &Spec, cloud_id: &str) -> Result<Option<Observed>, CloudError> {
+    async fn read(
+        &self,
+        ctx: &OpContext<'_>,
+        spec: &Spec,
+        cloud_id: &str,
+    ) -> Result<Option<Observed>, CloudError> {
         match spec.kind() {
             Kind::Database | Kind::DbSubnetGroup => rds::read(self, ctx, spec, cloud_id).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::read(self, ctx, spec, cloud_id).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
+                elb::read(self, ctx, spec, cloud_id).await
+            }
             Kind::HostedZone | Kind::DnsRecord => route53::read(self, ctx, spec, cloud_id).await,
             _ => ec2::read(self, ctx, spec, cloud_id).await,
         }
@@ -86,25 +95,41 @@ impl Cloud for AwsCloud {
     async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError> {
         match spec.kind() {
             Kind::Database | Kind::DbSubnetGroup => rds::create(self, ctx, spec).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::create(self, ctx, spec).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
+                elb::create(self, ctx, spec).await
+            }
             Kind::HostedZone | Kind::DnsRecord => route53::create(self, ctx, spec).await,
             _ => ec2::create(self, ctx, spec).await,
         }
     }
 
-    async fn update(&self, ctx: &OpContext<'_>, spec: &Spec, current: &Observed) -> Result<Observed, CloudError> {
+    async fn update(
+        &self,
+        ctx: &OpContext<'_>,
+        spec: &Spec,
+        current: &Observed,
+    ) -> Result<Observed, CloudError> {
         match spec.kind() {
             Kind::Database | Kind::DbSubnetGroup => rds::update(self, ctx, spec, current).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::update(self, ctx, spec, current).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
+                elb::update(self, ctx, spec, current).await
+            }
             Kind::HostedZone | Kind::DnsRecord => route53::update(self, ctx, spec, current).await,
             _ => ec2::update(self, ctx, spec, current).await,
         }
     }
 
-    async fn delete(&self, ctx: &OpContext<'_>, kind: Kind, current: &Observed) -> Result<(), CloudError> {
+    async fn delete(
+        &self,
+        ctx: &OpContext<'_>,
+        kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
         match kind {
             Kind::Database | Kind::DbSubnetGroup => rds::delete(self, ctx, kind, current).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::delete(self, ctx, kind, current).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
+                elb::delete(self, ctx, kind, current).await
+            }
             Kind::HostedZone | Kind::DnsRecord => route53::delete(self, ctx, kind, current).await,
             _ => ec2::delete(self, ctx, kind, current).await,
         }

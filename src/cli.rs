@@ -1,0 +1,104 @@
+//! Command-line definitions only (raw flags); `commands` turns them into work.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provision",
+    version,
+    about = "Build the AWS infrastructure for an air-gapped Rancher server, idempotently and reversibly"
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = "provision.toml")]
+    pub config: PathBuf,
+    /// Where state files, secrets and artifacts live.
+    #[arg(long, global = true, default_value = "state")]
+    pub state_dir: PathBuf,
+    /// More detail (repeat for debug logs of every AWS call).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// `plan`, `show` and `output` print one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopologyArg {
+    K3s,
+    Rke,
+    Docker,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented provision.toml to start from.
+    Init {
+        #[arg(long, value_enum, default_value = "k3s")]
+        topology: TopologyArg,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the config; no cloud calls.
+    Validate,
+    /// Read state and the live cloud, print what apply would do; changes nothing.
+    Plan {
+        /// Save the plan for `apply PLANFILE`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit 2 when there are changes (0 when none).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Plan a destroy instead.
+        #[arg(long)]
+        destroy: bool,
+    },
+    /// Make the cloud match the config; resumable.
+    Apply {
+        /// A plan saved with `plan --out`.
+        planfile: Option<PathBuf>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Steps running at the same time.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallelism: u16,
+    },
+    /// Delete everything this environment owns, in reverse order.
+    Destroy {
+        #[arg(long)]
+        yes: bool,
+        /// Delete the RDS instance without a final snapshot.
+        #[arg(long)]
+        skip_final_snapshot: bool,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallelism: u16,
+    },
+    /// What the state holds (resources, ids, status).
+    Show,
+    /// The values users need next (urls, ips, endpoints).
+    Output {
+        /// Print only this value.
+        name: Option<String>,
+    },
+    /// Write the files for the next install steps.
+    Artifacts {
+        /// Folder to write into (default state/<name>/artifacts).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Remove a stale lock.
+    Unlock {
+        /// Remove the lock even if a process still holds it.
+        #[arg(long)]
+        force: bool,
+    },
+}
