@@ -66,6 +66,9 @@ pub struct FakeConfig {
     /// the resource keeps trying for this long before failing. Zero (the default) refuses
     /// at once, which turns every ordering mistake into a failure.
     pub in_use_wait: Duration,
+    /// Fraction of mutating calls that go through but whose reply is lost: the caller
+    /// sees a transient error (a timeout) although the change happened.
+    pub lost_reply_rate: f64,
     /// Logical ids whose create fails at once with a permanent API error.
     pub fail_ids: Vec<String>,
 }
@@ -237,6 +240,29 @@ impl FakeCloud {
             self.crash_notify.notify_waiters();
             std::future::pending::<()>().await;
         }
+    }
+
+    /// After a mutation went through: maybe pretend its reply was lost.
+    fn reply(&self, op: &str) -> Result<(), CloudError> {
+        let rate = self.config.lock().unwrap().lost_reply_rate;
+        if rate > 0.0 {
+            let roll: f64 = self
+                .inner
+                .lock()
+                .unwrap()
+                .rng
+                .as_mut()
+                .expect("rng")
+                .random();
+            if roll < rate {
+                return Err(CloudError::Transient {
+                    operation: op.to_string(),
+                    code: "RequestTimeout".into(),
+                    message: "the reply was lost (injected); the call went through".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn attrs_for(n: u64, spec: &Spec, ctx: &OpContext<'_>) -> Attrs {
@@ -434,6 +460,7 @@ impl Cloud for FakeCloud {
             Observed::new(cloud_id, attrs)
         };
         self.after_mutation().await;
+        self.reply("mutation")?;
         Ok(obs)
     }
 
@@ -459,6 +486,7 @@ impl Cloud for FakeCloud {
             Observed::new(current.cloud_id.clone(), o.attrs.clone())
         };
         self.after_mutation().await;
+        self.reply("mutation")?;
         Ok(obs)
     }
 
@@ -516,7 +544,7 @@ impl Cloud for FakeCloud {
             }
             self.inner.lock().unwrap().objects.remove(&current.cloud_id);
             self.after_mutation().await;
-            return Ok(());
+            return self.reply("delete");
         }
     }
 

@@ -991,6 +991,48 @@ async fn replacing_a_node_repoints_the_target_groups() {
     lab.assert_converged(&desired).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_stopped_between_its_halves_is_finished_and_repointed() {
+    // The old node is gone, then another step fails: the new node is never started. The
+    // next run must create it and point the target groups at it.
+    let lab = Lab::new(FakeConfig::default());
+    lab.apply(&blueprint(2)).await;
+    let mut desired = blueprint(2);
+    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else {
+        unreachable!()
+    };
+    node.ami = "ami-0newer".into();
+    desired.insert("sg-extra", security_group("extra", vec![]));
+    lab.fake.set_config(|c| {
+        c.delay = Duration::from_millis(20);
+        c.fail_ids = vec!["sg-extra".into()];
+    });
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.get(&id("node-1")).unwrap().action, ActionKind::Replace);
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(4), timeline.clone())
+        .await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    timeline.pos(&Ev::Done(step("node-1", StepKind::Delete), true));
+    assert!(!timeline
+        .started()
+        .contains(&step("node-1", StepKind::Create)));
+    assert_eq!(lab.fake.count(ENV, "node-1"), 0);
+
+    lab.fake.set_config(|c| {
+        c.delay = Duration::ZERO;
+        c.fail_ids.clear();
+    });
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.get(&id("node-1")).unwrap().action, ActionKind::Create);
+    for tg in ["tg-80", "tg-443"] {
+        let a = plan.get(&id(tg)).unwrap();
+        assert_eq!(a.action, ActionKind::Update, "{a:?}");
+    }
+    lab.apply(&desired).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Destroy
 // ---------------------------------------------------------------------------------------
@@ -1086,14 +1128,15 @@ fn untouched(_: &FakeCloud) {}
 /// One run killed right after the cloud accepted its `n`-th mutating call (`None`: not
 /// killed). Starts from `before` applied (or nothing), heads for `target` (or destroy),
 /// then a fresh process reloads the state from disk and converges. Returns whether the
-/// crash happened and how many mutating calls the interrupted run made.
+/// crash happened, how many mutating calls the interrupted run made, and what both runs
+/// together created and deleted.
 async fn crash_at(
     n: Option<usize>,
     before: Option<&Desired>,
     prep: Prep,
     target: &Desired,
     destroy: bool,
-) -> (bool, usize) {
+) -> (bool, usize, Vec<(String, String)>) {
     let lab = Lab::new(FakeConfig {
         honor_tokens: false,
         ..Default::default()
@@ -1151,17 +1194,45 @@ async fn crash_at(
     } else {
         lab.assert_converged(target).await;
     }
-    (crashed, calls)
+    // Creates by logical id, deletes by cloud id; a recovery that re-does work the
+    // interrupted run already did (deleting what it made and making it again) shows here.
+    let mut work: Vec<(String, String)> = lab
+        .fake
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.op == "create" || c.op == "delete")
+        .map(|c| (c.op.to_string(), c.id))
+        .collect();
+    work.sort();
+    (crashed, calls, work)
 }
 
 /// Crash after every possible mutating call of the scenario.
 async fn crash_everywhere(before: Option<&Desired>, prep: Prep, target: &Desired, destroy: bool) {
-    let (crashed, total) = crash_at(None, before, prep, target, destroy).await;
+    let (crashed, total, clean) = crash_at(None, before, prep, target, destroy).await;
     assert!(!crashed && total > 0);
+    let ops = |w: &[(String, String)]| w.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>();
     for n in 1..=total {
-        let (crashed, calls) = crash_at(Some(n), before, prep, target, destroy).await;
+        let (crashed, calls, work) = crash_at(Some(n), before, prep, target, destroy).await;
         assert!(crashed, "crash point {n} of {total} was reached");
         assert_eq!(calls, n, "no mutating call got through after the crash");
+        // Cloud ids differ between runs; the logical ids of creates do not.
+        let creates = |w: &[(String, String)]| {
+            w.iter()
+                .filter(|(op, _)| op == "create")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            creates(&work),
+            creates(&clean),
+            "crash at {n}: each resource created once"
+        );
+        assert_eq!(
+            ops(&work),
+            ops(&clean),
+            "crash at {n}: nothing deleted twice or needlessly"
+        );
     }
 }
 
@@ -1366,17 +1437,36 @@ async fn drift_is_found_and_repaired() {
 async fn throttling_still_converges_without_duplicates() {
     let lab = Lab::new(FakeConfig {
         transient_rate: 0.2,
+        lost_reply_rate: 0.1,
         seed: 7,
         ..Default::default()
     });
     let desired = blueprint(2);
     lab.converge(&desired, false).await;
     let throttled = lab.fake.calls().len();
-    lab.fake.set_config(|c| c.transient_rate = 0.0);
+    // A create whose reply was lost is found again, not made twice (and cleaned up later).
+    let deletes: Vec<_> = lab
+        .fake
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.op == "delete")
+        .collect();
+    assert!(
+        deletes.is_empty(),
+        "an apply from scratch deletes nothing: {deletes:?}"
+    );
+    let calm = |c: &mut FakeConfig| {
+        c.transient_rate = 0.0;
+        c.lost_reply_rate = 0.0;
+    };
+    lab.fake.set_config(calm);
     lab.assert_converged(&desired).await;
-    lab.fake.set_config(|c| c.transient_rate = 0.2);
+    lab.fake.set_config(|c| {
+        c.transient_rate = 0.2;
+        c.lost_reply_rate = 0.1;
+    });
     lab.converge(&desired, true).await;
-    lab.fake.set_config(|c| c.transient_rate = 0.0);
+    lab.fake.set_config(calm);
     lab.assert_destroyed().await;
     assert!(throttled > desired.resources.len() * 2, "{throttled} calls");
 }
