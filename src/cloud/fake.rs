@@ -41,6 +41,9 @@ struct Inner {
     calls: Vec<Call>,
     mutations: usize,
     rng: Option<rand::rngs::StdRng>,
+    /// Mutating calls inside their latency window right now, and the most ever seen.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// Knobs for the fake's behaviour.
@@ -59,6 +62,15 @@ pub struct FakeConfig {
     /// Deleting anything still used is refused this many times before AWS "releases" it
     /// (ENIs draining); 0 = refused for as long as the user exists.
     pub in_use_retries_needed: u32,
+    /// Like the AWS adapter's `retry_in_use`: a delete refused because something still uses
+    /// the resource keeps trying for this long before failing. Zero (the default) refuses
+    /// at once, which turns every ordering mistake into a failure.
+    pub in_use_wait: Duration,
+    /// Fraction of mutating calls that go through but whose reply is lost: the caller
+    /// sees a transient error (a timeout) although the change happened.
+    pub lost_reply_rate: f64,
+    /// Logical ids whose create fails at once with a permanent API error.
+    pub fail_ids: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -136,12 +148,29 @@ impl FakeCloud {
             .count()
     }
 
+    /// The live objects of `env` with their cloud ids.
+    pub fn live(&self, env: &str) -> Vec<(String, Obj)> {
+        self.inner
+            .lock()
+            .unwrap()
+            .objects
+            .iter()
+            .filter(|(_, o)| o.env == env)
+            .map(|(c, o)| (c.clone(), o.clone()))
+            .collect()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.inner.lock().unwrap().calls.clone()
     }
 
     pub fn mutating_calls(&self) -> Vec<Call> {
         self.calls().into_iter().filter(|c| c.mutating).collect()
+    }
+
+    /// The most mutating calls that were ever in flight at once (needs a `delay`).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight
     }
 
     pub fn clear_calls(&self) {
@@ -176,6 +205,7 @@ impl FakeCloud {
             (c.transient_rate, c.delay)
         };
         if mutating && !delay.is_zero() {
+            let _gauge = InFlight::enter(&self.inner);
             tokio::time::sleep(delay).await;
         }
         let mut inner = self.inner.lock().unwrap();
@@ -210,6 +240,29 @@ impl FakeCloud {
             self.crash_notify.notify_waiters();
             std::future::pending::<()>().await;
         }
+    }
+
+    /// After a mutation went through: maybe pretend its reply was lost.
+    fn reply(&self, op: &str) -> Result<(), CloudError> {
+        let rate = self.config.lock().unwrap().lost_reply_rate;
+        if rate > 0.0 {
+            let roll: f64 = self
+                .inner
+                .lock()
+                .unwrap()
+                .rng
+                .as_mut()
+                .expect("rng")
+                .random();
+            if roll < rate {
+                return Err(CloudError::Transient {
+                    operation: op.to_string(),
+                    code: "RequestTimeout".into(),
+                    message: "the reply was lost (injected); the call went through".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn attrs_for(n: u64, spec: &Spec, ctx: &OpContext<'_>) -> Attrs {
@@ -286,6 +339,24 @@ impl FakeCloud {
     }
 }
 
+/// Counts a mutating call as in flight until dropped (also when the caller is dropped).
+struct InFlight<'a>(&'a Mutex<Inner>);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Mutex<Inner>) -> Self {
+        let mut i = inner.lock().unwrap();
+        i.in_flight += 1;
+        i.max_in_flight = i.max_in_flight.max(i.in_flight);
+        Self(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
 #[async_trait]
 impl Cloud for FakeCloud {
     async fn find(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Option<Observed>, CloudError> {
@@ -340,6 +411,26 @@ impl Cloud for FakeCloud {
     }
 
     async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError> {
+        if self
+            .config
+            .lock()
+            .unwrap()
+            .fail_ids
+            .iter()
+            .any(|f| f == ctx.id.as_str())
+        {
+            // Refused at once (no latency), so steps started with it are still running.
+            self.inner.lock().unwrap().calls.push(Call {
+                op: "create",
+                id: ctx.id.to_string(),
+                mutating: true,
+            });
+            return Err(CloudError::api(
+                "create",
+                "InvalidParameterValue",
+                format!("{} was refused (injected)", ctx.id),
+            ));
+        }
         self.enter("create", ctx.id.as_str(), true).await?;
         let uses = Self::uses(spec, ctx)?;
         let obs = {
@@ -369,6 +460,7 @@ impl Cloud for FakeCloud {
             Observed::new(cloud_id, attrs)
         };
         self.after_mutation().await;
+        self.reply("mutation")?;
         Ok(obs)
     }
 
@@ -394,6 +486,7 @@ impl Cloud for FakeCloud {
             Observed::new(current.cloud_id.clone(), o.attrs.clone())
         };
         self.after_mutation().await;
+        self.reply("mutation")?;
         Ok(obs)
     }
 
@@ -403,7 +496,11 @@ impl Cloud for FakeCloud {
         _kind: Kind,
         current: &Observed,
     ) -> Result<(), CloudError> {
-        let needed = self.config.lock().unwrap().in_use_retries_needed;
+        let (needed, in_use_wait) = {
+            let c = self.config.lock().unwrap();
+            (c.in_use_retries_needed, c.in_use_wait)
+        };
+        let started = tokio::time::Instant::now();
         let mut refusals = 0;
         loop {
             self.enter("delete", &current.cloud_id, true).await?;
@@ -424,6 +521,10 @@ impl Cloud for FakeCloud {
                     .collect()
             };
             if !blocked.is_empty() {
+                if started.elapsed() < in_use_wait {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
                 return Err(CloudError::InUse {
                     operation: "delete".into(),
                     code: "DependencyViolation".into(),
@@ -443,7 +544,7 @@ impl Cloud for FakeCloud {
             }
             self.inner.lock().unwrap().objects.remove(&current.cloud_id);
             self.after_mutation().await;
-            return Ok(());
+            return self.reply("delete");
         }
     }
 

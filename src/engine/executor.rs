@@ -89,7 +89,11 @@ pub enum ExecError {
 }
 
 /// Build the step graph for a plan.
-pub fn step_graph(plan: &Plan, desired: &Desired, state: &State) -> Result<DependencyQueue<Step>, super::graph::Cycle> {
+pub fn step_graph(
+    plan: &Plan,
+    desired: &Desired,
+    state: &State,
+) -> Result<DependencyQueue<Step>, super::graph::Cycle> {
     let mut steps: BTreeMap<LogicalId, Vec<StepKind>> = BTreeMap::new();
     for a in &plan.actions {
         let kinds = match a.action {
@@ -105,7 +109,10 @@ pub fn step_graph(plan: &Plan, desired: &Desired, state: &State) -> Result<Depen
             steps.insert(a.id.clone(), kinds);
         }
     }
-    let step = |id: &LogicalId, kind: StepKind| Step { id: id.clone(), kind };
+    let step = |id: &LogicalId, kind: StepKind| Step {
+        id: id.clone(),
+        kind,
+    };
     let mut deps: BTreeMap<Step, BTreeSet<Step>> = BTreeMap::new();
     for (id, kinds) in &steps {
         for k in kinds {
@@ -124,7 +131,9 @@ pub fn step_graph(plan: &Plan, desired: &Desired, state: &State) -> Result<Depen
     for (id, kinds) in &steps {
         // Replace: create after delete.
         if kinds.contains(&StepKind::Delete) && kinds.contains(&StepKind::Create) {
-            deps.get_mut(&step(id, StepKind::Create)).unwrap().insert(step(id, StepKind::Delete));
+            deps.get_mut(&step(id, StepKind::Create))
+                .unwrap()
+                .insert(step(id, StepKind::Delete));
         }
         // Desired resources wait for what they refer to.
         if let (Some(me), Some(spec)) = (non_delete(id), desired.resources.get(id)) {
@@ -142,7 +151,9 @@ pub fn step_graph(plan: &Plan, desired: &Desired, state: &State) -> Result<Depen
                     continue;
                 }
                 if has(other, StepKind::Delete) {
-                    deps.get_mut(&step(id, StepKind::Delete)).unwrap().insert(step(other, StepKind::Delete));
+                    deps.get_mut(&step(id, StepKind::Delete))
+                        .unwrap()
+                        .insert(step(other, StepKind::Delete));
                 } else if going_for_good {
                     if let Some(d) = non_delete(other) {
                         deps.get_mut(&step(id, StepKind::Delete)).unwrap().insert(d);
@@ -161,7 +172,9 @@ pub fn step_graph(plan: &Plan, desired: &Desired, state: &State) -> Result<Depen
     for (id, kind, orphan) in &delete_kinds {
         for (other, other_kind, other_orphan) in &delete_kinds {
             if (*orphan || *other_orphan) && other_kind.rank() > kind.rank() {
-                deps.get_mut(&step(id, StepKind::Delete)).unwrap().insert(step(other, StepKind::Delete));
+                deps.get_mut(&step(id, StepKind::Delete))
+                    .unwrap()
+                    .insert(step(other, StepKind::Delete));
             }
         }
     }
@@ -201,7 +214,8 @@ struct Progress {
 
 impl StepProgress for Progress {
     fn status(&self, status: &str) {
-        self.reporter.step_status(&self.id, status, self.started.elapsed());
+        self.reporter
+            .step_status(&self.id, status, self.started.elapsed());
     }
 }
 
@@ -251,7 +265,11 @@ async fn run_job(
             StepKind::Create => {
                 let spec = job.spec.as_ref().expect("create has a spec");
                 // After a transient failure the first call may have gone through: look first.
-                let found = if attempt > 0 { cloud.find(&ctx, spec).await } else { Ok(None) };
+                let found = if attempt > 0 {
+                    cloud.find(&ctx, spec).await
+                } else {
+                    Ok(None)
+                };
                 match found {
                     Ok(Some(obs)) => Ok(Done::Created(obs)),
                     Ok(None) => cloud.create(&ctx, spec).await.map(Done::Created),
@@ -267,14 +285,20 @@ async fn run_job(
                 let current = job.current.clone().expect("adopt has a found resource");
                 if job.update_after_adopt {
                     let spec = job.spec.as_ref().expect("adopt has a spec");
-                    cloud.update(&ctx, spec, &current).await.map(|o| Done::Adopted(o, true))
+                    cloud
+                        .update(&ctx, spec, &current)
+                        .await
+                        .map(|o| Done::Adopted(o, true))
                 } else {
                     Ok(Done::Adopted(current, false))
                 }
             }
             StepKind::Delete => {
                 let current = job.current.as_ref().expect("delete has a current resource");
-                cloud.delete(&ctx, job.kind, current).await.map(|_| Done::Deleted)
+                cloud
+                    .delete(&ctx, job.kind, current)
+                    .await
+                    .map(|_| Done::Deleted)
             }
             StepKind::Forget => Ok(Done::Deleted),
         };
@@ -283,7 +307,10 @@ async fn run_job(
                 attempt += 1;
                 let jitter = rand::random::<f64>() * 0.5 + 0.75;
                 let wait = base.mul_f64(f64::from(2u32.pow(attempt - 1)) * jitter);
-                progress.status(&format!("retrying after transient error ({e}), attempt {}", attempt + 1));
+                progress.status(&format!(
+                    "retrying after transient error ({e}), attempt {}",
+                    attempt + 1
+                ));
                 tokio::time::sleep(wait).await;
             }
             other => return other,
@@ -304,7 +331,8 @@ pub async fn execute(
     cancel: &Cancel,
 ) -> Result<Outcome, ExecError> {
     let mut queue = step_graph(plan, desired, state)?;
-    let actions: BTreeMap<&LogicalId, &super::plan::Action> = plan.actions.iter().map(|a| (&a.id, a)).collect();
+    let actions: BTreeMap<&LogicalId, &super::plan::Action> =
+        plan.actions.iter().map(|a| (&a.id, a)).collect();
     let mut outcome = Outcome::default();
     let mut running = FuturesUnordered::new();
     let mut stop = false;
@@ -326,7 +354,9 @@ pub async fn execute(
                 // Write-ahead intent, saved before the create call leaves this process.
                 let spec = spec.clone().expect("create has a spec");
                 token = match state.resources.get(&step.id) {
-                    Some(e) if e.status == Status::Creating && !e.token.is_empty() => e.token.clone(),
+                    Some(e) if e.status == Status::Creating && !e.token.is_empty() => {
+                        e.token.clone()
+                    }
                     _ => new_token(),
                 };
                 state.resources.insert(
@@ -336,12 +366,19 @@ pub async fn execute(
                         status: Status::Creating,
                         cloud_id: String::new(),
                         token: token.clone(),
-                        depends_on: spec.depends_on().into_iter().filter(|d| state.resources.contains_key(d)).collect(),
+                        depends_on: spec
+                            .depends_on()
+                            .into_iter()
+                            .filter(|d| state.resources.contains_key(d))
+                            .collect(),
                         spec,
                         attrs: Default::default(),
                         updated_at: now(),
                     },
                 );
+                // Whatever pointed at an earlier object of this id no longer points at the
+                // current one; the next plan updates it even if this run stops early.
+                forget_dependents_link(state, &step.id);
                 store::save(paths, state)?;
             } else if let Some(e) = state.resources.get(&step.id) {
                 token = e.token.clone();
@@ -379,7 +416,11 @@ pub async fn execute(
                 plan.env.clone(),
                 job,
                 reporter.clone(),
-                (settings.delete.clone(), settings.step_retries, settings.retry_base),
+                (
+                    settings.delete.clone(),
+                    settings.step_retries,
+                    settings.retry_base,
+                ),
             );
             running.push(async move { (step, fut.await, started.elapsed()) });
         }
@@ -392,14 +433,22 @@ pub async fn execute(
             n = running.next() => n,
             _ = cancel.cancelled(), if !outcome.interrupted => continue,
         };
-        let Some((step, result, elapsed)) = next else { break };
+        let Some((step, result, elapsed)) = next else {
+            break;
+        };
         match result {
             Ok(done) => {
-                apply_done(state, &step, desired, done, &mut outcome);
+                let replacing = step.kind == StepKind::Delete
+                    && actions[&step.id].action == ActionKind::Replace;
+                apply_done(state, &step, desired, done, replacing, &mut outcome);
                 store::save(paths, state)?;
                 queue.finish(&step);
                 outcome.succeeded += 1;
-                let cloud_id = state.resources.get(&step.id).map(|e| e.cloud_id.clone()).unwrap_or_default();
+                let cloud_id = state
+                    .resources
+                    .get(&step.id)
+                    .map(|e| e.cloud_id.clone())
+                    .unwrap_or_default();
                 reporter.step_finished(&step.id, step.kind, Ok(&cloud_id), elapsed);
             }
             Err(e) => {
@@ -414,14 +463,24 @@ pub async fn execute(
     Ok(outcome)
 }
 
-fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, outcome: &mut Outcome) {
+fn apply_done(
+    state: &mut State,
+    step: &Step,
+    desired: &Desired,
+    done: Done,
+    replacing: bool,
+    outcome: &mut Outcome,
+) {
     let id = &step.id;
     let done_kind = match &done {
         Done::Adopted(_, false) => DoneKind::AdoptedOnly,
         _ => DoneKind::Changed,
     };
     let deps_of = |spec: &Spec, state: &State| -> Vec<LogicalId> {
-        spec.depends_on().into_iter().filter(|d| state.resources.contains_key(d)).collect()
+        spec.depends_on()
+            .into_iter()
+            .filter(|d| state.resources.contains_key(d))
+            .collect()
     };
     match done {
         Done::Created(obs) | Done::Updated(obs) | Done::Adopted(obs, _) => {
@@ -429,7 +488,10 @@ fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, out
             let spec = desired.resources.get(id).cloned().expect("desired");
             let depends_on = deps_of(&spec, state);
             let prior = state.resources.get(id);
-            let token = prior.map(|e| e.token.clone()).filter(|t| !t.is_empty()).unwrap_or_else(new_token);
+            let token = prior
+                .map(|e| e.token.clone())
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(new_token);
             state.resources.insert(
                 id.clone(),
                 Entry {
@@ -447,6 +509,20 @@ fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, out
                 outcome.mutated.insert(id.clone());
             }
         }
+        Done::Deleted if replacing => {
+            // The old half of a replace is gone; keep the entry as an intent for the new
+            // one (no cloud id). If the run stops here, the next plan creates it as a
+            // re-creation, so what points at it (target groups, records) is repointed.
+            if let Some(e) = state.resources.get_mut(id) {
+                e.status = Status::Creating;
+                e.cloud_id.clear();
+                e.token.clear();
+                e.attrs = Default::default();
+                e.updated_at = now();
+            }
+            forget_dependents_link(state, id);
+            outcome.mutated.insert(id.clone());
+        }
         Done::Deleted => {
             state.resources.remove(id);
             // Keep the file self-consistent: nobody depends on a removed entry.
@@ -456,6 +532,16 @@ fn apply_done(state: &mut State, step: &Step, desired: &Desired, done: Done, out
             if step.kind == StepKind::Delete {
                 outcome.mutated.insert(id.clone());
             }
+        }
+    }
+}
+
+/// Drop `id` from the `depends_on` of every other entry: they no longer point at the
+/// object behind `id` (see the planner, which updates them).
+fn forget_dependents_link(state: &mut State, id: &LogicalId) {
+    for (other, e) in state.resources.iter_mut() {
+        if other != id {
+            e.depends_on.retain(|d| d != id);
         }
     }
 }

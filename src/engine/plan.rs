@@ -189,11 +189,19 @@ pub enum PlanError {
 /// Compare two specs of one resource: (reasons forcing a replace, reasons for an update).
 pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
     if old.kind() != new.kind() {
-        return (vec![format!("kind changes from {} to {}", old.kind(), new.kind())], vec![]);
+        return (
+            vec![format!(
+                "kind changes from {} to {}",
+                old.kind(),
+                new.kind()
+            )],
+            vec![],
+        );
     }
-    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) =
-        (serde_json::to_value(old).expect("spec"), serde_json::to_value(new).expect("spec"))
-    else {
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (
+        serde_json::to_value(old).expect("spec"),
+        serde_json::to_value(new).expect("spec"),
+    ) else {
         return (vec![], vec![]);
     };
     let updatable = new.updatable_fields();
@@ -215,8 +223,12 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
         };
         if forced {
             let why = match (old, new) {
-                (Spec::Database(_), _) if key == "engine_version" => "RDS cannot downgrade in place",
-                (Spec::Instance(_), _) if key == "user_data_sha256" => "user-data is read only at first boot",
+                (Spec::Database(_), _) if key == "engine_version" => {
+                    "RDS cannot downgrade in place"
+                }
+                (Spec::Instance(_), _) if key == "user_data_sha256" => {
+                    "user-data is read only at first boot"
+                }
                 _ => "cannot change in place",
             };
             replace.push(format!("{text} ({why})"));
@@ -228,11 +240,19 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
 }
 
 fn version_lt(a: &str, b: &str) -> bool {
-    let parse = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+    let parse = |v: &str| {
+        v.split('.')
+            .map(|p| p.parse::<u64>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
     parse(a) < parse(b)
 }
 
-fn describe_change(key: &str, a: Option<&serde_json::Value>, b: Option<&serde_json::Value>) -> String {
+fn describe_change(
+    key: &str,
+    a: Option<&serde_json::Value>,
+    b: Option<&serde_json::Value>,
+) -> String {
     let show = |v: Option<&serde_json::Value>| -> String {
         match v {
             None | Some(serde_json::Value::Null) => "none".to_string(),
@@ -267,7 +287,13 @@ pub struct PlanInput<'a> {
     pub destroy: bool,
 }
 
-fn ctx<'a>(env: &'a str, id: &'a LogicalId, token: &'a str, resolved: &'a Resolved, delete: &'a DeleteOptions) -> OpContext<'a> {
+fn ctx<'a>(
+    env: &'a str,
+    id: &'a LogicalId,
+    token: &'a str,
+    resolved: &'a Resolved,
+    delete: &'a DeleteOptions,
+) -> OpContext<'a> {
     OpContext {
         env,
         id,
@@ -305,8 +331,10 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 let spec = desired.resources.get(id).unwrap_or(&entry.spec);
                 let c = ctx(env, id, &entry.token, resolved, no_delete);
                 let r = match entry.status {
-                    Status::Created => cloud.read(&c, spec, &entry.cloud_id).await,
-                    Status::Creating => match cloud.find(&c, spec).await {
+                    Status::Created => {
+                        retry_transient(|| cloud.read(&c, spec, &entry.cloud_id)).await
+                    }
+                    Status::Creating => match retry_transient(|| cloud.find(&c, spec)).await {
                         Err(CloudError::MissingRef(_)) => Ok(None),
                         other => other,
                     },
@@ -315,7 +343,10 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             }
         });
         use futures::StreamExt;
-        let results: Vec<_> = futures::stream::iter(reads).buffer_unordered(8).collect().await;
+        let results: Vec<_> = futures::stream::iter(reads)
+            .buffer_unordered(8)
+            .collect()
+            .await;
         for (id, kind, r) in results {
             let observed = r.map_err(|source| PlanError::Cloud {
                 id: id.clone(),
@@ -339,35 +370,85 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 // Dependencies are always created first: with one missing, this cannot exist.
                 let deps_exist = spec.depends_on().iter().all(|d| resolved.get(d).is_some());
                 let found = if deps_exist {
-                    cloud.find(&c, spec).await.map_err(|source| PlanError::Cloud {
-                        id: id.clone(),
-                        kind,
-                        source,
-                    })?
+                    retry_transient(|| cloud.find(&c, spec))
+                        .await
+                        .map_err(|source| PlanError::Cloud {
+                            id: id.clone(),
+                            kind,
+                            source,
+                        })?
                 } else {
                     None
                 };
                 match found {
-                    Some(obs) => adopt_action(cloud, env, id, spec, obs, &mut resolved, "not in the state but found in the cloud by its tags").await?,
+                    Some(obs) => {
+                        adopt_action(
+                            cloud,
+                            env,
+                            id,
+                            spec,
+                            obs,
+                            &mut resolved,
+                            "not in the state but found in the cloud by its tags",
+                        )
+                        .await?
+                    }
                     None => new_action(id, kind, ActionKind::Create, vec![]),
                 }
             }
-            Some(entry) if entry.status == Status::Creating => match live.get(id).cloned().flatten() {
-                Some(obs) => {
-                    adopt_action(cloud, env, id, spec, obs, &mut resolved, "an interrupted run created it; found by its token/tags").await?
+            Some(entry) if entry.status == Status::Creating => {
+                match live.get(id).cloned().flatten() {
+                    Some(obs) => {
+                        adopt_action(
+                            cloud,
+                            env,
+                            id,
+                            spec,
+                            obs,
+                            &mut resolved,
+                            "an interrupted run created it; found by its token/tags",
+                        )
+                        .await?
+                    }
+                    None => new_action(
+                        id,
+                        kind,
+                        ActionKind::Create,
+                        vec![
+                            "an interrupted run recorded the intent but it was never created"
+                                .into(),
+                        ],
+                    ),
                 }
+            }
+            Some(entry) => match live.get(id).cloned().flatten() {
                 None => new_action(
                     id,
                     kind,
                     ActionKind::Create,
-                    vec!["an interrupted run recorded the intent but it was never created".into()],
+                    vec!["deleted outside provision".into()],
                 ),
-            },
-            Some(entry) => match live.get(id).cloned().flatten() {
-                None => new_action(id, kind, ActionKind::Create, vec!["deleted outside provision".into()]),
                 Some(obs) => {
-                    let (replace, mut update) = spec_changes(&entry.spec, spec);
+                    let (mut replace, mut update) = spec_changes(&entry.spec, spec);
                     update.extend(obs.drift.iter().map(|d| format!("drift: {d}")));
+                    // `depends_on` lists the references whose current object this resource
+                    // was last pointed at; the executor drops a reference from it when the
+                    // object behind it is re-created. Same reference, new object: follow it
+                    // (even if the run that re-created it stopped before doing so).
+                    let old_refs = entry.spec.depends_on();
+                    for (r, mode) in spec.refs() {
+                        if old_refs.contains(&r)
+                            && state.resources.contains_key(&r)
+                            && !entry.depends_on.contains(&r)
+                        {
+                            match mode {
+                                RefMode::Parent => replace
+                                    .push(format!("`{r}` was re-created and this lives inside it")),
+                                RefMode::Attach => update
+                                    .push(format!("`{r}` was re-created; point at the new one")),
+                            }
+                        }
+                    }
                     let mut a = if !replace.is_empty() {
                         let mut r = replace;
                         r.extend(update);
@@ -391,26 +472,33 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         for (dep, mode) in spec.refs() {
             let dep_action = actions.get(&dep).map(|a| a.action);
             let recreated = matches!(dep_action, Some(ActionKind::Replace))
-                || (matches!(dep_action, Some(ActionKind::Create)) && state.resources.contains_key(&dep));
+                || (matches!(dep_action, Some(ActionKind::Create))
+                    && state.resources.contains_key(&dep));
             if !recreated {
                 continue;
             }
             let a = actions.get_mut(id).expect("planned");
             match (a.action, mode) {
-                (ActionKind::NoOp | ActionKind::Update | ActionKind::Adopt, RefMode::Parent) if a.current.is_some() => {
+                (ActionKind::NoOp | ActionKind::Update | ActionKind::Adopt, RefMode::Parent)
+                    if a.current.is_some() =>
+                {
                     a.action = ActionKind::Replace;
-                    a.reasons.push(format!("`{dep}` is replaced and this lives inside it"));
+                    a.reasons
+                        .push(format!("`{dep}` is replaced and this lives inside it"));
                 }
                 (ActionKind::NoOp, RefMode::Attach) => {
                     a.action = ActionKind::Update;
-                    a.reasons.push(format!("`{dep}` is replaced; point at the new one"));
+                    a.reasons
+                        .push(format!("`{dep}` is replaced; point at the new one"));
                 }
                 (ActionKind::Update, RefMode::Attach) => {
-                    a.reasons.push(format!("`{dep}` is replaced; point at the new one"));
+                    a.reasons
+                        .push(format!("`{dep}` is replaced; point at the new one"));
                 }
                 (ActionKind::Adopt, RefMode::Attach) => {
                     a.update_after_adopt = true;
-                    a.reasons.push(format!("`{dep}` is replaced; point at the new one"));
+                    a.reasons
+                        .push(format!("`{dep}` is replaced; point at the new one"));
                 }
                 _ => {}
             }
@@ -422,14 +510,23 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         if desired.resources.contains_key(id) {
             continue;
         }
-        let why = if destroy { "destroy" } else { "no longer in the config" };
+        let why = if destroy {
+            "destroy"
+        } else {
+            "no longer in the config"
+        };
         let a = match live.get(id).cloned().flatten() {
             Some(obs) => {
                 let mut a = new_action(id, entry.kind, ActionKind::Delete, vec![why.into()]);
                 a.current = Some(obs);
                 a
             }
-            None => new_action(id, entry.kind, ActionKind::Forget, vec!["already gone from the cloud".into()]),
+            None => new_action(
+                id,
+                entry.kind,
+                ActionKind::Forget,
+                vec!["already gone from the cloud".into()],
+            ),
         };
         actions.insert(id.clone(), a);
     }
@@ -473,13 +570,21 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     }
 
     // 5. Tagged for this env, known to neither state nor config: left by a crashed run.
-    let owned = cloud.list_owned(env).await.map_err(|source| PlanError::List {
-        env: env.to_string(),
-        source,
-    })?;
+    let owned = retry_transient(|| cloud.list_owned(env))
+        .await
+        .map_err(|source| PlanError::List {
+            env: env.to_string(),
+            source,
+        })?;
     for o in owned {
-        let known_here = state.resources.get(&o.id).is_some_and(|e| e.cloud_id == o.cloud_id)
-            || actions.get(&o.id).and_then(|a| a.current.as_ref()).is_some_and(|c| c.cloud_id == o.cloud_id);
+        let known_here = state
+            .resources
+            .get(&o.id)
+            .is_some_and(|e| e.cloud_id == o.cloud_id)
+            || actions
+                .get(&o.id)
+                .and_then(|a| a.current.as_ref())
+                .is_some_and(|c| c.cloud_id == o.cloud_id);
         if known_here {
             continue;
         }
@@ -530,6 +635,28 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     })
 }
 
+/// Retries of one planning read after a transient error, on top of the SDK's own.
+const READ_RETRIES: u32 = 4;
+
+/// Run a read, trying again a few times (50 ms, 100 ms, ...) while the cloud throttles, so
+/// one unlucky describe call does not abort a whole plan.
+async fn retry_transient<T, F, Fut>(mut op: F) -> Result<T, CloudError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CloudError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < READ_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<String>) -> Action {
     Action {
         id: id.clone(),
@@ -556,8 +683,7 @@ async fn adopt_action(
     let token = String::new();
     let live = {
         let c = ctx(env, id, &token, resolved, &no_delete);
-        cloud
-            .read(&c, spec, &found.cloud_id)
+        retry_transient(|| cloud.read(&c, spec, &found.cloud_id))
             .await
             .map_err(|source| PlanError::Cloud {
                 id: id.clone(),
@@ -567,10 +693,16 @@ async fn adopt_action(
             .unwrap_or(found)
     };
     resolved.entries.insert(id.clone(), live.clone());
-    let mut a = new_action(id, spec.kind(), ActionKind::Adopt, vec![format!("{why} ({})", live.cloud_id)]);
+    let mut a = new_action(
+        id,
+        spec.kind(),
+        ActionKind::Adopt,
+        vec![format!("{why} ({})", live.cloud_id)],
+    );
     if !live.drift.is_empty() {
         a.update_after_adopt = true;
-        a.reasons.extend(live.drift.iter().map(|d| format!("drift: {d}")));
+        a.reasons
+            .extend(live.drift.iter().map(|d| format!("drift: {d}")));
     }
     a.current = Some(live);
     Ok(a)
@@ -633,13 +765,28 @@ mod tests {
 
     #[test]
     fn database_rules() {
-        let (r, u) = spec_changes(&db("8.0", "db.t3.medium", "admin"), &db("8.0", "db.t3.large", "admin"));
+        let (r, u) = spec_changes(
+            &db("8.0", "db.t3.medium", "admin"),
+            &db("8.0", "db.t3.large", "admin"),
+        );
         assert!(r.is_empty() && u.len() == 1, "{r:?} {u:?}");
-        let (r, u) = spec_changes(&db("5.7", "db.t3.medium", "admin"), &db("8.0", "db.t3.medium", "admin"));
-        assert!(r.is_empty() && u.len() == 1, "upgrade in place: {r:?} {u:?}");
-        let (r, _) = spec_changes(&db("8.0", "db.t3.medium", "admin"), &db("5.7", "db.t3.medium", "admin"));
+        let (r, u) = spec_changes(
+            &db("5.7", "db.t3.medium", "admin"),
+            &db("8.0", "db.t3.medium", "admin"),
+        );
+        assert!(
+            r.is_empty() && u.len() == 1,
+            "upgrade in place: {r:?} {u:?}"
+        );
+        let (r, _) = spec_changes(
+            &db("8.0", "db.t3.medium", "admin"),
+            &db("5.7", "db.t3.medium", "admin"),
+        );
         assert!(r[0].contains("downgrade"), "{r:?}");
-        let (r, _) = spec_changes(&db("8.0", "db.t3.medium", "admin"), &db("8.0", "db.t3.medium", "root"));
+        let (r, _) = spec_changes(
+            &db("8.0", "db.t3.medium", "admin"),
+            &db("8.0", "db.t3.medium", "root"),
+        );
         assert!(r[0].contains("username"), "{r:?}");
     }
 

@@ -1,1 +1,1755 @@
+//! The engine end to end: planning and executing against the in-memory fake cloud, which
+//! refuses to delete what is still in use (like AWS), can be slow, flaky, refuse a create,
+//! or "crash" right after it accepted a mutating call.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::executor::{execute, step_graph, Cancel, Outcome, Settings, Step};
+use super::plan::{make_plan, spec_changes, ActionKind, Desired, Plan, PlanError, PlanInput};
+use super::reporter::{Recording, Reporter, StepKind};
+use crate::cloud::fake::{FakeCloud, FakeConfig};
+use crate::cloud::Cloud;
+use crate::model::*;
+use crate::state::{store, Paths, State, Status};
+
+const ENV: &str = "lab";
+
+// ---------------------------------------------------------------------------------------
+// A realistic blueprint
+// ---------------------------------------------------------------------------------------
+
+fn rule(protocol: Protocol, from_port: u16, to_port: u16, peer: Peer, description: &str) -> Rule {
+    Rule {
+        protocol,
+        from_port,
+        to_port,
+        peer,
+        description: description.into(),
+    }
+}
+
+fn security_group(description: &str, ingress: Vec<Rule>) -> Spec {
+    Spec::SecurityGroup(SecurityGroupSpec {
+        vpc: "vpc".into(),
+        description: description.into(),
+        ingress,
+        egress: vec![rule(
+            Protocol::All,
+            0,
+            0,
+            Peer::Cidr("0.0.0.0/0".into()),
+            "anywhere",
+        )],
+    })
+}
+
+fn node_ids(nodes: usize) -> Vec<LogicalId> {
+    (1..=nodes)
+        .map(|i| LogicalId::new(format!("node-{i}")))
+        .collect()
+}
+
+fn target_group(port: u16, nodes: usize) -> Spec {
+    Spec::TargetGroup(TargetGroupSpec {
+        name: format!("{ENV}-tg-{port}"),
+        vpc: "vpc".into(),
+        port,
+        health_check_port: None,
+        healthy_threshold: 3,
+        unhealthy_threshold: 3,
+        interval_seconds: 10,
+        timeout_seconds: 6,
+        targets: node_ids(nodes),
+    })
+}
+
+fn instance(role: &str, subnet: &str, sg: &str, ami: &str) -> Spec {
+    let user_data = format!("#cloud-config\n# {role}\n");
+    Spec::Instance(InstanceSpec {
+        role: role.into(),
+        subnet: subnet.into(),
+        security_groups: vec![sg.into()],
+        ami: ami.into(),
+        instance_type: "t3.xlarge".into(),
+        root_volume_gb: 50,
+        data_volume_gb: (role == "registry").then_some(200),
+        public_ip: role == "registry",
+        key_pair: Some("key".into()),
+        user_data_sha256: {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(user_data.as_bytes()))
+        },
+        user_data,
+    })
+}
+
+/// The air-gapped Rancher layout with `nodes` server nodes.
+fn blueprint(nodes: usize) -> Desired {
+    let mut d = Desired::default();
+    d.insert(
+        "vpc",
+        Spec::Vpc(VpcSpec {
+            cidr: "10.42.0.0/16".into(),
+        }),
+    );
+    d.insert(
+        "igw",
+        Spec::InternetGateway(InternetGatewaySpec { vpc: "vpc".into() }),
+    );
+    for (id, cidr, zone, public) in [
+        ("subnet-edge", "10.42.0.0/24", 0, true),
+        ("subnet-a", "10.42.1.0/24", 0, false),
+        ("subnet-b", "10.42.2.0/24", 1, false),
+    ] {
+        d.insert(
+            id,
+            Spec::Subnet(SubnetSpec {
+                vpc: "vpc".into(),
+                cidr: cidr.into(),
+                zone_index: zone,
+                map_public_ip: public,
+            }),
+        );
+    }
+    d.insert(
+        "rt-edge",
+        Spec::RouteTable(RouteTableSpec {
+            vpc: "vpc".into(),
+            subnets: vec!["subnet-edge".into()],
+            internet_gateway: Some("igw".into()),
+        }),
+    );
+    d.insert(
+        "rt-private",
+        Spec::RouteTable(RouteTableSpec {
+            vpc: "vpc".into(),
+            subnets: vec!["subnet-a".into(), "subnet-b".into()],
+            internet_gateway: None,
+        }),
+    );
+    d.insert(
+        "key",
+        Spec::KeyPair(KeyPairSpec {
+            public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake lab".into(),
+        }),
+    );
+    d.insert(
+        "sg-lb",
+        security_group(
+            "load balancer",
+            vec![
+                rule(
+                    Protocol::Tcp,
+                    80,
+                    80,
+                    Peer::Cidr("10.0.0.0/8".into()),
+                    "http",
+                ),
+                rule(
+                    Protocol::Tcp,
+                    443,
+                    443,
+                    Peer::Cidr("10.0.0.0/8".into()),
+                    "https",
+                ),
+            ],
+        ),
+    );
+    d.insert(
+        "sg-nodes",
+        security_group(
+            "rancher nodes",
+            vec![
+                rule(
+                    Protocol::Tcp,
+                    80,
+                    80,
+                    Peer::Group("sg-lb".into()),
+                    "http from the nlb",
+                ),
+                rule(
+                    Protocol::Tcp,
+                    443,
+                    443,
+                    Peer::Group("sg-lb".into()),
+                    "https from the nlb",
+                ),
+                rule(Protocol::All, 0, 0, Peer::Itself, "cluster traffic"),
+            ],
+        ),
+    );
+    d.insert(
+        "sg-registry",
+        security_group(
+            "registry",
+            vec![
+                rule(
+                    Protocol::Tcp,
+                    443,
+                    443,
+                    Peer::Group("sg-nodes".into()),
+                    "pulls",
+                ),
+                rule(
+                    Protocol::Tcp,
+                    22,
+                    22,
+                    Peer::Cidr("198.51.100.0/24".into()),
+                    "admin ssh",
+                ),
+            ],
+        ),
+    );
+    d.insert(
+        "sg-datastore",
+        security_group(
+            "datastore",
+            vec![rule(
+                Protocol::Tcp,
+                3306,
+                3306,
+                Peer::Group("sg-nodes".into()),
+                "mysql",
+            )],
+        ),
+    );
+    for (i, id) in node_ids(nodes).into_iter().enumerate() {
+        let subnet = if i % 2 == 0 { "subnet-a" } else { "subnet-b" };
+        d.insert(id, instance("server", subnet, "sg-nodes", "ami-0rancher"));
+    }
+    d.insert(
+        "registry",
+        instance("registry", "subnet-edge", "sg-registry", "ami-0rancher"),
+    );
+    d.insert(
+        "db-subnets",
+        Spec::DbSubnetGroup(DbSubnetGroupSpec {
+            subnets: vec!["subnet-a".into(), "subnet-b".into()],
+        }),
+    );
+    d.insert(
+        "datastore",
+        Spec::Database(DatabaseSpec {
+            subnet_group: "db-subnets".into(),
+            security_group: "sg-datastore".into(),
+            engine_version: "8.0.39".into(),
+            instance_class: "db.t3.medium".into(),
+            storage_gb: 20,
+            database: "k3s".into(),
+            username: "k3s".into(),
+            backup_retention_days: 7,
+        }),
+    );
+    d.insert(
+        "nlb",
+        Spec::LoadBalancer(LoadBalancerSpec {
+            scheme: Scheme::Internal,
+            subnets: vec!["subnet-a".into(), "subnet-b".into()],
+            security_group: "sg-lb".into(),
+            cross_zone: true,
+        }),
+    );
+    for port in [80, 443] {
+        d.insert(format!("tg-{port}").as_str(), target_group(port, nodes));
+        d.insert(
+            format!("listener-{port}").as_str(),
+            Spec::Listener(ListenerSpec {
+                load_balancer: "nlb".into(),
+                port,
+                target_group: LogicalId::new(format!("tg-{port}")),
+            }),
+        );
+    }
+    d.insert(
+        "dns",
+        Spec::DnsRecord(DnsRecordSpec {
+            zone: ZoneRef::Existing("example.internal".into()),
+            name: "rancher.example.internal".into(),
+            target: RecordTarget::AliasLoadBalancer("nlb".into()),
+            ttl: 300,
+        }),
+    );
+    d
+}
+
+fn id(s: &str) -> LogicalId {
+    LogicalId::new(s)
+}
+
+fn step(s: &str, kind: StepKind) -> Step {
+    Step { id: id(s), kind }
+}
+
+/// Every resource that (transitively) depends on `root` in `desired`.
+fn dependents(desired: &Desired, root: &str) -> BTreeSet<LogicalId> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![id(root)];
+    while let Some(n) = todo.pop() {
+        for (other, spec) in &desired.resources {
+            if spec.depends_on().contains(&n) && out.insert(other.clone()) {
+                todo.push(other.clone());
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// A reporter with timestamps
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    Start(Step),
+    Done(Step, bool),
+}
+
+#[derive(Default)]
+struct Timeline(Mutex<Vec<(Instant, Ev)>>);
+
+impl Reporter for Timeline {
+    fn step_started(&self, id: &LogicalId, step: StepKind, _kind: Kind) {
+        let s = Step {
+            id: id.clone(),
+            kind: step,
+        };
+        self.0.lock().unwrap().push((Instant::now(), Ev::Start(s)));
+    }
+    fn step_status(&self, _id: &LogicalId, _status: &str, _elapsed: Duration) {}
+    fn step_finished(
+        &self,
+        id: &LogicalId,
+        step: StepKind,
+        result: Result<&str, &str>,
+        _elapsed: Duration,
+    ) {
+        let s = Step {
+            id: id.clone(),
+            kind: step,
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push((Instant::now(), Ev::Done(s, result.is_ok())));
+    }
+    fn note(&self, _message: &str) {}
+}
+
+impl Timeline {
+    fn events(&self) -> Vec<(Instant, Ev)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn pos(&self, ev: &Ev) -> usize {
+        self.events()
+            .iter()
+            .position(|(_, e)| e == ev)
+            .unwrap_or_else(|| panic!("no event {ev:?}"))
+    }
+
+    fn started(&self) -> Vec<Step> {
+        self.events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Ev::Start(s) => Some(s),
+                Ev::Done(..) => None,
+            })
+            .collect()
+    }
+
+    /// `first` finished (successfully) before `then` started.
+    fn assert_before(&self, first: &Step, then: &Step) {
+        let done = self.pos(&Ev::Done(first.clone(), true));
+        let start = self.pos(&Ev::Start(then.clone()));
+        assert!(
+            done < start,
+            "`{first}` must finish before `{then}` starts: {:#?}",
+            self.events()
+        );
+    }
+
+    /// Every started step's `deps` (those that ran at all) finished before it started.
+    fn assert_ordered(&self, deps: impl Fn(&Step) -> Vec<Step>) {
+        let events = self.events();
+        let ran: BTreeSet<Step> = self.started().into_iter().collect();
+        for (i, (_, e)) in events.iter().enumerate() {
+            let Ev::Start(s) = e else { continue };
+            for d in deps(s).into_iter().filter(|d| ran.contains(d)) {
+                let done = events
+                    .iter()
+                    .position(|(_, e)| e == &Ev::Done(d.clone(), true));
+                assert!(
+                    done.is_some_and(|p| p < i),
+                    "`{s}` started before its dependency `{d}` finished"
+                );
+            }
+        }
+    }
+
+    /// Most steps ever between their start and finish at once.
+    fn max_concurrent(&self) -> usize {
+        let (mut now, mut max) = (0usize, 0usize);
+        for (_, e) in self.events() {
+            match e {
+                Ev::Start(_) => now += 1,
+                Ev::Done(..) => now -= 1,
+            }
+            max = max.max(now);
+        }
+        max
+    }
+
+    fn interval(&self, s: &Step) -> (Instant, Instant) {
+        let events = self.events();
+        let at = |want: &Ev| {
+            events
+                .iter()
+                .find(|(_, e)| e == want)
+                .map(|(t, _)| *t)
+                .expect("event")
+        };
+        (at(&Ev::Start(s.clone())), at(&Ev::Done(s.clone(), true)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Harness: a fake cloud and a state folder
+// ---------------------------------------------------------------------------------------
+
+struct Lab {
+    fake: FakeCloud,
+    _dir: tempfile::TempDir,
+    paths: Paths,
+}
+
+fn settings(parallelism: usize) -> Settings {
+    Settings {
+        parallelism,
+        step_retries: 5,
+        retry_base: Duration::from_millis(1),
+        ..Default::default()
+    }
+}
+
+impl Lab {
+    fn new(config: FakeConfig) -> Self {
+        // State saves fsync; keep them in memory when possible so the suite stays fast.
+        let dir = tempfile::Builder::new()
+            .prefix("engine-tests")
+            .tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("tempdir");
+        let paths = Paths::new(dir.path(), ENV);
+        Self {
+            fake: FakeCloud::new(config),
+            _dir: dir,
+            paths,
+        }
+    }
+
+    fn cloud(&self) -> Arc<dyn Cloud> {
+        Arc::new(self.fake.clone())
+    }
+
+    fn load(&self) -> State {
+        store::load(&self.paths, ENV)
+            .expect("state loads")
+            .unwrap_or_else(|| State::new(ENV))
+    }
+
+    fn forget_state(&self) {
+        std::fs::remove_file(&self.paths.state).expect("state file");
+        let _ = std::fs::remove_file(&self.paths.backup);
+    }
+
+    async fn try_plan(&self, desired: &Desired, destroy: bool) -> Result<Plan, PlanError> {
+        let state = self.load();
+        make_plan(
+            &self.fake,
+            PlanInput {
+                env: ENV,
+                desired,
+                state: &state,
+                destroy,
+            },
+        )
+        .await
+    }
+
+    async fn plan(&self, desired: &Desired, destroy: bool) -> Plan {
+        self.try_plan(desired, destroy).await.expect("plan")
+    }
+
+    async fn run_with(
+        &self,
+        plan: &Plan,
+        desired: &Desired,
+        settings: &Settings,
+        reporter: Arc<dyn Reporter>,
+    ) -> Outcome {
+        let mut state = self.load();
+        execute(
+            self.cloud(),
+            plan,
+            desired,
+            &mut state,
+            &self.paths,
+            settings,
+            reporter,
+            &Cancel::new(),
+        )
+        .await
+        .expect("execute")
+    }
+
+    async fn run(&self, plan: &Plan, desired: &Desired) -> Outcome {
+        self.run_with(plan, desired, &settings(4), Arc::new(Recording::default()))
+            .await
+    }
+
+    /// Plan and execute until a plan has no changes (at most a few rounds).
+    async fn converge(&self, desired: &Desired, destroy: bool) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for _ in 0..6 {
+            let plan = match self.try_plan(desired, destroy).await {
+                Ok(p) => p,
+                // Injected throttling outlasting the planner's retries: try again.
+                Err(PlanError::Cloud { source, .. } | PlanError::List { source, .. })
+                    if source.is_transient() =>
+                {
+                    continue
+                }
+                Err(e) => panic!("plan: {e}"),
+            };
+            if !plan.has_changes() {
+                return outcomes;
+            }
+            outcomes.push(self.run(&plan, desired).await);
+        }
+        panic!("did not converge in 6 rounds: {outcomes:#?}");
+    }
+
+    /// Apply `desired` from scratch and check the result.
+    async fn apply(&self, desired: &Desired) {
+        let outcomes = self.converge(desired, false).await;
+        assert!(outcomes.iter().all(Outcome::ok), "{outcomes:#?}");
+        self.assert_converged(desired).await;
+    }
+
+    /// Each desired resource exists exactly once in the cloud, looks like its spec, points at
+    /// the current cloud ids of what it refers to, and the state records exactly that; a
+    /// further plan has no changes.
+    async fn assert_converged(&self, desired: &Desired) {
+        let state = self.load();
+        let live: BTreeMap<LogicalId, (String, crate::cloud::fake::Obj)> = self
+            .fake
+            .live(ENV)
+            .into_iter()
+            .map(|(cid, o)| (o.id.clone(), (cid, o)))
+            .collect();
+        for rid in desired.resources.keys() {
+            assert_eq!(
+                self.fake.count(ENV, rid.as_str()),
+                1,
+                "`{rid}` must exist exactly once"
+            );
+        }
+        let live_ids: BTreeSet<&LogicalId> = live.keys().collect();
+        let want: BTreeSet<&LogicalId> = desired.resources.keys().collect();
+        assert_eq!(
+            live_ids, want,
+            "the cloud holds exactly the desired resources"
+        );
+        let in_state: BTreeSet<&LogicalId> = state.resources.keys().collect();
+        assert_eq!(
+            in_state, want,
+            "the state holds exactly the desired resources"
+        );
+        for (rid, spec) in &desired.resources {
+            let entry = &state.resources[rid];
+            let (cid, obj) = &live[rid];
+            assert_eq!(entry.status, Status::Created, "{rid}");
+            assert_eq!(&entry.cloud_id, cid, "state and cloud disagree on `{rid}`");
+            let json = |s: &Spec| serde_json::to_value(s).unwrap();
+            assert_eq!(
+                json(&obj.spec),
+                json(spec),
+                "live `{rid}` differs from its spec"
+            );
+            assert_eq!(
+                json(&entry.spec),
+                json(spec),
+                "state `{rid}` differs from its spec"
+            );
+            let uses: Vec<&str> = obj.uses.iter().map(|(c, _)| c.as_str()).collect();
+            let expected: Vec<&str> = spec
+                .refs()
+                .iter()
+                .map(|(r, _)| state.resources[r].cloud_id.as_str())
+                .collect();
+            assert_eq!(
+                uses, expected,
+                "`{rid}` must point at the current cloud ids of its references"
+            );
+            let mut deps = entry.depends_on.clone();
+            deps.sort();
+            assert_eq!(deps, spec.depends_on(), "state dependencies of `{rid}`");
+        }
+        let again = self.plan(desired, false).await;
+        assert!(
+            !again.has_changes(),
+            "a further plan must be clean: {:#?}",
+            again.changes().collect::<Vec<_>>()
+        );
+    }
+
+    async fn assert_destroyed(&self) {
+        assert!(
+            self.fake.live(ENV).is_empty(),
+            "left in the cloud: {:?}",
+            self.fake.live(ENV)
+        );
+        assert!(
+            self.load().resources.is_empty(),
+            "left in the state: {:?}",
+            self.load().resources
+        );
+        let again = self.plan(&Desired::default(), true).await;
+        assert!(!again.has_changes(), "{again:#?}");
+    }
+}
+
+fn all_kinds(plan: &Plan) -> BTreeMap<LogicalId, ActionKind> {
+    plan.actions
+        .iter()
+        .map(|a| (a.id.clone(), a.action))
+        .collect()
+}
+
+fn changes(plan: &Plan) -> BTreeMap<String, ActionKind> {
+    plan.changes()
+        .map(|a| (a.id.to_string(), a.action))
+        .collect()
+}
+
+fn mutating_ops(fake: &FakeCloud) -> Vec<(String, String)> {
+    fake.mutating_calls()
+        .into_iter()
+        .map(|c| (c.op.to_string(), c.id))
+        .collect()
+}
+
+fn cloud_id(lab: &Lab, rid: &str) -> String {
+    lab.load().resources[&id(rid)].cloud_id.clone()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Ordering and concurrency
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_respects_dependencies_and_runs_independent_steps_concurrently() {
+    let delay = Duration::from_millis(15);
+    let lab = Lab::new(FakeConfig {
+        delay,
+        ..Default::default()
+    });
+    let desired = blueprint(3);
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.count(ActionKind::Create), desired.resources.len());
+    let parallelism = 3;
+    let timeline = Arc::new(Timeline::default());
+    let started = Instant::now();
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(parallelism), timeline.clone())
+        .await;
+    let elapsed = started.elapsed();
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert_eq!(outcome.succeeded, desired.resources.len());
+
+    // Dependencies first, per the blueprint itself (not the executor's own graph).
+    timeline.assert_ordered(|s| {
+        desired.resources[&s.id]
+            .depends_on()
+            .into_iter()
+            .map(|d| Step {
+                id: d,
+                kind: StepKind::Create,
+            })
+            .collect()
+    });
+    // The cloud calls of independent steps overlapped, and never more than `parallelism`.
+    let in_flight = lab.fake.max_in_flight();
+    assert!(
+        (2..=parallelism).contains(&in_flight),
+        "max in flight {in_flight}"
+    );
+    assert!(
+        timeline.max_concurrent() <= parallelism,
+        "{}",
+        timeline.max_concurrent()
+    );
+    let (a0, a1) = timeline.interval(&step("node-1", StepKind::Create));
+    let (b0, b1) = timeline.interval(&step("node-2", StepKind::Create));
+    assert!(a0 < b1 && b0 < a1, "two nodes are created at the same time");
+    let serial = delay * desired.resources.len() as u32;
+    assert!(
+        elapsed < serial,
+        "{elapsed:?} is not faster than one at a time ({serial:?})"
+    );
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallelism_of_one_runs_one_step_at_a_time() {
+    let lab = Lab::new(FakeConfig {
+        delay: Duration::from_millis(2),
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    let plan = lab.plan(&desired, false).await;
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(1), timeline.clone())
+        .await;
+    assert!(outcome.ok());
+    assert_eq!(timeline.max_concurrent(), 1);
+    assert_eq!(lab.fake.max_in_flight(), 1);
+}
+
+#[test]
+fn step_graph_orders_replace_halves_and_orphans() {
+    // A plan with a replace and an orphan delete, checked on the graph alone.
+    let desired = blueprint(1);
+    let mut state = State::new(ENV);
+    for rid in ["vpc", "subnet-a"] {
+        let spec = desired.resources[&id(rid)].clone();
+        state.resources.insert(
+            id(rid),
+            crate::state::Entry {
+                kind: spec.kind(),
+                status: Status::Created,
+                cloud_id: format!("c-{rid}"),
+                token: "t".into(),
+                depends_on: spec.depends_on(),
+                spec,
+                attrs: Attrs::None,
+                updated_at: String::new(),
+            },
+        );
+    }
+    let action = |rid: &str, kind: Kind, action: ActionKind, orphan: bool| super::plan::Action {
+        id: id(rid),
+        kind,
+        action,
+        reasons: vec![],
+        current: Some(Observed::new(format!("c-{rid}"), Attrs::None)),
+        update_after_adopt: false,
+        orphan,
+    };
+    let plan = Plan {
+        env: ENV.into(),
+        destroy: false,
+        lineage: None,
+        serial: 0,
+        desired_digest: String::new(),
+        actions: vec![
+            action("vpc", Kind::Vpc, ActionKind::NoOp, false),
+            action("subnet-a", Kind::Subnet, ActionKind::Replace, false),
+            action("old-instance", Kind::Instance, ActionKind::Delete, true),
+        ],
+    };
+    let order = step_graph(&plan, &desired, &state).unwrap().order();
+    let at = |s: Step| {
+        order
+            .iter()
+            .position(|o| o == &s)
+            .unwrap_or_else(|| panic!("{s} in {order:?}"))
+    };
+    assert!(at(step("subnet-a", StepKind::Delete)) < at(step("subnet-a", StepKind::Create)));
+    assert!(
+        at(step("old-instance", StepKind::Delete)) < at(step("subnet-a", StepKind::Delete)),
+        "an orphan instance (rank 5) goes before a subnet (rank 2): {order:?}"
+    );
+    assert_eq!(order.len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Idempotency
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_apply_changes_nothing() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    lab.fake.clear_calls();
+    let plan = lab.plan(&desired, false).await;
+    assert!(!plan.has_changes(), "{:#?}", changes(&plan));
+    assert!(all_kinds(&plan).values().all(|k| *k == ActionKind::NoOp));
+    let serial = lab.load().serial;
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(
+        outcome.ok() && outcome.mutated.is_empty() && outcome.succeeded == 0,
+        "{outcome:#?}"
+    );
+    assert!(
+        lab.fake.mutating_calls().is_empty(),
+        "{:?}",
+        lab.fake.mutating_calls()
+    );
+    assert_eq!(
+        lab.load().serial,
+        serial,
+        "nothing to record, nothing saved"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Scaling
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
+    let lab = Lab::new(FakeConfig::default());
+    lab.apply(&blueprint(2)).await;
+    let before: BTreeMap<LogicalId, String> = lab
+        .load()
+        .resources
+        .iter()
+        .map(|(k, e)| (k.clone(), e.cloud_id.clone()))
+        .collect();
+
+    // Up.
+    let three = blueprint(3);
+    let plan = lab.plan(&three, false).await;
+    let expect: BTreeMap<String, ActionKind> = [
+        ("node-3".to_string(), ActionKind::Create),
+        ("tg-80".to_string(), ActionKind::Update),
+        ("tg-443".to_string(), ActionKind::Update),
+    ]
+    .into();
+    assert_eq!(changes(&plan), expect);
+    assert!(plan
+        .get(&id("tg-80"))
+        .unwrap()
+        .reasons
+        .iter()
+        .any(|r| r.contains("targets")));
+    lab.fake.clear_calls();
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &three, &settings(4), timeline.clone())
+        .await;
+    assert!(outcome.ok());
+    let mut ops = mutating_ops(&lab.fake);
+    ops.sort();
+    let mut want = vec![
+        ("create".to_string(), "node-3".to_string()),
+        ("update".to_string(), before[&id("tg-80")].clone()),
+        ("update".to_string(), before[&id("tg-443")].clone()),
+    ];
+    want.sort();
+    assert_eq!(
+        ops, want,
+        "only node-3 is created and the target groups updated"
+    );
+    timeline.assert_before(
+        &step("node-3", StepKind::Create),
+        &step("tg-80", StepKind::Update),
+    );
+    timeline.assert_before(
+        &step("node-3", StepKind::Create),
+        &step("tg-443", StepKind::Update),
+    );
+    lab.assert_converged(&three).await;
+    for (rid, cid) in &before {
+        assert_eq!(
+            &cloud_id(&lab, rid.as_str()),
+            cid,
+            "`{rid}` kept its cloud id"
+        );
+    }
+
+    // Down.
+    let two = blueprint(2);
+    let node3 = cloud_id(&lab, "node-3");
+    let plan = lab.plan(&two, false).await;
+    let expect: BTreeMap<String, ActionKind> = [
+        ("node-3".to_string(), ActionKind::Delete),
+        ("tg-80".to_string(), ActionKind::Update),
+        ("tg-443".to_string(), ActionKind::Update),
+    ]
+    .into();
+    assert_eq!(changes(&plan), expect);
+    lab.fake.clear_calls();
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &two, &settings(4), timeline.clone())
+        .await;
+    assert!(outcome.ok());
+    let mut ops = mutating_ops(&lab.fake);
+    ops.sort();
+    let mut want = vec![
+        ("delete".to_string(), node3),
+        ("update".to_string(), before[&id("tg-80")].clone()),
+        ("update".to_string(), before[&id("tg-443")].clone()),
+    ];
+    want.sort();
+    assert_eq!(ops, want);
+    // The node is deregistered before it is terminated.
+    timeline.assert_before(
+        &step("tg-80", StepKind::Update),
+        &step("node-3", StepKind::Delete),
+    );
+    timeline.assert_before(
+        &step("tg-443", StepKind::Update),
+        &step("node-3", StepKind::Delete),
+    );
+    lab.assert_converged(&two).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Replace
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_target_group_replaces_its_listener_in_order() {
+    let lab = Lab::new(FakeConfig::default());
+    lab.apply(&blueprint(2)).await;
+    let old_tg = cloud_id(&lab, "tg-80");
+    let old_listener = cloud_id(&lab, "listener-80");
+
+    let mut desired = blueprint(2);
+    let Spec::TargetGroup(tg) = desired.resources.get_mut(&id("tg-80")).unwrap() else {
+        unreachable!()
+    };
+    tg.port = 8080;
+    let plan = lab.plan(&desired, false).await;
+    let expect: BTreeMap<String, ActionKind> = [
+        ("tg-80".to_string(), ActionKind::Replace),
+        ("listener-80".to_string(), ActionKind::Replace),
+    ]
+    .into();
+    assert_eq!(changes(&plan), expect);
+    let tg_reasons = &plan.get(&id("tg-80")).unwrap().reasons;
+    assert!(
+        tg_reasons
+            .iter()
+            .any(|r| r.contains("port: 80 → 8080") && r.contains("cannot change in place")),
+        "{tg_reasons:?}"
+    );
+    let l_reasons = &plan.get(&id("listener-80")).unwrap().reasons;
+    assert!(
+        l_reasons.iter().any(|r| r.contains("`tg-80` is replaced")),
+        "{l_reasons:?}"
+    );
+
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(4), timeline.clone())
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    timeline.assert_before(
+        &step("listener-80", StepKind::Delete),
+        &step("tg-80", StepKind::Delete),
+    );
+    timeline.assert_before(
+        &step("tg-80", StepKind::Delete),
+        &step("tg-80", StepKind::Create),
+    );
+    timeline.assert_before(
+        &step("tg-80", StepKind::Create),
+        &step("listener-80", StepKind::Create),
+    );
+    assert_ne!(cloud_id(&lab, "tg-80"), old_tg);
+    assert_ne!(cloud_id(&lab, "listener-80"), old_listener);
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_node_repoints_the_target_groups() {
+    let lab = Lab::new(FakeConfig::default());
+    lab.apply(&blueprint(2)).await;
+    let mut desired = blueprint(2);
+    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else {
+        unreachable!()
+    };
+    node.ami = "ami-0newer".into();
+    let plan = lab.plan(&desired, false).await;
+    let expect: BTreeMap<String, ActionKind> = [
+        ("node-1".to_string(), ActionKind::Replace),
+        ("tg-80".to_string(), ActionKind::Update),
+        ("tg-443".to_string(), ActionKind::Update),
+    ]
+    .into();
+    assert_eq!(changes(&plan), expect);
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_stopped_between_its_halves_is_finished_and_repointed() {
+    // The old node is gone, then another step fails: the new node is never started. The
+    // next run must create it and point the target groups at it.
+    let lab = Lab::new(FakeConfig::default());
+    lab.apply(&blueprint(2)).await;
+    let mut desired = blueprint(2);
+    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else {
+        unreachable!()
+    };
+    node.ami = "ami-0newer".into();
+    desired.insert("sg-extra", security_group("extra", vec![]));
+    lab.fake.set_config(|c| {
+        c.delay = Duration::from_millis(20);
+        c.fail_ids = vec!["sg-extra".into()];
+    });
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.get(&id("node-1")).unwrap().action, ActionKind::Replace);
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(4), timeline.clone())
+        .await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    timeline.pos(&Ev::Done(step("node-1", StepKind::Delete), true));
+    assert!(!timeline
+        .started()
+        .contains(&step("node-1", StepKind::Create)));
+    assert_eq!(lab.fake.count(ENV, "node-1"), 0);
+
+    lab.fake.set_config(|c| {
+        c.delay = Duration::ZERO;
+        c.fail_ids.clear();
+    });
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.get(&id("node-1")).unwrap().action, ActionKind::Create);
+    for tg in ["tg-80", "tg-443"] {
+        let a = plan.get(&id(tg)).unwrap();
+        assert_eq!(a.action, ActionKind::Update, "{a:?}");
+    }
+    lab.apply(&desired).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Destroy
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_deletes_everything_in_reverse_order() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let state = lab.load();
+    let plan = lab.plan(&desired, true).await;
+    assert_eq!(plan.count(ActionKind::Delete), desired.resources.len());
+    assert_eq!(plan.changes().count(), desired.resources.len());
+    assert!(plan.actions.iter().all(|a| !a.orphan));
+
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &Desired::default(), &settings(4), timeline.clone())
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert_eq!(outcome.succeeded, desired.resources.len());
+    // A resource goes only after everything that depended on it.
+    timeline.assert_ordered(|s| {
+        state
+            .resources
+            .iter()
+            .filter(|(_, e)| e.depends_on.contains(&s.id))
+            .map(|(other, _)| Step {
+                id: other.clone(),
+                kind: StepKind::Delete,
+            })
+            .collect()
+    });
+    assert!(
+        timeline.max_concurrent() > 1,
+        "independent deletes run together"
+    );
+    lab.assert_destroyed().await;
+
+    lab.fake.clear_calls();
+    let plan = lab.plan(&desired, true).await;
+    assert!(!plan.has_changes());
+    let outcome = lab.run(&plan, &Desired::default()).await;
+    assert!(outcome.ok() && outcome.succeeded == 0);
+    assert!(lab.fake.mutating_calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_waits_for_in_use_releases() {
+    // AWS keeps refusing for a while after the user is gone (ENIs draining).
+    let lab = Lab::new(FakeConfig {
+        in_use_retries_needed: 2,
+        ..Default::default()
+    });
+    lab.apply(&blueprint(2)).await;
+    let outcomes = lab.converge(&Desired::default(), true).await;
+    assert_eq!(outcomes.len(), 1);
+    assert!(outcomes[0].ok(), "{outcomes:#?}");
+    lab.assert_destroyed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_resources_from_the_config_deletes_only_them() {
+    let lab = Lab::new(FakeConfig::default());
+    let full = blueprint(2);
+    lab.apply(&full).await;
+    let mut smaller = full.clone();
+    for rid in ["datastore", "db-subnets", "sg-datastore"] {
+        smaller.resources.remove(&id(rid));
+    }
+    let plan = lab.plan(&smaller, false).await;
+    let expect: BTreeMap<String, ActionKind> = [
+        ("datastore".to_string(), ActionKind::Delete),
+        ("db-subnets".to_string(), ActionKind::Delete),
+        ("sg-datastore".to_string(), ActionKind::Delete),
+    ]
+    .into();
+    assert_eq!(changes(&plan), expect);
+    let outcome = lab.run(&plan, &smaller).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    lab.assert_converged(&smaller).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Crash recovery
+// ---------------------------------------------------------------------------------------
+
+/// Something done to the cloud behind the tool's back before the interrupted run.
+type Prep = fn(&FakeCloud);
+
+fn untouched(_: &FakeCloud) {}
+
+/// One run killed right after the cloud accepted its `n`-th mutating call (`None`: not
+/// killed). Starts from `before` applied (or nothing), heads for `target` (or destroy),
+/// then a fresh process reloads the state from disk and converges. Returns whether the
+/// crash happened, how many mutating calls the interrupted run made, and what both runs
+/// together created and deleted.
+async fn crash_at(
+    n: Option<usize>,
+    before: Option<&Desired>,
+    prep: Prep,
+    target: &Desired,
+    destroy: bool,
+) -> (bool, usize, Vec<(String, String)>) {
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: false,
+        ..Default::default()
+    });
+    if let Some(before) = before {
+        lab.apply(before).await;
+    }
+    prep(&lab.fake);
+    lab.fake.restart();
+    lab.fake.set_config(|c| c.crash_after_mutations = n);
+    lab.fake.clear_calls();
+    let mut state = lab.load();
+    let plan = make_plan(
+        &lab.fake,
+        PlanInput {
+            env: ENV,
+            desired: target,
+            state: &state,
+            destroy,
+        },
+    )
+    .await
+    .expect("plan");
+    let cancel = Cancel::new();
+    let settings = settings(4);
+    let crashed = {
+        let run = execute(
+            lab.cloud(),
+            &plan,
+            target,
+            &mut state,
+            &lab.paths,
+            &settings,
+            Arc::new(Recording::default()),
+            &cancel,
+        );
+        tokio::select! {
+            r = run => {
+                assert!(r.expect("execute").ok());
+                false
+            }
+            () = lab.fake.crashed() => true,
+        }
+    };
+    drop(state); // what the dead process had in memory is gone
+    let calls = lab.fake.mutating_calls().len();
+    lab.fake.restart();
+    let outcomes = lab.converge(target, destroy).await;
+    assert!(
+        outcomes.iter().all(Outcome::ok),
+        "crash at {n:?}: {outcomes:#?}"
+    );
+    if destroy {
+        lab.assert_destroyed().await;
+    } else {
+        lab.assert_converged(target).await;
+    }
+    // Creates by logical id, deletes by cloud id; a recovery that re-does work the
+    // interrupted run already did (deleting what it made and making it again) shows here.
+    let mut work: Vec<(String, String)> = lab
+        .fake
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.op == "create" || c.op == "delete")
+        .map(|c| (c.op.to_string(), c.id))
+        .collect();
+    work.sort();
+    (crashed, calls, work)
+}
+
+/// Crash after every possible mutating call of the scenario.
+async fn crash_everywhere(before: Option<&Desired>, prep: Prep, target: &Desired, destroy: bool) {
+    let (crashed, total, clean) = crash_at(None, before, prep, target, destroy).await;
+    assert!(!crashed && total > 0);
+    let ops = |w: &[(String, String)]| w.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>();
+    for n in 1..=total {
+        let (crashed, calls, work) = crash_at(Some(n), before, prep, target, destroy).await;
+        assert!(crashed, "crash point {n} of {total} was reached");
+        assert_eq!(calls, n, "no mutating call got through after the crash");
+        // Cloud ids differ between runs; the logical ids of creates do not.
+        let creates = |w: &[(String, String)]| {
+            w.iter()
+                .filter(|(op, _)| op == "create")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            creates(&work),
+            creates(&clean),
+            "crash at {n}: each resource created once"
+        );
+        assert_eq!(
+            ops(&work),
+            ops(&clean),
+            "crash at {n}: nothing deleted twice or needlessly"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_apply_at_every_mutation_recovers_without_duplicates() {
+    crash_everywhere(None, untouched, &blueprint(2), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_destroy_at_every_mutation_recovers() {
+    crash_everywhere(Some(&blueprint(2)), untouched, &Desired::default(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_scale_down_at_every_mutation_recovers() {
+    crash_everywhere(Some(&blueprint(3)), untouched, &blueprint(2), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_replace_at_every_mutation_recovers() {
+    let mut desired = blueprint(2);
+    let Spec::Instance(node) = desired.resources.get_mut(&id("node-1")).unwrap() else {
+        unreachable!()
+    };
+    node.ami = "ami-0newer".into();
+    crash_everywhere(Some(&blueprint(2)), untouched, &desired, false).await;
+    let Spec::TargetGroup(tg) = desired.resources.get_mut(&id("tg-443")).unwrap() else {
+        unreachable!()
+    };
+    tg.port = 8443;
+    crash_everywhere(Some(&blueprint(2)), untouched, &desired, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_while_repairing_a_deleted_node_recovers() {
+    // node-1 terminated by hand and the load balancer deleted by hand: both re-created,
+    // and what points at them (target groups, listeners, the record) must follow.
+    fn prep(fake: &FakeCloud) {
+        fake.remove(ENV, "node-1");
+        fake.remove(ENV, "nlb");
+    }
+    crash_everywhere(Some(&blueprint(2)), prep, &blueprint(2), false).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Lost state
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_state_adopts_everything_and_creates_nothing() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    lab.forget_state();
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(
+        plan.count(ActionKind::Adopt),
+        desired.resources.len(),
+        "{:#?}",
+        changes(&plan)
+    );
+    assert_eq!(plan.count(ActionKind::Create), 0);
+    assert!(plan.actions.iter().all(|a| a
+        .reasons
+        .iter()
+        .any(|r| r.contains("found in the cloud by its tags"))));
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok() && outcome.mutated.is_empty(), "{outcome:#?}");
+    assert!(
+        lab.fake.mutating_calls().is_empty(),
+        "{:?}",
+        lab.fake.mutating_calls()
+    );
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_state_with_drift_adopts_and_repairs() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    lab.forget_state();
+    lab.fake.tamper(ENV, "nlb", |o| {
+        let Spec::LoadBalancer(lb) = &mut o.spec else {
+            unreachable!()
+        };
+        lb.cross_zone = false;
+    });
+    let plan = lab.plan(&desired, false).await;
+    let nlb = plan.get(&id("nlb")).unwrap();
+    assert_eq!(nlb.action, ActionKind::Adopt);
+    assert!(
+        nlb.update_after_adopt && nlb.reasons.iter().any(|r| r.contains("drift: cross_zone")),
+        "{nlb:?}"
+    );
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert_eq!(
+        outcome.mutated,
+        BTreeSet::from([id("nlb")]),
+        "only the drifted one made a call"
+    );
+    assert_eq!(
+        mutating_ops(&lab.fake),
+        vec![("update".to_string(), cloud_id(&lab, "nlb"))]
+    );
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_without_state_deletes_what_the_tags_name_by_kind_rank() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    lab.forget_state();
+    let plan = lab.plan(&desired, true).await;
+    assert_eq!(plan.count(ActionKind::Delete), desired.resources.len());
+    assert!(plan.actions.iter().all(|a| a.orphan));
+    // Security groups refer to each other and share a rank; like the AWS adapter, wait
+    // out "in use" for a while instead of failing at once.
+    lab.fake
+        .set_config(|c| c.in_use_wait = Duration::from_secs(2));
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &Desired::default(), &settings(4), timeline.clone())
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let kinds: BTreeMap<LogicalId, Kind> = plan
+        .actions
+        .iter()
+        .map(|a| (a.id.clone(), a.kind))
+        .collect();
+    timeline.assert_ordered(|s| {
+        kinds
+            .iter()
+            .filter(|(_, k)| k.rank() > kinds[&s.id].rank())
+            .map(|(other, _)| Step {
+                id: other.clone(),
+                kind: StepKind::Delete,
+            })
+            .collect()
+    });
+    lab.assert_destroyed().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Drift
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_found_and_repaired() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+
+    lab.fake.remove(ENV, "node-1");
+    lab.fake.tamper(ENV, "sg-nodes", |o| {
+        let Spec::SecurityGroup(sg) = &mut o.spec else {
+            unreachable!()
+        };
+        sg.ingress.push(rule(
+            Protocol::Tcp,
+            22,
+            22,
+            Peer::Cidr("0.0.0.0/0".into()),
+            "someone opened ssh",
+        ));
+    });
+    let plan = lab.plan(&desired, false).await;
+    let node = plan.get(&id("node-1")).unwrap();
+    assert_eq!(node.action, ActionKind::Create);
+    assert!(
+        node.reasons.iter().any(|r| r.contains("deleted outside")),
+        "{:?}",
+        node.reasons
+    );
+    let sg = plan.get(&id("sg-nodes")).unwrap();
+    assert_eq!(sg.action, ActionKind::Update);
+    assert!(
+        sg.reasons
+            .iter()
+            .any(|r| r.starts_with("drift:") && r.contains("ingress")),
+        "{:?}",
+        sg.reasons
+    );
+    // The target groups point at the new node.
+    assert_eq!(plan.get(&id("tg-80")).unwrap().action, ActionKind::Update);
+    assert_eq!(changes(&plan).len(), 4, "{:#?}", changes(&plan));
+
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    lab.assert_converged(&desired).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Throttling
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_still_converges_without_duplicates() {
+    let lab = Lab::new(FakeConfig {
+        transient_rate: 0.2,
+        lost_reply_rate: 0.1,
+        seed: 7,
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    lab.converge(&desired, false).await;
+    let throttled = lab.fake.calls().len();
+    // A create whose reply was lost is found again, not made twice (and cleaned up later).
+    let deletes: Vec<_> = lab
+        .fake
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.op == "delete")
+        .collect();
+    assert!(
+        deletes.is_empty(),
+        "an apply from scratch deletes nothing: {deletes:?}"
+    );
+    let calm = |c: &mut FakeConfig| {
+        c.transient_rate = 0.0;
+        c.lost_reply_rate = 0.0;
+    };
+    lab.fake.set_config(calm);
+    lab.assert_converged(&desired).await;
+    lab.fake.set_config(|c| {
+        c.transient_rate = 0.2;
+        c.lost_reply_rate = 0.1;
+    });
+    lab.converge(&desired, true).await;
+    lab.fake.set_config(calm);
+    lab.assert_destroyed().await;
+    assert!(throttled > desired.resources.len() * 2, "{throttled} calls");
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Failure policy
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_stops_new_steps_and_lets_running_ones_finish() {
+    let lab = Lab::new(FakeConfig {
+        delay: Duration::from_millis(20),
+        fail_ids: vec!["sg-lb".into()],
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    let plan = lab.plan(&desired, false).await;
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(8), timeline.clone())
+        .await;
+
+    assert!(!outcome.ok());
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    assert_eq!(outcome.failed[0].0, step("sg-lb", StepKind::Create));
+    assert!(
+        outcome.failed[0].1.contains("refused (injected)"),
+        "{}",
+        outcome.failed[0].1
+    );
+
+    let events = timeline.events();
+    let failed_at = timeline.pos(&Ev::Done(step("sg-lb", StepKind::Create), false));
+    assert!(
+        events[failed_at..]
+            .iter()
+            .all(|(_, e)| !matches!(e, Ev::Start(_))),
+        "no step starts after the failure: {events:#?}"
+    );
+    let started = timeline.started();
+    let running_at_failure: Vec<&Step> = started
+        .iter()
+        .filter(|s| {
+            s.id.as_str() != "sg-lb" && timeline.pos(&Ev::Done((*s).clone(), true)) > failed_at
+        })
+        .collect();
+    assert!(
+        !running_at_failure.is_empty(),
+        "some steps were running when sg-lb failed: {events:#?}"
+    );
+    // Every other started step finished and is recorded in the saved state.
+    let state = lab.load();
+    for s in started.iter().filter(|s| s.id.as_str() != "sg-lb") {
+        timeline.pos(&Ev::Done(s.clone(), true));
+        let e = &state.resources[&s.id];
+        assert_eq!(e.status, Status::Created, "{s}");
+        assert_eq!(lab.fake.count(ENV, s.id.as_str()), 1);
+    }
+    assert_eq!(outcome.succeeded, started.len() - 1);
+    // What waits for the failed step was skipped, and nothing skipped ever started.
+    let skipped: BTreeSet<LogicalId> = outcome.skipped.iter().map(|s| s.id.clone()).collect();
+    let blocked = dependents(&desired, "sg-lb");
+    assert!(blocked.len() > 5);
+    assert!(blocked.is_subset(&skipped), "{blocked:?} ⊄ {skipped:?}");
+    assert!(outcome.skipped.iter().all(|s| !started.contains(s)));
+    assert_eq!(
+        started.len() + outcome.skipped.len(),
+        desired.resources.len()
+    );
+
+    // Once the cloud accepts it again, a re-run finishes the job.
+    lab.fake.set_config(|c| {
+        c.fail_ids.clear();
+        c.delay = Duration::ZERO;
+    });
+    lab.apply(&desired).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. Cancel
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_lets_running_steps_finish_and_starts_nothing_new() {
+    let lab = Lab::new(FakeConfig {
+        delay: Duration::from_millis(30),
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    let plan = lab.plan(&desired, false).await;
+    let timeline = Arc::new(Timeline::default());
+    let cancel = Cancel::new();
+    let mut state = lab.load();
+    let s = settings(3);
+    let run = execute(
+        lab.cloud(),
+        &plan,
+        &desired,
+        &mut state,
+        &lab.paths,
+        &s,
+        timeline.clone(),
+        &cancel,
+    );
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(75)).await;
+        let at = Instant::now();
+        cancel.cancel();
+        at
+    };
+    let (outcome, cancelled_at) = tokio::join!(run, stop);
+    let outcome = outcome.expect("execute");
+    assert!(outcome.interrupted && !outcome.ok());
+    assert!(outcome.failed.is_empty());
+    assert!(!outcome.skipped.is_empty());
+
+    let events = timeline.events();
+    assert!(
+        events
+            .iter()
+            .all(|(t, e)| !matches!(e, Ev::Start(_)) || *t < cancelled_at),
+        "{events:#?}"
+    );
+    let started = timeline.started();
+    let in_flight = events
+        .iter()
+        .filter(|(t, e)| matches!(e, Ev::Done(..)) && *t > cancelled_at)
+        .count();
+    assert!(
+        in_flight > 0,
+        "steps were running when cancelled: {events:#?}"
+    );
+    let saved = lab.load();
+    for s in &started {
+        timeline.pos(&Ev::Done(s.clone(), true));
+        assert_eq!(
+            saved.resources[&s.id].status,
+            Status::Created,
+            "{s} recorded"
+        );
+    }
+    assert_eq!(saved.resources.len(), started.len());
+    assert_eq!(
+        outcome.succeeded + outcome.skipped.len(),
+        desired.resources.len()
+    );
+
+    lab.fake.set_config(|c| c.delay = Duration::ZERO);
+    lab.apply(&desired).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 12. Plans as files, and spec comparison
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_records_what_it_was_made_from() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    let first = lab.plan(&desired, false).await;
+    assert_eq!(first.lineage, None, "no state yet");
+    assert_eq!(first.desired_digest, desired.digest());
+    // A saved plan reads back identically.
+    let text = serde_json::to_string(&first).unwrap();
+    assert_eq!(serde_json::from_str::<Plan>(&text).unwrap(), first);
+
+    lab.apply(&desired).await;
+    let state = lab.load();
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.lineage.as_deref(), Some(state.lineage.as_str()));
+    assert_eq!(plan.serial, state.serial);
+
+    // The digest follows the config and nothing else.
+    assert_eq!(blueprint(2).digest(), desired.digest());
+    assert_ne!(blueprint(3).digest(), desired.digest());
+    let mut changed = blueprint(2);
+    let Spec::Instance(i) = changed.resources.get_mut(&id("registry")).unwrap() else {
+        unreachable!()
+    };
+    i.user_data_sha256 = "0".repeat(64);
+    assert_ne!(changed.digest(), desired.digest());
+    let destroy = lab.plan(&desired, true).await;
+    assert_eq!(destroy.desired_digest, Desired::default().digest());
+    assert!(destroy.destroy);
+}
+
+#[test]
+fn desired_order_puts_dependencies_first_and_rejects_cycles() {
+    let desired = blueprint(3);
+    let order = desired.order().unwrap();
+    assert_eq!(order.len(), desired.resources.len());
+    let at = |r: &LogicalId| order.iter().position(|o| o == r).unwrap();
+    for (rid, spec) in &desired.resources {
+        for dep in spec.depends_on() {
+            assert!(at(&dep) < at(rid), "{dep} before {rid}");
+        }
+    }
+    let mut cyclic = blueprint(1);
+    let Spec::SecurityGroup(lb) = cyclic.resources.get_mut(&id("sg-lb")).unwrap() else {
+        unreachable!()
+    };
+    lb.ingress.push(rule(
+        Protocol::Tcp,
+        9000,
+        9000,
+        Peer::Group("sg-nodes".into()),
+        "back",
+    ));
+    match cyclic.order() {
+        Err(PlanError::Cycle(c)) => assert!(c.to_string().contains("sg-lb"), "{c}"),
+        other => panic!("expected a cycle, got {other:?}"),
+    }
+}
+
+#[test]
+fn spec_changes_classifies_fields() {
+    let d = blueprint(2);
+    let tg = |port: u16, nodes: usize| target_group(port, nodes);
+    let (r, u) = spec_changes(&tg(80, 2), &tg(80, 3));
+    assert!(r.is_empty());
+    assert_eq!(u, vec!["targets: 1 added, 0 removed".to_string()]);
+    let mut moved = tg(80, 2);
+    let Spec::TargetGroup(t) = &mut moved else {
+        unreachable!()
+    };
+    t.port = 8080;
+    t.health_check_port = Some(80);
+    let (r, u) = spec_changes(&tg(80, 2), &moved);
+    assert_eq!(
+        r,
+        vec!["port: 80 → 8080 (cannot change in place)".to_string()]
+    );
+    assert_eq!(u, vec!["health_check_port: none → 80".to_string()]);
+
+    let (r, _) = spec_changes(&d.resources[&id("vpc")], &d.resources[&id("igw")]);
+    assert!(
+        r[0].contains("kind changes from vpc to internet gateway"),
+        "{r:?}"
+    );
+
+    let node = d.resources[&id("node-1")].clone();
+    let mut other = node.clone();
+    let Spec::Instance(i) = &mut other else {
+        unreachable!()
+    };
+    i.user_data_sha256 = "f".repeat(64);
+    i.user_data = "different".into();
+    let (r, _) = spec_changes(&node, &other);
+    assert_eq!(
+        r,
+        vec!["user-data changed (user-data is read only at first boot)".to_string()]
+    );
+    // The user-data text itself never shows (nor counts: only its hash does).
+    let mut same = node.clone();
+    let Spec::Instance(i) = &mut same else {
+        unreachable!()
+    };
+    i.user_data = "secret text".into();
+    assert_eq!(spec_changes(&node, &same), (vec![], vec![]));
+
+    let lb = d.resources[&id("nlb")].clone();
+    let mut moved = lb.clone();
+    let Spec::LoadBalancer(l) = &mut moved else {
+        unreachable!()
+    };
+    l.scheme = Scheme::InternetFacing;
+    l.cross_zone = false;
+    let (r, u) = spec_changes(&lb, &moved);
+    assert_eq!(
+        r,
+        vec!["scheme: internal → internet-facing (cannot change in place)".to_string()]
+    );
+    assert_eq!(u, vec!["cross_zone: true → false".to_string()]);
+
+    let sg = d.resources[&id("sg-nodes")].clone();
+    let mut wider = sg.clone();
+    let Spec::SecurityGroup(s) = &mut wider else {
+        unreachable!()
+    };
+    s.ingress.remove(0);
+    s.ingress
+        .push(rule(Protocol::Udp, 8472, 8472, Peer::Itself, "vxlan"));
+    let (r, u) = spec_changes(&sg, &wider);
+    assert!(r.is_empty());
+    assert_eq!(u, vec!["ingress: 1 added, 1 removed".to_string()]);
+}
