@@ -20,7 +20,10 @@ fn config(nodes: u32) -> provision::config::Config {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let latency = Duration::from_millis(50);
     println!("| nodes | resources | parallelism | apply wall time | destroy wall time |");
     println!("|---:|---:|---:|---:|---:|");

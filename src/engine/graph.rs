@@ -53,7 +53,10 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
         self.dependents = known.iter().map(|k| (k.clone(), BTreeSet::new())).collect();
         for (node, deps) in &self.waiting {
             for d in deps {
-                self.dependents.get_mut(d).expect("known").insert(node.clone());
+                self.dependents
+                    .get_mut(d)
+                    .expect("known")
+                    .insert(node.clone());
             }
         }
         self.check_cycles()?;
@@ -83,13 +86,15 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
             Grey,
             Black,
         }
-        let mut colour: BTreeMap<&K, Colour> = self.waiting.keys().map(|k| (k, Colour::White)).collect();
+        let mut colour: BTreeMap<&K, Colour> =
+            self.waiting.keys().map(|k| (k, Colour::White)).collect();
         for start in self.waiting.keys() {
             if colour[start] != Colour::White {
                 continue;
             }
             let mut path: Vec<&K> = vec![start];
-            let mut iters: Vec<std::collections::btree_set::Iter<'_, K>> = vec![self.waiting[start].iter()];
+            let mut iters: Vec<std::collections::btree_set::Iter<'_, K>> =
+                vec![self.waiting[start].iter()];
             colour.insert(start, Colour::Grey);
             while let Some(it) = iters.last_mut() {
                 match it.next() {
@@ -101,7 +106,8 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
                         }
                         Colour::Grey => {
                             let pos = path.iter().position(|p| *p == next).expect("on path");
-                            let mut cycle: Vec<String> = path[pos..].iter().map(|k| format!("{k:?}")).collect();
+                            let mut cycle: Vec<String> =
+                                path[pos..].iter().map(|k| format!("{k:?}")).collect();
                             cycle.push(format!("{next:?}"));
                             return Err(Cycle(cycle));
                         }
@@ -125,7 +131,12 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
             .waiting
             .iter()
             .filter(|(_, deps)| deps.is_empty())
-            .max_by(|a, b| self.priority.get(a.0).cmp(&self.priority.get(b.0)).then_with(|| b.0.cmp(a.0)))
+            .max_by(|a, b| {
+                self.priority
+                    .get(a.0)
+                    .cmp(&self.priority.get(b.0))
+                    .then_with(|| b.0.cmp(a.0))
+            })
             .map(|(k, _)| k.clone())?;
         self.waiting.remove(&next);
         Some(next)
@@ -184,7 +195,11 @@ mod tests {
         q.queue("sg", ["vpc"]);
         q.queue_finished().unwrap();
         assert_eq!(q.dequeue(), Some("vpc"));
-        assert_eq!(q.dequeue(), None, "nothing else is ready until vpc finishes");
+        assert_eq!(
+            q.dequeue(),
+            None,
+            "nothing else is ready until vpc finishes"
+        );
         q.finish(&"vpc");
         let mut ready = vec![q.dequeue().unwrap(), q.dequeue().unwrap()];
         ready.sort();

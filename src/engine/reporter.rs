@@ -34,7 +34,13 @@ pub trait Reporter: Send + Sync {
     /// A long-running step's live status (e.g. RDS `creating`), with the time so far.
     fn step_status(&self, id: &LogicalId, status: &str, elapsed: Duration);
     /// `Ok(cloud id)` or `Err(message)`.
-    fn step_finished(&self, id: &LogicalId, step: StepKind, result: Result<&str, &str>, elapsed: Duration);
+    fn step_finished(
+        &self,
+        id: &LogicalId,
+        step: StepKind,
+        result: Result<&str, &str>,
+        elapsed: Duration,
+    );
     fn note(&self, message: &str);
 }
 
@@ -44,17 +50,29 @@ pub struct Recording(pub std::sync::Mutex<Vec<String>>);
 
 impl Reporter for Recording {
     fn step_started(&self, id: &LogicalId, step: StepKind, _kind: Kind) {
-        self.0.lock().unwrap().push(format!("start {} {id}", step.verb()));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("start {} {id}", step.verb()));
     }
     fn step_status(&self, id: &LogicalId, status: &str, _elapsed: Duration) {
         self.0.lock().unwrap().push(format!("status {id} {status}"));
     }
-    fn step_finished(&self, id: &LogicalId, step: StepKind, result: Result<&str, &str>, _elapsed: Duration) {
+    fn step_finished(
+        &self,
+        id: &LogicalId,
+        step: StepKind,
+        result: Result<&str, &str>,
+        _elapsed: Duration,
+    ) {
         let r = match result {
             Ok(_) => "ok".to_string(),
             Err(e) => format!("error {e}"),
         };
-        self.0.lock().unwrap().push(format!("done {} {id} {r}", step.verb()));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("done {} {id} {r}", step.verb()));
     }
     fn note(&self, message: &str) {
         self.0.lock().unwrap().push(format!("note {message}"));
