@@ -543,7 +543,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 let spec = &configured.resources[&id];
                 let token = String::new();
                 let c = ctx(env, &id, &token, &found_resolved, &no_delete);
-                match cloud.find(&c, spec).await {
+                match retry_transient(|| cloud.find(&c, spec)).await {
                     Ok(Some(obs)) => {
                         found_resolved.entries.insert(id.clone(), obs.clone());
                         let mut a = new_action(
