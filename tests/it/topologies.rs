@@ -57,3 +57,73 @@ fn docker_without_load_balancer_points_the_record_at_the_node() {
     verify_record(aws, None, node.private_ip_address());
     world.assert_converged();
 }
+
+#[test]
+fn private_zone_is_created_on_the_vpc_and_removed_by_destroy() {
+    let fixture = Fixture::new(Topology::Rke);
+    let text = fixture.render().replace(
+        "[dns]\nzone = \"lab.example.com\"\n",
+        "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
+    );
+    assert!(
+        text.contains("private_zone = true"),
+        "fixture layout changed:\n{text}"
+    );
+    let world = World::bare();
+    world.write_config_text(&text);
+    world.apply();
+    let aws = &world.aws;
+    let zones = aws.block(aws.route53.list_hosted_zones().send()).unwrap();
+    let private: Vec<_> = zones
+        .hosted_zones()
+        .iter()
+        .filter(|z| z.config().is_some_and(|c| c.private_zone()))
+        .collect();
+    assert_eq!(private.len(), 1, "one private zone: {zones:#?}");
+    let zone_id = private[0].id().to_string();
+    assert_eq!(private[0].name().trim_end_matches('.'), "lab.example.com");
+    // Attached to the env's VPC.
+    let zone = aws
+        .block(aws.route53.get_hosted_zone().id(&zone_id).send())
+        .unwrap();
+    let vpc_ids: Vec<_> = zone.vpcs().iter().filter_map(|v| v.vpc_id()).collect();
+    let env_vpcs: Vec<String> = aws
+        .block(
+            aws.ec2
+                .describe_vpcs()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag:provision:env")
+                        .values("lab")
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap()
+        .vpcs()
+        .iter()
+        .filter_map(|v| v.vpc_id().map(str::to_string))
+        .collect();
+    assert_eq!(env_vpcs.len(), 1);
+    assert_eq!(vpc_ids, vec![env_vpcs[0].as_str()], "zone on the env VPC");
+    // The Rancher record lives in the private zone, not in the public one.
+    let in_private = aws.records_named(&zone_id, "rancher.lab.example.com");
+    assert!(
+        in_private.iter().any(|r| r.alias_target().is_some()),
+        "alias record in the private zone: {in_private:#?}"
+    );
+    let public = aws.zone_id("lab.example.com");
+    let in_public: Vec<_> = aws
+        .records_named(&public, "rancher.lab.example.com")
+        .into_iter()
+        .filter(|r| matches!(r.r#type().as_str(), "A" | "CNAME"))
+        .collect();
+    assert!(
+        in_public.is_empty(),
+        "nothing in the public zone: {in_public:#?}"
+    );
+    world.assert_converged();
+    world.run(&["destroy", "--yes"]).ok();
+    let left = aws.leftovers();
+    assert!(left.is_empty(), "destroy left {left:#?}");
+}
