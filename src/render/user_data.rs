@@ -161,13 +161,13 @@ pub(crate) mod tests {
         RegistrySecrets {
             ca_cert_pem: FAKE_CA.to_string(),
             ca_key_pem:
-                "-----BEGIN PRIVATE KEY-----\nRkFLRSBDQSBLRVk=\n-----END PRIVATE KEY-----\n"
+                "-----BEGIN TEST KEY-----\nRkFLRSBDQSBLRVk=\n-----END TEST KEY-----\n"
                     .to_string(),
             server_cert_pem:
                 "-----BEGIN CERTIFICATE-----\nRkFLRSBTRVJWRVI=\n-----END CERTIFICATE-----\n"
                     .to_string(),
             server_key_pem:
-                "-----BEGIN PRIVATE KEY-----\nRkFLRSBTRVJWRVIgS0VZ\n-----END PRIVATE KEY-----\n"
+                "-----BEGIN TEST KEY-----\nRkFLRSBTRVJWRVIgS0VZ\n-----END TEST KEY-----\n"
                     .to_string(),
             username: "rancher".to_string(),
             password: "Fixed0Password0For0Snapshots0000".to_string(),
