@@ -59,7 +59,8 @@ fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        // The SDK's own warnings (e.g. every credential source it tried) only at -v.
+        (false, 0) => "warn,aws_config=error,aws_smithy_runtime=error",
         (false, 1) => "provision=info,warn",
         (false, 2) => "provision=debug,aws_smithy_runtime=debug,info",
         _ => "debug",

@@ -225,6 +225,14 @@ pub trait Cloud: Send + Sync {
         current: &Observed,
     ) -> Result<(), CloudError>;
 
+    /// Check, without changing anything, what would make a create fail late: a DNS zone
+    /// that does not exist, an image that is not there. Called by `plan` for every desired
+    /// resource, so `apply` stops before its first mutating call.
+    async fn preflight(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<(), CloudError> {
+        let _ = (ctx, spec);
+        Ok(())
+    }
+
     /// Every resource tagged `provision:env=<env>`.
     async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError>;
 

@@ -164,7 +164,7 @@ fn waits(cfg: &Config) -> WaitSettings {
 #[cfg(feature = "aws")]
 async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
     Ok(Arc::new(
-        crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await,
+        crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await?,
     ))
 }
 

@@ -171,7 +171,7 @@ pub enum PlanError {
     UnknownRef { id: LogicalId, dep: LogicalId },
     #[error(transparent)]
     Cycle(super::graph::Cycle),
-    #[error("while reading `{id}` ({kind}): {source}")]
+    #[error("while planning `{id}` ({kind}): {source}")]
     Cloud {
         id: LogicalId,
         kind: Kind,
@@ -354,6 +354,35 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 source,
             })?;
             live.insert(id, observed);
+        }
+    }
+
+    // 1b. Fail now, not halfway through apply, on what a create would trip over (a DNS
+    // zone that does not exist, a missing image). Each distinct check runs once.
+    {
+        let mut checked = BTreeSet::new();
+        for id in &order {
+            let spec = &desired.resources[id];
+            let key = match spec {
+                Spec::DnsRecord(r) => format!("zone {:?}", r.zone),
+                Spec::Instance(i) => format!("ami {}", i.ami),
+                _ => continue,
+            };
+            if !checked.insert(key) {
+                continue;
+            }
+            let token = String::new();
+            let c = ctx(env, id, &token, &resolved, &no_delete);
+            match retry_transient(|| cloud.preflight(&c, spec)).await {
+                Ok(()) | Err(CloudError::MissingRef(_)) => {}
+                Err(source) => {
+                    return Err(PlanError::Cloud {
+                        id: id.clone(),
+                        kind: spec.kind(),
+                        source,
+                    })
+                }
+            }
         }
     }
 

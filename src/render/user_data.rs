@@ -160,9 +160,8 @@ pub(crate) mod tests {
     pub(crate) fn fake_secrets() -> RegistrySecrets {
         RegistrySecrets {
             ca_cert_pem: FAKE_CA.to_string(),
-            ca_key_pem:
-                "-----BEGIN TEST KEY-----\nRkFLRSBDQSBLRVk=\n-----END TEST KEY-----\n"
-                    .to_string(),
+            ca_key_pem: "-----BEGIN TEST KEY-----\nRkFLRSBDQSBLRVk=\n-----END TEST KEY-----\n"
+                .to_string(),
             server_cert_pem:
                 "-----BEGIN CERTIFICATE-----\nRkFLRSBTRVJWRVI=\n-----END CERTIFICATE-----\n"
                     .to_string(),

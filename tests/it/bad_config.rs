@@ -118,3 +118,43 @@ fn bad_configs_are_refused_before_any_cloud_call() {
         );
     }
 }
+
+/// What only the cloud can tell (a DNS zone or an image that does not exist) is still
+/// caught by planning, before apply's first mutating call.
+#[test]
+fn missing_zone_or_image_fails_before_any_change() {
+    let world = World::bare();
+    for (what, text) in [
+        (
+            "not found",
+            with(Topology::K3s, |t| {
+                t.replace(
+                    "zone = \"lab.example.com\"",
+                    "zone = \"missing.example.com\"",
+                )
+                .replace("rancher.lab.example.com", "rancher.missing.example.com")
+            }),
+        ),
+        (
+            "ami-0123456789abcdef0",
+            with(Topology::K3s, |t| {
+                let ami = t
+                    .lines()
+                    .find(|l| l.starts_with("ami = "))
+                    .expect("fixture has an ami")
+                    .to_string();
+                t.replace(&ami, "ami = \"ami-0123456789abcdef0\"")
+            }),
+        ),
+    ] {
+        world.write_config_text(&text);
+        let (run, stats) = world.run_recorded(&["apply", "--yes"]);
+        run.code(1);
+        assert!(run.all_output().contains(what), "{}", run.describe());
+        assert!(
+            stats.mutating().is_empty(),
+            "no change may reach the cloud: {:?}",
+            stats.mutating_names()
+        );
+    }
+}

@@ -1792,6 +1792,14 @@ fn observe_instance(
     Ok(o)
 }
 
+/// Before any change: the image of an instance must exist in the region.
+pub async fn preflight(cloud: &AwsCloud, spec: &Spec) -> Result<(), CloudError> {
+    match spec {
+        Spec::Instance(instance) => root_device(cloud, &instance.ami).await.map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 async fn root_device(cloud: &AwsCloud, ami: &str) -> Result<String, CloudError> {
     let missing = || {
         CloudError::Refused(format!(

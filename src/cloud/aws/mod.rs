@@ -36,7 +36,9 @@ pub struct AwsCloud {
 }
 
 impl AwsCloud {
-    pub async fn new(region: &str, waits: WaitSettings) -> Self {
+    /// Build the clients and check that credentials can be had, so a missing profile or
+    /// key fails with one clear message before the first API call.
+    pub async fn new(region: &str, waits: WaitSettings) -> Result<Self, CloudError> {
         let retry = RetryConfig::standard()
             .with_max_attempts(8)
             .with_initial_backoff(Duration::from_millis(200))
@@ -51,7 +53,16 @@ impl AwsCloud {
             .timeout_config(timeouts)
             .load()
             .await;
-        Self {
+        if let Some(provider) = shared.credentials_provider() {
+            use aws_credential_types::provider::ProvideCredentials;
+            if let Err(e) = provider.provide_credentials().await {
+                return Err(CloudError::Refused(format!(
+                    "no usable AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY (the SDK said: {e})"
+                )));
+            }
+        }
+        Ok(Self {
             ec2: aws_sdk_ec2::Client::new(&shared),
             rds: aws_sdk_rds::Client::new(&shared),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
@@ -59,7 +70,7 @@ impl AwsCloud {
             secrets: aws_sdk_secretsmanager::Client::new(&shared),
             region: region.to_string(),
             waits,
-        }
+        })
     }
 }
 
@@ -132,6 +143,14 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::delete(self, ctx, kind, current).await,
             _ => ec2::delete(self, ctx, kind, current).await,
+        }
+    }
+
+    async fn preflight(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<(), CloudError> {
+        match spec {
+            Spec::DnsRecord(_) => route53::preflight(self, ctx, spec).await,
+            Spec::Instance(_) => ec2::preflight(self, spec).await,
+            _ => Ok(()),
         }
     }
 

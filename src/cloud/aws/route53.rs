@@ -572,6 +572,21 @@ fn parse_record_cloud_id(cloud_id: &str) -> Result<(&str, &str, &str), CloudErro
     }
 }
 
+/// Before any change: the existing zone a record goes into must be there (and be one).
+pub async fn preflight(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+) -> Result<(), CloudError> {
+    match spec {
+        Spec::DnsRecord(DnsRecordSpec {
+            zone: zone @ ZoneRef::Existing(_),
+            ..
+        }) => resolve_zone(cloud, ctx, zone).await.map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 /// A hosted zone as found for a record.
 struct Zone {
     id: String,
