@@ -1098,15 +1098,6 @@ impl Aws {
         out
     }
 
-    pub fn hosted_zone_names(&self) -> Vec<String> {
-        self.block(self.route53.list_hosted_zones().send())
-            .unwrap()
-            .hosted_zones()
-            .iter()
-            .map(|z| z.name().to_string())
-            .collect()
-    }
-
     /// The current value of a Secrets Manager secret (RDS keeps JSON with a password).
     pub fn secret_password(&self, arn: &str) -> String {
         let out = self
