@@ -228,18 +228,52 @@ async fn plan(ctx: &Ctx, out: Option<&Path>, detailed: bool, destroy: bool) -> R
     })
 }
 
-/// Listen for Ctrl-C: the first press cancels (no new steps), the second exits at once.
-fn watch_interrupts(cancel: Cancel) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
+/// Ctrl-C handling of `apply` and `destroy`, installed before planning. Before execution
+/// starts nothing has changed, so the first press exits 130 at once (even at the
+/// confirmation prompt). During execution the first press cancels (no new steps; running
+/// ones finish and are saved), the second exits at once.
+struct Interrupts {
+    cancel: Cancel,
+    executing: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Interrupts {
+    fn install() -> Self {
+        let cancel = Cancel::new();
+        let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = {
+            let (cancel, executing) = (cancel.clone(), executing.clone());
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                if !executing.load(std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("\ninterrupted before any change was made");
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!(
+                        "interrupted again: exiting now; the state file holds every finished step \
+                         and the intent of every running create"
+                    );
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+            })
+        };
+        Self {
+            cancel,
+            executing,
+            task,
         }
-        cancel.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted again: exiting now; the state file holds every finished step and the intent of every running create");
-            std::process::exit(i32::from(exit::INTERRUPTED));
-        }
-    })
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 async fn run_plan(
@@ -249,16 +283,18 @@ async fn run_plan(
     state: &mut State,
     cloud: Arc<dyn Cloud>,
     settings: Settings,
+    interrupts: &Interrupts,
 ) -> Result<u8> {
-    let cancel = Cancel::new();
-    let watcher = watch_interrupts(cancel.clone());
+    let cancel = &interrupts.cancel;
+    interrupts
+        .executing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let reporter: Arc<dyn engine::Reporter> = Arc::new(TerminalReporter::new(ctx.verbosity));
     let started = std::time::Instant::now();
     let outcome = engine::execute(
-        cloud, plan, &p.desired, state, &p.paths, &settings, reporter, &cancel,
+        cloud, plan, &p.desired, state, &p.paths, &settings, reporter, cancel,
     )
     .await;
-    watcher.abort();
     let outcome = outcome?;
     let took = ui::human_duration(started.elapsed());
     if outcome.interrupted {
@@ -294,6 +330,7 @@ async fn run_plan(
 async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize) -> Result<u8> {
     let p = prepare(ctx)?;
     let _lock = lock_env(&p.paths, "apply")?;
+    let interrupts = Interrupts::install();
     let mut state = load_state(&p.paths, &p.cfg.name)?;
     let cloud = connect(&p.cfg).await?;
     let plan = match planfile {
@@ -335,7 +372,7 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
         parallelism,
         ..Settings::default()
     };
-    let code = run_plan(ctx, &p, &plan, &mut state, cloud, settings).await?;
+    let code = run_plan(ctx, &p, &plan, &mut state, cloud, settings, &interrupts).await?;
     if code == exit::OK && ctx.verbosity >= Verbosity::Normal {
         let outs = outputs(&p.cfg, &state, &p.registry);
         eprintln!("\nOutputs:\n{}", outs.render_text());
@@ -384,6 +421,7 @@ async fn destroy(
 ) -> Result<u8> {
     let p = prepare(ctx)?;
     let _lock = lock_env(&p.paths, "destroy")?;
+    let interrupts = Interrupts::install();
     let mut state = load_state(&p.paths, &p.cfg.name)?;
     let cloud = connect(&p.cfg).await?;
     let plan = engine::make_plan(
@@ -421,7 +459,7 @@ async fn destroy(
         },
         ..Settings::default()
     };
-    run_plan(ctx, &p, &plan, &mut state, cloud, settings).await
+    run_plan(ctx, &p, &plan, &mut state, cloud, settings, &interrupts).await
 }
 
 fn show(ctx: &Ctx) -> Result<u8> {
