@@ -1,7 +1,6 @@
 //! Small filesystem helpers: private directories and atomic writes with a given mode.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -31,25 +30,12 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<(), RenderError> {
         .map_err(|source| io_error("set the permissions of", path, source))
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same folder gets the
-/// final mode before any byte is written, is flushed to disk, then renamed over `path`.
-/// A reader never sees a half-written file, and a secret is never readable by others.
+/// Writes `contents` to `path` atomically with `mode` (set before any byte is written),
+/// through the same routine as the state file: a reader never sees a half-written file,
+/// and a secret is never readable by others.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), RenderError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut file = tempfile::Builder::new()
-        .prefix(".provision-")
-        .permissions(fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(|source| io_error("create a temporary file for", path, source))?;
-    // The umask may have removed bits from the requested mode (0644 under umask 077).
-    fs::set_permissions(file.path(), fs::Permissions::from_mode(mode))
-        .map_err(|source| io_error("set the permissions of", path, source))?;
-    file.write_all(contents)
-        .and_then(|()| file.as_file().sync_all())
-        .map_err(|source| io_error("write", path, source))?;
-    file.persist(path)
-        .map_err(|error| io_error("replace", path, error.error))?;
-    Ok(())
+    crate::state::store::write_atomic(path, None, contents, mode)
+        .map_err(|source| io_error("write", path, source))
 }
 
 /// Reads `path` as UTF-8, `None` when it does not exist.
