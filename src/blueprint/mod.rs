@@ -53,7 +53,7 @@ pub mod ids {
 pub struct RegistryPlan {
     /// DNS name of the registry (node mode: a record this env creates).
     pub host: String,
-    pub host_port: String,
+    /// `access.host_port` is the registry's `host:port`.
     pub access: RegistryAccess,
     /// Secrets of a registry this env runs (node mode).
     pub secrets: Option<RegistrySecrets>,
@@ -89,31 +89,36 @@ fn looks_like_zone_id(zone: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
+/// `host:port` of the registry the nodes pull from; needs no secrets.
+pub fn registry_host_port(cfg: &Config) -> String {
+    match &cfg.registry {
+        Registry::Node { port, .. } => format!("{}:{port}", registry_host_name(cfg)),
+        Registry::External { url, .. } => url.clone(),
+    }
+}
+
 /// Work out the registry: for node mode, load or create its secrets under `secrets_dir`.
 pub fn registry_plan(
     cfg: &Config,
     secrets_dir: &std::path::Path,
 ) -> Result<RegistryPlan, BlueprintError> {
     match &cfg.registry {
-        Registry::Node { port, .. } => {
+        Registry::Node { .. } => {
             let host = registry_host_name(cfg);
             let secrets = render::ensure_registry_secrets(secrets_dir, &host)?;
-            let host_port = format!("{host}:{port}");
             Ok(RegistryPlan {
                 access: RegistryAccess {
-                    host_port: host_port.clone(),
+                    host_port: registry_host_port(cfg),
                     username: secrets.username.clone(),
                     password: secrets.password.clone(),
                     ca_pem: Some(secrets.ca_cert_pem.clone()),
                 },
                 host,
-                host_port,
                 secrets: Some(secrets),
             })
         }
         Registry::External { url, ca_pem, .. } => Ok(RegistryPlan {
             host: url.split(':').next().unwrap_or(url).to_string(),
-            host_port: url.clone(),
             access: RegistryAccess {
                 host_port: url.clone(),
                 username: String::new(),

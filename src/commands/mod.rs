@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::blueprint::{self, ids, RegistryPlan};
+use crate::blueprint::{self, ids};
 use crate::cli::{Cli, Command, TopologyArg};
 use crate::cloud::{Cloud, DeleteOptions, WaitSettings};
 use crate::config::{self, Config, Topology};
@@ -132,7 +132,6 @@ fn validate(ctx: &Ctx) -> Result<u8> {
 struct Prepared {
     cfg: Config,
     paths: Paths,
-    registry: RegistryPlan,
     desired: Desired,
 }
 
@@ -145,7 +144,6 @@ fn prepare(ctx: &Ctx) -> Result<Prepared> {
     Ok(Prepared {
         cfg,
         paths,
-        registry,
         desired,
     })
 }
@@ -374,7 +372,7 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
     };
     let code = run_plan(ctx, &p, &plan, &mut state, cloud, settings, &interrupts).await?;
     if code == exit::OK && ctx.verbosity >= Verbosity::Normal {
-        let outs = outputs(&p.cfg, &state, &p.registry);
+        let outs = outputs(&p.cfg, &state);
         eprintln!("\nOutputs:\n{}", outs.render_text());
         eprintln!("Next: `provision artifacts` writes the files for the install steps.");
     }
@@ -549,8 +547,7 @@ fn output(ctx: &Ctx, name: Option<&str>) -> Result<u8> {
             cfg.name
         )
     })?;
-    let registry = blueprint::registry_plan(&cfg, &paths.secrets_dir())?;
-    let outs = outputs(&cfg, &state, &registry);
+    let outs = outputs(&cfg, &state);
     let map = outs.to_map();
     match name {
         Some(n) => {
@@ -591,7 +588,7 @@ async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
         )
     })?;
     let registry = blueprint::registry_plan(&cfg, &paths.secrets_dir())?;
-    let outs = outputs(&cfg, &state, &registry);
+    let outs = outputs(&cfg, &state);
     // The datastore password is fetched now, straight into a 0600 file, never kept.
     let datastore = match state
         .resources

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::blueprint::{ids, RegistryPlan};
+use crate::blueprint::{self, ids};
 use crate::config::Config;
 use crate::model::{Attrs, LogicalId, Spec};
 use crate::state::{State, Status};
@@ -20,7 +20,7 @@ pub struct Outputs {
     pub bastion: Option<(String, String)>,
 }
 
-pub fn outputs(cfg: &Config, state: &State, registry: &RegistryPlan) -> Outputs {
+pub fn outputs(cfg: &Config, state: &State) -> Outputs {
     let created = |id: &str| {
         state
             .resources
@@ -75,7 +75,7 @@ pub fn outputs(cfg: &Config, state: &State, registry: &RegistryPlan) -> Outputs 
         rancher_url: format!("https://{}", cfg.hostname),
         load_balancer_dns,
         nodes: nodes.into_iter().map(|(_, id, ip)| (id, ip)).collect(),
-        registry_url: registry.host_port.clone(),
+        registry_url: blueprint::registry_host_port(cfg),
         datastore_endpoint,
         bastion,
     }

@@ -59,9 +59,6 @@ impl Desired {
         for (id, spec) in &self.resources {
             h.update(id.as_str().as_bytes());
             h.update(serde_json::to_vec(spec).expect("spec serializes"));
-            if let Spec::Instance(i) = spec {
-                h.update(i.user_data_sha256.as_bytes());
-            }
         }
         hex::encode(h.finalize())
     }
