@@ -1,0 +1,476 @@
+//! EC2 resources: VPC, internet gateway, subnets, route tables, security groups, key pairs
+//! and instances.
+//!
+//! Every create tags the resource atomically (`TagSpecifications`) with `provision:env`,
+//! `provision:id` and `Name`, so that [`find`] adopts what an interrupted run created and
+//! [`list_owned`] sees everything an environment owns even without a state file.
+//!
+//! [`read`] reports drift the way [`update`] can repair it: security-group rules are
+//! compared as sets of normalized rules, route tables by their subnet associations and
+//! default route, instances by their security groups and run state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::primitives::Blob;
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, Instance,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, InternetGateway,
+    IpPermission, IpRange, Ipv6Range, KeyPairInfo, PrefixListId, ResourceType, RouteState,
+    RouteTable, RouteTableAssociationStateCode, SecurityGroup, Subnet, Tag, TagSpecification,
+    UserIdGroupPair, VolumeType, Vpc, VpcAttributeName,
+};
+use base64::Engine as _;
+
+use super::retry::{retry_in_use, retry_while};
+use super::{sdk_error, AwsCloud};
+use crate::cloud::{CloudError, OpContext, Owned};
+use crate::model::{
+    tags_for, Attrs, InstanceSpec, InternetGatewaySpec, Kind, LogicalId, MissingRef, Observed,
+    Peer, Protocol, Ref, RouteTableSpec, Rule, SecurityGroupSpec, Spec, SubnetSpec, VpcSpec,
+    TAG_ENV, TAG_ID,
+};
+
+mod instance;
+mod internet_gateway;
+mod key_pair;
+mod route_table;
+mod security_group;
+mod subnet;
+mod vpc;
+
+use instance::*;
+pub(super) use instance::preflight;
+use internet_gateway::*;
+use key_pair::*;
+use route_table::*;
+use security_group::*;
+use subnet::*;
+use vpc::*;
+
+/// The destination of the default route.
+const ANYWHERE: &str = "0.0.0.0/0";
+/// Root device name when the image does not say.
+const DEFAULT_ROOT_DEVICE: &str = "/dev/sda1";
+/// Device name of the extra data volume.
+const DATA_DEVICE: &str = "/dev/sdf";
+/// How long a call on a resource created a moment ago may keep answering "not found".
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// Entry points, called from `aws/mod.rs`.
+
+pub async fn find(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+) -> Result<Option<Observed>, CloudError> {
+    let lookup = Lookup::Filters(owner_filters(ctx.env, ctx.id));
+    let kind = spec.kind();
+    let found = match spec {
+        Spec::Vpc(s) => pick(kind, ctx, describe_vpcs(cloud, &lookup).await?, |v| {
+            v.vpc_id()
+        })?
+        .map(|v| observe_vpc_base(s, &v)),
+        Spec::InternetGateway(s) => {
+            let igws = describe_igws(cloud, &lookup).await?;
+            pick(kind, ctx, igws, |g| g.internet_gateway_id())?
+                .map(|g| observe_igw(ctx, s, &g))
+                .transpose()?
+        }
+        Spec::Subnet(s) => pick(kind, ctx, describe_subnets(cloud, &lookup).await?, |x| {
+            x.subnet_id()
+        })?
+        .map(|x| observe_subnet(s, &x)),
+        Spec::RouteTable(s) => pick(
+            kind,
+            ctx,
+            describe_route_tables(cloud, &lookup).await?,
+            |t| t.route_table_id(),
+        )?
+        .map(|t| observe_route_table(ctx, s, &t))
+        .transpose()?,
+        Spec::SecurityGroup(s) => pick(kind, ctx, describe_groups(cloud, &lookup).await?, |g| {
+            g.group_id()
+        })?
+        .map(|g| observe_group(ctx, s, &g))
+        .transpose()?,
+        Spec::KeyPair(_) => pick(kind, ctx, describe_key_pairs(cloud, &lookup).await?, |k| {
+            k.key_pair_id().or(k.key_name())
+        })?
+        .map(|k| observe_key_pair(&k)),
+        Spec::Instance(s) => {
+            // RunInstances tags atomically, so every instance of ours carries the env
+            // tag; among those, match the logical id or this step's client token. (Done
+            // here rather than with a `client-token` filter, which moto does not support.)
+            let env_only = Lookup::Filters(vec![filter(&format!("tag:{TAG_ENV}"), ctx.env)]);
+            let all: Vec<Instance> = describe_instances(cloud, &env_only)
+                .await?
+                .into_iter()
+                .filter(is_live)
+                .filter(|i| {
+                    tag_value(i.tags(), TAG_ID) == Some(ctx.id.as_str())
+                        || i.client_token() == Some(ctx.token)
+                })
+                .collect();
+            pick(kind, ctx, all, |i| i.instance_id())?
+                .map(|i| observe_instance(ctx, s, &i))
+                .transpose()?
+        }
+        other => return Err(not_ec2(other.kind())),
+    };
+    Ok(found)
+}
+
+pub async fn read(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+    cloud_id: &str,
+) -> Result<Option<Observed>, CloudError> {
+    let lookup = Lookup::Id(cloud_id.to_string());
+    let observed = match spec {
+        Spec::Vpc(s) => match gone_is_none(describe_vpcs(cloud, &lookup).await)?.and_then(first) {
+            Some(v) => Some(observe_vpc(cloud, s, &v).await?),
+            None => None,
+        },
+        Spec::InternetGateway(s) => gone_is_none(describe_igws(cloud, &lookup).await)?
+            .and_then(first)
+            .map(|g| observe_igw(ctx, s, &g))
+            .transpose()?,
+        Spec::Subnet(s) => gone_is_none(describe_subnets(cloud, &lookup).await)?
+            .and_then(first)
+            .map(|x| observe_subnet(s, &x)),
+        Spec::RouteTable(s) => gone_is_none(describe_route_tables(cloud, &lookup).await)?
+            .and_then(first)
+            .map(|t| observe_route_table(ctx, s, &t))
+            .transpose()?,
+        Spec::SecurityGroup(s) => gone_is_none(describe_groups(cloud, &lookup).await)?
+            .and_then(first)
+            .map(|g| observe_group(ctx, s, &g))
+            .transpose()?,
+        Spec::KeyPair(_) => gone_is_none(describe_key_pairs(cloud, &lookup).await)?
+            .and_then(first)
+            .map(|k| observe_key_pair(&k)),
+        Spec::Instance(s) => gone_is_none(describe_instances(cloud, &lookup).await)?
+            .and_then(first)
+            .filter(is_live)
+            .map(|i| observe_instance(ctx, s, &i))
+            .transpose()?,
+        other => return Err(not_ec2(other.kind())),
+    };
+    Ok(observed)
+}
+
+pub async fn create(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+) -> Result<Observed, CloudError> {
+    match spec {
+        Spec::Vpc(s) => create_vpc(cloud, ctx, s).await,
+        Spec::InternetGateway(s) => create_igw(cloud, ctx, s).await,
+        Spec::Subnet(s) => create_subnet(cloud, ctx, s).await,
+        Spec::RouteTable(s) => create_route_table(cloud, ctx, s).await,
+        Spec::SecurityGroup(s) => create_group(cloud, ctx, s).await,
+        Spec::KeyPair(s) => create_key_pair(cloud, ctx, &s.public_key).await,
+        Spec::Instance(s) => create_instance(cloud, ctx, s).await,
+        other => Err(not_ec2(other.kind())),
+    }
+}
+
+pub async fn update(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+    current: &Observed,
+) -> Result<Observed, CloudError> {
+    let id = current.cloud_id.as_str();
+    match spec {
+        Spec::Vpc(_) => enable_vpc_dns(cloud, id).await?,
+        Spec::InternetGateway(s) => update_igw(cloud, ctx, s, id).await?,
+        Spec::Subnet(s) => set_map_public_ip(cloud, id, s.map_public_ip).await?,
+        Spec::RouteTable(s) => update_route_table(cloud, ctx, s, id).await?,
+        Spec::SecurityGroup(s) => {
+            let group = describe_groups(cloud, &Lookup::Id(id.to_string()))
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| vanished(Kind::SecurityGroup, id))?;
+            let have = GroupRules::of(&group);
+            converge_group_rules(cloud, ctx, s, id, &have).await?;
+        }
+        Spec::KeyPair(_) => {}
+        Spec::Instance(s) => update_instance(cloud, ctx, s, id).await?,
+        other => return Err(not_ec2(other.kind())),
+    }
+    read(cloud, ctx, spec, id)
+        .await?
+        .ok_or_else(|| vanished(spec.kind(), id))
+}
+
+pub async fn delete(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    kind: Kind,
+    current: &Observed,
+) -> Result<(), CloudError> {
+    let id = current.cloud_id.as_str();
+    let what = format!("{kind} {id}");
+    let (limit, poll) = (cloud.waits.dependency, cloud.waits.poll);
+    let ec2 = &cloud.ec2;
+    match kind {
+        Kind::Vpc => {
+            retry_in_use(&what, limit, poll, move || async move {
+                gone_is_ok(
+                    ec2.delete_vpc()
+                        .vpc_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DeleteVpc", e)),
+                )
+            })
+            .await
+        }
+        Kind::InternetGateway => delete_igw(cloud, id, &what).await,
+        Kind::Subnet => {
+            retry_in_use(&what, limit, poll, move || async move {
+                gone_is_ok(
+                    ec2.delete_subnet()
+                        .subnet_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DeleteSubnet", e)),
+                )
+            })
+            .await
+        }
+        Kind::RouteTable => delete_route_table(cloud, id, &what).await,
+        Kind::SecurityGroup => {
+            retry_in_use(&what, limit, poll, move || async move {
+                gone_is_ok(
+                    ec2.delete_security_group()
+                        .group_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DeleteSecurityGroup", e)),
+                )
+            })
+            .await
+        }
+        Kind::KeyPair => {
+            // By name when known: every EC2 (and moto, which ignores `KeyPairId`) takes it.
+            let req = ec2.delete_key_pair();
+            let req = match &current.attrs {
+                Attrs::KeyPair { name } if !name.is_empty() => req.key_name(name),
+                _ if id.starts_with("key-") => req.key_pair_id(id),
+                _ => req.key_name(id),
+            };
+            gone_is_ok(req.send().await.map_err(|e| sdk_error("DeleteKeyPair", e)))
+        }
+        Kind::Instance => delete_instance(cloud, ctx, id).await,
+        other => Err(not_ec2(other)),
+    }
+}
+
+pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
+    let lookup = Lookup::Filters(vec![filter(&format!("tag:{TAG_ENV}"), env)]);
+    let mut out = Vec::new();
+    let mut push = |kind: Kind, cloud_id: Option<&str>, tags: &[Tag], attrs: Attrs| {
+        if let Some(cloud_id) = cloud_id {
+            let id = tag_value(tags, TAG_ID).unwrap_or(cloud_id);
+            out.push(Owned {
+                kind,
+                id: LogicalId::new(id),
+                cloud_id: cloud_id.to_string(),
+                attrs,
+            });
+        }
+    };
+    for v in describe_vpcs(cloud, &lookup).await? {
+        push(Kind::Vpc, v.vpc_id(), v.tags(), Attrs::None);
+    }
+    for g in describe_igws(cloud, &lookup).await? {
+        push(
+            Kind::InternetGateway,
+            g.internet_gateway_id(),
+            g.tags(),
+            Attrs::None,
+        );
+    }
+    for s in describe_subnets(cloud, &lookup).await? {
+        push(Kind::Subnet, s.subnet_id(), s.tags(), subnet_attrs(&s));
+    }
+    for t in describe_route_tables(cloud, &lookup).await? {
+        push(Kind::RouteTable, t.route_table_id(), t.tags(), Attrs::None);
+    }
+    for g in describe_groups(cloud, &lookup).await? {
+        push(Kind::SecurityGroup, g.group_id(), g.tags(), Attrs::None);
+    }
+    for k in describe_key_pairs(cloud, &lookup).await? {
+        push(
+            Kind::KeyPair,
+            k.key_pair_id().or(k.key_name()),
+            k.tags(),
+            key_pair_attrs(&k),
+        );
+    }
+    for i in describe_instances(cloud, &lookup).await? {
+        if is_live(&i) {
+            push(
+                Kind::Instance,
+                i.instance_id(),
+                i.tags(),
+                instance_attrs(&i),
+            );
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared plumbing.
+
+/// How to select resources in a describe call.
+enum Lookup {
+    Id(String),
+    Filters(Vec<Filter>),
+}
+
+impl Lookup {
+    fn ids(&self) -> Option<Vec<String>> {
+        match self {
+            Lookup::Id(id) => Some(vec![id.clone()]),
+            Lookup::Filters(_) => None,
+        }
+    }
+    fn filters(&self) -> Option<Vec<Filter>> {
+        match self {
+            Lookup::Id(_) => None,
+            Lookup::Filters(f) => Some(f.clone()),
+        }
+    }
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn owner_filters(env: &str, id: &LogicalId) -> Vec<Filter> {
+    vec![
+        filter(&format!("tag:{TAG_ENV}"), env),
+        filter(&format!("tag:{TAG_ID}"), id.as_str()),
+    ]
+}
+
+fn tag_spec(resource: ResourceType, ctx: &OpContext<'_>) -> TagSpecification {
+    let tags = tags_for(ctx.env, ctx.id)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build());
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags.collect()))
+        .build()
+}
+
+fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+fn error_code(e: &CloudError) -> Option<&str> {
+    match e {
+        CloudError::Api { code, .. }
+        | CloudError::InUse { code, .. }
+        | CloudError::Transient { code, .. } => Some(code),
+        _ => None,
+    }
+}
+
+/// `InvalidVpcID.NotFound`, `InvalidGroup.NotFound`, `InvalidKeyPair.NotFound`, ...
+fn is_not_found(e: &CloudError) -> bool {
+    error_code(e).is_some_and(|c| c.ends_with("NotFound"))
+}
+
+fn gone_is_none<T>(r: Result<T, CloudError>) -> Result<Option<T>, CloudError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn gone_is_ok<T>(r: Result<T, CloudError>) -> Result<(), CloudError> {
+    gone_is_none(r).map(|_| ())
+}
+
+fn first<T>(items: Vec<T>) -> Option<T> {
+    items.into_iter().next()
+}
+
+fn not_ec2(kind: Kind) -> CloudError {
+    CloudError::Refused(format!("the EC2 adapter does not handle {kind} resources"))
+}
+
+fn vanished(kind: Kind, id: &str) -> CloudError {
+    CloudError::api(
+        "update",
+        "NotFound",
+        format!("{kind} {id} no longer exists"),
+    )
+}
+
+/// At most one resource may carry an environment's tags for one logical id; several mean
+/// someone copied tags or an old run leaked, and guessing would adopt the wrong one.
+fn pick<T>(
+    kind: Kind,
+    ctx: &OpContext<'_>,
+    items: Vec<T>,
+    id: impl Fn(&T) -> Option<&str>,
+) -> Result<Option<T>, CloudError> {
+    if items.len() > 1 {
+        let ids: Vec<&str> = items.iter().filter_map(&id).collect();
+        return Err(CloudError::api(
+            format!("find {kind} `{}`", ctx.id),
+            "Ambiguous",
+            format!(
+                "{} {kind}s are tagged {TAG_ENV}={} {TAG_ID}={}: {}; delete the extra ones or fix their tags",
+                items.len(),
+                ctx.env,
+                ctx.id,
+                ids.join(", ")
+            ),
+        ));
+    }
+    Ok(items.into_iter().next())
+}
+
+/// "private-a (subnet-123)" when the cloud id belongs to a known logical resource.
+fn named(ctx: &OpContext<'_>, cloud_id: &str) -> String {
+    match ctx.resolved.logical_of(cloud_id) {
+        Some(logical) => format!("{logical} ({cloud_id})"),
+        None => cloud_id.to_string(),
+    }
+}
+
+/// Retry a call on a resource created a moment ago while EC2 still answers "not found"
+/// (its APIs are eventually consistent).
+async fn settle<T, F, Fut>(cloud: &AwsCloud, op: F) -> Result<T, CloudError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CloudError>>,
+{
+    let limit = cloud.waits.dependency.min(SETTLE_LIMIT);
+    retry_while(limit, cloud.waits.poll, is_not_found, op)
+        .await
+        .map_err(super::retry::RetryError::into_inner)
+}
+
+fn created_id(op: &str, id: Option<&str>) -> Result<String, CloudError> {
+    id.map(str::to_string)
+        .ok_or_else(|| CloudError::api(op, "NoId", "the response carried no resource id"))
+}
+
+// ---------------------------------------------------------------------------------------

@@ -1,0 +1,631 @@
+//! Security groups: rules compared as sets of normalized rules; only the difference is revoked or authorized.
+
+use super::*;
+
+pub(super) async fn describe_groups(
+    cloud: &AwsCloud,
+    lookup: &Lookup,
+) -> Result<Vec<SecurityGroup>, CloudError> {
+    cloud
+        .ec2
+        .describe_security_groups()
+        .set_group_ids(lookup.ids())
+        .set_filters(lookup.filters())
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| sdk_error("DescribeSecurityGroups", e))
+}
+
+/// Who a normalized rule admits or reaches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum RulePeer {
+    Cidr(String),
+    CidrV6(String),
+    Group(String),
+    PrefixList(String),
+}
+
+/// One security-group rule in the form AWS compares them: protocol (`tcp`, `udp`, `-1`,
+/// ...), port range (none for all protocols) and one peer. Descriptions do not count.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct RuleKey {
+    protocol: String,
+    ports: Option<(i32, i32)>,
+    peer: RulePeer,
+}
+
+impl RuleKey {
+    pub(super) fn all_traffic_anywhere() -> Self {
+        RuleKey {
+            protocol: "-1".into(),
+            ports: None,
+            peer: RulePeer::Cidr(ANYWHERE.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// The rules of a live group.
+pub(super) struct GroupRules {
+    ingress: BTreeSet<RuleKey>,
+    egress: BTreeSet<RuleKey>,
+}
+
+impl GroupRules {
+    pub(super) fn of(g: &SecurityGroup) -> Self {
+        GroupRules {
+            ingress: have_rules(g.ip_permissions()),
+            egress: have_rules(g.ip_permissions_egress()),
+        }
+    }
+}
+
+pub(super) fn norm_protocol(p: &str) -> String {
+    match p.to_ascii_lowercase().as_str() {
+        "-1" | "all" => "-1".into(),
+        "6" => "tcp".into(),
+        "17" => "udp".into(),
+        "1" => "icmp".into(),
+        other => other.into(),
+    }
+}
+
+/// Normalize the spec's rules: `Itself` becomes the group's own id, `Group(ref)` the
+/// referenced group's id. Maps each rule to its description.
+pub(super) fn want_rules(
+    rules: &[Rule],
+    self_id: &str,
+    resolve: impl Fn(&Ref) -> Result<String, MissingRef>,
+) -> Result<BTreeMap<RuleKey, String>, MissingRef> {
+    let mut out = BTreeMap::new();
+    for rule in rules {
+        let (protocol, ports) = match rule.protocol {
+            Protocol::Tcp => (
+                "tcp",
+                Some((i32::from(rule.from_port), i32::from(rule.to_port))),
+            ),
+            Protocol::Udp => (
+                "udp",
+                Some((i32::from(rule.from_port), i32::from(rule.to_port))),
+            ),
+            Protocol::All => ("-1", None),
+        };
+        let peer = match &rule.peer {
+            Peer::Cidr(c) if c.contains(':') => RulePeer::CidrV6(c.clone()),
+            Peer::Cidr(c) => RulePeer::Cidr(c.clone()),
+            Peer::Group(r) => RulePeer::Group(resolve(r)?),
+            Peer::Itself => RulePeer::Group(self_id.to_string()),
+        };
+        let key = RuleKey {
+            protocol: protocol.to_string(),
+            ports,
+            peer,
+        };
+        out.entry(key).or_insert_with(|| rule.description.clone());
+    }
+    Ok(out)
+}
+
+/// Flatten AWS permissions (one per protocol and ports, many peers) into one rule per peer.
+pub(super) fn have_rules(perms: &[IpPermission]) -> BTreeSet<RuleKey> {
+    let mut out = BTreeSet::new();
+    for p in perms {
+        let protocol = norm_protocol(p.ip_protocol().unwrap_or("-1"));
+        let ports = if protocol == "-1" {
+            None
+        } else {
+            Some((p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1)))
+        };
+        let peers = p
+            .ip_ranges()
+            .iter()
+            .filter_map(|r| r.cidr_ip().map(|c| RulePeer::Cidr(c.to_string())))
+            .chain(
+                p.ipv6_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ipv6().map(|c| RulePeer::CidrV6(c.to_string()))),
+            )
+            .chain(
+                p.user_id_group_pairs()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(|c| RulePeer::Group(c.to_string()))),
+            )
+            .chain(p.prefix_list_ids().iter().filter_map(|l| {
+                l.prefix_list_id()
+                    .map(|c| RulePeer::PrefixList(c.to_string()))
+            }));
+        for peer in peers {
+            out.insert(RuleKey {
+                protocol: protocol.clone(),
+                ports,
+                peer,
+            });
+        }
+    }
+    out
+}
+
+/// Rules to authorize (with their descriptions) and rules to revoke.
+pub(super) fn diff_rules(
+    want: &BTreeMap<RuleKey, String>,
+    have: &BTreeSet<RuleKey>,
+) -> (Vec<(RuleKey, String)>, Vec<RuleKey>) {
+    let missing = want
+        .iter()
+        .filter(|(k, _)| !have.contains(*k))
+        .map(|(k, d)| (k.clone(), d.clone()))
+        .collect();
+    let extra = have
+        .iter()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
+    (missing, extra)
+}
+
+/// "tcp 443 from 10.0.0.0/16", "all traffic to 0.0.0.0/0".
+pub(super) fn rule_text(
+    key: &RuleKey,
+    direction: Direction,
+    name: &dyn Fn(&str) -> String,
+) -> String {
+    let what = match (key.protocol.as_str(), key.ports) {
+        ("-1", _) => "all traffic".to_string(),
+        (p, Some((from, to))) if from == to => format!("{p} {from}"),
+        (p, Some((from, to))) => format!("{p} {from}-{to}"),
+        (p, None) => p.to_string(),
+    };
+    let peer = match &key.peer {
+        RulePeer::Cidr(c) | RulePeer::CidrV6(c) => c.clone(),
+        RulePeer::Group(g) => format!("group {}", name(g)),
+        RulePeer::PrefixList(l) => format!("prefix list {l}"),
+    };
+    let preposition = match direction {
+        Direction::Ingress => "from",
+        Direction::Egress => "to",
+    };
+    format!("{what} {preposition} {peer}")
+}
+
+pub(super) fn rule_drift(
+    direction: Direction,
+    missing: &[(RuleKey, String)],
+    extra: &[RuleKey],
+    name: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    let label = direction.label();
+    missing
+        .iter()
+        .map(|(k, _)| format!("{label} rule missing: {}", rule_text(k, direction, name)))
+        .chain(extra.iter().map(|k| {
+            format!(
+                "{label} rule not in spec: {}",
+                rule_text(k, direction, name)
+            )
+        }))
+        .collect()
+}
+
+pub(super) fn to_permission(key: &RuleKey, description: Option<&str>) -> IpPermission {
+    let description = description.filter(|d| !d.is_empty()).map(str::to_string);
+    let mut p = IpPermission::builder().ip_protocol(&key.protocol);
+    if let Some((from, to)) = key.ports {
+        p = p.from_port(from).to_port(to);
+    }
+    p = match &key.peer {
+        RulePeer::Cidr(c) => p.ip_ranges(
+            IpRange::builder()
+                .cidr_ip(c)
+                .set_description(description)
+                .build(),
+        ),
+        RulePeer::CidrV6(c) => p.ipv6_ranges(
+            Ipv6Range::builder()
+                .cidr_ipv6(c)
+                .set_description(description)
+                .build(),
+        ),
+        RulePeer::Group(g) => p.user_id_group_pairs(
+            UserIdGroupPair::builder()
+                .group_id(g)
+                .set_description(description)
+                .build(),
+        ),
+        RulePeer::PrefixList(l) => p.prefix_list_ids(
+            PrefixListId::builder()
+                .prefix_list_id(l)
+                .set_description(description)
+                .build(),
+        ),
+    };
+    p.build()
+}
+
+/// Desired ingress and egress rules of a group, as normalized rules.
+pub(super) type WantedRules = (BTreeMap<RuleKey, String>, BTreeMap<RuleKey, String>);
+
+pub(super) fn group_wants(
+    ctx: &OpContext<'_>,
+    s: &SecurityGroupSpec,
+    group_id: &str,
+) -> Result<WantedRules, MissingRef> {
+    let resolve = |r: &Ref| ctx.resolved.cloud_id(r).map(str::to_string);
+    Ok((
+        want_rules(&s.ingress, group_id, resolve)?,
+        want_rules(&s.egress, group_id, resolve)?,
+    ))
+}
+
+pub(super) fn observe_group(
+    ctx: &OpContext<'_>,
+    s: &SecurityGroupSpec,
+    g: &SecurityGroup,
+) -> Result<Observed, CloudError> {
+    let group_id = g.group_id().unwrap_or_default();
+    let (want_in, want_out) = group_wants(ctx, s, group_id)?;
+    let have = GroupRules::of(g);
+    let name = |id: &str| {
+        if id == group_id {
+            "itself".to_string()
+        } else {
+            named(ctx, id)
+        }
+    };
+    let mut o = Observed::new(group_id, Attrs::None);
+    let (missing, extra) = diff_rules(&want_in, &have.ingress);
+    o.drift
+        .extend(rule_drift(Direction::Ingress, &missing, &extra, &name));
+    let (missing, extra) = diff_rules(&want_out, &have.egress);
+    o.drift
+        .extend(rule_drift(Direction::Egress, &missing, &extra, &name));
+    Ok(o)
+}
+
+pub(super) async fn create_group(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    s: &SecurityGroupSpec,
+) -> Result<Observed, CloudError> {
+    let vpc = ctx.resolved.cloud_id(&s.vpc)?;
+    let out = cloud
+        .ec2
+        .create_security_group()
+        .group_name(format!("{}-{}", ctx.env, ctx.id))
+        .description(&s.description)
+        .vpc_id(vpc)
+        .tag_specifications(tag_spec(ResourceType::SecurityGroup, ctx))
+        .send()
+        .await
+        .map_err(|e| sdk_error("CreateSecurityGroup", e))?;
+    let id = created_id("CreateSecurityGroup", out.group_id())?;
+    // A new VPC group starts with AWS's allow-all egress rule and nothing else.
+    let have = GroupRules {
+        ingress: BTreeSet::new(),
+        egress: BTreeSet::from([RuleKey::all_traffic_anywhere()]),
+    };
+    converge_group_rules(cloud, ctx, s, &id, &have).await?;
+    let (_, want_out) = group_wants(ctx, s, &id)?;
+    if let Some(description) = want_out
+        .get(&RuleKey::all_traffic_anywhere())
+        .filter(|d| !d.is_empty())
+    {
+        // The default rule was kept rather than re-added; give it the spec's description.
+        cloud
+            .ec2
+            .update_security_group_rule_descriptions_egress()
+            .group_id(&id)
+            .ip_permissions(to_permission(
+                &RuleKey::all_traffic_anywhere(),
+                Some(description),
+            ))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateSecurityGroupRuleDescriptionsEgress", e))?;
+    }
+    Ok(Observed::new(id, Attrs::None))
+}
+
+/// Revoke the rules the spec does not have, then authorize the missing ones. Only rules
+/// change, never the group.
+pub(super) async fn converge_group_rules(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    s: &SecurityGroupSpec,
+    group_id: &str,
+    have: &GroupRules,
+) -> Result<(), CloudError> {
+    let (want_in, want_out) = group_wants(ctx, s, group_id)?;
+    for (direction, want, have) in [
+        (Direction::Ingress, &want_in, &have.ingress),
+        (Direction::Egress, &want_out, &have.egress),
+    ] {
+        let (missing, extra) = diff_rules(want, have);
+        if !extra.is_empty() {
+            let perms: Vec<IpPermission> = extra.iter().map(|k| to_permission(k, None)).collect();
+            revoke_rules(cloud, group_id, direction, perms).await?;
+        }
+        if !missing.is_empty() {
+            let perms: Vec<IpPermission> = missing
+                .iter()
+                .map(|(k, d)| to_permission(k, Some(d)))
+                .collect();
+            authorize_rules(cloud, group_id, direction, perms).await?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn revoke_rules(
+    cloud: &AwsCloud,
+    group_id: &str,
+    direction: Direction,
+    perms: Vec<IpPermission>,
+) -> Result<(), CloudError> {
+    let perms = Some(perms);
+    let result = settle(cloud, || async {
+        match direction {
+            Direction::Ingress => cloud
+                .ec2
+                .revoke_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(perms.clone())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error("RevokeSecurityGroupIngress", e)),
+            Direction::Egress => cloud
+                .ec2
+                .revoke_security_group_egress()
+                .group_id(group_id)
+                .set_ip_permissions(perms.clone())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error("RevokeSecurityGroupEgress", e)),
+        }
+    })
+    .await;
+    match result {
+        // Already revoked by someone else: the goal is reached.
+        Err(e) if error_code(&e) == Some("InvalidPermission.NotFound") => Ok(()),
+        other => other,
+    }
+}
+
+pub(super) async fn authorize_rules(
+    cloud: &AwsCloud,
+    group_id: &str,
+    direction: Direction,
+    perms: Vec<IpPermission>,
+) -> Result<(), CloudError> {
+    let perms = Some(perms);
+    let result = settle(cloud, || async {
+        match direction {
+            Direction::Ingress => cloud
+                .ec2
+                .authorize_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(perms.clone())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error("AuthorizeSecurityGroupIngress", e)),
+            Direction::Egress => cloud
+                .ec2
+                .authorize_security_group_egress()
+                .group_id(group_id)
+                .set_ip_permissions(perms.clone())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error("AuthorizeSecurityGroupEgress", e)),
+        }
+    })
+    .await;
+    match result {
+        Err(e) if error_code(&e) == Some("InvalidPermission.Duplicate") => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(protocol: Protocol, from: u16, to: u16, peer: Peer) -> Rule {
+        Rule {
+            protocol,
+            from_port: from,
+            to_port: to,
+            peer,
+            description: format!("{protocol:?} {from}"),
+        }
+    }
+
+    fn resolve(r: &Ref) -> Result<String, MissingRef> {
+        match r.as_str() {
+            "sg-lb" => Ok("sg-222".into()),
+            _ => Err(MissingRef(r.clone())),
+        }
+    }
+
+    fn key(protocol: &str, ports: Option<(i32, i32)>, peer: RulePeer) -> RuleKey {
+        RuleKey {
+            protocol: protocol.into(),
+            ports,
+            peer,
+        }
+    }
+
+    #[test]
+    fn spec_rules_normalize_peers_and_ports() {
+        let rules = vec![
+            rule(Protocol::Tcp, 443, 443, Peer::Cidr("10.0.0.0/16".into())),
+            rule(Protocol::All, 0, 65535, Peer::Itself),
+            rule(Protocol::Udp, 8472, 8472, Peer::Group("sg-lb".into())),
+            rule(Protocol::Tcp, 22, 22, Peer::Cidr("::/0".into())),
+        ];
+        let want = want_rules(&rules, "sg-111", resolve).unwrap();
+        let keys: Vec<&RuleKey> = want.keys().collect();
+        assert!(keys.contains(&&key(
+            "tcp",
+            Some((443, 443)),
+            RulePeer::Cidr("10.0.0.0/16".into())
+        )));
+        assert!(keys.contains(&&key("-1", None, RulePeer::Group("sg-111".into()))));
+        assert!(keys.contains(&&key(
+            "udp",
+            Some((8472, 8472)),
+            RulePeer::Group("sg-222".into())
+        )));
+        assert!(keys.contains(&&key(
+            "tcp",
+            Some((22, 22)),
+            RulePeer::CidrV6("::/0".into())
+        )));
+        assert_eq!(
+            want[&key(
+                "tcp",
+                Some((443, 443)),
+                RulePeer::Cidr("10.0.0.0/16".into())
+            )],
+            "Tcp 443"
+        );
+    }
+
+    #[test]
+    fn unknown_group_reference_is_an_error() {
+        let rules = vec![rule(Protocol::Tcp, 1, 1, Peer::Group("nope".into()))];
+        let err = want_rules(&rules, "sg-111", resolve).unwrap_err();
+        assert_eq!(err.0.as_str(), "nope");
+    }
+
+    #[test]
+    fn aws_permissions_flatten_to_one_rule_per_peer() {
+        let perms = vec![
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(6443)
+                .to_port(6443)
+                .ip_ranges(IpRange::builder().cidr_ip("10.0.0.0/16").build())
+                .ip_ranges(IpRange::builder().cidr_ip("10.1.0.0/16").build())
+                .user_id_group_pairs(
+                    UserIdGroupPair::builder()
+                        .group_id("sg-9")
+                        .user_id("123")
+                        .build(),
+                )
+                .build(),
+            // AWS omits ports for all-traffic rules; some emulators send -1.
+            IpPermission::builder()
+                .ip_protocol("-1")
+                .from_port(-1)
+                .to_port(-1)
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                .build(),
+            IpPermission::builder()
+                .ip_protocol("6")
+                .from_port(80)
+                .to_port(81)
+                .prefix_list_ids(PrefixListId::builder().prefix_list_id("pl-1").build())
+                .build(),
+        ];
+        let have = have_rules(&perms);
+        assert_eq!(have.len(), 5);
+        assert!(have.contains(&RuleKey::all_traffic_anywhere()));
+        assert!(have.contains(&key(
+            "tcp",
+            Some((6443, 6443)),
+            RulePeer::Group("sg-9".into())
+        )));
+        assert!(have.contains(&key(
+            "tcp",
+            Some((80, 81)),
+            RulePeer::PrefixList("pl-1".into())
+        )));
+    }
+
+    #[test]
+    fn diff_finds_missing_and_extra_ignoring_descriptions() {
+        let rules = vec![
+            rule(Protocol::Tcp, 443, 443, Peer::Cidr("0.0.0.0/0".into())),
+            rule(Protocol::Tcp, 80, 80, Peer::Cidr("0.0.0.0/0".into())),
+        ];
+        let want = want_rules(&rules, "sg-1", resolve).unwrap();
+        let have = BTreeSet::from([
+            key("tcp", Some((443, 443)), RulePeer::Cidr("0.0.0.0/0".into())),
+            RuleKey::all_traffic_anywhere(),
+        ]);
+        let (missing, extra) = diff_rules(&want, &have);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(
+            missing[0].0,
+            key("tcp", Some((80, 80)), RulePeer::Cidr("0.0.0.0/0".into()))
+        );
+        assert_eq!(missing[0].1, "Tcp 80");
+        assert_eq!(extra, vec![RuleKey::all_traffic_anywhere()]);
+        let (missing, extra) = diff_rules(&want, &want.keys().cloned().collect());
+        assert!(missing.is_empty() && extra.is_empty());
+    }
+
+    #[test]
+    fn rule_drift_reads_well() {
+        let missing = vec![(
+            key("tcp", Some((30000, 32767)), RulePeer::Group("sg-1".into())),
+            String::new(),
+        )];
+        let extra = vec![RuleKey::all_traffic_anywhere()];
+        let name = |id: &str| {
+            if id == "sg-1" {
+                "itself".to_string()
+            } else {
+                id.to_string()
+            }
+        };
+        let ingress = rule_drift(Direction::Ingress, &missing, &[], &name);
+        assert_eq!(
+            ingress,
+            vec!["ingress rule missing: tcp 30000-32767 from group itself"]
+        );
+        let egress = rule_drift(Direction::Egress, &[], &extra, &name);
+        assert_eq!(
+            egress,
+            vec!["egress rule not in spec: all traffic to 0.0.0.0/0"]
+        );
+    }
+
+    #[test]
+    fn permission_round_trips_through_normalization() {
+        let keys = [
+            key("tcp", Some((22, 22)), RulePeer::Cidr("1.2.3.4/32".into())),
+            key("-1", None, RulePeer::Group("sg-5".into())),
+            key("udp", Some((53, 53)), RulePeer::CidrV6("::/0".into())),
+            key("tcp", Some((1, 2)), RulePeer::PrefixList("pl-7".into())),
+        ];
+        let perms: Vec<IpPermission> = keys.iter().map(|k| to_permission(k, Some("why"))).collect();
+        assert_eq!(have_rules(&perms), keys.iter().cloned().collect());
+        assert_eq!(perms[0].ip_ranges()[0].description(), Some("why"));
+        assert_eq!(
+            to_permission(&keys[0], Some("")).ip_ranges()[0].description(),
+            None
+        );
+        assert_eq!(perms[1].from_port(), None);
+    }
+}

@@ -1,0 +1,102 @@
+//! The VPC: created with DNS support and hostnames on (private Route53 zones need both).
+
+use super::*;
+
+pub(super) async fn describe_vpcs(
+    cloud: &AwsCloud,
+    lookup: &Lookup,
+) -> Result<Vec<Vpc>, CloudError> {
+    cloud
+        .ec2
+        .describe_vpcs()
+        .set_vpc_ids(lookup.ids())
+        .set_filters(lookup.filters())
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| sdk_error("DescribeVpcs", e))
+}
+
+pub(super) async fn create_vpc(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    s: &VpcSpec,
+) -> Result<Observed, CloudError> {
+    let out = cloud
+        .ec2
+        .create_vpc()
+        .cidr_block(&s.cidr)
+        .tag_specifications(tag_spec(ResourceType::Vpc, ctx))
+        .send()
+        .await
+        .map_err(|e| sdk_error("CreateVpc", e))?;
+    let id = created_id("CreateVpc", out.vpc().and_then(|v| v.vpc_id()))?;
+    enable_vpc_dns(cloud, &id).await?;
+    Ok(Observed::new(id, Attrs::None))
+}
+
+/// DNS support and DNS hostnames: private Route53 zones only answer inside a VPC with both.
+/// EC2 takes one attribute per call.
+pub(super) async fn enable_vpc_dns(cloud: &AwsCloud, id: &str) -> Result<(), CloudError> {
+    let on = || AttributeBooleanValue::builder().value(true).build();
+    settle(cloud, || async {
+        cloud
+            .ec2
+            .modify_vpc_attribute()
+            .vpc_id(id)
+            .enable_dns_support(on())
+            .send()
+            .await
+            .map_err(|e| sdk_error("ModifyVpcAttribute", e))
+    })
+    .await?;
+    cloud
+        .ec2
+        .modify_vpc_attribute()
+        .vpc_id(id)
+        .enable_dns_hostnames(on())
+        .send()
+        .await
+        .map_err(|e| sdk_error("ModifyVpcAttribute", e))?;
+    Ok(())
+}
+
+pub(super) fn observe_vpc_base(s: &VpcSpec, v: &Vpc) -> Observed {
+    let mut o = Observed::new(v.vpc_id().unwrap_or_default(), Attrs::None);
+    if let Some(cidr) = v.cidr_block().filter(|c| *c != s.cidr) {
+        o.drift
+            .push(format!("cidr is {cidr}, spec says {}", s.cidr));
+    }
+    o
+}
+
+pub(super) async fn observe_vpc(
+    cloud: &AwsCloud,
+    s: &VpcSpec,
+    v: &Vpc,
+) -> Result<Observed, CloudError> {
+    let mut o = observe_vpc_base(s, v);
+    for (attribute, label) in [
+        (VpcAttributeName::EnableDnsSupport, "DNS support"),
+        (VpcAttributeName::EnableDnsHostnames, "DNS hostnames"),
+    ] {
+        let out = cloud
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(&o.cloud_id)
+            .attribute(attribute.clone())
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeVpcAttribute", e))?;
+        let value = match attribute {
+            VpcAttributeName::EnableDnsSupport => out.enable_dns_support(),
+            _ => out.enable_dns_hostnames(),
+        };
+        if value.and_then(|v| v.value()) != Some(true) {
+            o.drift.push(format!("{label} is disabled"));
+        }
+    }
+    Ok(o)
+}
