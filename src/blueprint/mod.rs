@@ -27,6 +27,8 @@ pub mod ids {
     pub const SG_DATASTORE: &str = "sg-datastore";
     pub const KEY_PAIR: &str = "key-pair";
     pub const REGISTRY: &str = "registry";
+    pub const REGISTRY_DATA: &str = "registry-data";
+    pub const DATASTORE_PASSWORD: &str = "datastore-password";
     pub const DB_SUBNETS: &str = "db-subnets";
     pub const DATASTORE: &str = "datastore";
     pub const NLB: &str = "nlb";
@@ -36,6 +38,15 @@ pub mod ids {
 
     pub fn private_subnet(i: u32) -> String {
         format!("subnet-private-{i}")
+    }
+    /// Edge subnet of the `i`-th zone: `subnet-edge` for the first (the registry's home),
+    /// `subnet-edge-2`, ... for the others (only an internet-facing NLB needs those).
+    pub fn edge_subnet(i: u32) -> String {
+        if i <= 1 {
+            SUBNET_EDGE.to_string()
+        } else {
+            format!("{SUBNET_EDGE}-{i}")
+        }
     }
     pub fn node(i: u32) -> String {
         format!("node-{i}")
@@ -175,9 +186,13 @@ fn all_to(cidr: &str, description: &str) -> Rule {
     }
 }
 
-/// Subnet CIDRs: the VPC split in 16; private subnets take the first `zones`, the edge
-/// subnet the last.
-fn subnet_cidrs(vpc: Ipv4Net, zones: u32) -> Result<(Vec<String>, String), BlueprintError> {
+/// Subnet CIDRs: the VPC split in 16; private subnets take the first `zones` blocks, edge
+/// subnets the last `edges` blocks, counting down (the first edge subnet is the last block).
+fn subnet_cidrs(
+    vpc: Ipv4Net,
+    zones: u32,
+    edges: u32,
+) -> Result<(Vec<String>, Vec<String>), BlueprintError> {
     let err = || BlueprintError::Cidr {
         cidr: vpc.to_string(),
         zones,
@@ -186,7 +201,7 @@ fn subnet_cidrs(vpc: Ipv4Net, zones: u32) -> Result<(Vec<String>, String), Bluep
         .subnets((vpc.prefix_len() + 4).min(28))
         .map_err(|_| err())?
         .collect();
-    if subnets.len() < zones as usize + 1 {
+    if subnets.len() < (zones + edges) as usize {
         return Err(err());
     }
     let private = subnets
@@ -194,7 +209,13 @@ fn subnet_cidrs(vpc: Ipv4Net, zones: u32) -> Result<(Vec<String>, String), Bluep
         .take(zones as usize)
         .map(|s| s.to_string())
         .collect();
-    Ok((private, subnets.last().expect("nonempty").to_string()))
+    let edge = subnets
+        .iter()
+        .rev()
+        .take(edges as usize)
+        .map(|s| s.to_string())
+        .collect();
+    Ok((private, edge))
 }
 
 /// Build the desired graph for `cfg`.
@@ -223,7 +244,16 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
         IGW,
         Spec::InternetGateway(InternetGatewaySpec { vpc: vpc.clone() }),
     );
-    let (private_cidrs, edge_cidr) = subnet_cidrs(cfg.network.vpc_cidr, cfg.network.zones)?;
+    // An internet-facing NLB only sends traffic to targets in zones where it has a subnet:
+    // it gets an edge subnet in every zone that holds a node.
+    let internet_facing = lb.is_some_and(|lb| lb.scheme == Scheme::InternetFacing);
+    let edge_count = if internet_facing {
+        cfg.network.zones.min(cfg.nodes.count).max(1)
+    } else {
+        1
+    };
+    let (private_cidrs, edge_cidrs) =
+        subnet_cidrs(cfg.network.vpc_cidr, cfg.network.zones, edge_count)?;
     let mut private = Vec::new();
     for (i, cidr) in private_cidrs.into_iter().enumerate() {
         let id = private_subnet(i as u32 + 1);
@@ -238,15 +268,20 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
         );
         private.push(LogicalId::new(id));
     }
-    d.insert(
-        SUBNET_EDGE,
-        Spec::Subnet(SubnetSpec {
-            vpc: vpc.clone(),
-            cidr: edge_cidr,
-            zone_index: 0,
-            map_public_ip: true,
-        }),
-    );
+    let mut edge = Vec::new();
+    for (i, cidr) in edge_cidrs.into_iter().enumerate() {
+        let id = edge_subnet(i as u32 + 1);
+        d.insert(
+            id.as_str(),
+            Spec::Subnet(SubnetSpec {
+                vpc: vpc.clone(),
+                cidr,
+                zone_index: i,
+                map_public_ip: true,
+            }),
+        );
+        edge.push(LogicalId::new(id));
+    }
     d.insert(
         RT_PRIVATE,
         Spec::RouteTable(RouteTableSpec {
@@ -259,7 +294,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
         RT_EDGE,
         Spec::RouteTable(RouteTableSpec {
             vpc: vpc.clone(),
-            subnets: vec![SUBNET_EDGE.into()],
+            subnets: edge.clone(),
             internet_gateway: Some(IGW.into()),
         }),
     );
@@ -370,7 +405,8 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 ami: cfg.nodes.ami.clone(),
                 instance_type: cfg.nodes.instance_type.clone(),
                 root_volume_gb: cfg.nodes.root_volume_gb,
-                data_volume_gb: None,
+                volumes: vec![],
+                after: vec![],
                 public_ip: false,
                 key_pair: key_pair.clone(),
                 user_data_sha256: sha256(&node_user_data),
@@ -391,6 +427,15 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     ) = (&cfg.registry, &registry.secrets)
     {
         let user_data = render::registry_host_user_data(secrets, *port)?;
+        // The image store is its own volume: replacing the host (a new AMI, port or
+        // certificate) attaches the same volume to the new host.
+        d.insert(
+            REGISTRY_DATA,
+            Spec::Volume(VolumeSpec {
+                subnet: SUBNET_EDGE.into(),
+                size_gb: *volume_gb,
+            }),
+        );
         d.insert(
             REGISTRY,
             Spec::Instance(InstanceSpec {
@@ -400,7 +445,10 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 ami: cfg.nodes.ami.clone(),
                 instance_type: instance_type.clone(),
                 root_volume_gb: 30,
-                data_volume_gb: Some(*volume_gb),
+                volumes: vec![REGISTRY_DATA.into()],
+                // cloud-init installs Docker and pulls registry:2 at first boot: the route
+                // to the internet must be there before the host starts.
+                after: vec![RT_EDGE.into()],
                 public_ip: true,
                 key_pair: key_pair.clone(),
                 user_data_sha256: sha256(&user_data),
@@ -426,6 +474,15 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 subnets: private.clone(),
             }),
         );
+        // The master password: generated by the tool into a Secrets Manager secret of
+        // this env. Not RDS-managed: RDS rotates those every 7 days, and K3s keeps the
+        // password it was installed with.
+        d.insert(
+            DATASTORE_PASSWORD,
+            Spec::Secret(SecretSpec {
+                description: format!("{} datastore master password (K3s endpoint)", cfg.name),
+            }),
+        );
         d.insert(
             DATASTORE,
             Spec::Database(DatabaseSpec {
@@ -437,6 +494,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 database: ds.database.clone(),
                 username: ds.username.clone(),
                 backup_retention_days: ds.backup_retention_days,
+                password: Some(DATASTORE_PASSWORD.into()),
             }),
         );
     }
@@ -449,7 +507,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 scheme: lb.scheme,
                 subnets: match lb.scheme {
                     Scheme::Internal => private.clone(),
-                    Scheme::InternetFacing => vec![SUBNET_EDGE.into()],
+                    Scheme::InternetFacing => edge.clone(),
                 },
                 security_group: SG_LB.into(),
                 cross_zone: true,
@@ -469,6 +527,10 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                     unhealthy_threshold: 3,
                     interval_seconds: 10,
                     timeout_seconds: 6,
+                    // Off: nodes reach the LB themselves (kubeconfig, agents), and an NLB
+                    // with client-IP preservation drops a connection that lands on its
+                    // own source.
+                    preserve_client_ip: false,
                     targets: nodes.clone(),
                 }),
             );
@@ -712,8 +774,8 @@ mod tests {
 
     #[test]
     fn subnets_are_split_from_the_vpc() {
-        let (p, e) = subnet_cidrs("10.42.0.0/16".parse().unwrap(), 3).unwrap();
+        let (p, e) = subnet_cidrs("10.42.0.0/16".parse().unwrap(), 3, 1).unwrap();
         assert_eq!(p, vec!["10.42.0.0/20", "10.42.16.0/20", "10.42.32.0/20"]);
-        assert_eq!(e, "10.42.240.0/20");
+        assert_eq!(e, vec!["10.42.240.0/20"]);
     }
 }

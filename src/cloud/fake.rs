@@ -301,6 +301,12 @@ impl FakeCloud {
             Spec::KeyPair(_) => Attrs::KeyPair {
                 name: format!("{}-{}", ctx.env, ctx.id),
             },
+            Spec::Volume(_) => Attrs::Volume {
+                availability_zone: "us-east-1a".into(),
+            },
+            Spec::Secret(_) => Attrs::Secret {
+                arn: format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:fake-{n}"),
+            },
             _ => Attrs::None,
         }
     }
@@ -321,6 +327,8 @@ impl FakeCloud {
             Kind::Listener => "lst",
             Kind::HostedZone => "Z",
             Kind::DnsRecord => "rec",
+            Kind::Volume => "vol",
+            Kind::Secret => "arn:aws:secretsmanager:us-east-1:000000000000:secret:fake",
         }
     }
 

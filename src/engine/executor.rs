@@ -178,6 +178,27 @@ pub fn step_graph(
             }
         }
     }
+    // Cluster nodes change one at a time: a node's replace (or in-place update, such as an
+    // instance-type change that stops it) starts only once the previous node's is done, so
+    // etcd keeps its quorum and the cluster keeps serving.
+    let mut rolling: Vec<(&LogicalId, &Vec<StepKind>)> = steps
+        .iter()
+        .filter(|(id, kinds)| {
+            matches!(desired.resources.get(*id), Some(Spec::Instance(i)) if i.role.ends_with("-node"))
+                && kinds
+                    .iter()
+                    .any(|k| matches!(k, StepKind::Update | StepKind::Delete))
+                && kinds.iter().any(|k| !matches!(k, StepKind::Delete))
+        })
+        .collect();
+    rolling.sort_by_key(|(id, _)| (id.as_str().len(), id.as_str().to_string()));
+    for pair in rolling.windows(2) {
+        let (prev, prev_kinds) = pair[0];
+        let (next, next_kinds) = pair[1];
+        let prev_last = step(prev, *prev_kinds.last().expect("nonempty"));
+        let next_first = step(next, next_kinds[0]);
+        deps.get_mut(&next_first).unwrap().insert(prev_last);
+    }
     let mut q = DependencyQueue::new();
     for (s, d) in deps {
         q.queue(s, d);

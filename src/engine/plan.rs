@@ -130,6 +130,10 @@ pub struct Action {
     /// teardown order falls back to kind ranks.
     #[serde(default)]
     pub orphan: bool,
+    /// What this action destroys for good (a node's disks, the database, the registry's
+    /// image store). `apply` refuses such a plan unless the operator allows data loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss: Option<String>,
 }
 
 /// What apply (or destroy) would do.
@@ -159,6 +163,38 @@ impl Plan {
 
     pub fn get(&self, id: &LogicalId) -> Option<&Action> {
         self.actions.iter().find(|a| &a.id == id)
+    }
+
+    /// The actions that destroy data for good.
+    pub fn data_losses(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| a.data_loss.is_some())
+    }
+}
+
+/// What an action destroys that no later step brings back, if anything. Replacing a
+/// cluster node loses what lives on its disks (etcd, K3s/RKE2 state); replacing or deleting
+/// the database or the registry's volume loses their contents. The registry host itself
+/// keeps nothing (its store is the `registry-data` volume). Deletes of a whole destroy and
+/// of leftovers of an interrupted run are not counted: the operator asked for the first,
+/// and the second were never in use.
+pub fn data_loss(action: &Action, spec: Option<&Spec>, destroy: bool) -> Option<String> {
+    let replaced = action.action == ActionKind::Replace;
+    let deleted = action.action == ActionKind::Delete && !destroy && !action.orphan;
+    match (action.kind, spec) {
+        (Kind::Instance, Some(Spec::Instance(i))) if replaced && i.role != "registry" => Some(
+            "the node is terminated and launched anew: data on its disks (etcd, Kubernetes \
+             node state, cached images) is lost"
+                .into(),
+        ),
+        (Kind::Database, _) if replaced || deleted => Some(
+            "the database is deleted (a final snapshot is taken unless \
+             --skip-final-snapshot) and its data does not come back by itself"
+                .into(),
+        ),
+        (Kind::Volume, _) if replaced || deleted => {
+            Some("the volume and every image stored on it are deleted".into())
+        }
+        _ => None,
     }
 }
 
@@ -472,6 +508,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                                     .push(format!("`{r}` was re-created and this lives inside it")),
                                 RefMode::Attach => update
                                     .push(format!("`{r}` was re-created; point at the new one")),
+                                RefMode::After => {}
                             }
                         }
                     }
@@ -646,6 +683,13 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     let mut rest: Vec<Action> = actions.into_values().collect();
     rest.sort_by_key(|a| (std::cmp::Reverse(a.kind.rank()), a.id.clone()));
     list.extend(rest);
+    for a in &mut list {
+        let spec = desired
+            .resources
+            .get(&a.id)
+            .or_else(|| state.resources.get(&a.id).map(|e| &e.spec));
+        a.data_loss = data_loss(a, spec, destroy);
+    }
 
     Ok(Plan {
         env: env.to_string(),
@@ -692,6 +736,7 @@ fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<Strin
         current: None,
         update_after_adopt: false,
         orphan: false,
+        data_loss: None,
     }
 }
 
@@ -747,7 +792,8 @@ mod tests {
             ami: ami.into(),
             instance_type: "t3.large".into(),
             root_volume_gb: 50,
-            data_volume_gb: None,
+            volumes: vec![],
+            after: vec![],
             public_ip: false,
             key_pair: None,
             user_data_sha256: "abc".into(),
@@ -786,6 +832,7 @@ mod tests {
             database: "k3s".into(),
             username: user.into(),
             backup_retention_days: 7,
+            password: None,
         })
     }
 

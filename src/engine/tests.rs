@@ -57,6 +57,7 @@ fn target_group(port: u16, nodes: usize) -> Spec {
         vpc: "vpc".into(),
         port,
         health_check_port: None,
+        preserve_client_ip: false,
         healthy_threshold: 3,
         unhealthy_threshold: 3,
         interval_seconds: 10,
@@ -74,7 +75,8 @@ fn instance(role: &str, subnet: &str, sg: &str, ami: &str) -> Spec {
         ami: ami.into(),
         instance_type: "t3.xlarge".into(),
         root_volume_gb: 50,
-        data_volume_gb: (role == "registry").then_some(200),
+        volumes: vec![],
+        after: vec![],
         public_ip: role == "registry",
         key_pair: Some("key".into()),
         user_data_sha256: {
@@ -240,6 +242,7 @@ fn blueprint(nodes: usize) -> Desired {
             database: "k3s".into(),
             username: "k3s".into(),
             backup_retention_days: 7,
+            password: None,
         }),
     );
     d.insert(
@@ -748,6 +751,7 @@ fn step_graph_orders_replace_halves_and_orphans() {
         current: Some(Observed::new(format!("c-{rid}"), Attrs::None)),
         update_after_adopt: false,
         orphan,
+        data_loss: None,
     };
     let plan = Plan {
         env: ENV.into(),

@@ -40,8 +40,8 @@ mod security_group;
 mod subnet;
 mod vpc;
 
-use instance::*;
 pub(super) use instance::preflight;
+use instance::*;
 use internet_gateway::*;
 use key_pair::*;
 use route_table::*;
