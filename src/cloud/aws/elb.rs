@@ -678,9 +678,53 @@ async fn create_target_group(
     let arn = tg
         .target_group_arn()
         .ok_or_else(|| missing("CreateTargetGroup", "target group ARN"))?;
+    // Before any target: an instance target with client-IP preservation on cannot reach
+    // itself through an internal NLB (no hairpin).
+    set_preserve_client_ip(cloud, arn, spec.preserve_client_ip).await?;
     let ids: Vec<String> = targets.into_iter().map(|(_, id)| id).collect();
     register_targets(cloud, arn, i32::from(spec.port), &ids).await?;
     observe_target_group(cloud, ctx, spec, tg).await
+}
+
+const PRESERVE_CLIENT_IP: &str = "preserve_client_ip.enabled";
+
+/// `preserve_client_ip.enabled` of a target group. AWS turns it on by default for
+/// instance targets, so a group that does not report it counts as on.
+async fn preserve_client_ip(cloud: &AwsCloud, arn: &str) -> Result<bool, CloudError> {
+    let out = cloud
+        .elb
+        .describe_target_group_attributes()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .map_err(|e| sdk_error("DescribeTargetGroupAttributes", e))?;
+    Ok(preserve_client_ip_of(out.attributes().iter().map(|a| {
+        (a.key().unwrap_or_default(), a.value().unwrap_or_default())
+    })))
+}
+
+fn preserve_client_ip_of<'a>(attrs: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+    attrs
+        .into_iter()
+        .find(|(k, _)| *k == PRESERVE_CLIENT_IP)
+        .is_none_or(|(_, v)| v.eq_ignore_ascii_case("true"))
+}
+
+async fn set_preserve_client_ip(cloud: &AwsCloud, arn: &str, on: bool) -> Result<(), CloudError> {
+    cloud
+        .elb
+        .modify_target_group_attributes()
+        .target_group_arn(arn)
+        .attributes(
+            aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+                .key(PRESERVE_CLIENT_IP)
+                .value(on.to_string())
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("ModifyTargetGroupAttributes", e))?;
+    Ok(())
 }
 
 async fn update_target_group(
@@ -708,6 +752,9 @@ async fn update_target_group(
             .send()
             .await
             .map_err(|e| sdk_error("ModifyTargetGroup", e))?;
+    }
+    if preserve_client_ip(cloud, arn).await? != spec.preserve_client_ip {
+        set_preserve_client_ip(cloud, arn, spec.preserve_client_ip).await?;
     }
     let port = i32::from(spec.port);
     let diff = target_diff(
@@ -841,6 +888,13 @@ async fn observe_target_group(
         }
     }
     drift.extend(HealthCheck::wanted(spec).drift(&HealthCheck::live(tg)));
+    let preserve = preserve_client_ip(cloud, arn).await?;
+    if preserve != spec.preserve_client_ip {
+        drift.push(format!(
+            "{PRESERVE_CLIENT_IP} is {preserve}, want {}",
+            spec.preserve_client_ip
+        ));
+    }
     if let Ok(want) = wanted_targets(ctx.resolved, spec) {
         let diff = target_diff(
             &want,
@@ -1164,6 +1218,7 @@ mod tests {
             unhealthy_threshold: 3,
             interval_seconds: 10,
             timeout_seconds: 6,
+            preserve_client_ip: false,
             targets: vec!["node-1".into(), "node-2".into()],
         }
     }
@@ -1188,6 +1243,17 @@ mod tests {
             ..tg_spec()
         };
         assert_eq!(HealthCheck::wanted(&spec).port, "traffic-port");
+    }
+
+    #[test]
+    fn client_ip_preservation_counts_as_on_unless_reported_off() {
+        assert!(preserve_client_ip_of([]));
+        assert!(preserve_client_ip_of([(PRESERVE_CLIENT_IP, "true")]));
+        assert!(!preserve_client_ip_of([(PRESERVE_CLIENT_IP, "false")]));
+        assert!(preserve_client_ip_of([(
+            "deregistration_delay.timeout_seconds",
+            "300"
+        )]));
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod error;
 mod rds;
 mod retry;
 mod route53;
+mod secretsmanager;
 
 pub use error::sdk_error;
 
@@ -83,6 +84,7 @@ impl Cloud for AwsCloud {
                 elb::find(self, ctx, spec).await
             }
             Kind::HostedZone | Kind::DnsRecord => route53::find(self, ctx, spec).await,
+            Kind::Secret => secretsmanager::find(self, ctx, spec).await,
             _ => ec2::find(self, ctx, spec).await,
         }
     }
@@ -99,6 +101,7 @@ impl Cloud for AwsCloud {
                 elb::read(self, ctx, spec, cloud_id).await
             }
             Kind::HostedZone | Kind::DnsRecord => route53::read(self, ctx, spec, cloud_id).await,
+            Kind::Secret => secretsmanager::read(self, ctx, cloud_id).await,
             _ => ec2::read(self, ctx, spec, cloud_id).await,
         }
     }
@@ -110,6 +113,7 @@ impl Cloud for AwsCloud {
                 elb::create(self, ctx, spec).await
             }
             Kind::HostedZone | Kind::DnsRecord => route53::create(self, ctx, spec).await,
+            Kind::Secret => secretsmanager::create(self, ctx, spec).await,
             _ => ec2::create(self, ctx, spec).await,
         }
     }
@@ -126,6 +130,7 @@ impl Cloud for AwsCloud {
                 elb::update(self, ctx, spec, current).await
             }
             Kind::HostedZone | Kind::DnsRecord => route53::update(self, ctx, spec, current).await,
+            Kind::Secret => secretsmanager::update(self, spec, current).await,
             _ => ec2::update(self, ctx, spec, current).await,
         }
     }
@@ -142,6 +147,7 @@ impl Cloud for AwsCloud {
                 elb::delete(self, ctx, kind, current).await
             }
             Kind::HostedZone | Kind::DnsRecord => route53::delete(self, ctx, kind, current).await,
+            Kind::Secret => secretsmanager::delete(self, ctx, current).await,
             _ => ec2::delete(self, ctx, kind, current).await,
         }
     }
@@ -159,10 +165,11 @@ impl Cloud for AwsCloud {
         all.extend(rds::list_owned(self, env).await?);
         all.extend(elb::list_owned(self, env).await?);
         all.extend(route53::list_owned(self, env).await?);
+        all.extend(secretsmanager::list_owned(self, env).await?);
         Ok(all)
     }
 
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError> {
-        rds::secret_password(self, arn).await
+        secretsmanager::secret_value(self, arn).await
     }
 }

@@ -960,6 +960,7 @@ mod tests {
             database: "k3s".into(),
             username: "admin".into(),
             backup_retention_days: 7,
+            password: None,
         }
     }
 

@@ -67,13 +67,44 @@ pub(super) fn instance_groups(i: &Instance) -> BTreeSet<String> {
         .collect()
 }
 
+/// What an instance should be, in cloud ids, for drift checks.
+pub(super) struct InstanceWants {
+    pub groups: BTreeSet<String>,
+    pub instance_type: String,
+    /// Volumes of the env that must be attached (cloud ids).
+    pub volumes: BTreeSet<String>,
+}
+
+/// Volumes attached to the instance besides its root volume.
+pub(super) fn attached_volumes(i: &Instance) -> BTreeSet<String> {
+    let root = i.root_device_name();
+    i.block_device_mappings()
+        .iter()
+        .filter(|m| m.device_name() != root)
+        .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_string))
+        .collect()
+}
+
 pub(super) fn instance_drift(
-    want_groups: &BTreeSet<String>,
-    have_groups: &BTreeSet<String>,
-    state: Option<&InstanceStateName>,
+    want: &InstanceWants,
+    i: &Instance,
     name: &dyn Fn(&str) -> String,
 ) -> Vec<String> {
+    let want_groups = &want.groups;
+    let have_groups = &instance_groups(i);
+    let state = state_of(i);
     let mut lines = Vec::new();
+    let have_type = i.instance_type().map(|t| t.as_str()).unwrap_or_default();
+    if !have_type.is_empty() && have_type != want.instance_type {
+        lines.push(format!(
+            "instance type is {have_type}, spec says {}",
+            want.instance_type
+        ));
+    }
+    let attached = attached_volumes(i);
+    for v in want.volumes.difference(&attached) {
+        lines.push(format!("volume {} is not attached", name(v)));
+    }
     if want_groups != have_groups {
         let list =
             |set: &BTreeSet<String>| set.iter().map(|g| name(g)).collect::<Vec<_>>().join(", ");
@@ -97,15 +128,22 @@ pub(super) fn observe_instance(
     s: &InstanceSpec,
     i: &Instance,
 ) -> Result<Observed, CloudError> {
-    let want: BTreeSet<String> = ctx
-        .resolved
-        .cloud_ids(&s.security_groups)?
-        .into_iter()
-        .collect();
+    let want = InstanceWants {
+        groups: ctx
+            .resolved
+            .cloud_ids(&s.security_groups)?
+            .into_iter()
+            .collect(),
+        instance_type: s.instance_type.clone(),
+        // A volume not created yet cannot be attached yet: not drift.
+        volumes: s
+            .volumes
+            .iter()
+            .filter_map(|v| ctx.resolved.cloud_id(v).ok().map(str::to_string))
+            .collect(),
+    };
     let mut o = Observed::new(i.instance_id().unwrap_or_default(), instance_attrs(i));
-    o.drift = instance_drift(&want, &instance_groups(i), state_of(i), &|id| {
-        named(ctx, id)
-    });
+    o.drift = instance_drift(&want, i, &|id| named(ctx, id));
     Ok(o)
 }
 
@@ -178,10 +216,8 @@ pub(super) async fn create_instance(
         None => None,
     };
     let root = root_device(cloud, &s.ami).await?;
-    let mut volumes = vec![volume(&root, s.root_volume_gb)];
-    if let Some(gb) = s.data_volume_gb {
-        volumes.push(volume(DATA_DEVICE, gb));
-    }
+    let volumes = vec![volume(&root, s.root_volume_gb)];
+    let data_volumes = ctx.resolved.cloud_ids(&s.volumes)?;
     // The network interface is spelled out so the public address follows the spec, not
     // whatever the subnet maps by default.
     let interface = InstanceNetworkInterfaceSpecification::builder()
@@ -193,43 +229,81 @@ pub(super) async fn create_instance(
         .build();
     let user_data = (!s.user_data.is_empty())
         .then(|| base64::engine::general_purpose::STANDARD.encode(s.user_data.as_bytes()));
-    let out = cloud
-        .ec2
-        .run_instances()
-        .image_id(&s.ami)
-        .instance_type(InstanceType::from(s.instance_type.as_str()))
-        .min_count(1)
-        .max_count(1)
-        .client_token(ctx.token)
-        .network_interfaces(interface)
-        .set_key_name(key_name)
-        .set_user_data(user_data)
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(HttpTokensState::Required)
-                .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .build(),
-        )
-        .set_block_device_mappings(Some(volumes))
-        .tag_specifications(tag_spec(ResourceType::Instance, ctx))
-        .tag_specifications(tag_spec(ResourceType::Volume, ctx))
-        .send()
-        .await
-        .map_err(|e| sdk_error("RunInstances", e))?;
-    let id = created_id(
-        "RunInstances",
-        out.instances().first().and_then(|i| i.instance_id()),
-    )?;
-    let instance = wait_instance(cloud, ctx, &id, InstanceStateName::Running)
-        .await?
-        .ok_or_else(|| {
-            CloudError::api(
-                "RunInstances",
-                "NotFound",
-                format!("instance {id} vanished while starting"),
+    // EC2 answers a reused ClientToken with the instance it launched for it, for at least
+    // 24 hours, even when that instance died at launch; and a changed request with the
+    // same token gets `IdempotentParameterMismatch`. Either way the next attempt derives a
+    // fresh token from the intent's: still deterministic, and every attempt's instance
+    // carries the env's tags, so a crash in between is adopted, never duplicated.
+    let mut last_error = None;
+    for attempt in 0..TOKEN_ATTEMPTS {
+        let token = attempt_token(ctx.token, attempt);
+        let run = cloud
+            .ec2
+            .run_instances()
+            .image_id(&s.ami)
+            .instance_type(InstanceType::from(s.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(&token)
+            .network_interfaces(interface.clone())
+            .set_key_name(key_name.clone())
+            .set_user_data(user_data.clone())
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
             )
-        })?;
-    Ok(Observed::new(id, instance_attrs(&instance)))
+            .set_block_device_mappings(Some(volumes.clone()))
+            .tag_specifications(tag_spec(ResourceType::Instance, ctx))
+            .tag_specifications(tag_spec(ResourceType::Volume, ctx))
+            .send()
+            .await
+            .map_err(|e| sdk_error("RunInstances", e));
+        let out = match run {
+            Err(e) if error_code(&e) == Some("IdempotentParameterMismatch") => {
+                last_error = Some(e);
+                continue;
+            }
+            other => other?,
+        };
+        let id = created_id(
+            "RunInstances",
+            out.instances().first().and_then(|i| i.instance_id()),
+        )?;
+        match wait_instance(cloud, ctx, &id, InstanceStateName::Running).await {
+            Ok(Some(instance)) => {
+                attach_volumes(cloud, ctx, &id, &data_volumes).await?;
+                return Ok(Observed::new(id, instance_attrs(&instance)));
+            }
+            Ok(None) => {
+                last_error = Some(CloudError::api(
+                    "RunInstances",
+                    "NotFound",
+                    format!("instance {id} vanished while starting"),
+                ))
+            }
+            Err(e) if error_code(&e) == Some("InstanceNotRunning") => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| CloudError::api("RunInstances", "NoInstance", "no attempt made")))
+}
+
+/// Launch attempts of one create, each with its own client token.
+const TOKEN_ATTEMPTS: u32 = 3;
+
+/// The client token of the `attempt`-th launch of an intent: the intent's token first,
+/// then `<token>-<attempt>` (at most 64 characters, as EC2 requires).
+pub(super) fn attempt_token(token: &str, attempt: u32) -> String {
+    if attempt == 0 {
+        token.to_string()
+    } else {
+        let suffix = format!("-{attempt}");
+        let keep = token.len().min(64 - suffix.len());
+        format!("{}{suffix}", &token[..keep])
+    }
 }
 
 /// Poll until the instance reaches `target`, reporting its state as progress. Waiting for
@@ -289,6 +363,42 @@ pub(super) async fn update_instance(
         .next()
         .filter(is_live)
         .ok_or_else(|| vanished(Kind::Instance, id))?;
+    let have_type = instance
+        .instance_type()
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_default();
+    let mut state = state_of(&instance).cloned();
+    if !have_type.is_empty() && have_type != s.instance_type {
+        // In place, keeping the disks (etcd, K3s state) and the private IP: stop, change
+        // the type, start. The engine does one node at a time.
+        if !matches!(state, Some(InstanceStateName::Stopped)) {
+            ctx.progress.status(&format!(
+                "stopping to change type {have_type} → {}",
+                s.instance_type
+            ));
+            cloud
+                .ec2
+                .stop_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("StopInstances", e))?;
+            wait_instance(cloud, ctx, id, InstanceStateName::Stopped).await?;
+        }
+        cloud
+            .ec2
+            .modify_instance_attribute()
+            .instance_id(id)
+            .instance_type(
+                aws_sdk_ec2::types::AttributeValue::builder()
+                    .value(&s.instance_type)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("ModifyInstanceAttribute", e))?;
+        state = Some(InstanceStateName::Stopped);
+    }
     let want = ctx.resolved.cloud_ids(&s.security_groups)?;
     if want.iter().cloned().collect::<BTreeSet<_>>() != instance_groups(&instance) {
         cloud
@@ -300,7 +410,7 @@ pub(super) async fn update_instance(
             .await
             .map_err(|e| sdk_error("ModifyInstanceAttribute", e))?;
     }
-    match state_of(&instance) {
+    match state.as_ref() {
         Some(InstanceStateName::Stopped) => {
             cloud
                 .ec2
@@ -320,6 +430,8 @@ pub(super) async fn update_instance(
         }
         _ => {}
     }
+    let volumes = ctx.resolved.cloud_ids(&s.volumes)?;
+    attach_volumes(cloud, ctx, id, &volumes).await?;
     Ok(())
 }
 
@@ -350,17 +462,97 @@ mod tests {
         s.to_string()
     }
 
+    fn instance(groups: &[&str], state: InstanceStateName, ty: &str, vols: &[&str]) -> Instance {
+        use aws_sdk_ec2::types::{
+            EbsInstanceBlockDevice, GroupIdentifier, InstanceBlockDeviceMapping, InstanceState,
+        };
+        let mut mappings = vec![InstanceBlockDeviceMapping::builder()
+            .device_name("/dev/sda1")
+            .ebs(
+                EbsInstanceBlockDevice::builder()
+                    .volume_id("vol-root")
+                    .build(),
+            )
+            .build()];
+        for (n, v) in vols.iter().enumerate() {
+            mappings.push(
+                InstanceBlockDeviceMapping::builder()
+                    .device_name(format!("/dev/sd{}", (b'f' + n as u8) as char))
+                    .ebs(EbsInstanceBlockDevice::builder().volume_id(*v).build())
+                    .build(),
+            );
+        }
+        Instance::builder()
+            .instance_id("i-1")
+            .root_device_name("/dev/sda1")
+            .instance_type(InstanceType::from(ty))
+            .state(InstanceState::builder().name(state).build())
+            .set_security_groups(Some(
+                groups
+                    .iter()
+                    .map(|g| GroupIdentifier::builder().group_id(*g).build())
+                    .collect(),
+            ))
+            .set_block_device_mappings(Some(mappings))
+            .build()
+    }
+
+    fn wants(groups: &[&str], ty: &str, vols: &[&str]) -> InstanceWants {
+        InstanceWants {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            instance_type: ty.into(),
+            volumes: vols.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn instance_drift_lines() {
-        let want = BTreeSet::from(["sg-1".to_string()]);
-        let have = BTreeSet::from(["sg-1".to_string(), "sg-2".to_string()]);
-        assert!(instance_drift(&want, &want, Some(&InstanceStateName::Running), &ident).is_empty());
+        let running = instance(&["sg-1"], InstanceStateName::Running, "t3.large", &[]);
+        assert!(instance_drift(&wants(&["sg-1"], "t3.large", &[]), &running, &ident).is_empty());
+        let stopped = instance(
+            &["sg-1", "sg-2"],
+            InstanceStateName::Stopped,
+            "t3.large",
+            &[],
+        );
         assert_eq!(
-            instance_drift(&want, &have, Some(&InstanceStateName::Stopped), &ident),
+            instance_drift(&wants(&["sg-1"], "t3.large", &[]), &stopped, &ident),
             vec![
                 "security groups are [sg-1, sg-2], spec says [sg-1]",
                 "instance is stopped"
             ]
         );
+    }
+
+    #[test]
+    fn instance_type_and_missing_volumes_are_drift() {
+        let i = instance(
+            &["sg-1"],
+            InstanceStateName::Running,
+            "t3.large",
+            &["vol-a"],
+        );
+        assert!(instance_drift(&wants(&["sg-1"], "t3.large", &["vol-a"]), &i, &ident).is_empty());
+        assert_eq!(
+            instance_drift(
+                &wants(&["sg-1"], "t3.xlarge", &["vol-a", "vol-b"]),
+                &i,
+                &ident
+            ),
+            vec![
+                "instance type is t3.large, spec says t3.xlarge",
+                "volume vol-b is not attached"
+            ]
+        );
+        assert_eq!(attached_volumes(&i), BTreeSet::from(["vol-a".to_string()]));
+    }
+
+    #[test]
+    fn retry_tokens_are_fresh_and_fit_ec2() {
+        let t = "0123456789abcdef0123456789abcdef0123";
+        assert_eq!(attempt_token(t, 0), t);
+        assert_eq!(attempt_token(t, 1), format!("{t}-1"));
+        assert_ne!(attempt_token(t, 1), attempt_token(t, 2));
+        assert!(attempt_token(&"x".repeat(64), 2).len() <= 64);
     }
 }

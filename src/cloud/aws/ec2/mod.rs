@@ -19,7 +19,7 @@ use aws_sdk_ec2::types::{
     InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, InternetGateway,
     IpPermission, IpRange, Ipv6Range, KeyPairInfo, PrefixListId, ResourceType, RouteState,
     RouteTable, RouteTableAssociationStateCode, SecurityGroup, Subnet, Tag, TagSpecification,
-    UserIdGroupPair, VolumeType, Vpc, VpcAttributeName,
+    UserIdGroupPair, Volume, VolumeAttachmentState, VolumeState, VolumeType, Vpc, VpcAttributeName,
 };
 use base64::Engine as _;
 
@@ -28,8 +28,8 @@ use super::{sdk_error, AwsCloud};
 use crate::cloud::{CloudError, OpContext, Owned};
 use crate::model::{
     tags_for, Attrs, InstanceSpec, InternetGatewaySpec, Kind, LogicalId, MissingRef, Observed,
-    Peer, Protocol, Ref, RouteTableSpec, Rule, SecurityGroupSpec, Spec, SubnetSpec, VpcSpec,
-    TAG_ENV, TAG_ID,
+    Peer, Protocol, Ref, RouteTableSpec, Rule, SecurityGroupSpec, Spec, SubnetSpec, VolumeSpec,
+    VpcSpec, TAG_ENV, TAG_ID,
 };
 
 mod instance;
@@ -38,6 +38,7 @@ mod key_pair;
 mod route_table;
 mod security_group;
 mod subnet;
+mod volume;
 mod vpc;
 
 pub(super) use instance::preflight;
@@ -47,14 +48,13 @@ use key_pair::*;
 use route_table::*;
 use security_group::*;
 use subnet::*;
+use volume::*;
 use vpc::*;
 
 /// The destination of the default route.
 const ANYWHERE: &str = "0.0.0.0/0";
 /// Root device name when the image does not say.
 const DEFAULT_ROOT_DEVICE: &str = "/dev/sda1";
-/// Device name of the extra data volume.
-const DATA_DEVICE: &str = "/dev/sdf";
 /// How long a call on a resource created a moment ago may keep answering "not found".
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
@@ -100,6 +100,10 @@ pub async fn find(
             k.key_pair_id().or(k.key_name())
         })?
         .map(|k| observe_key_pair(&k)),
+        Spec::Volume(s) => pick(kind, ctx, describe_volumes(cloud, &lookup).await?, |v| {
+            v.volume_id()
+        })?
+        .map(|v| observe_volume(s, &v)),
         Spec::Instance(s) => {
             // RunInstances tags atomically, so every instance of ours carries the env
             // tag; among those, match the logical id or this step's client token. (Done
@@ -153,6 +157,9 @@ pub async fn read(
         Spec::KeyPair(_) => gone_is_none(describe_key_pairs(cloud, &lookup).await)?
             .and_then(first)
             .map(|k| observe_key_pair(&k)),
+        Spec::Volume(s) => gone_is_none(describe_volumes(cloud, &lookup).await)?
+            .and_then(first)
+            .map(|v| observe_volume(s, &v)),
         Spec::Instance(s) => gone_is_none(describe_instances(cloud, &lookup).await)?
             .and_then(first)
             .filter(is_live)
@@ -176,6 +183,7 @@ pub async fn create(
         Spec::SecurityGroup(s) => create_group(cloud, ctx, s).await,
         Spec::KeyPair(s) => create_key_pair(cloud, ctx, &s.public_key).await,
         Spec::Instance(s) => create_instance(cloud, ctx, s).await,
+        Spec::Volume(s) => create_volume(cloud, ctx, s).await,
         other => Err(not_ec2(other.kind())),
     }
 }
@@ -203,6 +211,7 @@ pub async fn update(
         }
         Spec::KeyPair(_) => {}
         Spec::Instance(s) => update_instance(cloud, ctx, s, id).await?,
+        Spec::Volume(s) => update_volume(cloud, s, id).await?,
         other => return Err(not_ec2(other.kind())),
     }
     read(cloud, ctx, spec, id)
@@ -270,6 +279,7 @@ pub async fn delete(
             gone_is_ok(req.send().await.map_err(|e| sdk_error("DeleteKeyPair", e)))
         }
         Kind::Instance => delete_instance(cloud, ctx, id).await,
+        Kind::Volume => delete_volume(cloud, id, &what).await,
         other => Err(not_ec2(other)),
     }
 }
@@ -315,6 +325,9 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             k.tags(),
             key_pair_attrs(&k),
         );
+    }
+    for v in describe_volumes(cloud, &lookup).await? {
+        push(Kind::Volume, v.volume_id(), v.tags(), volume_attrs(&v));
     }
     for i in describe_instances(cloud, &lookup).await? {
         if is_live(&i) {
