@@ -71,6 +71,10 @@ pub enum Command {
         /// Steps running at the same time.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
+        /// Carry out changes that destroy data (replacing a node, the database or the
+        /// registry's volume); without it apply refuses them.
+        #[arg(long)]
+        allow_data_loss: bool,
     },
     /// Delete everything this environment owns, in reverse order.
     Destroy {

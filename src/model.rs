@@ -283,6 +283,14 @@ pub struct InstanceSpec {
     pub user_data: String,
 }
 
+impl InstanceSpec {
+    /// A member of the cluster (its disks hold etcd / node state), as opposed to the
+    /// registry host, whose data lives on its own volume.
+    pub fn is_cluster_node(&self) -> bool {
+        self.role != "registry"
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeSpec {
     /// The volume is created in this subnet's availability zone.

@@ -55,7 +55,17 @@ pub async fn run(cli: Cli) -> Result<u8> {
             planfile,
             yes,
             parallelism,
-        } => apply(&ctx, planfile.as_deref(), yes, parallelism.into()).await,
+            allow_data_loss,
+        } => {
+            apply(
+                &ctx,
+                planfile.as_deref(),
+                yes,
+                parallelism.into(),
+                allow_data_loss,
+            )
+            .await
+        }
         Command::Destroy {
             yes,
             skip_final_snapshot,
@@ -325,7 +335,13 @@ async fn run_plan(
     Ok(exit::OK)
 }
 
-async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize) -> Result<u8> {
+async fn apply(
+    ctx: &Ctx,
+    planfile: Option<&Path>,
+    yes: bool,
+    parallelism: usize,
+    allow_data_loss: bool,
+) -> Result<u8> {
     let p = prepare(ctx)?;
     let _lock = lock_env(&p.paths, "apply")?;
     let interrupts = Interrupts::install();
@@ -360,6 +376,7 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
     if ctx.verbosity >= Verbosity::Normal {
         eprint!("{}", ui::render_plan(&plan));
     }
+    refuse_data_loss(&plan, allow_data_loss)?;
     if !yes && planfile.is_none() {
         ui::confirm(
             "apply",
@@ -377,6 +394,30 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
         eprintln!("Next: `provision artifacts` writes the files for the install steps.");
     }
     Ok(code)
+}
+
+/// Routine changes never lose data silently: a plan that destroys data (a node's disks,
+/// the database, the registry's volume) runs only with `--allow-data-loss`.
+fn refuse_data_loss(plan: &Plan, allowed: bool) -> Result<()> {
+    let losses: Vec<String> = plan
+        .data_losses()
+        .map(|a| {
+            format!(
+                "  - {} {}: {}",
+                a.action.verb(),
+                a.id,
+                a.data_loss.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    if losses.is_empty() || allowed {
+        return Ok(());
+    }
+    bail!(
+        "this plan destroys data:\n{}\nNothing was changed. Run `provision apply --allow-data-loss` \
+         to go ahead, or change the config back.",
+        losses.join("\n")
+    )
 }
 
 fn check_plan_fits(plan: &Plan, p: &Prepared, state: &State, file: &Path) -> Result<()> {

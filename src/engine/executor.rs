@@ -184,7 +184,7 @@ pub fn step_graph(
     let mut rolling: Vec<(&LogicalId, &Vec<StepKind>)> = steps
         .iter()
         .filter(|(id, kinds)| {
-            matches!(desired.resources.get(*id), Some(Spec::Instance(i)) if i.role.ends_with("-node"))
+            matches!(desired.resources.get(*id), Some(Spec::Instance(i)) if i.is_cluster_node())
                 && kinds
                     .iter()
                     .any(|k| matches!(k, StepKind::Update | StepKind::Delete))

@@ -181,7 +181,7 @@ pub fn data_loss(action: &Action, spec: Option<&Spec>, destroy: bool) -> Option<
     let replaced = action.action == ActionKind::Replace;
     let deleted = action.action == ActionKind::Delete && !destroy && !action.orphan;
     match (action.kind, spec) {
-        (Kind::Instance, Some(Spec::Instance(i))) if replaced && i.role != "registry" => Some(
+        (Kind::Instance, Some(Spec::Instance(i))) if replaced && i.is_cluster_node() => Some(
             "the node is terminated and launched anew: data on its disks (etcd, Kubernetes \
              node state, cached images) is lost"
                 .into(),
@@ -252,6 +252,8 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
             (Spec::Database(o), Spec::Database(n)) if key == "engine_version" => {
                 version_lt(&n.engine_version, &o.engine_version)
             }
+            // EBS volumes grow in place but never shrink.
+            (Spec::Volume(o), Spec::Volume(n)) if key == "size_gb" => n.size_gb < o.size_gb,
             _ => !updatable.contains(&key.as_str()),
         };
         if forced {
@@ -259,6 +261,7 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
                 (Spec::Database(_), _) if key == "engine_version" => {
                     "RDS cannot downgrade in place"
                 }
+                (Spec::Volume(_), _) if key == "size_gb" => "an EBS volume cannot shrink",
                 (Spec::Instance(_), _) if key == "user_data_sha256" => {
                     "user-data is read only at first boot"
                 }

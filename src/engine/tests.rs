@@ -1757,3 +1757,125 @@ fn spec_changes_classifies_fields() {
     assert!(r.is_empty());
     assert_eq!(u, vec!["ingress: 1 added, 1 removed".to_string()]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Routine changes never lose data silently
+// ---------------------------------------------------------------------------------------
+
+fn set_nodes(desired: &mut Desired, f: impl Fn(&mut InstanceSpec)) {
+    for (rid, spec) in desired.resources.iter_mut() {
+        if let Spec::Instance(i) = spec {
+            if rid.as_str().starts_with("node-") {
+                f(i);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_type_change_updates_nodes_in_place_one_at_a_time() {
+    let lab = Lab::new(FakeConfig {
+        delay: Duration::from_millis(10),
+        ..Default::default()
+    });
+    lab.apply(&blueprint(3)).await;
+    let mut desired = blueprint(3);
+    set_nodes(&mut desired, |i| i.instance_type = "m6i.2xlarge".into());
+    let plan = lab.plan(&desired, false).await;
+    let expect: BTreeMap<String, ActionKind> = (1..=3)
+        .map(|n| (format!("node-{n}"), ActionKind::Update))
+        .collect();
+    assert_eq!(changes(&plan), expect, "in place, not replaced");
+    assert_eq!(plan.data_losses().count(), 0);
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(10), timeline.clone())
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let spans: Vec<_> = (1..=3)
+        .map(|n| timeline.interval(&step(&format!("node-{n}"), StepKind::Update)))
+        .collect();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "node updates overlap: {spans:?}");
+    }
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_nodes_is_data_loss_and_goes_one_node_at_a_time() {
+    let lab = Lab::new(FakeConfig {
+        delay: Duration::from_millis(10),
+        ..Default::default()
+    });
+    lab.apply(&blueprint(3)).await;
+    let mut desired = blueprint(3);
+    set_nodes(&mut desired, |i| i.ami = "ami-0newer".into());
+    let Spec::Instance(registry) = desired.resources.get_mut(&id("registry")).unwrap() else {
+        unreachable!()
+    };
+    registry.ami = "ami-0newer".into();
+    let plan = lab.plan(&desired, false).await;
+    let lossy: BTreeSet<String> = plan.data_losses().map(|a| a.id.to_string()).collect();
+    assert_eq!(
+        lossy,
+        BTreeSet::from(["node-1".into(), "node-2".into(), "node-3".into()]),
+        "every node replace loses its disks; the registry host keeps nothing"
+    );
+    let timeline = Arc::new(Timeline::default());
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(10), timeline.clone())
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    for n in 1..3 {
+        let (_, created) = timeline.interval(&step(&format!("node-{n}"), StepKind::Create));
+        let (next_deleted, _) =
+            timeline.interval(&step(&format!("node-{}", n + 1), StepKind::Delete));
+        assert!(
+            created <= next_deleted,
+            "node-{} went down before node-{n} was back",
+            n + 1
+        );
+    }
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_database_or_a_volume_is_data_loss_but_a_destroy_is_not_flagged() {
+    let lab = Lab::new(FakeConfig::default());
+    let mut desired = blueprint(2);
+    desired.insert(
+        "registry-data",
+        Spec::Volume(VolumeSpec {
+            subnet: "subnet-edge".into(),
+            size_gb: 200,
+        }),
+    );
+    lab.apply(&desired).await;
+    let Spec::Database(db) = desired.resources.get_mut(&id("datastore")).unwrap() else {
+        unreachable!()
+    };
+    db.username = "root".into();
+    let Spec::Volume(v) = desired.resources.get_mut(&id("registry-data")).unwrap() else {
+        unreachable!()
+    };
+    v.size_gb = 100;
+    let plan = lab.plan(&desired, false).await;
+    let lossy: BTreeSet<String> = plan.data_losses().map(|a| a.id.to_string()).collect();
+    assert_eq!(
+        lossy,
+        BTreeSet::from(["datastore".into(), "registry-data".into()])
+    );
+    // Growing the volume is an update, not a loss.
+    let Spec::Volume(v) = desired.resources.get_mut(&id("registry-data")).unwrap() else {
+        unreachable!()
+    };
+    v.size_gb = 300;
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(
+        plan.get(&id("registry-data")).unwrap().action,
+        ActionKind::Update
+    );
+    assert!(plan.get(&id("registry-data")).unwrap().data_loss.is_none());
+    let destroy = lab.plan(&desired, true).await;
+    assert_eq!(destroy.data_losses().count(), 0, "destroy asks on its own");
+}

@@ -160,10 +160,19 @@ pub fn render_plan(plan: &Plan) -> String {
         for r in &a.reasons {
             out.push_str(&format!("        {:width$}  - {r}\n", ""));
         }
+        if let Some(loss) = &a.data_loss {
+            out.push_str(&format!("        {:width$}  ! DATA LOSS: {loss}\n", ""));
+        }
     }
     out.push('\n');
     out.push_str(&summary(plan));
     out.push('\n');
+    let losses = plan.data_losses().count();
+    if losses > 0 {
+        out.push_str(&format!(
+            "! {losses} action(s) destroy data; apply needs --allow-data-loss.\n"
+        ));
+    }
     out
 }
 
