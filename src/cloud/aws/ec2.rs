@@ -1531,7 +1531,7 @@ async fn create_group(
     let out = cloud
         .ec2
         .create_security_group()
-        .group_name(format!("{}-{}", ctx.env, ctx.id))
+        .group_name(crate::names::security_group(ctx.env, ctx.id.as_str()))
         .description(&s.description)
         .vpc_id(vpc)
         .tag_specifications(tag_spec(ResourceType::SecurityGroup, ctx))
@@ -1677,7 +1677,7 @@ async fn create_key_pair(
     ctx: &OpContext<'_>,
     public_key: &str,
 ) -> Result<Observed, CloudError> {
-    let name = format!("{}-{}", ctx.env, ctx.id);
+    let name = crate::names::key_pair(ctx.env, ctx.id.as_str());
     let out = cloud
         .ec2
         .import_key_pair()
