@@ -704,4 +704,148 @@ mod tests {
              hyphens, not beginning or ending with a hyphen, not beginning with \"internal-\""
         );
     }
+
+    // ---- the blueprint's own resources ---------------------------------------------------
+
+    /// The names the AWS adapters give the resources of `cfg`'s blueprint, read off the
+    /// resource graph itself (not off [`generated`]), so a resource the blueprint gains
+    /// is not silently left unchecked. Needs no real registry secrets.
+    fn names_from_blueprint(cfg: &Config) -> Vec<(NameRule, String)> {
+        use crate::blueprint::{self, RegistryPlan};
+        use crate::model::Spec;
+        use crate::render::{RegistryAccess, RegistrySecrets};
+        let placeholder = || "x".to_string();
+        let secrets = RegistrySecrets {
+            ca_cert_pem: placeholder(),
+            ca_key_pem: placeholder(),
+            server_cert_pem: placeholder(),
+            server_key_pem: placeholder(),
+            username: placeholder(),
+            password: placeholder(),
+            htpasswd_line: placeholder(),
+        };
+        let plan = RegistryPlan {
+            host: blueprint::registry_host_name(cfg),
+            access: RegistryAccess {
+                host_port: blueprint::registry_host_port(cfg),
+                username: placeholder(),
+                password: placeholder(),
+                ca_pem: None,
+            },
+            secrets: matches!(cfg.registry, Registry::Node { .. }).then_some(secrets),
+        };
+        let desired = blueprint::build(cfg, &plan).expect("blueprint builds");
+        let env = cfg.name.as_str();
+        let mut out = Vec::new();
+        for (id, spec) in &desired.resources {
+            let id = id.as_str();
+            out.push((NameRule::NameTag, name_tag(env, id)));
+            match spec {
+                Spec::SecurityGroup(_) => {
+                    out.push((NameRule::SecurityGroup, security_group(env, id)));
+                }
+                Spec::KeyPair(_) => out.push((NameRule::KeyPair, key_pair(env, id))),
+                Spec::LoadBalancer(_) => out.push((NameRule::LoadBalancer, load_balancer(env))),
+                Spec::TargetGroup(tg) => out.push((NameRule::TargetGroup, tg.name.clone())),
+                Spec::Database(_) => {
+                    out.push((NameRule::DbInstance, db_instance(env)));
+                    out.push((
+                        NameRule::DbSnapshot,
+                        final_snapshot(env, chrono::Utc::now()),
+                    ));
+                }
+                Spec::DbSubnetGroup(_) => {
+                    out.push((NameRule::DbSubnetGroup, db_subnet_group(env)));
+                }
+                Spec::DnsRecord(record) => {
+                    out.push((NameRule::DnsRecord, record.name.clone()));
+                    out.push((NameRule::DnsRecord, owner_marker(&record.name)));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn config(
+        name: &str,
+        topology: &str,
+        rest: &str,
+    ) -> Result<Config, crate::config::ConfigError> {
+        let text = format!(
+            "name = {name:?}\nregion = \"us-east-1\"\ntopology = \"{topology}\"\n\
+             hostname = \"rancher.lab.example.com\"\n[nodes]\nami = \"ami-0123456789abcdef0\"\n\
+             {rest}[dns]\nzone = \"lab.example.com\"\n"
+        );
+        crate::config::parse_str(&text, std::path::Path::new("provision.toml"))
+    }
+
+    #[test]
+    fn the_config_check_covers_every_name_the_blueprint_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id.pub");
+        std::fs::write(
+            &key,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq1xK3cCjZ9gmCGY1e7lqf0K9dH5qN0oY1Qm0Cj9n7c",
+        )
+        .unwrap();
+        let with_key = format!("ssh_public_key = {:?}\n", key.display().to_string());
+        let external = "[registry]\nmode = \"external\"\nurl = \"registry.corp.example:5000\"\n";
+        for (topology, rest) in [
+            ("k3s", with_key.as_str()),
+            ("k3s", "[load_balancer]\nkube_api = false\n"),
+            ("rke", ""),
+            ("docker", ""),
+            ("docker", "[load_balancer]\nenabled = false\n"),
+            (
+                "docker",
+                &format!("[load_balancer]\nenabled = false\n{external}"),
+            ),
+        ] {
+            let cfg = config("lab", topology, rest).unwrap();
+            let checked = generated(&Inputs::of(&cfg));
+            for (rule, name) in names_from_blueprint(&cfg) {
+                if rule == NameRule::NameTag || name == cfg.hostname {
+                    // Name tags of every resource are checked below; the hostname is
+                    // checked as a DNS name where it is read.
+                    continue;
+                }
+                let name = if rule == NameRule::DbSnapshot {
+                    final_snapshot(&cfg.name, chrono::DateTime::UNIX_EPOCH)
+                } else {
+                    name
+                };
+                assert!(
+                    checked.iter().any(|g| g.rule == rule && g.name == name),
+                    "{topology} {rest:?}: the blueprint makes the {} {name:?}, which the \
+                     config check does not look at",
+                    rule.what()
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// For any environment name the config accepts, every name the blueprint's
+        /// resources get is one AWS accepts.
+        #[test]
+        fn accepted_env_names_make_valid_names_for_every_blueprint_resource(
+            name in proptest::prop_oneof![
+                "[a-z][a-z0-9-]{1,20}",
+                "(sg|internal|ab)-{0,2}[a-z0-9-]{0,8}-{0,2}",
+            ],
+            topology in proptest::prop_oneof!["k3s", "rke", "docker"],
+            lb in proptest::prelude::any::<bool>(),
+        ) {
+            let rest = if lb { "" } else { "[load_balancer]\nenabled = false\n" };
+            let rest = if topology == "docker" { rest } else { "" };
+            if let Ok(cfg) = config(&name, &topology, rest) {
+                for (rule, made) in names_from_blueprint(&cfg) {
+                    proptest::prop_assert_eq!(rule.check(&made), Ok(()), "{:?} {}", rule, made);
+                }
+            }
+        }
+    }
 }
