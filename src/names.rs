@@ -56,7 +56,15 @@ pub fn db_subnet_group(env: &str) -> String {
 /// The snapshot RDS takes when the datastore is deleted: `<env>-final-<YYYYMMDD-HHMMSS>`,
 /// unique per second.
 pub fn final_snapshot(env: &str, now: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{env}-final-{}", now.format("%Y%m%d-%H%M%S"))
+    snapshot_with_stamp(env, &now.format("%Y%m%d-%H%M%S").to_string())
+}
+
+/// How a final snapshot identifier is shown before its time is known. It checks the same as
+/// every real one: same length, letters and digits alike to every rule.
+const SNAPSHOT_STAMP_SHAPE: &str = "YYYYMMDD-HHMMSS";
+
+fn snapshot_with_stamp(env: &str, stamp: &str) -> String {
+    format!("{env}-final-{stamp}")
 }
 
 /// The registry host's DNS name: `<env>-registry.<zone>`, or `registry.<hostname>` when
@@ -262,7 +270,7 @@ impl Generated {
     pub fn violation(&self) -> Option<String> {
         let reason = self.rule.check(&self.name).err()?;
         Some(format!(
-            "makes the {} {:?}, which AWS refuses: it {reason}; a {} must be {}",
+            "makes the {} {:?}, which AWS refuses: it {reason}; {}s must be {}",
             self.rule.what(),
             self.name,
             self.rule.what(),
@@ -358,10 +366,9 @@ pub fn generated(inputs: &Inputs) -> Vec<Generated> {
         );
         add(NameRule::DbInstance, db_instance(env), "name");
         add(NameRule::DbSubnetGroup, db_subnet_group(env), "name");
-        // Every timestamp has the same shape; any one stands for all.
         add(
             NameRule::DbSnapshot,
-            final_snapshot(env, chrono::DateTime::UNIX_EPOCH),
+            snapshot_with_stamp(env, SNAPSHOT_STAMP_SHAPE),
             "name",
         );
         tagged.extend([ids::SG_DATASTORE.to_string(), ids::DB_SUBNETS.to_string()]);
@@ -598,7 +605,7 @@ mod tests {
                 (NameRule::DbInstance, "lab--datastore".to_string()),
                 (
                     NameRule::DbSnapshot,
-                    "lab--final-19700101-000000".to_string()
+                    "lab--final-YYYYMMDD-HHMMSS".to_string()
                 ),
             ]
         );
@@ -608,7 +615,7 @@ mod tests {
                 (NameRule::DbInstance, "a--b-datastore".to_string()),
                 (
                     NameRule::DbSnapshot,
-                    "a--b-final-19700101-000000".to_string()
+                    "a--b-final-YYYYMMDD-HHMMSS".to_string()
                 ),
             ]
         );
@@ -660,7 +667,7 @@ mod tests {
         }
         assert!(has(NameRule::DbInstance, "lab-datastore"));
         assert!(has(NameRule::DbSubnetGroup, "lab-db-subnets"));
-        assert!(has(NameRule::DbSnapshot, "lab-final-19700101-000000"));
+        assert!(has(NameRule::DbSnapshot, "lab-final-YYYYMMDD-HHMMSS"));
         assert!(has(NameRule::KeyPair, "lab-key-pair"));
         assert!(has(NameRule::NameTag, "lab-vpc"));
         assert!(has(NameRule::DnsRecord, "lab-registry.lab.example.com"));
@@ -700,8 +707,14 @@ mod tests {
         assert_eq!(
             message,
             "makes the load balancer name \"internal-nlb\", which AWS refuses: it begins with \
-             \"internal-\"; a load balancer name must be at most 32 letters, digits and \
+             \"internal-\"; load balancer names must be at most 32 letters, digits and \
              hyphens, not beginning or ending with a hyphen, not beginning with \"internal-\""
+        );
+        let snapshot = violations(&all("lab-")).remove(1).1;
+        assert!(
+            snapshot.contains("\"lab--final-YYYYMMDD-HHMMSS\"")
+                && snapshot.contains("RDS final snapshot identifiers must be 1 to 255"),
+            "{snapshot}"
         );
     }
 
@@ -811,7 +824,7 @@ mod tests {
                     continue;
                 }
                 let name = if rule == NameRule::DbSnapshot {
-                    final_snapshot(&cfg.name, chrono::DateTime::UNIX_EPOCH)
+                    snapshot_with_stamp(&cfg.name, SNAPSHOT_STAMP_SHAPE)
                 } else {
                     name
                 };
