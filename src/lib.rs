@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod model;
+pub mod names;
 pub mod render;
 pub mod state;
 pub mod ui;

@@ -82,22 +82,7 @@ pub enum BlueprintError {
 
 /// The DNS name of this env's registry host.
 pub fn registry_host_name(cfg: &Config) -> String {
-    if looks_like_zone_id(&cfg.dns.zone) {
-        format!("registry.{}", cfg.hostname)
-    } else {
-        format!(
-            "{}-registry.{}",
-            cfg.name,
-            cfg.dns.zone.trim_end_matches('.')
-        )
-    }
-}
-
-fn looks_like_zone_id(zone: &str) -> bool {
-    !zone.contains('.')
-        && zone
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    crate::names::registry_record(&cfg.name, &cfg.dns.zone, &cfg.hostname)
 }
 
 /// `host:port` of the registry the nodes pull from; needs no secrets.
@@ -518,7 +503,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
             d.insert(
                 tg.as_str(),
                 Spec::TargetGroup(TargetGroupSpec {
-                    name: format!("{}-tg-{port}", cfg.name),
+                    name: crate::names::target_group(&cfg.name, *port),
                     vpc: vpc.clone(),
                     port: *port,
                     // Rancher's NLB guide: the 443 group is checked on port 80.

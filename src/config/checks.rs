@@ -236,15 +236,26 @@ pub(crate) fn login_name(text: &str) -> Result<(), String> {
     }
 }
 
-const SSH_KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-];
+/// The key types EC2 `ImportKeyPair` accepts.
+const SSH_KEY_TYPES: &[&str] = &["ssh-ed25519", "ssh-rsa"];
 
-/// An OpenSSH public key line: `TYPE BASE64 [comment]`. Returns the trimmed line.
+/// What a well-known OpenSSH key type that `ImportKeyPair` refuses is.
+fn refused_ssh_key_type(kind: &str) -> Option<&'static str> {
+    if kind.contains("-cert-v01@openssh.com") {
+        Some("an OpenSSH certificate")
+    } else if kind.starts_with("sk-") {
+        Some("a FIDO security-key (sk-) key")
+    } else if kind.starts_with("ecdsa-sha2-") {
+        Some("an ECDSA key")
+    } else if kind == "ssh-dss" {
+        Some("a DSA key")
+    } else {
+        None
+    }
+}
+
+/// An OpenSSH public key line `TYPE BASE64 [comment]` of a type EC2 can import (RSA or
+/// ED25519). Returns the trimmed line.
 pub(crate) fn openssh_public_key(content: &str) -> Result<String, String> {
     let line = content.trim();
     if line.contains("PRIVATE KEY") {
@@ -259,12 +270,20 @@ pub(crate) fn openssh_public_key(content: &str) -> Result<String, String> {
     let mut fields = line.split_whitespace();
     let kind = fields.next().unwrap_or_default();
     let blob = fields.next().unwrap_or_default();
+    let accepted = SSH_KEY_TYPES.join(", ");
+    if let Some(what) = refused_ssh_key_type(kind) {
+        return Err(format!(
+            "the key type is {kind:?}, {what}; EC2 ImportKeyPair accepts only RSA and ED25519 \
+             keys ({accepted}): make one with `ssh-keygen -t ed25519`"
+        ));
+    }
     let expected = format!(
-        "expected an OpenSSH public key line \"TYPE BASE64 [comment]\" with TYPE one of {}",
-        SSH_KEY_TYPES.join(", ")
+        "expected an OpenSSH public key line \"TYPE BASE64 [comment]\" with TYPE one of \
+         {accepted}"
     );
     if !SSH_KEY_TYPES.contains(&kind) {
-        return Err(expected);
+        let found: String = kind.chars().take(40).collect();
+        return Err(format!("{expected} (found {found:?})"));
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(blob)

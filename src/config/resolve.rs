@@ -12,6 +12,7 @@ use super::types::{
     Config, Datastore, Dns, LoadBalancer, Network, Nodes, RecordType, Registry, Timeouts, Topology,
 };
 use crate::model::Scheme;
+use crate::names;
 
 const TOP_KEYS: &[&str] = &[
     "name",
@@ -100,7 +101,7 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
     let nodes = nodes(doc, &root, topology, base);
     let datastore = datastore(doc, &root, topology);
     let load_balancer = load_balancer(doc, &root, topology);
-    let dns = dns(doc, &root);
+    let dns = dns(doc, &root, hostname.as_ref(), load_balancer.is_some());
     let registry = registry(doc, &root, base);
     let timeouts = timeouts(doc, &root);
 
@@ -116,6 +117,35 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
                      in .{zone}",
                     host.value
                 ),
+            );
+        }
+    }
+
+    if let (Some(name), Some(_)) = (&name, topology) {
+        let inputs = names::Inputs {
+            env: &name.value,
+            load_balancer_ports: load_balancer
+                .as_ref()
+                .map(|lb| names::load_balancer_ports(lb.kube_api)),
+            datastore: datastore.is_some(),
+            node_registry: matches!(registry, Registry::Node { .. }),
+            key_pair: nodes
+                .as_ref()
+                .is_some_and(|n| n.ssh_public_key_text.is_some()),
+            dns: dns
+                .as_ref()
+                .zip(hostname.as_ref())
+                .map(|(dns, host)| (dns.zone.as_str(), host.value.as_str())),
+        };
+        for (generated, message) in names::violations(&inputs) {
+            let source = match &hostname {
+                Some(host) if generated.key == "hostname" => host,
+                _ => name,
+            };
+            doc.problem(
+                &source.span,
+                &source.key,
+                format!("{:?} {message}", source.value),
             );
         }
     }
@@ -524,7 +554,14 @@ fn load_balancer(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Opt
     }
 }
 
-fn dns(doc: &mut Doc, root: &Table) -> Option<Dns> {
+/// `hostname` (when valid) and whether a load balancer exists are needed for the one rule
+/// that spans both: no CNAME at the zone apex.
+fn dns(
+    doc: &mut Doc,
+    root: &Table,
+    hostname: Option<&Located<String>>,
+    has_load_balancer: bool,
+) -> Option<Dns> {
     let table = &root.table(doc, "dns");
     table.check_keys(doc, DNS_KEYS);
     let private_zone = table.boolean(doc, "private_zone");
@@ -562,6 +599,28 @@ fn dns(doc: &mut Doc, root: &Table) -> Option<Dns> {
         &[("alias", RecordType::Alias), ("cname", RecordType::Cname)],
         RecordType::Alias,
     );
+    // Without a load balancer the record is an A record to the node whatever record_type says.
+    if let (RecordType::Cname, true, Some(zone), Some(host), Some(span)) = (
+        record_type,
+        has_load_balancer,
+        &zone,
+        hostname,
+        table.key_span("record_type"),
+    ) {
+        if !checks::is_hosted_zone_id(zone) && host.value == *zone {
+            doc.problem(
+                &span,
+                &table.key_path("record_type"),
+                format!(
+                    "a CNAME cannot be at the zone apex: hostname {:?} is the zone {zone:?} \
+                     itself, whose apex already holds its SOA and NS records, so Route53 \
+                     refuses it; use record_type = \"alias\" (the default) or a hostname \
+                     inside the zone such as \"rancher.{zone}\"",
+                    host.value
+                ),
+            );
+        }
+    }
     Some(Dns {
         zone: zone?,
         private_zone: private_zone.is_some_and(|p| p.value),

@@ -33,6 +33,8 @@ fn header(topology: Topology) -> String {
 # Commented-out keys show their default. Check the file with `provision validate`.
 
 # Prefixes every cloud name and tag: a lowercase letter, then 1 to 20 of a-z, 0-9, '-'.
+# Every AWS name it makes must be valid: no "--" or trailing '-' with k3s (RDS), not "sg"
+# (security groups cannot begin "sg-"), not "internal" with a load balancer.
 name = "lab"
 # AWS region to build in (wins over AWS_REGION).
 region = "us-east-1"
@@ -84,6 +86,7 @@ ami = "ami-0123456789abcdef0"
 # Root volume size of each node, in GiB (20 to 16384).
 # root_volume_gb = 50
 # OpenSSH public key installed on every host; a relative path is taken from this file's folder.
+# RSA or ED25519 only: EC2 imports no other key type.
 # ssh_public_key = "~/.ssh/id_ed25519.pub"
 # Login user of the image, used in the generated next-step files.
 # ssh_user = "ubuntu"
@@ -98,7 +101,7 @@ const DATASTORE: &str = r#"
 # engine_version = "8.0"
 # RDS instance class.
 # instance_class = "db.t3.medium"
-# Allocated storage in GiB (20 to 65536).
+# Allocated storage in GiB (20 to 65536). It only grows, by at least 10% at a time.
 # storage_gb = 20
 # Database K3s uses.
 # database = "k3s"
@@ -139,7 +142,7 @@ zone = "lab.example.com"
 # private_zone = false
 # Record TTL in seconds (1 to 86400).
 # ttl = 60
-# "alias" (an A alias to the load balancer) or "cname".
+# "alias" (an A alias to the load balancer) or "cname" (not when hostname is the zone).
 # record_type = "alias"
 "#;
 

@@ -752,6 +752,66 @@ fn ssh_public_key_problems_name_the_path() {
     assert!(error.problems()[0].message.contains("ssh-ed25519, ssh-rsa"));
 }
 
+/// An OpenSSH public key line of type `kind` whose blob names the same type.
+fn key_line(kind: &str) -> String {
+    use base64::Engine as _;
+    let mut blob = (kind.len() as u32).to_be_bytes().to_vec();
+    blob.extend_from_slice(kind.as_bytes());
+    blob.extend_from_slice(&[0, 0, 0, 4, 1, 2, 3, 4]);
+    let data = base64::engine::general_purpose::STANDARD.encode(blob);
+    format!("{kind} {data} me@host")
+}
+
+#[test]
+fn ssh_key_types_ec2_cannot_import_are_refused_naming_file_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("provision.toml");
+    for (kind, what) in [
+        ("ecdsa-sha2-nistp256", "ECDSA"),
+        ("ecdsa-sha2-nistp384", "ECDSA"),
+        ("ecdsa-sha2-nistp521", "ECDSA"),
+        ("ssh-dss", "DSA"),
+        ("sk-ssh-ed25519@openssh.com", "security-key"),
+        ("sk-ecdsa-sha2-nistp256@openssh.com", "security-key"),
+        ("ssh-ed25519-cert-v01@openssh.com", "certificate"),
+    ] {
+        std::fs::write(dir.path().join("id.pub"), key_line(kind)).unwrap();
+        let text = file("k3s", "ssh_public_key = \"id.pub\"\n", "");
+        let error = parse_str(&text, &config_path).unwrap_err();
+        assert_eq!(error.problems().len(), 1, "{kind}: {error}");
+        let problem = &error.problems()[0];
+        assert_eq!(
+            (problem.line, problem.key.as_str()),
+            (11, "nodes.ssh_public_key"),
+            "{kind}"
+        );
+        let path = dir.path().join("id.pub").display().to_string();
+        let message = &problem.message;
+        assert!(message.starts_with(&format!("{path}: ")), "{message}");
+        assert!(message.contains(&format!("{kind:?}")), "{message}");
+        assert!(message.contains(what), "{message}");
+        assert!(
+            message.contains("ImportKeyPair accepts only RSA and ED25519"),
+            "{message}"
+        );
+    }
+    // The two types EC2 imports.
+    for kind in ["ssh-rsa", "ssh-ed25519"] {
+        std::fs::write(dir.path().join("id.pub"), key_line(kind)).unwrap();
+        let text = file("k3s", "ssh_public_key = \"id.pub\"\n", "");
+        let config = parse_str(&text, &config_path).unwrap();
+        assert_eq!(config.nodes.ssh_public_key_text, Some(key_line(kind)));
+    }
+    // An unknown type says what was found.
+    std::fs::write(dir.path().join("id.pub"), key_line("ssh-foo")).unwrap();
+    let text = file("k3s", "ssh_public_key = \"id.pub\"\n", "");
+    let error = parse_str(&text, &config_path).unwrap_err();
+    assert!(
+        error.problems()[0].message.contains("(found \"ssh-foo\")"),
+        "{error}"
+    );
+}
+
 // ---- datastore -------------------------------------------------------------------------------
 
 #[test]
@@ -911,6 +971,46 @@ fn dns_problems() {
 
     let text = file("k3s", "", "").replace("\"lab.example.com\"", "\"lab example\"");
     one_problem(&text, 7, "dns.zone");
+}
+
+#[test]
+fn cname_at_the_zone_apex_is_refused_at_record_type() {
+    let apex = |topology: &str, rest: &str| {
+        file(topology, "", rest)
+            .replace("rancher.lab.example.com", "lab.example.com")
+            .replace(
+                "zone = \"lab.example.com\"",
+                "zone = \"lab.example.com\"\nrecord_type = \"cname\"",
+            )
+    };
+    let text = apex("k3s", "");
+    let problem = one_problem(&text, 8, "dns.record_type");
+    assert!(
+        problem.message.contains("CNAME cannot be at the zone apex")
+            && problem.message.contains("\"lab.example.com\"")
+            && problem.message.contains("record_type = \"alias\""),
+        "{}",
+        problem.message
+    );
+    // Also in a private zone the tool creates.
+    let private = apex("rke", "").replace(
+        "record_type = \"cname\"",
+        "record_type = \"cname\"\nprivate_zone = true",
+    );
+    one_problem(&private, 8, "dns.record_type");
+    // An alias at the apex is fine, and so is a CNAME below it.
+    ok(&apex("k3s", "").replace("\"cname\"", "\"alias\""));
+    ok(&file("k3s", "", "").replace(
+        "zone = \"lab.example.com\"",
+        "zone = \"lab.example.com\"\nrecord_type = \"cname\"",
+    ));
+    // Without a load balancer the record is an A record whatever record_type says.
+    ok(&apex("docker", "[load_balancer]\nenabled = false\n"));
+    // With a zone id the zone's name (and so its apex) is unknown before the cloud is asked.
+    ok(&apex("k3s", "").replace(
+        "zone = \"lab.example.com\"",
+        "zone = \"Z0123456789ABCDEFGHIJ\"",
+    ));
 }
 
 // ---- registry ------------------------------------------------------------------------------
@@ -1104,6 +1204,184 @@ fn unknown_topology_still_reports_other_problems() {
     let all = problems(&text);
     let keys: Vec<&str> = all.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, vec!["topology", "datastore.storage_gb"]);
+}
+
+// ---- generated AWS names -------------------------------------------------------------------
+
+fn named(name: &str, topology: &str, rest: &str) -> String {
+    file(topology, "", rest).replace("name = \"lab\"", &format!("name = {name:?}"))
+}
+
+#[test]
+fn env_names_that_make_invalid_aws_names_are_refused_at_name() {
+    // (name, problems at `name`, text each message holds)
+    for (name, count, generated, rule) in [
+        (
+            "lab-",
+            2,
+            "RDS instance identifier \"lab--datastore\"",
+            "two consecutive hyphens",
+        ),
+        (
+            "a--b",
+            2,
+            "RDS instance identifier \"a--b-datastore\"",
+            "two consecutive hyphens",
+        ),
+        (
+            "sg",
+            4,
+            "security group name \"sg-sg-nodes\"",
+            "begins with \"sg-\"",
+        ),
+        (
+            "internal",
+            1,
+            "load balancer name \"internal-nlb\"",
+            "begins with \"internal-\"",
+        ),
+    ] {
+        let text = named(name, "k3s", "");
+        let error = parse(&text).unwrap_err();
+        let all = error.problems();
+        assert_eq!(all.len(), count, "{name}: {error}");
+        assert!(
+            all.iter()
+                .all(|p| (p.line, p.column, p.key.as_str()) == (1, 1, "name")),
+            "{name}: {error}"
+        );
+        let first = error.to_string().lines().next().unwrap().to_string();
+        assert!(
+            first.starts_with(&format!("provision.toml:1:1: name: {name:?} makes the ")),
+            "{first}"
+        );
+        assert!(first.contains(generated), "{first}");
+        assert!(first.contains("which AWS refuses"), "{first}");
+        assert!(first.contains(rule), "{first}");
+    }
+    let error = parse(&named("lab-", "k3s", "")).unwrap_err().to_string();
+    assert!(
+        error.contains("RDS final snapshot identifier \"lab--final-"),
+        "{error}"
+    );
+    let error = parse(&named("sg", "k3s", "")).unwrap_err().to_string();
+    for group in ["sg-nodes", "sg-registry", "sg-lb", "sg-datastore"] {
+        assert!(error.contains(&format!("\"sg-{group}\"")), "{error}");
+    }
+}
+
+#[test]
+fn names_are_checked_only_where_the_config_makes_them() {
+    // rke has no RDS: "lab-" makes no identifier with "--" that AWS refuses.
+    ok(&named("lab-", "rke", ""));
+    ok(&named("a--b", "docker", ""));
+    // docker without a load balancer makes no load balancer name.
+    ok(&named(
+        "internal",
+        "docker",
+        "[load_balancer]\nenabled = false\n",
+    ));
+    one_problem(&named("internal", "docker", ""), 1, "name");
+    // Without a node registry there is no sg-registry.
+    let external = "[registry]\nmode = \"external\"\nurl = \"registry.corp.example:5000\"\n";
+    let text = named(
+        "sg",
+        "docker",
+        &format!("[load_balancer]\nenabled = false\n{external}"),
+    );
+    let problem = one_problem(&text, 1, "name");
+    assert!(
+        problem.message.contains("\"sg-sg-nodes\""),
+        "{}",
+        problem.message
+    );
+    assert_eq!(problems(&named("sg", "docker", "")).len(), 3);
+}
+
+#[test]
+fn name_problems_are_reported_with_every_other_problem() {
+    let text = named("lab-", "k3s", "[datastore]\nstorage_gb = 1\n").replace("us-east-1", "mars");
+    let all = problems(&text);
+    let keys: Vec<&str> = all.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, vec!["name", "name", "region", "datastore.storage_gb"]);
+}
+
+#[test]
+fn a_hostname_whose_owner_marker_is_too_long_is_refused_at_hostname() {
+    // 248 characters: a valid DNS name, but `_provision-owner.<hostname>` has 265.
+    let host = format!(
+        "{}.{}.lab.example.com",
+        vec!["h".repeat(63); 3].join("."),
+        "h".repeat(40)
+    );
+    assert_eq!(host.len(), 248);
+    let text = file("k3s", "", "").replace("rancher.lab.example.com", &host);
+    let problem = one_problem(&text, 4, "hostname");
+    assert!(
+        problem
+            .message
+            .contains("Route53 record name \"_provision-owner.hhh")
+            && problem
+                .message
+                .contains("265 characters long (at most 253)"),
+        "{}",
+        problem.message
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any name of the contract's shape (`[a-z][a-z0-9-]{1,20}`), with the prefixes and
+    /// hyphens that trip AWS's rules made likely: the config accepts it exactly when every
+    /// name this configuration makes is valid, and refuses it only at `name`.
+    #[test]
+    fn accepted_env_names_make_only_valid_aws_names(
+        name in prop_oneof![
+            "[a-z][a-z0-9-]{1,20}",
+            "(sg|internal|ab)-{0,2}[a-z0-9-]{0,8}-{0,2}",
+        ],
+        topology in prop_oneof![Just("k3s"), Just("rke"), Just("docker")],
+        with_lb in any::<bool>(),
+    ) {
+        let rest = if topology == "docker" && !with_lb {
+            "[load_balancer]\nenabled = false\n"
+        } else {
+            ""
+        };
+        let text = named(&name, topology, rest);
+        // The names the AWS adapters would make for this topology, built directly.
+        let mut made = vec![
+            (crate::names::NameRule::SecurityGroup, crate::names::security_group(&name, "sg-nodes")),
+        ];
+        if topology != "docker" || with_lb {
+            made.push((crate::names::NameRule::LoadBalancer, crate::names::load_balancer(&name)));
+            for port in [80, 443, 6443] {
+                made.push((crate::names::NameRule::TargetGroup, crate::names::target_group(&name, port)));
+            }
+        }
+        if topology == "k3s" {
+            made.push((crate::names::NameRule::DbInstance, crate::names::db_instance(&name)));
+            made.push((crate::names::NameRule::DbSubnetGroup, crate::names::db_subnet_group(&name)));
+            made.push((
+                crate::names::NameRule::DbSnapshot,
+                crate::names::final_snapshot(&name, chrono::Utc::now()),
+            ));
+        }
+        let all_valid = made.iter().all(|(rule, made)| rule.check(made).is_ok());
+        match parse(&text) {
+            Ok(config) => {
+                prop_assert!(all_valid, "accepted {name:?} but it makes {made:?}");
+                for generated in crate::names::generated(&crate::names::Inputs::of(&config)) {
+                    prop_assert_eq!(generated.rule.check(&generated.name), Ok(()), "{:?}", generated);
+                }
+            }
+            Err(error) => {
+                prop_assert!(!all_valid, "refused {name:?}: {error}");
+                prop_assert!(error.problems().iter().all(|p| p.key == "name"), "{error}");
+            }
+        }
+    }
 }
 
 // ---- robustness ------------------------------------------------------------------------------

@@ -217,6 +217,35 @@ pub enum PlanError {
         #[source]
         source: CloudError,
     },
+    /// A change the cloud would refuse, caught before anything changes.
+    #[error("`{id}` cannot change as the config asks: {message}")]
+    Refused { id: LogicalId, message: String },
+}
+
+/// A change of `old` (from the state) into `new` that the cloud refuses, known before any
+/// call: RDS storage never shrinks and grows by at least 10% at a time (a smaller increase
+/// is refused or silently rounded up, which would leave the config and the cloud apart).
+pub fn refused_change(old: &Spec, new: &Spec) -> Option<String> {
+    let (Spec::Database(old), Spec::Database(new)) = (old, new) else {
+        return None;
+    };
+    let (from, to) = (u64::from(old.storage_gb), u64::from(new.storage_gb));
+    if to < from {
+        Some(format!(
+            "datastore.storage_gb {from} GB → {to} GB: RDS storage can never shrink; keep \
+             storage_gb at {from} or more"
+        ))
+    } else if to > from && to * 10 < from * 11 {
+        let percent = (to - from) as f64 * 100.0 / from as f64;
+        Some(format!(
+            "datastore.storage_gb {from} GB → {to} GB is an increase of {percent:.1}%; RDS \
+             grows storage only by at least 10% at a time: set storage_gb to {} or more, or \
+             keep it at {from}",
+            (from * 11).div_ceil(10)
+        ))
+    } else {
+        None
+    }
 }
 
 /// Compare two specs of one resource: (reasons forcing a replace, reasons for an update).
@@ -495,6 +524,16 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 ),
                 Some(obs) => {
                     let (mut replace, mut update) = spec_changes(&entry.spec, spec);
+                    // A replacement starts afresh; an in-place change must be one AWS takes.
+                    match refused_change(&entry.spec, spec) {
+                        Some(message) if replace.is_empty() => {
+                            return Err(PlanError::Refused {
+                                id: id.clone(),
+                                message,
+                            })
+                        }
+                        _ => {}
+                    }
                     update.extend(obs.drift.iter().map(|d| format!("drift: {d}")));
                     // `depends_on` lists the references whose current object this resource
                     // was last pointed at; the executor drops a reference from it when the
@@ -864,6 +903,171 @@ mod tests {
             &db("8.0", "db.t3.medium", "root"),
         );
         assert!(r[0].contains("username"), "{r:?}");
+    }
+
+    fn db_with_storage(storage_gb: u32) -> Spec {
+        let Spec::Database(mut spec) = db("8.0", "db.t3.medium", "admin") else {
+            unreachable!()
+        };
+        spec.storage_gb = storage_gb;
+        Spec::Database(spec)
+    }
+
+    #[test]
+    fn rds_storage_only_grows_and_by_at_least_ten_percent() {
+        let refused = |from, to| refused_change(&db_with_storage(from), &db_with_storage(to));
+        for (from, to) in [(20, 20), (20, 22), (20, 100), (100, 110), (1000, 1100)] {
+            assert_eq!(refused(from, to), None, "{from} -> {to}");
+        }
+        let small = refused(20, 21).expect("a 5% increase is refused");
+        assert_eq!(
+            small,
+            "datastore.storage_gb 20 GB → 21 GB is an increase of 5.0%; RDS grows storage only \
+             by at least 10% at a time: set storage_gb to 22 or more, or keep it at 20"
+        );
+        let just_under = refused(100, 109).expect("9% is refused");
+        assert!(just_under.contains("110 or more"), "{just_under}");
+        // The smallest allowed size rounds up.
+        assert!(refused(25, 27).unwrap().contains("28 or more"));
+        assert_eq!(refused(25, 28), None);
+        let shrink = refused(100, 50).expect("a decrease is refused");
+        assert!(
+            shrink.contains("datastore.storage_gb 100 GB → 50 GB")
+                && shrink.contains("never shrink")
+                && shrink.contains("100 or more"),
+            "{shrink}"
+        );
+        // Only the datastore's storage is concerned.
+        assert_eq!(
+            refused_change(&inst("ami-1", &[]), &inst("ami-2", &[])),
+            None
+        );
+        let (mut old, mut new) = (db("8.0", "db.t3.medium", "admin"), db_with_storage(40));
+        assert_eq!(refused_change(&old, &new), None);
+        std::mem::swap(&mut old, &mut new);
+        assert!(refused_change(&old, &new).is_some());
+    }
+
+    /// A datastore with what it needs, `storage_gb` of storage.
+    fn datastore_graph(storage_gb: u32) -> Desired {
+        let mut d = Desired::default();
+        d.insert(
+            "vpc",
+            Spec::Vpc(VpcSpec {
+                cidr: "10.42.0.0/16".into(),
+            }),
+        );
+        for (id, cidr, zone_index) in [
+            ("subnet-a", "10.42.1.0/24", 0),
+            ("subnet-b", "10.42.2.0/24", 1),
+        ] {
+            d.insert(
+                id,
+                Spec::Subnet(SubnetSpec {
+                    vpc: "vpc".into(),
+                    cidr: cidr.into(),
+                    zone_index,
+                    map_public_ip: false,
+                }),
+            );
+        }
+        d.insert(
+            "sg-datastore",
+            Spec::SecurityGroup(SecurityGroupSpec {
+                vpc: "vpc".into(),
+                description: "datastore".into(),
+                ingress: vec![],
+                egress: vec![],
+            }),
+        );
+        d.insert(
+            "db-subnets",
+            Spec::DbSubnetGroup(DbSubnetGroupSpec {
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+            }),
+        );
+        d.insert("datastore", db_with_storage(storage_gb));
+        d
+    }
+
+    #[tokio::test]
+    async fn a_storage_change_rds_refuses_fails_the_plan_before_any_change() {
+        use crate::cloud::fake::{FakeCloud, FakeConfig};
+        use crate::engine::executor::{execute, Cancel, Settings};
+        use crate::engine::reporter::Recording;
+        use crate::state::Paths;
+
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path(), "lab");
+        let fake = FakeCloud::new(FakeConfig::default());
+        let mut state = State::new("lab");
+        let plan_for = |desired: &Desired, state: &State| {
+            let (fake, desired, state) = (fake.clone(), desired.clone(), state.clone());
+            async move {
+                make_plan(
+                    &fake,
+                    PlanInput {
+                        env: "lab",
+                        desired: &desired,
+                        state: &state,
+                        destroy: false,
+                    },
+                )
+                .await
+            }
+        };
+        let built = datastore_graph(100);
+        let plan = plan_for(&built, &state).await.expect("first plan");
+        execute(
+            std::sync::Arc::new(fake.clone()),
+            &plan,
+            &built,
+            &mut state,
+            &paths,
+            &Settings::default(),
+            std::sync::Arc::new(Recording::default()),
+            &Cancel::new(),
+        )
+        .await
+        .expect("apply");
+        assert_eq!(state.resources.len(), 6);
+
+        fake.clear_calls();
+        for (storage_gb, rule) in [(105, "at least 10%"), (50, "never shrink")] {
+            let error = plan_for(&datastore_graph(storage_gb), &state)
+                .await
+                .expect_err("RDS would refuse this change");
+            let text = error.to_string();
+            assert!(
+                matches!(&error, PlanError::Refused { id, .. } if id.as_str() == "datastore"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("datastore.storage_gb 100 GB → {storage_gb} GB"))
+                    && text.contains(rule),
+                "{text}"
+            );
+        }
+        assert!(
+            fake.mutating_calls().is_empty(),
+            "{:?}",
+            fake.mutating_calls()
+        );
+
+        // 10% is enough: an update in place.
+        let plan = plan_for(&datastore_graph(110), &state).await.expect("plan");
+        let action = plan.get(&LogicalId::new("datastore")).unwrap();
+        assert_eq!(action.action, ActionKind::Update, "{action:?}");
+        // A change that replaces the datastore anyway starts afresh at any size.
+        let mut replaced = datastore_graph(50);
+        let Some(Spec::Database(spec)) = replaced.resources.get_mut(&LogicalId::new("datastore"))
+        else {
+            unreachable!()
+        };
+        spec.username = "root".into();
+        let plan = plan_for(&replaced, &state).await.expect("plan");
+        let action = plan.get(&LogicalId::new("datastore")).unwrap();
+        assert_eq!(action.action, ActionKind::Replace, "{action:?}");
     }
 
     #[test]

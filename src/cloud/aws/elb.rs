@@ -238,7 +238,7 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
 
 /// `<env>-nlb`, cut to the ELB name limit.
 pub fn load_balancer_name(env: &str) -> String {
-    elb_name(&format!("{env}-nlb"))
+    elb_name(&crate::names::load_balancer(env))
 }
 
 /// An ELB name: at most 32 characters, never ending with a hyphen.

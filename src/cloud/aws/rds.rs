@@ -293,16 +293,16 @@ fn password_from_secret(text: &str) -> Option<String> {
 // Names
 
 pub fn subnet_group_name(env: &str) -> String {
-    format!("{env}-db-subnets")
+    crate::names::db_subnet_group(env)
 }
 
 pub fn database_identifier(env: &str) -> String {
-    format!("{env}-datastore")
+    crate::names::db_instance(env)
 }
 
 /// `<env>-final-<YYYYMMDD-HHMMSS>`, unique per second.
 pub fn final_snapshot_identifier(env: &str, now: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{env}-final-{}", now.format("%Y%m%d-%H%M%S"))
+    crate::names::final_snapshot(env, now)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ use crate::model::{
 };
 
 const NO_ZONE: &[&str] = &["NoSuchHostedZone"];
-const MARKER_PREFIX: &str = "_provision-owner.";
+const MARKER_PREFIX: &str = crate::names::OWNER_MARKER_PREFIX;
 /// ListTagsForResources takes at most 10 zone ids.
 const TAGS_BATCH: usize = 10;
 /// Record types a name can point with; a CNAME excludes the others.
@@ -511,7 +511,7 @@ fn to_record_set(name: &str, value: &RecordValue) -> Result<ResourceRecordSet, C
 }
 
 pub fn marker_name(name: &str) -> String {
-    format!("{MARKER_PREFIX}{}", normalize(name))
+    crate::names::owner_marker(&normalize(name))
 }
 
 /// The TXT value of the ownership marker, quoted as Route53 wants TXT values.

@@ -34,7 +34,7 @@ pub(super) async fn create_key_pair(
     ctx: &OpContext<'_>,
     public_key: &str,
 ) -> Result<Observed, CloudError> {
-    let name = format!("{}-{}", ctx.env, ctx.id);
+    let name = crate::names::key_pair(ctx.env, ctx.id.as_str());
     let out = cloud
         .ec2
         .import_key_pair()

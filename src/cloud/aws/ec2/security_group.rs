@@ -307,7 +307,7 @@ pub(super) async fn create_group(
     let out = cloud
         .ec2
         .create_security_group()
-        .group_name(format!("{}-{}", ctx.env, ctx.id))
+        .group_name(crate::names::security_group(ctx.env, ctx.id.as_str()))
         .description(&s.description)
         .vpc_id(vpc)
         .tag_specifications(tag_spec(ResourceType::SecurityGroup, ctx))
