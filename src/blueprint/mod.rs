@@ -607,6 +607,7 @@ fn node_to_node_rules(topology: Topology) -> Vec<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn cfg(extra: &str, topology: &str) -> Config {
         let text = format!(
@@ -715,6 +716,82 @@ mod tests {
     }
 
     #[test]
+    fn registry_host_boots_after_its_route_and_keeps_its_store_on_a_volume() {
+        let d = build_for(&cfg("[registry]\nvolume_gb = 300\n", "k3s"));
+        let host_spec = &d.resources[&LogicalId::new(ids::REGISTRY)];
+        let Spec::Instance(host) = host_spec else {
+            panic!()
+        };
+        assert!(host_spec
+            .depends_on()
+            .contains(&LogicalId::new(ids::RT_EDGE)));
+        assert_eq!(host.volumes, vec![LogicalId::new(ids::REGISTRY_DATA)]);
+        let Spec::Volume(v) = &d.resources[&LogicalId::new(ids::REGISTRY_DATA)] else {
+            panic!()
+        };
+        assert_eq!(v.size_gb, 300);
+        assert_eq!(
+            v.subnet,
+            LogicalId::new(ids::SUBNET_EDGE),
+            "same zone as the host"
+        );
+        // An ordering-only link: replacing the route table does not touch the host.
+        assert!(host_spec
+            .refs()
+            .contains(&(LogicalId::new(ids::RT_EDGE), RefMode::After)));
+    }
+
+    #[test]
+    fn datastore_password_is_a_secret_of_the_env() {
+        let d = build_for(&cfg("", "k3s"));
+        let Spec::Database(db) = &d.resources[&LogicalId::new(ids::DATASTORE)] else {
+            panic!()
+        };
+        assert_eq!(db.password, Some(LogicalId::new(ids::DATASTORE_PASSWORD)));
+        assert!(matches!(
+            d.resources[&LogicalId::new(ids::DATASTORE_PASSWORD)],
+            Spec::Secret(_)
+        ));
+    }
+
+    #[test]
+    fn internet_facing_lb_has_a_subnet_in_every_zone_with_a_node() {
+        let d = build_for(&cfg(
+            "[network]\nzones = 3\n[load_balancer]\nscheme = \"internet-facing\"\n",
+            "rke",
+        ));
+        let Spec::LoadBalancer(lb) = &d.resources[&LogicalId::new(ids::NLB)] else {
+            panic!()
+        };
+        let zones = |refs: &[LogicalId]| -> BTreeSet<usize> {
+            refs.iter()
+                .map(|r| match &d.resources[r] {
+                    Spec::Subnet(s) => s.zone_index,
+                    _ => panic!(),
+                })
+                .collect()
+        };
+        let node_subnets: Vec<LogicalId> = d
+            .resources
+            .values()
+            .filter_map(|s| match s {
+                Spec::Instance(i) if i.is_cluster_node() => Some(i.subnet.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(zones(&lb.subnets), zones(&node_subnets));
+        assert_eq!(lb.subnets.len(), 3);
+        // Every edge subnet routes to the internet gateway.
+        let Spec::RouteTable(rt) = &d.resources[&LogicalId::new(ids::RT_EDGE)] else {
+            panic!()
+        };
+        assert_eq!(rt.subnets, lb.subnets);
+        // Internal: private subnets, one edge subnet for the registry.
+        let d = build_for(&cfg("[network]\nzones = 3\n", "rke"));
+        assert!(!d.resources.contains_key(&LogicalId::new("subnet-edge-2")));
+    }
+
+    #[test]
     fn target_groups_follow_the_nlb_guide() {
         let d = build_for(&cfg("", "k3s"));
         let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new("tg-443")] else {
@@ -735,6 +812,10 @@ mod tests {
             panic!()
         };
         assert_eq!(tg.health_check_port, None);
+        assert!(
+            !tg.preserve_client_ip,
+            "an internal NLB does not hairpin with it on"
+        );
     }
 
     #[test]

@@ -240,17 +240,87 @@ pub(crate) mod tests {
             content(&doc, "/etc/registry/auth/htpasswd"),
             format!("{}\n", secrets.htpasswd_line)
         );
-        assert_eq!(doc["packages"][0], "docker.io");
-        let docker_run: Vec<&str> = doc["runcmd"][2]
+        let commands: Vec<Vec<&str>> = doc["runcmd"]
             .as_sequence()
             .unwrap()
             .iter()
-            .map(|arg| arg.as_str().unwrap())
+            .map(|c| {
+                c.as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|arg| arg.as_str().unwrap())
+                    .collect()
+            })
             .collect();
+        // Docker is installed and the image pulled through the retrying wrapper, before
+        // the registry runs.
+        let retry = "/usr/local/sbin/provision-retry";
+        let install = commands
+            .iter()
+            .position(|c| c[0] == retry && c.join(" ").contains("apt-get install -y docker.io"))
+            .expect("docker install with retries");
+        let pull = commands
+            .iter()
+            .position(|c| c == &vec![retry, "docker", "pull", "registry:2"])
+            .expect("image pull with retries");
+        let run = commands
+            .iter()
+            .position(|c| c.len() > 2 && c[..2] == ["docker", "run"])
+            .expect("docker run");
+        assert!(install < pull && pull < run, "{commands:?}");
+        assert!(
+            doc.get("packages").is_none(),
+            "cloud-init's package module never retries"
+        );
+        let docker_run = &commands[run];
         // Quoted, so YAML 1.1 (cloud-init) does not read 5443:5000 as a base-60 number.
         assert!(docker_run.windows(2).any(|w| w == ["-p", "5443:5000"]));
         assert_eq!(docker_run.last(), Some(&"registry:2"));
         assert!(docker_run.contains(&"REGISTRY_AUTH=htpasswd"));
+    }
+
+    /// Run the retry wrapper from the registry host's user-data with `sh`.
+    fn run_retry(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+        let doc = parse(&registry_host_user_data(&fake_secrets(), 5000).unwrap());
+        let script = dir.join("provision-retry");
+        std::fs::write(&script, content(&doc, "/usr/local/sbin/provision-retry")).unwrap();
+        std::process::Command::new("sh")
+            .arg(&script)
+            .args(args)
+            .current_dir(dir)
+            .env("PROVISION_RETRY_ATTEMPTS", "3")
+            .env("PROVISION_RETRY_DELAY", "0")
+            .env("PROVISION_RETRY_LOG", dir.join("retry.log"))
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn registry_retry_wrapper_retries_then_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        // Fails the first time (no marker yet), succeeds the second.
+        let out = run_retry(
+            dir.path(),
+            &["sh", "-c", "test -f marker || { touch marker; exit 1; }"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("(try 1 of 3); retrying"), "{stderr}");
+        assert!(stderr.contains("succeeded on try 2"), "{stderr}");
+    }
+
+    #[test]
+    fn registry_retry_wrapper_gives_up_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_retry(dir.path(), &["false"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("giving up on 'false' after 3 tries"),
+            "{stderr}"
+        );
+        let log = std::fs::read_to_string(dir.path().join("retry.log")).unwrap();
+        assert_eq!(log.lines().count(), 3, "{log}");
     }
 
     #[test]
