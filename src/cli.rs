@@ -60,6 +60,10 @@ pub enum Command {
         /// Plan a destroy instead.
         #[arg(long)]
         destroy: bool,
+        /// Issue the registry a new server certificate (replaces the registry host; its
+        /// image store volume is kept).
+        #[arg(long)]
+        renew_registry_cert: bool,
     },
     /// Make the cloud match the config; resumable.
     Apply {
@@ -75,6 +79,10 @@ pub enum Command {
         /// registry's volume); without it apply refuses them.
         #[arg(long)]
         allow_data_loss: bool,
+        /// Issue the registry a new server certificate (replaces the registry host; its
+        /// image store volume is kept).
+        #[arg(long)]
+        renew_registry_cert: bool,
     },
     /// Delete everything this environment owns, in reverse order.
     Destroy {

@@ -736,6 +736,7 @@ mod tests {
             username: placeholder(),
             password: placeholder(),
             htpasswd_line: placeholder(),
+            server_cert_not_after: 0,
         };
         let plan = RegistryPlan {
             host: blueprint::registry_host_name(cfg),

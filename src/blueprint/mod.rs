@@ -98,10 +98,20 @@ pub fn registry_plan(
     cfg: &Config,
     secrets_dir: &std::path::Path,
 ) -> Result<RegistryPlan, BlueprintError> {
+    registry_plan_renewing(cfg, secrets_dir, false)
+}
+
+/// [`registry_plan`]; with `renew_cert` the registry's server certificate is issued anew
+/// (`apply --renew-registry-cert`), which replaces the registry host (its store is kept).
+pub fn registry_plan_renewing(
+    cfg: &Config,
+    secrets_dir: &std::path::Path,
+    renew_cert: bool,
+) -> Result<RegistryPlan, BlueprintError> {
     match &cfg.registry {
         Registry::Node { .. } => {
             let host = registry_host_name(cfg);
-            let secrets = render::ensure_registry_secrets(secrets_dir, &host)?;
+            let secrets = render::ensure_registry_secrets_renewing(secrets_dir, &host, renew_cert)?;
             Ok(RegistryPlan {
                 access: RegistryAccess {
                     host_port: registry_host_port(cfg),

@@ -37,11 +37,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
     } else {
         Verbosity::Normal
     };
+    let renew_registry_cert = matches!(
+        cli.command,
+        Command::Plan {
+            renew_registry_cert: true,
+            ..
+        } | Command::Apply {
+            renew_registry_cert: true,
+            ..
+        }
+    );
     let ctx = Ctx {
         config_path: cli.config.clone(),
         state_dir: cli.state_dir.clone(),
         json: cli.json,
         verbosity,
+        renew_registry_cert,
     };
     match cli.command {
         Command::Init { topology, force } => init(&ctx, topology, force),
@@ -50,12 +61,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
             out,
             detailed_exitcode,
             destroy,
+            ..
         } => plan(&ctx, out.as_deref(), detailed_exitcode, destroy).await,
         Command::Apply {
             planfile,
             yes,
             parallelism,
             allow_data_loss,
+            ..
         } => {
             apply(
                 &ctx,
@@ -83,6 +96,8 @@ struct Ctx {
     state_dir: PathBuf,
     json: bool,
     verbosity: Verbosity,
+    /// `--renew-registry-cert` of plan/apply.
+    renew_registry_cert: bool,
 }
 
 impl Ctx {
@@ -148,7 +163,17 @@ struct Prepared {
 fn prepare(ctx: &Ctx) -> Result<Prepared> {
     let cfg = ctx.load_config()?;
     let paths = Paths::new(&ctx.state_dir, &cfg.name);
-    let registry = blueprint::registry_plan(&cfg, &paths.secrets_dir())?;
+    let registry =
+        blueprint::registry_plan_renewing(&cfg, &paths.secrets_dir(), ctx.renew_registry_cert)?;
+    if let Some(secrets) = registry.secrets.as_ref().filter(|s| s.renewal_due()) {
+        eprintln!(
+            "warning: the registry's server certificate ends on {}. `provision apply \
+             --renew-registry-cert` issues a new one; that replaces the registry host (its \
+             image store volume `{}` is kept and attached to the new host).",
+            secrets.server_cert_expiry(),
+            ids::REGISTRY_DATA
+        );
+    }
     let desired = blueprint::build(&cfg, &registry)?;
     desired.order()?;
     Ok(Prepared {

@@ -15,7 +15,9 @@ mod user_data;
 
 pub use artifacts::{write_artifacts, Bastion, DatastoreFact, Facts, NodeFact};
 pub use error::RenderError;
-pub use secrets::{ensure_registry_secrets, RegistrySecrets, REGISTRY_USERNAME};
+pub use secrets::{
+    ensure_registry_secrets, ensure_registry_secrets_renewing, RegistrySecrets, REGISTRY_USERNAME,
+};
 pub use user_data::{
     node_user_data, registries_yaml, registry_host_user_data, NodeRole, RegistryAccess,
     USER_DATA_LIMIT,

@@ -38,7 +38,8 @@ const PASSWORD_LENGTH: usize = 32;
 const BCRYPT_COST: u32 = 10;
 const CA_VALIDITY_YEARS: i32 = 10;
 const SERVER_VALIDITY_YEARS: i32 = 2;
-/// A server certificate closer than this to its end is re-issued.
+/// A server certificate closer than this to its end is due for renewal (which the operator
+/// asks for: renewing changes the registry host's user-data, so it replaces the host).
 const RENEW_BEFORE_SECONDS: i64 = 30 * 24 * 3600;
 
 /// The registry's certificates, keys and credentials, all PEM or plain text.
@@ -53,6 +54,23 @@ pub struct RegistrySecrets {
     pub password: String,
     /// `rancher:$2y$10$...`, without a newline.
     pub htpasswd_line: String,
+    /// When the server certificate ends (Unix seconds).
+    pub server_cert_not_after: i64,
+}
+
+impl RegistrySecrets {
+    /// The server certificate ends within 30 days (or has ended): time to renew it with
+    /// `provision apply --renew-registry-cert`.
+    pub fn renewal_due(&self) -> bool {
+        self.server_cert_not_after <= chrono::Utc::now().timestamp() + RENEW_BEFORE_SECONDS
+    }
+
+    /// The end of the server certificate, as `2026-11-25`.
+    pub fn server_cert_expiry(&self) -> String {
+        chrono::DateTime::from_timestamp(self.server_cert_not_after, 0)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_else(|| self.server_cert_not_after.to_string())
+    }
 }
 
 impl fmt::Debug for RegistrySecrets {
@@ -65,6 +83,7 @@ impl fmt::Debug for RegistrySecrets {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("htpasswd_line", &"<redacted>")
+            .field("server_cert_not_after", &self.server_cert_not_after)
             .finish()
     }
 }
@@ -76,8 +95,10 @@ impl fmt::Debug for RegistrySecrets {
 /// - CA: ECDSA P-256, `CN=provision <env> registry CA` (`<env>` is the name of `dir`'s
 ///   parent), valid 10 years. `registry-ca.crt` is 0644, every other file 0600.
 /// - Server certificate: SAN `registry_dns_name`, valid 2 years, signed by the CA. It is
-///   re-issued, keeping its key, when it lacks that name, is not signed by the CA, does not
-///   match its key, or expires within 30 days.
+///   re-issued, keeping its key, when it lacks that name, is not signed by the CA or does
+///   not match its key. Its age alone never re-issues it: a new certificate changes the
+///   registry host's user-data and so replaces the host, which the operator asks for with
+///   `renew` (`apply --renew-registry-cert`; [`RegistrySecrets::renewal_due`] says when).
 /// - Password: 32 alphanumeric characters; the htpasswd entry is its bcrypt (`$2y$`).
 ///
 /// A CA certificate without its key, or an htpasswd file without the password, is an
@@ -86,10 +107,22 @@ pub fn ensure_registry_secrets(
     dir: &Path,
     registry_dns_name: &str,
 ) -> Result<RegistrySecrets, RenderError> {
+    ensure_registry_secrets_renewing(dir, registry_dns_name, false)
+}
+
+/// [`ensure_registry_secrets`], re-issuing the server certificate when `renew` is set.
+pub fn ensure_registry_secrets_renewing(
+    dir: &Path,
+    registry_dns_name: &str,
+    renew: bool,
+) -> Result<RegistrySecrets, RenderError> {
     ensure_private_dir(dir)?;
     let (ca_cert_pem, ca_key_pem, ca_key) = ensure_ca(dir)?;
     let (server_cert_pem, server_key_pem) =
-        ensure_server_cert(dir, registry_dns_name, &ca_cert_pem, &ca_key)?;
+        ensure_server_cert(dir, registry_dns_name, &ca_cert_pem, &ca_key, renew)?;
+    let server_cert_not_after = pem_to_der(&server_cert_pem)
+        .and_then(|der| parse_der(&der).map(|c| c.validity().not_after.timestamp()))
+        .unwrap_or_default();
     let password = ensure_password(dir)?;
     let htpasswd_line = ensure_htpasswd(dir, &password)?;
     Ok(RegistrySecrets {
@@ -100,6 +133,7 @@ pub fn ensure_registry_secrets(
         username: REGISTRY_USERNAME.to_string(),
         password,
         htpasswd_line,
+        server_cert_not_after,
     })
 }
 
@@ -204,6 +238,7 @@ fn ensure_server_cert(
     dns_name: &str,
     ca_cert_pem: &str,
     ca_key: &KeyPair,
+    renew: bool,
 ) -> Result<(String, String), RenderError> {
     let cert_path = dir.join(SERVER_CERT_FILE);
     let key_path = dir.join(SERVER_KEY_FILE);
@@ -212,7 +247,7 @@ fn ensure_server_cert(
     let existing_cert = read_optional(&cert_path)?;
 
     if let (Some((key_pem, key)), Some(cert_pem)) = (&existing_key, &existing_cert) {
-        if server_cert_fits(cert_pem, key, dns_name, ca_cert_pem) {
+        if !renew && server_cert_fits(cert_pem, key, dns_name, ca_cert_pem) {
             set_mode(&key_path, SECRET_MODE)?;
             set_mode(&cert_path, SECRET_MODE)?;
             return Ok((cert_pem.clone(), key_pem.clone()));
@@ -253,8 +288,8 @@ fn ensure_server_cert(
     Ok((cert_pem, key_pem))
 }
 
-/// Whether the stored server certificate can stay: it names `dns_name`, belongs to `key`,
-/// is signed by the CA and is not about to expire.
+/// Whether the stored server certificate can stay: it names `dns_name`, belongs to `key`
+/// and is signed by the CA. (Expiry is the operator's call: see `renewal_due`.)
 fn server_cert_fits(cert_pem: &str, key: &KeyPair, dns_name: &str, ca_cert_pem: &str) -> bool {
     let (Some(cert_der), Some(ca_der)) = (pem_to_der(cert_pem), pem_to_der(ca_cert_pem)) else {
         return false;
@@ -262,10 +297,8 @@ fn server_cert_fits(cert_pem: &str, key: &KeyPair, dns_name: &str, ca_cert_pem: 
     let (Some(cert), Some(ca)) = (parse_der(&cert_der), parse_der(&ca_der)) else {
         return false;
     };
-    let renew_after = chrono::Utc::now().timestamp() + RENEW_BEFORE_SECONDS;
     key_matches(&cert, key)
         && cert.verify_signature(Some(ca.public_key())).is_ok()
-        && cert.validity().not_after.timestamp() > renew_after
         && names_contain(&cert, dns_name)
 }
 
@@ -521,6 +554,46 @@ mod tests {
         // x509-parser shows IP addresses in hex.
         assert_eq!(names, vec!["IPAddress(0a:00:00:05)"]);
         assert_eq!(ensure_registry_secrets(&dir, "10.0.0.5").unwrap(), first);
+    }
+
+    /// Replace the stored server certificate by one of the same key and CA that ends in
+    /// `days` days.
+    fn expire_server_cert_in(dir: &Path, days: u64) {
+        use chrono::Datelike;
+        let ca_pem = std::fs::read_to_string(dir.join(CA_CERT_FILE)).unwrap();
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(dir.join(CA_KEY_FILE)).unwrap()).unwrap();
+        let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join(SERVER_KEY_FILE)).unwrap())
+            .unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).unwrap();
+        let mut params = CertificateParams::new(vec!["registry.example".to_string()]).unwrap();
+        set_validity(&mut params, 1);
+        let end = chrono::Utc::now().date_naive() + chrono::Days::new(days);
+        params.not_after = rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
+        let pem = params.signed_by(&key, &issuer).unwrap().pem();
+        write_atomic(&dir.join(SERVER_CERT_FILE), pem.as_bytes(), SECRET_MODE).unwrap();
+    }
+
+    #[test]
+    fn an_expiring_certificate_is_kept_until_the_operator_renews_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = secrets_dir(root.path());
+        let fresh = ensure_registry_secrets(&dir, "registry.example").unwrap();
+        assert!(!fresh.renewal_due());
+        expire_server_cert_in(&dir, 10);
+        let expiring = ensure_registry_secrets(&dir, "registry.example").unwrap();
+        assert_ne!(expiring.server_cert_pem, fresh.server_cert_pem);
+        // Not re-issued behind the operator's back: the host would be replaced.
+        assert_eq!(
+            ensure_registry_secrets(&dir, "registry.example").unwrap(),
+            expiring
+        );
+        assert!(expiring.renewal_due());
+        let renewed = ensure_registry_secrets_renewing(&dir, "registry.example", true).unwrap();
+        assert_ne!(renewed.server_cert_pem, expiring.server_cert_pem);
+        assert_eq!(renewed.server_key_pem, expiring.server_key_pem);
+        assert_eq!(renewed.ca_cert_pem, expiring.ca_cert_pem);
+        assert!(!renewed.renewal_due());
     }
 
     #[test]

@@ -172,6 +172,7 @@ pub(crate) mod tests {
             password: "Fixed0Password0For0Snapshots0000".to_string(),
             htpasswd_line: "rancher:$2y$10$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234"
                 .to_string(),
+            server_cert_not_after: 1_900_000_000,
         }
     }
 
