@@ -231,9 +231,14 @@ pub struct InternetGatewaySpec {
 pub struct SubnetSpec {
     pub vpc: Ref,
     pub cidr: String,
-    /// Index into the region's available zones (sorted by name).
+    /// Index into the region's available zones (sorted by name) that offer every type in
+    /// `instance_types`.
     pub zone_index: usize,
     pub map_public_ip: bool,
+    /// Instance types that will run in this subnet's zone. Only the zone choice at creation
+    /// looks at them (not in state, never a reason to replace the subnet).
+    #[serde(skip)]
+    pub instance_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

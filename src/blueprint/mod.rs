@@ -249,6 +249,14 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     };
     let (private_cidrs, edge_cidrs) =
         subnet_cidrs(cfg.network.vpc_cidr, cfg.network.zones, edge_count)?;
+    // Every subnet's zone must offer the node type and the registry host's type, so that
+    // private subnet N and edge subnet N share a zone whatever lands where.
+    let mut zone_types = vec![cfg.nodes.instance_type.clone()];
+    if let Registry::Node { instance_type, .. } = &cfg.registry {
+        zone_types.push(instance_type.clone());
+    }
+    zone_types.sort();
+    zone_types.dedup();
     let mut private = Vec::new();
     for (i, cidr) in private_cidrs.into_iter().enumerate() {
         let id = private_subnet(i as u32 + 1);
@@ -259,6 +267,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 cidr,
                 zone_index: i,
                 map_public_ip: false,
+                instance_types: zone_types.clone(),
             }),
         );
         private.push(LogicalId::new(id));
@@ -273,6 +282,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 cidr,
                 zone_index: i,
                 map_public_ip: true,
+                instance_types: zone_types.clone(),
             }),
         );
         edge.push(LogicalId::new(id));

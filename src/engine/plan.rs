@@ -430,7 +430,9 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             let spec = &desired.resources[id];
             let key = match spec {
                 Spec::DnsRecord(r) => format!("zone {:?}", r.zone),
-                Spec::Instance(i) => format!("ami {}", i.ami),
+                Spec::Instance(i) => {
+                    format!("ami {} type {} in {}", i.ami, i.instance_type, i.subnet)
+                }
                 _ => continue,
             };
             if !checked.insert(key) {
@@ -968,6 +970,7 @@ mod tests {
                     cidr: cidr.into(),
                     zone_index,
                     map_public_ip: false,
+                    instance_types: vec![],
                 }),
             );
         }

@@ -112,6 +112,7 @@ fn blueprint(nodes: usize) -> Desired {
                 cidr: cidr.into(),
                 zone_index: zone,
                 map_public_ip: public,
+                instance_types: vec![],
             }),
         );
     }

@@ -155,7 +155,7 @@ impl Cloud for AwsCloud {
     async fn preflight(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<(), CloudError> {
         match spec {
             Spec::DnsRecord(_) => route53::preflight(self, ctx, spec).await,
-            Spec::Instance(_) => ec2::preflight(self, spec).await,
+            Spec::Instance(_) => ec2::preflight(self, ctx, spec).await,
             _ => Ok(()),
         }
     }

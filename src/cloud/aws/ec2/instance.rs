@@ -147,15 +147,95 @@ pub(super) fn observe_instance(
     Ok(o)
 }
 
-/// Before any change: the image of an instance must exist in the region.
-pub async fn preflight(cloud: &AwsCloud, spec: &Spec) -> Result<(), CloudError> {
-    match spec {
-        Spec::Instance(instance) => root_device(cloud, &instance.ami).await.map(|_| ()),
-        _ => Ok(()),
+/// Before any change: the image of an instance must exist in the region, be built for an
+/// architecture the instance type runs, and the type must be offered in the zone of the
+/// instance's subnet (when that subnet exists already).
+pub async fn preflight(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+) -> Result<(), CloudError> {
+    let Spec::Instance(instance) = spec else {
+        return Ok(());
+    };
+    let image = image(cloud, &instance.ami).await?;
+    let archs = type_architectures(cloud, &instance.instance_type).await?;
+    if let Some(arch) = image.architecture() {
+        arch_fits(
+            &instance.ami,
+            arch.as_str(),
+            &instance.instance_type,
+            &archs,
+        )
+        .map_err(CloudError::Refused)?;
     }
+    if let Ok(Attrs::Subnet { availability_zone }) = ctx.resolved.attrs(&instance.subnet) {
+        let offered = zones_offering(cloud, std::slice::from_ref(&instance.instance_type)).await?;
+        let here = offered
+            .get(&instance.instance_type)
+            .is_some_and(|zones| zones.contains(availability_zone));
+        if !availability_zone.is_empty() && !here {
+            return Err(CloudError::Refused(format!(
+                "instance type {} is not offered in {availability_zone}, the zone of `{}` where {} runs; pick a type offered there",
+                instance.instance_type, instance.subnet, ctx.id
+            )));
+        }
+    }
+    Ok(())
 }
 
-pub(super) async fn root_device(cloud: &AwsCloud, ami: &str) -> Result<String, CloudError> {
+/// Architectures an instance type runs (`x86_64`, `arm64`); empty when the cloud does not
+/// say (then nothing is checked).
+async fn type_architectures(
+    cloud: &AwsCloud,
+    instance_type: &str,
+) -> Result<Vec<String>, CloudError> {
+    let out = cloud
+        .ec2
+        .describe_instance_types()
+        .instance_types(InstanceType::from(instance_type))
+        .send()
+        .await
+        .map_err(|e| sdk_error("DescribeInstanceTypes", e));
+    let out = match out {
+        Err(e) if error_code(&e).is_some_and(|c| c.starts_with("InvalidInstanceType")) => {
+            return Err(CloudError::Refused(format!(
+                "instance type {instance_type} does not exist in region {}",
+                cloud.region
+            )))
+        }
+        other => other?,
+    };
+    Ok(out
+        .instance_types()
+        .first()
+        .and_then(|t| t.processor_info())
+        .map(|p| {
+            p.supported_architectures()
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// An `arm64` image cannot boot on an `x86_64` type, and the other way round.
+pub(super) fn arch_fits(
+    ami: &str,
+    arch: &str,
+    instance_type: &str,
+    archs: &[String],
+) -> Result<(), String> {
+    if archs.is_empty() || archs.iter().any(|a| a == arch) {
+        return Ok(());
+    }
+    Err(format!(
+        "AMI {ami} is built for {arch}, but instance type {instance_type} runs {}; pick an image and a type of the same architecture",
+        archs.join(", ")
+    ))
+}
+
+async fn image(cloud: &AwsCloud, ami: &str) -> Result<aws_sdk_ec2::types::Image, CloudError> {
     let missing = || {
         CloudError::Refused(format!(
             "AMI {ami} does not exist in region {} or is not shared with this account",
@@ -175,8 +255,12 @@ pub(super) async fn root_device(cloud: &AwsCloud, ami: &str) -> Result<String, C
         }
         other => other?,
     };
-    let image = out.images().first().ok_or_else(missing)?;
-    Ok(image
+    out.images().first().cloned().ok_or_else(missing)
+}
+
+pub(super) async fn root_device(cloud: &AwsCloud, ami: &str) -> Result<String, CloudError> {
+    Ok(image(cloud, ami)
+        .await?
         .root_device_name()
         .unwrap_or(DEFAULT_ROOT_DEVICE)
         .to_string())
@@ -545,6 +629,19 @@ mod tests {
             ]
         );
         assert_eq!(attached_volumes(&i), BTreeSet::from(["vol-a".to_string()]));
+    }
+
+    #[test]
+    fn image_architecture_must_match_the_type() {
+        let x86 = vec!["i386".to_string(), "x86_64".to_string()];
+        assert!(arch_fits("ami-1", "x86_64", "t3.large", &x86).is_ok());
+        let err = arch_fits("ami-1", "arm64", "t3.large", &x86).unwrap_err();
+        assert!(err.contains("AMI ami-1 is built for arm64"), "{err}");
+        assert!(err.contains("t3.large runs i386, x86_64"), "{err}");
+        assert!(
+            arch_fits("ami-1", "arm64", "m7g.large", &[]).is_ok(),
+            "unknown: not checked"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(super) async fn create_subnet(
     s: &SubnetSpec,
 ) -> Result<Observed, CloudError> {
     let vpc = ctx.resolved.cloud_id(&s.vpc)?;
-    let zone = zone_for(cloud, s.zone_index).await?;
+    let zone = zone_for(cloud, s.zone_index, &s.instance_types).await?;
     let out = cloud
         .ec2
         .create_subnet()
@@ -48,7 +48,11 @@ pub(super) async fn create_subnet(
     ))
 }
 
-pub(super) async fn zone_for(cloud: &AwsCloud, index: usize) -> Result<String, CloudError> {
+pub(super) async fn zone_for(
+    cloud: &AwsCloud,
+    index: usize,
+    types: &[String],
+) -> Result<String, CloudError> {
     let out = cloud
         .ec2
         .describe_availability_zones()
@@ -63,24 +67,79 @@ pub(super) async fn zone_for(cloud: &AwsCloud, index: usize) -> Result<String, C
         .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
         .filter_map(|z| z.zone_name().map(str::to_string))
         .collect();
-    choose_zone(names, index, &cloud.region).map_err(CloudError::Refused)
+    let offered = zones_offering(cloud, types).await?;
+    choose_zone(names, &offered, index, &cloud.region).map_err(CloudError::Refused)
 }
 
-/// The `index`-th available zone of the region, by name.
+/// For each instance type, the zones of the region that offer it.
+pub(super) async fn zones_offering(
+    cloud: &AwsCloud,
+    types: &[String],
+) -> Result<BTreeMap<String, BTreeSet<String>>, CloudError> {
+    let mut offered: BTreeMap<String, BTreeSet<String>> =
+        types.iter().map(|t| (t.clone(), BTreeSet::new())).collect();
+    if types.is_empty() {
+        return Ok(offered);
+    }
+    let offerings: Vec<_> = cloud
+        .ec2
+        .describe_instance_type_offerings()
+        .location_type(aws_sdk_ec2::types::LocationType::AvailabilityZone)
+        .filters(
+            Filter::builder()
+                .name("instance-type")
+                .set_values(Some(types.to_vec()))
+                .build(),
+        )
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| sdk_error("DescribeInstanceTypeOfferings", e))?;
+    for o in offerings {
+        if let (Some(t), Some(zone)) = (o.instance_type(), o.location()) {
+            if let Some(zones) = offered.get_mut(t.as_str()) {
+                zones.insert(zone.to_string());
+            }
+        }
+    }
+    Ok(offered)
+}
+
+/// The `index`-th available zone of the region, by name, among those that offer every
+/// instance type in `offered` (not every zone offers every type: us-east-1e has no t3).
 pub(super) fn choose_zone(
     mut names: Vec<String>,
+    offered: &BTreeMap<String, BTreeSet<String>>,
     index: usize,
     region: &str,
 ) -> Result<String, String> {
     names.sort();
     names.dedup();
-    names.get(index).cloned().ok_or_else(|| {
-        format!(
-            "region {region} has {} available zone(s) ({}), but a subnet wants zone number {} (index {index})",
-            names.len(),
-            names.join(", "),
+    let (usable, left_out): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|z| offered.values().all(|zones| zones.contains(z)));
+    usable.get(index).cloned().ok_or_else(|| {
+        let mut msg = format!(
+            "region {region} has {} available zone(s) that offer {} ({}), but a subnet wants zone number {} (index {index})",
+            usable.len(),
+            if offered.is_empty() {
+                "anything".to_string()
+            } else {
+                offered.keys().cloned().collect::<Vec<_>>().join(" and ")
+            },
+            usable.join(", "),
             index + 1
-        )
+        );
+        if !left_out.is_empty() {
+            msg.push_str(&format!(
+                "; left out because they lack an instance type: {}",
+                left_out.join(", ")
+            ));
+        }
+        msg.push_str("; lower network.zones or pick another instance type");
+        msg
     })
 }
 
@@ -145,19 +204,52 @@ mod tests {
             "us-east-1a".into(),
             "us-east-1b".into(),
         ];
+        let any = BTreeMap::new();
         assert_eq!(
-            choose_zone(names.clone(), 0, "us-east-1").unwrap(),
+            choose_zone(names.clone(), &any, 0, "us-east-1").unwrap(),
             "us-east-1a"
         );
         assert_eq!(
-            choose_zone(names.clone(), 2, "us-east-1").unwrap(),
+            choose_zone(names.clone(), &any, 2, "us-east-1").unwrap(),
             "us-east-1c"
         );
-        let err = choose_zone(names, 3, "us-east-1").unwrap_err();
+        let err = choose_zone(names, &any, 3, "us-east-1").unwrap_err();
         assert!(
             err.contains("region us-east-1 has 3 available zone(s)"),
             "{err}"
         );
         assert!(err.contains("us-east-1a, us-east-1b, us-east-1c"), "{err}");
+    }
+
+    #[test]
+    fn zones_without_an_instance_type_are_skipped() {
+        let names: Vec<String> = ["us-east-1a", "us-east-1b", "us-east-1e", "us-east-1f"]
+            .map(String::from)
+            .to_vec();
+        let offered = BTreeMap::from([
+            (
+                "t3.large".to_string(),
+                BTreeSet::from(["us-east-1a", "us-east-1b", "us-east-1f"].map(String::from)),
+            ),
+            (
+                "t3.medium".to_string(),
+                BTreeSet::from(
+                    ["us-east-1a", "us-east-1b", "us-east-1e", "us-east-1f"].map(String::from),
+                ),
+            ),
+        ]);
+        assert_eq!(
+            choose_zone(names.clone(), &offered, 2, "us-east-1").unwrap(),
+            "us-east-1f"
+        );
+        let err = choose_zone(names, &offered, 3, "us-east-1").unwrap_err();
+        assert!(
+            err.contains("3 available zone(s) that offer t3.large and t3.medium"),
+            "{err}"
+        );
+        assert!(
+            err.contains("left out because they lack an instance type: us-east-1e"),
+            "{err}"
+        );
     }
 }
