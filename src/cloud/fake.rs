@@ -24,6 +24,8 @@ pub struct Obj {
     pub token: String,
     /// Cloud ids this object uses, and whether that use blocks their deletion.
     pub uses: Vec<(String, bool)>,
+    /// Delete calls refused so far because AWS had not released it yet.
+    pub delete_refusals: u32,
 }
 
 /// One call the engine made.
@@ -44,6 +46,8 @@ struct Inner {
     /// Mutating calls inside their latency window right now, and the most ever seen.
     in_flight: usize,
     max_in_flight: usize,
+    /// Delete calls refused with `DependencyViolation`.
+    in_use_refusals: usize,
 }
 
 /// Knobs for the fake's behaviour.
@@ -59,13 +63,11 @@ pub struct FakeConfig {
     pub crash_after_mutations: Option<usize>,
     /// Latency of every mutating call.
     pub delay: Duration,
-    /// Deleting anything still used is refused this many times before AWS "releases" it
-    /// (ENIs draining); 0 = refused for as long as the user exists.
+    /// The first this-many delete calls of every resource are refused with
+    /// `DependencyViolation` even when nothing uses it any more, as AWS does while ENIs
+    /// drain. Deleting something a live object still uses is refused for as long as that
+    /// user exists. Either way the refusal reaches the caller: retrying is the engine's job.
     pub in_use_retries_needed: u32,
-    /// Like the AWS adapter's `retry_in_use`: a delete refused because something still uses
-    /// the resource keeps trying for this long before failing. Zero (the default) refuses
-    /// at once, which turns every ordering mistake into a failure.
-    pub in_use_wait: Duration,
     /// Fraction of mutating calls that go through but whose reply is lost: the caller
     /// sees a transient error (a timeout) although the change happened.
     pub lost_reply_rate: f64,
@@ -173,6 +175,11 @@ impl FakeCloud {
         self.inner.lock().unwrap().max_in_flight
     }
 
+    /// Delete calls refused because the resource was (still) in use.
+    pub fn in_use_refusals(&self) -> usize {
+        self.inner.lock().unwrap().in_use_refusals
+    }
+
     pub fn clear_calls(&self) {
         self.inner.lock().unwrap().calls.clear();
     }
@@ -186,6 +193,29 @@ impl FakeCloud {
             .find(|o| o.env == env && o.id.as_str() == id)
             .expect("object to tamper with");
         f(obj);
+    }
+
+    /// Put an object into the cloud behind the tool's back (a stray resource, or something
+    /// of another environment that uses one of ours); returns its cloud id.
+    pub fn inject(&self, env: &str, id: &str, spec: Spec, uses: Vec<(String, bool)>) -> String {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next += 1;
+        let n = inner.next;
+        let cloud_id = format!("{}-{n:06}", Self::prefix(spec.kind()));
+        inner.objects.insert(
+            cloud_id.clone(),
+            Obj {
+                kind: spec.kind(),
+                env: env.to_string(),
+                id: LogicalId::new(id),
+                spec,
+                attrs: Attrs::None,
+                token: String::new(),
+                uses,
+                delete_refusals: 0,
+            },
+        );
+        cloud_id
     }
 
     /// Delete a live object behind the tool's back.
@@ -455,6 +485,7 @@ impl Cloud for FakeCloud {
                     attrs: attrs.clone(),
                     token: ctx.token.to_string(),
                     uses,
+                    delete_refusals: 0,
                 },
             );
             Observed::new(cloud_id, attrs)
@@ -496,35 +527,25 @@ impl Cloud for FakeCloud {
         _kind: Kind,
         current: &Observed,
     ) -> Result<(), CloudError> {
-        let (needed, in_use_wait) = {
-            let c = self.config.lock().unwrap();
-            (c.in_use_retries_needed, c.in_use_wait)
-        };
-        let started = tokio::time::Instant::now();
-        let mut refusals = 0;
-        loop {
-            self.enter("delete", &current.cloud_id, true).await?;
-            let blocked: Vec<String> = {
-                let inner = self.inner.lock().unwrap();
-                if !inner.objects.contains_key(&current.cloud_id) {
-                    return Ok(());
-                }
-                inner
-                    .objects
-                    .iter()
-                    .filter(|(_, o)| {
-                        o.uses
-                            .iter()
-                            .any(|(u, blocking)| *blocking && u == &current.cloud_id)
-                    })
-                    .map(|(c, o)| format!("{} ({})", o.id, c))
-                    .collect()
-            };
+        let needed = self.config.lock().unwrap().in_use_retries_needed;
+        self.enter("delete", &current.cloud_id, true).await?;
+        {
+            let mut inner = self.inner.lock().unwrap();
+            if !inner.objects.contains_key(&current.cloud_id) {
+                return Ok(());
+            }
+            let blocked: Vec<String> = inner
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o.uses
+                        .iter()
+                        .any(|(u, blocking)| *blocking && u == &current.cloud_id)
+                })
+                .map(|(c, o)| format!("{} ({})", o.id, c))
+                .collect();
             if !blocked.is_empty() {
-                if started.elapsed() < in_use_wait {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    continue;
-                }
+                inner.in_use_refusals += 1;
                 return Err(CloudError::InUse {
                     operation: "delete".into(),
                     code: "DependencyViolation".into(),
@@ -536,16 +557,24 @@ impl Cloud for FakeCloud {
                     ),
                 });
             }
-            if refusals < needed {
-                // AWS has not released the resource yet (ENIs draining): retry later.
-                refusals += 1;
-                tokio::task::yield_now().await;
-                continue;
+            let obj = inner.objects.get_mut(&current.cloud_id).expect("checked");
+            if obj.delete_refusals < needed {
+                // AWS has not released the resource yet (ENIs draining).
+                obj.delete_refusals += 1;
+                inner.in_use_refusals += 1;
+                return Err(CloudError::InUse {
+                    operation: "delete".into(),
+                    code: "DependencyViolation".into(),
+                    message: format!(
+                        "{} ({}) has a dependent object (network interfaces still draining)",
+                        ctx.id, current.cloud_id
+                    ),
+                });
             }
-            self.inner.lock().unwrap().objects.remove(&current.cloud_id);
-            self.after_mutation().await;
-            return self.reply("delete");
+            inner.objects.remove(&current.cloud_id);
         }
+        self.after_mutation().await;
+        self.reply("delete")
     }
 
     async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError> {

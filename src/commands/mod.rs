@@ -368,6 +368,8 @@ async fn apply(ctx: &Ctx, planfile: Option<&Path>, yes: bool, parallelism: usize
     }
     let settings = Settings {
         parallelism,
+        in_use_wait: p.cfg.timeouts.dependency,
+        in_use_poll: p.cfg.timeouts.poll_interval,
         ..Settings::default()
     };
     let code = run_plan(ctx, &p, &plan, &mut state, cloud, settings, &interrupts).await?;
@@ -455,6 +457,8 @@ async fn destroy(
         delete: DeleteOptions {
             skip_final_snapshot,
         },
+        in_use_wait: p.cfg.timeouts.dependency,
+        in_use_poll: p.cfg.timeouts.poll_interval,
         ..Settings::default()
     };
     run_plan(ctx, &p, &plan, &mut state, cloud, settings, &interrupts).await

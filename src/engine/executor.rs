@@ -50,18 +50,30 @@ pub struct Settings {
     /// Retries of a whole step after a transient error (on top of the SDK's own retries).
     pub step_retries: u32,
     pub retry_base: Duration,
+    /// How long a delete keeps trying while the cloud says the resource is still in use
+    /// (`DependencyViolation`: ENIs draining after an instance is gone), for every cloud;
+    /// `timeouts.dependency_minutes` of the config. At least two tries are always made.
+    pub in_use_wait: Duration,
+    /// First pause between two tries of an in-use delete; doubles up to 20 s.
+    pub in_use_poll: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let waits = crate::cloud::WaitSettings::default();
         Self {
             parallelism: 10,
             delete: DeleteOptions::default(),
             step_retries: 3,
             retry_base: Duration::from_millis(500),
+            in_use_wait: waits.dependency,
+            in_use_poll: waits.poll,
         }
     }
 }
+
+/// Longest pause between two tries of an in-use delete, whatever the poll interval.
+const MAX_IN_USE_PAUSE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -228,6 +240,69 @@ enum Done {
     Adopted(Observed, bool),
 }
 
+/// The retry settings a step needs (a copy, so the job can run on its own).
+#[derive(Clone)]
+struct Retries {
+    delete: DeleteOptions,
+    transient: u32,
+    base: Duration,
+    in_use_wait: Duration,
+    in_use_poll: Duration,
+}
+
+impl Retries {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            delete: settings.delete.clone(),
+            transient: settings.step_retries,
+            base: settings.retry_base,
+            in_use_wait: settings.in_use_wait,
+            in_use_poll: settings.in_use_poll,
+        }
+    }
+}
+
+/// Delete `current`, trying again while the cloud says it is still in use, until
+/// `in_use_wait` has passed (at least two tries); then the error names what blocks it.
+async fn delete_waiting_for_release(
+    cloud: &dyn Cloud,
+    ctx: &OpContext<'_>,
+    kind: Kind,
+    current: &Observed,
+    retries: &Retries,
+) -> Result<(), CloudError> {
+    let started = tokio::time::Instant::now();
+    let mut pause = retries.in_use_poll.max(Duration::from_millis(1));
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let e = match cloud.delete(ctx, kind, current).await {
+            Err(e) if e.is_in_use() => e,
+            other => return other,
+        };
+        let waited = started.elapsed();
+        if waited >= retries.in_use_wait && tries >= 2 {
+            let cause = match &e {
+                CloudError::InUse { code, message, .. } => format!("{code}: {message}"),
+                other => other.to_string(),
+            };
+            return Err(CloudError::Timeout {
+                what: format!(
+                    "{kind} {} to be released ({tries} tries); still in use ({cause})",
+                    current.cloud_id
+                ),
+                waited,
+            });
+        }
+        ctx.progress
+            .status(&format!("still in use, trying again ({e})"));
+        // The last try happens at the deadline, not a pause before it.
+        let left = retries.in_use_wait.saturating_sub(waited);
+        tokio::time::sleep(pause.min(left).max(Duration::from_millis(1))).await;
+        pause = (pause * 2).min(MAX_IN_USE_PAUSE.max(retries.in_use_poll));
+    }
+}
+
 struct Job {
     step: Step,
     kind: Kind,
@@ -243,9 +318,8 @@ async fn run_job(
     env: String,
     job: Job,
     reporter: Arc<dyn Reporter>,
-    settings: (DeleteOptions, u32, Duration),
+    retries: Retries,
 ) -> Result<Done, CloudError> {
-    let (delete_opts, retries, base) = settings;
     let progress = Progress {
         reporter,
         id: job.step.id.clone(),
@@ -257,7 +331,7 @@ async fn run_job(
         token: &job.token,
         resolved: &job.resolved,
         progress: &progress,
-        delete: &delete_opts,
+        delete: &retries.delete,
     };
     let mut attempt = 0;
     loop {
@@ -295,18 +369,19 @@ async fn run_job(
             }
             StepKind::Delete => {
                 let current = job.current.as_ref().expect("delete has a current resource");
-                cloud
-                    .delete(&ctx, job.kind, current)
+                delete_waiting_for_release(cloud.as_ref(), &ctx, job.kind, current, &retries)
                     .await
                     .map(|_| Done::Deleted)
             }
             StepKind::Forget => Ok(Done::Deleted),
         };
         match result {
-            Err(e) if e.is_transient() && attempt < retries => {
+            Err(e) if e.is_transient() && attempt < retries.transient => {
                 attempt += 1;
                 let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                let wait = base.mul_f64(f64::from(2u32.pow(attempt - 1)) * jitter);
+                let wait = retries
+                    .base
+                    .mul_f64(f64::from(2u32.pow(attempt - 1)) * jitter);
                 progress.status(&format!(
                     "retrying after transient error ({e}), attempt {}",
                     attempt + 1
@@ -416,11 +491,7 @@ pub async fn execute(
                 plan.env.clone(),
                 job,
                 reporter.clone(),
-                (
-                    settings.delete.clone(),
-                    settings.step_retries,
-                    settings.retry_base,
-                ),
+                Retries::from(settings),
             );
             running.push(async move { (step, fut.await, started.elapsed()) });
         }

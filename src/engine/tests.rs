@@ -429,6 +429,9 @@ fn settings(parallelism: usize) -> Settings {
         parallelism,
         step_retries: 5,
         retry_base: Duration::from_millis(1),
+        // Long enough for any machine; the fake releases after a count of refusals.
+        in_use_wait: Duration::from_secs(60),
+        in_use_poll: Duration::from_millis(1),
         ..Default::default()
     }
 }
@@ -1087,11 +1090,73 @@ async fn destroy_waits_for_in_use_releases() {
         in_use_retries_needed: 2,
         ..Default::default()
     });
-    lab.apply(&blueprint(2)).await;
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
     let outcomes = lab.converge(&Desired::default(), true).await;
     assert_eq!(outcomes.len(), 1);
     assert!(outcomes[0].ok(), "{outcomes:#?}");
     lab.assert_destroyed().await;
+    // Every refusal reached the engine, which tried again.
+    assert!(
+        lab.fake.in_use_refusals() >= 2 * desired.resources.len(),
+        "{}",
+        lab.fake.in_use_refusals()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_use_wait_is_bounded_and_names_the_blocker() {
+    let lab = Lab::new(FakeConfig::default());
+    let mut desired = Desired::default();
+    desired.insert(
+        "vpc",
+        Spec::Vpc(VpcSpec {
+            cidr: "10.42.0.0/16".into(),
+        }),
+    );
+    desired.insert("sg-lb", security_group("load balancer", vec![]));
+    lab.apply(&desired).await;
+    // Something outside this environment uses the group (an ENI someone attached).
+    let sg = cloud_id(&lab, "sg-lb");
+    lab.fake.inject(
+        "elsewhere",
+        "eni",
+        Spec::Vpc(VpcSpec {
+            cidr: "10.9.0.0/16".into(),
+        }),
+        vec![(sg.clone(), true)],
+    );
+    let plan = lab.plan(&desired, true).await;
+    lab.fake.clear_calls();
+    let s = Settings {
+        in_use_wait: Duration::from_millis(30),
+        ..settings(4)
+    };
+    let outcome = lab
+        .run_with(
+            &plan,
+            &Desired::default(),
+            &s,
+            Arc::new(Recording::default()),
+        )
+        .await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    let (failed, msg) = &outcome.failed[0];
+    assert_eq!(failed, &step("sg-lb", StepKind::Delete));
+    assert!(msg.contains("timed out") && msg.contains(&sg), "{msg}");
+    assert!(
+        msg.contains("still used by eni"),
+        "names the blocker: {msg}"
+    );
+    let tries = lab
+        .fake
+        .mutating_calls()
+        .iter()
+        .filter(|c| c.op == "delete" && c.id == sg)
+        .count();
+    assert!(tries >= 2, "tried again before giving up: {tries}");
+    // The vpc was skipped, the group is still recorded.
+    assert_eq!(lab.load().resources[&id("sg-lb")].cloud_id, sg);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1353,10 +1418,8 @@ async fn destroy_without_state_deletes_what_the_tags_name_by_kind_rank() {
     let plan = lab.plan(&desired, true).await;
     assert_eq!(plan.count(ActionKind::Delete), desired.resources.len());
     assert!(plan.actions.iter().all(|a| a.orphan));
-    // Security groups refer to each other and share a rank; like the AWS adapter, wait
-    // out "in use" for a while instead of failing at once.
-    lab.fake
-        .set_config(|c| c.in_use_wait = Duration::from_secs(2));
+    // Security groups refer to each other and share a rank: the engine waits out
+    // "in use" until the other one is gone.
     let timeline = Arc::new(Timeline::default());
     let outcome = lab
         .run_with(&plan, &Desired::default(), &settings(4), timeline.clone())

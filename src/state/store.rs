@@ -336,7 +336,10 @@ mod tests {
                 fs::read(&paths.backup).unwrap(),
             );
             let old_serial = s.serial;
-            s.resources.get_mut(&LogicalId::new("vpc")).unwrap().cloud_id = "vpc-2".into();
+            s.resources
+                .get_mut(&LogicalId::new("vpc"))
+                .unwrap()
+                .cloud_id = "vpc-2".into();
 
             failpoint::FAIL_AT.with(|f| f.set(Some(point)));
             let result = save(&paths, &mut s);
