@@ -98,6 +98,8 @@ pub enum ExecError {
     State(#[from] StateError),
     #[error(transparent)]
     Cycle(#[from] super::graph::Cycle),
+    #[error(transparent)]
+    InvalidPlan(#[from] InvalidPlan),
 }
 
 /// Build the step graph for a plan.
@@ -337,7 +339,9 @@ async fn run_job(
     loop {
         let result = match job.step.kind {
             StepKind::Create => {
-                let spec = job.spec.as_ref().expect("create has a spec");
+                let Some(spec) = job.spec.as_ref() else {
+                    return Err(not_in_plan(&job.step, "a spec"));
+                };
                 // After a transient failure the first call may have gone through: look first.
                 let found = if attempt > 0 {
                     cloud.find(&ctx, spec).await
@@ -345,20 +349,29 @@ async fn run_job(
                     Ok(None)
                 };
                 match found {
+                    // A create is several calls; one after the first failed: finish it.
+                    Ok(Some(obs)) if !obs.drift.is_empty() => {
+                        cloud.update(&ctx, spec, &obs).await.map(Done::Created)
+                    }
                     Ok(Some(obs)) => Ok(Done::Created(obs)),
                     Ok(None) => cloud.create(&ctx, spec).await.map(Done::Created),
                     Err(e) => Err(e),
                 }
             }
             StepKind::Update => {
-                let spec = job.spec.as_ref().expect("update has a spec");
-                let current = job.current.as_ref().expect("update has a current resource");
+                let (Some(spec), Some(current)) = (job.spec.as_ref(), job.current.as_ref()) else {
+                    return Err(not_in_plan(&job.step, "a spec and a live resource"));
+                };
                 cloud.update(&ctx, spec, current).await.map(Done::Updated)
             }
             StepKind::Adopt => {
-                let current = job.current.clone().expect("adopt has a found resource");
+                let Some(current) = job.current.clone() else {
+                    return Err(not_in_plan(&job.step, "a found resource"));
+                };
                 if job.update_after_adopt {
-                    let spec = job.spec.as_ref().expect("adopt has a spec");
+                    let Some(spec) = job.spec.as_ref() else {
+                        return Err(not_in_plan(&job.step, "a spec"));
+                    };
                     cloud
                         .update(&ctx, spec, &current)
                         .await
@@ -368,7 +381,9 @@ async fn run_job(
                 }
             }
             StepKind::Delete => {
-                let current = job.current.as_ref().expect("delete has a current resource");
+                let Some(current) = job.current.as_ref() else {
+                    return Err(not_in_plan(&job.step, "a live resource"));
+                };
                 delete_waiting_for_release(cloud.as_ref(), &ctx, job.kind, current, &retries)
                     .await
                     .map(|_| Done::Deleted)
@@ -393,7 +408,108 @@ async fn run_job(
     }
 }
 
-/// Execute `plan`, saving `state` after every step.
+/// A step the plan cannot carry out (only a hand-edited plan gets here).
+fn not_in_plan(step: &Step, what: &str) -> CloudError {
+    CloudError::Refused(format!(
+        "`{step}`: the plan gives no {what} for it; make a new plan"
+    ))
+}
+
+/// Why a plan cannot be executed against this config and state.
+#[derive(Debug, thiserror::Error)]
+#[error("the plan cannot be applied: {0}")]
+pub struct InvalidPlan(pub String);
+
+/// Check that `plan` fits `desired` and `state` (a plan file may be stale or hand-edited):
+/// one action per resource of the config and the state, each of a kind that makes sense
+/// for where the resource is, with the live resource a delete/update/adopt needs.
+/// `execute` calls it before anything else, so an unfit plan changes nothing.
+pub fn check_plan(plan: &Plan, desired: &Desired, state: &State) -> Result<(), InvalidPlan> {
+    let bad = |m: String| Err(InvalidPlan(m));
+    if plan.env != state.env {
+        return bad(format!(
+            "it is for env `{}`, the state is env `{}`",
+            plan.env, state.env
+        ));
+    }
+    let empty = Desired::default();
+    let desired = if plan.destroy { &empty } else { desired };
+    let mut seen = BTreeSet::new();
+    for a in &plan.actions {
+        let id = &a.id;
+        if !seen.insert(id) {
+            return bad(format!("`{id}` has more than one action"));
+        }
+        let verb = a.action.verb();
+        use ActionKind as A;
+        if let Some(spec) = desired.resources.get(id) {
+            if spec.kind() != a.kind {
+                return bad(format!(
+                    "`{id}` is a {} in the plan but a {} in the config",
+                    a.kind,
+                    spec.kind()
+                ));
+            }
+            let live = a.current.is_some()
+                || state
+                    .resources
+                    .get(id)
+                    .is_some_and(|e| e.status == Status::Created);
+            match a.action {
+                A::NoOp | A::Create => {}
+                A::Adopt | A::Replace if a.current.is_some() => {}
+                A::Update if live => {}
+                A::Adopt | A::Replace | A::Update => {
+                    return bad(format!("`{id}`: {verb} names no live resource"))
+                }
+                A::Delete | A::Forget => {
+                    return bad(format!("`{id}`: {verb}, but the config still asks for it"))
+                }
+            }
+        } else if let Some(entry) = state.resources.get(id) {
+            if entry.kind != a.kind {
+                return bad(format!(
+                    "`{id}` is a {} in the plan but a {} in the state",
+                    a.kind, entry.kind
+                ));
+            }
+            match a.action {
+                A::Delete if a.current.is_some() => {}
+                A::Forget => {}
+                A::Delete => return bad(format!("`{id}`: delete names no live resource")),
+                _ => {
+                    return bad(format!(
+                        "`{id}`: {verb}, but it is not in the config (only delete or forget)"
+                    ))
+                }
+            }
+        } else {
+            // Found by tags only: the one thing a plan may do with it is delete it.
+            if !(a.action == A::Delete && a.orphan && a.current.is_some()) {
+                return bad(format!(
+                    "`{id}` is neither in the config nor in the state; a plan can only delete \
+                     such a resource (found by its tags), not {verb} it"
+                ));
+            }
+        }
+    }
+    let missing: Vec<String> = desired
+        .resources
+        .keys()
+        .chain(state.resources.keys())
+        .filter(|id| !seen.contains(id))
+        .map(|id| format!("`{id}`"))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        return bad(format!("it has no action for {}", missing.join(", ")));
+    }
+    Ok(())
+}
+
+/// Execute `plan`, saving `state` after every step. A plan that does not fit `desired`
+/// and `state` (see [`check_plan`]) is refused before any change.
 #[allow(clippy::too_many_arguments)]
 pub async fn execute(
     cloud: Arc<dyn Cloud>,
@@ -405,6 +521,7 @@ pub async fn execute(
     reporter: Arc<dyn Reporter>,
     cancel: &Cancel,
 ) -> Result<Outcome, ExecError> {
+    check_plan(plan, desired, state)?;
     let mut queue = step_graph(plan, desired, state)?;
     let actions: BTreeMap<&LogicalId, &super::plan::Action> =
         plan.actions.iter().map(|a| (&a.id, a)).collect();
@@ -422,12 +539,25 @@ pub async fn execute(
         // Start what is ready.
         while !stop && running.len() < parallelism {
             let Some(step) = queue.dequeue() else { break };
-            let action = actions[&step.id];
             let spec = desired.resources.get(&step.id).cloned();
+            let needs_spec = matches!(
+                step.kind,
+                StepKind::Create | StepKind::Update | StepKind::Adopt
+            );
+            let action = match actions.get(&step.id) {
+                Some(a) if spec.is_some() || !needs_spec => *a,
+                _ => {
+                    // Unreachable after `check_plan`; fail the step rather than panic.
+                    let msg = not_in_plan(&step, "a spec").to_string();
+                    reporter.step_finished(&step.id, step.kind, Err(&msg), Duration::ZERO);
+                    outcome.failed.push((step, msg));
+                    stop = true;
+                    continue;
+                }
+            };
             let mut token = String::new();
-            if step.kind == StepKind::Create {
+            if let (StepKind::Create, Some(spec)) = (step.kind, spec.clone()) {
                 // Write-ahead intent, saved before the create call leaves this process.
-                let spec = spec.clone().expect("create has a spec");
                 token = match state.resources.get(&step.id) {
                     Some(e) if e.status == Status::Creating && !e.token.is_empty() => {
                         e.token.clone()
@@ -510,7 +640,9 @@ pub async fn execute(
         match result {
             Ok(done) => {
                 let replacing = step.kind == StepKind::Delete
-                    && actions[&step.id].action == ActionKind::Replace;
+                    && actions
+                        .get(&step.id)
+                        .is_some_and(|a| a.action == ActionKind::Replace);
                 apply_done(state, &step, desired, done, replacing, &mut outcome);
                 store::save(paths, state)?;
                 queue.finish(&step);
@@ -556,7 +688,15 @@ fn apply_done(
     match done {
         Done::Created(obs) | Done::Updated(obs) | Done::Adopted(obs, _) => {
             let changed_cloud = !matches!(done_kind, DoneKind::AdoptedOnly);
-            let spec = desired.resources.get(id).cloned().expect("desired");
+            // The step was only started with a spec; the intent holds it too.
+            let Some(spec) = desired
+                .resources
+                .get(id)
+                .or_else(|| state.resources.get(id).map(|e| &e.spec))
+                .cloned()
+            else {
+                return;
+            };
             let depends_on = deps_of(&spec, state);
             let prior = state.resources.get(id);
             let token = prior

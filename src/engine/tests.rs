@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::executor::{execute, step_graph, Cancel, Outcome, Settings, Step};
+use super::executor::{execute, step_graph, Cancel, ExecError, Outcome, Settings, Step};
 use super::plan::{make_plan, spec_changes, ActionKind, Desired, Plan, PlanError, PlanInput};
 use super::reporter::{Recording, Reporter, StepKind};
 use crate::cloud::fake::{FakeCloud, FakeConfig};
@@ -1714,6 +1714,87 @@ async fn plan_records_what_it_was_made_from() {
     let destroy = lab.plan(&desired, true).await;
     assert_eq!(destroy.desired_digest, Desired::default().digest());
     assert!(destroy.destroy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_does_not_fit_is_refused_before_any_change() {
+    let lab = Lab::new(FakeConfig::default());
+    let two = blueprint(2);
+    lab.apply(&two).await;
+    let three = blueprint(3);
+    let plan = lab.plan(&three, false).await;
+    let serial = lab.load().serial;
+    type Edit = fn(&mut Plan);
+    let cases: Vec<(&str, &Desired, Edit, &str)> = vec![
+        // Made for three nodes, run with a config of two: a create with no spec.
+        (
+            "create with no spec",
+            &two,
+            |_| {},
+            "`node-3` is neither in the config",
+        ),
+        (
+            "update of what does not exist",
+            &three,
+            |p| {
+                let a = p
+                    .actions
+                    .iter_mut()
+                    .find(|a| a.id.as_str() == "node-3")
+                    .unwrap();
+                a.action = ActionKind::Update;
+            },
+            "`node-3`: update names no live resource",
+        ),
+        (
+            "delete of what the config wants",
+            &three,
+            |p| {
+                let a = p
+                    .actions
+                    .iter_mut()
+                    .find(|a| a.id.as_str() == "vpc")
+                    .unwrap();
+                a.action = ActionKind::Delete;
+            },
+            "the config still asks for it",
+        ),
+        (
+            "another environment",
+            &three,
+            |p| p.env = "prod".into(),
+            "it is for env `prod`",
+        ),
+    ];
+    for (case, desired, edit, want) in cases {
+        let mut edited = plan.clone();
+        edit(&mut edited);
+        lab.fake.clear_calls();
+        let mut state = lab.load();
+        let result = execute(
+            lab.cloud(),
+            &edited,
+            desired,
+            &mut state,
+            &lab.paths,
+            &settings(4),
+            Arc::new(Recording::default()),
+            &Cancel::new(),
+        )
+        .await;
+        match result {
+            Err(ExecError::InvalidPlan(e)) => assert!(e.to_string().contains(want), "{case}: {e}"),
+            other => panic!("{case}: expected an invalid plan, got {other:?}"),
+        }
+        assert!(
+            lab.fake.mutating_calls().is_empty(),
+            "{case}: no cloud change"
+        );
+        assert_eq!(lab.load().serial, serial, "{case}: no state change");
+    }
+    let outcome = lab.run(&plan, &three).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    lab.assert_converged(&three).await;
 }
 
 #[test]
