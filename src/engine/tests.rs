@@ -262,6 +262,23 @@ fn blueprint(nodes: usize) -> Desired {
             }),
         );
     }
+    // The private zone this environment creates, with a record for the registry.
+    d.insert(
+        "zone",
+        Spec::HostedZone(HostedZoneSpec {
+            name: "lab.internal".into(),
+            vpc: "vpc".into(),
+        }),
+    );
+    d.insert(
+        "registry-dns",
+        Spec::DnsRecord(DnsRecordSpec {
+            zone: ZoneRef::Managed("zone".into()),
+            name: "registry.lab.internal".into(),
+            target: RecordTarget::InstancePrivateIp("registry".into()),
+            ttl: 60,
+        }),
+    );
     d.insert(
         "dns",
         Spec::DnsRecord(DnsRecordSpec {
@@ -585,6 +602,12 @@ impl Lab {
                 json(&entry.spec),
                 json(spec),
                 "state `{rid}` differs from its spec"
+            );
+            assert!(
+                obj.tagged && obj.missing.is_empty(),
+                "live `{rid}` was left half-made: tagged {}, missing {:?}",
+                obj.tagged,
+                obj.missing
             );
             let uses: Vec<&str> = obj.uses.iter().map(|(c, _)| c.as_str()).collect();
             let expected: Vec<&str> = spec
