@@ -235,6 +235,9 @@ pub struct FakeConfig {
     pub lost_reply_rate: f64,
     /// Logical ids whose create fails at once with a permanent API error.
     pub fail_ids: Vec<String>,
+    /// The next call of each operation named here is throttled, once (e.g.
+    /// `modify_attribute`: a create fails after its first call went through).
+    pub throttle_once: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -436,12 +439,24 @@ impl FakeCloud {
             let _gauge = InFlight::enter(&self.inner);
             tokio::time::sleep(delay).await;
         }
+        let throttled = {
+            let mut c = self.config.lock().unwrap();
+            let hit = c.throttle_once.iter().position(|o| o == op);
+            hit.map(|i| c.throttle_once.remove(i)).is_some()
+        };
         let mut inner = self.inner.lock().unwrap();
         inner.calls.push(Call {
             op,
             id: id.to_string(),
             mutating,
         });
+        if throttled {
+            return Err(CloudError::Transient {
+                operation: op.to_string(),
+                code: "RequestLimitExceeded".into(),
+                message: "Request limit exceeded (injected once)".into(),
+            });
+        }
         if rate > 0.0 {
             let roll: f64 = inner.rng.as_mut().expect("rng").random();
             if roll < rate {

@@ -1220,13 +1220,14 @@ fn untouched(_: &FakeCloud) {}
 /// together created and deleted.
 async fn crash_at(
     n: Option<usize>,
+    honor_tokens: bool,
     before: Option<&Desired>,
     prep: Prep,
     target: &Desired,
     destroy: bool,
 ) -> (bool, usize, Vec<(String, String)>) {
     let lab = Lab::new(FakeConfig {
-        honor_tokens: false,
+        honor_tokens,
         ..Default::default()
     });
     if let Some(before) = before {
@@ -1295,15 +1296,34 @@ async fn crash_at(
     (crashed, calls, work)
 }
 
-/// Crash after every possible mutating call of the scenario.
+/// Crash after every possible mutating call of the scenario, once with create tokens
+/// ignored (like moto) and once honoured (like AWS).
 async fn crash_everywhere(before: Option<&Desired>, prep: Prep, target: &Desired, destroy: bool) {
-    let (crashed, total, clean) = crash_at(None, before, prep, target, destroy).await;
+    for honor in [false, true] {
+        crash_everywhere_with(honor, before, prep, target, destroy).await;
+    }
+}
+
+async fn crash_everywhere_with(
+    honor: bool,
+    before: Option<&Desired>,
+    prep: Prep,
+    target: &Desired,
+    destroy: bool,
+) {
+    let (crashed, total, clean) = crash_at(None, honor, before, prep, target, destroy).await;
     assert!(!crashed && total > 0);
     let ops = |w: &[(String, String)]| w.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>();
     for n in 1..=total {
-        let (crashed, calls, work) = crash_at(Some(n), before, prep, target, destroy).await;
-        assert!(crashed, "crash point {n} of {total} was reached");
-        assert_eq!(calls, n, "no mutating call got through after the crash");
+        let (crashed, calls, work) = crash_at(Some(n), honor, before, prep, target, destroy).await;
+        assert!(
+            crashed,
+            "crash point {n} of {total} was reached (tokens {honor})"
+        );
+        assert_eq!(
+            calls, n,
+            "no mutating call got through after the crash (tokens {honor})"
+        );
         // Cloud ids differ between runs; the logical ids of creates do not.
         let creates = |w: &[(String, String)]| {
             w.iter()
@@ -1314,12 +1334,12 @@ async fn crash_everywhere(before: Option<&Desired>, prep: Prep, target: &Desired
         assert_eq!(
             creates(&work),
             creates(&clean),
-            "crash at {n}: each resource created once"
+            "crash at {n} (tokens {honor}): each resource created once"
         );
         assert_eq!(
             ops(&work),
             ops(&clean),
-            "crash at {n}: nothing deleted twice or needlessly"
+            "crash at {n} (tokens {honor}): nothing deleted twice or needlessly"
         );
     }
 }
@@ -1363,6 +1383,237 @@ async fn crash_while_repairing_a_deleted_node_recovers() {
         fake.remove(ENV, "nlb");
     }
     crash_everywhere(Some(&blueprint(2)), prep, &blueprint(2), false).await;
+}
+
+fn vpc_spec() -> Spec {
+    Spec::Vpc(VpcSpec {
+        cidr: "10.42.0.0/16".into(),
+    })
+}
+
+/// Run `plan` until the fake crashes; the process is gone, the state on disk is what it saved.
+async fn run_until_crash(lab: &Lab, plan: &Plan, desired: &Desired) {
+    let mut state = lab.load();
+    let (s, cancel) = (settings(1), Cancel::new());
+    let run = execute(
+        lab.cloud(),
+        plan,
+        desired,
+        &mut state,
+        &lab.paths,
+        &s,
+        Arc::new(Recording::default()),
+        &cancel,
+    );
+    tokio::select! {
+        r = run => panic!("the run was to crash: {r:?}"),
+        () = lab.fake.crashed() => {}
+    }
+    lab.fake.restart();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stopped_after_its_first_call_is_finished_not_redone() {
+    // A VPC is three calls (create, two DNS attributes); a hosted zone two (create, then
+    // the tags: untagged in between). Crash right after the first call of each.
+    let mut desired = Desired::default();
+    desired.insert("vpc", vpc_spec());
+    desired.insert(
+        "zone",
+        Spec::HostedZone(HostedZoneSpec {
+            name: "lab.internal".into(),
+            vpc: "vpc".into(),
+        }),
+    );
+    for (crash_after, half_made, drift) in
+        [(1, "vpc", "DNS support not set"), (4, "zone", "not tagged")]
+    {
+        let lab = Lab::new(FakeConfig::default());
+        lab.fake
+            .set_config(|c| c.crash_after_mutations = Some(crash_after));
+        let plan = lab.plan(&desired, false).await;
+        run_until_crash(&lab, &plan, &desired).await;
+        assert_eq!(
+            lab.load().resources[&id(half_made)].status,
+            Status::Creating
+        );
+        let live = lab.fake.live(ENV);
+        let (cid, obj) = live
+            .iter()
+            .find(|(_, o)| o.id.as_str() == half_made)
+            .unwrap();
+        assert!(!obj.missing.is_empty() || !obj.tagged, "{obj:?}");
+
+        let plan = lab.plan(&desired, false).await;
+        let a = plan.get(&id(half_made)).unwrap();
+        assert_eq!(a.action, ActionKind::Adopt, "{a:?}");
+        assert!(
+            a.update_after_adopt,
+            "a half-made resource is not done: {a:?}"
+        );
+        assert!(
+            a.reasons.iter().any(|r| r.contains(drift)),
+            "{half_made}: {:?}",
+            a.reasons
+        );
+        lab.fake.clear_calls();
+        let outcome = lab.run(&plan, &desired).await;
+        assert!(outcome.ok(), "{outcome:#?}");
+        assert!(
+            !mutating_ops(&lab.fake).contains(&("create".to_string(), half_made.to_string())),
+            "{half_made} not created again: {:?}",
+            mutating_ops(&lab.fake)
+        );
+        assert!(mutating_ops(&lab.fake).contains(&("update".to_string(), cid.clone())));
+        lab.assert_converged(&desired).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_later_call_fails_transiently_is_finished_in_the_same_run() {
+    let lab = Lab::new(FakeConfig {
+        // The VPC's first DNS attribute call and a security group's ingress call.
+        throttle_once: vec!["modify_attribute".into(), "authorize_ingress".into()],
+        ..Default::default()
+    });
+    let desired = blueprint(1);
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert!(lab.fake.config.lock().unwrap().throttle_once.is_empty());
+    // One run, no second round: the retry found the half-made resources and finished them.
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_create_reuses_its_token_when_describe_lags() {
+    // The create went through, the process died before recording it, and describe calls
+    // do not show the new instance yet. Only the write-ahead token keeps the next run from
+    // making a second one.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let node = cloud_id(&lab, "node-2");
+    let mut state = lab.load();
+    let e = state.resources.get_mut(&id("node-2")).unwrap();
+    e.status = Status::Creating;
+    e.cloud_id.clear();
+    e.attrs = Attrs::None;
+    store::save(&lab.paths, &mut state).unwrap();
+    lab.fake.hide(ENV, "node-2");
+
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.get(&id("node-2")).unwrap().action, ActionKind::Create);
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert_eq!(lab.fake.count(ENV, "node-2"), 1, "no second instance");
+    assert_eq!(cloud_id(&lab, "node-2"), node);
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_by_hand_is_recreated_with_a_fresh_token() {
+    // EC2 keeps a client token bound to its instance after that instance is terminated:
+    // re-creating with the old token would get the dead one back.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let old = lab.load().resources[&id("node-1")].token.clone();
+    lab.fake.remove(ENV, "node-1");
+    lab.apply(&desired).await;
+    assert_ne!(lab.load().resources[&id("node-1")].token, old);
+}
+
+// ---------------------------------------------------------------------------------------
+// Orphans
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_deletes_stray_resources_tagged_for_the_env() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    // Left by some earlier run that neither the state nor the config knows: a security
+    // group and an instance in it.
+    let (vpc, subnet) = (cloud_id(&lab, "vpc"), cloud_id(&lab, "subnet-a"));
+    let sg = lab.fake.inject(
+        ENV,
+        "sg-old",
+        security_group("old", vec![]),
+        vec![(vpc, true)],
+    );
+    let node = lab.fake.inject(
+        ENV,
+        "node-9",
+        instance("server", "subnet-a", "sg-old", "ami-0old"),
+        vec![(subnet, true), (sg.clone(), true)],
+    );
+    let plan = lab.plan(&desired, false).await;
+    let expect: BTreeMap<String, ActionKind> = [
+        ("sg-old".to_string(), ActionKind::Delete),
+        ("node-9".to_string(), ActionKind::Delete),
+    ]
+    .into();
+    assert_eq!(changes(&plan), expect);
+    assert!(plan.get(&id("node-9")).unwrap().orphan);
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let mut ops = mutating_ops(&lab.fake);
+    ops.sort();
+    assert_eq!(
+        ops,
+        vec![("delete".to_string(), node), ("delete".to_string(), sg)]
+    );
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_owned_finds_what_the_aws_adapter_finds() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(1);
+    lab.apply(&desired).await;
+    async fn listed(lab: &Lab) -> BTreeSet<String> {
+        lab.fake
+            .list_owned(ENV)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id.to_string())
+            .collect()
+    }
+    let all = listed(&lab).await;
+    // Records cannot be tagged: the one in the private zone of the env is found through
+    // its zone, the one in the existing (public) zone only by `find`.
+    assert!(all.contains("registry-dns"), "{all:?}");
+    assert!(!all.contains("dns"), "{all:?}");
+    let want: BTreeSet<String> = desired
+        .resources
+        .keys()
+        .map(|k| k.to_string())
+        .filter(|k| k != "dns")
+        .collect();
+    assert_eq!(all, want);
+    // Untagged zone (its tag call never happened): neither it nor its records.
+    lab.fake.tamper(ENV, "zone", |o| o.tagged = false);
+    let now = listed(&lab).await;
+    assert!(
+        !now.contains("zone") && !now.contains("registry-dns"),
+        "{now:?}"
+    );
+    lab.fake.tamper(ENV, "zone", |o| o.tagged = true);
+    // Listeners are listed under the env's load balancer only.
+    lab.fake.tamper(ENV, "nlb", |o| o.env = "other".into());
+    let now = listed(&lab).await;
+    assert!(
+        !now.contains("nlb") && !now.contains("listener-80"),
+        "{now:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
