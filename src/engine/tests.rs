@@ -1278,6 +1278,12 @@ async fn crash_at(
         outcomes.iter().all(Outcome::ok),
         "crash at {n:?}: {outcomes:#?}"
     );
+    // One plan and apply finish the job: nothing half-made was taken for done.
+    assert!(
+        outcomes.len() <= 1,
+        "crash at {n:?} (tokens {honor_tokens}): took {} runs to converge",
+        outcomes.len()
+    );
     if destroy {
         lab.assert_destroyed().await;
     } else {
