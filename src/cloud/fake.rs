@@ -235,6 +235,9 @@ pub struct FakeConfig {
     pub lost_reply_rate: f64,
     /// Logical ids whose create fails at once with a permanent API error.
     pub fail_ids: Vec<String>,
+    /// Logical ids whose instance dies while starting (once each): `RunInstances` went
+    /// through, the wait sees it `terminated` (insufficient capacity, a bad volume).
+    pub die_on_start: Vec<String>,
     /// The next call of each operation named here is throttled, once (e.g.
     /// `modify_attribute`: a create fails after its first call went through).
     pub throttle_once: Vec<String>,
@@ -757,6 +760,20 @@ impl Cloud for FakeCloud {
         if spec.kind() == Kind::Instance {
             // RunInstances returns at once; the adapter then waits for `running`.
             self.enter("wait_instance", &cloud_id, false).await?;
+            let dies = {
+                let mut c = self.config.lock().unwrap();
+                let hit = c.die_on_start.iter().position(|i| i == ctx.id.as_str());
+                hit.map(|i| c.die_on_start.remove(i)).is_some()
+            };
+            if dies {
+                // Terminated instances are not found by describe calls any more.
+                self.inner.lock().unwrap().objects.remove(&cloud_id);
+                return Err(CloudError::api(
+                    "RunInstances",
+                    "InstanceNotRunning",
+                    format!("instance {cloud_id} is terminated instead of running (injected)"),
+                ));
+            }
         }
         Ok(Observed::new(cloud_id, attrs))
     }

@@ -408,6 +408,16 @@ async fn run_job(
     }
 }
 
+/// Did a create come back with a definite answer, so that sending its token again would
+/// only get the same failure? Not after a timeout, throttling or a cancel: the create may
+/// still be going through, and only the same token keeps it from being made twice.
+fn token_spent_by(e: &CloudError) -> bool {
+    matches!(
+        e,
+        CloudError::Api { .. } | CloudError::Refused(_) | CloudError::MissingRef(_)
+    )
+}
+
 /// A step the plan cannot carry out (only a hand-edited plan gets here).
 fn not_in_plan(step: &Step, what: &str) -> CloudError {
     CloudError::Refused(format!(
@@ -558,8 +568,14 @@ pub async fn execute(
             let mut token = String::new();
             if let (StepKind::Create, Some(spec)) = (step.kind, spec.clone()) {
                 // Write-ahead intent, saved before the create call leaves this process.
+                // The intent's token again after a crash (the create may have gone through),
+                // a new one after a definite failure or for a new object.
                 token = match state.resources.get(&step.id) {
-                    Some(e) if e.status == Status::Creating && !e.token.is_empty() => {
+                    Some(e)
+                        if e.status == Status::Creating
+                            && !e.token.is_empty()
+                            && !e.token_spent =>
+                    {
                         e.token.clone()
                     }
                     _ => new_token(),
@@ -571,6 +587,7 @@ pub async fn execute(
                         status: Status::Creating,
                         cloud_id: String::new(),
                         token: token.clone(),
+                        token_spent: false,
                         depends_on: spec
                             .depends_on()
                             .into_iter()
@@ -655,6 +672,14 @@ pub async fn execute(
                 reporter.step_finished(&step.id, step.kind, Ok(&cloud_id), elapsed);
             }
             Err(e) => {
+                if step.kind == StepKind::Create && token_spent_by(&e) {
+                    if let Some(entry) = state.resources.get_mut(&step.id) {
+                        if entry.status == Status::Creating && !entry.token_spent {
+                            entry.token_spent = true;
+                            store::save(paths, state)?;
+                        }
+                    }
+                }
                 let msg = e.to_string();
                 reporter.step_finished(&step.id, step.kind, Err(&msg), elapsed);
                 outcome.failed.push((step, msg));
@@ -710,6 +735,7 @@ fn apply_done(
                     status: Status::Created,
                     cloud_id: obs.cloud_id,
                     token,
+                    token_spent: false,
                     spec,
                     attrs: obs.attrs,
                     depends_on,
@@ -728,6 +754,7 @@ fn apply_done(
                 e.status = Status::Creating;
                 e.cloud_id.clear();
                 e.token.clear();
+                e.token_spent = false;
                 e.attrs = Default::default();
                 e.updated_at = now();
             }

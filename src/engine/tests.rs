@@ -759,6 +759,7 @@ fn step_graph_orders_replace_halves_and_orphans() {
                 status: Status::Created,
                 cloud_id: format!("c-{rid}"),
                 token: "t".into(),
+                token_spent: false,
                 depends_on: spec.depends_on(),
                 spec,
                 attrs: Attrs::None,
@@ -1534,6 +1535,50 @@ async fn a_node_deleted_by_hand_is_recreated_with_a_fresh_token() {
     lab.fake.remove(ENV, "node-1");
     lab.apply(&desired).await;
     assert_ne!(lab.load().resources[&id("node-1")].token, old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_died_while_starting_is_recreated_with_a_fresh_token() {
+    // RunInstances went through, the instance went to `terminated`: the step fails. The
+    // intent keeps its token (the next plan still looks for what it made), but the next
+    // create must not send it again: EC2 would return the dead instance.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        die_on_start: vec!["node-1".into()],
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    assert_eq!(outcome.failed[0].0, step("node-1", StepKind::Create));
+    let intent = lab.load().resources[&id("node-1")].clone();
+    assert_eq!(intent.status, Status::Creating);
+    assert!(intent.token_spent, "{intent:?}");
+    lab.apply(&desired).await;
+    let entry = lab.load().resources[&id("node-1")].clone();
+    assert_ne!(entry.token, intent.token);
+    assert!(!entry.token_spent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_off_by_a_timeout_keeps_its_token() {
+    // No definite answer (throttled until the retries ran out): the create may have gone
+    // through, so the next run sends the same token.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        throttle_once: vec!["create".into(); 6],
+        ..Default::default()
+    });
+    let mut desired = Desired::default();
+    desired.insert("vpc", vpc_spec());
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    let intent = lab.load().resources[&id("vpc")].clone();
+    assert!(!intent.token_spent, "{intent:?}");
+    lab.apply(&desired).await;
+    assert_eq!(lab.load().resources[&id("vpc")].token, intent.token);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -274,6 +274,7 @@ mod tests {
                 status: Status::Created,
                 cloud_id: "vpc-1".into(),
                 token: "t".into(),
+                token_spent: false,
                 spec: Spec::Vpc(VpcSpec {
                     cidr: "10.0.0.0/16".into(),
                 }),
