@@ -238,6 +238,9 @@ pub struct FakeConfig {
     /// Logical ids whose instance dies while starting (once each): `RunInstances` went
     /// through, the wait sees it `terminated` (insufficient capacity, a bad volume).
     pub die_on_start: Vec<String>,
+    /// The next call of each operation named here is refused with a permanent error,
+    /// once (e.g. `change_tags_for_resource`: a hosted zone stays untagged).
+    pub refuse_once: Vec<String>,
     /// The next call of each operation named here is throttled, once (e.g.
     /// `modify_attribute`: a create fails after its first call went through).
     pub throttle_once: Vec<String>,
@@ -442,10 +445,12 @@ impl FakeCloud {
             let _gauge = InFlight::enter(&self.inner);
             tokio::time::sleep(delay).await;
         }
-        let throttled = {
+        let (throttled, refused) = {
             let mut c = self.config.lock().unwrap();
             let hit = c.throttle_once.iter().position(|o| o == op);
-            hit.map(|i| c.throttle_once.remove(i)).is_some()
+            let throttled = hit.map(|i| c.throttle_once.remove(i)).is_some();
+            let hit = c.refuse_once.iter().position(|o| o == op);
+            (throttled, hit.map(|i| c.refuse_once.remove(i)).is_some())
         };
         let mut inner = self.inner.lock().unwrap();
         inner.calls.push(Call {
@@ -453,6 +458,13 @@ impl FakeCloud {
             id: id.to_string(),
             mutating,
         });
+        if refused {
+            return Err(CloudError::api(
+                op,
+                "AccessDenied",
+                format!("{op} on {id} was refused (injected once)"),
+            ));
+        }
         if throttled {
             return Err(CloudError::Transient {
                 operation: op.to_string(),

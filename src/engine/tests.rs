@@ -1562,6 +1562,38 @@ async fn an_instance_that_died_while_starting_is_recreated_with_a_fresh_token() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_whose_tag_call_was_refused_is_adopted_not_duplicated() {
+    // CreateHostedZone went through, ChangeTagsForResource was refused: an untagged zone
+    // only its CallerReference (the intent's token, spent or not) can find.
+    let lab = Lab::new(FakeConfig {
+        refuse_once: vec!["change_tags_for_resource".into()],
+        ..Default::default()
+    });
+    let mut desired = Desired::default();
+    desired.insert("vpc", vpc_spec());
+    desired.insert(
+        "zone",
+        Spec::HostedZone(HostedZoneSpec {
+            name: "lab.internal".into(),
+            vpc: "vpc".into(),
+        }),
+    );
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    assert!(outcome.failed[0].1.contains("AccessDenied"), "{outcome:#?}");
+    assert!(lab.load().resources[&id("zone")].token_spent);
+    let plan = lab.plan(&desired, false).await;
+    let zone = plan.get(&id("zone")).unwrap();
+    assert!(
+        zone.action == ActionKind::Adopt && zone.update_after_adopt,
+        "{zone:?}"
+    );
+    lab.apply(&desired).await;
+    assert_eq!(lab.fake.count(ENV, "zone"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_cut_off_by_a_timeout_keeps_its_token() {
     // No definite answer (throttled until the retries ran out): the create may have gone
     // through, so the next run sends the same token.
