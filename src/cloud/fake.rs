@@ -44,7 +44,8 @@ pub struct Obj {
     /// Parts of the create not done yet that the live spec cannot show (VPC DNS
     /// attributes, target group attributes).
     pub missing: Vec<&'static str>,
-    /// Not visible to describe/list calls yet (eventual consistency).
+    /// Not found by tag or token (`find`, `list_owned`) yet: eventual consistency right
+    /// after a create. Reading it by its id still works.
     pub hidden: bool,
 }
 
