@@ -1,7 +1,19 @@
 //! An in-memory cloud for the engine's tests. Unlike the moto emulator it behaves like AWS
 //! where that matters for ordering and safety: deleting a resource something still uses
-//! fails with `DependencyViolation`, create tokens can be honoured or ignored, and it can be
-//! made slow, flaky (transient faults at a rate) or "crash" after the N-th mutating call.
+//! fails with `DependencyViolation` (returned to the caller, as AWS does), create tokens can
+//! be honoured or ignored, and it can be made slow, flaky (transient faults at a rate) or
+//! "crash" after the N-th mutating call.
+//!
+//! Creates are several calls, as the AWS adapter makes them: a VPC is created (tagged),
+//! then its two DNS attributes are set; a route table is created, associated with each
+//! subnet and given its route to the internet gateway; a security group is created (with
+//! AWS's default allow-all egress rule), that rule revoked, then ingress and egress
+//! authorized; a load balancer is created, then its cross-zone attribute set; a target
+//! group is created, its attributes modified and its targets registered; a hosted zone is
+//! created *untagged* (Route53 tags are a separate call) and then tagged; an instance is
+//! run (tagged) and then waited for. Every one of those calls is a mutating call with its
+//! own crash point, throttling and lost reply, and the live object only has the parts done
+//! so far: `read` reports the missing ones as drift, and `update` completes them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +24,7 @@ use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 
 use super::{Cloud, CloudError, OpContext, Owned};
-use crate::model::{Attrs, Kind, LogicalId, Observed, RecordTarget, RefMode, Spec};
+use crate::model::{Attrs, Kind, LogicalId, Observed, RecordTarget, RefMode, Spec, ZoneRef};
 
 #[derive(Debug, Clone)]
 pub struct Obj {
@@ -24,6 +36,156 @@ pub struct Obj {
     pub token: String,
     /// Cloud ids this object uses, and whether that use blocks their deletion.
     pub uses: Vec<(String, bool)>,
+    /// Delete calls refused so far because AWS had not released it yet.
+    pub delete_refusals: u32,
+    /// Carries the ownership tags (`provision:env`, `provision:id`). A hosted zone is
+    /// untagged between its create call and its tag call.
+    pub tagged: bool,
+    /// Parts of the create not done yet that the live spec cannot show (VPC DNS
+    /// attributes, target group attributes).
+    pub missing: Vec<&'static str>,
+    /// Not found by tag or token (`find`, `list_owned`) yet: eventual consistency right
+    /// after a create. Reading it by its id still works.
+    pub hidden: bool,
+}
+
+impl Obj {
+    /// Differences from `want`, one line each, as the AWS adapter's `read` reports them.
+    fn drift(&self, want: &Spec) -> Vec<String> {
+        let (_, mut drift) = crate::engine::plan::spec_changes(&self.spec, want);
+        drift.extend(self.missing.iter().map(|m| format!("{m} not set")));
+        if !self.tagged {
+            drift.push("not tagged provision:env / provision:id".to_string());
+        }
+        drift
+    }
+}
+
+/// One call of a multi-call create after the first, and what it does to the live object.
+enum Part {
+    /// A modify-attribute call for something the spec does not show.
+    Attribute(&'static str),
+    /// Associate the route table with one subnet.
+    Associate(LogicalId),
+    /// The route table's route to the internet gateway.
+    Route,
+    /// Revoke the default allow-all egress rule of a new security group.
+    RevokeDefaultEgress,
+    AuthorizeIngress,
+    AuthorizeEgress,
+    /// The load balancer's attributes (cross-zone).
+    LoadBalancerAttributes,
+    RegisterTargets,
+    /// Route53 `ChangeTagsForResource`.
+    Tag,
+}
+
+impl Part {
+    fn op(&self) -> &'static str {
+        match self {
+            Part::Attribute(_) => "modify_attribute",
+            Part::Associate(_) => "associate_route_table",
+            Part::Route => "create_route",
+            Part::RevokeDefaultEgress => "revoke_default_egress",
+            Part::AuthorizeIngress => "authorize_ingress",
+            Part::AuthorizeEgress => "authorize_egress",
+            Part::LoadBalancerAttributes => "modify_load_balancer_attributes",
+            Part::RegisterTargets => "register_targets",
+            Part::Tag => "change_tags_for_resource",
+        }
+    }
+
+    /// Do this part to `live`, towards `want`.
+    fn apply(&self, obj: &mut Obj, want: &Spec) {
+        match (self, &mut obj.spec, want) {
+            (Part::Attribute(a), _, _) => obj.missing.retain(|m| m != a),
+            (Part::Associate(r), Spec::RouteTable(live), _) => live.subnets.push(r.clone()),
+            (Part::Route, Spec::RouteTable(live), Spec::RouteTable(w)) => {
+                live.internet_gateway = w.internet_gateway.clone()
+            }
+            (Part::RevokeDefaultEgress, Spec::SecurityGroup(live), _) => live.egress.clear(),
+            (Part::AuthorizeIngress, Spec::SecurityGroup(live), Spec::SecurityGroup(w)) => {
+                live.ingress = w.ingress.clone()
+            }
+            (Part::AuthorizeEgress, Spec::SecurityGroup(live), Spec::SecurityGroup(w)) => {
+                live.egress = w.egress.clone()
+            }
+            (Part::LoadBalancerAttributes, Spec::LoadBalancer(live), Spec::LoadBalancer(w)) => {
+                live.cross_zone = w.cross_zone
+            }
+            (Part::RegisterTargets, Spec::TargetGroup(live), Spec::TargetGroup(w)) => {
+                live.targets = w.targets.clone()
+            }
+            (Part::Tag, _, _) => obj.tagged = true,
+            _ => unreachable!("a part of another kind"),
+        }
+    }
+}
+
+/// AWS's default egress rule of a new security group.
+fn default_egress() -> crate::model::Rule {
+    crate::model::Rule {
+        protocol: crate::model::Protocol::All,
+        from_port: 0,
+        to_port: 0,
+        peer: crate::model::Peer::Cidr("0.0.0.0/0".into()),
+        description: String::new(),
+    }
+}
+
+/// What the first call of a create leaves (live spec, tagged, missing attributes), and
+/// the further calls that complete it.
+fn create_calls(spec: &Spec) -> (Spec, bool, Vec<&'static str>, Vec<Part>) {
+    let mut live = spec.clone();
+    let mut missing = Vec::new();
+    let mut parts = Vec::new();
+    let mut tagged = true;
+    match (&mut live, spec) {
+        (Spec::Vpc(_), _) => {
+            missing = vec!["DNS support", "DNS hostnames"];
+            parts = vec![
+                Part::Attribute("DNS support"),
+                Part::Attribute("DNS hostnames"),
+            ];
+        }
+        (Spec::RouteTable(l), Spec::RouteTable(w)) => {
+            l.subnets.clear();
+            l.internet_gateway = None;
+            parts.extend(w.subnets.iter().cloned().map(Part::Associate));
+            if w.internet_gateway.is_some() {
+                parts.push(Part::Route);
+            }
+        }
+        (Spec::SecurityGroup(l), Spec::SecurityGroup(w)) => {
+            l.ingress.clear();
+            l.egress = vec![default_egress()];
+            parts.push(Part::RevokeDefaultEgress);
+            if !w.ingress.is_empty() {
+                parts.push(Part::AuthorizeIngress);
+            }
+            if !w.egress.is_empty() {
+                parts.push(Part::AuthorizeEgress);
+            }
+        }
+        (Spec::LoadBalancer(l), _) => {
+            l.cross_zone = false;
+            parts.push(Part::LoadBalancerAttributes);
+        }
+        (Spec::TargetGroup(l), Spec::TargetGroup(w)) => {
+            l.targets.clear();
+            missing = vec!["target group attributes"];
+            parts.push(Part::Attribute("target group attributes"));
+            if !w.targets.is_empty() {
+                parts.push(Part::RegisterTargets);
+            }
+        }
+        (Spec::HostedZone(_), _) => {
+            tagged = false;
+            parts.push(Part::Tag);
+        }
+        _ => {}
+    }
+    (live, tagged, missing, parts)
 }
 
 /// One call the engine made.
@@ -44,6 +206,11 @@ struct Inner {
     /// Mutating calls inside their latency window right now, and the most ever seen.
     in_flight: usize,
     max_in_flight: usize,
+    /// Delete calls refused with `DependencyViolation`.
+    in_use_refusals: usize,
+    /// Every create token ever used and the cloud id it made; like EC2's `ClientToken`,
+    /// a token stays bound to its resource after that resource is gone.
+    tokens: BTreeMap<String, String>,
 }
 
 /// Knobs for the fake's behaviour.
@@ -59,18 +226,25 @@ pub struct FakeConfig {
     pub crash_after_mutations: Option<usize>,
     /// Latency of every mutating call.
     pub delay: Duration,
-    /// Deleting anything still used is refused this many times before AWS "releases" it
-    /// (ENIs draining); 0 = refused for as long as the user exists.
+    /// The first this-many delete calls of every resource are refused with
+    /// `DependencyViolation` even when nothing uses it any more, as AWS does while ENIs
+    /// drain. Deleting something a live object still uses is refused for as long as that
+    /// user exists. Either way the refusal reaches the caller: retrying is the engine's job.
     pub in_use_retries_needed: u32,
-    /// Like the AWS adapter's `retry_in_use`: a delete refused because something still uses
-    /// the resource keeps trying for this long before failing. Zero (the default) refuses
-    /// at once, which turns every ordering mistake into a failure.
-    pub in_use_wait: Duration,
     /// Fraction of mutating calls that go through but whose reply is lost: the caller
     /// sees a transient error (a timeout) although the change happened.
     pub lost_reply_rate: f64,
     /// Logical ids whose create fails at once with a permanent API error.
     pub fail_ids: Vec<String>,
+    /// Logical ids whose instance dies while starting (once each): `RunInstances` went
+    /// through, the wait sees it `terminated` (insufficient capacity, a bad volume).
+    pub die_on_start: Vec<String>,
+    /// The next call of each operation named here is refused with a permanent error,
+    /// once (e.g. `change_tags_for_resource`: a hosted zone stays untagged).
+    pub refuse_once: Vec<String>,
+    /// The next call of each operation named here is throttled, once (e.g.
+    /// `modify_attribute`: a create fails after its first call went through).
+    pub throttle_once: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -173,6 +347,11 @@ impl FakeCloud {
         self.inner.lock().unwrap().max_in_flight
     }
 
+    /// Delete calls refused because the resource was (still) in use.
+    pub fn in_use_refusals(&self) -> usize {
+        self.inner.lock().unwrap().in_use_refusals
+    }
+
     pub fn clear_calls(&self) {
         self.inner.lock().unwrap().calls.clear();
     }
@@ -188,6 +367,53 @@ impl FakeCloud {
         f(obj);
     }
 
+    /// Put an object into the cloud behind the tool's back (a stray resource, or something
+    /// of another environment that uses one of ours); returns its cloud id.
+    pub fn inject(&self, env: &str, id: &str, spec: Spec, uses: Vec<(String, bool)>) -> String {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next += 1;
+        let n = inner.next;
+        let cloud_id = format!("{}-{n:06}", Self::prefix(spec.kind()));
+        inner.objects.insert(
+            cloud_id.clone(),
+            Obj {
+                kind: spec.kind(),
+                env: env.to_string(),
+                id: LogicalId::new(id),
+                spec,
+                attrs: Attrs::None,
+                token: String::new(),
+                uses,
+                delete_refusals: 0,
+                tagged: true,
+                missing: Vec::new(),
+                hidden: false,
+            },
+        );
+        cloud_id
+    }
+
+    /// Make a live object invisible to describe calls for now (eventual consistency: it
+    /// was created a moment ago).
+    pub fn hide(&self, env: &str, id: &str) {
+        self.tamper(env, id, |o| o.hidden = true);
+    }
+
+    /// Does `find` match `o` by its create token? Instances (client token among the
+    /// env-tagged ones) and hosted zones (`CallerReference`) are matched by the AWS adapter
+    /// itself, whatever the server does with tokens; other kinds only when tokens are
+    /// honoured.
+    fn token_matches(o: &Obj, ctx: &OpContext<'_>, honor: bool) -> bool {
+        if ctx.token.is_empty() || o.token != ctx.token {
+            return false;
+        }
+        match o.kind {
+            Kind::HostedZone => true,
+            Kind::Instance => o.tagged && o.env == ctx.env,
+            _ => honor,
+        }
+    }
+
     /// Delete a live object behind the tool's back.
     pub fn remove(&self, env: &str, id: &str) {
         let mut inner = self.inner.lock().unwrap();
@@ -197,6 +423,18 @@ impl FakeCloud {
     }
 
     async fn enter(&self, op: &'static str, id: &str, mutating: bool) -> Result<(), CloudError> {
+        self.enter_with(op, id, mutating, mutating).await
+    }
+
+    /// Record a call; `latency`: wait the configured delay first (the first call of a
+    /// create; the calls completing it are quick).
+    async fn enter_with(
+        &self,
+        op: &'static str,
+        id: &str,
+        mutating: bool,
+        latency: bool,
+    ) -> Result<(), CloudError> {
         if self.has_crashed() {
             std::future::pending::<()>().await;
         }
@@ -204,16 +442,37 @@ impl FakeCloud {
             let c = self.config.lock().unwrap();
             (c.transient_rate, c.delay)
         };
-        if mutating && !delay.is_zero() {
+        if latency && !delay.is_zero() {
             let _gauge = InFlight::enter(&self.inner);
             tokio::time::sleep(delay).await;
         }
+        let (throttled, refused) = {
+            let mut c = self.config.lock().unwrap();
+            let hit = c.throttle_once.iter().position(|o| o == op);
+            let throttled = hit.map(|i| c.throttle_once.remove(i)).is_some();
+            let hit = c.refuse_once.iter().position(|o| o == op);
+            (throttled, hit.map(|i| c.refuse_once.remove(i)).is_some())
+        };
         let mut inner = self.inner.lock().unwrap();
         inner.calls.push(Call {
             op,
             id: id.to_string(),
             mutating,
         });
+        if refused {
+            return Err(CloudError::api(
+                op,
+                "AccessDenied",
+                format!("{op} on {id} was refused (injected once)"),
+            ));
+        }
+        if throttled {
+            return Err(CloudError::Transient {
+                operation: op.to_string(),
+                code: "RequestLimitExceeded".into(),
+                message: "Request limit exceeded (injected once)".into(),
+            });
+        }
         if rate > 0.0 {
             let roll: f64 = inner.rng.as_mut().expect("rng").random();
             if roll < rate {
@@ -291,7 +550,14 @@ impl FakeCloud {
                 name: z.name.clone(),
             },
             Spec::DnsRecord(r) => Attrs::DnsRecord {
-                zone_id: "ZFAKE".into(),
+                zone_id: match &r.zone {
+                    ZoneRef::Managed(z) => ctx
+                        .resolved
+                        .cloud_id(z)
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| "ZFAKE".into()),
+                    ZoneRef::Existing(_) => "ZFAKE".into(),
+                },
                 fqdn: r.name.clone(),
                 record_type: match r.target {
                     RecordTarget::CnameLoadBalancer(_) => "CNAME".into(),
@@ -375,14 +641,19 @@ impl Cloud for FakeCloud {
             .objects
             .iter()
             .filter(|(_, o)| {
-                o.kind == spec.kind()
-                    && ((o.env == ctx.env && &o.id == ctx.id)
-                        || (honor && !ctx.token.is_empty() && o.token == ctx.token))
+                !o.hidden
+                    && o.kind == spec.kind()
+                    && ((o.tagged && o.env == ctx.env && &o.id == ctx.id)
+                        || Self::token_matches(o, ctx, honor))
             })
             .collect();
         match found.as_slice() {
             [] => Ok(None),
-            [(cid, o)] => Ok(Some(Observed::new((*cid).clone(), o.attrs.clone()))),
+            [(cid, o)] => Ok(Some(Observed {
+                cloud_id: (*cid).clone(),
+                attrs: o.attrs.clone(),
+                drift: o.drift(spec),
+            })),
             many => Err(CloudError::api(
                 "find",
                 "Ambiguous",
@@ -407,14 +678,11 @@ impl Cloud for FakeCloud {
     ) -> Result<Option<Observed>, CloudError> {
         self.enter("read", cloud_id, false).await?;
         let inner = self.inner.lock().unwrap();
-        Ok(inner.objects.get(cloud_id).map(|o| {
-            let (_, drift) = crate::engine::plan::spec_changes(&o.spec, spec);
-            let _ = ctx;
-            Observed {
-                cloud_id: cloud_id.to_string(),
-                attrs: o.attrs.clone(),
-                drift,
-            }
+        let _ = ctx;
+        Ok(inner.objects.get(cloud_id).map(|o| Observed {
+            cloud_id: cloud_id.to_string(),
+            attrs: o.attrs.clone(),
+            drift: o.drift(spec),
         }))
     }
 
@@ -440,36 +708,95 @@ impl Cloud for FakeCloud {
             ));
         }
         self.enter("create", ctx.id.as_str(), true).await?;
-        let uses = Self::uses(spec, ctx)?;
-        let obs = {
+        let (live, tagged, missing, parts) = create_calls(spec);
+        let uses = Self::uses(&live, ctx)?;
+        let (cloud_id, attrs) = {
             let mut inner = self.inner.lock().unwrap();
-            let honor = self.config.lock().unwrap().honor_tokens;
+            let honor = self.config.lock().unwrap().honor_tokens || spec.kind() == Kind::HostedZone;
             if honor && !ctx.token.is_empty() {
-                if let Some((cid, o)) = inner.objects.iter().find(|(_, o)| o.token == ctx.token) {
-                    return Ok(Observed::new(cid.clone(), o.attrs.clone()));
+                if let Some(cid) = inner.tokens.get(ctx.token).cloned() {
+                    // The same token again: the cloud answers with what it made then.
+                    return match inner.objects.get_mut(&cid) {
+                        Some(o) => {
+                            o.hidden = false;
+                            Ok(Observed::new(cid, o.attrs.clone()))
+                        }
+                        None => Err(CloudError::api(
+                            "create",
+                            "InstanceNotRunning",
+                            format!(
+                                "{cid} was created earlier with the token of {} and is gone; \
+                                 the same token returns it again",
+                                ctx.id
+                            ),
+                        )),
+                    };
                 }
             }
             inner.next += 1;
             let n = inner.next;
             let cloud_id = format!("{}-{n:06}", Self::prefix(spec.kind()));
             let attrs = Self::attrs_for(n, spec, ctx);
+            if !ctx.token.is_empty() {
+                inner.tokens.insert(ctx.token.to_string(), cloud_id.clone());
+            }
             inner.objects.insert(
                 cloud_id.clone(),
                 Obj {
                     kind: spec.kind(),
                     env: ctx.env.to_string(),
                     id: ctx.id.clone(),
-                    spec: spec.clone(),
+                    spec: live,
                     attrs: attrs.clone(),
                     token: ctx.token.to_string(),
                     uses,
+                    delete_refusals: 0,
+                    tagged,
+                    missing,
+                    hidden: false,
                 },
             );
-            Observed::new(cloud_id, attrs)
+            (cloud_id, attrs)
         };
         self.after_mutation().await;
-        self.reply("mutation")?;
-        Ok(obs)
+        self.reply("create")?;
+        for part in parts {
+            self.enter_with(part.op(), &cloud_id, true, false).await?;
+            {
+                let mut inner = self.inner.lock().unwrap();
+                let Some(o) = inner.objects.get_mut(&cloud_id) else {
+                    return Err(CloudError::api(
+                        part.op(),
+                        "NotFound",
+                        format!("{cloud_id} does not exist"),
+                    ));
+                };
+                part.apply(o, spec);
+                let live = o.spec.clone();
+                o.uses = Self::uses(&live, ctx)?;
+            }
+            self.after_mutation().await;
+            self.reply(part.op())?;
+        }
+        if spec.kind() == Kind::Instance {
+            // RunInstances returns at once; the adapter then waits for `running`.
+            self.enter("wait_instance", &cloud_id, false).await?;
+            let dies = {
+                let mut c = self.config.lock().unwrap();
+                let hit = c.die_on_start.iter().position(|i| i == ctx.id.as_str());
+                hit.map(|i| c.die_on_start.remove(i)).is_some()
+            };
+            if dies {
+                // Terminated instances are not found by describe calls any more.
+                self.inner.lock().unwrap().objects.remove(&cloud_id);
+                return Err(CloudError::api(
+                    "RunInstances",
+                    "InstanceNotRunning",
+                    format!("instance {cloud_id} is terminated instead of running (injected)"),
+                ));
+            }
+        }
+        Ok(Observed::new(cloud_id, attrs))
     }
 
     async fn update(
@@ -489,8 +816,11 @@ impl Cloud for FakeCloud {
                     format!("{} does not exist", current.cloud_id),
                 ));
             };
+            // Converges everything, including what an interrupted create left undone.
             o.spec = spec.clone();
             o.uses = uses;
+            o.missing.clear();
+            o.tagged = true;
             Observed::new(current.cloud_id.clone(), o.attrs.clone())
         };
         self.after_mutation().await;
@@ -504,35 +834,25 @@ impl Cloud for FakeCloud {
         _kind: Kind,
         current: &Observed,
     ) -> Result<(), CloudError> {
-        let (needed, in_use_wait) = {
-            let c = self.config.lock().unwrap();
-            (c.in_use_retries_needed, c.in_use_wait)
-        };
-        let started = tokio::time::Instant::now();
-        let mut refusals = 0;
-        loop {
-            self.enter("delete", &current.cloud_id, true).await?;
-            let blocked: Vec<String> = {
-                let inner = self.inner.lock().unwrap();
-                if !inner.objects.contains_key(&current.cloud_id) {
-                    return Ok(());
-                }
-                inner
-                    .objects
-                    .iter()
-                    .filter(|(_, o)| {
-                        o.uses
-                            .iter()
-                            .any(|(u, blocking)| *blocking && u == &current.cloud_id)
-                    })
-                    .map(|(c, o)| format!("{} ({})", o.id, c))
-                    .collect()
-            };
+        let needed = self.config.lock().unwrap().in_use_retries_needed;
+        self.enter("delete", &current.cloud_id, true).await?;
+        {
+            let mut inner = self.inner.lock().unwrap();
+            if !inner.objects.contains_key(&current.cloud_id) {
+                return Ok(());
+            }
+            let blocked: Vec<String> = inner
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o.uses
+                        .iter()
+                        .any(|(u, blocking)| *blocking && u == &current.cloud_id)
+                })
+                .map(|(c, o)| format!("{} ({})", o.id, c))
+                .collect();
             if !blocked.is_empty() {
-                if started.elapsed() < in_use_wait {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    continue;
-                }
+                inner.in_use_refusals += 1;
                 return Err(CloudError::InUse {
                     operation: "delete".into(),
                     code: "DependencyViolation".into(),
@@ -544,25 +864,55 @@ impl Cloud for FakeCloud {
                     ),
                 });
             }
-            if refusals < needed {
-                // AWS has not released the resource yet (ENIs draining): retry later.
-                refusals += 1;
-                tokio::task::yield_now().await;
-                continue;
+            let obj = inner.objects.get_mut(&current.cloud_id).expect("checked");
+            if obj.delete_refusals < needed {
+                // AWS has not released the resource yet (ENIs draining).
+                obj.delete_refusals += 1;
+                inner.in_use_refusals += 1;
+                return Err(CloudError::InUse {
+                    operation: "delete".into(),
+                    code: "DependencyViolation".into(),
+                    message: format!(
+                        "{} ({}) has a dependent object (network interfaces still draining)",
+                        ctx.id, current.cloud_id
+                    ),
+                });
             }
-            self.inner.lock().unwrap().objects.remove(&current.cloud_id);
-            self.after_mutation().await;
-            return self.reply("delete");
+            inner.objects.remove(&current.cloud_id);
         }
+        self.after_mutation().await;
+        self.reply("delete")
     }
 
+    /// What the AWS adapter's `list_owned` finds, no more: resources carrying the env
+    /// tag; listeners only under a load balancer of the env; DNS records (which cannot be
+    /// tagged) only inside a hosted zone of the env, never in an existing (public) zone;
+    /// nothing untagged (a hosted zone between its create and tag calls).
     async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError> {
         self.enter("list_owned", env, false).await?;
         let inner = self.inner.lock().unwrap();
+        let ours = |o: &Obj| o.tagged && !o.hidden && o.env == env;
+        let ours_of_kind = |cloud_id: &str, kind: Kind| {
+            inner
+                .objects
+                .get(cloud_id)
+                .is_some_and(|p| p.kind == kind && ours(p))
+        };
         Ok(inner
             .objects
             .iter()
-            .filter(|(_, o)| o.env == env)
+            .filter(|(_, o)| ours(o))
+            .filter(|(_, o)| match (&o.spec, &o.attrs) {
+                (Spec::Listener(_), _) => o
+                    .uses
+                    .iter()
+                    .any(|(u, _)| ours_of_kind(u, Kind::LoadBalancer)),
+                (Spec::DnsRecord(r), Attrs::DnsRecord { zone_id, .. }) => {
+                    matches!(r.zone, ZoneRef::Managed(_)) && ours_of_kind(zone_id, Kind::HostedZone)
+                }
+                (Spec::DnsRecord(_), _) => false,
+                _ => true,
+            })
             .map(|(cid, o)| Owned {
                 kind: o.kind,
                 id: o.id.clone(),

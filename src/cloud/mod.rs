@@ -241,3 +241,86 @@ pub trait Cloud: Send + Sync {
 }
 
 pub type SharedCloud = Arc<dyn Cloud>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    enum Class {
+        Transient,
+        InUse,
+        Api,
+    }
+
+    fn class(e: &CloudError) -> Class {
+        match e {
+            CloudError::Transient { .. } => Class::Transient,
+            CloudError::InUse { .. } => Class::InUse,
+            CloudError::Api { .. } => Class::Api,
+            other => panic!("classify never makes {other:?}"),
+        }
+    }
+
+    /// Real AWS error codes (EC2, ELBv2, RDS, Route53, S3, STS) and how the engine must
+    /// treat them: throttling is retried, "in use" is waited out, everything else fails
+    /// the step at once with its code kept.
+    #[test]
+    fn classify_real_aws_error_codes() {
+        let table: &[(&str, Class)] = &[
+            // Throttling.
+            ("Throttling", Class::Transient),
+            ("ThrottlingException", Class::Transient),
+            ("RequestLimitExceeded", Class::Transient),
+            ("EC2ThrottledException", Class::Transient),
+            ("SlowDown", Class::Transient),
+            ("PriorRequestNotComplete", Class::Transient),
+            ("ServiceUnavailable", Class::Transient),
+            ("InternalError", Class::Transient),
+            ("500", Class::Transient),
+            // In use.
+            ("DependencyViolation", Class::InUse),
+            ("ResourceInUse", Class::InUse),
+            ("InvalidGroup.InUse", Class::InUse),
+            ("ResourceInUseException", Class::InUse),
+            ("HostedZoneNotEmpty", Class::InUse),
+            ("InvalidDBInstanceState", Class::InUse),
+            ("InvalidDBSubnetGroupStateFault", Class::InUse),
+            // Not found.
+            ("InvalidVpcID.NotFound", Class::Api),
+            ("InvalidGroup.NotFound", Class::Api),
+            ("DBInstanceNotFound", Class::Api),
+            ("LoadBalancerNotFound", Class::Api),
+            ("NoSuchHostedZone", Class::Api),
+            ("TargetGroupNotFound", Class::Api),
+            // Credentials and permissions.
+            ("AuthFailure", Class::Api),
+            ("UnauthorizedOperation", Class::Api),
+            ("AccessDenied", Class::Api),
+            ("ExpiredToken", Class::Api),
+            ("InvalidClientTokenId", Class::Api),
+            // Bad requests.
+            ("InvalidParameterValue", Class::Api),
+            ("ValidationError", Class::Api),
+            ("InvalidParameterCombination", Class::Api),
+        ];
+        for (code, want) in table {
+            let e = classify("Op", code, "some message");
+            assert_eq!(&class(&e), want, "{code}");
+            assert_eq!(e.is_transient(), *want == Class::Transient, "{code}");
+            assert_eq!(e.is_in_use(), *want == Class::InUse, "{code}");
+            let text = e.to_string();
+            assert!(
+                text.contains(code) && text.contains("Op") && text.contains("some message"),
+                "{code}: the code, operation and message are kept: {text}"
+            );
+        }
+        // Some services only say it in the message.
+        let e = classify(
+            "DeleteSecurityGroup",
+            "Client.Unknown",
+            "resource sg-1 is currently in use",
+        );
+        assert_eq!(class(&e), Class::InUse);
+    }
+}

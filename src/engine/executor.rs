@@ -50,18 +50,30 @@ pub struct Settings {
     /// Retries of a whole step after a transient error (on top of the SDK's own retries).
     pub step_retries: u32,
     pub retry_base: Duration,
+    /// How long a delete keeps trying while the cloud says the resource is still in use
+    /// (`DependencyViolation`: ENIs draining after an instance is gone), for every cloud;
+    /// `timeouts.dependency_minutes` of the config. At least two tries are always made.
+    pub in_use_wait: Duration,
+    /// First pause between two tries of an in-use delete; doubles up to 20 s.
+    pub in_use_poll: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let waits = crate::cloud::WaitSettings::default();
         Self {
             parallelism: 10,
             delete: DeleteOptions::default(),
             step_retries: 3,
             retry_base: Duration::from_millis(500),
+            in_use_wait: waits.dependency,
+            in_use_poll: waits.poll,
         }
     }
 }
+
+/// Longest pause between two tries of an in-use delete, whatever the poll interval.
+const MAX_IN_USE_PAUSE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -86,6 +98,8 @@ pub enum ExecError {
     State(#[from] StateError),
     #[error(transparent)]
     Cycle(#[from] super::graph::Cycle),
+    #[error(transparent)]
+    InvalidPlan(#[from] InvalidPlan),
 }
 
 /// Build the step graph for a plan.
@@ -249,6 +263,69 @@ enum Done {
     Adopted(Observed, bool),
 }
 
+/// The retry settings a step needs (a copy, so the job can run on its own).
+#[derive(Clone)]
+struct Retries {
+    delete: DeleteOptions,
+    transient: u32,
+    base: Duration,
+    in_use_wait: Duration,
+    in_use_poll: Duration,
+}
+
+impl Retries {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            delete: settings.delete.clone(),
+            transient: settings.step_retries,
+            base: settings.retry_base,
+            in_use_wait: settings.in_use_wait,
+            in_use_poll: settings.in_use_poll,
+        }
+    }
+}
+
+/// Delete `current`, trying again while the cloud says it is still in use, until
+/// `in_use_wait` has passed (at least two tries); then the error names what blocks it.
+async fn delete_waiting_for_release(
+    cloud: &dyn Cloud,
+    ctx: &OpContext<'_>,
+    kind: Kind,
+    current: &Observed,
+    retries: &Retries,
+) -> Result<(), CloudError> {
+    let started = tokio::time::Instant::now();
+    let mut pause = retries.in_use_poll.max(Duration::from_millis(1));
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let e = match cloud.delete(ctx, kind, current).await {
+            Err(e) if e.is_in_use() => e,
+            other => return other,
+        };
+        let waited = started.elapsed();
+        if waited >= retries.in_use_wait && tries >= 2 {
+            let cause = match &e {
+                CloudError::InUse { code, message, .. } => format!("{code}: {message}"),
+                other => other.to_string(),
+            };
+            return Err(CloudError::Timeout {
+                what: format!(
+                    "{kind} {} to be released ({tries} tries); still in use ({cause})",
+                    current.cloud_id
+                ),
+                waited,
+            });
+        }
+        ctx.progress
+            .status(&format!("still in use, trying again ({e})"));
+        // The last try happens at the deadline, not a pause before it.
+        let left = retries.in_use_wait.saturating_sub(waited);
+        tokio::time::sleep(pause.min(left).max(Duration::from_millis(1))).await;
+        pause = (pause * 2).min(MAX_IN_USE_PAUSE.max(retries.in_use_poll));
+    }
+}
+
 struct Job {
     step: Step,
     kind: Kind,
@@ -264,9 +341,8 @@ async fn run_job(
     env: String,
     job: Job,
     reporter: Arc<dyn Reporter>,
-    settings: (DeleteOptions, u32, Duration),
+    retries: Retries,
 ) -> Result<Done, CloudError> {
-    let (delete_opts, retries, base) = settings;
     let progress = Progress {
         reporter,
         id: job.step.id.clone(),
@@ -278,13 +354,15 @@ async fn run_job(
         token: &job.token,
         resolved: &job.resolved,
         progress: &progress,
-        delete: &delete_opts,
+        delete: &retries.delete,
     };
     let mut attempt = 0;
     loop {
         let result = match job.step.kind {
             StepKind::Create => {
-                let spec = job.spec.as_ref().expect("create has a spec");
+                let Some(spec) = job.spec.as_ref() else {
+                    return Err(not_in_plan(&job.step, "a spec"));
+                };
                 // After a transient failure the first call may have gone through: look first.
                 let found = if attempt > 0 {
                     cloud.find(&ctx, spec).await
@@ -292,20 +370,29 @@ async fn run_job(
                     Ok(None)
                 };
                 match found {
+                    // A create is several calls; one after the first failed: finish it.
+                    Ok(Some(obs)) if !obs.drift.is_empty() => {
+                        cloud.update(&ctx, spec, &obs).await.map(Done::Created)
+                    }
                     Ok(Some(obs)) => Ok(Done::Created(obs)),
                     Ok(None) => cloud.create(&ctx, spec).await.map(Done::Created),
                     Err(e) => Err(e),
                 }
             }
             StepKind::Update => {
-                let spec = job.spec.as_ref().expect("update has a spec");
-                let current = job.current.as_ref().expect("update has a current resource");
+                let (Some(spec), Some(current)) = (job.spec.as_ref(), job.current.as_ref()) else {
+                    return Err(not_in_plan(&job.step, "a spec and a live resource"));
+                };
                 cloud.update(&ctx, spec, current).await.map(Done::Updated)
             }
             StepKind::Adopt => {
-                let current = job.current.clone().expect("adopt has a found resource");
+                let Some(current) = job.current.clone() else {
+                    return Err(not_in_plan(&job.step, "a found resource"));
+                };
                 if job.update_after_adopt {
-                    let spec = job.spec.as_ref().expect("adopt has a spec");
+                    let Some(spec) = job.spec.as_ref() else {
+                        return Err(not_in_plan(&job.step, "a spec"));
+                    };
                     cloud
                         .update(&ctx, spec, &current)
                         .await
@@ -315,19 +402,22 @@ async fn run_job(
                 }
             }
             StepKind::Delete => {
-                let current = job.current.as_ref().expect("delete has a current resource");
-                cloud
-                    .delete(&ctx, job.kind, current)
+                let Some(current) = job.current.as_ref() else {
+                    return Err(not_in_plan(&job.step, "a live resource"));
+                };
+                delete_waiting_for_release(cloud.as_ref(), &ctx, job.kind, current, &retries)
                     .await
                     .map(|_| Done::Deleted)
             }
             StepKind::Forget => Ok(Done::Deleted),
         };
         match result {
-            Err(e) if e.is_transient() && attempt < retries => {
+            Err(e) if e.is_transient() && attempt < retries.transient => {
                 attempt += 1;
                 let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                let wait = base.mul_f64(f64::from(2u32.pow(attempt - 1)) * jitter);
+                let wait = retries
+                    .base
+                    .mul_f64(f64::from(2u32.pow(attempt - 1)) * jitter);
                 progress.status(&format!(
                     "retrying after transient error ({e}), attempt {}",
                     attempt + 1
@@ -339,7 +429,118 @@ async fn run_job(
     }
 }
 
-/// Execute `plan`, saving `state` after every step.
+/// Did a create come back with a definite answer, so that sending its token again would
+/// only get the same failure? Not after a timeout, throttling or a cancel: the create may
+/// still be going through, and only the same token keeps it from being made twice.
+fn token_spent_by(e: &CloudError) -> bool {
+    matches!(
+        e,
+        CloudError::Api { .. } | CloudError::Refused(_) | CloudError::MissingRef(_)
+    )
+}
+
+/// A step the plan cannot carry out (only a hand-edited plan gets here).
+fn not_in_plan(step: &Step, what: &str) -> CloudError {
+    CloudError::Refused(format!(
+        "`{step}`: the plan gives no {what} for it; make a new plan"
+    ))
+}
+
+/// Why a plan cannot be executed against this config and state.
+#[derive(Debug, thiserror::Error)]
+#[error("the plan cannot be applied: {0}")]
+pub struct InvalidPlan(pub String);
+
+/// Check that `plan` fits `desired` and `state` (a plan file may be stale or hand-edited):
+/// one action per resource of the config and the state, each of a kind that makes sense
+/// for where the resource is, with the live resource a delete/update/adopt needs.
+/// `execute` calls it before anything else, so an unfit plan changes nothing.
+pub fn check_plan(plan: &Plan, desired: &Desired, state: &State) -> Result<(), InvalidPlan> {
+    let bad = |m: String| Err(InvalidPlan(m));
+    if plan.env != state.env {
+        return bad(format!(
+            "it is for env `{}`, the state is env `{}`",
+            plan.env, state.env
+        ));
+    }
+    let empty = Desired::default();
+    let desired = if plan.destroy { &empty } else { desired };
+    let mut seen = BTreeSet::new();
+    for a in &plan.actions {
+        let id = &a.id;
+        if !seen.insert(id) {
+            return bad(format!("`{id}` has more than one action"));
+        }
+        let verb = a.action.verb();
+        use ActionKind as A;
+        if let Some(spec) = desired.resources.get(id) {
+            if spec.kind() != a.kind {
+                return bad(format!(
+                    "`{id}` is a {} in the plan but a {} in the config",
+                    a.kind,
+                    spec.kind()
+                ));
+            }
+            let live = a.current.is_some()
+                || state
+                    .resources
+                    .get(id)
+                    .is_some_and(|e| e.status == Status::Created);
+            match a.action {
+                A::NoOp | A::Create => {}
+                A::Adopt | A::Replace if a.current.is_some() => {}
+                A::Update if live => {}
+                A::Adopt | A::Replace | A::Update => {
+                    return bad(format!("`{id}`: {verb} names no live resource"))
+                }
+                A::Delete | A::Forget => {
+                    return bad(format!("`{id}`: {verb}, but the config still asks for it"))
+                }
+            }
+        } else if let Some(entry) = state.resources.get(id) {
+            if entry.kind != a.kind {
+                return bad(format!(
+                    "`{id}` is a {} in the plan but a {} in the state",
+                    a.kind, entry.kind
+                ));
+            }
+            match a.action {
+                A::Delete if a.current.is_some() => {}
+                A::Forget => {}
+                A::Delete => return bad(format!("`{id}`: delete names no live resource")),
+                _ => {
+                    return bad(format!(
+                        "`{id}`: {verb}, but it is not in the config (only delete or forget)"
+                    ))
+                }
+            }
+        } else {
+            // Found by tags only: the one thing a plan may do with it is delete it.
+            if !(a.action == A::Delete && a.orphan && a.current.is_some()) {
+                return bad(format!(
+                    "`{id}` is neither in the config nor in the state; a plan can only delete \
+                     such a resource (found by its tags), not {verb} it"
+                ));
+            }
+        }
+    }
+    let missing: Vec<String> = desired
+        .resources
+        .keys()
+        .chain(state.resources.keys())
+        .filter(|id| !seen.contains(id))
+        .map(|id| format!("`{id}`"))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        return bad(format!("it has no action for {}", missing.join(", ")));
+    }
+    Ok(())
+}
+
+/// Execute `plan`, saving `state` after every step. A plan that does not fit `desired`
+/// and `state` (see [`check_plan`]) is refused before any change.
 #[allow(clippy::too_many_arguments)]
 pub async fn execute(
     cloud: Arc<dyn Cloud>,
@@ -351,6 +552,7 @@ pub async fn execute(
     reporter: Arc<dyn Reporter>,
     cancel: &Cancel,
 ) -> Result<Outcome, ExecError> {
+    check_plan(plan, desired, state)?;
     let mut queue = step_graph(plan, desired, state)?;
     let actions: BTreeMap<&LogicalId, &super::plan::Action> =
         plan.actions.iter().map(|a| (&a.id, a)).collect();
@@ -368,14 +570,33 @@ pub async fn execute(
         // Start what is ready.
         while !stop && running.len() < parallelism {
             let Some(step) = queue.dequeue() else { break };
-            let action = actions[&step.id];
             let spec = desired.resources.get(&step.id).cloned();
+            let needs_spec = matches!(
+                step.kind,
+                StepKind::Create | StepKind::Update | StepKind::Adopt
+            );
+            let action = match actions.get(&step.id) {
+                Some(a) if spec.is_some() || !needs_spec => *a,
+                _ => {
+                    // Unreachable after `check_plan`; fail the step rather than panic.
+                    let msg = not_in_plan(&step, "a spec").to_string();
+                    reporter.step_finished(&step.id, step.kind, Err(&msg), Duration::ZERO);
+                    outcome.failed.push((step, msg));
+                    stop = true;
+                    continue;
+                }
+            };
             let mut token = String::new();
-            if step.kind == StepKind::Create {
+            if let (StepKind::Create, Some(spec)) = (step.kind, spec.clone()) {
                 // Write-ahead intent, saved before the create call leaves this process.
-                let spec = spec.clone().expect("create has a spec");
+                // The intent's token again after a crash (the create may have gone through),
+                // a new one after a definite failure or for a new object.
                 token = match state.resources.get(&step.id) {
-                    Some(e) if e.status == Status::Creating && !e.token.is_empty() => {
+                    Some(e)
+                        if e.status == Status::Creating
+                            && !e.token.is_empty()
+                            && !e.token_spent =>
+                    {
                         e.token.clone()
                     }
                     _ => new_token(),
@@ -387,6 +608,7 @@ pub async fn execute(
                         status: Status::Creating,
                         cloud_id: String::new(),
                         token: token.clone(),
+                        token_spent: false,
                         depends_on: spec
                             .depends_on()
                             .into_iter()
@@ -437,11 +659,7 @@ pub async fn execute(
                 plan.env.clone(),
                 job,
                 reporter.clone(),
-                (
-                    settings.delete.clone(),
-                    settings.step_retries,
-                    settings.retry_base,
-                ),
+                Retries::from(settings),
             );
             running.push(async move { (step, fut.await, started.elapsed()) });
         }
@@ -460,7 +678,9 @@ pub async fn execute(
         match result {
             Ok(done) => {
                 let replacing = step.kind == StepKind::Delete
-                    && actions[&step.id].action == ActionKind::Replace;
+                    && actions
+                        .get(&step.id)
+                        .is_some_and(|a| a.action == ActionKind::Replace);
                 apply_done(state, &step, desired, done, replacing, &mut outcome);
                 store::save(paths, state)?;
                 queue.finish(&step);
@@ -473,6 +693,14 @@ pub async fn execute(
                 reporter.step_finished(&step.id, step.kind, Ok(&cloud_id), elapsed);
             }
             Err(e) => {
+                if step.kind == StepKind::Create && token_spent_by(&e) {
+                    if let Some(entry) = state.resources.get_mut(&step.id) {
+                        if entry.status == Status::Creating && !entry.token_spent {
+                            entry.token_spent = true;
+                            store::save(paths, state)?;
+                        }
+                    }
+                }
                 let msg = e.to_string();
                 reporter.step_finished(&step.id, step.kind, Err(&msg), elapsed);
                 outcome.failed.push((step, msg));
@@ -506,7 +734,15 @@ fn apply_done(
     match done {
         Done::Created(obs) | Done::Updated(obs) | Done::Adopted(obs, _) => {
             let changed_cloud = !matches!(done_kind, DoneKind::AdoptedOnly);
-            let spec = desired.resources.get(id).cloned().expect("desired");
+            // The step was only started with a spec; the intent holds it too.
+            let Some(spec) = desired
+                .resources
+                .get(id)
+                .or_else(|| state.resources.get(id).map(|e| &e.spec))
+                .cloned()
+            else {
+                return;
+            };
             let depends_on = deps_of(&spec, state);
             let prior = state.resources.get(id);
             let token = prior
@@ -520,6 +756,7 @@ fn apply_done(
                     status: Status::Created,
                     cloud_id: obs.cloud_id,
                     token,
+                    token_spent: false,
                     spec,
                     attrs: obs.attrs,
                     depends_on,
@@ -538,6 +775,7 @@ fn apply_done(
                 e.status = Status::Creating;
                 e.cloud_id.clear();
                 e.token.clear();
+                e.token_spent = false;
                 e.attrs = Default::default();
                 e.updated_at = now();
             }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::executor::{execute, step_graph, Cancel, Outcome, Settings, Step};
+use super::executor::{execute, step_graph, Cancel, ExecError, Outcome, Settings, Step};
 use super::plan::{make_plan, spec_changes, ActionKind, Desired, Plan, PlanError, PlanInput};
 use super::reporter::{Recording, Reporter, StepKind};
 use crate::cloud::fake::{FakeCloud, FakeConfig};
@@ -266,6 +266,23 @@ fn blueprint(nodes: usize) -> Desired {
             }),
         );
     }
+    // The private zone this environment creates, with a record for the registry.
+    d.insert(
+        "zone",
+        Spec::HostedZone(HostedZoneSpec {
+            name: "lab.internal".into(),
+            vpc: "vpc".into(),
+        }),
+    );
+    d.insert(
+        "registry-dns",
+        Spec::DnsRecord(DnsRecordSpec {
+            zone: ZoneRef::Managed("zone".into()),
+            name: "registry.lab.internal".into(),
+            target: RecordTarget::InstancePrivateIp("registry".into()),
+            ttl: 60,
+        }),
+    );
     d.insert(
         "dns",
         Spec::DnsRecord(DnsRecordSpec {
@@ -433,6 +450,9 @@ fn settings(parallelism: usize) -> Settings {
         parallelism,
         step_retries: 5,
         retry_base: Duration::from_millis(1),
+        // Long enough for any machine; the fake releases after a count of refusals.
+        in_use_wait: Duration::from_secs(60),
+        in_use_poll: Duration::from_millis(1),
         ..Default::default()
     }
 }
@@ -587,6 +607,12 @@ impl Lab {
                 json(spec),
                 "state `{rid}` differs from its spec"
             );
+            assert!(
+                obj.tagged && obj.missing.is_empty(),
+                "live `{rid}` was left half-made: tagged {}, missing {:?}",
+                obj.tagged,
+                obj.missing
+            );
             let uses: Vec<&str> = obj.uses.iter().map(|(c, _)| c.as_str()).collect();
             let expected: Vec<&str> = spec
                 .refs()
@@ -737,6 +763,7 @@ fn step_graph_orders_replace_halves_and_orphans() {
                 status: Status::Created,
                 cloud_id: format!("c-{rid}"),
                 token: "t".into(),
+                token_spent: false,
                 depends_on: spec.depends_on(),
                 spec,
                 attrs: Attrs::None,
@@ -1092,11 +1119,73 @@ async fn destroy_waits_for_in_use_releases() {
         in_use_retries_needed: 2,
         ..Default::default()
     });
-    lab.apply(&blueprint(2)).await;
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
     let outcomes = lab.converge(&Desired::default(), true).await;
     assert_eq!(outcomes.len(), 1);
     assert!(outcomes[0].ok(), "{outcomes:#?}");
     lab.assert_destroyed().await;
+    // Every refusal reached the engine, which tried again.
+    assert!(
+        lab.fake.in_use_refusals() >= 2 * desired.resources.len(),
+        "{}",
+        lab.fake.in_use_refusals()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_use_wait_is_bounded_and_names_the_blocker() {
+    let lab = Lab::new(FakeConfig::default());
+    let mut desired = Desired::default();
+    desired.insert(
+        "vpc",
+        Spec::Vpc(VpcSpec {
+            cidr: "10.42.0.0/16".into(),
+        }),
+    );
+    desired.insert("sg-lb", security_group("load balancer", vec![]));
+    lab.apply(&desired).await;
+    // Something outside this environment uses the group (an ENI someone attached).
+    let sg = cloud_id(&lab, "sg-lb");
+    lab.fake.inject(
+        "elsewhere",
+        "eni",
+        Spec::Vpc(VpcSpec {
+            cidr: "10.9.0.0/16".into(),
+        }),
+        vec![(sg.clone(), true)],
+    );
+    let plan = lab.plan(&desired, true).await;
+    lab.fake.clear_calls();
+    let s = Settings {
+        in_use_wait: Duration::from_millis(30),
+        ..settings(4)
+    };
+    let outcome = lab
+        .run_with(
+            &plan,
+            &Desired::default(),
+            &s,
+            Arc::new(Recording::default()),
+        )
+        .await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    let (failed, msg) = &outcome.failed[0];
+    assert_eq!(failed, &step("sg-lb", StepKind::Delete));
+    assert!(msg.contains("timed out") && msg.contains(&sg), "{msg}");
+    assert!(
+        msg.contains("still used by eni"),
+        "names the blocker: {msg}"
+    );
+    let tries = lab
+        .fake
+        .mutating_calls()
+        .iter()
+        .filter(|c| c.op == "delete" && c.id == sg)
+        .count();
+    assert!(tries >= 2, "tried again before giving up: {tries}");
+    // The vpc was skipped, the group is still recorded.
+    assert_eq!(lab.load().resources[&id("sg-lb")].cloud_id, sg);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1137,13 +1226,14 @@ fn untouched(_: &FakeCloud) {}
 /// together created and deleted.
 async fn crash_at(
     n: Option<usize>,
+    honor_tokens: bool,
     before: Option<&Desired>,
     prep: Prep,
     target: &Desired,
     destroy: bool,
 ) -> (bool, usize, Vec<(String, String)>) {
     let lab = Lab::new(FakeConfig {
-        honor_tokens: false,
+        honor_tokens,
         ..Default::default()
     });
     if let Some(before) = before {
@@ -1194,6 +1284,12 @@ async fn crash_at(
         outcomes.iter().all(Outcome::ok),
         "crash at {n:?}: {outcomes:#?}"
     );
+    // One plan and apply finish the job: nothing half-made was taken for done.
+    assert!(
+        outcomes.len() <= 1,
+        "crash at {n:?} (tokens {honor_tokens}): took {} runs to converge",
+        outcomes.len()
+    );
     if destroy {
         lab.assert_destroyed().await;
     } else {
@@ -1212,15 +1308,34 @@ async fn crash_at(
     (crashed, calls, work)
 }
 
-/// Crash after every possible mutating call of the scenario.
+/// Crash after every possible mutating call of the scenario, once with create tokens
+/// ignored (like moto) and once honoured (like AWS).
 async fn crash_everywhere(before: Option<&Desired>, prep: Prep, target: &Desired, destroy: bool) {
-    let (crashed, total, clean) = crash_at(None, before, prep, target, destroy).await;
+    for honor in [false, true] {
+        crash_everywhere_with(honor, before, prep, target, destroy).await;
+    }
+}
+
+async fn crash_everywhere_with(
+    honor: bool,
+    before: Option<&Desired>,
+    prep: Prep,
+    target: &Desired,
+    destroy: bool,
+) {
+    let (crashed, total, clean) = crash_at(None, honor, before, prep, target, destroy).await;
     assert!(!crashed && total > 0);
     let ops = |w: &[(String, String)]| w.iter().map(|(op, _)| op.clone()).collect::<Vec<_>>();
     for n in 1..=total {
-        let (crashed, calls, work) = crash_at(Some(n), before, prep, target, destroy).await;
-        assert!(crashed, "crash point {n} of {total} was reached");
-        assert_eq!(calls, n, "no mutating call got through after the crash");
+        let (crashed, calls, work) = crash_at(Some(n), honor, before, prep, target, destroy).await;
+        assert!(
+            crashed,
+            "crash point {n} of {total} was reached (tokens {honor})"
+        );
+        assert_eq!(
+            calls, n,
+            "no mutating call got through after the crash (tokens {honor})"
+        );
         // Cloud ids differ between runs; the logical ids of creates do not.
         let creates = |w: &[(String, String)]| {
             w.iter()
@@ -1231,12 +1346,12 @@ async fn crash_everywhere(before: Option<&Desired>, prep: Prep, target: &Desired
         assert_eq!(
             creates(&work),
             creates(&clean),
-            "crash at {n}: each resource created once"
+            "crash at {n} (tokens {honor}): each resource created once"
         );
         assert_eq!(
             ops(&work),
             ops(&clean),
-            "crash at {n}: nothing deleted twice or needlessly"
+            "crash at {n} (tokens {honor}): nothing deleted twice or needlessly"
         );
     }
 }
@@ -1280,6 +1395,313 @@ async fn crash_while_repairing_a_deleted_node_recovers() {
         fake.remove(ENV, "nlb");
     }
     crash_everywhere(Some(&blueprint(2)), prep, &blueprint(2), false).await;
+}
+
+fn vpc_spec() -> Spec {
+    Spec::Vpc(VpcSpec {
+        cidr: "10.42.0.0/16".into(),
+    })
+}
+
+/// Run `plan` until the fake crashes; the process is gone, the state on disk is what it saved.
+async fn run_until_crash(lab: &Lab, plan: &Plan, desired: &Desired) {
+    let mut state = lab.load();
+    let (s, cancel) = (settings(1), Cancel::new());
+    let run = execute(
+        lab.cloud(),
+        plan,
+        desired,
+        &mut state,
+        &lab.paths,
+        &s,
+        Arc::new(Recording::default()),
+        &cancel,
+    );
+    tokio::select! {
+        r = run => panic!("the run was to crash: {r:?}"),
+        () = lab.fake.crashed() => {}
+    }
+    lab.fake.restart();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stopped_after_its_first_call_is_finished_not_redone() {
+    // A VPC is three calls (create, two DNS attributes); a hosted zone two (create, then
+    // the tags: untagged in between). Crash right after the first call of each.
+    let mut desired = Desired::default();
+    desired.insert("vpc", vpc_spec());
+    desired.insert(
+        "zone",
+        Spec::HostedZone(HostedZoneSpec {
+            name: "lab.internal".into(),
+            vpc: "vpc".into(),
+        }),
+    );
+    for (crash_after, half_made, drift) in
+        [(1, "vpc", "DNS support not set"), (4, "zone", "not tagged")]
+    {
+        let lab = Lab::new(FakeConfig::default());
+        lab.fake
+            .set_config(|c| c.crash_after_mutations = Some(crash_after));
+        let plan = lab.plan(&desired, false).await;
+        run_until_crash(&lab, &plan, &desired).await;
+        assert_eq!(
+            lab.load().resources[&id(half_made)].status,
+            Status::Creating
+        );
+        let live = lab.fake.live(ENV);
+        let (cid, obj) = live
+            .iter()
+            .find(|(_, o)| o.id.as_str() == half_made)
+            .unwrap();
+        assert!(!obj.missing.is_empty() || !obj.tagged, "{obj:?}");
+
+        let plan = lab.plan(&desired, false).await;
+        let a = plan.get(&id(half_made)).unwrap();
+        assert_eq!(a.action, ActionKind::Adopt, "{a:?}");
+        assert!(
+            a.update_after_adopt,
+            "a half-made resource is not done: {a:?}"
+        );
+        assert!(
+            a.reasons.iter().any(|r| r.contains(drift)),
+            "{half_made}: {:?}",
+            a.reasons
+        );
+        lab.fake.clear_calls();
+        let outcome = lab.run(&plan, &desired).await;
+        assert!(outcome.ok(), "{outcome:#?}");
+        assert!(
+            !mutating_ops(&lab.fake).contains(&("create".to_string(), half_made.to_string())),
+            "{half_made} not created again: {:?}",
+            mutating_ops(&lab.fake)
+        );
+        assert!(mutating_ops(&lab.fake).contains(&("update".to_string(), cid.clone())));
+        lab.assert_converged(&desired).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_later_call_fails_transiently_is_finished_in_the_same_run() {
+    let lab = Lab::new(FakeConfig {
+        // The VPC's first DNS attribute call and a security group's ingress call.
+        throttle_once: vec!["modify_attribute".into(), "authorize_ingress".into()],
+        ..Default::default()
+    });
+    let desired = blueprint(1);
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert!(lab.fake.config.lock().unwrap().throttle_once.is_empty());
+    // One run, no second round: the retry found the half-made resources and finished them.
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_create_reuses_its_token_when_describe_lags() {
+    // The create went through, the process died before recording it, and describe calls
+    // do not show the new instance yet. Only the write-ahead token keeps the next run from
+    // making a second one.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let node = cloud_id(&lab, "node-2");
+    let mut state = lab.load();
+    let e = state.resources.get_mut(&id("node-2")).unwrap();
+    e.status = Status::Creating;
+    e.cloud_id.clear();
+    e.attrs = Attrs::None;
+    store::save(&lab.paths, &mut state).unwrap();
+    lab.fake.hide(ENV, "node-2");
+
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(plan.get(&id("node-2")).unwrap().action, ActionKind::Create);
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert_eq!(lab.fake.count(ENV, "node-2"), 1, "no second instance");
+    assert_eq!(cloud_id(&lab, "node-2"), node);
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_by_hand_is_recreated_with_a_fresh_token() {
+    // EC2 keeps a client token bound to its instance after that instance is terminated:
+    // re-creating with the old token would get the dead one back.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let old = lab.load().resources[&id("node-1")].token.clone();
+    lab.fake.remove(ENV, "node-1");
+    lab.apply(&desired).await;
+    assert_ne!(lab.load().resources[&id("node-1")].token, old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_died_while_starting_is_recreated_with_a_fresh_token() {
+    // RunInstances went through, the instance went to `terminated`: the step fails. The
+    // intent keeps its token (the next plan still looks for what it made), but the next
+    // create must not send it again: EC2 would return the dead instance.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        die_on_start: vec!["node-1".into()],
+        ..Default::default()
+    });
+    let desired = blueprint(2);
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    assert_eq!(outcome.failed[0].0, step("node-1", StepKind::Create));
+    let intent = lab.load().resources[&id("node-1")].clone();
+    assert_eq!(intent.status, Status::Creating);
+    assert!(intent.token_spent, "{intent:?}");
+    lab.apply(&desired).await;
+    let entry = lab.load().resources[&id("node-1")].clone();
+    assert_ne!(entry.token, intent.token);
+    assert!(!entry.token_spent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_whose_tag_call_was_refused_is_adopted_not_duplicated() {
+    // CreateHostedZone went through, ChangeTagsForResource was refused: an untagged zone
+    // only its CallerReference (the intent's token, spent or not) can find.
+    let lab = Lab::new(FakeConfig {
+        refuse_once: vec!["change_tags_for_resource".into()],
+        ..Default::default()
+    });
+    let mut desired = Desired::default();
+    desired.insert("vpc", vpc_spec());
+    desired.insert(
+        "zone",
+        Spec::HostedZone(HostedZoneSpec {
+            name: "lab.internal".into(),
+            vpc: "vpc".into(),
+        }),
+    );
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    assert!(outcome.failed[0].1.contains("AccessDenied"), "{outcome:#?}");
+    assert!(lab.load().resources[&id("zone")].token_spent);
+    let plan = lab.plan(&desired, false).await;
+    let zone = plan.get(&id("zone")).unwrap();
+    assert!(
+        zone.action == ActionKind::Adopt && zone.update_after_adopt,
+        "{zone:?}"
+    );
+    lab.apply(&desired).await;
+    assert_eq!(lab.fake.count(ENV, "zone"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_off_by_a_timeout_keeps_its_token() {
+    // No definite answer (throttled until the retries ran out): the create may have gone
+    // through, so the next run sends the same token.
+    let lab = Lab::new(FakeConfig {
+        honor_tokens: true,
+        throttle_once: vec!["create".into(); 6],
+        ..Default::default()
+    });
+    let mut desired = Desired::default();
+    desired.insert("vpc", vpc_spec());
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab.run(&plan, &desired).await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    let intent = lab.load().resources[&id("vpc")].clone();
+    assert!(!intent.token_spent, "{intent:?}");
+    lab.apply(&desired).await;
+    assert_eq!(lab.load().resources[&id("vpc")].token, intent.token);
+}
+
+// ---------------------------------------------------------------------------------------
+// Orphans
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_deletes_stray_resources_tagged_for_the_env() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    // Left by some earlier run that neither the state nor the config knows: a security
+    // group and an instance in it.
+    let (vpc, subnet) = (cloud_id(&lab, "vpc"), cloud_id(&lab, "subnet-a"));
+    let sg = lab.fake.inject(
+        ENV,
+        "sg-old",
+        security_group("old", vec![]),
+        vec![(vpc, true)],
+    );
+    let node = lab.fake.inject(
+        ENV,
+        "node-9",
+        instance("server", "subnet-a", "sg-old", "ami-0old"),
+        vec![(subnet, true), (sg.clone(), true)],
+    );
+    let plan = lab.plan(&desired, false).await;
+    let expect: BTreeMap<String, ActionKind> = [
+        ("sg-old".to_string(), ActionKind::Delete),
+        ("node-9".to_string(), ActionKind::Delete),
+    ]
+    .into();
+    assert_eq!(changes(&plan), expect);
+    assert!(plan.get(&id("node-9")).unwrap().orphan);
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let mut ops = mutating_ops(&lab.fake);
+    ops.sort();
+    assert_eq!(
+        ops,
+        vec![("delete".to_string(), node), ("delete".to_string(), sg)]
+    );
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_owned_finds_what_the_aws_adapter_finds() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(1);
+    lab.apply(&desired).await;
+    async fn listed(lab: &Lab) -> BTreeSet<String> {
+        lab.fake
+            .list_owned(ENV)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id.to_string())
+            .collect()
+    }
+    let all = listed(&lab).await;
+    // Records cannot be tagged: the one in the private zone of the env is found through
+    // its zone, the one in the existing (public) zone only by `find`.
+    assert!(all.contains("registry-dns"), "{all:?}");
+    assert!(!all.contains("dns"), "{all:?}");
+    let want: BTreeSet<String> = desired
+        .resources
+        .keys()
+        .map(|k| k.to_string())
+        .filter(|k| k != "dns")
+        .collect();
+    assert_eq!(all, want);
+    // Untagged zone (its tag call never happened): neither it nor its records.
+    lab.fake.tamper(ENV, "zone", |o| o.tagged = false);
+    let now = listed(&lab).await;
+    assert!(
+        !now.contains("zone") && !now.contains("registry-dns"),
+        "{now:?}"
+    );
+    lab.fake.tamper(ENV, "zone", |o| o.tagged = true);
+    // Listeners are listed under the env's load balancer only.
+    lab.fake.tamper(ENV, "nlb", |o| o.env = "other".into());
+    let now = listed(&lab).await;
+    assert!(
+        !now.contains("nlb") && !now.contains("listener-80"),
+        "{now:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1358,10 +1780,8 @@ async fn destroy_without_state_deletes_what_the_tags_name_by_kind_rank() {
     let plan = lab.plan(&desired, true).await;
     assert_eq!(plan.count(ActionKind::Delete), desired.resources.len());
     assert!(plan.actions.iter().all(|a| a.orphan));
-    // Security groups refer to each other and share a rank; like the AWS adapter, wait
-    // out "in use" for a while instead of failing at once.
-    lab.fake
-        .set_config(|c| c.in_use_wait = Duration::from_secs(2));
+    // Security groups refer to each other and share a rank: the engine waits out
+    // "in use" until the other one is gone.
     let timeline = Arc::new(Timeline::default());
     let outcome = lab
         .run_with(&plan, &Desired::default(), &settings(4), timeline.clone())
@@ -1656,6 +2076,87 @@ async fn plan_records_what_it_was_made_from() {
     let destroy = lab.plan(&desired, true).await;
     assert_eq!(destroy.desired_digest, Desired::default().digest());
     assert!(destroy.destroy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_does_not_fit_is_refused_before_any_change() {
+    let lab = Lab::new(FakeConfig::default());
+    let two = blueprint(2);
+    lab.apply(&two).await;
+    let three = blueprint(3);
+    let plan = lab.plan(&three, false).await;
+    let serial = lab.load().serial;
+    type Edit = fn(&mut Plan);
+    let cases: Vec<(&str, &Desired, Edit, &str)> = vec![
+        // Made for three nodes, run with a config of two: a create with no spec.
+        (
+            "create with no spec",
+            &two,
+            |_| {},
+            "`node-3` is neither in the config",
+        ),
+        (
+            "update of what does not exist",
+            &three,
+            |p| {
+                let a = p
+                    .actions
+                    .iter_mut()
+                    .find(|a| a.id.as_str() == "node-3")
+                    .unwrap();
+                a.action = ActionKind::Update;
+            },
+            "`node-3`: update names no live resource",
+        ),
+        (
+            "delete of what the config wants",
+            &three,
+            |p| {
+                let a = p
+                    .actions
+                    .iter_mut()
+                    .find(|a| a.id.as_str() == "vpc")
+                    .unwrap();
+                a.action = ActionKind::Delete;
+            },
+            "the config still asks for it",
+        ),
+        (
+            "another environment",
+            &three,
+            |p| p.env = "prod".into(),
+            "it is for env `prod`",
+        ),
+    ];
+    for (case, desired, edit, want) in cases {
+        let mut edited = plan.clone();
+        edit(&mut edited);
+        lab.fake.clear_calls();
+        let mut state = lab.load();
+        let result = execute(
+            lab.cloud(),
+            &edited,
+            desired,
+            &mut state,
+            &lab.paths,
+            &settings(4),
+            Arc::new(Recording::default()),
+            &Cancel::new(),
+        )
+        .await;
+        match result {
+            Err(ExecError::InvalidPlan(e)) => assert!(e.to_string().contains(want), "{case}: {e}"),
+            other => panic!("{case}: expected an invalid plan, got {other:?}"),
+        }
+        assert!(
+            lab.fake.mutating_calls().is_empty(),
+            "{case}: no cloud change"
+        );
+        assert_eq!(lab.load().serial, serial, "{case}: no state change");
+    }
+    let outcome = lab.run(&plan, &three).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    lab.assert_converged(&three).await;
 }
 
 #[test]

@@ -37,6 +37,12 @@ pub struct Entry {
     pub cloud_id: String,
     /// Idempotency token of the create call (EC2 ClientToken, Route53 CallerReference).
     pub token: String,
+    /// The create sent with `token` came back with a definite failure (an instance that
+    /// died while starting, a refused call). The next run still looks for what the token
+    /// made, but a new create gets a new token: the cloud would answer the old one with
+    /// the same failed resource.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub token_spent: bool,
     /// The spec the resource was last created or updated to.
     pub spec: Spec,
     #[serde(default)]

@@ -6,7 +6,6 @@
 //! damaged file (and names the backup) instead of starting from scratch.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use super::{Paths, State, StateError, FORMAT_VERSION};
@@ -88,6 +87,26 @@ pub fn write_atomic(
     bytes: &[u8],
     mode: u32,
 ) -> std::io::Result<()> {
+    let old = match backup {
+        Some(backup) if path.exists() => Some((backup, fs::read(path)?)),
+        _ => None,
+    };
+    write_atomic_with(
+        path,
+        old.as_ref().map(|(b, bytes)| (*b, bytes.as_slice())),
+        bytes,
+        mode,
+    )
+}
+
+/// Write `bytes` to `path` atomically with `mode`; with `backup = Some((file, old))`, first
+/// replace `file` atomically with `old` (the current content, already checked by the caller).
+fn write_atomic_with(
+    path: &Path,
+    backup: Option<(&Path, &[u8])>,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -98,23 +117,81 @@ pub fn write_atomic(
         .suffix(".tmp")
         .tempfile_in(dir)?;
     set_mode(tmp.path(), mode)?;
-    tmp.write_all(bytes)?;
+    failpoint::write(tmp.as_file_mut(), bytes, failpoint::Point::WriteTemp)?;
+    failpoint::check(failpoint::Point::SyncTemp)?;
     tmp.as_file().sync_all()?;
-    if let Some(backup) = backup {
-        if path.exists() {
-            // Copy (not rename) so the state file never disappears, even for a moment.
-            let mut b = tempfile::Builder::new()
-                .prefix(".provision-")
-                .suffix(".bak")
-                .tempfile_in(dir)?;
-            set_mode(b.path(), mode)?;
-            b.write_all(&fs::read(path)?)?;
-            b.as_file().sync_all()?;
-            b.persist(backup).map_err(|e| e.error)?;
+    if let Some((backup, old)) = backup {
+        // Copy (not rename) so the state file never disappears, even for a moment.
+        let mut b = tempfile::Builder::new()
+            .prefix(".provision-")
+            .suffix(".bak")
+            .tempfile_in(dir)?;
+        set_mode(b.path(), mode)?;
+        failpoint::write(b.as_file_mut(), old, failpoint::Point::WriteBackup)?;
+        failpoint::check(failpoint::Point::SyncBackup)?;
+        b.as_file().sync_all()?;
+        failpoint::check(failpoint::Point::RenameBackup)?;
+        b.persist(backup).map_err(|e| e.error)?;
+    }
+    failpoint::check(failpoint::Point::Rename)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    failpoint::check(failpoint::Point::SyncDir)?;
+    sync_dir(dir)
+}
+
+/// Test-only fault injection inside [`write_atomic`]: make one step fail as if the disk
+/// filled up or the process died there. Compiled to nothing outside tests.
+mod failpoint {
+    use std::io::Write;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Point {
+        /// Half the temp file is written, then the write fails.
+        WriteTemp,
+        SyncTemp,
+        /// Half the backup copy is written, then the write fails.
+        WriteBackup,
+        SyncBackup,
+        RenameBackup,
+        Rename,
+        SyncDir,
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        pub static FAIL_AT: std::cell::Cell<Option<Point>> = const { std::cell::Cell::new(None) };
+    }
+
+    fn armed(_point: Point) -> bool {
+        #[cfg(test)]
+        {
+            FAIL_AT.with(|f| f.get() == Some(_point))
+        }
+        #[cfg(not(test))]
+        {
+            false
         }
     }
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+
+    fn injected(point: Point) -> std::io::Error {
+        std::io::Error::other(format!("injected failure at {point:?}"))
+    }
+
+    pub fn check(point: Point) -> std::io::Result<()> {
+        if armed(point) {
+            return Err(injected(point));
+        }
+        Ok(())
+    }
+
+    /// `write_all`, or half of it and an error when `point` is armed.
+    pub fn write(file: &mut std::fs::File, bytes: &[u8], point: Point) -> std::io::Result<()> {
+        if armed(point) {
+            file.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(injected(point));
+        }
+        file.write_all(bytes)
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -127,23 +204,54 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Bump the serial and save the state (mode 0600), keeping the previous file as `.backup`.
+///
+/// The file on disk is checked first: one that does not parse (damaged, hand-edited) is
+/// never overwritten and never copied over a good `.backup`; one of another lineage or
+/// environment is never clobbered. On failure the in-memory serial is left as it was.
 pub fn save(paths: &Paths, state: &mut State) -> Result<(), StateError> {
-    // Refuse to clobber a file that someone replaced with another lineage under our lock.
-    if let Ok(bytes) = fs::read(&paths.state) {
-        if let Ok(on_disk) = parse(&bytes) {
-            if on_disk.lineage != state.lineage {
-                return Err(StateError::Lineage {
-                    path: paths.state.clone(),
-                    found: on_disk.lineage,
-                    expected: state.lineage.clone(),
-                });
-            }
+    let on_disk = match fs::read(&paths.state) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(StateError::Read {
+                path: paths.state.clone(),
+                source,
+            })
+        }
+    };
+    if let Some(bytes) = &on_disk {
+        let current = parse(bytes).map_err(|reason| StateError::Corrupt {
+            path: paths.state.clone(),
+            reason,
+            backup: paths.backup.clone(),
+            backup_note: if paths.backup.exists() {
+                String::new()
+            } else {
+                " (which does not exist)".to_string()
+            },
+        })?;
+        // Refuse to clobber a file that someone replaced under our lock.
+        if current.lineage != state.lineage {
+            return Err(StateError::Lineage {
+                path: paths.state.clone(),
+                found: current.lineage,
+                expected: state.lineage.clone(),
+            });
+        }
+        if current.env != state.env {
+            return Err(StateError::WrongEnv {
+                path: paths.state.clone(),
+                found: current.env,
+                expected: state.env.clone(),
+            });
         }
     }
     state.serial += 1;
     let mut text = serde_json::to_vec_pretty(state).expect("state serializes");
     text.push(b'\n');
-    write_atomic(&paths.state, Some(&paths.backup), &text, 0o600).map_err(|source| {
+    let backup = on_disk.as_deref().map(|old| (paths.backup.as_path(), old));
+    write_atomic_with(&paths.state, backup, &text, 0o600).map_err(|source| {
+        state.serial -= 1;
         StateError::Write {
             path: paths.state.clone(),
             source,
@@ -166,6 +274,7 @@ mod tests {
                 status: Status::Created,
                 cloud_id: "vpc-1".into(),
                 token: "t".into(),
+                token_spent: false,
                 spec: Spec::Vpc(VpcSpec {
                     cidr: "10.0.0.0/16".into(),
                 }),
@@ -197,22 +306,105 @@ mod tests {
         assert_eq!(mode, 0o600);
     }
 
+    /// Leftover temp files of a failed save.
+    fn temp_files(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".provision-"))
+            .collect()
+    }
+
     #[test]
-    fn crash_before_rename_leaves_old_file_intact() {
+    fn a_save_failing_at_any_point_leaves_the_file_and_the_backup_intact() {
+        use failpoint::Point;
+        for point in [
+            Point::WriteTemp,
+            Point::SyncTemp,
+            Point::WriteBackup,
+            Point::SyncBackup,
+            Point::RenameBackup,
+            Point::Rename,
+            Point::SyncDir,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = Paths::new(dir.path(), "lab");
+            let mut s = sample("lab");
+            save(&paths, &mut s).unwrap();
+            save(&paths, &mut s).unwrap();
+            let (old_state, old_backup) = (
+                fs::read(&paths.state).unwrap(),
+                fs::read(&paths.backup).unwrap(),
+            );
+            let old_serial = s.serial;
+            s.resources
+                .get_mut(&LogicalId::new("vpc"))
+                .unwrap()
+                .cloud_id = "vpc-2".into();
+
+            failpoint::FAIL_AT.with(|f| f.set(Some(point)));
+            let result = save(&paths, &mut s);
+            failpoint::FAIL_AT.with(|f| f.set(None));
+
+            let err = result.expect_err("the injected failure reaches the caller");
+            assert!(
+                err.to_string().contains(&format!("{point:?}")),
+                "{point:?}: {err}"
+            );
+            assert_eq!(s.serial, old_serial, "{point:?}: serial not bumped");
+            let state_now = fs::read(&paths.state).unwrap();
+            let backup_now = fs::read(&paths.backup).unwrap();
+            if point == Point::SyncDir {
+                // The rename happened: the new file is complete; the backup is the old file.
+                assert_eq!(
+                    parse(&state_now).unwrap().resources[&LogicalId::new("vpc")].cloud_id,
+                    "vpc-2"
+                );
+                assert_eq!(backup_now, old_state, "{point:?}");
+            } else {
+                assert_eq!(state_now, old_state, "{point:?}: state file untouched");
+                // The backup is the previous backup or a full copy of the current file.
+                assert!(
+                    backup_now == old_backup || backup_now == old_state,
+                    "{point:?}: backup damaged"
+                );
+                assert_eq!(load(&paths, "lab").unwrap().unwrap().serial, old_serial);
+            }
+            parse(&backup_now).expect("the backup parses");
+            assert!(
+                temp_files(dir.path()).is_empty(),
+                "{point:?}: {:?}",
+                temp_files(dir.path())
+            );
+            // The next save works and keeps going from there.
+            save(&paths, &mut s).unwrap();
+            assert_eq!(load(&paths, "lab").unwrap().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn save_never_overwrites_a_damaged_file_nor_its_backup() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path(), "lab");
         let mut s = sample("lab");
         save(&paths, &mut s).unwrap();
-        let before = fs::read(&paths.state).unwrap();
-        // Simulate a crash mid-write: a half-written temp file exists, rename never happened.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".provision-")
-            .tempfile_in(dir.path())
-            .unwrap();
-        tmp.write_all(&before[..before.len() / 2]).unwrap();
-        let _kept = tmp.keep().unwrap();
-        assert_eq!(fs::read(&paths.state).unwrap(), before);
-        assert_eq!(load(&paths, "lab").unwrap().unwrap(), s);
+        save(&paths, &mut s).unwrap();
+        let good_backup = fs::read(&paths.backup).unwrap();
+        let full = fs::read(&paths.state).unwrap();
+        for damaged in [
+            full[..full.len() / 2].to_vec(),
+            b"".to_vec(),
+            b"{\"hand\": \"edited\"}".to_vec(),
+        ] {
+            fs::write(&paths.state, &damaged).unwrap();
+            let serial = s.serial;
+            let err = save(&paths, &mut s).unwrap_err();
+            assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("lab.json.backup"), "{err}");
+            assert_eq!(fs::read(&paths.state).unwrap(), damaged, "not overwritten");
+            assert_eq!(fs::read(&paths.backup).unwrap(), good_backup, "backup kept");
+            assert_eq!(s.serial, serial);
+        }
     }
 
     #[test]
