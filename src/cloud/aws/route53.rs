@@ -83,10 +83,14 @@ pub async fn update(
     current: &Observed,
 ) -> Result<Observed, CloudError> {
     match spec {
-        // Nothing of a hosted zone is updatable: report it as it is.
-        Spec::HostedZone(s) => read_zone(cloud, ctx, s, &current.cloud_id)
-            .await?
-            .ok_or_else(|| super::common::gone(Kind::HostedZone, &current.cloud_id)),
+        // Only its tags can be repaired (a run that stopped between CreateHostedZone and
+        // the tagging call); the rest of a zone is fixed at creation.
+        Spec::HostedZone(s) => {
+            tag_zone(cloud, ctx, &current.cloud_id).await?;
+            read_zone(cloud, ctx, s, &current.cloud_id)
+                .await?
+                .ok_or_else(|| super::common::gone(Kind::HostedZone, &current.cloud_id))
+        }
         // The batch deletes the record of the old type, if the type changes.
         Spec::DnsRecord(s) => write_record(cloud, ctx, s).await,
         other => Err(wrong_kind("Route53", other.kind())),
@@ -196,17 +200,33 @@ async fn find_zone(
         .map(|z| bare_zone_id(z.id()).to_string())
         .collect();
     let tags = zone_tags(cloud, &candidates).await?;
-    let ours: Vec<&String> = candidates
-        .iter()
-        .filter(|id| {
-            let pairs = tags.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
-            ownership(
-                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                ctx.env,
-                ctx.id.as_str(),
-            ) == Ownership::Ours
-        })
-        .collect();
+    let our_vpc = ctx.resolved.cloud_id(&spec.vpc).ok();
+    let mut ours: Vec<&String> = Vec::new();
+    for id in &candidates {
+        let pairs = tags.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        match ownership(
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ctx.env,
+            ctx.id.as_str(),
+        ) {
+            Ownership::Ours => ours.push(id),
+            // Created by a run that stopped before tagging it (and whose token is lost):
+            // an untagged private zone of this name on this env's own VPC.
+            Ownership::Untagged if our_vpc.is_some() => {
+                let out = cloud
+                    .route53
+                    .get_hosted_zone()
+                    .id(id.as_str())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("GetHostedZone", e))?;
+                if out.vpcs().iter().any(|v| v.vpc_id() == our_vpc) {
+                    ours.push(id);
+                }
+            }
+            _ => {}
+        }
+    }
     match ours.as_slice() {
         [] => Ok(None),
         [id] => read_zone(cloud, ctx, spec, id).await,
@@ -267,19 +287,7 @@ async fn create_zone(
         }
         Err(e) => return Err(sdk_error("CreateHostedZone", e)),
     };
-    let tags: Vec<Tag> = tags_for(ctx.env, ctx.id)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    cloud
-        .route53
-        .change_tags_for_resource()
-        .resource_type(TagResourceType::Hostedzone)
-        .resource_id(&id)
-        .set_add_tags(Some(tags))
-        .send()
-        .await
-        .map_err(|e| sdk_error("ChangeTagsForResource", e))?;
+    tag_zone(cloud, ctx, &id).await?;
     if let Some(change) = change {
         wait_insync(
             cloud,
@@ -292,6 +300,24 @@ async fn create_zone(
     read_zone(cloud, ctx, spec, &id)
         .await?
         .ok_or_else(|| super::common::gone(Kind::HostedZone, &id))
+}
+
+/// Route53 tags a zone in a call of its own, after CreateHostedZone.
+async fn tag_zone(cloud: &AwsCloud, ctx: &OpContext<'_>, id: &str) -> Result<(), CloudError> {
+    let tags: Vec<Tag> = tags_for(ctx.env, ctx.id)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    cloud
+        .route53
+        .change_tags_for_resource()
+        .resource_type(TagResourceType::Hostedzone)
+        .resource_id(id)
+        .set_add_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| sdk_error("ChangeTagsForResource", e))?;
+    Ok(())
 }
 
 async fn read_zone(
@@ -323,6 +349,20 @@ async fn read_zone(
         if !out.vpcs().iter().any(|v| v.vpc_id() == Some(vpc)) {
             drift.push(format!("zone is not associated with VPC {vpc}"));
         }
+    }
+    let zone_id = bare_zone_id(zone.id()).to_string();
+    let tags = zone_tags(cloud, std::slice::from_ref(&zone_id)).await?;
+    let pairs = tags.get(&zone_id).map(Vec::as_slice).unwrap_or_default();
+    if ownership(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ctx.env,
+        ctx.id.as_str(),
+    ) != Ownership::Ours
+    {
+        drift.push(format!(
+            "zone is not tagged {TAG_ENV}={}, {TAG_ID}={}",
+            ctx.env, ctx.id
+        ));
     }
     Ok(Some(Observed {
         cloud_id: bare_zone_id(zone.id()).to_string(),

@@ -69,10 +69,14 @@ pub async fn find(
     let lookup = Lookup::Filters(owner_filters(ctx.env, ctx.id));
     let kind = spec.kind();
     let found = match spec {
-        Spec::Vpc(s) => pick(kind, ctx, describe_vpcs(cloud, &lookup).await?, |v| {
+        // With its DNS attributes: a VPC whose create stopped before they were set is
+        // found half-made (drift), never adopted as done.
+        Spec::Vpc(s) => match pick(kind, ctx, describe_vpcs(cloud, &lookup).await?, |v| {
             v.vpc_id()
-        })?
-        .map(|v| observe_vpc_base(s, &v)),
+        })? {
+            Some(v) => Some(observe_vpc(cloud, s, &v).await?),
+            None => None,
+        },
         Spec::InternetGateway(s) => {
             let igws = describe_igws(cloud, &lookup).await?;
             pick(kind, ctx, igws, |g| g.internet_gateway_id())?
@@ -257,6 +261,7 @@ pub async fn delete(
         }
         Kind::RouteTable => delete_route_table(cloud, id, &what).await,
         Kind::SecurityGroup => {
+            revoke_group_references(cloud, id).await?;
             retry_in_use(&what, limit, poll, move || async move {
                 gone_is_ok(
                     ec2.delete_security_group()

@@ -362,14 +362,103 @@ pub(super) async fn converge_group_rules(
             revoke_rules(cloud, group_id, direction, perms).await?;
         }
         if !missing.is_empty() {
-            let perms: Vec<IpPermission> = missing
-                .iter()
-                .map(|(k, d)| to_permission(k, Some(d)))
-                .collect();
-            authorize_rules(cloud, group_id, direction, perms).await?;
+            authorize_missing(cloud, group_id, direction, want, missing).await?;
         }
     }
     Ok(())
+}
+
+/// Authorize `missing`. EC2 refuses a whole batch with `InvalidPermission.Duplicate` when
+/// one of its rules exists already (a retried call that went through, someone else's
+/// change): then read the group again and authorize what is still missing; as a last
+/// resort one rule per call, where a duplicate means that rule is there.
+async fn authorize_missing(
+    cloud: &AwsCloud,
+    group_id: &str,
+    direction: Direction,
+    want: &BTreeMap<RuleKey, String>,
+    mut missing: Vec<(RuleKey, String)>,
+) -> Result<(), CloudError> {
+    for _ in 0..3 {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let perms: Vec<IpPermission> = missing
+            .iter()
+            .map(|(k, d)| to_permission(k, Some(d)))
+            .collect();
+        match authorize_rules(cloud, group_id, direction, perms).await {
+            Err(e) if is_duplicate(&e) => {
+                let group = describe_groups(cloud, &Lookup::Id(group_id.to_string()))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| vanished(Kind::SecurityGroup, group_id))?;
+                let have = GroupRules::of(&group);
+                let have = match direction {
+                    Direction::Ingress => &have.ingress,
+                    Direction::Egress => &have.egress,
+                };
+                missing = diff_rules(want, have).0;
+            }
+            other => return other,
+        }
+    }
+    for (key, description) in missing {
+        match authorize_rules(
+            cloud,
+            group_id,
+            direction,
+            vec![to_permission(&key, Some(&description))],
+        )
+        .await
+        {
+            Err(e) if is_duplicate(&e) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Rules of `group` that name another security group: what makes two groups that point at
+/// each other undeletable (each is "in use" by the other's rule).
+pub(super) fn references_to_others(group_id: &str, rules: &BTreeSet<RuleKey>) -> Vec<RuleKey> {
+    rules
+        .iter()
+        .filter(|k| matches!(&k.peer, RulePeer::Group(g) if g != group_id))
+        .cloned()
+        .collect()
+}
+
+/// Before deleting a group: revoke its rules that name other groups, so that groups
+/// referring to each other can go at any parallelism, even without a state file to order
+/// them. Already gone is fine.
+pub(super) async fn revoke_group_references(
+    cloud: &AwsCloud,
+    group_id: &str,
+) -> Result<(), CloudError> {
+    let Some(group) =
+        gone_is_none(describe_groups(cloud, &Lookup::Id(group_id.to_string())).await)?
+            .and_then(first)
+    else {
+        return Ok(());
+    };
+    let have = GroupRules::of(&group);
+    for (direction, rules) in [
+        (Direction::Ingress, &have.ingress),
+        (Direction::Egress, &have.egress),
+    ] {
+        let refs = references_to_others(group_id, rules);
+        if !refs.is_empty() {
+            let perms = refs.iter().map(|k| to_permission(k, None)).collect();
+            gone_is_ok(revoke_rules(cloud, group_id, direction, perms).await)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_duplicate(e: &CloudError) -> bool {
+    error_code(e) == Some("InvalidPermission.Duplicate")
 }
 
 pub(super) async fn revoke_rules(
@@ -439,10 +528,9 @@ pub(super) async fn authorize_rules(
         }
     })
     .await;
-    match result {
-        Err(e) if error_code(&e) == Some("InvalidPermission.Duplicate") => Ok(()),
-        other => other,
-    }
+    // `InvalidPermission.Duplicate` is passed on: the batch was refused whole, so the
+    // caller must find out what is still missing (see `authorize_missing`).
+    result
 }
 
 #[cfg(test)]
@@ -472,6 +560,23 @@ mod tests {
             ports,
             peer,
         }
+    }
+
+    #[test]
+    fn only_rules_naming_other_groups_are_cross_references() {
+        let rules = BTreeSet::from([
+            key("tcp", Some((22, 22)), RulePeer::Group("sg-other".into())),
+            key("tcp", Some((443, 443)), RulePeer::Group("sg-self".into())),
+            key("tcp", Some((80, 80)), RulePeer::Cidr("10.0.0.0/16".into())),
+        ]);
+        assert_eq!(
+            references_to_others("sg-self", &rules),
+            vec![key(
+                "tcp",
+                Some((22, 22)),
+                RulePeer::Group("sg-other".into())
+            )]
+        );
     }
 
     #[test]
