@@ -1113,9 +1113,73 @@ impl Aws {
         }
     }
 
+    /// EBS volumes tagged for the env that are not deleted (root volumes included).
+    pub fn volumes(&self) -> Vec<aws_sdk_ec2::types::Volume> {
+        let out = self
+            .block(
+                self.ec2
+                    .describe_volumes()
+                    .filters(Self::env_filter())
+                    .send(),
+            )
+            .unwrap();
+        out.volumes()
+            .iter()
+            .filter(|v| {
+                !matches!(
+                    v.state(),
+                    Some(
+                        aws_sdk_ec2::types::VolumeState::Deleted
+                            | aws_sdk_ec2::types::VolumeState::Deleting
+                    )
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The env's own volume with logical id `id` (not a root volume).
+    pub fn volume_tagged(&self, id: &str) -> Vec<aws_sdk_ec2::types::Volume> {
+        self.volumes()
+            .into_iter()
+            .filter(|v| {
+                v.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("provision:id") && t.value() == Some(id))
+                    && v.tags().iter().any(|t| t.key() == Some("provision:kind"))
+            })
+            .collect()
+    }
+
+    /// Secrets tagged for the env that are not scheduled for deletion: (name, arn).
+    pub fn env_secrets(&self) -> Vec<(String, String)> {
+        let out = self.block(self.secrets.list_secrets().send()).unwrap();
+        out.secret_list()
+            .iter()
+            .filter(|s| s.deleted_date().is_none())
+            .filter(|s| {
+                s.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("provision:env") && t.value() == Some(ENV))
+            })
+            .map(|s| {
+                (
+                    s.name().unwrap_or_default().to_string(),
+                    s.arn().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// Everything still tagged with (or named for) the env, as readable lines.
     pub fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
+        for v in self.volumes() {
+            left.push(format!("volume {}", v.volume_id().unwrap_or_default()));
+        }
+        for (name, _) in self.env_secrets() {
+            left.push(format!("secret {name}"));
+        }
         for i in self.instances() {
             left.push(format!("instance {}", i.instance_id().unwrap_or_default()));
         }

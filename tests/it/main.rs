@@ -8,6 +8,7 @@ mod crash;
 mod destroy;
 mod drift;
 mod faults;
+mod fidelity;
 mod harness;
 mod interrupt;
 mod k3s;

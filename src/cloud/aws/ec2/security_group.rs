@@ -478,7 +478,8 @@ pub(super) async fn revoke_rules(
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| sdk_error("RevokeSecurityGroupIngress", e)),
+                .map_err(|e| sdk_error("RevokeSecurityGroupIngress", e))
+                .or_else(already_revoked),
             Direction::Egress => cloud
                 .ec2
                 .revoke_security_group_egress()
@@ -487,14 +488,22 @@ pub(super) async fn revoke_rules(
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| sdk_error("RevokeSecurityGroupEgress", e)),
+                .map_err(|e| sdk_error("RevokeSecurityGroupEgress", e))
+                .or_else(already_revoked),
         }
     })
     .await;
-    match result {
-        // Already revoked by someone else: the goal is reached.
-        Err(e) if error_code(&e) == Some("InvalidPermission.NotFound") => Ok(()),
-        other => other,
+    result
+}
+
+/// A rule someone else revoked already: the goal is reached. (Decided inside the call, so
+/// that `settle`, which waits out "not found" of a group created a moment ago, does not
+/// wait on it.)
+fn already_revoked(e: CloudError) -> Result<(), CloudError> {
+    if error_code(&e) == Some("InvalidPermission.NotFound") {
+        Ok(())
+    } else {
+        Err(e)
     }
 }
 
