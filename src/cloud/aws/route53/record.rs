@@ -1,415 +1,10 @@
-//! Route53: the optional private hosted zone and the record that names the Rancher server.
-//!
-//! Hosted zones are created with the step's idempotency token as `CallerReference` and
-//! tagged; the cloud id is the zone id without `/hostedzone/`.
-//!
-//! Records cannot carry tags, so ownership is a TXT marker beside each record:
-//! `_provision-owner.<name>` = `"provision:env=<env>,provision:id=<id>"`, written and deleted
-//! in the same change batch as the record. A record of the same name that exists without our
-//! marker is never overwritten or deleted. The cloud id of a record is
-//! `<zone id>:<name>:<type>`.
-//!
-//! `list_owned` covers the private zones tagged for the environment and the marked records
-//! inside those zones. Records in zones the environment does not own (the usual existing
-//! public zone) are only found by `find`, through their marker, since scanning every zone of
-//! the account for markers would be slow and reach into zones the tool was never pointed at.
+//! Records: alias A / CNAME / A, each with its TXT ownership marker in the same change batch.
 
-use std::collections::BTreeMap;
-
-use aws_sdk_route53::types::{
-    AliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus, HostedZone, HostedZoneConfig,
-    ResourceRecord, ResourceRecordSet, RrType, Tag, TagResourceType, Vpc, VpcRegion,
-};
-use aws_smithy_types::error::operation::BuildError;
-
-use super::common::{
-    has_code, missing, owner_tags, ownership, poll_until, retry_in_use, wrong_kind, Ownership, Poll,
-};
-use super::{sdk_error, AwsCloud};
-use crate::cloud::{CloudError, OpContext, Owned};
-use crate::model::{
-    tags_for, Attrs, DnsRecordSpec, HostedZoneSpec, Kind, LogicalId, Observed, RecordTarget,
-    Resolved, Spec, ZoneRef, TAG_ENV, TAG_ID,
-};
-
-const NO_ZONE: &[&str] = &["NoSuchHostedZone"];
-const MARKER_PREFIX: &str = crate::names::OWNER_MARKER_PREFIX;
-/// ListTagsForResources takes at most 10 zone ids.
-const TAGS_BATCH: usize = 10;
-/// Record types a name can point with; a CNAME excludes the others.
-const ADDRESS_TYPES: &[&str] = &["A", "AAAA", "CNAME"];
-
-pub async fn find(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &Spec,
-) -> Result<Option<Observed>, CloudError> {
-    match spec {
-        Spec::HostedZone(s) => find_zone(cloud, ctx, s).await,
-        Spec::DnsRecord(s) => find_record(cloud, ctx, s).await,
-        other => Err(wrong_kind("Route53", other.kind())),
-    }
-}
-
-pub async fn read(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &Spec,
-    cloud_id: &str,
-) -> Result<Option<Observed>, CloudError> {
-    match spec {
-        Spec::HostedZone(s) => read_zone(cloud, ctx, s, cloud_id).await,
-        Spec::DnsRecord(s) => read_record(cloud, ctx, s, cloud_id).await,
-        other => Err(wrong_kind("Route53", other.kind())),
-    }
-}
-
-pub async fn create(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &Spec,
-) -> Result<Observed, CloudError> {
-    match spec {
-        Spec::HostedZone(s) => create_zone(cloud, ctx, s).await,
-        Spec::DnsRecord(s) => write_record(cloud, ctx, s).await,
-        other => Err(wrong_kind("Route53", other.kind())),
-    }
-}
-
-pub async fn update(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &Spec,
-    current: &Observed,
-) -> Result<Observed, CloudError> {
-    match spec {
-        // Only its tags can be repaired (a run that stopped between CreateHostedZone and
-        // the tagging call); the rest of a zone is fixed at creation.
-        Spec::HostedZone(s) => {
-            tag_zone(cloud, ctx, &current.cloud_id).await?;
-            read_zone(cloud, ctx, s, &current.cloud_id)
-                .await?
-                .ok_or_else(|| super::common::gone(Kind::HostedZone, &current.cloud_id))
-        }
-        // The batch deletes the record of the old type, if the type changes.
-        Spec::DnsRecord(s) => write_record(cloud, ctx, s).await,
-        other => Err(wrong_kind("Route53", other.kind())),
-    }
-}
-
-pub async fn delete(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    kind: Kind,
-    current: &Observed,
-) -> Result<(), CloudError> {
-    match kind {
-        Kind::HostedZone => delete_zone(cloud, ctx, &current.cloud_id).await,
-        Kind::DnsRecord => delete_record(cloud, ctx, &current.cloud_id).await,
-        other => Err(wrong_kind("Route53", other)),
-    }
-}
-
-/// Private zones tagged `provision:env=<env>`, and the records marked for `env` inside them.
-pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
-    let zones: Vec<HostedZone> = all_zones(cloud)
-        .await?
-        .into_iter()
-        .filter(|z| z.config().is_some_and(|c| c.private_zone()))
-        .collect();
-    let ids: Vec<String> = zones
-        .iter()
-        .map(|z| bare_zone_id(z.id()).to_string())
-        .collect();
-    let tags = zone_tags(cloud, &ids).await?;
-    let mut owned = Vec::new();
-    for zone in &zones {
-        let id = bare_zone_id(zone.id());
-        let pairs = tags.get(id).map(Vec::as_slice).unwrap_or_default();
-        let (Some(tag_env), Some(logical)) =
-            owner_tags(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        else {
-            continue;
-        };
-        if tag_env != env {
-            continue;
-        }
-        owned.push(Owned {
-            kind: Kind::HostedZone,
-            id: LogicalId::from(logical),
-            cloud_id: id.to_string(),
-            attrs: Attrs::HostedZone {
-                name: normalize(zone.name()),
-            },
-        });
-        let records = all_records(cloud, id).await?;
-        for marker in records.iter().filter(|r| r.r#type() == &RrType::Txt) {
-            let marker_name = normalize(marker.name());
-            let Some(name) = marker_name.strip_prefix(MARKER_PREFIX) else {
-                continue;
-            };
-            let Some((marker_env, logical)) = marker
-                .resource_records()
-                .iter()
-                .find_map(|r| parse_marker(r.value()))
-            else {
-                continue;
-            };
-            if marker_env != env {
-                continue;
-            }
-            if let Some(record) = records
-                .iter()
-                .find(|r| normalize(r.name()) == name && is_address(r))
-            {
-                let record_type = record.r#type().as_str().to_string();
-                owned.push(Owned {
-                    kind: Kind::DnsRecord,
-                    id: LogicalId::from(logical.as_str()),
-                    cloud_id: record_cloud_id(id, name, &record_type),
-                    attrs: Attrs::DnsRecord {
-                        zone_id: id.to_string(),
-                        fqdn: name.to_string(),
-                        record_type,
-                    },
-                });
-            }
-        }
-    }
-    Ok(owned)
-}
-
-// ---------------------------------------------------------------------------------------
-// Hosted zone
-
-async fn find_zone(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &HostedZoneSpec,
-) -> Result<Option<Observed>, CloudError> {
-    let zones = all_zones(cloud).await?;
-    if let Some(zone) = zones.iter().find(|z| z.caller_reference() == ctx.token) {
-        return read_zone(cloud, ctx, spec, bare_zone_id(zone.id())).await;
-    }
-    let candidates: Vec<String> = zones
-        .iter()
-        .filter(|z| {
-            normalize(z.name()) == normalize(&spec.name)
-                && z.config().is_some_and(|c| c.private_zone())
-        })
-        .map(|z| bare_zone_id(z.id()).to_string())
-        .collect();
-    let tags = zone_tags(cloud, &candidates).await?;
-    let our_vpc = ctx.resolved.cloud_id(&spec.vpc).ok();
-    let mut ours: Vec<&String> = Vec::new();
-    for id in &candidates {
-        let pairs = tags.get(id.as_str()).map(Vec::as_slice).unwrap_or_default();
-        match ownership(
-            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ctx.env,
-            ctx.id.as_str(),
-        ) {
-            Ownership::Ours => ours.push(id),
-            // Created by a run that stopped before tagging it (and whose token is lost):
-            // an untagged private zone of this name on this env's own VPC.
-            Ownership::Untagged if our_vpc.is_some() => {
-                let out = cloud
-                    .route53
-                    .get_hosted_zone()
-                    .id(id.as_str())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("GetHostedZone", e))?;
-                if out.vpcs().iter().any(|v| v.vpc_id() == our_vpc) {
-                    ours.push(id);
-                }
-            }
-            _ => {}
-        }
-    }
-    match ours.as_slice() {
-        [] => Ok(None),
-        [id] => read_zone(cloud, ctx, spec, id).await,
-        many => Err(CloudError::Refused(format!(
-            "{} private zones named `{}` are tagged for env `{}` and id `{}` ({}); delete the extra ones",
-            many.len(),
-            spec.name,
-            ctx.env,
-            ctx.id,
-            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
-async fn create_zone(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &HostedZoneSpec,
-) -> Result<Observed, CloudError> {
-    let vpc = ctx.resolved.cloud_id(&spec.vpc)?;
-    let result = cloud
-        .route53
-        .create_hosted_zone()
-        .name(&spec.name)
-        .caller_reference(ctx.token)
-        .vpc(
-            Vpc::builder()
-                .vpc_region(VpcRegion::from(cloud.region.as_str()))
-                .vpc_id(vpc)
-                .build(),
-        )
-        .hosted_zone_config(
-            HostedZoneConfig::builder()
-                .comment(format!("provision env {}", ctx.env))
-                .private_zone(true)
-                .build(),
-        )
-        .send()
-        .await;
-    let (id, change) = match result {
-        Ok(out) => {
-            let zone = out
-                .hosted_zone()
-                .ok_or_else(|| missing("CreateHostedZone", "hosted zone"))?;
-            (
-                bare_zone_id(zone.id()).to_string(),
-                out.change_info().map(|c| c.id().to_string()),
-            )
-        }
-        // The same CallerReference: an earlier attempt of this step went through.
-        Err(e) if has_code(&e, &["HostedZoneAlreadyExists"]) => {
-            let zones = all_zones(cloud).await?;
-            let zone = zones
-                .iter()
-                .find(|z| z.caller_reference() == ctx.token)
-                .ok_or_else(|| sdk_error("CreateHostedZone", e))?;
-            (bare_zone_id(zone.id()).to_string(), None)
-        }
-        Err(e) => return Err(sdk_error("CreateHostedZone", e)),
-    };
-    tag_zone(cloud, ctx, &id).await?;
-    if let Some(change) = change {
-        wait_insync(
-            cloud,
-            ctx,
-            &change,
-            &format!("hosted zone {} ({id})", spec.name),
-        )
-        .await?;
-    }
-    read_zone(cloud, ctx, spec, &id)
-        .await?
-        .ok_or_else(|| super::common::gone(Kind::HostedZone, &id))
-}
-
-/// Route53 tags a zone in a call of its own, after CreateHostedZone.
-async fn tag_zone(cloud: &AwsCloud, ctx: &OpContext<'_>, id: &str) -> Result<(), CloudError> {
-    let tags: Vec<Tag> = tags_for(ctx.env, ctx.id)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    cloud
-        .route53
-        .change_tags_for_resource()
-        .resource_type(TagResourceType::Hostedzone)
-        .resource_id(id)
-        .set_add_tags(Some(tags))
-        .send()
-        .await
-        .map_err(|e| sdk_error("ChangeTagsForResource", e))?;
-    Ok(())
-}
-
-async fn read_zone(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &HostedZoneSpec,
-    id: &str,
-) -> Result<Option<Observed>, CloudError> {
-    let out = match cloud.route53.get_hosted_zone().id(id).send().await {
-        Ok(out) => out,
-        Err(e) if has_code(&e, NO_ZONE) => return Ok(None),
-        Err(e) => return Err(sdk_error("GetHostedZone", e)),
-    };
-    let zone = out
-        .hosted_zone()
-        .ok_or_else(|| missing("GetHostedZone", "hosted zone"))?;
-    let mut drift = Vec::new();
-    let name = normalize(zone.name());
-    if name != normalize(&spec.name) {
-        drift.push(format!(
-            "zone name is {name}, want {}",
-            normalize(&spec.name)
-        ));
-    }
-    if !zone.config().is_some_and(|c| c.private_zone()) {
-        drift.push("zone is public, want private".to_string());
-    }
-    if let Ok(vpc) = ctx.resolved.cloud_id(&spec.vpc) {
-        if !out.vpcs().iter().any(|v| v.vpc_id() == Some(vpc)) {
-            drift.push(format!("zone is not associated with VPC {vpc}"));
-        }
-    }
-    let zone_id = bare_zone_id(zone.id()).to_string();
-    let tags = zone_tags(cloud, std::slice::from_ref(&zone_id)).await?;
-    let pairs = tags.get(&zone_id).map(Vec::as_slice).unwrap_or_default();
-    if ownership(
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        ctx.env,
-        ctx.id.as_str(),
-    ) != Ownership::Ours
-    {
-        drift.push(format!(
-            "zone is not tagged {TAG_ENV}={}, {TAG_ID}={}",
-            ctx.env, ctx.id
-        ));
-    }
-    Ok(Some(Observed {
-        cloud_id: bare_zone_id(zone.id()).to_string(),
-        attrs: Attrs::HostedZone { name },
-        drift,
-    }))
-}
-
-async fn delete_zone(cloud: &AwsCloud, ctx: &OpContext<'_>, id: &str) -> Result<(), CloudError> {
-    let result = retry_in_use(
-        cloud,
-        ctx.progress,
-        &format!("hosted zone {id}"),
-        || async move {
-            match cloud.route53.delete_hosted_zone().id(id).send().await {
-                Ok(_) => Ok(()),
-                Err(e) if has_code(&e, NO_ZONE) => Ok(()),
-                Err(e) => Err(sdk_error("DeleteHostedZone", e)),
-            }
-        },
-    )
-    .await;
-    match result {
-        // Name the records that keep the zone from being deleted.
-        Err(CloudError::Timeout { what, waited }) => {
-            let blocking: Vec<String> = all_records(cloud, id)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .filter(|r| !matches!(r.r#type(), RrType::Soa | RrType::Ns))
-                .map(|r| format!("{} {}", normalize(r.name()), r.r#type().as_str()))
-                .collect();
-            Err(CloudError::Timeout {
-                what: format!("{what}; records left in the zone: {}", blocking.join(", ")),
-                waited,
-            })
-        }
-        other => other,
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Records
+use super::*;
 
 /// A record's value, in a form both the spec and the live record can be put in and compared.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RecordValue {
+pub(super) struct RecordValue {
     record_type: String,
     /// `None` for alias records.
     ttl: Option<i64>,
@@ -419,7 +14,10 @@ struct RecordValue {
 }
 
 /// The record the spec asks for, from the resolved attributes of its target.
-fn wanted_record(spec: &DnsRecordSpec, resolved: &Resolved) -> Result<RecordValue, CloudError> {
+pub(super) fn wanted_record(
+    spec: &DnsRecordSpec,
+    resolved: &Resolved,
+) -> Result<RecordValue, CloudError> {
     let ttl = Some(i64::from(spec.ttl));
     let bad = |r: &LogicalId, what: &str| {
         CloudError::api(
@@ -462,7 +60,7 @@ fn wanted_record(spec: &DnsRecordSpec, resolved: &Resolved) -> Result<RecordValu
     }
 }
 
-fn live_record(set: &ResourceRecordSet) -> RecordValue {
+pub(super) fn live_record(set: &ResourceRecordSet) -> RecordValue {
     let record_type = set.r#type().as_str().to_string();
     let mut values: Vec<String> = set
         .resource_records()
@@ -494,7 +92,7 @@ fn live_record(set: &ResourceRecordSet) -> RecordValue {
 }
 
 /// One line per difference of the live record from the wanted one.
-fn record_drift(want: &RecordValue, have: &RecordValue) -> Vec<String> {
+pub(super) fn record_drift(want: &RecordValue, have: &RecordValue) -> Vec<String> {
     let mut out = Vec::new();
     if want.record_type != have.record_type {
         out.push(format!(
@@ -523,7 +121,10 @@ fn record_drift(want: &RecordValue, have: &RecordValue) -> Vec<String> {
     out
 }
 
-fn to_record_set(name: &str, value: &RecordValue) -> Result<ResourceRecordSet, CloudError> {
+pub(super) fn to_record_set(
+    name: &str,
+    value: &RecordValue,
+) -> Result<ResourceRecordSet, CloudError> {
     let mut builder = ResourceRecordSet::builder()
         .name(name)
         .r#type(RrType::from(value.record_type.as_str()));
@@ -560,7 +161,7 @@ pub fn marker_value(env: &str, id: &LogicalId) -> String {
 }
 
 /// `(env, id)` from a marker value.
-fn parse_marker(value: &str) -> Option<(String, String)> {
+pub(super) fn parse_marker(value: &str) -> Option<(String, String)> {
     let inner = value.trim().trim_matches('"');
     let (mut env, mut id) = (None, None);
     for part in inner.split(',') {
@@ -573,7 +174,7 @@ fn parse_marker(value: &str) -> Option<(String, String)> {
     Some((env?, id?))
 }
 
-fn marker_set(
+pub(super) fn marker_set(
     name: &str,
     env: &str,
     id: &LogicalId,
@@ -598,7 +199,7 @@ pub fn record_cloud_id(zone_id: &str, name: &str, record_type: &str) -> String {
     format!("{zone_id}:{}:{record_type}", normalize(name))
 }
 
-fn parse_record_cloud_id(cloud_id: &str) -> Result<(&str, &str, &str), CloudError> {
+pub(super) fn parse_record_cloud_id(cloud_id: &str) -> Result<(&str, &str, &str), CloudError> {
     let mut parts = cloud_id.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(zone), Some(name), Some(record_type)) if !zone.is_empty() && !name.is_empty() => {
@@ -613,7 +214,7 @@ fn parse_record_cloud_id(cloud_id: &str) -> Result<(&str, &str, &str), CloudErro
 }
 
 /// Before any change: the existing zone a record goes into must be there (and be one).
-pub async fn preflight(
+pub(in crate::cloud::aws) async fn preflight(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     spec: &Spec,
@@ -628,13 +229,13 @@ pub async fn preflight(
 }
 
 /// A hosted zone as found for a record.
-struct Zone {
+pub(super) struct Zone {
     id: String,
     name: String,
 }
 
 /// Find the zone a record goes into: the managed zone's id, a zone id, or an exact name.
-async fn resolve_zone(
+pub(super) async fn resolve_zone(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     zone: &ZoneRef,
@@ -707,13 +308,13 @@ async fn resolve_zone(
 }
 
 /// What a name holds in a zone: its address record and our marker, if any.
-struct AtName {
+pub(super) struct AtName {
     records: Vec<ResourceRecordSet>,
     marker: Option<ResourceRecordSet>,
 }
 
 impl AtName {
-    fn owner(&self) -> Option<(String, String)> {
+    pub(super) fn owner(&self) -> Option<(String, String)> {
         self.marker
             .as_ref()?
             .resource_records()
@@ -721,12 +322,12 @@ impl AtName {
             .find_map(|r| parse_marker(r.value()))
     }
 
-    fn owned_by(&self, env: &str, id: &LogicalId) -> bool {
+    pub(super) fn owned_by(&self, env: &str, id: &LogicalId) -> bool {
         self.owner()
             .is_some_and(|(e, i)| e == env && i == id.as_str())
     }
 
-    fn describe_owner(&self) -> String {
+    pub(super) fn describe_owner(&self) -> String {
         match self.owner() {
             Some((e, i)) => format!(
                 "its marker {} names env `{e}`, id `{i}`",
@@ -737,7 +338,11 @@ impl AtName {
     }
 }
 
-async fn at_name(cloud: &AwsCloud, zone_id: &str, name: &str) -> Result<AtName, CloudError> {
+pub(super) async fn at_name(
+    cloud: &AwsCloud,
+    zone_id: &str,
+    name: &str,
+) -> Result<AtName, CloudError> {
     let records = records_named(cloud, zone_id, name)
         .await?
         .into_iter()
@@ -751,7 +356,7 @@ async fn at_name(cloud: &AwsCloud, zone_id: &str, name: &str) -> Result<AtName, 
 }
 
 /// The record sets with exactly this name.
-async fn records_named(
+pub(super) async fn records_named(
     cloud: &AwsCloud,
     zone_id: &str,
     name: &str,
@@ -774,7 +379,7 @@ async fn records_named(
         .collect())
 }
 
-async fn find_record(
+pub(super) async fn find_record(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     spec: &DnsRecordSpec,
@@ -790,7 +395,7 @@ async fn find_record(
         .map(|r| observe_record(ctx, spec, &zone.id, r, &here)))
 }
 
-async fn read_record(
+pub(super) async fn read_record(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     spec: &DnsRecordSpec,
@@ -810,7 +415,7 @@ async fn read_record(
     Ok(record.map(|r| observe_record(ctx, spec, zone_id, r, &here)))
 }
 
-fn observe_record(
+pub(super) fn observe_record(
     ctx: &OpContext<'_>,
     spec: &DnsRecordSpec,
     zone_id: &str,
@@ -843,7 +448,7 @@ fn observe_record(
 
 /// Create or converge the record: one batch that removes an owned record of another type,
 /// upserts the wanted record and upserts the marker.
-async fn write_record(
+pub(super) async fn write_record(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     spec: &DnsRecordSpec,
@@ -892,7 +497,7 @@ async fn write_record(
     ))
 }
 
-async fn delete_record(
+pub(super) async fn delete_record(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     cloud_id: &str,
@@ -936,7 +541,7 @@ async fn delete_record(
     .await
 }
 
-fn change(action: ChangeAction, set: ResourceRecordSet) -> Result<Change, CloudError> {
+pub(super) fn change(action: ChangeAction, set: ResourceRecordSet) -> Result<Change, CloudError> {
     Change::builder()
         .action(action)
         .resource_record_set(set)
@@ -945,7 +550,7 @@ fn change(action: ChangeAction, set: ResourceRecordSet) -> Result<Change, CloudE
 }
 
 /// Send one change batch and wait until Route53 reports it in sync.
-async fn submit(
+pub(super) async fn submit(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     zone_id: &str,
@@ -972,7 +577,7 @@ async fn submit(
     wait_insync(cloud, ctx, change_id, what).await
 }
 
-async fn wait_insync(
+pub(super) async fn wait_insync(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     change_id: &str,
@@ -1001,133 +606,6 @@ async fn wait_insync(
         },
     )
     .await
-}
-
-// ---------------------------------------------------------------------------------------
-// Listing and small helpers
-
-async fn all_zones(cloud: &AwsCloud) -> Result<Vec<HostedZone>, CloudError> {
-    let mut zones = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cloud
-            .route53
-            .list_hosted_zones()
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(|e| sdk_error("ListHostedZones", e))?;
-        zones.extend(out.hosted_zones().iter().cloned());
-        match (out.is_truncated(), out.next_marker()) {
-            (true, Some(m)) => marker = Some(m.to_string()),
-            _ => break,
-        }
-    }
-    Ok(zones)
-}
-
-async fn all_records(
-    cloud: &AwsCloud,
-    zone_id: &str,
-) -> Result<Vec<ResourceRecordSet>, CloudError> {
-    let mut records = Vec::new();
-    let mut next: Option<(String, RrType)> = None;
-    loop {
-        let mut request = cloud
-            .route53
-            .list_resource_record_sets()
-            .hosted_zone_id(zone_id);
-        if let Some((name, record_type)) = next.take() {
-            request = request
-                .start_record_name(name)
-                .start_record_type(record_type);
-        }
-        let out = request
-            .send()
-            .await
-            .map_err(|e| sdk_error("ListResourceRecordSets", e))?;
-        records.extend(out.resource_record_sets().iter().cloned());
-        match (
-            out.is_truncated(),
-            out.next_record_name(),
-            out.next_record_type(),
-        ) {
-            (true, Some(name), Some(record_type)) => {
-                next = Some((name.to_string(), record_type.clone()))
-            }
-            _ => break,
-        }
-    }
-    Ok(records)
-}
-
-async fn zone_tags(
-    cloud: &AwsCloud,
-    ids: &[String],
-) -> Result<BTreeMap<String, Vec<(String, String)>>, CloudError> {
-    let mut out = BTreeMap::new();
-    for chunk in ids.chunks(TAGS_BATCH) {
-        let resp = cloud
-            .route53
-            .list_tags_for_resources()
-            .resource_type(TagResourceType::Hostedzone)
-            .set_resource_ids(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("ListTagsForResources", e))?;
-        for set in resp.resource_tag_sets() {
-            let Some(id) = set.resource_id() else {
-                continue;
-            };
-            let tags = set
-                .tags()
-                .iter()
-                .filter_map(|t| {
-                    Some((
-                        t.key()?.to_string(),
-                        t.value().unwrap_or_default().to_string(),
-                    ))
-                })
-                .collect();
-            out.insert(bare_zone_id(id).to_string(), tags);
-        }
-    }
-    Ok(out)
-}
-
-fn is_address(set: &ResourceRecordSet) -> bool {
-    ADDRESS_TYPES.contains(&set.r#type().as_str())
-}
-
-/// A DNS name without its trailing dot, in lower case.
-fn normalize(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// A target DNS name as Route53 may echo it back: normalized, without `dualstack.`.
-fn normalize_target(name: &str) -> String {
-    let name = normalize(name);
-    name.strip_prefix("dualstack.")
-        .map(str::to_string)
-        .unwrap_or(name)
-}
-
-/// `Z123` from `/hostedzone/Z123` (and `Z123` unchanged).
-fn bare_zone_id(id: &str) -> &str {
-    id.trim_start_matches("/hostedzone/")
-}
-
-/// Zone ids look like `Z0123456789ABCDEFGHIJ` (upper-case letters and digits, or with the
-/// `/hostedzone/` prefix); zone names are lower case or have dots.
-fn looks_like_zone_id(s: &str) -> bool {
-    s.starts_with("/hostedzone/")
-        || (s.len() >= 8
-            && s.chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
-}
-
-fn build_error(e: BuildError) -> CloudError {
-    CloudError::api("Route53", "InvalidRequest", e.to_string())
 }
 
 #[cfg(test)]
@@ -1302,16 +780,5 @@ mod tests {
             ("Z123", "rancher.example.com", "A")
         );
         assert!(parse_record_cloud_id("Z123").is_err());
-    }
-
-    #[test]
-    fn zone_ids_are_told_from_names() {
-        assert!(looks_like_zone_id("Z0123456789ABCDEFGHIJ"));
-        assert!(looks_like_zone_id("/hostedzone/Z0123"));
-        assert!(!looks_like_zone_id("example.com"));
-        assert!(!looks_like_zone_id("zone"));
-        assert!(!looks_like_zone_id("ZONE"));
-        assert_eq!(bare_zone_id("/hostedzone/Z1"), "Z1");
-        assert_eq!(normalize("Example.COM."), "example.com");
     }
 }
