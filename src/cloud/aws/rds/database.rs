@@ -1,32 +1,21 @@
-//! RDS: the DB subnet group and the MySQL instance that K3s uses as its datastore, plus
-//! reading the master password RDS keeps in Secrets Manager.
-//!
-//! The master password never passes through this tool on the way in: the instance is
-//! created with `ManageMasterUserPassword`, RDS generates the password and stores it in a
-//! secret whose ARN we keep. [`secret_password`] reads it back only when an artifact needs it.
-//!
-//! Names are fixed per environment (`<env>-db-subnets`, `<env>-datastore`) and are the
-//! cloud ids. `find` looks them up by name and refuses a same-named resource whose tags name
-//! another environment. `list_owned` covers both kinds by their tags.
+//! The MySQL instance (`<env>-datastore`) K3s uses as its datastore.
 
 use std::cmp::Ordering;
 
-use aws_sdk_rds::types::{DbInstance, DbSubnetGroup, Tag};
+use aws_sdk_rds::types::DbInstance;
 
-use super::common::{
-    gone, has_code, missing, not_ours, owner_tags, ownership, poll_until, retry_in_use, wrong_kind,
-    Ownership, Poll,
+use super::super::common::{gone, has_code, poll_until, retry_in_use, Poll};
+use super::super::{sdk_error, AwsCloud};
+use super::{
+    check_owner, database_identifier, final_snapshot_identifier, owned_id, rds_tags, tag_pairs,
+    tags_of,
 };
-use super::{sdk_error, AwsCloud};
 use crate::cloud::{CloudError, OpContext, Owned};
-use crate::model::{
-    tags_for, Attrs, DatabaseSpec, DbSubnetGroupSpec, Kind, LogicalId, Observed, Resolved, Spec,
-};
+use crate::model::{Attrs, DatabaseSpec, Kind, Observed, Resolved};
 
 const ENGINE: &str = "mysql";
 const STORAGE_TYPE: &str = "gp3";
 const DB_NOT_FOUND: &[&str] = &["DBInstanceNotFound", "DBInstanceNotFoundFault"];
-const GROUP_NOT_FOUND: &[&str] = &["DBSubnetGroupNotFoundFault", "DBSubnetGroupNotFound"];
 /// Statuses an instance does not leave by itself.
 const FAILED_STATUSES: &[&str] = &[
     "failed",
@@ -42,165 +31,62 @@ const FAILED_STATUSES: &[&str] = &[
 pub async fn find(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
-    spec: &Spec,
+    spec: &DatabaseSpec,
 ) -> Result<Option<Observed>, CloudError> {
-    match spec {
-        Spec::DbSubnetGroup(s) => {
-            let name = subnet_group_name(ctx.env);
-            let Some(group) = describe_subnet_group(cloud, &name).await? else {
-                return Ok(None);
-            };
-            let arn = group
-                .db_subnet_group_arn()
-                .ok_or_else(|| missing("DescribeDBSubnetGroups", "ARN"))?;
-            let tags = tags_of(cloud, arn).await?;
-            check_owner(ctx, Kind::DbSubnetGroup, &name, &tags)?;
-            Ok(Some(observe_subnet_group(ctx.resolved, s, &group)))
-        }
-        Spec::Database(s) => {
-            let identifier = database_identifier(ctx.env);
-            let Some(db) = describe_database(cloud, &identifier).await? else {
-                return Ok(None);
-            };
-            let tags = database_tags(cloud, &db).await?;
-            check_owner(ctx, Kind::Database, &identifier, &tags)?;
-            // Adopting an instance an interrupted run left creating: its dependents need the
-            // endpoint, which only exists once it is available.
-            let status = db.db_instance_status().unwrap_or_default();
-            let db = if db.endpoint().is_none() && !FAILED_STATUSES.contains(&status) {
-                wait_available(cloud, ctx, &identifier).await?
-            } else {
-                db
-            };
-            Ok(Some(observe_database(ctx.resolved, s, &db)))
-        }
-        other => Err(wrong_kind("RDS", other.kind())),
-    }
+    let identifier = database_identifier(ctx.env);
+    let Some(db) = describe_database(cloud, &identifier).await? else {
+        return Ok(None);
+    };
+    let tags = database_tags(cloud, &db).await?;
+    check_owner(ctx, Kind::Database, &identifier, &tags)?;
+    // Adopting an instance an interrupted run left creating: its dependents need the
+    // endpoint, which only exists once it is available.
+    let status = db.db_instance_status().unwrap_or_default();
+    let db = if db.endpoint().is_none() && !FAILED_STATUSES.contains(&status) {
+        wait_available(cloud, ctx, &identifier).await?
+    } else {
+        db
+    };
+    Ok(Some(observe_database(ctx.resolved, spec, &db)))
 }
 
 pub async fn read(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
-    spec: &Spec,
-    cloud_id: &str,
+    spec: &DatabaseSpec,
+    identifier: &str,
 ) -> Result<Option<Observed>, CloudError> {
-    match spec {
-        Spec::DbSubnetGroup(s) => Ok(describe_subnet_group(cloud, cloud_id)
-            .await?
-            .map(|g| observe_subnet_group(ctx.resolved, s, &g))),
-        Spec::Database(s) => Ok(describe_database(cloud, cloud_id)
-            .await?
-            .map(|db| observe_database(ctx.resolved, s, &db))),
-        other => Err(wrong_kind("RDS", other.kind())),
-    }
+    Ok(describe_database(cloud, identifier)
+        .await?
+        .map(|db| observe_database(ctx.resolved, spec, &db)))
 }
 
 pub async fn create(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
-    spec: &Spec,
+    spec: &DatabaseSpec,
 ) -> Result<Observed, CloudError> {
-    match spec {
-        Spec::DbSubnetGroup(s) => {
-            let name = subnet_group_name(ctx.env);
-            let subnets = ctx.resolved.cloud_ids(&s.subnets)?;
-            let out = cloud
-                .rds
-                .create_db_subnet_group()
-                .db_subnet_group_name(&name)
-                .db_subnet_group_description(format!("provision env {}", ctx.env))
-                .set_subnet_ids(Some(subnets))
-                .set_tags(Some(rds_tags(ctx)))
-                .send()
-                .await
-                .map_err(|e| sdk_error("CreateDBSubnetGroup", e))?;
-            let group = out
-                .db_subnet_group()
-                .ok_or_else(|| missing("CreateDBSubnetGroup", "subnet group"))?;
-            Ok(observe_subnet_group(ctx.resolved, s, group))
-        }
-        Spec::Database(s) => create_database(cloud, ctx, s).await,
-        other => Err(wrong_kind("RDS", other.kind())),
-    }
+    create_database(cloud, ctx, spec).await
 }
 
 pub async fn update(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
-    spec: &Spec,
+    spec: &DatabaseSpec,
     current: &Observed,
 ) -> Result<Observed, CloudError> {
-    match spec {
-        Spec::DbSubnetGroup(s) => {
-            let name = current.cloud_id.as_str();
-            let group = describe_subnet_group(cloud, name)
-                .await?
-                .ok_or_else(|| gone(Kind::DbSubnetGroup, name))?;
-            let observed = observe_subnet_group(ctx.resolved, s, &group);
-            if observed.drift.is_empty() {
-                return Ok(observed);
-            }
-            let subnets = ctx.resolved.cloud_ids(&s.subnets)?;
-            let out = match cloud
-                .rds
-                .modify_db_subnet_group()
-                .db_subnet_group_name(name)
-                .db_subnet_group_description(format!("provision env {}", ctx.env))
-                .set_subnet_ids(Some(subnets))
-                .send()
-                .await
-            {
-                Ok(out) => out,
-                Err(e) if has_code(&e, GROUP_NOT_FOUND) => {
-                    return Err(gone(Kind::DbSubnetGroup, name))
-                }
-                Err(e) => return Err(sdk_error("ModifyDBSubnetGroup", e)),
-            };
-            let group = out
-                .db_subnet_group()
-                .ok_or_else(|| missing("ModifyDBSubnetGroup", "subnet group"))?;
-            Ok(observe_subnet_group(ctx.resolved, s, group))
-        }
-        Spec::Database(s) => update_database(cloud, ctx, s, &current.cloud_id).await,
-        other => Err(wrong_kind("RDS", other.kind())),
-    }
+    update_database(cloud, ctx, spec, &current.cloud_id).await
 }
 
 pub async fn delete(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
-    kind: Kind,
-    current: &Observed,
+    identifier: &str,
 ) -> Result<(), CloudError> {
-    let name = current.cloud_id.as_str();
-    match kind {
-        Kind::DbSubnetGroup => {
-            retry_in_use(
-                cloud,
-                ctx.progress,
-                &format!("db subnet group {name}"),
-                || async move {
-                    match cloud
-                        .rds
-                        .delete_db_subnet_group()
-                        .db_subnet_group_name(name)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => Ok(()),
-                        Err(e) if has_code(&e, GROUP_NOT_FOUND) => Ok(()),
-                        Err(e) => Err(sdk_error("DeleteDBSubnetGroup", e)),
-                    }
-                },
-            )
-            .await
-        }
-        Kind::Database => delete_database(cloud, ctx, name).await,
-        other => Err(wrong_kind("RDS", other)),
-    }
+    delete_database(cloud, ctx, identifier).await
 }
 
-/// DB instances and DB subnet groups tagged `provision:env=<env>`.
+/// DB instances tagged `provision:env=<env>`.
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
     let mut owned = Vec::new();
     let mut marker: Option<String> = None;
@@ -228,136 +114,8 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             _ => break,
         }
     }
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cloud
-            .rds
-            .describe_db_subnet_groups()
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeDBSubnetGroups", e))?;
-        for group in out.db_subnet_groups() {
-            let Some(arn) = group.db_subnet_group_arn() else {
-                continue;
-            };
-            if let Some(id) = owned_id(&tags_of(cloud, arn).await?, env) {
-                owned.push(Owned {
-                    kind: Kind::DbSubnetGroup,
-                    id,
-                    cloud_id: group.db_subnet_group_name().unwrap_or_default().to_string(),
-                    attrs: Attrs::None,
-                });
-            }
-        }
-        match out.marker() {
-            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-            _ => break,
-        }
-    }
     Ok(owned)
 }
-
-/// The master password from the secret RDS manages (`{"username": .., "password": ..}`).
-/// The value is returned, never logged.
-pub async fn secret_password(cloud: &AwsCloud, arn: &str) -> Result<String, CloudError> {
-    let out = cloud
-        .secrets
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|e| sdk_error("GetSecretValue", e))?;
-    let text = out.secret_string().ok_or_else(|| {
-        CloudError::api(
-            "GetSecretValue",
-            "NoSecretString",
-            format!("secret {arn} holds no text value"),
-        )
-    })?;
-    password_from_secret(text).ok_or_else(|| {
-        CloudError::api(
-            "GetSecretValue",
-            "InvalidSecret",
-            format!("secret {arn} has no `password` field"),
-        )
-    })
-}
-
-fn password_from_secret(text: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    value.get("password")?.as_str().map(str::to_string)
-}
-
-// ---------------------------------------------------------------------------------------
-// Names
-
-pub fn subnet_group_name(env: &str) -> String {
-    format!("{env}-db-subnets")
-}
-
-pub fn database_identifier(env: &str) -> String {
-    format!("{env}-datastore")
-}
-
-/// `<env>-final-<YYYYMMDD-HHMMSS>`, unique per second.
-pub fn final_snapshot_identifier(env: &str, now: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{env}-final-{}", now.format("%Y%m%d-%H%M%S"))
-}
-
-// ---------------------------------------------------------------------------------------
-// Subnet group
-
-async fn describe_subnet_group(
-    cloud: &AwsCloud,
-    name: &str,
-) -> Result<Option<DbSubnetGroup>, CloudError> {
-    match cloud
-        .rds
-        .describe_db_subnet_groups()
-        .db_subnet_group_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.db_subnet_groups().first().cloned()),
-        Err(e) if has_code(&e, GROUP_NOT_FOUND) => Ok(None),
-        Err(e) => Err(sdk_error("DescribeDBSubnetGroups", e)),
-    }
-}
-
-fn observe_subnet_group(
-    resolved: &Resolved,
-    spec: &DbSubnetGroupSpec,
-    group: &DbSubnetGroup,
-) -> Observed {
-    let mut drift = Vec::new();
-    if let Ok(want) = resolved.cloud_ids(&spec.subnets) {
-        let mut have: Vec<String> = group
-            .subnets()
-            .iter()
-            .filter_map(|s| s.subnet_identifier())
-            .map(str::to_string)
-            .collect();
-        have.sort();
-        let mut want = want;
-        want.sort();
-        if have != want {
-            drift.push(format!(
-                "subnets are [{}], want [{}]",
-                have.join(", "),
-                want.join(", ")
-            ));
-        }
-    }
-    Observed {
-        cloud_id: group.db_subnet_group_name().unwrap_or_default().to_string(),
-        attrs: Attrs::None,
-        drift,
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Database
 
 async fn create_database(
     cloud: &AwsCloud,
@@ -838,38 +596,6 @@ fn retention_i32(days: u32) -> i32 {
     i32::try_from(days).unwrap_or(i32::MAX)
 }
 
-// ---------------------------------------------------------------------------------------
-// Tags
-
-fn rds_tags(ctx: &OpContext<'_>) -> Vec<Tag> {
-    tags_for(ctx.env, ctx.id)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-fn tag_pairs(tags: &[Tag]) -> Vec<(String, String)> {
-    tags.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_string(),
-                t.value().unwrap_or_default().to_string(),
-            ))
-        })
-        .collect()
-}
-
-async fn tags_of(cloud: &AwsCloud, arn: &str) -> Result<Vec<(String, String)>, CloudError> {
-    let out = cloud
-        .rds
-        .list_tags_for_resource()
-        .resource_name(arn)
-        .send()
-        .await
-        .map_err(|e| sdk_error("ListTagsForResource", e))?;
-    Ok(tag_pairs(out.tag_list()))
-}
-
 /// The instance's tags: the `TagList` of the describe call, or a tag lookup when it is empty.
 async fn database_tags(
     cloud: &AwsCloud,
@@ -884,46 +610,10 @@ async fn database_tags(
     }
 }
 
-fn check_owner(
-    ctx: &OpContext<'_>,
-    kind: Kind,
-    name: &str,
-    tags: &[(String, String)],
-) -> Result<(), CloudError> {
-    match ownership(
-        tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        ctx.env,
-        ctx.id.as_str(),
-    ) {
-        Ownership::Ours => Ok(()),
-        other => Err(not_ours(kind, name, ctx.env, ctx.id.as_str(), &other)),
-    }
-}
-
-fn owned_id(tags: &[(String, String)], env: &str) -> Option<LogicalId> {
-    match owner_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        (Some(e), Some(id)) if e == env => Some(LogicalId::from(id)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use aws_sdk_rds::types::{MasterUserSecret, VpcSecurityGroupMembership};
-
-    #[test]
-    fn names_follow_the_environment() {
-        assert_eq!(subnet_group_name("lab"), "lab-db-subnets");
-        assert_eq!(database_identifier("lab"), "lab-datastore");
-        let at = chrono::DateTime::parse_from_rfc3339("2025-03-04T05:06:07Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        assert_eq!(
-            final_snapshot_identifier("lab", at),
-            "lab-final-20250304-050607"
-        );
-    }
 
     #[test]
     fn versions_compare_on_the_named_components() {
@@ -940,16 +630,6 @@ mod tests {
         assert_eq!(major_version("5.7"), "5.7");
     }
 
-    #[test]
-    fn password_comes_from_the_json_secret() {
-        assert_eq!(
-            password_from_secret(r#"{"username":"admin","password":"s3cr\"t"}"#).as_deref(),
-            Some("s3cr\"t")
-        );
-        assert_eq!(password_from_secret(r#"{"username":"admin"}"#), None);
-        assert_eq!(password_from_secret("plain"), None);
-    }
-
     fn spec() -> DatabaseSpec {
         DatabaseSpec {
             subnet_group: "db-subnets".into(),
@@ -960,6 +640,7 @@ mod tests {
             database: "k3s".into(),
             username: "admin".into(),
             backup_retention_days: 7,
+            password: Some("datastore-password".into()),
         }
     }
 
