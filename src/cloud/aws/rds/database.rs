@@ -1,4 +1,15 @@
 //! The MySQL instance (`<env>-datastore`) K3s uses as its datastore.
+//!
+//! **Master password.** K3s keeps the password it was installed with, so the password must
+//! not change behind its back. RDS-managed passwords (`ManageMasterUserPassword`) rotate
+//! every 7 days, so the tool generates the password into its own Secrets Manager secret
+//! (the `datastore-password` resource, [`DatabaseSpec::password`]) and passes it as
+//! `MasterUserPassword`. `Attrs::Database::secret_arn` names the secret that holds the
+//! password the instance has, so `output`/`artifacts` read it from there. An instance whose
+//! password RDS manages (built by an earlier version of the tool), or whose password came
+//! from a secret that has since been re-created, is drift; `update` sets the password from
+//! the current secret. The value is read only for the create/modify call that needs it and
+//! never reaches a log, the state, the plan or an error message.
 
 use std::cmp::Ordering;
 
@@ -7,11 +18,11 @@ use aws_sdk_rds::types::DbInstance;
 use super::super::common::{gone, has_code, poll_until, retry_in_use, Poll};
 use super::super::{sdk_error, AwsCloud};
 use super::{
-    check_owner, database_identifier, final_snapshot_identifier, owned_id, rds_tags, tag_pairs,
-    tags_of,
+    check_owner, database_identifier, final_snapshot_identifier, owned_id, rds_tags,
+    secret_password, tag_pairs, tags_of,
 };
 use crate::cloud::{CloudError, OpContext, Owned};
-use crate::model::{Attrs, DatabaseSpec, Kind, Observed, Resolved};
+use crate::model::{Attrs, DatabaseSpec, Kind, LogicalId, MissingRef, Observed, Resolved};
 
 const ENGINE: &str = "mysql";
 const STORAGE_TYPE: &str = "gp3";
@@ -47,7 +58,7 @@ pub async fn find(
     } else {
         db
     };
-    Ok(Some(observe_database(ctx.resolved, spec, &db)))
+    Ok(Some(observe_database(ctx.resolved, spec, &db, None)))
 }
 
 pub async fn read(
@@ -56,9 +67,12 @@ pub async fn read(
     spec: &DatabaseSpec,
     identifier: &str,
 ) -> Result<Option<Observed>, CloudError> {
+    // The secret the state says the password was last set from: a re-created secret
+    // shows as drift even if a run stopped between re-creating it and updating this.
+    let recorded = recorded_secret(ctx.resolved, ctx.id);
     Ok(describe_database(cloud, identifier)
         .await?
-        .map(|db| observe_database(ctx.resolved, spec, &db)))
+        .map(|db| observe_database(ctx.resolved, spec, &db, recorded)))
 }
 
 pub async fn create(
@@ -75,7 +89,7 @@ pub async fn update(
     spec: &DatabaseSpec,
     current: &Observed,
 ) -> Result<Observed, CloudError> {
-    update_database(cloud, ctx, spec, &current.cloud_id).await
+    update_database(cloud, ctx, spec, current).await
 }
 
 pub async fn delete(
@@ -125,29 +139,22 @@ async fn create_database(
     let identifier = database_identifier(ctx.env);
     let subnet_group = ctx.resolved.cloud_id(&spec.subnet_group)?;
     let security_group = ctx.resolved.cloud_id(&spec.security_group)?;
-    let result = cloud
-        .rds
-        .create_db_instance()
-        .db_instance_identifier(&identifier)
-        .engine(ENGINE)
-        .engine_version(&spec.engine_version)
-        .db_instance_class(&spec.instance_class)
-        .allocated_storage(storage_i32(spec.storage_gb))
-        .storage_type(STORAGE_TYPE)
-        .storage_encrypted(true)
-        .publicly_accessible(false)
-        .backup_retention_period(retention_i32(spec.backup_retention_days))
-        .deletion_protection(true)
-        .db_name(&spec.database)
-        .master_username(&spec.username)
-        .manage_master_user_password(true)
-        .vpc_security_group_ids(security_group)
-        .db_subnet_group_name(subnet_group)
-        .copy_tags_to_snapshot(true)
-        .set_tags(Some(rds_tags(ctx)))
-        .send()
-        .await;
-    match result {
+    let secret = wanted_secret(ctx.resolved, spec)?.ok_or_else(|| {
+        CloudError::Refused(format!(
+            "rds instance {identifier} has no password secret to take its master password from"
+        ))
+    })?;
+    let password = secret_password(cloud, &secret).await?;
+    let request = create_request(
+        &cloud.rds,
+        &identifier,
+        spec,
+        subnet_group,
+        security_group,
+        password,
+    )
+    .set_tags(Some(rds_tags(ctx)));
+    match request.send().await {
         Ok(_) => {}
         // A create that timed out on our side may have gone through: adopt it if it is ours.
         Err(e)
@@ -169,7 +176,99 @@ async fn create_database(
         Err(e) => return Err(sdk_error("CreateDBInstance", e)),
     }
     let db = wait_available(cloud, ctx, &identifier).await?;
-    Ok(observe_database(ctx.resolved, spec, &db))
+    Ok(observe_database(ctx.resolved, spec, &db, None))
+}
+
+/// The `CreateDBInstance` call (without tags): the master password is the one given (from
+/// our secret), never one RDS manages and rotates.
+fn create_request(
+    client: &aws_sdk_rds::Client,
+    identifier: &str,
+    spec: &DatabaseSpec,
+    subnet_group: &str,
+    security_group: &str,
+    password: String,
+) -> aws_sdk_rds::operation::create_db_instance::builders::CreateDBInstanceFluentBuilder {
+    client
+        .create_db_instance()
+        .db_instance_identifier(identifier)
+        .engine(ENGINE)
+        .engine_version(&spec.engine_version)
+        .db_instance_class(&spec.instance_class)
+        .allocated_storage(storage_i32(spec.storage_gb))
+        .storage_type(STORAGE_TYPE)
+        .storage_encrypted(true)
+        .publicly_accessible(false)
+        .backup_retention_period(retention_i32(spec.backup_retention_days))
+        .deletion_protection(true)
+        .db_name(&spec.database)
+        .master_username(&spec.username)
+        .master_user_password(password)
+        .vpc_security_group_ids(security_group)
+        .db_subnet_group_name(subnet_group)
+        .copy_tags_to_snapshot(true)
+}
+
+// ---------------------------------------------------------------------------------------
+// Master password
+
+/// The ARN of the secret the spec takes its master password from (`None`: the spec names
+/// no secret, as in a state written before the tool generated the password).
+fn wanted_secret(resolved: &Resolved, spec: &DatabaseSpec) -> Result<Option<String>, MissingRef> {
+    let Some(secret) = &spec.password else {
+        return Ok(None);
+    };
+    Ok(Some(match resolved.attrs(secret)? {
+        Attrs::Secret { arn } if !arn.is_empty() => arn.clone(),
+        _ => resolved.cloud_id(secret)?.to_string(),
+    }))
+}
+
+/// The secret the state recorded for this instance's password, if any.
+fn recorded_secret<'a>(resolved: &'a Resolved, id: &LogicalId) -> Option<&'a str> {
+    match resolved.attrs(id) {
+        Ok(Attrs::Database { secret_arn, .. }) if !secret_arn.is_empty() => {
+            Some(secret_arn.as_str())
+        }
+        _ => None,
+    }
+}
+
+/// Why the master password has to be set (again) from our secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PasswordChange {
+    /// RDS manages the password (and rotates it): turn that off and set ours.
+    ManagedByRds,
+    /// The password came from a secret that has been re-created since.
+    SecretReplaced,
+}
+
+/// Whether the instance's master password differs from the one in `want` (our secret's
+/// ARN): RDS manages it, or `recorded` (the secret it was last set from) is another one.
+fn password_change(
+    db: &DbInstance,
+    want: Option<&str>,
+    recorded: Option<&str>,
+) -> Option<PasswordChange> {
+    let want = want?;
+    if db.master_user_secret().is_some() {
+        Some(PasswordChange::ManagedByRds)
+    } else if recorded.is_some_and(|r| !r.is_empty() && r != want) {
+        Some(PasswordChange::SecretReplaced)
+    } else {
+        None
+    }
+}
+
+/// The secret that holds the password the instance has now: the one RDS manages, else the
+/// one it was last set from, else ours.
+fn secret_in_use(db: &DbInstance, want: Option<&str>, recorded: Option<&str>) -> String {
+    db.master_user_secret()
+        .and_then(|s| s.secret_arn())
+        .or(recorded.filter(|r| !r.is_empty()))
+        .or(want)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The changes one `ModifyDBInstance` call has to make.
@@ -182,6 +281,9 @@ struct DatabaseChanges {
     security_group: Option<String>,
     backup_retention: Option<i32>,
     enable_deletion_protection: bool,
+    /// Why the master password is set from our secret (the value is read only when the
+    /// call is made, so it never sits in this struct).
+    password: Option<PasswordChange>,
 }
 
 impl DatabaseChanges {
@@ -245,37 +347,32 @@ async fn update_database(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     spec: &DatabaseSpec,
-    identifier: &str,
+    current: &Observed,
 ) -> Result<Observed, CloudError> {
+    let identifier = current.cloud_id.as_str();
     let db = describe_database(cloud, identifier)
         .await?
         .ok_or_else(|| gone(Kind::Database, identifier))?;
     let security_group = ctx.resolved.cloud_id(&spec.security_group)?;
-    let changes = database_changes(spec, security_group, &db)?;
+    let want_secret = wanted_secret(ctx.resolved, spec)?;
+    let recorded = match &current.attrs {
+        Attrs::Database { secret_arn, .. } => Some(secret_arn.as_str()),
+        _ => None,
+    };
+    let mut changes = database_changes(spec, security_group, &db)?;
+    changes.password = password_change(&db, want_secret.as_deref(), recorded);
     if changes.is_empty() {
-        return Ok(observe_database(ctx.resolved, spec, &db));
+        return Ok(observe_database(ctx.resolved, spec, &db, recorded));
     }
     let engine_version = match &changes.engine_version {
         Some((version, _)) => Some(exact_engine_version(cloud, version).await?),
         None => None,
     };
-    let request = cloud
-        .rds
-        .modify_db_instance()
-        .db_instance_identifier(identifier)
-        .apply_immediately(true)
-        .set_db_instance_class(changes.instance_class.clone())
-        .set_allocated_storage(changes.storage_gb)
-        .set_engine_version(engine_version)
-        .set_allow_major_version_upgrade(
-            changes
-                .engine_version
-                .as_ref()
-                .and_then(|(_, major)| major.then_some(true)),
-        )
-        .set_vpc_security_group_ids(changes.security_group.clone().map(|sg| vec![sg]))
-        .set_backup_retention_period(changes.backup_retention)
-        .set_deletion_protection(changes.enable_deletion_protection.then_some(true));
+    let password = match (&changes.password, &want_secret) {
+        (Some(_), Some(secret)) => Some(secret_password(cloud, secret).await?),
+        _ => None,
+    };
+    let request = modify_request(&cloud.rds, identifier, &changes, engine_version, password);
     retry_in_use(
         cloud,
         ctx.progress,
@@ -293,7 +390,45 @@ async fn update_database(
     )
     .await?;
     let db = wait_available(cloud, ctx, identifier).await?;
-    Ok(observe_database(ctx.resolved, spec, &db))
+    // A password just set comes from our secret; otherwise it is what it was.
+    let recorded = if changes.password.is_some() {
+        None
+    } else {
+        recorded
+    };
+    Ok(observe_database(ctx.resolved, spec, &db, recorded))
+}
+
+/// The `ModifyDBInstance` call that makes `changes`, at once. `password` (our secret's
+/// value) is set when `changes.password` says so; taking it over from RDS also turns
+/// `ManageMasterUserPassword` off.
+fn modify_request(
+    client: &aws_sdk_rds::Client,
+    identifier: &str,
+    changes: &DatabaseChanges,
+    engine_version: Option<String>,
+    password: Option<String>,
+) -> aws_sdk_rds::operation::modify_db_instance::builders::ModifyDBInstanceFluentBuilder {
+    client
+        .modify_db_instance()
+        .db_instance_identifier(identifier)
+        .apply_immediately(true)
+        .set_db_instance_class(changes.instance_class.clone())
+        .set_allocated_storage(changes.storage_gb)
+        .set_engine_version(engine_version)
+        .set_allow_major_version_upgrade(
+            changes
+                .engine_version
+                .as_ref()
+                .and_then(|(_, major)| major.then_some(true)),
+        )
+        .set_vpc_security_group_ids(changes.security_group.clone().map(|sg| vec![sg]))
+        .set_backup_retention_period(changes.backup_retention)
+        .set_deletion_protection(changes.enable_deletion_protection.then_some(true))
+        .set_manage_master_user_password(
+            (changes.password == Some(PasswordChange::ManagedByRds)).then_some(false),
+        )
+        .set_master_user_password(password.filter(|_| changes.password.is_some()))
 }
 
 /// The full engine version RDS picks by default for `version` (`8.0` → `8.0.40`); the
@@ -479,24 +614,37 @@ fn database_attrs(db: &DbInstance) -> Attrs {
             .or(db.db_instance_port().filter(|p| *p > 0))
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(3306),
-        secret_arn: db
-            .master_user_secret()
-            .and_then(|s| s.secret_arn())
-            .unwrap_or_default()
-            .to_string(),
+        secret_arn: secret_in_use(db, None, None),
         status: db.db_instance_status().unwrap_or_default().to_string(),
     }
 }
 
-fn observe_database(resolved: &Resolved, spec: &DatabaseSpec, db: &DbInstance) -> Observed {
+/// The instance as observed: `recorded` is the secret the state says its password was last
+/// set from (`None` when unknown, or when it was just set from our secret).
+fn observe_database(
+    resolved: &Resolved,
+    spec: &DatabaseSpec,
+    db: &DbInstance,
+    recorded: Option<&str>,
+) -> Observed {
+    let want = wanted_secret(resolved, spec).ok().flatten();
+    let mut attrs = database_attrs(db);
+    if let Attrs::Database { secret_arn, .. } = &mut attrs {
+        *secret_arn = secret_in_use(db, want.as_deref(), recorded);
+    }
     Observed {
         cloud_id: db.db_instance_identifier().unwrap_or_default().to_string(),
-        attrs: database_attrs(db),
-        drift: database_drift(resolved, spec, db),
+        attrs,
+        drift: database_drift(resolved, spec, db, recorded),
     }
 }
 
-fn database_drift(resolved: &Resolved, spec: &DatabaseSpec, db: &DbInstance) -> Vec<String> {
+fn database_drift(
+    resolved: &Resolved,
+    spec: &DatabaseSpec,
+    db: &DbInstance,
+    recorded: Option<&str>,
+) -> Vec<String> {
     let mut drift = Vec::new();
     let class = db.db_instance_class().unwrap_or_default();
     if class != spec.instance_class {
@@ -528,8 +676,23 @@ fn database_drift(resolved: &Resolved, spec: &DatabaseSpec, db: &DbInstance) -> 
     if db.storage_encrypted() == Some(false) {
         drift.push("storage is not encrypted".to_string());
     }
-    if db.master_user_secret().is_none() {
-        drift.push("master password is not managed in Secrets Manager".to_string());
+    let want = wanted_secret(resolved, spec).ok().flatten();
+    match password_change(db, want.as_deref(), recorded) {
+        Some(PasswordChange::ManagedByRds) => drift.push(
+            "master password is managed by RDS and rotates every 7 days (K3s keeps the \
+             password it was installed with); apply sets it from the tool's own secret"
+                .to_string(),
+        ),
+        Some(PasswordChange::SecretReplaced) => drift.push(format!(
+            "master password was set from secret {}, which is no longer the `{}` secret; \
+             apply sets it from the current one",
+            recorded.unwrap_or_default(),
+            spec.password
+                .as_ref()
+                .map(LogicalId::as_str)
+                .unwrap_or_default()
+        )),
+        None => {}
     }
     let retention = db.backup_retention_period().unwrap_or_default();
     if retention != retention_i32(spec.backup_retention_days) {
@@ -658,7 +821,13 @@ mod tests {
             .publicly_accessible(false)
             .storage_encrypted(true)
             .backup_retention_period(7)
-            .master_user_secret(MasterUserSecret::builder().secret_arn("arn:secret").build())
+            .db_instance_status("available")
+            .endpoint(
+                aws_sdk_rds::types::Endpoint::builder()
+                    .address("lab-datastore.abc.us-east-1.rds.amazonaws.com")
+                    .port(3306)
+                    .build(),
+            )
             .vpc_security_groups(
                 VpcSecurityGroupMembership::builder()
                     .vpc_security_group_id("sg-1")
@@ -687,6 +856,7 @@ mod tests {
                 security_group: Some("sg-2".into()),
                 backup_retention: None,
                 enable_deletion_protection: false,
+                password: None,
             }
         );
         let minor = DatabaseSpec {
@@ -721,20 +891,200 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn drift_names_each_difference() {
+    /// The security group and our password secret, as the engine resolves them.
+    fn resolved() -> Resolved {
         let mut resolved = Resolved::default();
         resolved
             .entries
             .insert("sg-db".into(), Observed::new("sg-1", Attrs::None));
-        assert!(database_drift(&resolved, &spec(), &instance()).is_empty());
+        resolved.entries.insert(
+            "datastore-password".into(),
+            Observed::new(
+                OUR_SECRET,
+                Attrs::Secret {
+                    arn: OUR_SECRET.into(),
+                },
+            ),
+        );
+        resolved
+    }
+
+    const OUR_SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:1:secret:lab-datastore-password-AbCd";
+    const RDS_SECRET: &str = "arn:aws:secretsmanager:us-east-1:1:secret:rds!db-1234-XyZ";
+    const PASSWORD: &str = "pw-Xk9v2LmQ7zRt4WpB";
+
+    fn client() -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::from_conf(
+            aws_sdk_rds::Config::builder()
+                .region(aws_sdk_rds::config::Region::new("us-east-1"))
+                .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+                .build(),
+        )
+    }
+
+    fn rds_managed() -> DbInstance {
+        instance_builder()
+            .master_user_secret(MasterUserSecret::builder().secret_arn(RDS_SECRET).build())
+            .build()
+    }
+
+    #[test]
+    fn create_sets_our_password_and_never_lets_rds_manage_it() {
+        let request = create_request(
+            &client(),
+            "lab-datastore",
+            &spec(),
+            "lab-db-subnets",
+            "sg-1",
+            PASSWORD.into(),
+        );
+        let input = request.as_input();
+        assert_eq!(input.get_master_user_password().as_deref(), Some(PASSWORD));
+        assert_eq!(*input.get_manage_master_user_password(), None);
+        assert_eq!(input.get_master_username().as_deref(), Some("admin"));
+        // The SDK's Debug output (what a trace log would show) redacts the value.
+        assert!(!format!("{input:?}").contains(PASSWORD));
+    }
+
+    #[test]
+    fn our_secret_is_the_one_to_create_from() {
+        assert_eq!(
+            wanted_secret(&resolved(), &spec()).unwrap().as_deref(),
+            Some(OUR_SECRET)
+        );
+        // A secret known only by its cloud id (the ARN) works too.
+        let mut by_id = resolved();
+        by_id.entries.insert(
+            "datastore-password".into(),
+            Observed::new("arn:by-id", Attrs::None),
+        );
+        assert_eq!(
+            wanted_secret(&by_id, &spec()).unwrap().as_deref(),
+            Some("arn:by-id")
+        );
+        let none = DatabaseSpec {
+            password: None,
+            ..spec()
+        };
+        assert_eq!(wanted_secret(&resolved(), &none).unwrap(), None);
+        assert!(wanted_secret(&Resolved::default(), &spec()).is_err());
+    }
+
+    #[test]
+    fn attrs_name_the_secret_holding_the_current_password() {
+        let secret_of = |db: &DbInstance, recorded: Option<&str>| match observe_database(
+            &resolved(),
+            &spec(),
+            db,
+            recorded,
+        )
+        .attrs
+        {
+            Attrs::Database { secret_arn, .. } => secret_arn,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(secret_of(&instance(), None), OUR_SECRET);
+        assert_eq!(secret_of(&instance(), Some(OUR_SECRET)), OUR_SECRET);
+        assert_eq!(secret_of(&rds_managed(), None), RDS_SECRET);
+        assert_eq!(secret_of(&instance(), Some("arn:old")), "arn:old");
+    }
+
+    #[test]
+    fn rds_managed_password_is_drift_that_update_takes_over() {
+        let drift = database_drift(&resolved(), &spec(), &rds_managed(), None);
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(
+            drift[0].starts_with("master password is managed by RDS and rotates every 7 days"),
+            "{drift:?}"
+        );
+        assert_eq!(
+            password_change(&rds_managed(), Some(OUR_SECRET), Some(RDS_SECRET)),
+            Some(PasswordChange::ManagedByRds)
+        );
+        let changes = DatabaseChanges {
+            password: Some(PasswordChange::ManagedByRds),
+            ..DatabaseChanges::default()
+        };
+        assert!(!changes.is_empty());
+        let request = modify_request(
+            &client(),
+            "lab-datastore",
+            &changes,
+            None,
+            Some(PASSWORD.into()),
+        );
+        let input = request.as_input();
+        assert_eq!(*input.get_manage_master_user_password(), Some(false));
+        assert_eq!(input.get_master_user_password().as_deref(), Some(PASSWORD));
+        assert_eq!(*input.get_apply_immediately(), Some(true));
+        assert!(!format!("{input:?}").contains(PASSWORD));
+        assert!(!drift.iter().any(|d| d.contains(PASSWORD)));
+    }
+
+    #[test]
+    fn recreated_secret_is_drift_and_update_sets_the_new_password() {
+        let drift = database_drift(&resolved(), &spec(), &instance(), Some("arn:old"));
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].contains("arn:old"), "{drift:?}");
+        assert!(drift[0].contains("datastore-password"), "{drift:?}");
+        assert_eq!(
+            password_change(&instance(), Some(OUR_SECRET), Some("arn:old")),
+            Some(PasswordChange::SecretReplaced)
+        );
+        let changes = DatabaseChanges {
+            password: Some(PasswordChange::SecretReplaced),
+            ..DatabaseChanges::default()
+        };
+        let request = modify_request(
+            &client(),
+            "lab-datastore",
+            &changes,
+            None,
+            Some(PASSWORD.into()),
+        );
+        let input = request.as_input();
+        assert_eq!(*input.get_manage_master_user_password(), None);
+        assert_eq!(input.get_master_user_password().as_deref(), Some(PASSWORD));
+        assert_eq!(*input.get_apply_immediately(), Some(true));
+    }
+
+    #[test]
+    fn password_from_our_secret_is_no_change() {
+        assert_eq!(password_change(&instance(), Some(OUR_SECRET), None), None);
+        assert_eq!(
+            password_change(&instance(), Some(OUR_SECRET), Some(OUR_SECRET)),
+            None
+        );
+        // Nothing to set it from: no secret in the spec.
+        assert_eq!(password_change(&rds_managed(), None, None), None);
+        // Other changes never carry a password.
+        let changes = DatabaseChanges {
+            instance_class: Some("db.t3.large".into()),
+            ..DatabaseChanges::default()
+        };
+        let request = modify_request(
+            &client(),
+            "lab-datastore",
+            &changes,
+            None,
+            Some(PASSWORD.into()),
+        );
+        assert_eq!(*request.as_input().get_master_user_password(), None);
+        assert_eq!(*request.as_input().get_manage_master_user_password(), None);
+    }
+
+    #[test]
+    fn drift_names_each_difference() {
+        let resolved = resolved();
+        assert!(database_drift(&resolved, &spec(), &instance(), None).is_empty());
         let db = instance_builder()
             .db_instance_class("db.t3.small")
             .deletion_protection(false)
             .publicly_accessible(true)
             .build();
         assert_eq!(
-            database_drift(&resolved, &spec(), &db),
+            database_drift(&resolved, &spec(), &db, None),
             vec![
                 "instance class is db.t3.small, want db.t3.medium",
                 "deletion protection is off",

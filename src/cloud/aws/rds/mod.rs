@@ -85,8 +85,9 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
     Ok(owned)
 }
 
-/// The master password from the secret RDS manages (`{"username": .., "password": ..}`).
-/// The value is returned, never logged.
+/// The master password held by a secret: the tool's own secret keeps it as plain text, one
+/// RDS manages (environments built by earlier versions) as `{"username": .., "password": ..}`.
+/// The value is returned, never logged, and no error message carries it.
 pub async fn secret_password(cloud: &AwsCloud, arn: &str) -> Result<String, CloudError> {
     let out = cloud
         .secrets
@@ -106,14 +107,23 @@ pub async fn secret_password(cloud: &AwsCloud, arn: &str) -> Result<String, Clou
         CloudError::api(
             "GetSecretValue",
             "InvalidSecret",
-            format!("secret {arn} has no `password` field"),
+            format!(
+                "secret {arn} holds neither a password nor a JSON object with a `password` field"
+            ),
         )
     })
 }
 
+/// The password in a secret's text: a JSON object's `password` field, or the text itself.
 fn password_from_secret(text: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    value.get("password")?.as_str().map(str::to_string)
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(fields)) => fields
+            .get("password")?
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+        _ => (!text.is_empty()).then(|| text.to_string()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -208,6 +218,23 @@ mod tests {
             Some("s3cr\"t")
         );
         assert_eq!(password_from_secret(r#"{"username":"admin"}"#), None);
-        assert_eq!(password_from_secret("plain"), None);
+    }
+
+    #[test]
+    fn password_is_the_plain_text_of_our_secret() {
+        assert_eq!(
+            password_from_secret("Xk9v2LmQ7zRt4WpB").as_deref(),
+            Some("Xk9v2LmQ7zRt4WpB")
+        );
+        // Plain passwords that happen to parse as JSON (digits, a quoted word) stay as they are.
+        assert_eq!(
+            password_from_secret("12345678").as_deref(),
+            Some("12345678")
+        );
+        assert_eq!(
+            password_from_secret(r#""quoted""#).as_deref(),
+            Some(r#""quoted""#)
+        );
+        assert_eq!(password_from_secret(""), None);
     }
 }
