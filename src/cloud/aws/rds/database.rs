@@ -54,7 +54,7 @@ pub async fn find(
     // endpoint, which only exists once it is available.
     let status = db.db_instance_status().unwrap_or_default();
     let db = if db.endpoint().is_none() && !FAILED_STATUSES.contains(&status) {
-        wait_available(cloud, ctx, &identifier).await?
+        wait_available(cloud, ctx, &identifier, &DatabaseChanges::default()).await?
     } else {
         db
     };
@@ -175,7 +175,7 @@ async fn create_database(
         }
         Err(e) => return Err(sdk_error("CreateDBInstance", e)),
     }
-    let db = wait_available(cloud, ctx, &identifier).await?;
+    let db = wait_available(cloud, ctx, &identifier, &DatabaseChanges::default()).await?;
     Ok(observe_database(ctx.resolved, spec, &db, None))
 }
 
@@ -389,7 +389,7 @@ async fn update_database(
         },
     )
     .await?;
-    let db = wait_available(cloud, ctx, identifier).await?;
+    let db = wait_available(cloud, ctx, identifier, &changes).await?;
     // A password just set comes from our secret; otherwise it is what it was.
     let recorded = if changes.password.is_some() {
         None
@@ -538,11 +538,13 @@ async fn delete_database(
     .await
 }
 
-/// Poll until the instance is `available` with none of our modifications pending.
+/// Poll until the instance is usable (see [`wait_state`]) with none of the modifications
+/// in `ours` still pending.
 async fn wait_available(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     identifier: &str,
+    ours: &DatabaseChanges,
 ) -> Result<DbInstance, CloudError> {
     let what = format!("rds instance {identifier} to become available");
     poll_until(
@@ -554,34 +556,58 @@ async fn wait_available(
             let Some(db) = describe_database(cloud, identifier).await? else {
                 return Ok(Poll::Pending("not visible yet".to_string()));
             };
-            let status = db.db_instance_status().unwrap_or("unknown").to_string();
-            if FAILED_STATUSES.contains(&status.as_str()) {
-                return Err(CloudError::api(
+            match wait_state(&db, ours) {
+                WaitState::Ready => Ok(Poll::Done(db)),
+                WaitState::Pending(status) => Ok(Poll::Pending(status)),
+                WaitState::Failed(status) => Err(CloudError::api(
                     "DescribeDBInstances",
                     "InstanceFailed",
                     format!("rds instance {identifier} is in status {status}"),
-                ));
+                )),
             }
-            if status != "available" {
-                return Ok(Poll::Pending(status));
-            }
-            if has_pending_changes(&db) {
-                return Ok(Poll::Pending("modification pending".to_string()));
-            }
-            Ok(Poll::Done(db))
         },
     )
     .await
 }
 
-/// Whether a modification we make (class, storage, version, retention) is still pending.
-fn has_pending_changes(db: &DbInstance) -> bool {
+/// Statuses in which the instance serves connections and takes no more waiting:
+/// `storage-optimization` follows a storage change for hours and is fully usable.
+const USABLE_STATUSES: &[&str] = &["available", "storage-optimization"];
+
+/// Where a wait for the instance stands.
+#[derive(Debug, PartialEq, Eq)]
+enum WaitState {
+    Ready,
+    /// Not yet: the status to show. `backing-up`, `modifying`, `maintenance`,
+    /// `configuring-*`, `upgrading` and the like end by themselves.
+    Pending(String),
+    /// A status the instance does not leave by itself.
+    Failed(String),
+}
+
+fn wait_state(db: &DbInstance, ours: &DatabaseChanges) -> WaitState {
+    let status = db.db_instance_status().unwrap_or("unknown");
+    if FAILED_STATUSES.contains(&status) {
+        WaitState::Failed(status.to_string())
+    } else if !USABLE_STATUSES.contains(&status) {
+        WaitState::Pending(status.to_string())
+    } else if has_pending_changes(db, ours) {
+        WaitState::Pending(format!("{status}, modification pending"))
+    } else {
+        WaitState::Ready
+    }
+}
+
+/// Whether a modification in `ours` is still pending. Changes someone else scheduled for
+/// the maintenance window stay pending for days and are not ours to wait for.
+fn has_pending_changes(db: &DbInstance, ours: &DatabaseChanges) -> bool {
     db.pending_modified_values().is_some_and(|p| {
-        p.db_instance_class().is_some()
-            || p.allocated_storage().is_some()
-            || p.engine_version().is_some()
-            || p.backup_retention_period().is_some()
-            || p.storage_type().is_some()
+        (ours.instance_class.is_some() && p.db_instance_class().is_some())
+            || (ours.storage_gb.is_some()
+                && (p.allocated_storage().is_some() || p.storage_type().is_some()))
+            || (ours.engine_version.is_some() && p.engine_version().is_some())
+            || (ours.backup_retention.is_some() && p.backup_retention_period().is_some())
+            || (ours.password.is_some() && p.master_user_password().is_some())
     })
 }
 
@@ -1072,6 +1098,105 @@ mod tests {
         );
         assert_eq!(*request.as_input().get_master_user_password(), None);
         assert_eq!(*request.as_input().get_manage_master_user_password(), None);
+    }
+
+    #[test]
+    fn waits_end_when_the_instance_is_usable_and_only_fail_on_failed_statuses() {
+        use WaitState::{Failed, Pending, Ready};
+        let none = DatabaseChanges::default();
+        let table: &[(&str, WaitState)] = &[
+            ("available", Ready),
+            // Hours after a storage change, fully usable.
+            ("storage-optimization", Ready),
+            ("creating", Pending("creating".into())),
+            ("backing-up", Pending("backing-up".into())),
+            ("modifying", Pending("modifying".into())),
+            ("maintenance", Pending("maintenance".into())),
+            (
+                "configuring-enhanced-monitoring",
+                Pending("configuring-enhanced-monitoring".into()),
+            ),
+            (
+                "configuring-log-exports",
+                Pending("configuring-log-exports".into()),
+            ),
+            ("upgrading", Pending("upgrading".into())),
+            (
+                "resetting-master-credentials",
+                Pending("resetting-master-credentials".into()),
+            ),
+            ("rebooting", Pending("rebooting".into())),
+            ("failed", Failed("failed".into())),
+            ("storage-full", Failed("storage-full".into())),
+            (
+                "incompatible-parameters",
+                Failed("incompatible-parameters".into()),
+            ),
+        ];
+        for (status, want) in table {
+            let db = instance_builder().db_instance_status(*status).build();
+            assert_eq!(&wait_state(&db, &none), want, "status {status}");
+        }
+    }
+
+    #[test]
+    fn a_storage_change_is_done_once_applied_not_after_optimization() {
+        let ours = DatabaseChanges {
+            storage_gb: Some(50),
+            ..DatabaseChanges::default()
+        };
+        let pending = aws_sdk_rds::types::PendingModifiedValues::builder()
+            .allocated_storage(50)
+            .build();
+        // Accepted but not applied yet: wait.
+        let db = instance_builder()
+            .db_instance_status("available")
+            .pending_modified_values(pending)
+            .build();
+        assert_eq!(
+            wait_state(&db, &ours),
+            WaitState::Pending("available, modification pending".into())
+        );
+        let db = instance_builder().db_instance_status("modifying").build();
+        assert_eq!(
+            wait_state(&db, &ours),
+            WaitState::Pending("modifying".into())
+        );
+        // Applied: usable while RDS optimizes the storage for hours.
+        let db = instance_builder()
+            .db_instance_status("storage-optimization")
+            .allocated_storage(50)
+            .build();
+        assert_eq!(wait_state(&db, &ours), WaitState::Ready);
+    }
+
+    #[test]
+    fn only_our_pending_modifications_hold_the_wait() {
+        // Someone scheduled a class change for the maintenance window; we changed storage.
+        let pending = aws_sdk_rds::types::PendingModifiedValues::builder()
+            .db_instance_class("db.t3.large")
+            .build();
+        let db = instance_builder().pending_modified_values(pending).build();
+        let storage = DatabaseChanges {
+            storage_gb: Some(50),
+            ..DatabaseChanges::default()
+        };
+        assert_eq!(wait_state(&db, &storage), WaitState::Ready);
+        let class = DatabaseChanges {
+            instance_class: Some("db.t3.large".into()),
+            ..DatabaseChanges::default()
+        };
+        assert!(matches!(wait_state(&db, &class), WaitState::Pending(_)));
+        // A password change is applied when RDS no longer shows it pending.
+        let pending = aws_sdk_rds::types::PendingModifiedValues::builder()
+            .master_user_password("****")
+            .build();
+        let db = instance_builder().pending_modified_values(pending).build();
+        let password = DatabaseChanges {
+            password: Some(PasswordChange::ManagedByRds),
+            ..DatabaseChanges::default()
+        };
+        assert!(matches!(wait_state(&db, &password), WaitState::Pending(_)));
     }
 
     #[test]
