@@ -50,14 +50,8 @@ pub async fn find(
     };
     let tags = database_tags(cloud, &db).await?;
     check_owner(ctx, Kind::Database, &identifier, &tags)?;
-    // Adopting an instance an interrupted run left creating: its dependents need the
-    // endpoint, which only exists once it is available.
-    let status = db.db_instance_status().unwrap_or_default();
-    let db = if db.endpoint().is_none() && !FAILED_STATUSES.contains(&status) {
-        wait_available(cloud, ctx, &identifier, &DatabaseChanges::default()).await?
-    } else {
-        db
-    };
+    // An instance an interrupted run left creating is reported as it is, at once (plan
+    // and destroy never sit out its creation); `update` waits for it during apply.
     Ok(Some(observe_database(ctx.resolved, spec, &db, None)))
 }
 
@@ -350,9 +344,16 @@ async fn update_database(
     current: &Observed,
 ) -> Result<Observed, CloudError> {
     let identifier = current.cloud_id.as_str();
-    let db = describe_database(cloud, identifier)
+    let mut db = describe_database(cloud, identifier)
         .await?
         .ok_or_else(|| gone(Kind::Database, identifier))?;
+    // Still creating (adopted from an interrupted run) or busy with something of its own:
+    // wait until it is usable, so its endpoint is known and RDS takes a modification.
+    if let WaitState::Pending(status) = wait_state(&db, &DatabaseChanges::default()) {
+        ctx.progress
+            .status(&format!("{status} — waiting until it is available"));
+        db = wait_available(cloud, ctx, identifier, &DatabaseChanges::default()).await?;
+    }
     let security_group = ctx.resolved.cloud_id(&spec.security_group)?;
     let want_secret = wanted_secret(ctx.resolved, spec)?;
     let recorded = match &current.attrs {
@@ -460,9 +461,39 @@ async fn delete_database(
     ctx: &OpContext<'_>,
     identifier: &str,
 ) -> Result<(), CloudError> {
-    let Some(db) = describe_database(cloud, identifier).await? else {
+    let Some(mut db) = describe_database(cloud, identifier).await? else {
         return Ok(());
     };
+    if let Some(why) = delete_wait(&db) {
+        // RDS answers InvalidDBInstanceState to the delete (and to lifting deletion
+        // protection) until the instance has finished creating and its first backup.
+        ctx.progress.status(&why);
+        let status = db.db_instance_status().unwrap_or_default().to_string();
+        let what = format!(
+            "rds instance {identifier} to finish {status} before it can be deleted (RDS refuses \
+             to delete an instance that is creating or backing up)"
+        );
+        let now = poll_until(
+            cloud,
+            ctx.progress,
+            &what,
+            cloud.waits.database,
+            || async move {
+                Ok(match describe_database(cloud, identifier).await? {
+                    None => Poll::Done(None),
+                    Some(db) => match delete_wait(&db) {
+                        Some(why) => Poll::Pending(why),
+                        None => Poll::Done(Some(db)),
+                    },
+                })
+            },
+        )
+        .await?;
+        match now {
+            Some(now) => db = now,
+            None => return Ok(()),
+        }
+    }
     if db.db_instance_status() != Some("deleting") {
         if db.deletion_protection() == Some(true) {
             retry_in_use(
@@ -536,6 +567,18 @@ async fn delete_database(
         },
     )
     .await
+}
+
+/// Statuses that end by themselves and in which RDS refuses `DeleteDBInstance` ("a final
+/// snapshot cannot be taken") and the `ModifyDBInstance` that lifts deletion protection.
+const DELETE_WAITS_FOR: &[&str] = &["creating", "backing-up"];
+
+/// The progress line while a delete has to wait for the instance (`None`: delete now).
+fn delete_wait(db: &DbInstance) -> Option<String> {
+    let status = db.db_instance_status().unwrap_or_default();
+    DELETE_WAITS_FOR
+        .contains(&status)
+        .then(|| format!("{status} — waiting before delete"))
 }
 
 /// Poll until the instance is usable (see [`wait_state`]) with none of the modifications
@@ -658,11 +701,24 @@ fn observe_database(
     if let Attrs::Database { secret_arn, .. } = &mut attrs {
         *secret_arn = secret_in_use(db, want.as_deref(), recorded);
     }
+    let mut drift = database_drift(resolved, spec, db, recorded);
+    drift.extend(not_ready(db));
     Observed {
         cloud_id: db.db_instance_identifier().unwrap_or_default().to_string(),
         attrs,
-        drift: database_drift(resolved, spec, db, recorded),
+        drift,
     }
+}
+
+/// The line for an instance that is still being created. Nothing about it differs from
+/// the spec, but its endpoint is not known yet: the line makes apply run `update`, which
+/// waits until it is available and records the endpoint (an adoption without it would
+/// keep an empty address in the state).
+fn not_ready(db: &DbInstance) -> Option<String> {
+    let status = db.db_instance_status().unwrap_or("unknown");
+    let no_endpoint = db.endpoint().and_then(|e| e.address()).is_none();
+    (status == "creating" || (no_endpoint && !FAILED_STATUSES.contains(&status)))
+        .then(|| format!("still {status} (no endpoint yet): apply waits until it is available"))
 }
 
 fn database_drift(
@@ -801,8 +857,283 @@ async fn database_tags(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::super::testing::{
+        db_xml, describe, not_found, secret, Progress, Reply, Script, ENDPOINT,
+    };
     use super::*;
+    use crate::cloud::DeleteOptions;
     use aws_sdk_rds::types::{MasterUserSecret, VpcSecurityGroupMembership};
+
+    /// An operation context for `datastore` of env `lab`.
+    fn op_ctx<'a>(
+        id: &'a LogicalId,
+        resolved: &'a Resolved,
+        progress: &'a Progress,
+        delete: &'a DeleteOptions,
+    ) -> OpContext<'a> {
+        OpContext {
+            env: "lab",
+            id,
+            token: "",
+            resolved,
+            progress,
+            delete,
+        }
+    }
+
+    /// The pieces a context borrows.
+    fn parts() -> (LogicalId, Resolved, Progress, DeleteOptions) {
+        (
+            LogicalId::new("datastore"),
+            resolved(),
+            Progress::default(),
+            DeleteOptions::default(),
+        )
+    }
+
+    fn unexpected(call: &super::super::testing::Call) -> Reply {
+        Reply::error(
+            400,
+            "UnexpectedCall",
+            &format!("no answer for {}", call.action),
+        )
+    }
+
+    fn describes(earlier: &[super::super::testing::Call]) -> usize {
+        earlier
+            .iter()
+            .filter(|c| c.action == "DescribeDBInstances")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn find_reports_a_creating_instance_at_once() {
+        let script = Script::new(|call, _| match call.action.as_str() {
+            "DescribeDBInstances" => describe(&db_xml("creating", "8.0.39", "")),
+            _ => unexpected(call),
+        });
+        let cloud = script.cloud(Duration::from_secs(2));
+        let (id, resolved, progress, delete) = parts();
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        let found = tokio::time::timeout(Duration::from_secs(1), find(&cloud, &ctx, &spec()))
+            .await
+            .expect("find must not wait for the instance to finish creating")
+            .unwrap()
+            .expect("found");
+        match &found.attrs {
+            Attrs::Database {
+                status, address, ..
+            } => {
+                assert_eq!(status, "creating");
+                assert_eq!(address, "");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing differs from the spec: the one line only makes apply wait for it.
+        assert_eq!(
+            found.drift,
+            vec!["still creating (no endpoint yet): apply waits until it is available"]
+        );
+        assert_eq!(script.actions(), vec!["DescribeDBInstances"]);
+    }
+
+    #[tokio::test]
+    async fn update_of_an_adopted_creating_instance_waits_and_records_the_endpoint() {
+        let script = Script::new(|call, earlier| match call.action.as_str() {
+            "DescribeDBInstances" if describes(earlier) < 3 => {
+                describe(&db_xml("creating", "8.0.39", ""))
+            }
+            "DescribeDBInstances" => describe(&db_xml("available", "8.0.39", ENDPOINT)),
+            _ => unexpected(call),
+        });
+        let cloud = script.cloud(Duration::from_secs(5));
+        let (id, resolved, progress, delete) = parts();
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        let adopted = find(&cloud, &ctx, &spec()).await.unwrap().unwrap();
+        let updated = update(&cloud, &ctx, &spec(), &adopted).await.unwrap();
+        match &updated.attrs {
+            Attrs::Database {
+                status,
+                address,
+                secret_arn,
+                ..
+            } => {
+                assert_eq!(status, "available");
+                assert_eq!(address, "lab-datastore.abc.us-east-1.rds.amazonaws.com");
+                assert_eq!(secret_arn, OUR_SECRET);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(updated.drift.is_empty(), "{:?}", updated.drift);
+        assert!(
+            !script.actions().iter().any(|a| a == "ModifyDBInstance"),
+            "{:?}",
+            script.actions()
+        );
+        assert_eq!(
+            progress.lines()[0],
+            "creating — waiting until it is available"
+        );
+    }
+
+    /// RDS as it behaves around a delete: `creating` for the first `creating` describes,
+    /// then available; modify and delete are refused while creating.
+    fn deletable_after(creating: usize) -> Script {
+        Script::new(move |call, earlier| {
+            let deleted = earlier.iter().any(|c| c.action == "DeleteDBInstance");
+            let still_creating = describes(earlier) < creating;
+            match call.action.as_str() {
+                "DescribeDBInstances" if deleted => not_found(),
+                "DescribeDBInstances" if still_creating => {
+                    describe(&db_xml("creating", "8.0.39", ""))
+                }
+                "DescribeDBInstances" => describe(&db_xml("available", "8.0.39", ENDPOINT)),
+                "ModifyDBInstance" | "DeleteDBInstance" if still_creating => Reply::error(
+                    400,
+                    "InvalidDBInstanceState",
+                    "Instance lab-datastore is currently creating - a final snapshot cannot be taken.",
+                ),
+                "ModifyDBInstance" => Reply::ok(
+                    "ModifyDBInstance",
+                    &db_xml("available", "8.0.39", ENDPOINT),
+                ),
+                "DeleteDBInstance" => Reply::ok(
+                    "DeleteDBInstance",
+                    &db_xml("deleting", "8.0.39", ENDPOINT),
+                ),
+                _ => unexpected(call),
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn destroy_waits_for_a_creating_instance_and_says_so() {
+        let script = deletable_after(3);
+        let cloud = script.cloud(Duration::from_secs(5));
+        let (id, resolved, progress, delete) = parts();
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        super::delete(&cloud, &ctx, "lab-datastore").await.unwrap();
+        assert_eq!(
+            script.actions(),
+            vec![
+                "DescribeDBInstances",
+                "DescribeDBInstances",
+                "DescribeDBInstances",
+                // Available now: lift deletion protection, delete, see it gone.
+                "DescribeDBInstances",
+                "ModifyDBInstance",
+                "DeleteDBInstance",
+                "DescribeDBInstances",
+            ]
+        );
+        let lines = progress.lines();
+        assert_eq!(lines[0], "creating — waiting before delete");
+        assert!(
+            lines[1].starts_with("creating — waiting before delete, "),
+            "{lines:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn destroy_gives_up_on_an_instance_that_stays_creating_and_says_why() {
+        let script = deletable_after(usize::MAX);
+        let cloud = script.cloud(Duration::from_millis(60));
+        let (id, resolved, progress, delete) = parts();
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        let err = super::delete(&cloud, &ctx, "lab-datastore")
+            .await
+            .unwrap_err();
+        match &err {
+            CloudError::Timeout { what, .. } => {
+                assert!(
+                    what.contains("to finish creating before it can be deleted"),
+                    "{what}"
+                );
+                assert!(what.contains("RDS refuses"), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(script.actions().iter().all(|a| a == "DescribeDBInstances"));
+    }
+
+    #[tokio::test]
+    async fn create_takes_the_password_from_our_secret() {
+        let script = Script::new(|call, _| match call.action.as_str() {
+            "GetSecretValue" => secret(OUR_SECRET, PASSWORD),
+            "CreateDBInstance" => Reply::ok("CreateDBInstance", &db_xml("creating", "8.0.39", "")),
+            "DescribeDBInstances" => describe(&db_xml("available", "8.0.39", ENDPOINT)),
+            _ => unexpected(call),
+        });
+        let cloud = script.cloud(Duration::from_secs(5));
+        let (id, mut resolved, progress, delete) = parts();
+        resolved.entries.insert(
+            "db-subnets".into(),
+            Observed::new("lab-db-subnets", Attrs::None),
+        );
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        let created = create(&cloud, &ctx, &spec()).await.unwrap();
+        let calls = script.calls();
+        assert_eq!(calls[0].action, "GetSecretValue");
+        assert!(calls[0].body.contains(OUR_SECRET), "{}", calls[0].body);
+        let request = calls
+            .iter()
+            .find(|c| c.action == "CreateDBInstance")
+            .unwrap();
+        assert!(request.has_param("MasterUserPassword", PASSWORD));
+        assert!(!request.names_param("ManageMasterUserPassword"));
+        match &created.attrs {
+            Attrs::Database { secret_arn, .. } => assert_eq!(secret_arn, OUR_SECRET),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{created:?}").contains(PASSWORD));
+    }
+
+    #[tokio::test]
+    async fn update_takes_an_rds_managed_password_over() {
+        let managed = format!(
+            "{ENDPOINT}<MasterUserSecret><SecretArn>{RDS_SECRET}</SecretArn>\
+             <SecretStatus>active</SecretStatus></MasterUserSecret>"
+        );
+        let script = Script::new(move |call, earlier| {
+            let modified = earlier.iter().any(|c| c.action == "ModifyDBInstance");
+            match call.action.as_str() {
+                "DescribeDBInstances" if modified => {
+                    describe(&db_xml("available", "8.0.39", ENDPOINT))
+                }
+                "DescribeDBInstances" => describe(&db_xml("available", "8.0.39", &managed)),
+                "GetSecretValue" => secret(OUR_SECRET, PASSWORD),
+                "ModifyDBInstance" => {
+                    Reply::ok("ModifyDBInstance", &db_xml("available", "8.0.39", ENDPOINT))
+                }
+                _ => unexpected(call),
+            }
+        });
+        let cloud = script.cloud(Duration::from_secs(5));
+        let (id, resolved, progress, delete) = parts();
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        let current = read(&cloud, &ctx, &spec(), "lab-datastore")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(current.drift.len(), 1, "{:?}", current.drift);
+        let updated = update(&cloud, &ctx, &spec(), &current).await.unwrap();
+        let calls = script.calls();
+        let modify = calls
+            .iter()
+            .find(|c| c.action == "ModifyDBInstance")
+            .unwrap();
+        assert!(modify.has_param("ManageMasterUserPassword", "false"));
+        assert!(modify.has_param("MasterUserPassword", PASSWORD));
+        assert!(modify.has_param("ApplyImmediately", "true"));
+        assert!(updated.drift.is_empty(), "{:?}", updated.drift);
+        match &updated.attrs {
+            Attrs::Database { secret_arn, .. } => assert_eq!(secret_arn, OUR_SECRET),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{updated:?}").contains(PASSWORD));
+    }
 
     #[test]
     fn versions_compare_on_the_named_components() {
