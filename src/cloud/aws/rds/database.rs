@@ -310,20 +310,15 @@ fn database_changes(
         Ordering::Equal => {}
     }
     let have_version = db.engine_version().unwrap_or_default();
-    match compare_versions(&spec.engine_version, have_version) {
-        Ordering::Greater => {
-            changes.engine_version = Some((
-                spec.engine_version.clone(),
-                major_version(&spec.engine_version) != major_version(have_version),
-            ))
+    match version_change(&spec.engine_version, have_version) {
+        VersionChange::Upgrade { major } => {
+            changes.engine_version = Some((spec.engine_version.clone(), major))
         }
-        Ordering::Less => {
-            return Err(CloudError::Refused(format!(
+        VersionChange::Downgrade => return Err(CloudError::Refused(format!(
             "rds instance {identifier} runs MySQL {have_version}; RDS cannot downgrade it to {}",
             spec.engine_version
-        )))
-        }
-        Ordering::Equal => {}
+        ))),
+        VersionChange::None => {}
     }
     let groups = security_group_ids(db);
     if groups.len() != 1 || groups[0] != security_group {
@@ -743,11 +738,16 @@ fn database_drift(
         ));
     }
     let version = db.engine_version().unwrap_or_default();
-    if !version_matches(&spec.engine_version, version) {
-        drift.push(format!(
+    match version_change(&spec.engine_version, version) {
+        VersionChange::None => {}
+        VersionChange::Upgrade { .. } => drift.push(format!(
             "engine version is {version}, want {}",
             spec.engine_version
-        ));
+        )),
+        VersionChange::Downgrade => drift.push(format!(
+            "engine version is {version}, want {} (RDS cannot downgrade)",
+            spec.engine_version
+        )),
     }
     if db.deletion_protection() != Some(true) {
         drift.push("deletion protection is off".to_string());
@@ -809,6 +809,30 @@ fn version_matches(want: &str, have: &str) -> bool {
         || have
             .strip_prefix(want)
             .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// What it takes to go from the running version `have` to the wanted `want`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionChange {
+    /// `have` satisfies `want`: the same version, any minor of a major pin (`8.0` and
+    /// `8.0.40`), or a newer minor RDS upgraded to by itself (`8.0.39` pinned, `8.0.40`
+    /// running; RDS cannot go back, and the pin only said where to start).
+    None,
+    /// `want` is newer: a minor upgrade, or a major one (`8.0` → `8.4`).
+    Upgrade { major: bool },
+    /// `want` is an older major than what runs: RDS cannot do that.
+    Downgrade,
+}
+
+fn version_change(want: &str, have: &str) -> VersionChange {
+    match compare_versions(&major_version(want), &major_version(have)) {
+        Ordering::Greater => VersionChange::Upgrade { major: true },
+        Ordering::Less => VersionChange::Downgrade,
+        Ordering::Equal => match compare_versions(want, have) {
+            Ordering::Greater => VersionChange::Upgrade { major: false },
+            Ordering::Equal | Ordering::Less => VersionChange::None,
+        },
+    }
 }
 
 /// The major version of a MySQL version: its first two components (`8.0.39` → `8.0`).
@@ -1226,6 +1250,75 @@ mod tests {
                 .engine_version,
             Some(("8.0.40".into(), false))
         );
+    }
+
+    #[test]
+    fn a_minor_version_rds_upgraded_to_is_neither_drift_nor_a_change() {
+        let resolved = resolved();
+        let pinned = DatabaseSpec {
+            engine_version: "8.0.39".into(),
+            ..spec()
+        };
+        // RDS auto-upgraded the pinned 8.0.39 to 8.0.40: no drift, no downgrade, no refusal.
+        let db = instance_builder().engine_version("8.0.40").build();
+        assert!(database_drift(&resolved, &pinned, &db, None).is_empty());
+        let changes = database_changes(&pinned, "sg-1", &db).unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+        // A major pin matches any of its minors.
+        for have in ["8.0.11", "8.0.40", "8.0.42"] {
+            let db = instance_builder().engine_version(have).build();
+            assert!(
+                database_drift(&resolved, &spec(), &db, None).is_empty(),
+                "{have}"
+            );
+            assert!(database_changes(&spec(), "sg-1", &db).unwrap().is_empty());
+        }
+        let table = [
+            ("8.0.39", "8.0.40", VersionChange::None),
+            ("8.0", "8.0.40", VersionChange::None),
+            ("8.0.40", "8.0.40", VersionChange::None),
+            ("8.0.41", "8.0.40", VersionChange::Upgrade { major: false }),
+            ("8.4", "8.0.40", VersionChange::Upgrade { major: true }),
+            ("8.4.3", "8.0.40", VersionChange::Upgrade { major: true }),
+            ("5.7", "8.0.40", VersionChange::Downgrade),
+            ("8.0", "8.4.3", VersionChange::Downgrade),
+            ("8.0.44", "8.4.3", VersionChange::Downgrade),
+        ];
+        for (want, have, change) in table {
+            assert_eq!(version_change(want, have), change, "{want} vs {have}");
+        }
+    }
+
+    #[test]
+    fn a_higher_major_is_an_upgrade_and_a_lower_one_is_refused() {
+        let resolved = resolved();
+        let db = instance_builder().engine_version("8.0.40").build();
+        let newer = DatabaseSpec {
+            engine_version: "8.4".into(),
+            ..spec()
+        };
+        assert_eq!(
+            database_drift(&resolved, &newer, &db, None),
+            vec!["engine version is 8.0.40, want 8.4"]
+        );
+        assert_eq!(
+            database_changes(&newer, "sg-1", &db)
+                .unwrap()
+                .engine_version,
+            Some(("8.4".into(), true))
+        );
+        let older = DatabaseSpec {
+            engine_version: "5.7".into(),
+            ..spec()
+        };
+        assert_eq!(
+            database_drift(&resolved, &older, &db, None),
+            vec!["engine version is 8.0.40, want 5.7 (RDS cannot downgrade)"]
+        );
+        assert!(matches!(
+            database_changes(&older, "sg-1", &db),
+            Err(CloudError::Refused(_))
+        ));
     }
 
     #[test]
