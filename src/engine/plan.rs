@@ -399,6 +399,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             let key = match spec {
                 Spec::DnsRecord(r) => format!("zone {:?}", r.zone),
                 Spec::Instance(i) => format!("ami {}", i.ami),
+                Spec::Database(d) => format!("engine {}", d.engine_version),
                 _ => continue,
             };
             if !checked.insert(key) {

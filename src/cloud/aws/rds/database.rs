@@ -15,7 +15,12 @@ use std::cmp::Ordering;
 
 use aws_sdk_rds::types::DbInstance;
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
 use super::super::common::{gone, has_code, poll_until, retry_in_use, Poll};
+use super::super::error::error_code;
 use super::super::{sdk_error, AwsCloud};
 use super::{
     check_owner, database_identifier, final_snapshot_identifier, owned_id, rds_tags,
@@ -314,10 +319,12 @@ fn database_changes(
         VersionChange::Upgrade { major } => {
             changes.engine_version = Some((spec.engine_version.clone(), major))
         }
-        VersionChange::Downgrade => return Err(CloudError::Refused(format!(
+        VersionChange::Downgrade => {
+            return Err(CloudError::Refused(format!(
             "rds instance {identifier} runs MySQL {have_version}; RDS cannot downgrade it to {}",
             spec.engine_version
-        ))),
+        )))
+        }
         VersionChange::None => {}
     }
     let groups = security_group_ids(db);
@@ -433,15 +440,21 @@ async fn exact_engine_version(cloud: &AwsCloud, version: &str) -> Result<String,
     if version.split('.').count() >= 3 {
         return Ok(version.to_string());
     }
-    let out = cloud
+    let out = match cloud
         .rds
         .describe_db_engine_versions()
         .engine(ENGINE)
         .engine_version(version)
         .default_only(true)
+        .customize()
+        .config_override(few_retries())
         .send()
         .await
-        .map_err(|e| sdk_error("DescribeDBEngineVersions", e))?;
+    {
+        Ok(out) => out,
+        Err(e) if unsupported_operation(&e) => return Ok(version.to_string()),
+        Err(e) => return Err(sdk_error("DescribeDBEngineVersions", e)),
+    };
     Ok(out
         .db_engine_versions()
         .iter()
@@ -449,6 +462,151 @@ async fn exact_engine_version(cloud: &AwsCloud, version: &str) -> Result<String,
         .find(|v| version_matches(version, v))
         .unwrap_or(version)
         .to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Engine version check
+
+/// Refuse, before any change, a `datastore.engine_version` RDS does not offer. An instance
+/// that already runs a version the spec accepts needs nothing from RDS's list (a pinned
+/// version RDS has retired since, upgrading the instance itself, must not block a plan).
+/// An endpoint that does not implement `DescribeDBEngineVersions` (moto) cannot tell:
+/// nothing is checked then.
+pub async fn preflight(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &DatabaseSpec,
+) -> Result<(), CloudError> {
+    if let Ok(identifier) = ctx.resolved.cloud_id(ctx.id) {
+        if let Some(db) = describe_database(cloud, identifier).await? {
+            let have = db.engine_version().unwrap_or_default();
+            if version_change(&spec.engine_version, have) == VersionChange::None {
+                return Ok(());
+            }
+        }
+    }
+    match offered_versions(cloud).await? {
+        Some(offered) => check_engine_version(&spec.engine_version, &offered, &cloud.region),
+        None => Ok(()),
+    }
+}
+
+/// Every MySQL version RDS offers for new instances in the region, or `None` when the
+/// endpoint does not implement the call.
+async fn offered_versions(cloud: &AwsCloud) -> Result<Option<Vec<String>>, CloudError> {
+    let mut versions = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let result = cloud
+            .rds
+            .describe_db_engine_versions()
+            .engine(ENGINE)
+            .set_marker(marker.take())
+            .customize()
+            .config_override(few_retries())
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) if unsupported_operation(&e) => {
+                tracing::debug!(
+                    "DescribeDBEngineVersions is not implemented by this endpoint ({}); \
+                     datastore.engine_version is not checked",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(sdk_error("DescribeDBEngineVersions", e)),
+        };
+        versions.extend(
+            out.db_engine_versions()
+                .iter()
+                .filter_map(|v| v.engine_version())
+                .map(str::to_string),
+        );
+        match out.marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => break,
+        }
+    }
+    Ok(Some(versions))
+}
+
+/// One retry, soon: an emulator that does not implement a call answers HTTP 500, which
+/// the SDK's standard mode (8 attempts here) would otherwise retry for half a minute.
+fn few_retries() -> aws_sdk_rds::config::Builder {
+    aws_sdk_rds::config::Builder::default().retry_config(
+        aws_sdk_rds::config::retry::RetryConfig::standard()
+            .with_max_attempts(2)
+            .with_initial_backoff(std::time::Duration::from_millis(100)),
+    )
+}
+
+/// Whether the endpoint does not implement the operation at all: moto answers such a
+/// call with a bare HTTP 500 page (no error code), other emulators with 501 or a
+/// `NotImplemented`/`InvalidAction`-like code. AWS's own 500s carry a code.
+fn unsupported_operation<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    unsupported(
+        error_code(err),
+        err.raw_response().map(|r| r.status().as_u16()),
+    )
+}
+
+fn unsupported(code: Option<&str>, status: Option<u16>) -> bool {
+    const CODES: &[&str] = &[
+        "NotImplemented",
+        "NotImplementedException",
+        "InvalidAction",
+        "UnknownOperation",
+        "UnknownOperationException",
+        "UnsupportedOperation",
+    ];
+    match code {
+        Some(code) => CODES.contains(&code),
+        None => matches!(status, Some(500 | 501)),
+    }
+}
+
+/// `Ok` when `offered` has a version `want` names (`8.0` names every 8.0.x); otherwise a
+/// refusal that names the config key and what RDS offers instead.
+fn check_engine_version(want: &str, offered: &[String], region: &str) -> Result<(), CloudError> {
+    if offered.iter().any(|v| version_matches(want, v)) {
+        return Ok(());
+    }
+    let sorted = |mut list: Vec<String>| {
+        list.sort_by(|a, b| compare_versions(a, b).then_with(|| a.cmp(b)));
+        list.dedup();
+        list
+    };
+    let major = major_version(want);
+    let same_major = sorted(
+        offered
+            .iter()
+            .filter(|v| major_version(v) == major)
+            .cloned()
+            .collect(),
+    );
+    let instead = if !same_major.is_empty() {
+        format!(
+            "for MySQL {major} it offers {}: set datastore.engine_version to one of them, or \
+             to \"{major}\" for RDS's default {major} version",
+            same_major.join(", ")
+        )
+    } else {
+        let majors = sorted(offered.iter().map(|v| major_version(v)).collect());
+        if majors.is_empty() {
+            "it offers no MySQL version at all to this account".to_string()
+        } else {
+            format!(
+                "it offers no MySQL {major} version (it offers {}): set \
+                 datastore.engine_version to one of those",
+                majors.join(", ")
+            )
+        }
+    };
+    Err(CloudError::Refused(format!(
+        "datastore.engine_version = {want:?}: RDS in {region} does not offer MySQL {want}; {instead}"
+    )))
 }
 
 async fn delete_database(
@@ -1157,6 +1315,312 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!format!("{updated:?}").contains(PASSWORD));
+    }
+
+    fn offered() -> Vec<String> {
+        ["5.7.44", "8.0.36", "8.0.40", "8.0.39", "8.4.3", "8.0.41"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn engine_versions_rds_offers_pass() {
+        for want in ["8.0", "8.0.40", "8.4", "8.4.3", "5.7", "8"] {
+            assert!(
+                check_engine_version(want, &offered(), "us-east-1").is_ok(),
+                "{want}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_engine_version_rds_does_not_offer_is_refused_naming_the_key_and_the_choices() {
+        let Err(CloudError::Refused(message)) =
+            check_engine_version("8.0.11", &offered(), "us-east-1")
+        else {
+            panic!("8.0.11 must be refused");
+        };
+        assert_eq!(
+            message,
+            "datastore.engine_version = \"8.0.11\": RDS in us-east-1 does not offer MySQL \
+             8.0.11; for MySQL 8.0 it offers 8.0.36, 8.0.39, 8.0.40, 8.0.41: set \
+             datastore.engine_version to one of them, or to \"8.0\" for RDS's default 8.0 \
+             version"
+        );
+        let Err(CloudError::Refused(message)) =
+            check_engine_version("5.6", &offered(), "us-east-1")
+        else {
+            panic!("5.6 must be refused");
+        };
+        assert!(
+            message.starts_with("datastore.engine_version = \"5.6\""),
+            "{message}"
+        );
+        assert!(message.contains("it offers 5.7, 8.0, 8.4"), "{message}");
+        // A real answer with nothing in it is a refusal too.
+        let Err(CloudError::Refused(message)) = check_engine_version("8.0", &[], "us-east-1")
+        else {
+            panic!("an empty list must be refused");
+        };
+        assert!(message.contains("datastore.engine_version"), "{message}");
+    }
+
+    #[test]
+    fn only_a_missing_operation_counts_as_cannot_check() {
+        assert!(unsupported(None, Some(500)), "moto's bare 500 page");
+        assert!(unsupported(None, Some(501)));
+        assert!(unsupported(Some("NotImplemented"), Some(501)));
+        assert!(unsupported(Some("InvalidAction"), Some(400)));
+        assert!(
+            !unsupported(Some("InternalFailure"), Some(500)),
+            "AWS's own 500"
+        );
+        assert!(!unsupported(Some("AccessDenied"), Some(403)));
+        assert!(!unsupported(Some("Throttling"), Some(400)));
+        assert!(!unsupported(None, Some(403)));
+    }
+
+    /// `DescribeDBEngineVersions` with the versions of `offered()`, in two pages.
+    fn engine_versions(call: &super::super::testing::Call) -> Reply {
+        let page = |versions: &[&str], marker: &str| {
+            let items: String = versions
+                .iter()
+                .map(|v| {
+                    format!(
+                        "<DBEngineVersion><Engine>mysql</Engine>\
+                         <EngineVersion>{v}</EngineVersion></DBEngineVersion>"
+                    )
+                })
+                .collect();
+            Reply::ok(
+                "DescribeDBEngineVersions",
+                &format!("<DBEngineVersions>{items}</DBEngineVersions>{marker}"),
+            )
+        };
+        if call.has_param("Marker", "page-2") {
+            page(&["8.4.3", "8.0.41"], "")
+        } else {
+            page(
+                &["5.7.44", "8.0.36", "8.0.40", "8.0.39"],
+                "<Marker>page-2</Marker>",
+            )
+        }
+    }
+
+    fn database_spec(version: &str) -> crate::model::Spec {
+        crate::model::Spec::Database(DatabaseSpec {
+            engine_version: version.into(),
+            ..spec()
+        })
+    }
+
+    #[tokio::test]
+    async fn preflight_checks_the_version_against_every_page_rds_offers() {
+        let script = Script::new(|call, _| match call.action.as_str() {
+            "DescribeDBEngineVersions" => engine_versions(call),
+            _ => unexpected(call),
+        });
+        let cloud = script.cloud(Duration::from_secs(1));
+        let (id, _, progress, delete) = parts();
+        // A new environment: the state knows no instance.
+        let fresh = Resolved::default();
+        let ctx = op_ctx(&id, &fresh, &progress, &delete);
+        super::super::preflight(&cloud, &ctx, &database_spec("8.0.41"))
+            .await
+            .unwrap();
+        let err = super::super::preflight(&cloud, &ctx, &database_spec("8.0.11"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("8.0.36, 8.0.39, 8.0.40, 8.0.41"),
+            "{err}"
+        );
+        assert!(script.calls()[0].has_param("Engine", "mysql"));
+    }
+
+    #[tokio::test]
+    async fn preflight_cannot_check_against_an_emulator_without_the_call() {
+        // moto answers an action it does not implement with a bare HTTP 500 page.
+        let script = Script::new(|call, _| match call.action.as_str() {
+            "DescribeDBEngineVersions" => Reply(
+                500,
+                "text/html",
+                "<!doctype html><title>500 Internal Server Error</title>".into(),
+            ),
+            _ => unexpected(call),
+        });
+        let cloud = script.cloud(Duration::from_secs(1));
+        let (id, _, progress, delete) = parts();
+        let fresh = Resolved::default();
+        let ctx = op_ctx(&id, &fresh, &progress, &delete);
+        let started = std::time::Instant::now();
+        super::super::preflight(&cloud, &ctx, &database_spec("8.0"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // A refusal that is not about a missing operation still fails the plan.
+        let script = Script::new(|_, _| {
+            Reply::error(
+                403,
+                "AccessDenied",
+                "not authorized to DescribeDBEngineVersions",
+            )
+        });
+        let cloud = script.cloud(Duration::from_secs(1));
+        let err = super::super::preflight(&cloud, &ctx, &database_spec("8.0"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("AccessDenied"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn preflight_lets_a_running_instance_keep_a_pin_rds_has_retired() {
+        // 8.0.39 is no longer offered; RDS upgraded the instance to 8.0.40 by itself.
+        let script = Script::new(|call, _| match call.action.as_str() {
+            "DescribeDBInstances" => describe(&db_xml("available", "8.0.40", ENDPOINT)),
+            "DescribeDBEngineVersions" => engine_versions(call),
+            _ => unexpected(call),
+        });
+        let cloud = script.cloud(Duration::from_secs(1));
+        let (id, mut resolved, progress, delete) = parts();
+        resolved.entries.insert(
+            "datastore".into(),
+            Observed::new("lab-datastore", Attrs::None),
+        );
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        super::super::preflight(&cloud, &ctx, &database_spec("8.0.39"))
+            .await
+            .unwrap();
+        assert_eq!(script.actions(), vec!["DescribeDBInstances"]);
+        // An upgrade of that instance to a version RDS does not offer is refused.
+        let err = super::super::preflight(&cloud, &ctx, &database_spec("8.4.99"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("datastore.engine_version"),
+            "{err}"
+        );
+    }
+
+    /// A cloud where nothing exists yet and only the preflight checks reach AWS (scripted).
+    struct OnlyPreflight(AwsCloud);
+
+    #[async_trait::async_trait]
+    impl crate::cloud::Cloud for OnlyPreflight {
+        async fn find(
+            &self,
+            _: &OpContext<'_>,
+            _: &crate::model::Spec,
+        ) -> Result<Option<Observed>, CloudError> {
+            Ok(None)
+        }
+        async fn read(
+            &self,
+            _: &OpContext<'_>,
+            _: &crate::model::Spec,
+            _: &str,
+        ) -> Result<Option<Observed>, CloudError> {
+            Ok(None)
+        }
+        async fn create(
+            &self,
+            _: &OpContext<'_>,
+            _: &crate::model::Spec,
+        ) -> Result<Observed, CloudError> {
+            Err(CloudError::Refused("planning only".into()))
+        }
+        async fn update(
+            &self,
+            _: &OpContext<'_>,
+            _: &crate::model::Spec,
+            _: &Observed,
+        ) -> Result<Observed, CloudError> {
+            Err(CloudError::Refused("planning only".into()))
+        }
+        async fn delete(&self, _: &OpContext<'_>, _: Kind, _: &Observed) -> Result<(), CloudError> {
+            Err(CloudError::Refused("planning only".into()))
+        }
+        async fn preflight(
+            &self,
+            ctx: &OpContext<'_>,
+            spec: &crate::model::Spec,
+        ) -> Result<(), CloudError> {
+            crate::cloud::Cloud::preflight(&self.0, ctx, spec).await
+        }
+        async fn list_owned(&self, _: &str) -> Result<Vec<Owned>, CloudError> {
+            Ok(Vec::new())
+        }
+        async fn secret_value(&self, _: &str) -> Result<String, CloudError> {
+            Err(CloudError::Refused("planning only".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn plan_refuses_an_engine_version_rds_does_not_offer_before_any_change() {
+        use crate::engine::{make_plan, Desired, PlanError, PlanInput};
+        use crate::model::{SecretSpec, SecurityGroupSpec, Spec, VpcSpec};
+        let script = Script::new(|call, _| match call.action.as_str() {
+            "DescribeDBEngineVersions" => engine_versions(call),
+            _ => unexpected(call),
+        });
+        let cloud = OnlyPreflight(script.cloud(Duration::from_secs(1)));
+        let desired = |version: &str| {
+            let mut d = Desired::default();
+            d.insert(
+                "vpc",
+                Spec::Vpc(VpcSpec {
+                    cidr: "10.0.0.0/16".into(),
+                }),
+            );
+            d.insert(
+                "sg-db",
+                Spec::SecurityGroup(SecurityGroupSpec {
+                    vpc: "vpc".into(),
+                    description: "datastore".into(),
+                    ingress: vec![],
+                    egress: vec![],
+                }),
+            );
+            d.insert(
+                "db-subnets",
+                Spec::DbSubnetGroup(crate::model::DbSubnetGroupSpec { subnets: vec![] }),
+            );
+            d.insert(
+                "datastore-password",
+                Spec::Secret(SecretSpec {
+                    description: "password".into(),
+                }),
+            );
+            d.insert("datastore", database_spec(version));
+            d
+        };
+        let state = crate::state::State::new("lab");
+        let plan = |d: Desired| {
+            let (state, cloud) = (&state, &cloud);
+            async move {
+                make_plan(
+                    cloud,
+                    PlanInput {
+                        env: "lab",
+                        desired: &d,
+                        state,
+                        destroy: false,
+                    },
+                )
+                .await
+            }
+        };
+        match plan(desired("8.0.11")).await {
+            Err(PlanError::Cloud { id, source, .. }) => {
+                assert_eq!(id.as_str(), "datastore");
+                assert!(
+                    source.to_string().contains("datastore.engine_version"),
+                    "{source}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        plan(desired("8.0")).await.unwrap();
     }
 
     #[test]

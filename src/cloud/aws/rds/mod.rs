@@ -80,6 +80,18 @@ pub async fn delete(
     }
 }
 
+/// Checks `plan` makes before any change: the datastore's engine version must exist.
+pub async fn preflight(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &Spec,
+) -> Result<(), CloudError> {
+    match spec {
+        Spec::Database(s) => database::preflight(cloud, ctx, s).await,
+        _ => Ok(()),
+    }
+}
+
 /// DB instances and DB subnet groups tagged `provision:env=<env>`.
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
     let mut owned = database::list_owned(cloud, env).await?;
