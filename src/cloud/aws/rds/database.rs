@@ -74,31 +74,6 @@ pub async fn read(
         .map(|db| observe_database(ctx.resolved, spec, &db, recorded)))
 }
 
-pub async fn create(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &DatabaseSpec,
-) -> Result<Observed, CloudError> {
-    create_database(cloud, ctx, spec).await
-}
-
-pub async fn update(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    spec: &DatabaseSpec,
-    current: &Observed,
-) -> Result<Observed, CloudError> {
-    update_database(cloud, ctx, spec, current).await
-}
-
-pub async fn delete(
-    cloud: &AwsCloud,
-    ctx: &OpContext<'_>,
-    identifier: &str,
-) -> Result<(), CloudError> {
-    delete_database(cloud, ctx, identifier).await
-}
-
 /// DB instances tagged `provision:env=<env>`.
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
     let mut owned = Vec::new();
@@ -130,7 +105,7 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
     Ok(owned)
 }
 
-async fn create_database(
+pub async fn create(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     spec: &DatabaseSpec,
@@ -339,7 +314,7 @@ fn database_changes(
     Ok(changes)
 }
 
-async fn update_database(
+pub async fn update(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     spec: &DatabaseSpec,
@@ -510,9 +485,12 @@ async fn offered_versions(cloud: &AwsCloud) -> Result<Option<Vec<String>>, Cloud
             Ok(out) => out,
             Err(e) if unsupported_operation(&e) => {
                 tracing::debug!(
-                    "DescribeDBEngineVersions is not implemented by this endpoint ({}); \
-                     datastore.engine_version is not checked",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                    "DescribeDBEngineVersions is not implemented by this endpoint (HTTP {}, \
+                     error code {}); datastore.engine_version is not checked",
+                    e.raw_response()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or_default(),
+                    error_code(&e).unwrap_or("none")
                 );
                 return Ok(None);
             }
@@ -609,7 +587,7 @@ fn check_engine_version(want: &str, offered: &[String], region: &str) -> Result<
     )))
 }
 
-async fn delete_database(
+pub async fn delete(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
     identifier: &str,
