@@ -433,6 +433,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 Spec::Instance(i) => {
                     format!("ami {} type {} in {}", i.ami, i.instance_type, i.subnet)
                 }
+                Spec::Database(d) => format!("engine {}", d.engine_version),
                 _ => continue,
             };
             if !checked.insert(key) {

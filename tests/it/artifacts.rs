@@ -71,11 +71,7 @@ fn k3s_artifacts_carry_the_real_values() {
 
     let env_file = dir.join("k3s-install.env");
     assert_eq!(mode(&env_file), 0o600, "k3s-install.env mode");
-    let arn = world.aws.db_instances()[0]
-        .master_user_secret()
-        .and_then(|s| s.secret_arn())
-        .unwrap()
-        .to_string();
+    let arn = world.aws.datastore_secret_arn();
     let password = world.aws.secret_password(&arn);
     let env_text = read(&env_file);
     assert!(env_text.contains("K3S_DATASTORE_ENDPOINT"), "{env_text}");

@@ -559,11 +559,24 @@ pub fn verify_datastore(aws: &Aws, node_sgs: &[String]) -> String {
         db.backup_retention_period().unwrap_or(0) > 0,
         "automated backups"
     );
-    let secret = db
-        .master_user_secret()
-        .and_then(|s| s.secret_arn())
-        .unwrap_or_else(|| panic!("no managed master password secret: {db:#?}"))
-        .to_string();
+    // The master password is the tool's own secret, not one RDS manages (RDS rotates
+    // those every 7 days; K3s keeps the password it was installed with).
+    assert!(
+        db.master_user_secret().is_none(),
+        "the master password must not be managed (rotated) by RDS: {db:#?}"
+    );
+    let secrets = aws.env_secrets();
+    let secret = secrets
+        .iter()
+        .find(|(name, _)| name == &format!("provision/{}/datastore-password", crate::harness::ENV))
+        .unwrap_or_else(|| panic!("no datastore-password secret among {secrets:?}"))
+        .1
+        .clone();
+    let password = aws.secret_password(&secret);
+    assert!(
+        password.len() >= 16,
+        "a real password is kept in the secret"
+    );
     let subnet_group = db
         .db_subnet_group()
         .and_then(|g| g.db_subnet_group_name())

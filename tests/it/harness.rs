@@ -1171,6 +1171,16 @@ impl Aws {
             .collect()
     }
 
+    /// The ARN of the env's `datastore-password` secret (the RDS master password).
+    pub fn datastore_secret_arn(&self) -> String {
+        let name = format!("provision/{ENV}/datastore-password");
+        self.env_secrets()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no secret {name}"))
+            .1
+    }
+
     /// Everything still tagged with (or named for) the env, as readable lines.
     pub fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();

@@ -21,12 +21,7 @@ fn no_password_in_state_or_any_command_output() {
         outputs.push(run);
     }
 
-    let dbs = world.aws.db_instances();
-    let arn = dbs[0]
-        .master_user_secret()
-        .and_then(|s| s.secret_arn())
-        .expect("managed master password")
-        .to_string();
+    let arn = world.aws.datastore_secret_arn();
     let db_password = world.aws.secret_password(&arn);
     assert!(
         db_password.len() >= 8,

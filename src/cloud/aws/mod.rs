@@ -156,6 +156,7 @@ impl Cloud for AwsCloud {
         match spec {
             Spec::DnsRecord(_) => route53::preflight(self, ctx, spec).await,
             Spec::Instance(_) => ec2::preflight(self, ctx, spec).await,
+            Spec::Database(_) => rds::preflight(self, ctx, spec).await,
             _ => Ok(()),
         }
     }

@@ -297,8 +297,9 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
     Ok(owned)
 }
 
-/// The value of a secret (the plain password this adapter stores, or the JSON an
-/// RDS-managed secret holds). Returned, never logged.
+/// The master password held by a secret: the tool's own secret keeps it as plain text, one
+/// RDS manages (environments built by earlier versions) as `{"username": .., "password": ..}`.
+/// The value is returned, never logged, and no error message carries it.
 pub async fn secret_value(cloud: &AwsCloud, arn: &str) -> Result<String, CloudError> {
     let out = cloud
         .secrets
@@ -314,15 +315,27 @@ pub async fn secret_value(cloud: &AwsCloud, arn: &str) -> Result<String, CloudEr
             format!("secret {arn} holds no text value"),
         )
     })?;
-    Ok(password_from_secret(text))
+    password_from_secret(text).ok_or_else(|| {
+        CloudError::api(
+            "GetSecretValue",
+            "InvalidSecret",
+            format!(
+                "secret {arn} holds neither a password nor a JSON object with a `password` field"
+            ),
+        )
+    })
 }
 
-/// RDS-managed secrets hold `{"username": .., "password": ..}`; ours the password itself.
-pub fn password_from_secret(text: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v.get("password")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| text.to_string())
+/// The password in a secret's text: a JSON object's `password` field, or the text itself.
+pub fn password_from_secret(text: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(fields)) => fields
+            .get("password")?
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+        _ => (!text.is_empty()).then(|| text.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -339,14 +352,31 @@ mod tests {
     }
 
     #[test]
-    fn both_secret_forms_give_the_password() {
-        assert_eq!(password_from_secret("s3cret"), "s3cret");
+    fn password_comes_from_the_json_secret() {
         assert_eq!(
-            password_from_secret(r#"{"username":"admin","password":"p@ss"}"#),
-            "p@ss"
+            password_from_secret(r#"{"username":"admin","password":"s3cr\"t"}"#).as_deref(),
+            Some("s3cr\"t")
         );
+        assert_eq!(password_from_secret(r#"{"username":"admin"}"#), None);
     }
 
+    #[test]
+    fn password_is_the_plain_text_of_our_secret() {
+        assert_eq!(
+            password_from_secret("Xk9v2LmQ7zRt4WpB").as_deref(),
+            Some("Xk9v2LmQ7zRt4WpB")
+        );
+        // Plain passwords that happen to parse as JSON (digits, a quoted word) stay as they are.
+        assert_eq!(
+            password_from_secret("12345678").as_deref(),
+            Some("12345678")
+        );
+        assert_eq!(
+            password_from_secret(r#""quoted""#).as_deref(),
+            Some(r#""quoted""#)
+        );
+        assert_eq!(password_from_secret(""), None);
+    }
     #[test]
     fn names_are_per_env_and_id() {
         assert_eq!(
