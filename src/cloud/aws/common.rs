@@ -53,7 +53,16 @@ pub enum Poll<T> {
     Pending(String),
 }
 
-/// Call `check` every `cloud.waits.poll` until it says [`Poll::Done`] or `limit` has passed,
+/// Delays between the looks of a wait: soon after the operation started (a tenth of
+/// `poll`, at least 100 ms), then doubling, never slower than `poll`
+/// (`timeouts.poll_seconds`). A resource that is ready quickly is noticed quickly; a long
+/// wait (RDS, 5-15 min) costs few calls.
+pub fn poll_delays(poll: Duration) -> impl Iterator<Item = Duration> {
+    let first = (poll / 10).max(Duration::from_millis(100)).min(poll);
+    std::iter::successors(Some(first), move |d| Some((*d * 2).min(poll)))
+}
+
+/// Call `check` at [`poll_delays`] until it says [`Poll::Done`] or `limit` has passed,
 /// reporting the live status and elapsed time through `progress`. Transient errors count as
 /// "not yet"; other errors end the wait. A timeout names `what` and the last status seen.
 pub async fn poll_until<T, F, Fut>(
@@ -69,6 +78,7 @@ where
 {
     let start = Instant::now();
     let mut last = String::from("unknown");
+    let mut delays = poll_delays(cloud.waits.poll);
     loop {
         match check().await {
             Ok(Poll::Done(value)) => return Ok(value),
@@ -84,10 +94,9 @@ where
                 waited,
             });
         }
+        let delay = delays.next().unwrap_or(cloud.waits.poll);
         tokio::time::sleep(
-            cloud
-                .waits
-                .poll
+            delay
                 .min(limit.saturating_sub(waited))
                 .max(Duration::from_millis(10)),
         )
@@ -191,6 +200,24 @@ pub fn elapsed(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_start_soon_and_back_off_to_the_configured_delay() {
+        let d: Vec<Duration> = poll_delays(Duration::from_secs(5)).take(6).collect();
+        let ms: Vec<u128> = d.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![500, 1000, 2000, 4000, 5000, 5000]);
+        // Never slower than a small configured delay, never below 100 ms unless it is.
+        let d: Vec<u128> = poll_delays(Duration::from_millis(100))
+            .take(3)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(d, vec![100, 100, 100]);
+        let d: Vec<u128> = poll_delays(Duration::from_millis(50))
+            .take(2)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(d, vec![50, 50]);
+    }
 
     #[test]
     fn elapsed_formats_minutes_and_seconds() {

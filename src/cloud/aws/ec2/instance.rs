@@ -399,6 +399,7 @@ pub(super) async fn wait_instance(
     target: InstanceStateName,
 ) -> Result<Option<Instance>, CloudError> {
     let start = Instant::now();
+    let mut delays = super::super::common::poll_delays(cloud.waits.poll);
     let lookup = Lookup::Id(id.to_string());
     loop {
         // Right after RunInstances the id may not be visible yet: keep polling.
@@ -431,7 +432,7 @@ pub(super) async fn wait_instance(
                 waited,
             });
         }
-        tokio::time::sleep(cloud.waits.poll).await;
+        tokio::time::sleep(delays.next().unwrap_or(cloud.waits.poll)).await;
     }
 }
 

@@ -112,6 +112,7 @@ pub(super) async fn wait_volume(
     done: impl Fn(&Volume) -> bool,
 ) -> Result<Volume, CloudError> {
     let start = Instant::now();
+    let mut delays = super::super::common::poll_delays(cloud.waits.poll);
     loop {
         let v = settle(cloud, || async {
             describe_volumes(cloud, &Lookup::Id(id.to_string()))
@@ -134,7 +135,7 @@ pub(super) async fn wait_volume(
                 waited,
             });
         }
-        tokio::time::sleep(cloud.waits.poll).await;
+        tokio::time::sleep(delays.next().unwrap_or(cloud.waits.poll)).await;
     }
 }
 
