@@ -36,12 +36,33 @@ pub(super) async fn create_igw(
         "CreateInternetGateway",
         out.internet_gateway().and_then(|g| g.internet_gateway_id()),
     )?;
+    // No idempotency token either: a lost reply leaves a twin (see `remove_vpc_twins`).
+    let lookup = Lookup::Filters(owner_filters(ctx.env, ctx.id));
+    let found = describe_igws(cloud, &lookup).await?;
+    let detached: Vec<InternetGateway> = found
+        .into_iter()
+        .filter(|g| igw_vpcs(g).is_empty())
+        .collect();
+    for twin in twins(detached, &id, |g| g.internet_gateway_id()) {
+        ctx.progress.status(&format!(
+            "deleting {twin}, a twin left by a retried CreateInternetGateway"
+        ));
+        let _ = gone_is_ok(
+            cloud
+                .ec2
+                .delete_internet_gateway()
+                .internet_gateway_id(&twin)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteInternetGateway", e)),
+        );
+    }
     attach_igw(cloud, &id, vpc).await?;
     Ok(Observed::new(id, Attrs::None))
 }
 
 pub(super) async fn attach_igw(cloud: &AwsCloud, id: &str, vpc: &str) -> Result<(), CloudError> {
-    settle(cloud, || async {
+    let result = settle(cloud, || async {
         cloud
             .ec2
             .attach_internet_gateway()
@@ -51,8 +72,13 @@ pub(super) async fn attach_igw(cloud: &AwsCloud, id: &str, vpc: &str) -> Result<
             .await
             .map_err(|e| sdk_error("AttachInternetGateway", e))
     })
-    .await?;
-    Ok(())
+    .await;
+    match result {
+        // A retried call whose first reply was lost: already attached. (Attached to
+        // another VPC shows as drift when the gateway is read.)
+        Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// VPCs the gateway is attached to (or attaching to).

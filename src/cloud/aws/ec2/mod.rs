@@ -78,7 +78,13 @@ pub async fn find(
             None => None,
         },
         Spec::InternetGateway(s) => {
-            let igws = describe_igws(cloud, &lookup).await?;
+            let mut igws = describe_igws(cloud, &lookup).await?;
+            // Of twins, the one attached to this env's VPC is the one in use.
+            if let Ok(vpc) = ctx.resolved.cloud_id(&s.vpc) {
+                if igws.iter().any(|g| igw_vpcs(g).iter().any(|v| v == vpc)) {
+                    igws.retain(|g| igw_vpcs(g).iter().any(|v| v == vpc));
+                }
+            }
             pick(kind, ctx, igws, |g| g.internet_gateway_id())?
                 .map(|g| observe_igw(ctx, s, &g))
                 .transpose()?
@@ -440,29 +446,31 @@ fn vanished(kind: Kind, id: &str) -> CloudError {
     )
 }
 
-/// At most one resource may carry an environment's tags for one logical id; several mean
-/// someone copied tags or an old run leaked, and guessing would adopt the wrong one.
+/// One resource of those tagged for an env and logical id. Several are twins (a create
+/// without idempotency token retried after a lost reply, or an interrupted run): adopt the
+/// one with the lowest id, so every run picks the same; `plan` lists the others (they are
+/// tagged for the env but not in the state) and `apply`/`destroy` delete them. Failing
+/// instead would leave the env stuck: neither apply nor destroy could plan.
 fn pick<T>(
-    kind: Kind,
-    ctx: &OpContext<'_>,
+    _kind: Kind,
+    _ctx: &OpContext<'_>,
     items: Vec<T>,
     id: impl Fn(&T) -> Option<&str>,
 ) -> Result<Option<T>, CloudError> {
-    if items.len() > 1 {
-        let ids: Vec<&str> = items.iter().filter_map(&id).collect();
-        return Err(CloudError::api(
-            format!("find {kind} `{}`", ctx.id),
-            "Ambiguous",
-            format!(
-                "{} {kind}s are tagged {TAG_ENV}={} {TAG_ID}={}: {}; delete the extra ones or fix their tags",
-                items.len(),
-                ctx.env,
-                ctx.id,
-                ids.join(", ")
-            ),
-        ));
-    }
-    Ok(items.into_iter().next())
+    Ok(items
+        .into_iter()
+        .filter(|i| id(i).is_some())
+        .min_by(|a, b| id(a).cmp(&id(b))))
+}
+
+/// The ids of `items` other than `keep`.
+fn twins<T>(items: Vec<T>, keep: &str, id: impl Fn(&T) -> Option<&str>) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(&id)
+        .filter(|i| *i != keep)
+        .map(str::to_string)
+        .collect()
 }
 
 /// "private-a (subnet-123)" when the cloud id belongs to a known logical resource.

@@ -304,21 +304,48 @@ pub(super) async fn create_group(
     s: &SecurityGroupSpec,
 ) -> Result<Observed, CloudError> {
     let vpc = ctx.resolved.cloud_id(&s.vpc)?;
-    let out = cloud
+    let name = crate::names::security_group(ctx.env, ctx.id.as_str());
+    let created = cloud
         .ec2
         .create_security_group()
-        .group_name(crate::names::security_group(ctx.env, ctx.id.as_str()))
+        .group_name(&name)
         .description(&s.description)
         .vpc_id(vpc)
         .tag_specifications(tag_spec(ResourceType::SecurityGroup, ctx))
         .send()
         .await
-        .map_err(|e| sdk_error("CreateSecurityGroup", e))?;
-    let id = created_id("CreateSecurityGroup", out.group_id())?;
-    // A new VPC group starts with AWS's allow-all egress rule and nothing else.
-    let have = GroupRules {
-        ingress: BTreeSet::new(),
-        egress: BTreeSet::from([RuleKey::all_traffic_anywhere()]),
+        .map_err(|e| sdk_error("CreateSecurityGroup", e));
+    let (id, have) = match created {
+        Ok(out) => (
+            created_id("CreateSecurityGroup", out.group_id())?,
+            // A new VPC group starts with AWS's allow-all egress rule and nothing else.
+            GroupRules {
+                ingress: BTreeSet::new(),
+                egress: BTreeSet::from([RuleKey::all_traffic_anywhere()]),
+            },
+        ),
+        // The SDK retried a call whose reply was lost, and the first one went through:
+        // the group is there under its name. Take it if it carries our tags.
+        Err(e) if error_code(&e) == Some("InvalidGroup.Duplicate") => {
+            let lookup = Lookup::Filters(vec![filter("vpc-id", vpc), filter("group-name", &name)]);
+            let group = describe_groups(cloud, &lookup)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or(e)?;
+            let ours = tag_value(group.tags(), TAG_ENV) == Some(ctx.env)
+                && tag_value(group.tags(), TAG_ID) == Some(ctx.id.as_str());
+            if !ours {
+                return Err(CloudError::Refused(format!(
+                    "security group `{name}` already exists in {vpc} without the tags \
+                     {TAG_ENV}={}, {TAG_ID}={}; rename or remove it",
+                    ctx.env, ctx.id
+                )));
+            }
+            let id = group.group_id().unwrap_or_default().to_string();
+            (id, GroupRules::of(&group))
+        }
+        Err(e) => return Err(e),
     };
     converge_group_rules(cloud, ctx, s, &id, &have).await?;
     let (_, want_out) = group_wants(ctx, s, &id)?;

@@ -26,7 +26,7 @@ pub(super) async fn create_subnet(
 ) -> Result<Observed, CloudError> {
     let vpc = ctx.resolved.cloud_id(&s.vpc)?;
     let zone = zone_for(cloud, s.zone_index, &s.instance_types).await?;
-    let out = cloud
+    let created = cloud
         .ec2
         .create_subnet()
         .vpc_id(vpc)
@@ -35,8 +35,35 @@ pub(super) async fn create_subnet(
         .tag_specifications(tag_spec(ResourceType::Subnet, ctx))
         .send()
         .await
-        .map_err(|e| sdk_error("CreateSubnet", e))?;
-    let id = created_id("CreateSubnet", out.subnet().and_then(|x| x.subnet_id()))?;
+        .map_err(|e| sdk_error("CreateSubnet", e));
+    let id = match created {
+        Ok(out) => created_id("CreateSubnet", out.subnet().and_then(|x| x.subnet_id()))?,
+        // A retried call whose first reply was lost: the CIDR is taken by the subnet that
+        // call made. Take it if it carries our tags.
+        Err(e) if error_code(&e) == Some("InvalidSubnet.Conflict") => {
+            let lookup =
+                Lookup::Filters(vec![filter("vpc-id", vpc), filter("cidr-block", &s.cidr)]);
+            let subnet = describe_subnets(cloud, &lookup)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or(e)?;
+            if tag_value(subnet.tags(), TAG_ENV) != Some(ctx.env)
+                || tag_value(subnet.tags(), TAG_ID) != Some(ctx.id.as_str())
+            {
+                return Err(CloudError::Refused(format!(
+                    "{} in {vpc} is taken by subnet {} without the tags {TAG_ENV}={}, {TAG_ID}={}; \
+                     change network.vpc_cidr or remove it",
+                    s.cidr,
+                    subnet.subnet_id().unwrap_or_default(),
+                    ctx.env,
+                    ctx.id
+                )));
+            }
+            subnet.subnet_id().unwrap_or_default().to_string()
+        }
+        Err(e) => return Err(e),
+    };
     if s.map_public_ip {
         set_map_public_ip(cloud, &id, true).await?;
     }

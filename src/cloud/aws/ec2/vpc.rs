@@ -33,8 +33,37 @@ pub(super) async fn create_vpc(
         .await
         .map_err(|e| sdk_error("CreateVpc", e))?;
     let id = created_id("CreateVpc", out.vpc().and_then(|v| v.vpc_id()))?;
+    remove_vpc_twins(cloud, ctx, &id).await?;
     enable_vpc_dns(cloud, &id).await?;
     Ok(Observed::new(id, Attrs::None))
+}
+
+/// CreateVpc takes no idempotency token: when its reply is lost the SDK sends it again
+/// and both calls go through. `plan` found no VPC with this env's tags for this id just
+/// before, and the lock keeps other runs out, so any other one now is a twin of this very
+/// step: delete it (an empty twin always can be; one that cannot is left to the next plan,
+/// which lists it for deletion).
+async fn remove_vpc_twins(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    keep: &str,
+) -> Result<(), CloudError> {
+    let lookup = Lookup::Filters(owner_filters(ctx.env, ctx.id));
+    for twin in twins(describe_vpcs(cloud, &lookup).await?, keep, |v| v.vpc_id()) {
+        ctx.progress.status(&format!(
+            "deleting {twin}, a twin left by a retried CreateVpc"
+        ));
+        let _ = gone_is_ok(
+            cloud
+                .ec2
+                .delete_vpc()
+                .vpc_id(&twin)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteVpc", e)),
+        );
+    }
+    Ok(())
 }
 
 /// DNS support and DNS hostnames: private Route53 zones only answer inside a VPC with both.
