@@ -47,7 +47,7 @@ test-it: venv
 # The full crash sweep: SIGKILL the real binary after every mutating call of an apply, a
 # destroy, a scale-down and a private-zone apply (slow; `make test` runs a sample).
 test-crash: venv
-	$(IT_ENV) $(CARGO) test --test it -- --ignored --test-threads 1 crash_sweep
+	$(IT_ENV) $(CARGO) test --test it -- --ignored --nocapture crash_sweep
 
 lint:
 	$(CARGO) fmt --all -- --check
