@@ -44,10 +44,11 @@ test-unit:
 test-it: venv
 	$(IT_ENV) $(CARGO) test --test it
 
-# The full crash sweep: SIGKILL the real binary after every mutating call of an apply, a
-# destroy, a scale-down and a private-zone apply (slow; `make test` runs a sample).
+# The slow tests: the full crash sweep (SIGKILL the real binary after every mutating call
+# of an apply, a destroy, a scale-down and a private-zone apply; `make test` runs a
+# sample) and replies lost at random.
 test-crash: venv
-	$(IT_ENV) $(CARGO) test --test it -- --ignored --nocapture crash_sweep
+	$(IT_ENV) $(CARGO) test --test it -- --ignored --nocapture crash_sweep slow_
 
 lint:
 	$(CARGO) fmt --all -- --check

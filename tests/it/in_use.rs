@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use crate::harness::{Fixture, Stats, Topology, World};
 
 /// Deletes answered "in use" and how many times each: EC2 DependencyViolation, ELBv2
-/// ResourceInUse, RDS InvalidDBSubnetGroupStateFault / InvalidDBInstanceState.
+/// ResourceInUse, RDS InvalidDBSubnetGroupStateFault / InvalidDBInstanceState, Route53
+/// HostedZoneNotEmpty.
 const IN_USE: &[(&str, u32)] = &[
     ("DeleteSubnet", 2),
     ("DeleteSecurityGroup", 3),
@@ -21,6 +22,7 @@ const IN_USE: &[(&str, u32)] = &[
     ("DeleteLoadBalancer", 2),
     ("DeleteDBSubnetGroup", 2),
     ("DeleteDBInstance", 2),
+    ("DeleteHostedZone", 2),
 ];
 
 fn in_use_config() -> serde_json::Value {
@@ -47,7 +49,17 @@ fn per_op(stats: &Stats) -> BTreeMap<String, (u32, u32)> {
 
 #[test]
 fn destroy_retries_in_use_deletes_and_leaves_nothing() {
-    let world = World::new(&Fixture::new(Topology::K3s));
+    // k3s with a private zone: every kind of delete the tool makes.
+    let text = Fixture::new(Topology::K3s).render().replace(
+        "[dns]\nzone = \"lab.example.com\"\n",
+        "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
+    );
+    assert!(
+        text.contains("private_zone = true"),
+        "fixture layout changed"
+    );
+    let world = World::bare();
+    world.write_config_text(&text);
     world.apply();
     world.proxy.reset();
     world.proxy.configure(in_use_config());
