@@ -638,6 +638,18 @@ pub const RKE_PORTS: &[(&str, i32)] = &[
 
 /// Exactly one resource per logical id of every kind, and the expected counts.
 pub fn verify_no_duplicates(aws: &Aws, nodes: usize, datastore: bool, load_balancer: bool) {
+    verify_no_duplicates_dns(aws, nodes, datastore, load_balancer, false);
+}
+
+/// As [`verify_no_duplicates`]; with `private_zone` the env has exactly one private hosted
+/// zone (named `ZONE`) holding the one `HOSTNAME` record, and the public zone none.
+pub fn verify_no_duplicates_dns(
+    aws: &Aws,
+    nodes: usize,
+    datastore: bool,
+    load_balancer: bool,
+    private_zone: bool,
+) {
     let by_id = aws.instances_by_id();
     for (id, list) in &by_id {
         assert_eq!(
@@ -694,11 +706,37 @@ pub fn verify_no_duplicates(aws: &Aws, nodes: usize, datastore: bool, load_balan
     let len = ports.len();
     ports.dedup();
     assert_eq!(len, ports.len(), "duplicate target groups: {tgs:#?}");
-    let zone = aws.zone_id(ZONE);
-    let records: Vec<_> = aws
-        .records_named(&zone, HOSTNAME)
-        .into_iter()
-        .filter(|r| matches!(r.r#type().as_str(), "A" | "CNAME"))
+    let public = aws.zone_id(ZONE);
+    let zones = aws.block(aws.route53.list_hosted_zones().send()).unwrap();
+    let private: Vec<String> = zones
+        .hosted_zones()
+        .iter()
+        .filter(|z| z.config().is_some_and(|c| c.private_zone()))
+        .map(|z| z.id().to_string())
         .collect();
-    assert_eq!(records.len(), 1, "records for {HOSTNAME}");
+    assert_eq!(
+        private.len(),
+        usize::from(private_zone),
+        "private hosted zones: {zones:#?}"
+    );
+    let host_records = |zone: &str| {
+        aws.records_named(zone, HOSTNAME)
+            .into_iter()
+            .filter(|r| matches!(r.r#type().as_str(), "A" | "CNAME"))
+            .count()
+    };
+    if private_zone {
+        assert_eq!(
+            host_records(&private[0]),
+            1,
+            "records for {HOSTNAME} (private zone)"
+        );
+        assert_eq!(
+            host_records(&public),
+            0,
+            "records for {HOSTNAME} (public zone)"
+        );
+    } else {
+        assert_eq!(host_records(&public), 1, "records for {HOSTNAME}");
+    }
 }

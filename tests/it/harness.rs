@@ -99,6 +99,40 @@ impl Drop for Killed {
 pub struct Moto {
     _child: Killed,
     pub port: u16,
+    /// moto's stderr (one line per request, and its tracebacks). Kept when the test fails
+    /// (every failure of a `provision` run names it), removed otherwise.
+    pub log: PathBuf,
+}
+
+/// Where the emulators' logs go: `target/tmp/moto-logs/`.
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("moto-logs");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Prints, once per test binary, which moto the tests run against (the pin is in
+/// tests/support/requirements.txt).
+fn announce_moto(exe: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let python = exe.with_file_name("python");
+        let version = Command::new(&python)
+            .args(["-c", "import moto; print(moto.__version__)"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map_or_else(
+                || "unknown (no python next to it)".to_string(),
+                |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            );
+        eprintln!(
+            "integration tests: moto {version} ({}); emulator logs of failed tests in {}",
+            exe.display(),
+            log_dir().display()
+        );
+    });
 }
 
 impl Moto {
@@ -106,26 +140,40 @@ impl Moto {
         let exe = moto_server_path();
         assert!(
             exe.exists(),
-            "the AWS emulator is missing: {} does not exist. Run `make venv` (or \
-             `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'`), or set \
-             MOTO_SERVER to a moto_server executable",
+            "the AWS emulator is missing: {} does not exist. Run `make venv` (it installs \
+             the pinned tests/support/requirements.txt into .venv), or set MOTO_SERVER to a \
+             moto_server executable",
             exe.display()
         );
+        announce_moto(&exe);
         let mut last_error = String::new();
         for _attempt in 0..3 {
             let port = free_port();
+            let thread = std::thread::current();
+            let name: String = thread
+                .name()
+                .unwrap_or("test")
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let log = log_dir().join(format!("{name}-{port}.log"));
+            let log_file = std::fs::File::create(&log)
+                .unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
             let child = Command::new(&exe)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::from(log_file))
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
             let mut child = Killed(child);
             let deadline = Instant::now() + MOTO_START;
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.0.try_wait() {
-                    last_error = format!("moto_server exited with {status} (port {port})");
+                    last_error = format!(
+                        "moto_server exited with {status} (port {port}); its log: {}",
+                        log.display()
+                    );
                     break;
                 }
                 if let Ok((status, _)) = http(port, "GET", "/moto-api/", b"") {
@@ -133,14 +181,17 @@ impl Moto {
                         return Moto {
                             _child: child,
                             port,
+                            log,
                         };
                     }
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             if last_error.is_empty() {
-                last_error =
-                    format!("moto_server did not answer on port {port} within {MOTO_START:?}");
+                last_error = format!(
+                    "moto_server did not answer on port {port} within {MOTO_START:?}; its log: {}",
+                    log.display()
+                );
             }
         }
         panic!("the AWS emulator did not start: {last_error}");
@@ -148,6 +199,16 @@ impl Moto {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the emulator's log is kept in {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -182,9 +243,20 @@ pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result
 pub struct Call {
     pub service: String,
     pub action: String,
+    /// The API operation (for Route53 the one its REST path maps to).
+    #[serde(default)]
+    pub op: String,
     pub mutating: bool,
+    /// Answered by the proxy without reaching the emulator.
     #[serde(default)]
     pub faulted: bool,
+    /// throttle, in_use, token_replay, token_mismatch (not forwarded) or lost_reply
+    /// (forwarded, answered with a 500).
+    #[serde(default)]
+    pub fault: Option<String>,
+    /// The `provision:id` tag a create carries.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 impl std::fmt::Display for Call {
@@ -197,9 +269,19 @@ impl std::fmt::Display for Call {
 pub struct Stats {
     pub calls: Vec<Call>,
     pub held: bool,
+    #[serde(default)]
+    pub held_call: Option<Call>,
 }
 
 impl Stats {
+    /// Calls the proxy answered with this fault.
+    pub fn faults(&self, fault: &str) -> Vec<&Call> {
+        self.calls
+            .iter()
+            .filter(|c| c.fault.as_deref() == Some(fault))
+            .collect()
+    }
+
     /// Mutating calls that reached the emulator.
     pub fn mutating(&self) -> Vec<&Call> {
         self.calls
@@ -265,6 +347,11 @@ impl Proxy {
         self.control("POST", "/__proxy/reset", "");
     }
 
+    /// Delivers the held response to the client after all.
+    pub fn release(&self) {
+        self.control("POST", "/__proxy/release", "");
+    }
+
     pub fn configure(&self, config: serde_json::Value) {
         self.control("POST", "/__proxy/config", &config.to_string());
     }
@@ -284,16 +371,21 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The log of the emulator the run talked to.
+    pub emulator_log: Option<PathBuf>,
 }
 
 impl Run {
     pub fn describe(&self) -> String {
         format!(
-            "`provision {}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            "`provision {}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- emulator log: {} ---",
             self.args.join(" "),
             self.code,
             self.stdout,
-            self.stderr
+            self.stderr,
+            self.emulator_log
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |p| p.display().to_string())
         )
     }
 
@@ -332,6 +424,10 @@ pub struct Running {
     args: Vec<String>,
     stdout: Option<std::thread::JoinHandle<String>>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    stderr_so_far: Shared,
+    emulator_log: Option<PathBuf>,
+    /// The pty master when stdin is a terminal (kept open for the run).
+    _tty: Option<std::fs::File>,
 }
 
 impl Running {
@@ -343,6 +439,12 @@ impl Running {
         // SAFETY: sends a signal to our own child process.
         let r = unsafe { libc::kill(self.pid(), signal) };
         assert_eq!(r, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// What the run wrote to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr_so_far.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_owned()
     }
 
     pub fn finished(&mut self) -> bool {
@@ -362,8 +464,10 @@ impl Running {
                 let _ = child.wait();
                 let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
                 panic!(
-                    "`provision {}` did not finish within {limit:?}; stderr:\n{stderr}",
-                    self.args.join(" ")
+                    "`provision {}` did not finish within {limit:?}; stderr:\n{stderr}\n\
+                     emulator log: {:?}",
+                    self.args.join(" "),
+                    self.emulator_log
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -373,6 +477,7 @@ impl Running {
             code: exit_code(status),
             stdout: self.stdout.take().unwrap().join().unwrap_or_default(),
             stderr: self.stderr.take().unwrap().join().unwrap_or_default(),
+            emulator_log: self.emulator_log.clone(),
         }
     }
 }
@@ -386,12 +491,27 @@ impl Drop for Running {
     }
 }
 
-fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = pipe.read_to_end(&mut out);
+type Shared = std::sync::Arc<Mutex<Vec<u8>>>;
+
+/// Reads a pipe to its end in the background; what arrived so far is in the shared buffer.
+fn collect(mut pipe: impl Read + Send + 'static) -> (std::thread::JoinHandle<String>, Shared) {
+    let shared: Shared = Default::default();
+    let buffer = shared.clone();
+    let handle = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buffer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..n]),
+            }
+        }
+        let out = buffer.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&out).into_owned()
-    })
+    });
+    (handle, shared)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -423,7 +543,8 @@ pub struct Fixture {
     pub instance_class: Option<String>,
     /// `Some(host:port)` switches to an external registry.
     pub external_registry: Option<String>,
-    /// Extra lines appended at the end (whole new sections only).
+    /// Extra lines appended at the end: first lines of the `[timeouts]` table (which comes
+    /// last), then whole new sections.
     pub extra: String,
 }
 
@@ -486,7 +607,7 @@ pub fn ssh_public_key() -> String {
 pub struct World {
     // Field order is drop order: the proxy before the emulator, the slot last.
     pub proxy: Proxy,
-    _moto: Moto,
+    pub moto: Moto,
     pub dir: tempfile::TempDir,
     pub aws: Aws,
     _slot: Slot,
@@ -515,10 +636,46 @@ impl World {
         aws.create_public_zone(ZONE);
         World {
             proxy,
-            _moto: moto,
+            moto,
             dir,
             aws,
             _slot: slot,
+        }
+    }
+
+    /// This world's emulator and proxy, emptied (moto's `/moto-api/reset`, the proxy's
+    /// reset), with a new folder, the zone and the ssh key: as `bare()` but without
+    /// starting processes. Long sweeps use it.
+    pub fn recycle(self) -> Self {
+        let World {
+            proxy,
+            moto,
+            dir,
+            aws,
+            _slot,
+        } = self;
+        drop(dir);
+        let (status, body) = http(moto.port, "POST", "/moto-api/reset", b"")
+            .unwrap_or_else(|e| panic!("reset the emulator: {e}"));
+        assert_eq!(
+            status,
+            200,
+            "moto reset: {}",
+            String::from_utf8_lossy(&body)
+        );
+        proxy.reset();
+        let dir = tempfile::Builder::new()
+            .prefix("provision-it-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(dir.path().join("id_ed25519.pub"), ssh_public_key()).unwrap();
+        aws.create_public_zone(ZONE);
+        World {
+            proxy,
+            moto,
+            dir,
+            aws,
+            _slot,
         }
     }
 
@@ -565,17 +722,52 @@ impl World {
 
     /// Starts `provision ARGS` and returns at once.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = self
-            .command(args)
-            .spawn()
-            .expect("start the provision binary");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        self.spawn_with(args, None)
+    }
+
+    /// Starts `provision ARGS` with standard input on a terminal (a pty nobody types
+    /// into), so that it asks for confirmation.
+    pub fn spawn_on_tty(&self, args: &[&str]) -> Running {
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty fills two descriptors we then own.
+        let r = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(r, 0, "openpty failed");
+        use std::os::fd::FromRawFd;
+        // SAFETY: both descriptors were just opened and are owned here.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        self.spawn_with(args, Some((master, slave)))
+    }
+
+    fn spawn_with(&self, args: &[&str], tty: Option<(std::fs::File, std::fs::File)>) -> Running {
+        let mut command = self.command(args);
+        let tty = tty.map(|(master, slave)| {
+            command.stdin(Stdio::from(slave));
+            master
+        });
+        let mut child = command.spawn().expect("start the provision binary");
+        let (stdout, _) = collect(child.stdout.take().unwrap());
+        let (stderr, stderr_so_far) = collect(child.stderr.take().unwrap());
         Running {
             child: Some(child),
             args: args.iter().map(|s| s.to_string()).collect(),
             stdout: Some(stdout),
             stderr: Some(stderr),
+            stderr_so_far,
+            emulator_log: Some(self.moto.log.clone()),
+            _tty: tty,
         }
     }
 

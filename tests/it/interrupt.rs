@@ -1,6 +1,10 @@
-//! Ctrl-C: exit 130 with a valid state and a released lock; the next run converges.
+//! Ctrl-C, as the README promises it: before execution (planning, the confirmation
+//! prompt) the first press exits 130 with nothing changed; during execution the first
+//! press starts no new step, lets the running ones finish and saves them, exits 130 and
+//! releases the lock; a second press exits at once. The proxy holds a response to know
+//! exactly what is running when the signal comes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::checks::verify_no_duplicates;
 use crate::harness::{wait_until, Fixture, Topology, World};
@@ -28,6 +32,11 @@ fn interrupt(presses: u32) {
             "the first Ctrl-C should save state"
         );
     }
+    next_run_converges(&world);
+}
+
+/// The state (if any) is valid, the lock is free, and an apply converges to one of each.
+fn next_run_converges(world: &World) {
     if world.state_file().exists() {
         world.state_json();
     }
@@ -51,4 +60,175 @@ fn ctrl_c_once_saves_state_and_exits_130() {
 #[test]
 fn ctrl_c_twice_exits_at_once_and_the_next_run_converges() {
     interrupt(2);
+}
+
+/// Calls the security-group step makes after CreateSecurityGroup.
+const SG_STEP_CALLS: &[&str] = &[
+    "AuthorizeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupEgress",
+    "RevokeSecurityGroupIngress",
+    "UpdateSecurityGroupRuleDescriptionsEgress",
+    "UpdateSecurityGroupRuleDescriptionsIngress",
+    "CreateTags",
+];
+
+#[test]
+fn first_ctrl_c_starts_no_new_step_and_saves_the_running_one() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    // One step at a time: while CreateSecurityGroup is held, that step is all that runs.
+    world
+        .proxy
+        .configure(serde_json::json!({"hold_call": {"op": "CreateSecurityGroup", "nth": 1}}));
+    let mut running = world.spawn(&["apply", "--yes", "--parallelism", "1"]);
+    wait_until(
+        "CreateSecurityGroup to be held",
+        Duration::from_secs(120),
+        || world.proxy.stats().held || running.finished(),
+    );
+    let before = world.proxy.stats();
+    let held = before
+        .held_call
+        .clone()
+        .unwrap_or_else(|| panic!("nothing held; run ended: {}", running.stderr_so_far()));
+    let step = held
+        .id
+        .clone()
+        .expect("CreateSecurityGroup carries provision:id");
+    running.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !running.finished(),
+        "the first Ctrl-C must let the running step finish, not exit: {}",
+        running.stderr_so_far()
+    );
+    world.proxy.release();
+    let stopped = running.wait(Duration::from_secs(60));
+    assert_eq!(stopped.code, 130, "{}", stopped.describe());
+
+    let after = world.proxy.stats();
+    let late: Vec<String> = after.calls[before.calls.len()..]
+        .iter()
+        .filter(|c| c.mutating)
+        .filter(|c| {
+            !SG_STEP_CALLS.contains(&c.op.as_str()) || c.id.as_ref().is_some_and(|i| *i != step)
+        })
+        .map(|c| format!("{c} {:?}", c.id))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "after Ctrl-C only the running step `{step}` may call the cloud; new steps made {late:?}\n{}",
+        stopped.describe()
+    );
+    let state = world.state_json();
+    let entry = &state["resources"][step.as_str()];
+    assert_eq!(
+        entry["status"], "created",
+        "the running step `{step}` finished and is saved: {entry}"
+    );
+    assert!(
+        entry["cloud_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("sg-")),
+        "{entry}"
+    );
+    world.proxy.reset();
+    next_run_converges(&world);
+}
+
+#[test]
+fn second_ctrl_c_exits_within_seconds_while_a_step_hangs() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    // The 5th mutating call is never answered: its step cannot finish.
+    world
+        .proxy
+        .configure(serde_json::json!({"hold_after_mutations": 5}));
+    let mut running = world.spawn(&["apply", "--yes"]);
+    wait_until(
+        "the 5th mutating call to be held",
+        Duration::from_secs(120),
+        || world.proxy.stats().held || running.finished(),
+    );
+    assert!(world.proxy.stats().held, "{}", running.stderr_so_far());
+    running.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !running.finished(),
+        "one Ctrl-C waits for the running steps: {}",
+        running.stderr_so_far()
+    );
+    let pressed = Instant::now();
+    running.signal(libc::SIGINT);
+    let stopped = running.wait(Duration::from_secs(5));
+    assert_eq!(stopped.code, 130, "{}", stopped.describe());
+    assert!(pressed.elapsed() < Duration::from_secs(5));
+    world.proxy.reset();
+    next_run_converges(&world);
+}
+
+#[test]
+fn ctrl_c_while_planning_exits_130_without_a_change() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    world
+        .proxy
+        .configure(serde_json::json!({"hold_call": {"op": "DescribeVpcs", "nth": 1}}));
+    let mut running = world.spawn(&["apply", "--yes"]);
+    wait_until("planning to read the VPCs", Duration::from_secs(60), || {
+        world.proxy.stats().held || running.finished()
+    });
+    assert!(world.proxy.stats().held, "{}", running.stderr_so_far());
+    let pressed = Instant::now();
+    running.signal(libc::SIGINT);
+    let stopped = running.wait(Duration::from_secs(5));
+    assert_eq!(stopped.code, 130, "{}", stopped.describe());
+    assert!(pressed.elapsed() < Duration::from_secs(5));
+    let stats = world.proxy.stats();
+    assert!(
+        stats.mutating().is_empty(),
+        "Ctrl-C while planning changed the cloud: {:?}",
+        stats.mutating_names()
+    );
+    world.proxy.reset();
+    assert!(world.aws.leftovers().is_empty());
+    next_run_converges(&world);
+}
+
+/// Waits for the confirmation prompt of a command run on a terminal, presses Ctrl-C.
+fn ctrl_c_at_the_prompt(world: &World, args: &[&str]) {
+    world.proxy.reset();
+    let mut running = world.spawn_on_tty(args);
+    wait_until("the confirmation prompt", Duration::from_secs(60), || {
+        running
+            .stderr_so_far()
+            .contains("Only 'yes' will be accepted")
+            || running.finished()
+    });
+    assert!(
+        !running.finished(),
+        "no prompt on a terminal: {}",
+        running.stderr_so_far()
+    );
+    let pressed = Instant::now();
+    running.signal(libc::SIGINT);
+    let stopped = running.wait(Duration::from_secs(5));
+    assert_eq!(stopped.code, 130, "{}", stopped.describe());
+    assert!(pressed.elapsed() < Duration::from_secs(5));
+    let stats = world.proxy.stats();
+    assert!(
+        stats.mutating().is_empty(),
+        "Ctrl-C at the prompt of `{}` changed the cloud: {:?}",
+        args.join(" "),
+        stats.mutating_names()
+    );
+}
+
+#[test]
+fn ctrl_c_at_the_confirmation_prompt_exits_130_without_a_change() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    ctrl_c_at_the_prompt(&world, &["apply"]);
+    assert!(world.aws.leftovers().is_empty());
+    world.apply();
+    ctrl_c_at_the_prompt(&world, &["destroy"]);
+    verify_no_duplicates(&world.aws, 2, true, true);
+    world.assert_converged();
 }

@@ -5,15 +5,45 @@ Usage: proxy.py UPSTREAM_PORT. Binds 127.0.0.1 on a free port and prints that po
 first line of stdout. Every request is forwarded unchanged to 127.0.0.1:UPSTREAM_PORT,
 except the control endpoints:
 
-  POST /__proxy/config  JSON {fault_rate, seed, hold_after_mutations, delay_ms}
-                        (fields given replace the current ones; the mutation counter and
-                        the random generator restart)
-  GET  /__proxy/stats   JSON {calls: [{service, action, mutating, faulted}], held}
-  POST /__proxy/reset   forget the calls, release a held response, default config
+  POST /__proxy/config   JSON with any of the settings below (fields given replace the
+                         current ones; counters and the random generator restart)
+  GET  /__proxy/stats    JSON {calls: [{service, action, op, mutating, faulted, fault, id}],
+                         held, held_call}
+  POST /__proxy/release  deliver the held response(s) to the client after all
+  POST /__proxy/reset    forget the calls and the token cache, drop a held response (the
+                         client never gets it), default config
 
-Faults are decided BEFORE forwarding, so a faulted call never reaches the emulator.
-`hold_after_mutations = N` forwards the N-th mutating call, then never answers it and
-reports held = true: the caller can be killed right after the cloud accepted the call.
+Settings:
+
+  fault_rate, seed       throttle this share of calls (decided BEFORE forwarding: a faulted
+                         call never reaches the emulator), in each protocol's dialect
+  delay_ms               sleep before handling each call
+  hold_after_mutations N forward the N-th mutating call, then hold its response: held =
+                         true; the caller can be killed right after the cloud accepted it
+  hold_call {op, nth}    the same for the nth call (any call) of operation `op`
+  in_use {op: K}         answer the first K calls of each delete `op` with the "still in
+                         use" error of its service (EC2 DependencyViolation, ELBv2
+                         ResourceInUse, RDS InvalidDBSubnetGroupStateFault /
+                         InvalidDBInstanceState, Route53 HostedZoneNotEmpty) WITHOUT
+                         forwarding them; K may be {"count": K, "code": "..."}
+  lose_reply {op: K}     forward the first K calls of `op` to the emulator, then answer
+                         the client with a 500 InternalError (the cloud did it, the client
+                         does not know): the SDK retries
+  lose_reply_rate, lose_reply_seed
+                         the same for this share of all mutating calls
+  lose_reply_mode        "error" (default: HTTP 500) or "drop" (close the connection)
+  honour_client_token    (default true) EC2 calls with a ClientToken (RunInstances,
+                         CreateRouteTable, ...): a token seen before for the same operation
+                         returns the first successful call's response without reaching the
+                         emulator, and IdempotentParameterMismatch when the other parameters
+                         differ, as AWS does (moto ignores ClientToken)
+
+`op` is the API operation: the Query/EC2 `Action` or the JSON target, and for Route53 the
+operation its REST path maps to (CreateHostedZone, DeleteHostedZone,
+ChangeResourceRecordSets, ...). `faulted` means the proxy answered without reaching the
+emulator (`fault`: throttle, in_use, token_replay, token_mismatch); a lost reply did
+reach it (`fault`: lost_reply, faulted false). `id` is the `provision:id` tag a create
+carries, when the request has one.
 """
 
 import http.client
@@ -38,9 +68,33 @@ HOP_BY_HOP = {
 }
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 ROUTE53_LIST_TAGS = re.compile(r"^/2013-04-01/tags/[^/]+/?$")
+# (method, path pattern, operation) of the Route53 REST calls the tool makes.
+ROUTE53_OPS = [
+    ("POST", r"/hostedzone/?", "CreateHostedZone"),
+    ("GET", r"/hostedzone/?", "ListHostedZones"),
+    ("GET", r"/hostedzonesbyname/?", "ListHostedZonesByName"),
+    ("GET", r"/hostedzone/[^/]+/?", "GetHostedZone"),
+    ("DELETE", r"/hostedzone/[^/]+/?", "DeleteHostedZone"),
+    ("POST", r"/hostedzone/[^/]+/rrset/?", "ChangeResourceRecordSets"),
+    ("GET", r"/hostedzone/[^/]+/rrset/?", "ListResourceRecordSets"),
+    ("POST", r"/hostedzone/[^/]+/associatevpc/?", "AssociateVPCWithHostedZone"),
+    ("POST", r"/hostedzone/[^/]+/disassociatevpc/?", "DisassociateVPCFromHostedZone"),
+    ("GET", r"/change/[^/]+/?", "GetChange"),
+    ("POST", r"/tags/[^/]+/[^/]+/?", "ChangeTagsForResource"),
+    ("GET", r"/tags/[^/]+/[^/]+/?", "ListTagsForResource"),
+    ("POST", r"/tags/[^/]+/?", "ListTagsForResources"),
+]
+TAG_KEY = re.compile(r"^(.*\.)Key$")
 
 LOCK = threading.Lock()
 STATE = {}
+
+
+SETTINGS = (
+    "fault_rate", "seed", "hold_after_mutations", "hold_call", "delay_ms", "in_use",
+    "lose_reply", "lose_reply_rate", "lose_reply_seed", "lose_reply_mode",
+    "honour_client_token",
+)
 
 
 def default_state():
@@ -48,65 +102,170 @@ def default_state():
         "fault_rate": 0.0,
         "seed": 0,
         "hold_after_mutations": None,
+        "hold_call": None,
         "delay_ms": 0,
+        "in_use": {},
+        "lose_reply": {},
+        "lose_reply_rate": 0.0,
+        "lose_reply_seed": 0,
+        "lose_reply_mode": "error",
+        "honour_client_token": True,
         "rng": random.Random(0),
+        "lose_rng": random.Random(0),
         "mutations": 0,
+        "seen": {},
         "calls": [],
         "held": False,
+        "held_call": None,
+        # set -> the held responses end; deliver[0] says whether they are sent
         "release": threading.Event(),
+        "deliver": [False],
+        # ClientToken -> (fingerprint, status, headers, body)
+        "tokens": {},
     }
+
+
+def restart_counters():
+    STATE["rng"] = random.Random(STATE["seed"])
+    STATE["lose_rng"] = random.Random(STATE["lose_reply_seed"])
+    STATE["mutations"] = 0
+    STATE["seen"] = {}
+    STATE["held"] = False
+    STATE["held_call"] = None
 
 
 STATE.update(default_state())
 
 
+def route53_op(method, bare):
+    rest = bare[len("/2013-04-01"):] if bare.startswith("/2013-04-01") else bare
+    for want_method, pattern, op in ROUTE53_OPS:
+        if method == want_method and re.fullmatch(pattern, rest):
+            return op
+    return f"{method} {bare}"
+
+
+def form_of(body, path):
+    """The Query/EC2 parameters of a request, as a flat dict (first value of each)."""
+    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query, keep_blank_values=True)
+    merged = {k: v[0] for k, v in query.items()}
+    merged.update({k: v[0] for k, v in form.items()})
+    return merged
+
+
+def provision_id(form):
+    """The value of a `provision:id` tag in a Query/EC2 request, if any."""
+    for key, value in form.items():
+        match = TAG_KEY.match(key)
+        if match and value == "provision:id":
+            return form.get(match.group(1) + "Value")
+    return None
+
+
 def classify(method, path, headers, body):
-    """(service, action, mutating, protocol) of one AWS request."""
+    """(service, action, op, mutating, protocol, form) of one AWS request."""
     auth = headers.get("Authorization", "")
     match = CREDENTIAL_SCOPE.search(auth)
     service = match.group(1) if match else "unknown"
     target = headers.get("X-Amz-Target")
     if target:
         action = target.rsplit(".", 1)[-1]
-        return service, action, action.startswith(MUTATING_PREFIXES), "json"
+        return service, action, action, action.startswith(MUTATING_PREFIXES), "json", {}
     if service == "route53" or path.startswith("/2013-04-01/"):
         bare = urllib.parse.urlsplit(path).path
         action = f"{method} {bare}"
         mutating = method in ("POST", "DELETE") and not (
             method == "POST" and ROUTE53_LIST_TAGS.match(bare)
         )
-        return "route53", action, mutating, "route53"
-    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-    action = (form.get("Action") or query.get("Action") or ["unknown"])[0]
+        return "route53", action, route53_op(method, bare), mutating, "route53", {}
+    form = form_of(body, path)
+    action = form.get("Action", "unknown")
     protocol = "ec2" if service == "ec2" else "query"
-    return service, action, action.startswith(MUTATING_PREFIXES), protocol
+    return service, action, action, action.startswith(MUTATING_PREFIXES), protocol, form
+
+
+def error_response(protocol, status, code, message, sender=True):
+    """(status, content type, body) of an error in the protocol's dialect."""
+    if protocol == "json":
+        body = json.dumps({"__type": code, "message": message})
+        return status, "application/x-amz-json-1.1", body
+    if protocol == "ec2":
+        body = (
+            f"<Response><Errors><Error><Code>{code}</Code>"
+            f"<Message>{message}</Message></Error></Errors>"
+            "<RequestID>proxy</RequestID></Response>"
+        )
+        return status, "text/xml", body
+    kind = "Sender" if sender else "Receiver"
+    namespace = (
+        ' xmlns="https://route53.amazonaws.com/doc/2013-04-01/"' if protocol == "route53" else ""
+    )
+    body = (
+        f"<ErrorResponse{namespace}><Error><Type>{kind}</Type><Code>{code}</Code>"
+        f"<Message>{message}</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
+    )
+    return status, "text/xml", body
 
 
 def fault_response(protocol):
-    """(status, content type, body) of a throttling error in the protocol's dialect."""
+    """A throttling error in the protocol's dialect."""
     if protocol == "json":
-        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
-        return 400, "application/x-amz-json-1.1", body
+        return error_response(protocol, 400, "ThrottlingException", "Rate exceeded")
     if protocol == "ec2":
-        body = (
-            "<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
-            "<Message>Request limit exceeded.</Message></Error></Errors>"
-            "<RequestID>x</RequestID></Response>"
-        )
-        return 503, "text/xml", body
+        return error_response(protocol, 503, "RequestLimitExceeded", "Request limit exceeded.")
     if protocol == "route53":
-        body = (
-            '<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
-            "<Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded"
-            "</Message></Error><RequestId>x</RequestId></ErrorResponse>"
-        )
-        return 400, "text/xml", body
-    body = (
-        "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
-        "<Message>Rate exceeded</Message></Error><RequestId>x</RequestId></ErrorResponse>"
-    )
-    return 503, "text/xml", body
+        return error_response(protocol, 400, "Throttling", "Rate exceeded")
+    return error_response(protocol, 503, "Throttling", "Rate exceeded")
+
+
+# The "still in use" answer of each delete, as AWS gives it.
+IN_USE_CODES = {
+    "DeleteDBSubnetGroup": "InvalidDBSubnetGroupStateFault",
+    "DeleteDBInstance": "InvalidDBInstanceState",
+    "DeleteDBCluster": "InvalidDBClusterStateFault",
+    "DeleteHostedZone": "HostedZoneNotEmpty",
+}
+
+
+def in_use_response(service, protocol, op, code=None):
+    if code is None:
+        if op in IN_USE_CODES:
+            code = IN_USE_CODES[op]
+        elif service == "ec2":
+            code = "DependencyViolation"
+        else:
+            code = "ResourceInUse"
+    message = f"proxy: the resource of {op} is still in use by another resource"
+    return error_response(protocol, 400, code, message)
+
+
+def lost_reply_response(protocol):
+    """What the client sees of a call the cloud did but whose answer got lost."""
+    if protocol == "json":
+        return error_response(protocol, 500, "InternalFailure", "proxy: reply lost")
+    return error_response(protocol, 500, "InternalError", "proxy: reply lost", sender=False)
+
+
+def take(counts, op):
+    """Spend one of the first-K budget of `op` in `counts`; the error code override."""
+    entry = counts.get(op)
+    if entry is None:
+        return False, None
+    if isinstance(entry, dict):
+        left, code = entry.get("count", 0), entry.get("code")
+        if left <= 0:
+            return False, None
+        entry["count"] = left - 1
+        return True, code
+    if entry <= 0:
+        return False, None
+    counts[op] = entry - 1
+    return True, None
+
+
+def token_fingerprint(form):
+    return sorted((k, v) for k, v in form.items() if k != "ClientToken")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -139,30 +298,47 @@ class Handler(BaseHTTPRequestHandler):
         if content_type:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        try:
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client is gone (killed)
+            self.close_connection = True
 
     def control(self, body):
         path = urllib.parse.urlsplit(self.path).path
         if path == "/__proxy/stats":
             with LOCK:
-                doc = {"calls": list(STATE["calls"]), "held": STATE["held"]}
+                doc = {
+                    "calls": list(STATE["calls"]),
+                    "held": STATE["held"],
+                    "held_call": STATE["held_call"],
+                }
             return self.reply(200, "application/json", json.dumps(doc))
         if path == "/__proxy/reset":
             with LOCK:
+                STATE["deliver"][0] = False
                 STATE["release"].set()
                 STATE.update(default_state())
             return self.reply(200, "application/json", "{}")
+        if path == "/__proxy/release":
+            with LOCK:
+                STATE["deliver"][0] = True
+                STATE["release"].set()
+                STATE["release"] = threading.Event()
+                STATE["deliver"] = [False]
+                STATE["held"] = False
+            return self.reply(200, "application/json", "{}")
         if path == "/__proxy/config":
             wanted = json.loads(body or b"{}")
+            unknown = sorted(set(wanted) - set(SETTINGS))
+            if unknown:
+                return self.reply(400, "text/plain", f"unknown settings {unknown}")
             with LOCK:
-                for key in ("fault_rate", "seed", "hold_after_mutations", "delay_ms"):
+                for key in SETTINGS:
                     if key in wanted:
                         STATE[key] = wanted[key]
-                STATE["rng"] = random.Random(STATE["seed"])
-                STATE["mutations"] = 0
-                STATE["held"] = False
+                restart_counters()
             return self.reply(200, "application/json", "{}")
         return self.reply(404, "text/plain", "unknown control path")
 
@@ -170,25 +346,65 @@ class Handler(BaseHTTPRequestHandler):
         body = self.read_body()
         if self.path.startswith("/__proxy/"):
             return self.control(body)
-        service, action, mutating, protocol = classify(
+        service, action, op, mutating, protocol, form = classify(
             self.command, self.path, self.headers, body
         )
+        token = (op, form["ClientToken"]) if protocol == "ec2" and form.get("ClientToken") else None
         with LOCK:
             delay = STATE["delay_ms"]
-            fault = STATE["fault_rate"] > 0 and STATE["rng"].random() < STATE["fault_rate"]
+            fault = None
+            answer = None
+            if STATE["fault_rate"] > 0 and STATE["rng"].random() < STATE["fault_rate"]:
+                fault = "throttle"
+                answer = fault_response(protocol)
+            if fault is None and mutating:
+                taken, code = take(STATE["in_use"], op)
+                if taken:
+                    fault = "in_use"
+                    answer = in_use_response(service, protocol, op, code)
+            if fault is None and token and STATE["honour_client_token"]:
+                cached = STATE["tokens"].get(token)
+                if cached is not None:
+                    if cached[0] == token_fingerprint(form):
+                        fault = "token_replay"
+                        answer = cached[1:]
+                    else:
+                        fault = "token_mismatch"
+                        answer = error_response(
+                            protocol, 400, "IdempotentParameterMismatch",
+                            f"proxy: client token {token[1]} was used with other parameters",
+                        )
+            lose = False
+            if fault is None and mutating:
+                lose, _ = take(STATE["lose_reply"], op)
+                if not lose and STATE["lose_reply_rate"] > 0:
+                    lose = STATE["lose_rng"].random() < STATE["lose_reply_rate"]
             hold = False
-            if mutating and not fault:
-                STATE["mutations"] += 1
-                hold = STATE["hold_after_mutations"] == STATE["mutations"]
-            release = STATE["release"]
-            STATE["calls"].append(
-                {"service": service, "action": action, "mutating": mutating, "faulted": fault}
-            )
+            if fault is None:
+                if mutating:
+                    STATE["mutations"] += 1
+                    hold = STATE["hold_after_mutations"] == STATE["mutations"]
+                seen = STATE["seen"][op] = STATE["seen"].get(op, 0) + 1
+                want = STATE["hold_call"]
+                if want and want.get("op") == op and want.get("nth", 1) == seen:
+                    hold = True
+            release, deliver = STATE["release"], STATE["deliver"]
+            call = {
+                "service": service,
+                "action": action,
+                "op": op,
+                "mutating": mutating,
+                "faulted": fault is not None,
+                "fault": "lost_reply" if lose else fault,
+                "id": provision_id(form),
+            }
+            STATE["calls"].append(call)
         if delay:
             time.sleep(delay / 1000.0)
-        if fault:
-            status, content_type, text = fault_response(protocol)
-            return self.reply(status, content_type, text)
+        if answer is not None:
+            status, content_type, data = answer[0], answer[1], answer[2]
+            extra = answer[3] if len(answer) > 3 else ()
+            return self.reply(status, content_type, data, extra)
 
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["Content-Length"] = str(len(body))
@@ -206,20 +422,43 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
+        if token and STATE["honour_client_token"] and 200 <= status < 300:
+            with LOCK:
+                STATE["tokens"].setdefault(
+                    token, (token_fingerprint(form), status, None, data, out_headers)
+                )
         if hold:
             with LOCK:
                 STATE["held"] = True
+                STATE["held_call"] = call
             release.wait()
-            self.close_connection = True
-            return None
+            if not deliver[0]:
+                self.close_connection = True
+                return None
+        if lose:
+            if STATE["lose_reply_mode"] == "drop":
+                self.close_connection = True
+                return None
+            status, content_type, text = lost_reply_response(protocol)
+            return self.reply(status, content_type, text)
         return self.reply(status, None, data, out_headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client killed mid-request (the crash tests do that on purpose) is not news.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def main():
     Handler.upstream_port = int(sys.argv[1])
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
     server.serve_forever()

@@ -1,0 +1,119 @@
+//! Deletes refused as "still in use", as AWS refuses them while ENIs and attachments
+//! drain: the proxy answers the first K deletes of each kind with the service's in-use
+//! error (never forwarding them). `destroy` retries them within
+//! `timeouts.dependency_minutes` and leaves nothing; past that limit it fails naming what
+//! still blocks.
+
+use std::collections::BTreeMap;
+
+use crate::harness::{Fixture, Stats, Topology, World};
+
+/// Deletes answered "in use" and how many times each: EC2 DependencyViolation, ELBv2
+/// ResourceInUse, RDS InvalidDBSubnetGroupStateFault / InvalidDBInstanceState, Route53
+/// HostedZoneNotEmpty.
+const IN_USE: &[(&str, u32)] = &[
+    ("DeleteSubnet", 2),
+    ("DeleteSecurityGroup", 3),
+    ("DeleteRouteTable", 2),
+    ("DetachInternetGateway", 2),
+    ("DeleteInternetGateway", 2),
+    ("DeleteVpc", 2),
+    ("DeleteTargetGroup", 2),
+    ("DeleteLoadBalancer", 2),
+    ("DeleteDBSubnetGroup", 2),
+    ("DeleteDBInstance", 2),
+    ("DeleteHostedZone", 2),
+];
+
+fn in_use_config() -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = IN_USE
+        .iter()
+        .map(|(op, k)| (op.to_string(), (*k).into()))
+        .collect();
+    serde_json::json!({ "in_use": map })
+}
+
+/// Per operation: (answered in use, forwarded).
+fn per_op(stats: &Stats) -> BTreeMap<String, (u32, u32)> {
+    let mut map: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for call in &stats.calls {
+        let entry = map.entry(call.op.clone()).or_default();
+        if call.fault.as_deref() == Some("in_use") {
+            entry.0 += 1;
+        } else if !call.faulted {
+            entry.1 += 1;
+        }
+    }
+    map
+}
+
+#[test]
+fn destroy_retries_in_use_deletes_and_leaves_nothing() {
+    // k3s with a private zone: every kind of delete the tool makes.
+    let text = Fixture::new(Topology::K3s).render().replace(
+        "[dns]\nzone = \"lab.example.com\"\n",
+        "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
+    );
+    assert!(
+        text.contains("private_zone = true"),
+        "fixture layout changed"
+    );
+    let world = World::bare();
+    world.write_config_text(&text);
+    world.apply();
+    world.proxy.reset();
+    world.proxy.configure(in_use_config());
+    let run = world.run(&["destroy", "--yes", "--skip-final-snapshot"]);
+    let stats = world.proxy.stats();
+    run.ok();
+    let seen = per_op(&stats);
+    for (op, k) in IN_USE {
+        let (refused, forwarded) = seen.get(*op).copied().unwrap_or_default();
+        assert_eq!(
+            refused, *k,
+            "{op}: the proxy should have refused the first {k} calls: {seen:?}"
+        );
+        assert!(
+            forwarded >= 1,
+            "{op} was never retried after \"in use\": {seen:?}\n{}",
+            run.describe()
+        );
+    }
+    world.proxy.reset();
+    let left = world.aws.leftovers();
+    assert!(
+        left.is_empty(),
+        "destroy with in-use deletes left: {left:#?}"
+    );
+}
+
+#[test]
+fn in_use_past_the_dependency_timeout_fails_naming_the_blocker() {
+    let mut fixture = Fixture::new(Topology::K3s);
+    // First lines of [timeouts]: give up on "in use" after about a second.
+    fixture.extra = "dependency_minutes = 0.02\n".into();
+    let world = World::new(&fixture);
+    world.apply();
+    world
+        .proxy
+        .configure(serde_json::json!({"in_use": {"DeleteSecurityGroup": 1_000_000}}));
+    let run = world.run(&["destroy", "--yes", "--skip-final-snapshot"]);
+    run.code(1);
+    let text = run.all_output();
+    assert!(
+        text.contains("still in use") && text.contains("DependencyViolation"),
+        "the error should say what still blocks: {}",
+        run.describe()
+    );
+    world.proxy.reset();
+    assert!(
+        world.state_file().exists(),
+        "the failed destroy lost the state"
+    );
+    world.state_json();
+    world
+        .run(&["destroy", "--yes", "--skip-final-snapshot"])
+        .ok();
+    let left = world.aws.leftovers();
+    assert!(left.is_empty(), "the second destroy left: {left:#?}");
+}
