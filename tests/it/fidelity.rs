@@ -305,3 +305,38 @@ fn subnets_go_only_to_zones_that_offer_the_instance_types() {
         "a subnet landed in a zone without t3: {zones:?}"
     );
 }
+
+/// EC2 refuses a whole batch of rules with `InvalidPermission.Duplicate` when one of them
+/// exists: the first AuthorizeSecurityGroupIngress is answered so (without reaching moto).
+/// The tool reads the group again and authorizes what is still missing; taking the refusal
+/// for success left the group without its rules.
+#[test]
+fn a_rule_batch_refused_as_duplicate_is_authorized_again() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    world.proxy.configure(serde_json::json!({
+        "in_use": {"AuthorizeSecurityGroupIngress": {"count": 1, "code": "InvalidPermission.Duplicate"}}
+    }));
+    let run = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
+    world.proxy.reset();
+    run.ok();
+    assert_eq!(stats.faults("in_use").len(), 1, "the proxy refused one batch");
+    let node_sgs = crate::checks::verify_network_and_hosts(&world.aws, 2, true);
+    crate::checks::verify_node_ports(&world.aws, &node_sgs, crate::checks::K3S_PORTS);
+    world.assert_converged();
+}
+
+/// A launch refused with `IdempotentParameterMismatch` (the intent's token was used
+/// before with other parameters) is tried again with a fresh token derived from it.
+#[test]
+fn a_client_token_mismatch_launches_with_a_fresh_token() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    world.proxy.configure(serde_json::json!({
+        "in_use": {"RunInstances": {"count": 1, "code": "IdempotentParameterMismatch"}}
+    }));
+    let run = world.run(&["apply", "--yes"]);
+    world.proxy.reset();
+    run.ok();
+    crate::checks::verify_network_and_hosts(&world.aws, 2, true);
+    world.assert_converged();
+}
