@@ -340,3 +340,80 @@ fn a_client_token_mismatch_launches_with_a_fresh_token() {
     crate::checks::verify_network_and_hosts(&world.aws, 2, true);
     world.assert_converged();
 }
+
+/// EC2 answers a reused ClientToken with the instance it launched for it, even when that
+/// one died at launch: the proxy terminates the first launched instance and keeps answering
+/// its token with it. The tool launches again with a fresh token derived from the intent's.
+#[test]
+fn an_instance_that_died_at_launch_is_launched_again_with_a_fresh_token() {
+    let world = World::new(&Fixture::new(Topology::Docker));
+    world
+        .proxy
+        .configure(serde_json::json!({"kill_on_launch": 1}));
+    let run = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
+    world.proxy.reset();
+    run.ok();
+    assert_eq!(stats.faults("killed_on_launch").len(), 1);
+    crate::checks::verify_network_and_hosts(&world.aws, 1, true);
+    world.assert_converged();
+}
+
+/// AWS refuses to delete a security group another group's rule names (the proxy does
+/// too; moto does not). Two groups naming each other, and no state to order them: destroy
+/// revokes each group's references to others first, so both go at any parallelism.
+#[test]
+fn groups_naming_each_other_are_destroyed_without_state() {
+    let fixture = Fixture::new(Topology::K3s);
+    let world = World::new(&fixture);
+    world.write_config_text(
+        &fixture
+            .render()
+            .replace("poll_seconds = 0.1", "poll_seconds = 0.1\ndependency_minutes = 0.25"),
+    );
+    world.apply();
+    let aws = &world.aws;
+    let group = |id: &str| -> String {
+        aws.security_groups()
+            .iter()
+            .find(|g| {
+                g.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("provision:id") && t.value() == Some(id))
+            })
+            .and_then(|g| g.group_id())
+            .unwrap_or_else(|| panic!("no group {id}"))
+            .to_string()
+    };
+    let (lb, nodes) = (group("sg-lb"), group("sg-nodes"));
+    // sg-nodes already admits the load balancer; now sg-lb names sg-nodes too.
+    aws.block(
+        aws.ec2
+            .authorize_security_group_ingress()
+            .group_id(&lb)
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(9999)
+                    .to_port(9999)
+                    .user_id_group_pairs(
+                        aws_sdk_ec2::types::UserIdGroupPair::builder()
+                            .group_id(&nodes)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    std::fs::remove_file(world.state_file()).unwrap();
+    let run = world.run(&[
+        "destroy",
+        "--yes",
+        "--skip-final-snapshot",
+        "--parallelism",
+        "10",
+    ]);
+    run.ok();
+    assert_eq!(aws.leftovers(), Vec::<String>::new());
+}

@@ -38,6 +38,14 @@ Settings:
                          emulator, and IdempotentParameterMismatch when the other parameters
                          differ, as AWS does (moto ignores ClientToken)
 
+  strict_security_groups (default true) DeleteSecurityGroup of a group that another
+                         group's rule still names is answered DependencyViolation without
+                         forwarding, as AWS does (moto deletes it)
+  kill_on_launch K       terminate (in the emulator) the instance of each of the first K
+                         successful RunInstances right after launching it: an instance that
+                         died at launch; with honour_client_token the same token keeps
+                         answering the dead instance, as AWS does for 24 h
+
 `op` is the API operation: the Query/EC2 `Action` or the JSON target, and for Route53 the
 operation its REST path maps to (CreateHostedZone, DeleteHostedZone,
 ChangeResourceRecordSets, ...). `faulted` means the proxy answered without reaching the
@@ -93,7 +101,7 @@ STATE = {}
 SETTINGS = (
     "fault_rate", "seed", "hold_after_mutations", "hold_call", "delay_ms", "in_use",
     "lose_reply", "lose_reply_rate", "lose_reply_seed", "lose_reply_mode",
-    "honour_client_token",
+    "honour_client_token", "strict_security_groups", "kill_on_launch",
 )
 
 
@@ -110,6 +118,8 @@ def default_state():
         "lose_reply_seed": 0,
         "lose_reply_mode": "error",
         "honour_client_token": True,
+        "strict_security_groups": True,
+        "kill_on_launch": 0,
         "rng": random.Random(0),
         "lose_rng": random.Random(0),
         "mutations": 0,
@@ -240,6 +250,55 @@ def in_use_response(service, protocol, op, code=None):
     return error_response(protocol, 400, code, message)
 
 
+def ec2_upstream(port, params):
+    """Call the emulator's EC2 API directly (unsigned: moto does not check signatures)."""
+    body = urllib.parse.urlencode({"Version": "2016-11-15", **params})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", "/", body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/"
+                             "aws4_request, SignedHeaders=host, Signature=0",
+        })
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def strip_ns(tag):
+    return tag.rsplit("}", 1)[-1]
+
+
+def groups_naming(port, group_id):
+    """Security groups (other than `group_id`) with a rule that names `group_id`."""
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(ec2_upstream(port, {"Action": "DescribeSecurityGroups"}))
+    naming = []
+    for info in root.iter():
+        if strip_ns(info.tag) != "securityGroupInfo":
+            continue
+        for group in info:
+            own = next((c.text for c in group if strip_ns(c.tag) == "groupId"), None)
+            if own == group_id:
+                continue
+            for perms in group:
+                if strip_ns(perms.tag) not in ("ipPermissions", "ipPermissionsEgress"):
+                    continue
+                for node in perms.iter():
+                    if strip_ns(node.tag) == "groupId" and node.text == group_id:
+                        naming.append(own)
+    return sorted(set(naming))
+
+
+def launched_ids(data):
+    import xml.etree.ElementTree as ET
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError:
+        return []
+    return [n.text for n in root.iter() if strip_ns(n.tag) == "instanceId"]
+
+
 def lost_reply_response(protocol):
     """What the client sees of a call the cloud did but whose answer got lost."""
     if protocol == "json":
@@ -362,6 +421,10 @@ class Handler(BaseHTTPRequestHandler):
                 if taken:
                     fault = "in_use"
                     answer = in_use_response(service, protocol, op, code)
+            strict_check = (
+                fault is None and op == "DeleteSecurityGroup" and protocol == "ec2"
+                and STATE["strict_security_groups"] and form.get("GroupId")
+            )
             if fault is None and token and STATE["honour_client_token"]:
                 cached = STATE["tokens"].get(token)
                 if cached is not None:
@@ -401,6 +464,17 @@ class Handler(BaseHTTPRequestHandler):
             STATE["calls"].append(call)
         if delay:
             time.sleep(delay / 1000.0)
+        if strict_check and answer is None:
+            naming = groups_naming(self.upstream_port, form["GroupId"])
+            if naming:
+                with LOCK:
+                    call["faulted"] = True
+                    call["fault"] = "in_use"
+                answer = error_response(
+                    protocol, 400, "DependencyViolation",
+                    f"resource {form['GroupId']} has a dependent object "
+                    f"(rules of {', '.join(naming)} name it)",
+                )
         if answer is not None:
             status, content_type, data = answer[0], answer[1], answer[2]
             extra = answer[3] if len(answer) > 3 else ()
@@ -422,6 +496,17 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
+        if op == "RunInstances" and 200 <= status < 300:
+            with LOCK:
+                kill = STATE["kill_on_launch"] > 0
+                if kill:
+                    STATE["kill_on_launch"] -= 1
+                    call["fault"] = "killed_on_launch"
+            if kill:
+                ids = launched_ids(data)
+                params = {"Action": "TerminateInstances"}
+                params.update({f"InstanceId.{n + 1}": i for n, i in enumerate(ids)})
+                ec2_upstream(self.upstream_port, params)
         if token and STATE["honour_client_token"] and 200 <= status < 300:
             with LOCK:
                 STATE["tokens"].setdefault(
