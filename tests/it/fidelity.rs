@@ -320,7 +320,11 @@ fn a_rule_batch_refused_as_duplicate_is_authorized_again() {
     let stats = world.proxy.stats();
     world.proxy.reset();
     run.ok();
-    assert_eq!(stats.faults("in_use").len(), 1, "the proxy refused one batch");
+    assert_eq!(
+        stats.faults("in_use").len(),
+        1,
+        "the proxy refused one batch"
+    );
     let node_sgs = crate::checks::verify_network_and_hosts(&world.aws, 2, true);
     crate::checks::verify_node_ports(&world.aws, &node_sgs, crate::checks::K3S_PORTS);
     world.assert_converged();
@@ -366,11 +370,10 @@ fn an_instance_that_died_at_launch_is_launched_again_with_a_fresh_token() {
 fn groups_naming_each_other_are_destroyed_without_state() {
     let fixture = Fixture::new(Topology::K3s);
     let world = World::new(&fixture);
-    world.write_config_text(
-        &fixture
-            .render()
-            .replace("poll_seconds = 0.1", "poll_seconds = 0.1\ndependency_minutes = 0.25"),
-    );
+    world.write_config_text(&fixture.render().replace(
+        "poll_seconds = 0.1",
+        "poll_seconds = 0.1\ndependency_minutes = 0.25",
+    ));
     world.apply();
     let aws = &world.aws;
     let group = |id: &str| -> String {

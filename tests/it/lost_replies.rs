@@ -68,7 +68,11 @@ fn lost_create_replies_leave_no_twins() {
         "both retried CreateRouteTable answered from their token"
     );
     assert_eq!(world.aws.vpcs().len(), 1, "the twin VPC is gone");
-    assert_eq!(world.aws.internet_gateways().len(), 1, "the twin gateway is gone");
+    assert_eq!(
+        world.aws.internet_gateways().len(),
+        1,
+        "the twin gateway is gone"
+    );
     assert_eq!(world.aws.route_tables().len(), 2, "no twin route table");
     verify_no_duplicates(&world.aws, 2, true, true);
     world.assert_converged();

@@ -240,7 +240,7 @@ pub(super) async fn apply_route_table_changes(
     match route {
         RouteChange::Keep => {}
         RouteChange::Create(gateway) => {
-            settle(cloud, || async {
+            let created = settle(cloud, || async {
                 ec2.create_route()
                     .route_table_id(id)
                     .destination_cidr_block(ANYWHERE)
@@ -249,7 +249,23 @@ pub(super) async fn apply_route_table_changes(
                     .await
                     .map_err(|e| sdk_error("CreateRoute", e))
             })
-            .await?;
+            .await;
+            match created {
+                // A retried call whose first reply was lost: the route is there. Point it
+                // at the gateway again, whatever the first call did.
+                Err(e) if error_code(&e) == Some("RouteAlreadyExists") => {
+                    ec2.replace_route()
+                        .route_table_id(id)
+                        .destination_cidr_block(ANYWHERE)
+                        .gateway_id(gateway)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("ReplaceRoute", e))?;
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         RouteChange::Replace(gateway) => {
             ec2.replace_route()
@@ -306,7 +322,7 @@ pub(super) async fn associate_subnet(
             Ok(())
         }
         None => {
-            settle(cloud, || async {
+            let associated = settle(cloud, || async {
                 ec2.associate_route_table()
                     .route_table_id(table)
                     .subnet_id(subnet)
@@ -314,8 +330,13 @@ pub(super) async fn associate_subnet(
                     .await
                     .map_err(|e| sdk_error("AssociateRouteTable", e))
             })
-            .await?;
-            Ok(())
+            .await;
+            match associated {
+                // A retried call whose first reply was lost: associated already. (To
+                // another table it shows as drift on the next read.)
+                Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => Ok(()),
+                other => other.map(|_| ()),
+            }
         }
     }
 }
