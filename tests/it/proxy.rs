@@ -232,16 +232,14 @@ fn proxy_refuses_in_use_loses_replies_and_honours_client_tokens() {
                 .client_token(token)
                 .send(),
         )
+        .map_err(|e| format!("{e:?}"))
     };
     let t3 = aws_sdk_ec2::types::InstanceType::T3Micro;
     let first = run("token-1", t3.clone()).expect("retried with the same token");
     let again = run("token-1", t3.clone()).unwrap();
     assert_eq!(first.reservation_id(), again.reservation_id());
     let err = run("token-1", aws_sdk_ec2::types::InstanceType::T3Large).unwrap_err();
-    assert!(
-        format!("{err:?}").contains("IdempotentParameterMismatch"),
-        "{err:?}"
-    );
+    assert!(err.contains("IdempotentParameterMismatch"), "{err}");
     let instances: usize = direct
         .block(direct.ec2.describe_instances().send())
         .unwrap()
