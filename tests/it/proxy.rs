@@ -221,18 +221,19 @@ fn proxy_refuses_in_use_loses_replies_and_honours_client_tokens() {
     proxy.reset();
     proxy.configure(serde_json::json!({"lose_reply": {"RunInstances": 1}}));
     let run = |token: &str, kind: aws_sdk_ec2::types::InstanceType| {
-        through.block(
-            through
-                .ec2
-                .run_instances()
-                .image_id(crate::harness::AMI)
-                .instance_type(kind)
-                .min_count(1)
-                .max_count(1)
-                .client_token(token)
-                .send(),
-        )
-        .map_err(|e| format!("{e:?}"))
+        through
+            .block(
+                through
+                    .ec2
+                    .run_instances()
+                    .image_id(crate::harness::AMI)
+                    .instance_type(kind)
+                    .min_count(1)
+                    .max_count(1)
+                    .client_token(token)
+                    .send(),
+            )
+            .map_err(|e| format!("{e:?}"))
     };
     let t3 = aws_sdk_ec2::types::InstanceType::T3Micro;
     let first = run("token-1", t3.clone()).expect("retried with the same token");
