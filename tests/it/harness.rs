@@ -127,7 +127,9 @@ fn announce_moto(exe: &Path) {
                 || "unknown (no python next to it)".to_string(),
                 |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
             );
-        eprintln!(
+        // Straight to the stderr stream: libtest captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr().lock(),
             "integration tests: moto {version} ({}); emulator logs of failed tests in {}",
             exe.display(),
             log_dir().display()

@@ -221,27 +221,26 @@ fn proxy_refuses_in_use_loses_replies_and_honours_client_tokens() {
     proxy.reset();
     proxy.configure(serde_json::json!({"lose_reply": {"RunInstances": 1}}));
     let run = |token: &str, kind: aws_sdk_ec2::types::InstanceType| {
-        through.block(
-            through
-                .ec2
-                .run_instances()
-                .image_id(crate::harness::AMI)
-                .instance_type(kind)
-                .min_count(1)
-                .max_count(1)
-                .client_token(token)
-                .send(),
-        )
+        through
+            .block(
+                through
+                    .ec2
+                    .run_instances()
+                    .image_id(crate::harness::AMI)
+                    .instance_type(kind)
+                    .min_count(1)
+                    .max_count(1)
+                    .client_token(token)
+                    .send(),
+            )
+            .map_err(|e| format!("{e:?}"))
     };
     let t3 = aws_sdk_ec2::types::InstanceType::T3Micro;
     let first = run("token-1", t3.clone()).expect("retried with the same token");
     let again = run("token-1", t3.clone()).unwrap();
     assert_eq!(first.reservation_id(), again.reservation_id());
     let err = run("token-1", aws_sdk_ec2::types::InstanceType::T3Large).unwrap_err();
-    assert!(
-        format!("{err:?}").contains("IdempotentParameterMismatch"),
-        "{err:?}"
-    );
+    assert!(err.contains("IdempotentParameterMismatch"), "{err}");
     let instances: usize = direct
         .block(direct.ec2.describe_instances().send())
         .unwrap()
