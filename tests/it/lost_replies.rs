@@ -81,7 +81,9 @@ fn lost_create_replies_leave_no_twins() {
 
 /// What AWS calls for: a lost reply must neither fail the apply nor leave twins after it.
 /// The retried CreateSecurityGroup / CreateSubnet answer `InvalidGroup.Duplicate` /
-/// `InvalidSubnet.Conflict`: the step takes the group / subnet the first call made.
+/// `InvalidSubnet.Conflict`: the step takes the group / subnet the first call made; a
+/// retried AttachInternetGateway / AssociateRouteTable answers `Resource.AlreadyAssociated`
+/// and CreateRoute `RouteAlreadyExists`: done already.
 #[test]
 fn lost_create_replies_are_absorbed_by_the_same_apply() {
     let world = World::new(&Fixture::new(Topology::K3s));
@@ -90,6 +92,9 @@ fn lost_create_replies_are_absorbed_by_the_same_apply() {
         ("CreateInternetGateway", 1),
         ("CreateSecurityGroup", 1),
         ("CreateSubnet", 1),
+        ("AttachInternetGateway", 1),
+        ("CreateRoute", 1),
+        ("AssociateRouteTable", 1),
     ]));
     let lossy = world.run(&["apply", "--yes"]);
     world.proxy.reset();
