@@ -1,7 +1,8 @@
-//! K3s: server nodes with an external datastore (RDS MySQL).
+//! K3s: server nodes with an external datastore (RDS MySQL or PostgreSQL), or servers
+//! that run etcd themselves (`[datastore] engine = "embedded-etcd"`: no RDS at all).
 
 use super::ids::*;
-use super::{me, tcp, udp, Shared, TopologyBlueprint};
+use super::{me, tcp, tcp_range, udp, Shared, TopologyBlueprint};
 use crate::config::Config;
 use crate::engine::Desired;
 use crate::model::*;
@@ -9,13 +10,17 @@ use crate::model::*;
 pub(super) struct K3s;
 
 impl TopologyBlueprint for K3s {
-    fn node_rules(&self, _cfg: &Config) -> Vec<Rule> {
-        vec![
+    fn node_rules(&self, cfg: &Config) -> Vec<Rule> {
+        let mut rules = vec![
             tcp(443, me(), "rancher between nodes"),
             tcp(6443, me(), "k3s api between servers"),
             udp(8472, me(), "flannel vxlan (nodes only)"),
             tcp(10250, me(), "kubelet"),
-        ]
+        ];
+        if cfg.k3s_embedded_etcd() {
+            rules.push(tcp_range(2379, 2380, me(), "embedded etcd between servers"));
+        }
+        rules
     }
 
     fn add_own(&self, cfg: &Config, shared: &Shared, d: &mut Desired) {
@@ -31,8 +36,16 @@ fn datastore(cfg: &Config, ds: &crate::config::Datastore, shared: &Shared, d: &m
         SG_DATASTORE,
         Spec::SecurityGroup(SecurityGroupSpec {
             vpc: shared.vpc.clone(),
-            description: format!("{} datastore: MySQL from the nodes only", cfg.name),
-            ingress: vec![tcp(3306, Peer::Group(SG_NODES.into()), "nodes to MySQL")],
+            description: format!(
+                "{} datastore: {} from the nodes only",
+                cfg.name,
+                ds.engine.display_name()
+            ),
+            ingress: vec![tcp(
+                ds.engine.port(),
+                Peer::Group(SG_NODES.into()),
+                &format!("nodes to {}", ds.engine.display_name()),
+            )],
             egress: vec![],
         }),
     );
@@ -56,6 +69,7 @@ fn datastore(cfg: &Config, ds: &crate::config::Datastore, shared: &Shared, d: &m
         Spec::Database(DatabaseSpec {
             subnet_group: DB_SUBNETS.into(),
             security_group: SG_DATASTORE.into(),
+            engine: ds.engine,
             engine_version: ds.engine_version.clone(),
             instance_class: ds.instance_class.clone(),
             storage_gb: ds.storage_gb,

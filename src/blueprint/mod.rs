@@ -5,7 +5,7 @@
 //! cluster nodes, the registry/bastion host (`registry.rs`), and the front door (NLB +
 //! Route53 records; `front_door.rs`). What a topology adds — the ports between its nodes,
 //! the ports its load balancer forwards, resources only it has (the k3s datastore) — lives
-//! in its own file (`k3s.rs`, `rke.rs`, `docker.rs`): adding a topology is adding a file
+//! in its own file (`k3s.rs`, `rke.rs`, `rke2.rs`, `docker.rs`): adding a topology is adding a file
 //! and a line in [`topology`]. Ports follow `shared/reference/rancher-airgap-aws.md`,
 //! "Ports".
 
@@ -20,6 +20,7 @@ mod k3s;
 mod network;
 mod registry;
 mod rke;
+mod rke2;
 
 pub use registry::{
     registry_host_name, registry_host_port, registry_plan, registry_plan_renewing, RegistryPlan,
@@ -115,6 +116,16 @@ pub(super) fn udp(port: u16, peer: Peer, description: &str) -> Rule {
     }
 }
 
+pub(super) fn udp_range(from: u16, to: u16, peer: Peer, description: &str) -> Rule {
+    Rule {
+        protocol: Protocol::Udp,
+        from_port: from,
+        to_port: to,
+        peer,
+        description: description.to_string(),
+    }
+}
+
 pub(super) fn all_to(cidr: &str, description: &str) -> Rule {
     Rule {
         protocol: Protocol::All,
@@ -150,6 +161,7 @@ fn topology(topology: Topology) -> &'static dyn TopologyBlueprint {
         Topology::K3s => &k3s::K3s,
         Topology::Rke => &rke::Rke,
         Topology::Docker => &docker::Docker,
+        Topology::Rke2 => &rke2::Rke2,
     }
 }
 
@@ -234,8 +246,11 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     });
 
     // Nodes.
-    let node_user_data =
-        render::node_user_data(NodeRole::for_topology(cfg.topology), &registry.access)?;
+    let node_user_data = render::node_user_data(
+        NodeRole::for_topology(cfg.topology),
+        &registry.access,
+        &cfg.hostname,
+    )?;
     let mut nodes = Vec::new();
     for i in 1..=cfg.nodes.count {
         let id = node(i);
@@ -276,6 +291,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
 mod tests {
     use super::network::subnet_cidrs;
     use super::*;
+    use crate::model::DbEngine;
     use std::collections::BTreeSet;
 
     fn cfg(extra: &str, topology: &str) -> Config {
@@ -512,5 +528,178 @@ mod tests {
         let (p, e) = subnet_cidrs("10.42.0.0/16".parse().unwrap(), 3, 1).unwrap();
         assert_eq!(p, vec!["10.42.0.0/20", "10.42.16.0/20", "10.42.32.0/20"]);
         assert_eq!(e, vec!["10.42.240.0/20"]);
+    }
+
+    /// The ingress rules of `sg-nodes` as (protocol, from, to, peer).
+    fn node_rules(d: &Desired) -> Vec<(Protocol, u16, u16, Peer)> {
+        let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new(ids::SG_NODES)] else {
+            panic!()
+        };
+        sg.ingress
+            .iter()
+            .map(|r| (r.protocol, r.from_port, r.to_port, r.peer.clone()))
+            .collect()
+    }
+
+    fn opens(d: &Desired, protocol: Protocol, from: u16, to: u16, peer: &Peer) -> bool {
+        node_rules(d).contains(&(protocol, from, to, peer.clone()))
+    }
+
+    #[test]
+    fn rke2_has_three_servers_their_ports_and_no_datastore() {
+        let d = build_for(&cfg("", "rke2"));
+        let ids = ids(&d);
+        assert!(ids.contains(&"node-3".to_string()));
+        assert!(!ids.contains(&"node-4".to_string()));
+        assert!(!ids
+            .iter()
+            .any(|i| i.contains("datastore") || i == "db-subnets"));
+        let me = Peer::Itself;
+        for (protocol, from, to) in [
+            (Protocol::Tcp, 9345, 9345),
+            (Protocol::Tcp, 6443, 6443),
+            (Protocol::Tcp, 2379, 2381),
+            (Protocol::Tcp, 10250, 10250),
+            (Protocol::Udp, 8472, 8472),
+            (Protocol::Tcp, 9099, 9099),
+            (Protocol::Udp, 51820, 51821),
+        ] {
+            assert!(
+                opens(&d, protocol, from, to, &me),
+                "{protocol:?} {from}-{to}"
+            );
+        }
+        let vpc = Peer::Cidr("10.42.0.0/16".into());
+        assert!(opens(&d, Protocol::Tcp, 30000, 32767, &vpc), "nodeports");
+        let lb = Peer::Group(ids::SG_LB.into());
+        for port in [80, 443, 6443, 9345] {
+            assert!(opens(&d, Protocol::Tcp, port, port, &lb), "lb -> {port}");
+        }
+        // Nothing of this is open to the world.
+        for (_, _, _, peer) in node_rules(&d) {
+            assert_ne!(peer, Peer::Cidr("0.0.0.0/0".into()));
+        }
+        // NLB: TCP listeners and target groups on 80, 443, 6443, 9345, checked as today.
+        for port in [80u16, 443, 6443, 9345] {
+            let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new(ids::target_group(port))]
+            else {
+                panic!("no tg-{port}")
+            };
+            assert_eq!(tg.targets.len(), 3);
+            assert_eq!(
+                (
+                    tg.healthy_threshold,
+                    tg.unhealthy_threshold,
+                    tg.interval_seconds
+                ),
+                (3, 3, 10)
+            );
+            assert!(!tg.preserve_client_ip);
+            let Spec::Listener(l) = &d.resources[&LogicalId::new(ids::listener(port))] else {
+                panic!("no listener-{port}")
+            };
+            assert_eq!(l.target_group, LogicalId::new(ids::target_group(port)));
+        }
+        let Spec::SecurityGroup(sg_lb) = &d.resources[&LogicalId::new(ids::SG_LB)] else {
+            panic!()
+        };
+        assert!(sg_lb.ingress.iter().any(|r| r.from_port == 9345));
+        assert!(sg_lb
+            .ingress
+            .iter()
+            .all(|r| r.peer != Peer::Cidr("0.0.0.0/0".into())));
+        d.order().expect("acyclic and closed");
+    }
+
+    #[test]
+    fn rke2_user_data_writes_rke2_files() {
+        let d = build_for(&cfg("", "rke2"));
+        let Spec::Instance(node) = &d.resources[&LogicalId::new("node-1")] else {
+            panic!()
+        };
+        assert!(node.user_data.contains("/etc/rancher/rke2/registries.yaml"));
+        assert!(node.user_data.contains("/etc/rancher/rke2/config.yaml"));
+        assert!(!node.user_data.contains("/etc/rancher/k3s/"));
+    }
+
+    #[test]
+    fn datastore_engines_shape_the_k3s_graph() {
+        // MySQL: 3306 from the nodes only.
+        let mysql = build_for(&cfg("", "k3s"));
+        let Spec::SecurityGroup(sg) = &mysql.resources[&LogicalId::new(ids::SG_DATASTORE)] else {
+            panic!()
+        };
+        assert_eq!(sg.ingress.len(), 1);
+        assert_eq!(
+            (sg.ingress[0].from_port, &sg.ingress[0].peer),
+            (3306, &Peer::Group(ids::SG_NODES.into()))
+        );
+        let Spec::Database(db) = &mysql.resources[&LogicalId::new(ids::DATASTORE)] else {
+            panic!()
+        };
+        assert_eq!(
+            (db.engine, db.engine_version.as_str()),
+            (DbEngine::Mysql, "8.4")
+        );
+        assert!(!opens(&mysql, Protocol::Tcp, 2379, 2380, &Peer::Itself));
+
+        // PostgreSQL: 5432 from the nodes only.
+        let postgres = build_for(&cfg("[datastore]\nengine = \"postgres\"\n", "k3s"));
+        let Spec::SecurityGroup(sg) = &postgres.resources[&LogicalId::new(ids::SG_DATASTORE)]
+        else {
+            panic!()
+        };
+        assert_eq!(sg.ingress.len(), 1);
+        assert_eq!(
+            (
+                sg.ingress[0].from_port,
+                sg.ingress[0].to_port,
+                &sg.ingress[0].peer
+            ),
+            (5432, 5432, &Peer::Group(ids::SG_NODES.into()))
+        );
+        let Spec::Database(db) = &postgres.resources[&LogicalId::new(ids::DATASTORE)] else {
+            panic!()
+        };
+        assert_eq!(
+            (db.engine, db.engine_version.as_str()),
+            (DbEngine::Postgres, "15")
+        );
+        assert_eq!(db.password, Some(LogicalId::new(ids::DATASTORE_PASSWORD)));
+
+        // Embedded etcd: no RDS at all, 3 servers, etcd between them.
+        let etcd = build_for(&cfg("[datastore]\nengine = \"embedded-etcd\"\n", "k3s"));
+        let ids = ids(&etcd);
+        for gone in [
+            "datastore",
+            "db-subnets",
+            "sg-datastore",
+            "datastore-password",
+        ] {
+            assert!(!ids.contains(&gone.to_string()), "{gone}: {ids:?}");
+        }
+        assert!(ids.contains(&"node-3".to_string()));
+        assert!(opens(&etcd, Protocol::Tcp, 2379, 2380, &Peer::Itself));
+        etcd.order().expect("acyclic and closed");
+    }
+
+    #[test]
+    fn an_engine_change_replaces_the_database() {
+        let spec = |extra: &str| {
+            let d = build_for(&cfg(extra, "k3s"));
+            d.resources[&LogicalId::new(ids::DATASTORE)].clone()
+        };
+        let mysql = spec("");
+        let postgres = spec("[datastore]\nengine = \"postgres\"\n");
+        let (replace, _) = crate::engine::plan::spec_changes(&mysql, &postgres);
+        assert!(
+            replace.iter().any(|r| r.starts_with("engine")),
+            "an engine change must be a replace: {replace:?}"
+        );
+        // A state file from before the field existed holds a MySQL database.
+        let mut old = serde_json::to_value(&mysql).unwrap();
+        assert!(old.as_object_mut().unwrap().remove("engine").is_some());
+        let old: Spec = serde_json::from_value(old).unwrap();
+        assert_eq!(old, mysql);
     }
 }

@@ -1620,6 +1620,7 @@ mod tests {
         DatabaseSpec {
             subnet_group: "db-subnets".into(),
             security_group: "sg-db".into(),
+            engine: crate::model::DbEngine::Mysql,
             engine_version: "8.0".into(),
             instance_class: "db.t3.medium".into(),
             storage_gb: 20,
