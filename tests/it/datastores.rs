@@ -57,6 +57,17 @@ fn k3s_postgres_builds_an_rds_postgres_reachable_on_5432_from_the_nodes_only() {
     );
     let state = std::fs::read_to_string(world.state_file()).unwrap();
     assert!(!state.contains(&password), "the password is in the state");
+    let output = world.run(&["output", "datastore_endpoint"]);
+    output.ok();
+    let shown = output.all_output();
+    assert!(
+        shown.contains(&format!(
+            "postgres://k3s:<password from {secret}>@{}:5432/k3s",
+            endpoint.address().unwrap()
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains(&password), "output shows the password");
 
     destroy_leaves_nothing(&world);
 }
