@@ -126,13 +126,25 @@ fn k3s_embedded_etcd_has_three_servers_no_rds_and_a_shared_token() {
 
 #[test]
 fn an_engine_change_replaces_the_datastore_only_with_allow_data_loss() {
-    let world = World::new(&Fixture::new(Topology::K3s));
+    // The same user and database for both engines: only the engine (and so its version)
+    // changes.
+    let with_user = |engine: &str| {
+        let mut fixture = k3s_with_engine(engine);
+        fixture.extra.push_str("username = \"k3s\"\n");
+        fixture
+    };
+    let world = World::new(&with_user("mysql"));
     world.apply();
     let before = world.aws.db_instances();
     assert_eq!(before[0].engine(), Some("mysql"));
 
     for engine in ["postgres", "embedded-etcd"] {
-        world.write_config(&k3s_with_engine(engine));
+        let fixture = if engine == "postgres" {
+            with_user(engine)
+        } else {
+            k3s_with_engine(engine)
+        };
+        world.write_config(&fixture);
         let plan = world.run(&["plan", "--detailed-exitcode"]);
         plan.code(2);
         let out = plan.all_output();
