@@ -562,11 +562,10 @@ fn datastore(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Option<
         }
     };
 
-    let (version_check, default_version): (fn(&str) -> Result<EngineVersion, String>, _) =
-        match engine {
-            DbEngine::Mysql => (checks::mysql_version, checks::DEFAULT_MYSQL_VERSION),
-            DbEngine::Postgres => (checks::postgres_version, checks::DEFAULT_POSTGRES_VERSION),
-        };
+    let (version_check, default_version): (VersionCheck, _) = match engine {
+        DbEngine::Mysql => (checks::mysql_version, checks::DEFAULT_MYSQL_VERSION),
+        DbEngine::Postgres => (checks::postgres_version, checks::DEFAULT_POSTGRES_VERSION),
+    };
     let engine_version = table
         .string(doc, "engine_version")
         .and_then(|v| checked(doc, v, |text| version_check(text).map(drop)))
@@ -901,6 +900,9 @@ fn timeouts(doc: &mut Doc, root: &Table) -> Timeouts {
         dependency,
     }
 }
+
+/// Checks an engine version as written.
+type VersionCheck = fn(&str) -> Result<EngineVersion, String>;
 
 /// The RKE2 supervisor port servers join on (and the load balancer forwards).
 pub(crate) const SUPERVISOR_PORT: u16 = 9345;
