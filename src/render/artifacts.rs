@@ -452,7 +452,17 @@ fn k3s_install_env(facts: &Facts, server: K3sServer) -> Result<String, RenderErr
     }
     render(
         "artifacts/k3s-install.env.j2",
-        minijinja::context! { env => &facts.env, datastore_endpoint, token, install_exec },
+        minijinja::context! {
+            env => &facts.env,
+            file_name => if server == K3sServer::Join {
+                "k3s-install-join.env"
+            } else {
+                "k3s-install.env"
+            },
+            datastore_endpoint,
+            token,
+            install_exec,
+        },
     )
 }
 
