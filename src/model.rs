@@ -314,10 +314,49 @@ pub struct DbSubnetGroupSpec {
     pub subnets: Vec<Ref>,
 }
 
+/// The RDS engine of a K3s datastore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbEngine {
+    #[default]
+    Mysql,
+    Postgres,
+}
+
+impl DbEngine {
+    /// The RDS `Engine` value (and the config's word).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbEngine::Mysql => "mysql",
+            DbEngine::Postgres => "postgres",
+        }
+    }
+
+    /// The port the engine listens on.
+    pub fn port(self) -> u16 {
+        match self {
+            DbEngine::Mysql => 3306,
+            DbEngine::Postgres => 5432,
+        }
+    }
+
+    /// The name people read.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            DbEngine::Mysql => "MySQL",
+            DbEngine::Postgres => "PostgreSQL",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseSpec {
     pub subnet_group: Ref,
     pub security_group: Ref,
+    /// The RDS engine. A change replaces the database (its data is lost). State files from
+    /// before the field existed hold MySQL databases.
+    #[serde(default)]
+    pub engine: DbEngine,
     pub engine_version: String,
     pub instance_class: String,
     pub storage_gb: u32,

@@ -1,18 +1,30 @@
 //! Config -> the desired resource graph.
 //!
 //! The graph is the same shape for every topology: a network (VPC, private subnets with no
-//! route out, one edge subnet with an internet gateway), security groups, the cluster nodes,
-//! the registry/bastion host, and the front door (NLB + Route53 record). The topologies
-//! differ in node count, the ports open between nodes, the datastore (k3s only) and the
-//! load balancer (optional for docker). Ports follow
-//! `shared/reference/rancher-airgap-aws.md`, "Ports".
+//! route out, one edge subnet with an internet gateway; `network.rs`), security groups, the
+//! cluster nodes, the registry/bastion host (`registry.rs`), and the front door (NLB +
+//! Route53 records; `front_door.rs`). What a topology adds — the ports between its nodes,
+//! the ports its load balancer forwards, resources only it has (the k3s datastore) — lives
+//! in its own file (`k3s.rs`, `rke.rs`, `rke2.rs`, `docker.rs`): adding a topology is adding a file
+//! and a line in [`topology`]. Ports follow `shared/reference/rancher-airgap-aws.md`,
+//! "Ports".
 
-use ipnet::Ipv4Net;
-
-use crate::config::{Config, RecordType, Registry, Topology};
+use crate::config::{Config, Topology};
 use crate::engine::Desired;
 use crate::model::*;
-use crate::render::{self, NodeRole, RegistryAccess, RegistrySecrets};
+use crate::render::{self, NodeRole};
+
+mod docker;
+mod front_door;
+mod k3s;
+mod network;
+mod registry;
+mod rke;
+mod rke2;
+
+pub use registry::{
+    registry_host_name, registry_host_port, registry_plan, registry_plan_renewing, RegistryPlan,
+};
 
 /// Logical ids used by more than one module.
 pub mod ids {
@@ -59,17 +71,6 @@ pub mod ids {
     }
 }
 
-/// The registry the nodes pull from, as the blueprint and the artifacts see it.
-#[derive(Debug, Clone)]
-pub struct RegistryPlan {
-    /// DNS name of the registry (node mode: a record this env creates).
-    pub host: String,
-    /// `access.host_port` is the registry's `host:port`.
-    pub access: RegistryAccess,
-    /// Secrets of a registry this env runs (node mode).
-    pub secrets: Option<RegistrySecrets>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BlueprintError {
     #[error(transparent)]
@@ -80,68 +81,12 @@ pub enum BlueprintError {
     Cidr { cidr: String, zones: u32 },
 }
 
-/// The DNS name of this env's registry host.
-pub fn registry_host_name(cfg: &Config) -> String {
-    crate::names::registry_record(&cfg.name, &cfg.dns.zone, &cfg.hostname)
-}
-
-/// `host:port` of the registry the nodes pull from; needs no secrets.
-pub fn registry_host_port(cfg: &Config) -> String {
-    match &cfg.registry {
-        Registry::Node { port, .. } => format!("{}:{port}", registry_host_name(cfg)),
-        Registry::External { url, .. } => url.clone(),
-    }
-}
-
-/// Work out the registry: for node mode, load or create its secrets under `secrets_dir`.
-pub fn registry_plan(
-    cfg: &Config,
-    secrets_dir: &std::path::Path,
-) -> Result<RegistryPlan, BlueprintError> {
-    registry_plan_renewing(cfg, secrets_dir, false)
-}
-
-/// [`registry_plan`]; with `renew_cert` the registry's server certificate is issued anew
-/// (`apply --renew-registry-cert`), which replaces the registry host (its store is kept).
-pub fn registry_plan_renewing(
-    cfg: &Config,
-    secrets_dir: &std::path::Path,
-    renew_cert: bool,
-) -> Result<RegistryPlan, BlueprintError> {
-    match &cfg.registry {
-        Registry::Node { .. } => {
-            let host = registry_host_name(cfg);
-            let secrets = render::ensure_registry_secrets_renewing(secrets_dir, &host, renew_cert)?;
-            Ok(RegistryPlan {
-                access: RegistryAccess {
-                    host_port: registry_host_port(cfg),
-                    username: secrets.username.clone(),
-                    password: secrets.password.clone(),
-                    ca_pem: Some(secrets.ca_cert_pem.clone()),
-                },
-                host,
-                secrets: Some(secrets),
-            })
-        }
-        Registry::External { url, ca_pem, .. } => Ok(RegistryPlan {
-            host: url.split(':').next().unwrap_or(url).to_string(),
-            access: RegistryAccess {
-                host_port: url.clone(),
-                username: String::new(),
-                password: String::new(),
-                ca_pem: ca_pem.clone(),
-            },
-            secrets: None,
-        }),
-    }
-}
-
-fn sha256(text: &str) -> String {
+pub(super) fn sha256(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn tcp(port: u16, peer: Peer, description: &str) -> Rule {
+pub(super) fn tcp(port: u16, peer: Peer, description: &str) -> Rule {
     Rule {
         protocol: Protocol::Tcp,
         from_port: port,
@@ -151,7 +96,7 @@ fn tcp(port: u16, peer: Peer, description: &str) -> Rule {
     }
 }
 
-fn tcp_range(from: u16, to: u16, peer: Peer, description: &str) -> Rule {
+pub(super) fn tcp_range(from: u16, to: u16, peer: Peer, description: &str) -> Rule {
     Rule {
         protocol: Protocol::Tcp,
         from_port: from,
@@ -161,7 +106,7 @@ fn tcp_range(from: u16, to: u16, peer: Peer, description: &str) -> Rule {
     }
 }
 
-fn udp(port: u16, peer: Peer, description: &str) -> Rule {
+pub(super) fn udp(port: u16, peer: Peer, description: &str) -> Rule {
     Rule {
         protocol: Protocol::Udp,
         from_port: port,
@@ -171,7 +116,17 @@ fn udp(port: u16, peer: Peer, description: &str) -> Rule {
     }
 }
 
-fn all_to(cidr: &str, description: &str) -> Rule {
+pub(super) fn udp_range(from: u16, to: u16, peer: Peer, description: &str) -> Rule {
+    Rule {
+        protocol: Protocol::Udp,
+        from_port: from,
+        to_port: to,
+        peer,
+        description: description.to_string(),
+    }
+}
+
+pub(super) fn all_to(cidr: &str, description: &str) -> Rule {
     Rule {
         protocol: Protocol::All,
         from_port: 0,
@@ -181,160 +136,79 @@ fn all_to(cidr: &str, description: &str) -> Rule {
     }
 }
 
-/// Subnet CIDRs: the VPC split in 16; private subnets take the first `zones` blocks, edge
-/// subnets the last `edges` blocks, counting down (the first edge subnet is the last block).
-fn subnet_cidrs(
-    vpc: Ipv4Net,
-    zones: u32,
-    edges: u32,
-) -> Result<(Vec<String>, Vec<String>), BlueprintError> {
-    let err = || BlueprintError::Cidr {
-        cidr: vpc.to_string(),
-        zones,
-    };
-    let subnets: Vec<Ipv4Net> = vpc
-        .subnets((vpc.prefix_len() + 4).min(28))
-        .map_err(|_| err())?
-        .collect();
-    if subnets.len() < (zones + edges) as usize {
-        return Err(err());
+/// `Peer::Itself`: the rule admits the group's own members.
+pub(super) fn me() -> Peer {
+    Peer::Itself
+}
+
+/// What one topology adds to the shared network, registry and front door.
+pub(super) trait TopologyBlueprint {
+    /// Traffic the nodes need between each other.
+    fn node_rules(&self, cfg: &Config) -> Vec<Rule>;
+
+    /// Ports the load balancer forwards.
+    fn lb_ports(&self, cfg: &Config) -> Vec<u16> {
+        front_door::default_lb_ports(cfg)
     }
-    let private = subnets
-        .iter()
-        .take(zones as usize)
-        .map(|s| s.to_string())
-        .collect();
-    let edge = subnets
-        .iter()
-        .rev()
-        .take(edges as usize)
-        .map(|s| s.to_string())
-        .collect();
-    Ok((private, edge))
+
+    /// Resources only this topology has.
+    fn add_own(&self, _cfg: &Config, _shared: &Shared, _d: &mut Desired) {}
+}
+
+/// The file that describes `topology`.
+fn topology(topology: Topology) -> &'static dyn TopologyBlueprint {
+    match topology {
+        Topology::K3s => &k3s::K3s,
+        Topology::Rke => &rke::Rke,
+        Topology::Docker => &docker::Docker,
+        Topology::Rke2 => &rke2::Rke2,
+    }
+}
+
+/// What every part of the graph needs to know about the network.
+pub(super) struct Shared {
+    pub vpc: LogicalId,
+    pub vpc_cidr: String,
+    /// `network.admin_cidrs`, as text.
+    pub admin: Vec<String>,
+    pub private: Vec<LogicalId>,
+    pub edge: Vec<LogicalId>,
 }
 
 /// Build the desired graph for `cfg`.
 pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, BlueprintError> {
     use ids::*;
     let mut d = Desired::default();
-    let vpc = LogicalId::new(VPC);
-    let vpc_cidr = cfg.network.vpc_cidr.to_string();
-    let admin: Vec<String> = cfg
-        .network
-        .admin_cidrs
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
-    let lb = cfg.load_balancer.as_ref();
-    let node_mode_registry = matches!(cfg.registry, Registry::Node { .. });
+    let own = topology(cfg.topology);
 
-    // Network.
-    d.insert(
-        VPC,
-        Spec::Vpc(VpcSpec {
-            cidr: vpc_cidr.clone(),
-        }),
-    );
-    d.insert(
-        IGW,
-        Spec::InternetGateway(InternetGatewaySpec { vpc: vpc.clone() }),
-    );
-    // An internet-facing NLB only sends traffic to targets in zones where it has a subnet:
-    // it gets an edge subnet in every zone that holds a node.
-    let internet_facing = lb.is_some_and(|lb| lb.scheme == Scheme::InternetFacing);
-    let edge_count = if internet_facing {
-        cfg.network.zones.min(cfg.nodes.count).max(1)
-    } else {
-        1
+    let (private, edge) = network::build(cfg, &mut d)?;
+    let shared = Shared {
+        vpc: LogicalId::new(VPC),
+        vpc_cidr: cfg.network.vpc_cidr.to_string(),
+        admin: cfg
+            .network
+            .admin_cidrs
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        private,
+        edge,
     };
-    let (private_cidrs, edge_cidrs) =
-        subnet_cidrs(cfg.network.vpc_cidr, cfg.network.zones, edge_count)?;
-    // Every subnet's zone must offer the node type and the registry host's type, so that
-    // private subnet N and edge subnet N share a zone whatever lands where.
-    let mut zone_types = vec![cfg.nodes.instance_type.clone()];
-    if let Registry::Node { instance_type, .. } = &cfg.registry {
-        zone_types.push(instance_type.clone());
-    }
-    zone_types.sort();
-    zone_types.dedup();
-    let mut private = Vec::new();
-    for (i, cidr) in private_cidrs.into_iter().enumerate() {
-        let id = private_subnet(i as u32 + 1);
-        d.insert(
-            id.as_str(),
-            Spec::Subnet(SubnetSpec {
-                vpc: vpc.clone(),
-                cidr,
-                zone_index: i,
-                map_public_ip: false,
-                instance_types: zone_types.clone(),
-            }),
-        );
-        private.push(LogicalId::new(id));
-    }
-    let mut edge = Vec::new();
-    for (i, cidr) in edge_cidrs.into_iter().enumerate() {
-        let id = edge_subnet(i as u32 + 1);
-        d.insert(
-            id.as_str(),
-            Spec::Subnet(SubnetSpec {
-                vpc: vpc.clone(),
-                cidr,
-                zone_index: i,
-                map_public_ip: true,
-                instance_types: zone_types.clone(),
-            }),
-        );
-        edge.push(LogicalId::new(id));
-    }
-    d.insert(
-        RT_PRIVATE,
-        Spec::RouteTable(RouteTableSpec {
-            vpc: vpc.clone(),
-            subnets: private.clone(),
-            internet_gateway: None,
-        }),
-    );
-    d.insert(
-        RT_EDGE,
-        Spec::RouteTable(RouteTableSpec {
-            vpc: vpc.clone(),
-            subnets: edge.clone(),
-            internet_gateway: Some(IGW.into()),
-        }),
-    );
+    let node_mode_registry = matches!(cfg.registry, crate::config::Registry::Node { .. });
 
     // Security groups.
-    let ports = lb_ports(cfg);
-    if lb.is_some() {
-        let mut ingress = Vec::new();
-        for p in &ports {
-            for c in admin.iter().chain(std::iter::once(&vpc_cidr)) {
-                ingress.push(tcp(
-                    *p,
-                    Peer::Cidr(c.clone()),
-                    "clients to the load balancer",
-                ));
-            }
-        }
-        d.insert(
-            SG_LB,
-            Spec::SecurityGroup(SecurityGroupSpec {
-                vpc: vpc.clone(),
-                description: format!("{} load balancer", cfg.name),
-                ingress,
-                egress: vec![all_to(&vpc_cidr, "load balancer to the nodes")],
-            }),
-        );
+    let ports = own.lb_ports(cfg);
+    if cfg.load_balancer.is_some() {
+        front_door::security_group(cfg, &shared, &ports, &mut d);
     }
-    let mut node_ingress = node_to_node_rules(cfg.topology);
-    if lb.is_some() {
+    let mut node_ingress = own.node_rules(cfg);
+    if cfg.load_balancer.is_some() {
         for p in &ports {
             node_ingress.push(tcp(*p, Peer::Group(SG_LB.into()), "load balancer to nodes"));
         }
     } else {
         for p in [80u16, 443] {
-            for c in admin.iter().chain(std::iter::once(&vpc_cidr)) {
+            for c in shared.admin.iter().chain(std::iter::once(&shared.vpc_cidr)) {
                 node_ingress.push(tcp(p, Peer::Cidr(c.clone()), "clients to Rancher"));
             }
         }
@@ -349,40 +223,16 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     d.insert(
         SG_NODES,
         Spec::SecurityGroup(SecurityGroupSpec {
-            vpc: vpc.clone(),
+            vpc: shared.vpc.clone(),
             description: format!(
                 "{} cluster nodes (air-gapped: egress only inside the VPC)",
                 cfg.name
             ),
             ingress: node_ingress,
-            egress: vec![all_to(&vpc_cidr, "nodes reach only the VPC")],
+            egress: vec![all_to(&shared.vpc_cidr, "nodes reach only the VPC")],
         }),
     );
-    if let Registry::Node { port, .. } = &cfg.registry {
-        // From the VPC rather than from sg-nodes: sg-nodes already admits ssh from this
-        // group, and two groups naming each other would be a dependency cycle.
-        let mut ingress = vec![tcp(
-            *port,
-            Peer::Cidr(vpc_cidr.clone()),
-            "nodes pull images",
-        )];
-        for c in &admin {
-            ingress.push(tcp(22, Peer::Cidr(c.clone()), "admin ssh"));
-            ingress.push(tcp(*port, Peer::Cidr(c.clone()), "admin pushes images"));
-        }
-        d.insert(
-            SG_BASTION,
-            Spec::SecurityGroup(SecurityGroupSpec {
-                vpc: vpc.clone(),
-                description: format!("{} registry and ssh bastion", cfg.name),
-                ingress,
-                egress: vec![all_to(
-                    "0.0.0.0/0",
-                    "registry host fetches packages and images",
-                )],
-            }),
-        );
-    }
+    registry::security_group(cfg, &shared, &mut d);
 
     // Key pair.
     let key_pair = cfg.nodes.ssh_public_key_text.as_ref().map(|key| {
@@ -396,8 +246,11 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     });
 
     // Nodes.
-    let node_user_data =
-        render::node_user_data(NodeRole::for_topology(cfg.topology), &registry.access)?;
+    let node_user_data = render::node_user_data(
+        NodeRole::for_topology(cfg.topology),
+        &registry.access,
+        &cfg.hostname,
+    )?;
     let mut nodes = Vec::new();
     for i in 1..=cfg.nodes.count {
         let id = node(i);
@@ -405,7 +258,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
             id.as_str(),
             Spec::Instance(InstanceSpec {
                 role: format!("{}-node", cfg.topology.as_str()),
-                subnet: private[((i - 1) as usize) % private.len()].clone(),
+                subnet: shared.private[((i - 1) as usize) % shared.private.len()].clone(),
                 security_groups: vec![SG_NODES.into()],
                 ami: cfg.nodes.ami.clone(),
                 instance_type: cfg.nodes.instance_type.clone(),
@@ -422,211 +275,23 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
     }
 
     // Registry host (also the ssh bastion).
-    if let (
-        Registry::Node {
-            instance_type,
-            volume_gb,
-            port,
-        },
-        Some(secrets),
-    ) = (&cfg.registry, &registry.secrets)
-    {
-        let user_data = render::registry_host_user_data(secrets, *port)?;
-        // The image store is its own volume: replacing the host (a new AMI, port or
-        // certificate) attaches the same volume to the new host.
-        d.insert(
-            REGISTRY_DATA,
-            Spec::Volume(VolumeSpec {
-                subnet: SUBNET_EDGE.into(),
-                size_gb: *volume_gb,
-            }),
-        );
-        d.insert(
-            REGISTRY,
-            Spec::Instance(InstanceSpec {
-                role: "registry".into(),
-                subnet: SUBNET_EDGE.into(),
-                security_groups: vec![SG_BASTION.into()],
-                ami: cfg.nodes.ami.clone(),
-                instance_type: instance_type.clone(),
-                root_volume_gb: 30,
-                volumes: vec![REGISTRY_DATA.into()],
-                // cloud-init installs Docker and pulls registry:2 at first boot: the route
-                // to the internet must be there before the host starts.
-                after: vec![RT_EDGE.into()],
-                public_ip: true,
-                key_pair: key_pair.clone(),
-                user_data_sha256: sha256(&user_data),
-                user_data,
-            }),
-        );
-    }
+    registry::host(cfg, registry, key_pair.as_ref(), &mut d)?;
 
-    // Datastore (k3s).
-    if let Some(ds) = &cfg.datastore {
-        d.insert(
-            SG_DATASTORE,
-            Spec::SecurityGroup(SecurityGroupSpec {
-                vpc: vpc.clone(),
-                description: format!("{} datastore: MySQL from the nodes only", cfg.name),
-                ingress: vec![tcp(3306, Peer::Group(SG_NODES.into()), "nodes to MySQL")],
-                egress: vec![],
-            }),
-        );
-        d.insert(
-            DB_SUBNETS,
-            Spec::DbSubnetGroup(DbSubnetGroupSpec {
-                subnets: private.clone(),
-            }),
-        );
-        // The master password: generated by the tool into a Secrets Manager secret of
-        // this env. Not RDS-managed: RDS rotates those every 7 days, and K3s keeps the
-        // password it was installed with.
-        d.insert(
-            DATASTORE_PASSWORD,
-            Spec::Secret(SecretSpec {
-                description: format!("{} datastore master password (K3s endpoint)", cfg.name),
-            }),
-        );
-        d.insert(
-            DATASTORE,
-            Spec::Database(DatabaseSpec {
-                subnet_group: DB_SUBNETS.into(),
-                security_group: SG_DATASTORE.into(),
-                engine_version: ds.engine_version.clone(),
-                instance_class: ds.instance_class.clone(),
-                storage_gb: ds.storage_gb,
-                database: ds.database.clone(),
-                username: ds.username.clone(),
-                backup_retention_days: ds.backup_retention_days,
-                password: Some(DATASTORE_PASSWORD.into()),
-            }),
-        );
-    }
+    // What only this topology has (the k3s datastore).
+    own.add_own(cfg, &shared, &mut d);
 
-    // Load balancer.
-    if let Some(lb) = lb {
-        d.insert(
-            NLB,
-            Spec::LoadBalancer(LoadBalancerSpec {
-                scheme: lb.scheme,
-                subnets: match lb.scheme {
-                    Scheme::Internal => private.clone(),
-                    Scheme::InternetFacing => edge.clone(),
-                },
-                security_group: SG_LB.into(),
-                cross_zone: true,
-            }),
-        );
-        for port in &ports {
-            let tg = target_group(*port);
-            d.insert(
-                tg.as_str(),
-                Spec::TargetGroup(TargetGroupSpec {
-                    name: crate::names::target_group(&cfg.name, *port),
-                    vpc: vpc.clone(),
-                    port: *port,
-                    // Rancher's NLB guide: the 443 group is checked on port 80.
-                    health_check_port: (*port == 443).then_some(80),
-                    healthy_threshold: 3,
-                    unhealthy_threshold: 3,
-                    interval_seconds: 10,
-                    timeout_seconds: 6,
-                    // Off: nodes reach the LB themselves (kubeconfig, agents), and an NLB
-                    // with client-IP preservation drops a connection that lands on its
-                    // own source.
-                    preserve_client_ip: false,
-                    targets: nodes.clone(),
-                }),
-            );
-            d.insert(
-                listener(*port).as_str(),
-                Spec::Listener(ListenerSpec {
-                    load_balancer: NLB.into(),
-                    port: *port,
-                    target_group: tg.into(),
-                }),
-            );
-        }
-    }
-
-    // DNS.
-    let zone = if cfg.dns.private_zone {
-        d.insert(
-            ZONE,
-            Spec::HostedZone(HostedZoneSpec {
-                name: cfg.dns.zone.trim_end_matches('.').to_string(),
-                vpc: vpc.clone(),
-            }),
-        );
-        ZoneRef::Managed(ZONE.into())
-    } else {
-        ZoneRef::Existing(cfg.dns.zone.clone())
-    };
-    let target = match (lb, cfg.dns.record_type) {
-        (Some(_), RecordType::Alias) => RecordTarget::AliasLoadBalancer(NLB.into()),
-        (Some(_), RecordType::Cname) => RecordTarget::CnameLoadBalancer(NLB.into()),
-        (None, _) => RecordTarget::InstancePrivateIp(nodes[0].clone()),
-    };
-    d.insert(
-        RECORD,
-        Spec::DnsRecord(DnsRecordSpec {
-            zone: zone.clone(),
-            name: cfg.hostname.clone(),
-            target,
-            ttl: cfg.dns.ttl,
-        }),
-    );
-    if node_mode_registry {
-        d.insert(
-            RECORD_REGISTRY,
-            Spec::DnsRecord(DnsRecordSpec {
-                zone,
-                name: registry.host.clone(),
-                target: RecordTarget::InstancePrivateIp(REGISTRY.into()),
-                ttl: cfg.dns.ttl,
-            }),
-        );
-    }
+    // Load balancer and DNS.
+    front_door::load_balancer(cfg, &shared, &ports, &nodes, &mut d);
+    let registry_host = node_mode_registry.then_some(registry.host.as_str());
+    front_door::dns(cfg, &shared, registry_host, &nodes, &mut d);
     Ok(d)
-}
-
-/// Ports the load balancer forwards.
-fn lb_ports(cfg: &Config) -> Vec<u16> {
-    let mut ports = vec![80, 443];
-    if cfg.load_balancer.as_ref().is_some_and(|lb| lb.kube_api) {
-        ports.push(6443);
-    }
-    ports
-}
-
-/// Traffic the nodes of a topology need between each other.
-fn node_to_node_rules(topology: Topology) -> Vec<Rule> {
-    let me = || Peer::Itself;
-    match topology {
-        Topology::K3s => vec![
-            tcp(443, me(), "rancher between nodes"),
-            tcp(6443, me(), "k3s api between servers"),
-            udp(8472, me(), "flannel vxlan (nodes only)"),
-            tcp(10250, me(), "kubelet"),
-        ],
-        Topology::Rke => vec![
-            tcp(443, me(), "rancher between nodes"),
-            tcp_range(2379, 2380, me(), "etcd"),
-            tcp(6443, me(), "kubernetes api"),
-            udp(8472, me(), "canal vxlan (nodes only)"),
-            tcp(9099, me(), "canal probes"),
-            tcp(10250, me(), "kubelet"),
-            tcp(10254, me(), "ingress probes"),
-            tcp(22, me(), "rke cli over ssh"),
-        ],
-        Topology::Docker => vec![],
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::network::subnet_cidrs;
     use super::*;
+    use crate::model::DbEngine;
     use std::collections::BTreeSet;
 
     fn cfg(extra: &str, topology: &str) -> Config {
@@ -863,5 +528,178 @@ mod tests {
         let (p, e) = subnet_cidrs("10.42.0.0/16".parse().unwrap(), 3, 1).unwrap();
         assert_eq!(p, vec!["10.42.0.0/20", "10.42.16.0/20", "10.42.32.0/20"]);
         assert_eq!(e, vec!["10.42.240.0/20"]);
+    }
+
+    /// The ingress rules of `sg-nodes` as (protocol, from, to, peer).
+    fn node_rules(d: &Desired) -> Vec<(Protocol, u16, u16, Peer)> {
+        let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new(ids::SG_NODES)] else {
+            panic!()
+        };
+        sg.ingress
+            .iter()
+            .map(|r| (r.protocol, r.from_port, r.to_port, r.peer.clone()))
+            .collect()
+    }
+
+    fn opens(d: &Desired, protocol: Protocol, from: u16, to: u16, peer: &Peer) -> bool {
+        node_rules(d).contains(&(protocol, from, to, peer.clone()))
+    }
+
+    #[test]
+    fn rke2_has_three_servers_their_ports_and_no_datastore() {
+        let d = build_for(&cfg("", "rke2"));
+        let ids = ids(&d);
+        assert!(ids.contains(&"node-3".to_string()));
+        assert!(!ids.contains(&"node-4".to_string()));
+        assert!(!ids
+            .iter()
+            .any(|i| i.contains("datastore") || i == "db-subnets"));
+        let me = Peer::Itself;
+        for (protocol, from, to) in [
+            (Protocol::Tcp, 9345, 9345),
+            (Protocol::Tcp, 6443, 6443),
+            (Protocol::Tcp, 2379, 2381),
+            (Protocol::Tcp, 10250, 10250),
+            (Protocol::Udp, 8472, 8472),
+            (Protocol::Tcp, 9099, 9099),
+            (Protocol::Udp, 51820, 51821),
+        ] {
+            assert!(
+                opens(&d, protocol, from, to, &me),
+                "{protocol:?} {from}-{to}"
+            );
+        }
+        let vpc = Peer::Cidr("10.42.0.0/16".into());
+        assert!(opens(&d, Protocol::Tcp, 30000, 32767, &vpc), "nodeports");
+        let lb = Peer::Group(ids::SG_LB.into());
+        for port in [80, 443, 6443, 9345] {
+            assert!(opens(&d, Protocol::Tcp, port, port, &lb), "lb -> {port}");
+        }
+        // Nothing of this is open to the world.
+        for (_, _, _, peer) in node_rules(&d) {
+            assert_ne!(peer, Peer::Cidr("0.0.0.0/0".into()));
+        }
+        // NLB: TCP listeners and target groups on 80, 443, 6443, 9345, checked as today.
+        for port in [80u16, 443, 6443, 9345] {
+            let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new(ids::target_group(port))]
+            else {
+                panic!("no tg-{port}")
+            };
+            assert_eq!(tg.targets.len(), 3);
+            assert_eq!(
+                (
+                    tg.healthy_threshold,
+                    tg.unhealthy_threshold,
+                    tg.interval_seconds
+                ),
+                (3, 3, 10)
+            );
+            assert!(!tg.preserve_client_ip);
+            let Spec::Listener(l) = &d.resources[&LogicalId::new(ids::listener(port))] else {
+                panic!("no listener-{port}")
+            };
+            assert_eq!(l.target_group, LogicalId::new(ids::target_group(port)));
+        }
+        let Spec::SecurityGroup(sg_lb) = &d.resources[&LogicalId::new(ids::SG_LB)] else {
+            panic!()
+        };
+        assert!(sg_lb.ingress.iter().any(|r| r.from_port == 9345));
+        assert!(sg_lb
+            .ingress
+            .iter()
+            .all(|r| r.peer != Peer::Cidr("0.0.0.0/0".into())));
+        d.order().expect("acyclic and closed");
+    }
+
+    #[test]
+    fn rke2_user_data_writes_rke2_files() {
+        let d = build_for(&cfg("", "rke2"));
+        let Spec::Instance(node) = &d.resources[&LogicalId::new("node-1")] else {
+            panic!()
+        };
+        assert!(node.user_data.contains("/etc/rancher/rke2/registries.yaml"));
+        assert!(node.user_data.contains("/etc/rancher/rke2/config.yaml"));
+        assert!(!node.user_data.contains("/etc/rancher/k3s/"));
+    }
+
+    #[test]
+    fn datastore_engines_shape_the_k3s_graph() {
+        // MySQL: 3306 from the nodes only.
+        let mysql = build_for(&cfg("", "k3s"));
+        let Spec::SecurityGroup(sg) = &mysql.resources[&LogicalId::new(ids::SG_DATASTORE)] else {
+            panic!()
+        };
+        assert_eq!(sg.ingress.len(), 1);
+        assert_eq!(
+            (sg.ingress[0].from_port, &sg.ingress[0].peer),
+            (3306, &Peer::Group(ids::SG_NODES.into()))
+        );
+        let Spec::Database(db) = &mysql.resources[&LogicalId::new(ids::DATASTORE)] else {
+            panic!()
+        };
+        assert_eq!(
+            (db.engine, db.engine_version.as_str()),
+            (DbEngine::Mysql, "8.4")
+        );
+        assert!(!opens(&mysql, Protocol::Tcp, 2379, 2380, &Peer::Itself));
+
+        // PostgreSQL: 5432 from the nodes only.
+        let postgres = build_for(&cfg("[datastore]\nengine = \"postgres\"\n", "k3s"));
+        let Spec::SecurityGroup(sg) = &postgres.resources[&LogicalId::new(ids::SG_DATASTORE)]
+        else {
+            panic!()
+        };
+        assert_eq!(sg.ingress.len(), 1);
+        assert_eq!(
+            (
+                sg.ingress[0].from_port,
+                sg.ingress[0].to_port,
+                &sg.ingress[0].peer
+            ),
+            (5432, 5432, &Peer::Group(ids::SG_NODES.into()))
+        );
+        let Spec::Database(db) = &postgres.resources[&LogicalId::new(ids::DATASTORE)] else {
+            panic!()
+        };
+        assert_eq!(
+            (db.engine, db.engine_version.as_str()),
+            (DbEngine::Postgres, "15")
+        );
+        assert_eq!(db.password, Some(LogicalId::new(ids::DATASTORE_PASSWORD)));
+
+        // Embedded etcd: no RDS at all, 3 servers, etcd between them.
+        let etcd = build_for(&cfg("[datastore]\nengine = \"embedded-etcd\"\n", "k3s"));
+        let ids = ids(&etcd);
+        for gone in [
+            "datastore",
+            "db-subnets",
+            "sg-datastore",
+            "datastore-password",
+        ] {
+            assert!(!ids.contains(&gone.to_string()), "{gone}: {ids:?}");
+        }
+        assert!(ids.contains(&"node-3".to_string()));
+        assert!(opens(&etcd, Protocol::Tcp, 2379, 2380, &Peer::Itself));
+        etcd.order().expect("acyclic and closed");
+    }
+
+    #[test]
+    fn an_engine_change_replaces_the_database() {
+        let spec = |extra: &str| {
+            let d = build_for(&cfg(extra, "k3s"));
+            d.resources[&LogicalId::new(ids::DATASTORE)].clone()
+        };
+        let mysql = spec("");
+        let postgres = spec("[datastore]\nengine = \"postgres\"\n");
+        let (replace, _) = crate::engine::plan::spec_changes(&mysql, &postgres);
+        assert!(
+            replace.iter().any(|r| r.starts_with("engine")),
+            "an engine change must be a replace: {replace:?}"
+        );
+        // A state file from before the field existed holds a MySQL database.
+        let mut old = serde_json::to_value(&mysql).unwrap();
+        assert!(old.as_object_mut().unwrap().remove("engine").is_some());
+        let old: Spec = serde_json::from_value(old).unwrap();
+        assert_eq!(old, mysql);
     }
 }

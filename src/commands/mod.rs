@@ -720,6 +720,7 @@ async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
                 format!("fetching the datastore password from Secrets Manager ({secret_arn})")
             })?;
             Some(crate::render::DatastoreFact {
+                engine: spec.engine,
                 host: address.clone(),
                 port: *port,
                 database: spec.database.clone(),
@@ -754,6 +755,11 @@ async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
         ssh_key_path: ssh_private_key_path(&cfg),
         load_balancer_dns: outs.load_balancer_dns.clone(),
         datastore,
+        // The servers' shared token: made once in the env's secrets folder, never in state.
+        cluster_token: (cfg.topology == Topology::Rke2 || cfg.k3s_embedded_etcd())
+            .then(|| crate::render::ensure_cluster_token(&paths.secrets_dir()))
+            .transpose()?,
+        rancher_version: cfg.rancher.version.clone(),
     };
     let dir = dir.unwrap_or_else(|| paths.artifacts_dir());
     let written = crate::render::write_artifacts(&dir, &facts)?;

@@ -57,10 +57,16 @@ pub fn outputs(cfg: &Config, state: &State) -> Outputs {
                 ..
             },
             Spec::Database(s),
-        ) => Some(format!(
-            "mysql://{}:<password from {secret_arn}>@tcp({address}:{port})/{}",
-            s.username, s.database
-        )),
+        ) => Some(match s.engine {
+            crate::model::DbEngine::Mysql => format!(
+                "mysql://{}:<password from {secret_arn}>@tcp({address}:{port})/{}",
+                s.username, s.database
+            ),
+            crate::model::DbEngine::Postgres => format!(
+                "postgres://{}:<password from {secret_arn}>@{address}:{port}/{}",
+                s.username, s.database
+            ),
+        }),
         _ => None,
     });
     let bastion = created(ids::REGISTRY).and_then(|e| match &e.attrs {

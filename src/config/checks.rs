@@ -179,26 +179,84 @@ pub(crate) fn ami(text: &str) -> Result<(), String> {
     }
 }
 
-/// What RDS accepts for the MySQL engine version.
+/// Where a datastore engine version stands with RDS and K3s (checked late 2026, see
+/// `shared/reference/rancher-airgap-aws.md`, "Datastores for K3s").
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum MysqlVersion {
+pub(crate) enum EngineVersion {
+    /// In RDS standard support and validated with K3s.
     Supported,
-    /// 5.7: still accepted, billed as RDS Extended Support.
-    ExtendedSupport,
+    /// Still sold by RDS, but only under Extended Support (a surcharge per vCPU-hour); the
+    /// text names since when.
+    ExtendedSupport(&'static str),
+    /// In RDS standard support, but not (yet) in K3s's list of tested datastores.
+    NotTestedWithK3s,
 }
 
-pub(crate) fn mysql_version(text: &str) -> Result<MysqlVersion, String> {
+/// The default MySQL major: the newest that K3s supports (8.4, validated May 2026) and RDS
+/// sells in standard support (8.0 left it on 31 July 2026).
+pub(crate) const DEFAULT_MYSQL_VERSION: &str = "8.4";
+/// The default PostgreSQL major: the newest in K3s's tested list (12 to 15) that RDS sells
+/// in standard support (to February 2028).
+pub(crate) const DEFAULT_POSTGRES_VERSION: &str = "15";
+
+/// Splits `major.minor[.patch]` (MySQL) into the `major.minor` and checks the patch.
+pub(crate) fn mysql_version(text: &str) -> Result<EngineVersion, String> {
     let (major_minor, patch) = match text.match_indices('.').nth(1) {
         Some((at, _)) => (&text[..at], Some(&text[at + 1..])),
         None => (text, None),
     };
     let patch_ok = patch.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
     match major_minor {
-        "8.0" | "8.4" if patch_ok => Ok(MysqlVersion::Supported),
-        "5.7" if patch_ok => Ok(MysqlVersion::ExtendedSupport),
+        "8.4" if patch_ok => Ok(EngineVersion::Supported),
+        "8.0" if patch_ok => Ok(EngineVersion::ExtendedSupport("31 July 2026")),
+        "5.7" if patch_ok => Ok(EngineVersion::ExtendedSupport("29 February 2024")),
         _ => Err(format!(
-            "expected a MySQL version RDS offers: \"8.0\" or \"8.4\" (or a full version such as \
-             \"8.0.39\"); \"5.7\" is accepted with a warning (got {text:?})"
+            "expected a MySQL version RDS offers: \"8.4\" (or a full version such as \
+             \"8.4.8\"); \"8.0\" and \"5.7\" are accepted with a warning (got {text:?})"
+        )),
+    }
+}
+
+/// `major[.minor]` (PostgreSQL 10 and later number only major and minor).
+pub(crate) fn postgres_version(text: &str) -> Result<EngineVersion, String> {
+    let (major, minor) = match text.split_once('.') {
+        Some((major, minor)) => (major, Some(minor)),
+        None => (text, None),
+    };
+    let minor_ok = minor.is_none_or(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_digit()));
+    match major {
+        "14" | "15" if minor_ok => Ok(EngineVersion::Supported),
+        "16" | "17" if minor_ok => Ok(EngineVersion::NotTestedWithK3s),
+        "13" if minor_ok => Ok(EngineVersion::ExtendedSupport("1 March 2026")),
+        "12" if minor_ok => Ok(EngineVersion::ExtendedSupport("1 March 2025")),
+        "11" if minor_ok => Ok(EngineVersion::ExtendedSupport("1 March 2024")),
+        _ => Err(format!(
+            "expected a PostgreSQL version RDS offers: \"14\", \"15\", \"16\" or \"17\" (or \
+             a full version such as \"15.8\"); \"11\" to \"13\" are accepted with a warning \
+             (got {text:?})"
+        )),
+    }
+}
+
+/// The Rancher release the artifacts follow: `2.MINOR.PATCH`, an optional leading `v`.
+/// Returns the version without the `v` and its minor.
+pub(crate) fn rancher_version(text: &str) -> Result<(String, u32), String> {
+    let bare = text.strip_prefix('v').unwrap_or(text);
+    let parts: Vec<&str> = bare.split('.').collect();
+    let numbers: Option<Vec<u32>> = parts.iter().map(|p| p.parse::<u32>().ok()).collect();
+    match numbers.as_deref() {
+        Some([2, minor, _patch]) if parts.iter().all(|p| !p.starts_with('+')) => {
+            if *minor < 5 {
+                Err(format!(
+                    "Rancher {bare} is too old for this tool's air-gap steps (2.5 or later; \
+                     current releases are 2.12 and later)"
+                ))
+            } else {
+                Ok((bare.to_string(), *minor))
+            }
+        }
+        _ => Err(format!(
+            "expected a Rancher release such as \"2.14.0\" or \"v2.13.2\" (got {text:?})"
         )),
     }
 }
@@ -474,14 +532,52 @@ mod tests {
 
     #[test]
     fn mysql_versions() {
-        assert_eq!(mysql_version("8.0"), Ok(MysqlVersion::Supported));
-        assert_eq!(mysql_version("8.4"), Ok(MysqlVersion::Supported));
-        assert_eq!(mysql_version("8.0.39"), Ok(MysqlVersion::Supported));
-        assert_eq!(mysql_version("8.4.3"), Ok(MysqlVersion::Supported));
-        assert_eq!(mysql_version("5.7"), Ok(MysqlVersion::ExtendedSupport));
-        assert_eq!(mysql_version("5.7.44"), Ok(MysqlVersion::ExtendedSupport));
+        assert_eq!(mysql_version("8.4"), Ok(EngineVersion::Supported));
+        assert_eq!(mysql_version("8.4.3"), Ok(EngineVersion::Supported));
+        assert!(matches!(
+            mysql_version("8.0"),
+            Ok(EngineVersion::ExtendedSupport(_))
+        ));
+        assert!(matches!(
+            mysql_version("8.0.39"),
+            Ok(EngineVersion::ExtendedSupport(_))
+        ));
+        assert!(matches!(
+            mysql_version("5.7"),
+            Ok(EngineVersion::ExtendedSupport(_))
+        ));
+        assert!(matches!(
+            mysql_version("5.7.44"),
+            Ok(EngineVersion::ExtendedSupport(_))
+        ));
         for bad in ["8", "8.1", "8.0.", "8.0.x", "5.6", "10.11", "", "8.0.39.1"] {
             assert!(mysql_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn postgres_versions() {
+        assert_eq!(postgres_version("15"), Ok(EngineVersion::Supported));
+        assert_eq!(postgres_version("14.12"), Ok(EngineVersion::Supported));
+        assert_eq!(
+            postgres_version("16.4"),
+            Ok(EngineVersion::NotTestedWithK3s)
+        );
+        assert!(matches!(
+            postgres_version("13.16"),
+            Ok(EngineVersion::ExtendedSupport(_))
+        ));
+        for bad in ["", "15.", "15.x", "9.6", "10", "15.4.1", "8.0"] {
+            assert!(postgres_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rancher_versions() {
+        assert_eq!(rancher_version("2.14.0"), Ok(("2.14.0".into(), 14)));
+        assert_eq!(rancher_version("v2.13.2"), Ok(("2.13.2".into(), 13)));
+        for bad in ["", "2.14", "v2", "3.0.0", "2.4.9", "2.14.0-rc1", "latest"] {
+            assert!(rancher_version(bad).is_err(), "{bad}");
         }
     }
 

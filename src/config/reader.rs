@@ -106,6 +106,22 @@ impl<'a, 'i> Table<'a, 'i> {
         self.entries?.iter().find(|(name, _)| name.get_ref() == key)
     }
 
+    /// The string at `path` (nested tables, then a key), if it is written there as a
+    /// string; reports nothing.
+    pub(crate) fn peek_string(&self, path: &[&str]) -> Option<String> {
+        let (key, tables) = path.split_last()?;
+        let mut table = self.entries?;
+        for name in tables {
+            let (_, value) = table.iter().find(|(n, _)| n.get_ref() == name)?;
+            match value.get_ref() {
+                DeValue::Table(inner) => table = inner,
+                _ => return None,
+            }
+        }
+        let (_, value) = table.iter().find(|(n, _)| n.get_ref() == key)?;
+        value.get_ref().as_str().map(str::to_string)
+    }
+
     /// The position of `key` if it is written in this table.
     pub(crate) fn key_span(&self, key: &str) -> Option<Range<usize>> {
         self.entry(key).map(|(name, _)| name.span())

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
-use super::checks::{self, MysqlVersion};
+use super::checks::{self, EngineVersion};
 use super::reader::{Doc, Located, Table};
 use super::types::{
-    Config, Datastore, Dns, LoadBalancer, Network, Nodes, RecordType, Registry, Timeouts, Topology,
+    Config, Datastore, DatastoreEngine, Dns, LoadBalancer, Network, Nodes, Rancher, RecordType,
+    Registry, Timeouts, Topology,
 };
-use crate::model::Scheme;
+use crate::model::{DbEngine, Scheme};
 use crate::names;
 
 const TOP_KEYS: &[&str] = &[
@@ -26,6 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "dns",
     "registry",
     "timeouts",
+    "rancher",
 ];
 const NETWORK_KEYS: &[&str] = &["vpc_cidr", "zones", "admin_cidrs"];
 const NODES_KEYS: &[&str] = &[
@@ -37,6 +39,7 @@ const NODES_KEYS: &[&str] = &[
     "ssh_user",
 ];
 const DATASTORE_KEYS: &[&str] = &[
+    "engine",
     "engine_version",
     "instance_class",
     "storage_gb",
@@ -44,6 +47,19 @@ const DATASTORE_KEYS: &[&str] = &[
     "username",
     "backup_retention_days",
 ];
+/// The keys that configure an RDS datastore (not embedded etcd).
+const DATASTORE_RDS_KEYS: &[&str] = &[
+    "engine_version",
+    "instance_class",
+    "storage_gb",
+    "database",
+    "username",
+    "backup_retention_days",
+];
+const RANCHER_KEYS: &[&str] = &["version"];
+/// The Rancher release the artifacts follow by default: the first 2.14 release (2.14 is the
+/// newest released line late 2026; set `[rancher] version` to the newest patch you use).
+pub(crate) const DEFAULT_RANCHER_VERSION: &str = "2.14.0";
 const LOAD_BALANCER_KEYS: &[&str] = &["scheme", "kube_api", "enabled"];
 const DNS_KEYS: &[&str] = &["zone", "private_zone", "ttl", "record_type"];
 const REGISTRY_NODE_KEYS: &[&str] = &["instance_type", "volume_gb", "port"];
@@ -80,6 +96,7 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
             "k3s" => Some(Topology::K3s),
             "rke" => Some(Topology::Rke),
             "docker" => Some(Topology::Docker),
+            "rke2" => Some(Topology::Rke2),
             _ => None,
         };
         if parsed.is_none() {
@@ -87,7 +104,7 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
                 &topology.span,
                 &topology.key,
                 format!(
-                    "expected \"k3s\", \"rke\" or \"docker\" (got {:?})",
+                    "expected \"k3s\", \"rke2\", \"rke\" or \"docker\" (got {:?})",
                     topology.value
                 ),
             );
@@ -97,13 +114,17 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
     let hostname = required(doc, &root, "hostname", "\"rancher.lab.example.com\"")
         .and_then(|host| checked(doc, host, |h| checks::dns_name(h, 2)));
 
-    let network = network(doc, &root, topology);
-    let nodes = nodes(doc, &root, topology, base);
+    // The engine shapes the node count and zone checks, which come first in the file's
+    // usual order; it is checked (and reported) where [datastore] is read.
+    let engine = peek_engine(&root);
+    let network = network(doc, &root, topology, engine);
+    let nodes = nodes(doc, &root, topology, engine, base);
     let datastore = datastore(doc, &root, topology);
     let load_balancer = load_balancer(doc, &root, topology);
     let dns = dns(doc, &root, hostname.as_ref(), load_balancer.is_some());
     let registry = registry(doc, &root, base);
     let timeouts = timeouts(doc, &root);
+    let rancher = rancher(doc, &root);
 
     if let (Some(host), Some(dns)) = (&hostname, &dns) {
         let zone = &dns.zone;
@@ -124,9 +145,13 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
     if let (Some(name), Some(_)) = (&name, topology) {
         let inputs = names::Inputs {
             env: &name.value,
-            load_balancer_ports: load_balancer
-                .as_ref()
-                .map(|lb| names::load_balancer_ports(lb.kube_api)),
+            load_balancer_ports: load_balancer.as_ref().map(|lb| {
+                let mut ports = names::load_balancer_ports(lb.kube_api);
+                if lb.supervisor {
+                    ports.push(SUPERVISOR_PORT);
+                }
+                ports
+            }),
             datastore: datastore.is_some(),
             node_registry: matches!(registry, Registry::Node { .. }),
             key_pair: nodes
@@ -158,16 +183,38 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
                 .to_string(),
         );
     }
+    if topology == Some(Topology::Rke) {
+        warnings.push(
+            "topology \"rke\" is RKE1, end of life since 31 July 2025: Rancher 2.12 and later \
+             no longer manage RKE1 clusters and the rke CLI gets no more releases; use \
+             topology = \"rke2\" for a new environment"
+                .to_string(),
+        );
+    }
     if let Some(datastore) = &datastore {
-        if matches!(
-            checks::mysql_version(&datastore.engine_version),
-            Ok(MysqlVersion::ExtendedSupport)
-        ) {
-            warnings.push(format!(
-                "datastore.engine_version = {:?}: RDS bills MySQL 5.7 as Extended Support \
-                 (an extra charge per vCPU-hour); prefer \"8.0\" or \"8.4\"",
-                datastore.engine_version
-            ));
+        let (checked, default) = match datastore.engine {
+            DbEngine::Mysql => (
+                checks::mysql_version(&datastore.engine_version),
+                checks::DEFAULT_MYSQL_VERSION,
+            ),
+            DbEngine::Postgres => (
+                checks::postgres_version(&datastore.engine_version),
+                checks::DEFAULT_POSTGRES_VERSION,
+            ),
+        };
+        let engine = datastore.engine.display_name();
+        let version = &datastore.engine_version;
+        match checked {
+            Ok(EngineVersion::ExtendedSupport(since)) => warnings.push(format!(
+                "datastore.engine_version = {version:?}: {engine} {version} left RDS standard \
+                 support on {since}; RDS bills it as Extended Support (a surcharge per \
+                 vCPU-hour on top of the instance price); prefer {default:?}"
+            )),
+            Ok(EngineVersion::NotTestedWithK3s) => warnings.push(format!(
+                "datastore.engine_version = {version:?}: {engine} {version} is not in K3s's \
+                 list of tested datastores (PostgreSQL 12 to 15); {default:?} is"
+            )),
+            _ => {}
         }
     }
 
@@ -184,6 +231,7 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
         dns: dns?,
         registry,
         timeouts,
+        rancher,
         warnings,
     })
 }
@@ -294,7 +342,12 @@ fn not_applicable(doc: &mut Doc, table: &Table, keys: &[&str], message: &str) {
     }
 }
 
-fn network(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Network {
+fn network(
+    doc: &mut Doc,
+    root: &Table,
+    topology: Option<Topology>,
+    engine: Option<DatastoreEngine>,
+) -> Network {
     let table = &root.table(doc, "network");
     table.check_keys(doc, NETWORK_KEYS);
     let default_cidr = DEFAULT_VPC_CIDR.parse().expect("valid default CIDR");
@@ -321,7 +374,8 @@ fn network(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Network {
         .unwrap_or(default_cidr);
 
     let zones = table.integer(doc, "zones", 1..=6);
-    if let (Some(zones), Some(Topology::K3s)) = (&zones, topology) {
+    let rds = !matches!(engine, Some(DatastoreEngine::EmbeddedEtcd));
+    if let (Some(zones), Some(Topology::K3s), true) = (&zones, topology, rds) {
         if zones.value < 2 {
             doc.problem(
                 &zones.span,
@@ -359,15 +413,33 @@ fn network(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Network {
     }
 }
 
-fn nodes(doc: &mut Doc, root: &Table, topology: Option<Topology>, base: &Path) -> Option<Nodes> {
+fn nodes(
+    doc: &mut Doc,
+    root: &Table,
+    topology: Option<Topology>,
+    engine: Option<DatastoreEngine>,
+    base: &Path,
+) -> Option<Nodes> {
     let table = &root.table(doc, "nodes");
     table.check_keys(doc, NODES_KEYS);
     let topo = topology.unwrap_or(Topology::K3s);
 
+    let etcd_k3s = matches!(engine, Some(DatastoreEngine::EmbeddedEtcd));
     let count = table.integer(doc, "count", 0..=i64::from(u32::MAX));
     if let (Some(count), Some(topology)) = (&count, topology) {
         let n = count.value;
         let message = match topology {
+            Topology::K3s if etcd_k3s && (n < 3 || n % 2 == 0) => Some(format!(
+                "k3s with datastore.engine = \"embedded-etcd\" needs an odd server count of at \
+                 least 3 for etcd quorum (got {n})"
+            )),
+            Topology::Rke2 if n < 3 || n % 2 == 0 => Some(format!(
+                "rke2 needs an odd server count of at least 3 for etcd quorum (got {n})"
+            )),
+            Topology::K3s | Topology::Rke2 if n > MAX_NODES => Some(format!(
+                "{} supports at most {MAX_NODES} server nodes (got {n})",
+                topology.as_str()
+            )),
             Topology::K3s if !(1..=MAX_NODES).contains(&n) => Some(format!(
                 "k3s needs between 1 and {MAX_NODES} server nodes (got {n})"
             )),
@@ -386,13 +458,18 @@ fn nodes(doc: &mut Doc, root: &Table, topology: Option<Topology>, base: &Path) -
             doc.problem(&count.span, &count.key, message);
         }
     }
+    let default_count = if topo == Topology::K3s && etcd_k3s {
+        3
+    } else {
+        topo.default_node_count()
+    };
     let count = count
         .and_then(|c| u32::try_from(c.value).ok())
-        .unwrap_or(topo.default_node_count());
+        .unwrap_or(default_count);
 
     let default_type = match topo {
         Topology::Docker => "t3.medium",
-        Topology::K3s | Topology::Rke => "t3.large",
+        Topology::K3s | Topology::Rke | Topology::Rke2 => "t3.large",
     };
     let instance_type = string_or(
         doc,
@@ -461,11 +538,38 @@ fn datastore(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Option<
         None => {}
     }
     table.check_keys(doc, DATASTORE_KEYS);
+    let engine = choice(
+        doc,
+        table,
+        "engine",
+        &[
+            ("mysql", DatastoreEngine::Rds(DbEngine::Mysql)),
+            ("postgres", DatastoreEngine::Rds(DbEngine::Postgres)),
+            ("embedded-etcd", DatastoreEngine::EmbeddedEtcd),
+        ],
+        DatastoreEngine::Rds(DbEngine::Mysql),
+    );
+    let engine = match engine {
+        DatastoreEngine::Rds(engine) => engine,
+        DatastoreEngine::EmbeddedEtcd => {
+            not_applicable(
+                doc,
+                table,
+                DATASTORE_RDS_KEYS,
+                "has no effect with engine = \"embedded-etcd\" (no RDS database); remove it",
+            );
+            return None;
+        }
+    };
 
+    let (version_check, default_version): (VersionCheck, _) = match engine {
+        DbEngine::Mysql => (checks::mysql_version, checks::DEFAULT_MYSQL_VERSION),
+        DbEngine::Postgres => (checks::postgres_version, checks::DEFAULT_POSTGRES_VERSION),
+    };
     let engine_version = table
         .string(doc, "engine_version")
-        .and_then(|v| checked(doc, v, |text| checks::mysql_version(text).map(drop)))
-        .map_or_else(|| "8.0".to_string(), |v| v.value);
+        .and_then(|v| checked(doc, v, |text| version_check(text).map(drop)))
+        .map_or_else(|| default_version.to_string(), |v| v.value);
     let instance_class = string_or(
         doc,
         table,
@@ -474,19 +578,29 @@ fn datastore(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Option<
         checks::db_instance_class,
     );
     let storage_gb = integer_or(doc, table, "storage_gb", 20..=65536, 20);
+    // MySQL names are at most 64 (database) and 16 (user) long, PostgreSQL's 63.
+    let (database_max, user_max, default_user, reserved): (_, _, _, &[&str]) = match engine {
+        DbEngine::Mysql => (64, 16, "admin", &["rdsadmin"]),
+        // RDS refuses "admin" as a PostgreSQL master user (a word the engine reserves).
+        DbEngine::Postgres => (63, 63, "k3s", &["rdsadmin", "admin", "rdsrepladmin"]),
+    };
     let database = string_or(doc, table, "database", "k3s", |text| {
-        checks::mysql_identifier(text, 64)
+        checks::mysql_identifier(text, database_max)
     });
-    let username = string_or(doc, table, "username", "admin", |text| {
-        checks::mysql_identifier(text, 16)?;
-        if text.eq_ignore_ascii_case("rdsadmin") {
-            return Err("\"rdsadmin\" is reserved by RDS; choose another user name".to_string());
+    let username = string_or(doc, table, "username", default_user, |text| {
+        checks::mysql_identifier(text, user_max)?;
+        if let Some(word) = reserved.iter().find(|w| text.eq_ignore_ascii_case(w)) {
+            return Err(format!(
+                "{word:?} is reserved by RDS for {}; choose another user name",
+                engine.display_name()
+            ));
         }
         Ok(())
     });
     let backup_retention_days = integer_or(doc, table, "backup_retention_days", 1..=35, 7);
 
     Some(Datastore {
+        engine,
         engine_version,
         instance_class,
         storage_gb,
@@ -535,6 +649,28 @@ fn load_balancer(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Opt
             Some(LoadBalancer {
                 scheme,
                 kube_api: false,
+                supervisor: false,
+            })
+        }
+        Some(Topology::Rke2) => {
+            not_applicable(
+                doc,
+                table,
+                &["enabled"],
+                "only applies to topology docker; rke2 always has a load balancer",
+            );
+            if let Some(kube_api) = kube_api.as_ref().filter(|k| !k.value) {
+                doc.problem(
+                    &kube_api.span,
+                    &kube_api.key,
+                    "rke2 always forwards the Kubernetes API (6443) and the supervisor (9345): \
+                     the kubeconfig points at the load balancer; remove kube_api",
+                );
+            }
+            Some(LoadBalancer {
+                scheme,
+                kube_api: true,
+                supervisor: true,
             })
         }
         Some(Topology::K3s | Topology::Rke) | None => {
@@ -549,6 +685,7 @@ fn load_balancer(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> Opt
             Some(LoadBalancer {
                 scheme,
                 kube_api: kube_api.is_none_or(|k| k.value),
+                supervisor: false,
             })
         }
     }
@@ -762,6 +899,41 @@ fn timeouts(doc: &mut Doc, root: &Table) -> Timeouts {
         dns,
         dependency,
     }
+}
+
+/// Checks an engine version as written.
+type VersionCheck = fn(&str) -> Result<EngineVersion, String>;
+
+/// The RKE2 supervisor port servers join on (and the load balancer forwards).
+pub(crate) const SUPERVISOR_PORT: u16 = 9345;
+
+/// `[datastore] engine` as written, without reporting anything (that happens where
+/// [datastore] is read): the node count and zone checks depend on it.
+fn peek_engine(root: &Table) -> Option<DatastoreEngine> {
+    match root.peek_string(&["datastore", "engine"])?.as_str() {
+        "mysql" => Some(DatastoreEngine::Rds(DbEngine::Mysql)),
+        "postgres" => Some(DatastoreEngine::Rds(DbEngine::Postgres)),
+        "embedded-etcd" => Some(DatastoreEngine::EmbeddedEtcd),
+        _ => None,
+    }
+}
+
+fn rancher(doc: &mut Doc, root: &Table) -> Rancher {
+    let table = &root.table(doc, "rancher");
+    table.check_keys(doc, RANCHER_KEYS);
+    let (version, minor) = table
+        .string(doc, "version")
+        .and_then(|v| match checks::rancher_version(&v.value) {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                doc.problem(&v.span, &v.key, message);
+                None
+            }
+        })
+        .unwrap_or_else(|| {
+            checks::rancher_version(DEFAULT_RANCHER_VERSION).expect("valid default version")
+        });
+    Rancher { version, minor }
 }
 
 /// `~/` expands to the home folder; other relative paths are taken from the config

@@ -16,6 +16,7 @@ pub fn template(topology: Topology) -> String {
     out.push_str(DNS);
     out.push_str(REGISTRY);
     out.push_str(TIMEOUTS);
+    out.push_str(&rancher());
     out
 }
 
@@ -24,8 +25,14 @@ fn header(topology: Topology) -> String {
         Topology::K3s => {
             "2 K3s server nodes with an RDS MySQL datastore behind a network load balancer"
         }
-        Topology::Rke => "3 RKE nodes (etcd on the nodes) behind a network load balancer",
+        Topology::Rke => {
+            "3 RKE nodes (etcd on the nodes) behind a network load balancer. RKE1 is end of \
+             life since July 2025: prefer rke2"
+        }
         Topology::Docker => "1 node running Rancher in Docker",
+        Topology::Rke2 => {
+            "3 RKE2 server nodes (etcd on the servers) behind a network load balancer"
+        }
     };
     format!(
         r#"# provision.toml: the AWS infrastructure for an air-gapped Rancher server.
@@ -38,7 +45,7 @@ fn header(topology: Topology) -> String {
 name = "lab"
 # AWS region to build in (wins over AWS_REGION).
 region = "us-east-1"
-# k3s | rke | docker.
+# k3s | rke2 | rke (RKE1, end of life) | docker.
 topology = "{topology}"
 # The Rancher URL. It must be inside dns.zone and cannot change after Rancher is installed.
 hostname = "rancher.lab.example.com"
@@ -50,7 +57,7 @@ hostname = "rancher.lab.example.com"
 fn network(topology: Topology) -> String {
     let zones_note = match topology {
         Topology::K3s => "\n# k3s needs at least 2: its RDS subnet group spans two zones.",
-        Topology::Rke | Topology::Docker => "",
+        Topology::Rke | Topology::Docker | Topology::Rke2 => "",
     };
     format!(
         r#"
@@ -68,7 +75,15 @@ fn network(topology: Topology) -> String {
 
 fn nodes(topology: Topology) -> String {
     let (count_note, instance_type) = match topology {
-        Topology::K3s => ("1 to 9 K3s server nodes", "t3.large"),
+        Topology::K3s => (
+            "1 to 9 K3s server nodes (an odd number from 3 with datastore.engine = \
+             \"embedded-etcd\", default 3 then)",
+            "t3.large",
+        ),
+        Topology::Rke2 => (
+            "an odd number of RKE2 servers from 3 to 9, for etcd quorum",
+            "t3.large",
+        ),
         Topology::Rke => ("an odd number from 3 to 9, for etcd quorum", "t3.large"),
         Topology::Docker => ("exactly 1 for docker", "t3.medium"),
     };
@@ -96,16 +111,22 @@ ami = "ami-0123456789abcdef0"
 
 const DATASTORE: &str = r#"
 [datastore]
-# RDS MySQL for the K3s datastore: "8.0" or "8.4" (or a full version such as "8.0.39").
-# "5.7" works but RDS bills it as Extended Support.
-# engine_version = "8.0"
+# The K3s datastore: "mysql" (RDS MySQL), "postgres" (RDS PostgreSQL) or "embedded-etcd"
+# (no RDS: the servers run etcd; an odd server count, 3 by default). Changing it on a
+# built environment replaces the database: its data is lost (apply --allow-data-loss).
+# engine = "mysql"
+# The engine version. MySQL: "8.4" (or a full version such as "8.4.8"); "8.0" and "5.7"
+# work but RDS bills them as Extended Support. PostgreSQL: "15" by default, "14" to "17";
+# "11" to "13" are Extended Support.
+# engine_version = "8.4"
 # RDS instance class.
 # instance_class = "db.t3.medium"
 # Allocated storage in GiB (20 to 65536). It only grows, by at least 10% at a time.
 # storage_gb = 20
 # Database K3s uses.
 # database = "k3s"
-# Master user name (not "rdsadmin", which RDS reserves).
+# Master user name (not "rdsadmin", which RDS reserves; nor "admin" with PostgreSQL,
+# whose default is "k3s").
 # username = "admin"
 # Days of automated backups (1 to 35).
 # backup_retention_days = 7
@@ -116,6 +137,10 @@ fn load_balancer(topology: Topology) -> String {
         Topology::Docker => {
             r#"# Put a load balancer in front of the node; false points DNS straight at the node.
 # enabled = true
+"#
+        }
+        Topology::Rke2 => {
+            r#"# TCP 6443 (the Kubernetes API) and 9345 (the RKE2 supervisor) are always forwarded.
 "#
         }
         Topology::K3s | Topology::Rke => {
@@ -162,6 +187,18 @@ const REGISTRY: &str = r#"
 # For mode = "external": PEM file of the CA that signed the registry's certificate.
 # ca_file = "registry-ca.pem"
 "#;
+
+fn rancher() -> String {
+    format!(
+        r#"
+[rancher]
+# The Rancher release to install: shapes the helm command (up to 2.13 rancherImage, from
+# 2.14 image.registry) and the image lists named in the artifacts.
+# version = "{}"
+"#,
+        super::resolve::DEFAULT_RANCHER_VERSION
+    )
+}
 
 const TIMEOUTS: &str = r#"
 [timeouts]

@@ -90,8 +90,12 @@ fn minimal_k3s_resolves_with_defaults() {
     assert_eq!(config.nodes.ssh_public_key, None);
     assert_eq!(config.nodes.ssh_public_key_text, None);
     assert_eq!(config.nodes.ssh_user, "ubuntu");
-    let datastore = config.datastore.expect("k3s always has a datastore");
-    assert_eq!(datastore.engine_version, "8.0");
+    let datastore = config
+        .datastore
+        .expect("k3s has an RDS datastore by default");
+    assert_eq!(datastore.engine, crate::model::DbEngine::Mysql);
+    // The newest major K3s supports and RDS sells in standard support.
+    assert_eq!(datastore.engine_version, "8.4");
     assert_eq!(datastore.instance_class, "db.t3.medium");
     assert_eq!(datastore.storage_gb, 20);
     assert_eq!(datastore.database, "k3s");
@@ -124,6 +128,8 @@ fn minimal_k3s_resolves_with_defaults() {
     assert_eq!(t.load_balancer, Duration::from_secs(900));
     assert_eq!(t.dns, Duration::from_secs(300));
     assert_eq!(t.dependency, Duration::from_secs(600));
+    assert_eq!(config.rancher.version, "2.14.0");
+    assert_eq!(config.rancher.minor, 14);
     assert_eq!(
         config.warnings,
         vec![
@@ -198,7 +204,8 @@ fn explicit_values_override_defaults() {
         .map(|c| c.to_string())
         .collect();
     assert_eq!(cidrs, vec!["203.0.113.0/24", "198.51.100.7/32"]);
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("RKE1"));
     let lb = config.load_balancer.unwrap();
     assert_eq!(lb.scheme, Scheme::InternetFacing);
     assert!(!lb.kube_api);
@@ -217,7 +224,7 @@ fn explicit_values_override_defaults() {
 
 #[test]
 fn template_resolves_for_every_topology() {
-    for topology in [Topology::K3s, Topology::Rke, Topology::Docker] {
+    for topology in Topology::ALL {
         let text = template(topology);
         let config = ok(&text);
         assert_eq!(config.topology, topology);
@@ -254,7 +261,7 @@ fn uncomment_defaults(text: &str) -> String {
 
 #[test]
 fn template_comments_show_the_real_defaults() {
-    for topology in [Topology::K3s, Topology::Rke, Topology::Docker] {
+    for topology in Topology::ALL {
         let text = template(topology);
         let uncommented = uncomment_defaults(&text);
         assert!(
@@ -303,8 +310,9 @@ fn template_mentions_every_accepted_key() {
         "dns_minutes",
         "dependency_minutes",
     ];
-    for topology in [Topology::K3s, Topology::Rke, Topology::Docker] {
+    for topology in Topology::ALL {
         let text = template(topology);
+        assert!(text.contains("# version = "), "{topology:?}");
         for key in keys {
             assert!(
                 text.contains(&format!("{key} = ")),
@@ -314,6 +322,7 @@ fn template_mentions_every_accepted_key() {
     }
     let k3s = template(Topology::K3s);
     for key in [
+        "engine",
         "engine_version",
         "instance_class",
         "storage_gb",
@@ -513,7 +522,9 @@ fn bad_top_level_values_are_all_reported() {
         located,
         vec![(1, "name"), (2, "region"), (3, "topology"), (4, "hostname")]
     );
-    assert!(all[2].message.contains("\"k3s\", \"rke\" or \"docker\""));
+    assert!(all[2]
+        .message
+        .contains("\"k3s\", \"rke2\", \"rke\" or \"docker\""));
     assert!(all[3].message.contains("lowercase"));
 }
 
@@ -861,11 +872,36 @@ fn mysql_5_7_is_accepted_with_an_extended_support_warning() {
         "{:?}",
         config.warnings
     );
-    let config = ok(&file("k3s", "", "[datastore]\nengine_version = \"8.0\"\n"));
+    let config = ok(&file("k3s", "", "[datastore]\nengine_version = \"8.4\"\n"));
     assert!(!config
         .warnings
         .iter()
         .any(|w| w.contains("Extended Support")));
+}
+
+#[test]
+fn mysql_8_0_is_accepted_with_a_warning_naming_the_extended_support_surcharge() {
+    let config = ok(&file(
+        "k3s",
+        "",
+        "[datastore]\nengine_version = \"8.0.39\"\n",
+    ));
+    assert_eq!(config.datastore.unwrap().engine_version, "8.0.39");
+    let warning = config
+        .warnings
+        .iter()
+        .find(|w| w.contains("engine_version"))
+        .expect("a warning about the engine version");
+    for part in [
+        "datastore.engine_version",
+        "MySQL 8.0.39",
+        "31 July 2026",
+        "Extended Support",
+        "surcharge",
+        "\"8.4\"",
+    ] {
+        assert!(warning.contains(part), "{part}: {warning}");
+    }
 }
 
 #[test]
@@ -1406,7 +1442,7 @@ fn valid_file() -> String {
     file(
         "k3s",
         "count = 3\nssh_user = \"ubuntu\"\n",
-        "[network]\nadmin_cidrs = [\"10.0.0.0/8\"]\n[datastore]\nengine_version = \"8.0\"\n\
+        "[network]\nadmin_cidrs = [\"10.0.0.0/8\"]\n[datastore]\nengine_version = \"8.4\"\n\
          [registry]\nport = 5000\n[timeouts]\npoll_seconds = 2.5\n",
     )
 }
@@ -1543,4 +1579,224 @@ fn the_valid_file_used_for_mutations_is_valid() {
     let config = ok(&valid_file());
     assert_eq!(config.nodes.count, 3);
     assert!(config.warnings.is_empty());
+}
+
+// ---- rke2, datastore engines, Rancher version ----------------------------------------------
+
+#[test]
+fn minimal_rke2_resolves_with_defaults() {
+    let config = ok(&file("rke2", "", ""));
+    assert_eq!(config.topology, Topology::Rke2);
+    assert_eq!(config.nodes.count, 3);
+    assert_eq!(config.nodes.instance_type, "t3.large");
+    assert!(config.datastore.is_none());
+    assert!(!config.k3s_embedded_etcd());
+    let lb = config.load_balancer.expect("rke2 has a load balancer");
+    assert!(lb.kube_api && lb.supervisor);
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("RKE1")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn rke2_needs_an_odd_server_count_of_at_least_three() {
+    for n in [0, 1, 2, 4, 6] {
+        let text = file("rke2", &format!("count = {n}\n"), "");
+        let problem = one_problem(&text, 11, "nodes.count");
+        assert!(
+            problem.message.contains("odd server count of at least 3"),
+            "{problem:?}"
+        );
+        assert_eq!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap(),
+            format!("provision.toml:11:1: nodes.count: {}", problem.message)
+        );
+    }
+    for n in [3, 5, 7, 9] {
+        assert_eq!(
+            ok(&file("rke2", &format!("count = {n}\n"), "")).nodes.count,
+            n
+        );
+    }
+    one_problem(&file("rke2", "count = 11\n", ""), 11, "nodes.count");
+}
+
+#[test]
+fn rke2_refuses_what_does_not_apply() {
+    let problem = one_problem(
+        &file("rke2", "", "[load_balancer]\nkube_api = false\n"),
+        12,
+        "load_balancer.kube_api",
+    );
+    assert!(problem.message.contains("9345"), "{problem:?}");
+    one_problem(
+        &file("rke2", "", "[load_balancer]\nenabled = true\n"),
+        12,
+        "load_balancer.enabled",
+    );
+    let problem = one_problem(
+        &file("rke2", "", "[datastore]\nengine = \"mysql\"\n"),
+        11,
+        "datastore",
+    );
+    assert!(
+        problem.message.contains("only used by topology k3s"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn rke_warns_that_rke1_is_end_of_life_and_points_to_rke2() {
+    let config = ok(&file(
+        "rke",
+        "",
+        "[network]\nadmin_cidrs = [\"10.0.0.0/8\"]\n",
+    ));
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    for part in ["RKE1", "end of life", "31 July 2025", "topology = \"rke2\""] {
+        assert!(warning.contains(part), "{part}: {warning}");
+    }
+    for topology in ["k3s", "rke2", "docker"] {
+        let config = ok(&file(topology, "", ""));
+        assert!(
+            !config.warnings.iter().any(|w| w.contains("RKE1")),
+            "{topology}: {:?}",
+            config.warnings
+        );
+    }
+}
+
+#[test]
+fn postgres_datastore_defaults_and_checks() {
+    let config = ok(&file("k3s", "", "[datastore]\nengine = \"postgres\"\n"));
+    let datastore = config.datastore.unwrap();
+    assert_eq!(datastore.engine, crate::model::DbEngine::Postgres);
+    assert_eq!(datastore.engine_version, "15");
+    assert_eq!(
+        datastore.username, "k3s",
+        "RDS refuses admin for PostgreSQL"
+    );
+    assert_eq!(config.nodes.count, 2);
+
+    let problem = one_problem(
+        &file(
+            "k3s",
+            "",
+            "[datastore]\nengine = \"postgres\"\nengine_version = \"8.4\"\n",
+        ),
+        13,
+        "datastore.engine_version",
+    );
+    assert!(problem.message.contains("PostgreSQL"), "{problem:?}");
+    one_problem(
+        &file(
+            "k3s",
+            "",
+            "[datastore]\nengine = \"postgres\"\nusername = \"admin\"\n",
+        ),
+        13,
+        "datastore.username",
+    );
+    let config = ok(&file(
+        "k3s",
+        "",
+        "[datastore]\nengine = \"postgres\"\nengine_version = \"13.16\"\n",
+    ));
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("PostgreSQL 13.16") && w.contains("Extended Support")),
+        "{:?}",
+        config.warnings
+    );
+    // MySQL versions are not PostgreSQL versions and the other way round.
+    one_problem(
+        &file("k3s", "", "[datastore]\nengine_version = \"15\"\n"),
+        12,
+        "datastore.engine_version",
+    );
+}
+
+#[test]
+fn embedded_etcd_has_no_rds_and_an_odd_server_count() {
+    let text = file("k3s", "", "[datastore]\nengine = \"embedded-etcd\"\n");
+    let config = ok(&text);
+    assert!(config.datastore.is_none());
+    assert!(config.k3s_embedded_etcd());
+    assert_eq!(config.nodes.count, 3, "3 servers by default");
+    for n in [1, 2, 4] {
+        let text = file(
+            "k3s",
+            &format!("count = {n}\n"),
+            "[datastore]\nengine = \"embedded-etcd\"\n",
+        );
+        let problem = one_problem(&text, 11, "nodes.count");
+        assert!(problem.message.contains("odd server count"), "{problem:?}");
+    }
+    assert_eq!(
+        ok(&file(
+            "k3s",
+            "count = 5\n",
+            "[datastore]\nengine = \"embedded-etcd\"\n"
+        ))
+        .nodes
+        .count,
+        5
+    );
+    // Without RDS, one zone is enough.
+    ok(&file(
+        "k3s",
+        "",
+        "[network]\nzones = 1\n[datastore]\nengine = \"embedded-etcd\"\n",
+    ));
+    // RDS settings have no effect: each is refused where it is written.
+    let problem = one_problem(
+        &file(
+            "k3s",
+            "",
+            "[datastore]\nengine = \"embedded-etcd\"\nengine_version = \"8.4\"\n",
+        ),
+        13,
+        "datastore.engine_version",
+    );
+    assert!(problem.message.contains("embedded-etcd"), "{problem:?}");
+}
+
+#[test]
+fn unknown_datastore_engine_lists_the_choices() {
+    let problem = one_problem(
+        &file("k3s", "", "[datastore]\nengine = \"sqlite\"\n"),
+        12,
+        "datastore.engine",
+    );
+    for choice in ["\"mysql\"", "\"postgres\"", "\"embedded-etcd\""] {
+        assert!(problem.message.contains(choice), "{problem:?}");
+    }
+}
+
+#[test]
+fn rancher_version_is_read_and_checked() {
+    let config = ok(&file("rke2", "", "[rancher]\nversion = \"v2.13.2\"\n"));
+    assert_eq!(config.rancher.version, "2.13.2");
+    assert_eq!(config.rancher.minor, 13);
+    assert_eq!(config.rancher.tag(), "v2.13.2");
+    one_problem(
+        &file("rke2", "", "[rancher]\nversion = \"latest\"\n"),
+        12,
+        "rancher.version",
+    );
+    one_problem(
+        &file("rke2", "", "[rancher]\nchart = \"x\"\n"),
+        12,
+        "rancher.chart",
+    );
 }

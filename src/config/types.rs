@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::Scheme;
+use crate::model::{DbEngine, Scheme};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -12,6 +12,7 @@ pub enum Topology {
     K3s,
     Rke,
     Docker,
+    Rke2,
 }
 
 impl Topology {
@@ -20,16 +21,25 @@ impl Topology {
             Topology::K3s => "k3s",
             Topology::Rke => "rke",
             Topology::Docker => "docker",
+            Topology::Rke2 => "rke2",
         }
     }
 
     pub fn default_node_count(self) -> u32 {
         match self {
             Topology::K3s => 2,
-            Topology::Rke => 3,
+            Topology::Rke | Topology::Rke2 => 3,
             Topology::Docker => 1,
         }
     }
+
+    /// Every topology, for help texts and tests.
+    pub const ALL: [Topology; 4] = [
+        Topology::K3s,
+        Topology::Rke,
+        Topology::Docker,
+        Topology::Rke2,
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -42,15 +52,46 @@ pub struct Config {
     pub hostname: String,
     pub network: Network,
     pub nodes: Nodes,
-    /// `Some` only for k3s.
+    /// `Some` only for k3s with an RDS engine (`mysql`, `postgres`); `None` for k3s with
+    /// `engine = "embedded-etcd"` (see [`Config::k3s_embedded_etcd`]) and other topologies.
     pub datastore: Option<Datastore>,
     /// `None` when the topology has no load balancer (docker with `enabled = false`).
     pub load_balancer: Option<LoadBalancer>,
     pub dns: Dns,
     pub registry: Registry,
     pub timeouts: Timeouts,
+    pub rancher: Rancher,
     /// Non-fatal remarks to show the user (e.g. MySQL 5.7 extended support).
     pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// K3s servers that run etcd themselves (`[datastore] engine = "embedded-etcd"`).
+    pub fn k3s_embedded_etcd(&self) -> bool {
+        self.topology == Topology::K3s && self.datastore.is_none()
+    }
+}
+
+/// `[datastore] engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatastoreEngine {
+    Rds(DbEngine),
+    EmbeddedEtcd,
+}
+
+/// `[rancher]`: the version the artifacts' helm command and image lists follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rancher {
+    /// `2.14.0` (no leading `v`).
+    pub version: String,
+    pub minor: u32,
+}
+
+impl Rancher {
+    /// The release tag, `v2.14.0`.
+    pub fn tag(&self) -> String {
+        format!("v{}", self.version)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +119,7 @@ pub struct Nodes {
 
 #[derive(Debug, Clone)]
 pub struct Datastore {
+    pub engine: DbEngine,
     pub engine_version: String,
     pub instance_class: String,
     pub storage_gb: u32,
@@ -90,6 +132,8 @@ pub struct Datastore {
 pub struct LoadBalancer {
     pub scheme: Scheme,
     pub kube_api: bool,
+    /// Forward the RKE2 supervisor port 9345 (rke2).
+    pub supervisor: bool,
 }
 
 #[derive(Debug, Clone)]

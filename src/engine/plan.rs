@@ -871,6 +871,7 @@ mod tests {
         Spec::Database(DatabaseSpec {
             subnet_group: "db-subnets".into(),
             security_group: "sg-datastore".into(),
+            engine: crate::model::DbEngine::Mysql,
             engine_version: version.into(),
             instance_class: class.into(),
             storage_gb: 20,

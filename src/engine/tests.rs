@@ -237,6 +237,7 @@ fn blueprint(nodes: usize) -> Desired {
         Spec::Database(DatabaseSpec {
             subnet_group: "db-subnets".into(),
             security_group: "sg-datastore".into(),
+            engine: crate::model::DbEngine::Mysql,
             engine_version: "8.0.39".into(),
             instance_class: "db.t3.medium".into(),
             storage_gb: 20,

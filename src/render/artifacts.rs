@@ -13,17 +13,20 @@ use serde::Serialize;
 
 use super::files::{ensure_private_dir, write_atomic, PUBLIC_MODE, SECRET_MODE};
 use super::templates::render;
-use super::user_data::{registries_yaml, RegistryAccess};
+use super::user_data::{
+    registries_yaml, rke2_config_yaml, rke2_registries_yaml, RegistryAccess, Rke2Config,
+};
 use super::RenderError;
+use crate::model::DbEngine;
 
-/// Rancher version the scripts default to (`RANCHER_VERSION` overrides it).
-pub const DEFAULT_RANCHER_VERSION: &str = "v2.5.16";
+/// The RKE2 supervisor port joining servers register on.
+const RKE2_SUPERVISOR_PORT: u16 = 9345;
 
 /// What the artifacts are made of: facts about a built environment, password included.
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub env: String,
-    /// `k3s`, `rke` or `docker`.
+    /// `k3s`, `rke2`, `rke` or `docker`.
     pub topology: String,
     /// Rancher's hostname.
     pub hostname: String,
@@ -37,8 +40,13 @@ pub struct Facts {
     /// Private key the user supplies, e.g. `~/.ssh/id_ed25519`.
     pub ssh_key_path: String,
     pub load_balancer_dns: Option<String>,
-    /// k3s only.
+    /// k3s with an RDS datastore only.
     pub datastore: Option<DatastoreFact>,
+    /// The token the servers share: rke2, and k3s with embedded etcd (which is what a k3s
+    /// env without `datastore` but with a token is).
+    pub cluster_token: Option<String>,
+    /// The Rancher release the helm command and image lists follow: `2.14.0`.
+    pub rancher_version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,6 +65,7 @@ pub struct Bastion {
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatastoreFact {
+    pub engine: DbEngine,
     pub host: String,
     pub port: u16,
     pub database: String,
@@ -67,6 +76,7 @@ pub struct DatastoreFact {
 impl fmt::Debug for DatastoreFact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatastoreFact")
+            .field("engine", &self.engine)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("database", &self.database)
@@ -77,6 +87,16 @@ impl fmt::Debug for DatastoreFact {
 }
 
 impl Facts {
+    /// The Rancher tag, `v2.14.0`.
+    fn rancher_tag(&self) -> String {
+        format!("v{}", self.rancher_version.trim_start_matches('v'))
+    }
+
+    /// The first server: the one that starts the cluster, where the others join.
+    fn first_node(&self) -> Option<&NodeFact> {
+        self.nodes.first()
+    }
+
     fn ca_pem(&self) -> Option<&str> {
         self.registry_ca_pem
             .as_deref()
@@ -89,6 +109,7 @@ enum Kind {
     K3s,
     Rke,
     Docker,
+    Rke2,
 }
 
 impl Kind {
@@ -97,6 +118,7 @@ impl Kind {
             "k3s" => Ok(Kind::K3s),
             "rke" => Ok(Kind::Rke),
             "docker" => Ok(Kind::Docker),
+            "rke2" => Ok(Kind::Rke2),
             other => Err(RenderError::UnknownTopology(other.to_string())),
         }
     }
@@ -115,7 +137,10 @@ struct Artifact {
 /// each file is replaced atomically.
 ///
 /// - all topologies: `registry-ca.crt` (when the CA is known), `ssh_config`, `NEXT-STEPS.md`;
-/// - k3s: `registries.yaml`, `k3s-install.env` (0600 both), `helm-template.sh`;
+/// - k3s: `registries.yaml`, `k3s-install.env` (0600 both; with embedded etcd that of the
+///   first server, and `k3s-install-join.env` for the others), `helm-template.sh`;
+/// - rke2: `registries.yaml`, `rke2-config-first.yaml`, `rke2-config-join.yaml` (0600 all),
+///   `rke2-install.sh`, `helm-template.sh`;
 /// - rke: `rancher-cluster.yml` (0600), `helm-template.sh`;
 /// - docker: `docker-run.sh`.
 pub fn write_artifacts(dir: &Path, facts: &Facts) -> Result<Vec<PathBuf>, RenderError> {
@@ -149,11 +174,69 @@ pub fn write_artifacts(dir: &Path, facts: &Facts) -> Result<Vec<PathBuf>, Render
                 contents: registries_yaml(&access)?,
                 mode: SECRET_MODE,
             });
+            if facts.datastore.is_none() && facts.cluster_token.is_some() {
+                artifacts.push(Artifact {
+                    name: "k3s-install.env",
+                    about: "K3s install environment of the first server: --cluster-init \
+                            (has the cluster token)",
+                    contents: k3s_install_env(facts, K3sServer::ClusterInit)?,
+                    mode: SECRET_MODE,
+                });
+                artifacts.push(Artifact {
+                    name: "k3s-install-join.env",
+                    about: "K3s install environment of the other servers: they join the \
+                            first (has the cluster token)",
+                    contents: k3s_install_env(facts, K3sServer::Join)?,
+                    mode: SECRET_MODE,
+                });
+            } else {
+                artifacts.push(Artifact {
+                    name: "k3s-install.env",
+                    about: "K3s install environment, datastore endpoint included (has the \
+                            password)",
+                    contents: k3s_install_env(facts, K3sServer::Datastore)?,
+                    mode: SECRET_MODE,
+                });
+            }
+            artifacts.push(helm_template(facts)?);
+        }
+        Kind::Rke2 => {
+            let access = RegistryAccess {
+                ca_pem: facts.ca_pem().map(str::to_string),
+                ..facts.registry.clone()
+            };
             artifacts.push(Artifact {
-                name: "k3s-install.env",
-                about: "K3s install environment, datastore endpoint included (has the password)",
-                contents: k3s_install_env(facts)?,
+                name: "registries.yaml",
+                about: "RKE2 registry configuration, /etc/rancher/rke2/registries.yaml \
+                        (already on the nodes; has the password)",
+                contents: rke2_registries_yaml(&access)?,
                 mode: SECRET_MODE,
+            });
+            artifacts.push(Artifact {
+                name: "rke2-config-first.yaml",
+                about: "/etc/rancher/rke2/config.yaml of the first server (has the cluster \
+                        token)",
+                contents: rke2_config(facts, false)?,
+                mode: SECRET_MODE,
+            });
+            artifacts.push(Artifact {
+                name: "rke2-config-join.yaml",
+                about: "/etc/rancher/rke2/config.yaml of the other servers: they join the \
+                        first server's private IP on 9345 (has the cluster token)",
+                contents: rke2_config(facts, true)?,
+                mode: SECRET_MODE,
+            });
+            artifacts.push(Artifact {
+                name: "rke2-install.sh",
+                about: "installs RKE2 from the air-gap tarballs on a server",
+                contents: render(
+                    "artifacts/rke2-install.sh.j2",
+                    minijinja::context! {
+                        env => &facts.env,
+                        first_node => facts.first_node().map_or("node-1", |n| n.id.as_str()),
+                    },
+                )?,
+                mode: PUBLIC_MODE,
             });
             artifacts.push(helm_template(facts)?);
         }
@@ -175,7 +258,7 @@ pub fn write_artifacts(dir: &Path, facts: &Facts) -> Result<Vec<PathBuf>, Render
                     minijinja::context! {
                         env => &facts.env,
                         registry => &facts.registry.host_port,
-                        rancher_version => DEFAULT_RANCHER_VERSION,
+                        rancher_version => facts.rancher_tag(),
                     },
                 )?,
                 mode: PUBLIC_MODE,
@@ -224,6 +307,10 @@ fn check_facts(facts: &Facts) -> Result<(), RenderError> {
     if let Some(dns) = &facts.load_balancer_dns {
         tokens.push(("load balancer DNS name".into(), dns));
     }
+    if let Some(token) = &facts.cluster_token {
+        tokens.push(("cluster token".into(), token));
+    }
+    tokens.push(("rancher version".into(), &facts.rancher_version));
     if let Some(datastore) = &facts.datastore {
         tokens.push(("datastore host".into(), &datastore.host));
         tokens.push(("datastore database".into(), &datastore.database));
@@ -275,33 +362,124 @@ fn helm_template(facts: &Facts) -> Result<Artifact, RenderError> {
                 env => &facts.env,
                 hostname => &facts.hostname,
                 registry => &facts.registry.host_port,
-                rancher_version => DEFAULT_RANCHER_VERSION,
+                rancher_version => facts.rancher_tag(),
             },
         )?,
         mode: PUBLIC_MODE,
     })
 }
 
-fn k3s_install_env(facts: &Facts) -> Result<String, RenderError> {
-    let datastore_endpoint = facts.datastore.as_ref().map(|datastore| {
-        format!(
-            "mysql://{}:{}@tcp({}:{})/{}",
-            datastore.username,
-            datastore.password,
-            datastore.host,
-            datastore.port,
-            datastore.database
-        )
-    });
+/// Which K3s server an install environment is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum K3sServer {
+    /// Every server, with the external datastore.
+    Datastore,
+    /// Embedded etcd: the first server starts the cluster.
+    ClusterInit,
+    /// Embedded etcd: the others join the first.
+    Join,
+}
+
+/// The complete `/etc/rancher/rke2/config.yaml` of the first server, or (`join`) of the
+/// others: the same token, TLS names and registry, plus the first server's supervisor.
+fn rke2_config(facts: &Facts, join: bool) -> Result<String, RenderError> {
+    let token = facts
+        .cluster_token
+        .clone()
+        .ok_or(RenderError::MissingFact("the cluster token"))?;
+    let server = if join {
+        let first = facts
+            .first_node()
+            .ok_or(RenderError::MissingFact("the first server's private IP"))?;
+        Some(format!(
+            "https://{}:{RKE2_SUPERVISOR_PORT}",
+            first.private_ip
+        ))
+    } else {
+        None
+    };
+    let body = rke2_config_yaml(&Rke2Config {
+        server,
+        token: Some(token),
+        tls_san: facts
+            .load_balancer_dns
+            .iter()
+            .chain([&facts.hostname])
+            .cloned()
+            .collect(),
+        registry: facts.registry.host_port.clone(),
+    })?;
+    Ok(format!(
+        "# RKE2 server configuration of {}, written by provision (has the cluster token).\n\
+         # Install it as /etc/rancher/rke2/config.yaml (mode 0600) on {}.\n{body}",
+        facts.env,
+        if join {
+            "every server but the first"
+        } else {
+            "the first server"
+        }
+    ))
+}
+
+fn k3s_install_env(facts: &Facts, server: K3sServer) -> Result<String, RenderError> {
+    let datastore_endpoint = match server {
+        K3sServer::Datastore => facts.datastore.as_ref().map(datastore_endpoint),
+        K3sServer::ClusterInit | K3sServer::Join => None,
+    };
+    let token = match server {
+        K3sServer::Datastore => None,
+        K3sServer::ClusterInit | K3sServer::Join => Some(
+            facts
+                .cluster_token
+                .clone()
+                .ok_or(RenderError::MissingFact("the cluster token"))?,
+        ),
+    };
     let mut install_exec = String::from("server");
+    match server {
+        K3sServer::Datastore => {}
+        K3sServer::ClusterInit => install_exec.push_str(" --cluster-init"),
+        K3sServer::Join => {
+            let first = facts
+                .first_node()
+                .ok_or(RenderError::MissingFact("the first server's private IP"))?;
+            install_exec.push_str(&format!(" --server https://{}:6443", first.private_ip));
+        }
+    }
     for san in facts.load_balancer_dns.iter().chain([&facts.hostname]) {
         install_exec.push_str(" --tls-san ");
         install_exec.push_str(san);
     }
     render(
         "artifacts/k3s-install.env.j2",
-        minijinja::context! { env => &facts.env, datastore_endpoint, install_exec },
+        minijinja::context! {
+            env => &facts.env,
+            file_name => if server == K3sServer::Join {
+                "k3s-install-join.env"
+            } else {
+                "k3s-install.env"
+            },
+            datastore_endpoint,
+            token,
+            install_exec,
+        },
     )
+}
+
+/// K3s's `K3S_DATASTORE_ENDPOINT` for the engine.
+fn datastore_endpoint(datastore: &DatastoreFact) -> String {
+    let DatastoreFact {
+        engine,
+        host,
+        port,
+        database,
+        username,
+        password,
+    } = datastore;
+    match engine {
+        DbEngine::Mysql => format!("mysql://{username}:{password}@tcp({host}:{port})/{database}"),
+        DbEngine::Postgres => format!("postgres://{username}:{password}@{host}:{port}/{database}"),
+    }
 }
 
 fn rancher_cluster_yml(facts: &Facts) -> Result<String, RenderError> {
@@ -350,13 +528,16 @@ fn next_steps(facts: &Facts, artifacts: &[Artifact]) -> Result<String, RenderErr
             registry => &facts.registry.host_port,
             username => &facts.registry.username,
             files,
-            first_node => facts.nodes.first().map_or("node-1", |node| node.id.as_str()),
+            first_node => facts.first_node().map_or("node-1", |node| node.id.as_str()),
+            first_ip => facts.first_node().map_or("", |node| node.private_ip.as_str()),
+            embedded_etcd => facts.datastore.is_none() && facts.cluster_token.is_some(),
+            datastore_engine => facts.datastore.as_ref().map(|d| d.engine.display_name()),
             has_bastion => facts.bastion.is_some(),
             has_ca => facts.ca_pem().is_some(),
             load_balancer_dns => &facts.load_balancer_dns,
             ssh_key_path => &facts.ssh_key_path,
-            rancher_version => DEFAULT_RANCHER_VERSION,
-            chart_version => DEFAULT_RANCHER_VERSION.trim_start_matches('v'),
+            rancher_version => facts.rancher_tag(),
+            chart_version => facts.rancher_version.trim_start_matches('v'),
         },
     )
 }
@@ -373,7 +554,7 @@ mod tests {
     fn facts(topology: &str) -> Facts {
         let node_count = match topology {
             "k3s" => 2,
-            "rke" => 3,
+            "rke" | "rke2" => 3,
             _ => 1,
         };
         Facts {
@@ -397,13 +578,25 @@ mod tests {
             load_balancer_dns: (topology != "docker")
                 .then(|| "lab-nlb-0123456789.elb.us-east-1.amazonaws.com".to_string()),
             datastore: (topology == "k3s").then(|| DatastoreFact {
+                engine: DbEngine::Mysql,
                 host: "lab-db.abc123.us-east-1.rds.amazonaws.com".to_string(),
                 port: 3306,
                 database: "k3s".to_string(),
                 username: "admin".to_string(),
                 password: DATASTORE_PASSWORD.to_string(),
             }),
+            cluster_token: (topology == "rke2").then(|| CLUSTER_TOKEN.to_string()),
+            rancher_version: "2.14.0".to_string(),
         }
+    }
+
+    const CLUSTER_TOKEN: &str = "Cluster0Token0For0Snapshots000000000000000000000";
+
+    /// k3s whose servers run etcd themselves: no datastore, a shared token, 3 servers.
+    fn k3s_etcd_facts() -> Facts {
+        let mut facts = facts("rke2");
+        facts.topology = "k3s".to_string();
+        facts
     }
 
     fn names(paths: &[PathBuf]) -> Vec<String> {
@@ -425,7 +618,14 @@ mod tests {
     }
 
     /// The files that may hold a password.
-    const SECRET_FILES: [&str; 3] = ["registries.yaml", "k3s-install.env", "rancher-cluster.yml"];
+    const SECRET_FILES: [&str; 6] = [
+        "registries.yaml",
+        "k3s-install.env",
+        "k3s-install-join.env",
+        "rancher-cluster.yml",
+        "rke2-config-first.yaml",
+        "rke2-config-join.yaml",
+    ];
 
     /// Checks every written file: YAML parses, shell passes `bash -n`, scripts start as
     /// they must, secret-bearing files are 0600 and no other file (0644) holds a password,
@@ -513,6 +713,254 @@ mod tests {
             "NEXT-STEPS.md",
         ] {
             insta::assert_snapshot!(format!("k3s_{name}"), read(&dir, name));
+        }
+    }
+
+    /// Sources `file` as the K3s installer would and prints `vars`.
+    fn sourced(file: &Path, vars: &[&str]) -> String {
+        let print: Vec<String> = vars.iter().map(|v| format!("\"${v}\"")).collect();
+        let output = bash(&[
+            "-c",
+            &format!(r#"set -a; . "$1"; printf '%s\n' {}"#, print.join(" ")),
+            "bash",
+            file.to_str().unwrap(),
+        ]);
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn rke2_artifacts() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("artifacts");
+        let paths = write_artifacts(&dir, &facts("rke2")).unwrap();
+        assert_eq!(
+            names(&paths),
+            [
+                "registry-ca.crt",
+                "ssh_config",
+                "registries.yaml",
+                "rke2-config-first.yaml",
+                "rke2-config-join.yaml",
+                "rke2-install.sh",
+                "helm-template.sh",
+                "NEXT-STEPS.md"
+            ]
+        );
+        check_files(&paths, &[&fake_access().password, CLUSTER_TOKEN]);
+
+        // registries.yaml: the mirror, auth and CA under /etc/rancher/rke2/.
+        let registries: Value = serde_yaml::from_str(&read(&dir, "registries.yaml")).unwrap();
+        assert_eq!(
+            registries["mirrors"]["docker.io"]["endpoint"][0],
+            "https://lab-registry.lab.example.com:5000"
+        );
+        let config = &registries["configs"]["lab-registry.lab.example.com:5000"];
+        assert_eq!(config["auth"]["username"], "rancher");
+        assert_eq!(config["auth"]["password"], fake_access().password.as_str());
+        assert_eq!(
+            config["tls"]["ca_file"],
+            "/etc/rancher/rke2/registry-ca.crt"
+        );
+
+        // config.yaml: the same token, names and registry on every server; the joiners
+        // register with the first server's private IP on 9345, never the load balancer.
+        let first: Value = serde_yaml::from_str(&read(&dir, "rke2-config-first.yaml")).unwrap();
+        let join: Value = serde_yaml::from_str(&read(&dir, "rke2-config-join.yaml")).unwrap();
+        for config in [&first, &join] {
+            assert_eq!(config["token"], CLUSTER_TOKEN);
+            assert_eq!(
+                config["tls-san"],
+                serde_yaml::from_str::<Value>(
+                    "[lab-nlb-0123456789.elb.us-east-1.amazonaws.com, rancher.lab.example.com]"
+                )
+                .unwrap()
+            );
+            assert_eq!(
+                config["system-default-registry"],
+                "lab-registry.lab.example.com:5000"
+            );
+        }
+        assert!(
+            first.get("server").is_none(),
+            "the first server starts the cluster"
+        );
+        assert_eq!(join["server"], "https://10.0.1.10:9345");
+
+        let install = read(&dir, "rke2-install.sh");
+        assert!(install
+            .contains(r#"INSTALL_RKE2_ARTIFACT_PATH="${ARTIFACTS}" sh "${ARTIFACTS}/install.sh""#));
+        assert!(install.contains("/etc/rancher/rke2/config.yaml"));
+        let next = read(&dir, "NEXT-STEPS.md");
+        assert!(next.contains(
+            "sed 's#https://127.0.0.1:6443#https://lab-nlb-0123456789.elb.us-east-1.amazonaws.com:6443#'"
+        ));
+        assert!(next.contains("https://github.com/rancher/rancher/releases/tag/v2.14.0"));
+        assert!(next.contains("rke2-images.linux-amd64.tar.zst"));
+
+        for name in [
+            "registries.yaml",
+            "rke2-config-first.yaml",
+            "rke2-config-join.yaml",
+            "rke2-install.sh",
+            "helm-template.sh",
+            "NEXT-STEPS.md",
+        ] {
+            insta::assert_snapshot!(format!("rke2_{name}"), read(&dir, name));
+        }
+    }
+
+    #[test]
+    fn rke2_install_script_refuses_a_missing_role() {
+        let (root, _) = write("rke2");
+        let output = bash(&[root
+            .path()
+            .join("artifacts/rke2-install.sh")
+            .to_str()
+            .unwrap()]);
+        assert_eq!(output.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+    }
+
+    #[test]
+    fn rke2_without_a_token_is_refused() {
+        let mut facts = facts("rke2");
+        facts.cluster_token = None;
+        let root = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            write_artifacts(root.path(), &facts),
+            Err(RenderError::MissingFact(_))
+        ));
+    }
+
+    #[test]
+    fn k3s_embedded_etcd_artifacts() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("artifacts");
+        let paths = write_artifacts(&dir, &k3s_etcd_facts()).unwrap();
+        assert_eq!(
+            names(&paths),
+            [
+                "registry-ca.crt",
+                "ssh_config",
+                "registries.yaml",
+                "k3s-install.env",
+                "k3s-install-join.env",
+                "helm-template.sh",
+                "NEXT-STEPS.md"
+            ]
+        );
+        check_files(&paths, &[&fake_access().password, CLUSTER_TOKEN]);
+        let vars = ["K3S_TOKEN", "INSTALL_K3S_EXEC", "K3S_DATASTORE_ENDPOINT"];
+        let sans = "--tls-san lab-nlb-0123456789.elb.us-east-1.amazonaws.com --tls-san rancher.lab.example.com";
+        assert_eq!(
+            sourced(&dir.join("k3s-install.env"), &vars),
+            format!("{CLUSTER_TOKEN}\nserver --cluster-init {sans}\n\n")
+        );
+        assert_eq!(
+            sourced(&dir.join("k3s-install-join.env"), &vars),
+            format!("{CLUSTER_TOKEN}\nserver --server https://10.0.1.10:6443 {sans}\n\n")
+        );
+        for name in ["k3s-install.env", "k3s-install-join.env", "NEXT-STEPS.md"] {
+            insta::assert_snapshot!(format!("k3s_etcd_{name}"), read(&dir, name));
+        }
+    }
+
+    #[test]
+    fn k3s_postgres_endpoint() {
+        let mut facts = facts("k3s");
+        let datastore = facts.datastore.as_mut().unwrap();
+        datastore.engine = DbEngine::Postgres;
+        datastore.port = 5432;
+        datastore.username = "k3s".to_string();
+        datastore.password = NASTY_PASSWORD.to_string();
+        let root = tempfile::tempdir().unwrap();
+        write_artifacts(root.path(), &facts).unwrap();
+        assert_eq!(
+            sourced(&root.path().join("k3s-install.env"), &["K3S_DATASTORE_ENDPOINT", "K3S_TOKEN"]),
+            format!(
+                "postgres://k3s:{NASTY_PASSWORD}@lab-db.abc123.us-east-1.rds.amazonaws.com:5432/k3s\n\n"
+            )
+        );
+        let env = std::fs::read_to_string(root.path().join("k3s-install.env")).unwrap();
+        insta::assert_snapshot!(
+            "k3s_postgres_k3s-install.env",
+            env.replace(NASTY_PASSWORD, "PASSWORD")
+        );
+    }
+
+    /// The helm arguments `helm-template.sh` of `facts` passes for `version` (when set,
+    /// through `RANCHER_VERSION`).
+    fn helm_args(facts: &Facts, version: Option<&str>) -> Vec<String> {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("artifacts");
+        write_artifacts(&dir, facts).unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("helm"), "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        super::super::files::set_mode(&bin.join("helm"), 0o755).unwrap();
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(dir.join("helm-template.sh"))
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env_remove("RANCHER_VERSION");
+        if let Some(version) = version {
+            command.env("RANCHER_VERSION", version);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_helm_command_follows_the_rancher_version() {
+        let registry = "lab-registry.lab.example.com:5000";
+        for topology in ["k3s", "rke2", "rke"] {
+            let mut facts = facts(topology);
+            // From 2.14: image.registry, the registry once.
+            let args = helm_args(&facts, None);
+            assert!(
+                args.contains(&"./rancher-2.14.0.tgz".to_string()),
+                "{args:?}"
+            );
+            assert!(
+                args.contains(&format!("image.registry={registry}")),
+                "{args:?}"
+            );
+            assert!(
+                !args.iter().any(|a| a.starts_with("rancherImage")),
+                "{args:?}"
+            );
+            assert!(args.contains(&format!("systemDefaultRegistry={registry}")));
+            assert!(args.contains(&"useBundledSystemChart=true".to_string()));
+            // The registry is never prefixed twice.
+            assert!(
+                args.iter().all(|a| a.matches(registry).count() <= 1),
+                "{args:?}"
+            );
+            // Up to 2.13: rancherImage.
+            facts.rancher_version = "2.13.2".to_string();
+            let args = helm_args(&facts, None);
+            assert!(
+                args.contains(&"./rancher-2.13.2.tgz".to_string()),
+                "{args:?}"
+            );
+            assert!(args.contains(&format!("rancherImage={registry}/rancher/rancher")));
+            assert!(
+                !args.iter().any(|a| a.starts_with("image.registry")),
+                "{args:?}"
+            );
+            assert!(args.contains(&format!("systemDefaultRegistry={registry}")));
+            // RANCHER_VERSION still overrides, and the flags follow it.
+            let args = helm_args(&facts, Some("v2.14.1"));
+            assert!(
+                args.contains(&format!("image.registry={registry}")),
+                "{args:?}"
+            );
         }
     }
 
@@ -746,7 +1194,7 @@ mod tests {
     #[test]
     fn unknown_topology_and_unsafe_facts_are_refused() {
         let root = tempfile::tempdir().unwrap();
-        let error = write_artifacts(root.path(), &facts("rke2")).unwrap_err();
+        let error = write_artifacts(root.path(), &facts("rke3")).unwrap_err();
         assert!(matches!(error, RenderError::UnknownTopology(_)), "{error}");
 
         let mut bad = facts("k3s");

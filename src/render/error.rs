@@ -50,6 +50,9 @@ pub enum RenderError {
         reason: &'static str,
     },
 
-    #[error("unknown topology {0:?} (expected k3s, rke or docker)")]
+    #[error("unknown topology {0:?} (expected k3s, rke2, rke or docker)")]
     UnknownTopology(String),
+
+    #[error("cannot write the artifacts: {0} is not known (has `provision apply` finished?)")]
+    MissingFact(&'static str),
 }

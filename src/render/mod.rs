@@ -16,9 +16,10 @@ mod user_data;
 pub use artifacts::{write_artifacts, Bastion, DatastoreFact, Facts, NodeFact};
 pub use error::RenderError;
 pub use secrets::{
-    ensure_registry_secrets, ensure_registry_secrets_renewing, RegistrySecrets, REGISTRY_USERNAME,
+    ensure_cluster_token, ensure_registry_secrets, ensure_registry_secrets_renewing,
+    RegistrySecrets, REGISTRY_USERNAME,
 };
 pub use user_data::{
-    node_user_data, registries_yaml, registry_host_user_data, NodeRole, RegistryAccess,
-    USER_DATA_LIMIT,
+    node_user_data, registries_yaml, registry_host_user_data, rke2_config_yaml,
+    rke2_registries_yaml, NodeRole, RegistryAccess, Rke2Config, USER_DATA_LIMIT,
 };

@@ -322,6 +322,41 @@ fn key_matches(cert: &X509Certificate<'_>, key: &KeyPair) -> bool {
     cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
 }
 
+/// The file holding the cluster token of RKE2 and K3s embedded-etcd servers.
+pub const CLUSTER_TOKEN_FILE: &str = "cluster-token";
+const CLUSTER_TOKEN_LENGTH: usize = 48;
+
+/// The token every server of the cluster shares (RKE2 `token`, K3s `K3S_TOKEN`): generated
+/// once into `dir/cluster-token` (0600, the folder 0700), then read back. Never in the
+/// state: only the artifacts, written when the operator asks for them, carry it. A file
+/// that does not hold one token on one line is an error, never replaced (the running
+/// cluster keeps the token it was installed with).
+pub fn ensure_cluster_token(dir: &Path) -> Result<String, RenderError> {
+    ensure_private_dir(dir)?;
+    let path = dir.join(CLUSTER_TOKEN_FILE);
+    match read_optional(&path)? {
+        Some(text) => {
+            let token = text.trim_end_matches(['\n', '\r']).to_string();
+            if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(RenderError::InvalidSecret {
+                    path,
+                    reason: "it must hold one token on one line, without spaces (the servers \
+                             keep the token they were installed with: restore it from a \
+                             server's config.yaml)"
+                        .to_string(),
+                });
+            }
+            set_mode(&path, SECRET_MODE)?;
+            Ok(token)
+        }
+        None => {
+            let token = Alphanumeric.sample_string(&mut rand::rng(), CLUSTER_TOKEN_LENGTH);
+            write_atomic(&path, format!("{token}\n").as_bytes(), SECRET_MODE)?;
+            Ok(token)
+        }
+    }
+}
+
 fn ensure_password(dir: &Path) -> Result<String, RenderError> {
     let path = dir.join(PASSWORD_FILE);
     match read_optional(&path)? {
@@ -686,5 +721,26 @@ mod tests {
         assert!(!debug.contains(&secrets.password));
         assert!(!debug.contains(&secrets.ca_key_pem));
         assert!(!debug.contains(&secrets.server_key_pem));
+    }
+
+    #[test]
+    fn the_cluster_token_is_made_once_private_and_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("lab/secrets");
+        let token = ensure_cluster_token(&secrets).unwrap();
+        assert_eq!(token.len(), CLUSTER_TOKEN_LENGTH);
+        assert!(token.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(mode_of(&secrets.join(CLUSTER_TOKEN_FILE)), SECRET_MODE);
+        assert_eq!(mode_of(&secrets), 0o700);
+        assert_eq!(
+            ensure_cluster_token(&secrets).unwrap(),
+            token,
+            "read back, not remade"
+        );
+        std::fs::write(secrets.join(CLUSTER_TOKEN_FILE), "two words\n").unwrap();
+        assert!(matches!(
+            ensure_cluster_token(&secrets),
+            Err(RenderError::InvalidSecret { .. })
+        ));
     }
 }

@@ -25,6 +25,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/docker-node.yaml.j2"),
     ),
     (
+        "rke2-node.yaml.j2",
+        include_str!("../../templates/rke2-node.yaml.j2"),
+    ),
+    (
+        "rke2-config.yaml.j2",
+        include_str!("../../templates/rke2-config.yaml.j2"),
+    ),
+    (
+        "artifacts/rke2-install.sh.j2",
+        include_str!("../../templates/artifacts/rke2-install.sh.j2"),
+    ),
+    (
         "registries.yaml.j2",
         include_str!("../../templates/registries.yaml.j2"),
     ),

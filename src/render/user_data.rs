@@ -15,6 +15,8 @@ pub const USER_DATA_LIMIT: usize = 16384;
 
 /// Where K3s nodes keep the registry CA (`registries.yaml` points at it).
 const K3S_CA_FILE: &str = "/etc/rancher/k3s/registry-ca.crt";
+/// Where RKE2 servers keep the registry CA.
+const RKE2_CA_FILE: &str = "/etc/rancher/rke2/registry-ca.crt";
 
 /// What a cluster node needs to pull from the private registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub enum NodeRole {
     K3s,
     /// Docker (RKE and single-node Docker installs): `certs.d`, login, sysctls.
     Docker,
+    /// RKE2 server: its own `registries.yaml` and `config.yaml` under `/etc/rancher/rke2/`.
+    Rke2,
 }
 
 impl NodeRole {
@@ -52,6 +56,7 @@ impl NodeRole {
         match topology {
             Topology::K3s => NodeRole::K3s,
             Topology::Rke | Topology::Docker => NodeRole::Docker,
+            Topology::Rke2 => NodeRole::Rke2,
         }
     }
 }
@@ -77,14 +82,33 @@ pub fn registry_host_user_data(
 }
 
 /// The user-data of a cluster node of `role`, pointing its container runtime at the
-/// registry described by `access`.
-pub fn node_user_data(role: NodeRole, access: &RegistryAccess) -> Result<String, RenderError> {
+/// registry described by `access`. `hostname` (Rancher's) is a TLS name of RKE2 servers.
+pub fn node_user_data(
+    role: NodeRole,
+    access: &RegistryAccess,
+    hostname: &str,
+) -> Result<String, RenderError> {
     let ca_pem = access.ca_pem.as_deref().map(with_final_newline);
     let (template, user_data) = match role {
         NodeRole::K3s => {
             const TEMPLATE: &str = "k3s-node.yaml.j2";
             let registries_yaml = registries_yaml(access)?;
             let user_data = render(TEMPLATE, minijinja::context! { registries_yaml, ca_pem })?;
+            (TEMPLATE, user_data)
+        }
+        NodeRole::Rke2 => {
+            const TEMPLATE: &str = "rke2-node.yaml.j2";
+            let registries_yaml = rke2_registries_yaml(access)?;
+            let config_yaml = rke2_config_yaml(&Rke2Config {
+                server: None,
+                token: None,
+                tls_san: vec![hostname.to_string()],
+                registry: access.host_port.clone(),
+            })?;
+            let user_data = render(
+                TEMPLATE,
+                minijinja::context! { registries_yaml, config_yaml, ca_pem, ca_file => RKE2_CA_FILE },
+            )?;
             (TEMPLATE, user_data)
         }
         NodeRole::Docker => {
@@ -107,6 +131,41 @@ pub fn node_user_data(role: NodeRole, access: &RegistryAccess) -> Result<String,
 /// its credentials and (when known) its CA. Shared by the node user-data and the artifacts.
 /// Every string is double-quoted, so YAML 1.1 parsers read a password like `yes` as text.
 pub fn registries_yaml(access: &RegistryAccess) -> Result<String, RenderError> {
+    registries_yaml_with_ca(access, K3S_CA_FILE)
+}
+
+/// RKE2's `/etc/rancher/rke2/registries.yaml` (the same format as K3s's), its CA under
+/// `/etc/rancher/rke2/`.
+pub fn rke2_registries_yaml(access: &RegistryAccess) -> Result<String, RenderError> {
+    registries_yaml_with_ca(access, RKE2_CA_FILE)
+}
+
+/// RKE2's `/etc/rancher/rke2/config.yaml` of a server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rke2Config {
+    /// `https://<first server>:9345` on joining servers.
+    pub server: Option<String>,
+    /// The cluster token, the same on every server (a secret).
+    pub token: Option<String>,
+    /// Names the servers' certificates carry: the load balancer's, Rancher's hostname.
+    pub tls_san: Vec<String>,
+    /// `host:port` of the private registry (`system-default-registry`).
+    pub registry: String,
+}
+
+pub fn rke2_config_yaml(config: &Rke2Config) -> Result<String, RenderError> {
+    render(
+        "rke2-config.yaml.j2",
+        minijinja::context! {
+            server => &config.server,
+            token => &config.token,
+            tls_san => &config.tls_san,
+            registry => &config.registry,
+        },
+    )
+}
+
+fn registries_yaml_with_ca(access: &RegistryAccess, ca_file: &str) -> Result<String, RenderError> {
     render(
         "registries.yaml.j2",
         minijinja::context! {
@@ -114,7 +173,7 @@ pub fn registries_yaml(access: &RegistryAccess) -> Result<String, RenderError> {
             host_port => &access.host_port,
             username => &access.username,
             password => &access.password,
-            ca_file => access.ca_pem.as_ref().map(|_| K3S_CA_FILE),
+            ca_file => access.ca_pem.as_ref().map(|_| ca_file),
         },
     )
 }
@@ -153,6 +212,8 @@ fn check_size(template: &'static str, user_data: String) -> Result<String, Rende
 pub(crate) mod tests {
     use super::*;
     use serde_yaml::Value;
+
+    const HOSTNAME: &str = "rancher.lab.example.com";
 
     pub(crate) const FAKE_CA: &str =
         "-----BEGIN CERTIFICATE-----\nRkFLRSBDQQ==\n-----END CERTIFICATE-----\n";
@@ -214,13 +275,67 @@ pub(crate) mod tests {
 
     #[test]
     fn k3s_node_snapshot() {
-        let user_data = node_user_data(NodeRole::K3s, &fake_access()).unwrap();
+        let user_data = node_user_data(NodeRole::K3s, &fake_access(), HOSTNAME).unwrap();
         insta::assert_snapshot!(user_data);
     }
 
     #[test]
+    fn rke2_node_snapshot() {
+        let user_data = node_user_data(NodeRole::Rke2, &fake_access(), HOSTNAME).unwrap();
+        insta::assert_snapshot!(user_data);
+    }
+
+    #[test]
+    fn rke2_node_writes_registries_and_config_but_no_token_or_server() {
+        let mut access = fake_access();
+        access.password = NASTY_PASSWORD.to_string();
+        let doc = parse(&node_user_data(NodeRole::Rke2, &access, HOSTNAME).unwrap());
+        let registries: Value =
+            serde_yaml::from_str(content(&doc, "/etc/rancher/rke2/registries.yaml")).unwrap();
+        assert_eq!(
+            registries["mirrors"]["docker.io"]["endpoint"][0],
+            "https://lab-registry.lab.example.com:5000"
+        );
+        let config = &registries["configs"]["lab-registry.lab.example.com:5000"];
+        assert_eq!(config["auth"]["password"], NASTY_PASSWORD);
+        assert_eq!(config["tls"]["ca_file"], RKE2_CA_FILE);
+        assert_eq!(content(&doc, RKE2_CA_FILE), FAKE_CA);
+        assert_eq!(
+            write_file(&doc, "/etc/rancher/rke2/config.yaml")["permissions"],
+            "0600"
+        );
+        let config: Value =
+            serde_yaml::from_str(content(&doc, "/etc/rancher/rke2/config.yaml")).unwrap();
+        assert_eq!(
+            config["system-default-registry"],
+            "lab-registry.lab.example.com:5000"
+        );
+        assert_eq!(config["tls-san"][0], HOSTNAME);
+        assert_eq!(config["disable-default-registry-endpoint"], true);
+        assert!(
+            config.get("token").is_none(),
+            "the token is not in user-data"
+        );
+        assert!(
+            config.get("server").is_none(),
+            "not known before the first server"
+        );
+    }
+
+    #[test]
+    fn k3s_and_docker_user_data_ignore_the_hostname() {
+        // Their user-data is hashed into the state: a change would replace every node.
+        for role in [NodeRole::K3s, NodeRole::Docker] {
+            assert_eq!(
+                node_user_data(role, &fake_access(), HOSTNAME).unwrap(),
+                node_user_data(role, &fake_access(), "other.example.com").unwrap()
+            );
+        }
+    }
+
+    #[test]
     fn docker_node_snapshot() {
-        let user_data = node_user_data(NodeRole::Docker, &fake_access()).unwrap();
+        let user_data = node_user_data(NodeRole::Docker, &fake_access(), HOSTNAME).unwrap();
         insta::assert_snapshot!(user_data);
     }
 
@@ -344,7 +459,7 @@ pub(crate) mod tests {
     fn k3s_node_registries_yaml_round_trips() {
         let mut access = fake_access();
         access.password = NASTY_PASSWORD.to_string();
-        let doc = parse(&node_user_data(NodeRole::K3s, &access).unwrap());
+        let doc = parse(&node_user_data(NodeRole::K3s, &access, HOSTNAME).unwrap());
         let registries: Value =
             serde_yaml::from_str(content(&doc, "/etc/rancher/k3s/registries.yaml")).unwrap();
         assert_eq!(
@@ -370,7 +485,7 @@ pub(crate) mod tests {
     fn k3s_node_without_ca_has_no_tls_section() {
         let mut access = fake_access();
         access.ca_pem = None;
-        let doc = parse(&node_user_data(NodeRole::K3s, &access).unwrap());
+        let doc = parse(&node_user_data(NodeRole::K3s, &access, HOSTNAME).unwrap());
         let registries: Value =
             serde_yaml::from_str(content(&doc, "/etc/rancher/k3s/registries.yaml")).unwrap();
         assert!(registries["configs"]["lab-registry.lab.example.com:5000"]
@@ -384,7 +499,7 @@ pub(crate) mod tests {
     fn docker_node_trusts_ca_logs_in_and_sets_sysctls() {
         let mut access = fake_access();
         access.password = NASTY_PASSWORD.to_string();
-        let doc = parse(&node_user_data(NodeRole::Docker, &access).unwrap());
+        let doc = parse(&node_user_data(NodeRole::Docker, &access, HOSTNAME).unwrap());
         assert_eq!(
             content(
                 &doc,
@@ -427,8 +542,8 @@ pub(crate) mod tests {
     fn rendering_is_deterministic() {
         let access = fake_access();
         assert_eq!(
-            node_user_data(NodeRole::K3s, &access).unwrap(),
-            node_user_data(NodeRole::K3s, &access).unwrap()
+            node_user_data(NodeRole::K3s, &access, HOSTNAME).unwrap(),
+            node_user_data(NodeRole::K3s, &access, HOSTNAME).unwrap()
         );
         assert_eq!(
             registry_host_user_data(&fake_secrets(), 5000).unwrap(),
@@ -440,7 +555,7 @@ pub(crate) mod tests {
     fn too_large_user_data_is_an_error() {
         let mut access = fake_access();
         access.ca_pem = Some("A".repeat(USER_DATA_LIMIT));
-        let error = node_user_data(NodeRole::Docker, &access).unwrap_err();
+        let error = node_user_data(NodeRole::Docker, &access, HOSTNAME).unwrap_err();
         assert!(
             matches!(error, RenderError::UserDataTooLarge { template: "docker-node.yaml.j2", size, .. } if size > USER_DATA_LIMIT),
             "{error}"
@@ -452,5 +567,6 @@ pub(crate) mod tests {
         assert_eq!(NodeRole::for_topology(Topology::K3s), NodeRole::K3s);
         assert_eq!(NodeRole::for_topology(Topology::Rke), NodeRole::Docker);
         assert_eq!(NodeRole::for_topology(Topology::Docker), NodeRole::Docker);
+        assert_eq!(NodeRole::for_topology(Topology::Rke2), NodeRole::Rke2);
     }
 }

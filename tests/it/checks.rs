@@ -341,6 +341,16 @@ pub fn verify_node_ports(aws: &Aws, node_sgs: &[String], ports: &[(&str, i32)]) 
 
 /// The NLB, its listeners and target groups, and registrations. Returns the LB DNS name.
 pub fn verify_load_balancer(aws: &Aws, node_sgs: &[String], kube_api: bool) -> String {
+    let ports: &[i32] = if kube_api {
+        &[80, 443, 6443]
+    } else {
+        &[80, 443]
+    };
+    verify_load_balancer_ports(aws, node_sgs, ports)
+}
+
+/// [`verify_load_balancer`] with exactly `ports` as listeners and target groups.
+pub fn verify_load_balancer_ports(aws: &Aws, node_sgs: &[String], ports: &[i32]) -> String {
     let lbs = aws.load_balancers();
     assert_eq!(lbs.len(), 1, "one load balancer: {lbs:#?}");
     let lb = &lbs[0];
@@ -369,11 +379,7 @@ pub fn verify_load_balancer(aws: &Aws, node_sgs: &[String], kube_api: bool) -> S
         attrs.attributes()
     );
 
-    let want_ports: BTreeSet<i32> = if kube_api {
-        [80, 443, 6443].into()
-    } else {
-        [80, 443].into()
-    };
+    let want_ports: BTreeSet<i32> = ports.iter().copied().collect();
     let target_groups = aws.target_groups();
     let tg_tags = aws.elb_tags(
         &target_groups
@@ -531,6 +537,19 @@ pub fn verify_record(aws: &Aws, lb_dns: Option<&str>, ip: Option<&str>) {
 
 /// The RDS instance of a k3s env, checked in full. Returns its secret ARN.
 pub fn verify_datastore(aws: &Aws, node_sgs: &[String]) -> String {
+    // MySQL 8.4 by default: the newest major K3s supports and RDS sells in standard support.
+    verify_rds_datastore(aws, node_sgs, "mysql", "8.4", 3306)
+}
+
+/// The RDS datastore of `engine`, its version starting with `version`, reachable on `port`
+/// from the nodes only. Returns the ARN of its password secret.
+pub fn verify_rds_datastore(
+    aws: &Aws,
+    node_sgs: &[String],
+    engine: &str,
+    version: &str,
+    port: i32,
+) -> String {
     let dbs = aws.db_instances();
     assert_eq!(dbs.len(), 1, "one RDS instance: {dbs:#?}");
     let db = &dbs[0];
@@ -545,9 +564,9 @@ pub fn verify_datastore(aws: &Aws, node_sgs: &[String]) -> String {
         })
         .collect();
     assert_owned("rds instance", &tags);
-    assert_eq!(db.engine(), Some("mysql"));
+    assert_eq!(db.engine(), Some(engine));
     assert!(
-        db.engine_version().unwrap_or_default().starts_with("8.0"),
+        db.engine_version().unwrap_or_default().starts_with(version),
         "engine {:?}",
         db.engine_version()
     );
@@ -608,19 +627,19 @@ pub fn verify_datastore(aws: &Aws, node_sgs: &[String]) -> String {
             assert_eq!(p.ip_protocol(), Some("tcp"), "{p:?}");
             assert_eq!(
                 (p.from_port(), p.to_port()),
-                (Some(3306), Some(3306)),
+                (Some(port), Some(port)),
                 "{p:?}"
             );
             for pair in p.user_id_group_pairs() {
                 assert!(
                     node_sg_set.contains(pair.group_id().unwrap_or_default()),
-                    "3306 from a non-node group: {p:?}"
+                    "{port} from a non-node group: {p:?}"
                 );
                 from_nodes = true;
             }
         }
     }
-    assert!(from_nodes, "nodes cannot reach 3306: {db_groups:#?}");
+    assert!(from_nodes, "nodes cannot reach {port}: {db_groups:#?}");
     secret
 }
 
@@ -635,6 +654,54 @@ pub const RKE_PORTS: &[(&str, i32)] = &[
     ("tcp", 10250),
     ("tcp", 10254),
 ];
+
+pub const RKE2_PORTS: &[(&str, i32)] = &[
+    ("tcp", 443),
+    ("tcp", 9345),
+    ("tcp", 6443),
+    ("tcp", 2379),
+    ("tcp", 2380),
+    ("tcp", 2381),
+    ("tcp", 10250),
+    ("udp", 8472),
+    ("tcp", 9099),
+    ("udp", 51820),
+    ("udp", 51821),
+];
+
+/// No ingress rule of `sgs` admits the whole internet.
+pub fn verify_nothing_open_to_the_world(aws: &Aws, sgs: &[String]) {
+    for g in groups(aws, sgs) {
+        for p in g.ip_permissions() {
+            assert!(
+                p.ip_ranges()
+                    .iter()
+                    .all(|r| r.cidr_ip() != Some("0.0.0.0/0")),
+                "{:?} admits 0.0.0.0/0: {p:?}",
+                g.group_id()
+            );
+        }
+    }
+}
+
+/// The private IP of the cluster node tagged `provision:id=<id>`.
+pub fn node_private_ip(aws: &Aws, id: &str) -> String {
+    aws.node_instances()
+        .iter()
+        .find(|i| ec2_tags(i.tags()).get("provision:id").map(String::as_str) == Some(id))
+        .and_then(|i| i.private_ip_address())
+        .unwrap_or_else(|| panic!("no node {id}"))
+        .to_string()
+}
+
+/// `destroy --yes` leaves nothing of the env in the cloud.
+pub fn destroy_leaves_nothing(world: &crate::harness::World) {
+    world
+        .run(&["destroy", "--yes", "--skip-final-snapshot"])
+        .ok();
+    let left = world.aws.leftovers();
+    assert!(left.is_empty(), "destroy left {left:?}");
+}
 
 /// Exactly one resource per logical id of every kind, and the expected counts.
 pub fn verify_no_duplicates(aws: &Aws, nodes: usize, datastore: bool, load_balancer: bool) {

@@ -524,6 +524,7 @@ pub enum Topology {
     K3s,
     Rke,
     Docker,
+    Rke2,
 }
 
 impl Topology {
@@ -532,6 +533,7 @@ impl Topology {
             Topology::K3s => "k3s",
             Topology::Rke => "rke",
             Topology::Docker => "docker",
+            Topology::Rke2 => "rke2",
         }
     }
 }

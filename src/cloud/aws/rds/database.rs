@@ -1,4 +1,10 @@
-//! The MySQL instance (`<env>-datastore`) K3s uses as its datastore.
+//! The MySQL or PostgreSQL instance (`<env>-datastore`) K3s uses as its datastore.
+//!
+//! **Engine.** [`DatabaseSpec::engine`] names the RDS engine (`mysql`, `postgres`); the
+//! engine's versions, default port and version numbering (MySQL majors are `8.4`,
+//! PostgreSQL majors `15`) follow it. RDS cannot change an instance's engine: the engine
+//! blueprint makes a change a replace, and an instance found with another engine is drift
+//! that `update` refuses.
 //!
 //! **Master password.** K3s keeps the password it was installed with, so the password must
 //! not change behind its back. RDS-managed passwords (`ManageMasterUserPassword`) rotate
@@ -29,7 +35,7 @@ use super::{
 use crate::cloud::{CloudError, OpContext, Owned};
 use crate::model::{Attrs, DatabaseSpec, Kind, LogicalId, MissingRef, Observed, Resolved};
 
-const ENGINE: &str = "mysql";
+use crate::model::DbEngine;
 const STORAGE_TYPE: &str = "gp3";
 const DB_NOT_FOUND: &[&str] = &["DBInstanceNotFound", "DBInstanceNotFoundFault"];
 /// Statuses an instance does not leave by itself.
@@ -166,7 +172,7 @@ fn create_request(
     client
         .create_db_instance()
         .db_instance_identifier(identifier)
-        .engine(ENGINE)
+        .engine(spec.engine.as_str())
         .engine_version(&spec.engine_version)
         .db_instance_class(&spec.instance_class)
         .allocated_storage(storage_i32(spec.storage_gb))
@@ -273,6 +279,15 @@ fn database_changes(
     db: &DbInstance,
 ) -> Result<DatabaseChanges, CloudError> {
     let identifier = db.db_instance_identifier().unwrap_or_default();
+    let have_engine = db.engine().unwrap_or_default();
+    if !have_engine.is_empty() && have_engine != spec.engine.as_str() {
+        return Err(CloudError::Refused(format!(
+            "rds instance {identifier} runs {have_engine}, not {}; RDS cannot change an \
+             instance's engine (a changed datastore.engine replaces the database: its data is \
+             lost)",
+            spec.engine.as_str()
+        )));
+    }
     let mut changes = DatabaseChanges::default();
     if db.db_instance_class() != Some(spec.instance_class.as_str()) {
         changes.instance_class = Some(spec.instance_class.clone());
@@ -290,15 +305,16 @@ fn database_changes(
         Ordering::Equal => {}
     }
     let have_version = db.engine_version().unwrap_or_default();
-    match version_change(&spec.engine_version, have_version) {
+    match version_change(spec.engine, &spec.engine_version, have_version) {
         VersionChange::Upgrade { major } => {
             changes.engine_version = Some((spec.engine_version.clone(), major))
         }
         VersionChange::Downgrade => {
             return Err(CloudError::Refused(format!(
-            "rds instance {identifier} runs MySQL {have_version}; RDS cannot downgrade it to {}",
-            spec.engine_version
-        )))
+                "rds instance {identifier} runs {} {have_version}; RDS cannot downgrade it to {}",
+                spec.engine.display_name(),
+                spec.engine_version
+            )))
         }
         VersionChange::None => {}
     }
@@ -343,7 +359,7 @@ pub async fn update(
         return Ok(observe_database(ctx.resolved, spec, &db, recorded));
     }
     let engine_version = match &changes.engine_version {
-        Some((version, _)) => Some(exact_engine_version(cloud, version).await?),
+        Some((version, _)) => Some(exact_engine_version(cloud, spec.engine, version).await?),
         None => None,
     };
     let password = match (&changes.password, &want_secret) {
@@ -409,16 +425,20 @@ fn modify_request(
         .set_master_user_password(password.filter(|_| changes.password.is_some()))
 }
 
-/// The full engine version RDS picks by default for `version` (`8.0` → `8.0.40`); the
-/// version as given when it already is one, or when RDS lists none.
-async fn exact_engine_version(cloud: &AwsCloud, version: &str) -> Result<String, CloudError> {
-    if version.split('.').count() >= 3 {
+/// The full engine version RDS picks by default for `version` (`8.0` → `8.0.40`, `15` →
+/// `15.8`); the version as given when it already is one, or when RDS lists none.
+async fn exact_engine_version(
+    cloud: &AwsCloud,
+    engine: DbEngine,
+    version: &str,
+) -> Result<String, CloudError> {
+    if version != major_version(engine, version) {
         return Ok(version.to_string());
     }
     let out = match cloud
         .rds
         .describe_db_engine_versions()
-        .engine(ENGINE)
+        .engine(engine.as_str())
         .engine_version(version)
         .default_only(true)
         .customize()
@@ -455,27 +475,32 @@ pub async fn preflight(
     if let Ok(identifier) = ctx.resolved.cloud_id(ctx.id) {
         if let Some(db) = describe_database(cloud, identifier).await? {
             let have = db.engine_version().unwrap_or_default();
-            if version_change(&spec.engine_version, have) == VersionChange::None {
+            if version_change(spec.engine, &spec.engine_version, have) == VersionChange::None {
                 return Ok(());
             }
         }
     }
-    match offered_versions(cloud).await? {
-        Some(offered) => check_engine_version(&spec.engine_version, &offered, &cloud.region),
+    match offered_versions(cloud, spec.engine).await? {
+        Some(offered) => {
+            check_engine_version(spec.engine, &spec.engine_version, &offered, &cloud.region)
+        }
         None => Ok(()),
     }
 }
 
-/// Every MySQL version RDS offers for new instances in the region, or `None` when the
-/// endpoint does not implement the call.
-async fn offered_versions(cloud: &AwsCloud) -> Result<Option<Vec<String>>, CloudError> {
+/// Every version of `engine` RDS offers for new instances in the region, or `None` when
+/// the endpoint does not implement the call.
+async fn offered_versions(
+    cloud: &AwsCloud,
+    engine: DbEngine,
+) -> Result<Option<Vec<String>>, CloudError> {
     let mut versions = Vec::new();
     let mut marker: Option<String> = None;
     loop {
         let result = cloud
             .rds
             .describe_db_engine_versions()
-            .engine(ENGINE)
+            .engine(engine.as_str())
             .set_marker(marker.take())
             .customize()
             .config_override(few_retries())
@@ -547,7 +572,13 @@ fn unsupported(code: Option<&str>, status: Option<u16>) -> bool {
 
 /// `Ok` when `offered` has a version `want` names (`8.0` names every 8.0.x); otherwise a
 /// refusal that names the config key and what RDS offers instead.
-fn check_engine_version(want: &str, offered: &[String], region: &str) -> Result<(), CloudError> {
+fn check_engine_version(
+    engine: DbEngine,
+    want: &str,
+    offered: &[String],
+    region: &str,
+) -> Result<(), CloudError> {
+    let name = engine.display_name();
     if offered.iter().any(|v| version_matches(want, v)) {
         return Ok(());
     }
@@ -556,34 +587,34 @@ fn check_engine_version(want: &str, offered: &[String], region: &str) -> Result<
         list.dedup();
         list
     };
-    let major = major_version(want);
+    let major = major_version(engine, want);
     let same_major = sorted(
         offered
             .iter()
-            .filter(|v| major_version(v) == major)
+            .filter(|v| major_version(engine, v) == major)
             .cloned()
             .collect(),
     );
     let instead = if !same_major.is_empty() {
         format!(
-            "for MySQL {major} it offers {}: set datastore.engine_version to one of them, or \
+            "for {name} {major} it offers {}: set datastore.engine_version to one of them, or \
              to \"{major}\" for RDS's default {major} version",
             same_major.join(", ")
         )
     } else {
-        let majors = sorted(offered.iter().map(|v| major_version(v)).collect());
+        let majors = sorted(offered.iter().map(|v| major_version(engine, v)).collect());
         if majors.is_empty() {
-            "it offers no MySQL version at all to this account".to_string()
+            format!("it offers no {name} version at all to this account")
         } else {
             format!(
-                "it offers no MySQL {major} version (it offers {}): set \
+                "it offers no {name} {major} version (it offers {}): set \
                  datastore.engine_version to one of those",
                 majors.join(", ")
             )
         }
     };
     Err(CloudError::Refused(format!(
-        "datastore.engine_version = {want:?}: RDS in {region} does not offer MySQL {want}; {instead}"
+        "datastore.engine_version = {want:?}: RDS in {region} does not offer {name} {want}; {instead}"
     )))
 }
 
@@ -813,7 +844,10 @@ fn database_attrs(db: &DbInstance) -> Attrs {
             .and_then(|e| e.port())
             .or(db.db_instance_port().filter(|p| *p > 0))
             .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(3306),
+            .unwrap_or(match db.engine() {
+                Some("postgres") => DbEngine::Postgres.port(),
+                _ => DbEngine::Mysql.port(),
+            }),
         secret_arn: secret_in_use(db, None, None),
         status: db.db_instance_status().unwrap_or_default().to_string(),
     }
@@ -873,8 +907,15 @@ fn database_drift(
             spec.storage_gb
         ));
     }
+    let engine = db.engine().unwrap_or_default();
+    if !engine.is_empty() && engine != spec.engine.as_str() {
+        drift.push(format!(
+            "engine is {engine}, want {} (RDS cannot change it: a new database is needed)",
+            spec.engine.as_str()
+        ));
+    }
     let version = db.engine_version().unwrap_or_default();
-    match version_change(&spec.engine_version, version) {
+    match version_change(spec.engine, &spec.engine_version, version) {
         VersionChange::None => {}
         VersionChange::Upgrade { .. } => drift.push(format!(
             "engine version is {version}, want {}",
@@ -960,8 +1001,8 @@ enum VersionChange {
     Downgrade,
 }
 
-fn version_change(want: &str, have: &str) -> VersionChange {
-    match compare_versions(&major_version(want), &major_version(have)) {
+fn version_change(engine: DbEngine, want: &str, have: &str) -> VersionChange {
+    match compare_versions(&major_version(engine, want), &major_version(engine, have)) {
         Ordering::Greater => VersionChange::Upgrade { major: true },
         Ordering::Less => VersionChange::Downgrade,
         Ordering::Equal => match compare_versions(want, have) {
@@ -971,9 +1012,14 @@ fn version_change(want: &str, have: &str) -> VersionChange {
     }
 }
 
-/// The major version of a MySQL version: its first two components (`8.0.39` → `8.0`).
-fn major_version(version: &str) -> String {
-    version.split('.').take(2).collect::<Vec<_>>().join(".")
+/// The major version: for MySQL its first two components (`8.0.39` → `8.0`), for
+/// PostgreSQL (10 and later) its first (`15.8` → `15`).
+fn major_version(engine: DbEngine, version: &str) -> String {
+    let parts = match engine {
+        DbEngine::Mysql => 2,
+        DbEngine::Postgres => 1,
+    };
+    version.split('.').take(parts).collect::<Vec<_>>().join(".")
 }
 
 /// Compare the wanted version with the running one on the components the wanted one
@@ -1251,6 +1297,100 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_postgres_datastore_is_created_with_its_engine() {
+        let script = Script::new(|call, _| match call.action.as_str() {
+            "GetSecretValue" => secret(OUR_SECRET, PASSWORD),
+            "CreateDBInstance" => Reply::ok("CreateDBInstance", &db_xml("creating", "15.8", "")),
+            "DescribeDBInstances" => describe(&db_xml("available", "15.8", ENDPOINT)),
+            _ => unexpected(call),
+        });
+        let cloud = script.cloud(Duration::from_secs(5));
+        let (id, mut resolved, progress, delete) = parts();
+        resolved.entries.insert(
+            "db-subnets".into(),
+            Observed::new("lab-db-subnets", Attrs::None),
+        );
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        let spec = DatabaseSpec {
+            engine: DbEngine::Postgres,
+            engine_version: "15".into(),
+            ..spec()
+        };
+        create(&cloud, &ctx, &spec).await.unwrap();
+        let calls = script.calls();
+        let request = calls
+            .iter()
+            .find(|c| c.action == "CreateDBInstance")
+            .unwrap();
+        assert!(request.has_param("Engine", "postgres"), "{}", request.body);
+        assert!(request.has_param("EngineVersion", "15"), "{}", request.body);
+    }
+
+    #[test]
+    fn postgres_versions_compare_on_their_major() {
+        use VersionChange::*;
+        for (want, have, change) in [
+            ("15", "15.8", None),
+            ("15.4", "15.8", None),
+            ("15.9", "15.8", Upgrade { major: false }),
+            ("16", "15.8", Upgrade { major: true }),
+            ("14", "15.8", Downgrade),
+        ] {
+            assert_eq!(
+                version_change(DbEngine::Postgres, want, have),
+                change,
+                "{want} vs {have}"
+            );
+        }
+        let offered: Vec<String> = ["14.12", "15.7", "15.8", "16.4"].map(String::from).to_vec();
+        assert!(check_engine_version(DbEngine::Postgres, "15", &offered, "us-east-1").is_ok());
+        let Err(CloudError::Refused(message)) =
+            check_engine_version(DbEngine::Postgres, "15.2", &offered, "us-east-1")
+        else {
+            panic!()
+        };
+        assert!(
+            message
+                .contains("does not offer PostgreSQL 15.2; for PostgreSQL 15 it offers 15.7, 15.8"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_instance_of_another_engine_is_drift_that_update_refuses() {
+        let spec = DatabaseSpec {
+            engine: DbEngine::Postgres,
+            engine_version: "15".into(),
+            ..spec()
+        };
+        let db = instance_builder().engine("mysql").build();
+        let drift = database_drift(&resolved(), &spec, &db, None);
+        assert!(
+            drift
+                .iter()
+                .any(|d| d.starts_with("engine is mysql, want postgres")),
+            "{drift:?}"
+        );
+        assert!(matches!(
+            database_changes(&spec, "sg-1", &db),
+            Err(CloudError::Refused(m)) if m.contains("cannot change an instance's engine")
+        ));
+        // The endpoint port defaults by engine when RDS does not say.
+        let db = instance_builder()
+            .engine("postgres")
+            .endpoint(
+                aws_sdk_rds::types::Endpoint::builder()
+                    .address("lab-datastore.abc.us-east-1.rds.amazonaws.com")
+                    .build(),
+            )
+            .build();
+        assert!(matches!(
+            database_attrs(&db),
+            Attrs::Database { port: 5432, .. }
+        ));
+    }
+
+    #[tokio::test]
     async fn update_takes_an_rds_managed_password_over() {
         let managed = format!(
             "{ENDPOINT}<MasterUserSecret><SecretArn>{RDS_SECRET}</SecretArn>\
@@ -1305,7 +1445,7 @@ mod tests {
     fn engine_versions_rds_offers_pass() {
         for want in ["8.0", "8.0.40", "8.4", "8.4.3", "5.7", "8"] {
             assert!(
-                check_engine_version(want, &offered(), "us-east-1").is_ok(),
+                check_engine_version(DbEngine::Mysql, want, &offered(), "us-east-1").is_ok(),
                 "{want}"
             );
         }
@@ -1314,7 +1454,7 @@ mod tests {
     #[test]
     fn an_engine_version_rds_does_not_offer_is_refused_naming_the_key_and_the_choices() {
         let Err(CloudError::Refused(message)) =
-            check_engine_version("8.0.11", &offered(), "us-east-1")
+            check_engine_version(DbEngine::Mysql, "8.0.11", &offered(), "us-east-1")
         else {
             panic!("8.0.11 must be refused");
         };
@@ -1326,7 +1466,7 @@ mod tests {
              version"
         );
         let Err(CloudError::Refused(message)) =
-            check_engine_version("5.6", &offered(), "us-east-1")
+            check_engine_version(DbEngine::Mysql, "5.6", &offered(), "us-east-1")
         else {
             panic!("5.6 must be refused");
         };
@@ -1336,7 +1476,8 @@ mod tests {
         );
         assert!(message.contains("it offers 5.7, 8.0, 8.4"), "{message}");
         // A real answer with nothing in it is a refusal too.
-        let Err(CloudError::Refused(message)) = check_engine_version("8.0", &[], "us-east-1")
+        let Err(CloudError::Refused(message)) =
+            check_engine_version(DbEngine::Mysql, "8.0", &[], "us-east-1")
         else {
             panic!("an empty list must be refused");
         };
@@ -1612,14 +1753,17 @@ mod tests {
         assert_eq!(compare_versions("5.7", "8.0.39"), Ordering::Less);
         assert_eq!(compare_versions("8.0.40", "8.0.39"), Ordering::Greater);
         assert_eq!(compare_versions("8.0.10", "8.0.9"), Ordering::Greater);
-        assert_eq!(major_version("8.0.39"), "8.0");
-        assert_eq!(major_version("5.7"), "5.7");
+        assert_eq!(major_version(DbEngine::Mysql, "8.0.39"), "8.0");
+        assert_eq!(major_version(DbEngine::Mysql, "5.7"), "5.7");
+        assert_eq!(major_version(DbEngine::Postgres, "15.8"), "15");
+        assert_eq!(major_version(DbEngine::Postgres, "15"), "15");
     }
 
     fn spec() -> DatabaseSpec {
         DatabaseSpec {
             subnet_group: "db-subnets".into(),
             security_group: "sg-db".into(),
+            engine: crate::model::DbEngine::Mysql,
             engine_version: "8.0".into(),
             instance_class: "db.t3.medium".into(),
             storage_gb: 20,
@@ -1727,7 +1871,11 @@ mod tests {
             ("8.0.44", "8.4.3", VersionChange::Downgrade),
         ];
         for (want, have, change) in table {
-            assert_eq!(version_change(want, have), change, "{want} vs {have}");
+            assert_eq!(
+                version_change(DbEngine::Mysql, want, have),
+                change,
+                "{want} vs {have}"
+            );
         }
     }
 
