@@ -7,6 +7,23 @@ use provision::cli::Cli;
 use provision::commands::{self, exit};
 
 fn main() -> ExitCode {
+    // A bug is reported in words, never as a debug dump of the program's state.
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        eprintln!(
+            "error: internal error{place}: {what}\nThis is a bug in provision; the state file is \
+             still valid. Please report it with the command you ran."
+        );
+    }));
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -22,24 +39,46 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err}");
-            let mut source = err.source();
-            let mut first = true;
-            while let Some(cause) = source {
-                let text = cause.to_string();
-                // Skip causes that only repeat the message above.
-                if !err.to_string().contains(&text) {
-                    if first {
-                        eprintln!("\nCaused by:");
-                        first = false;
-                    }
-                    eprintln!("    {text}");
-                }
-                source = cause.source();
-            }
+            eprint!("{}", render_error(&err));
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// The error once, for people: a config error with its source lines and carets, anything
+/// else as its message, the causes that add something, and a hint for common AWS errors.
+/// Never a debug dump.
+fn render_error(err: &anyhow::Error) -> String {
+    use std::io::IsTerminal;
+    if let Some(config) = err.downcast_ref::<provision::config::ConfigError>() {
+        if let Ok(source) = std::fs::read_to_string(config.path()) {
+            let color = provision::ui::Style::new(std::io::stderr().is_terminal()).color;
+            return config.render_with_source(&source, color);
+        }
+    }
+    let mut out = format!("error: {err}\n");
+    let mut source = err.source();
+    let mut first = true;
+    let mut all = err.to_string();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Skip causes that only repeat the message above.
+        if !all.contains(&text) {
+            if first {
+                out.push_str("\nCaused by:\n");
+                first = false;
+            }
+            out.push_str(&format!("    {text}\n"));
+            all.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if !all.contains("hint: ") {
+        if let Some(hint) = provision::ui::hints::hint(&all) {
+            out.push_str(&format!("\nhint: {hint}\n"));
+        }
+    }
+    out
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {

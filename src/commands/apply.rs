@@ -44,8 +44,21 @@ pub(super) async fn apply(
         ctx.say("No changes. The infrastructure matches the config.");
         return Ok(exit::OK);
     }
-    if ctx.verbosity >= Verbosity::Normal {
-        eprint!("{}", ui::render_plan(&plan));
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "format_version": ui::json::FORMAT_VERSION,
+                "type": "plan",
+                "plan": ui::json::plan_document(&plan, &p.desired),
+            })
+        );
+    } else if ctx.verbosity >= Verbosity::Normal {
+        let view = ui::PlanView {
+            compact: false,
+            style: ui::Style::stderr(),
+        };
+        eprint!("{}", ui::render_plan(&plan, &p.desired, view));
     }
     refuse_data_loss(&plan, allow_data_loss)?;
     if !yes && planfile.is_none() {
@@ -60,8 +73,18 @@ pub(super) async fn apply(
         in_use_poll: p.cfg.timeouts.poll_interval,
         ..Settings::default()
     };
-    let code = run_plan(ctx, &p, &plan, &mut state, cloud, settings, &interrupts).await?;
-    if code == exit::OK && ctx.verbosity >= Verbosity::Normal {
+    let code = run_plan(
+        ctx,
+        "apply",
+        &p,
+        &plan,
+        &mut state,
+        cloud,
+        settings,
+        &interrupts,
+    )
+    .await?;
+    if code == exit::OK && ctx.verbosity >= Verbosity::Normal && !ctx.json {
         let outs = outputs(&p.cfg, &state);
         eprintln!("\nOutputs:\n{}", outs.render_text());
         eprintln!("Next: `provision artifacts` writes the files for the install steps.");

@@ -4,7 +4,8 @@ use anyhow::Result;
 
 use super::{connect, exit, load_state, lock_env, prepare, run_plan, Ctx, Interrupts};
 use crate::cloud::DeleteOptions;
-use crate::engine::{self, PlanInput, Settings};
+use crate::engine::{self, ActionKind, Plan, PlanInput, Settings};
+use crate::model::Kind;
 use crate::ui;
 
 pub(super) async fn destroy(
@@ -36,12 +37,33 @@ pub(super) async fn destroy(
         return Ok(exit::OK);
     }
     // Always list what goes (the state may be missing: then these were found by tags).
-    eprint!("{}", ui::render_plan(&plan));
+    let snapshot = final_snapshot_note(&plan, skip_final_snapshot);
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "format_version": ui::json::FORMAT_VERSION,
+                "type": "plan",
+                "plan": ui::json::plan_document(&plan, &p.desired),
+                "final_snapshot": snapshot.as_ref().map(|(kept, _)| *kept),
+            })
+        );
+    } else {
+        let view = ui::PlanView {
+            compact: false,
+            style: ui::Style::stderr(),
+        };
+        eprint!("{}", ui::render_plan(&plan, &p.desired, view));
+        if let Some((_, text)) = &snapshot {
+            eprintln!("{text}");
+        }
+    }
     if !yes {
         ui::confirm(
             "destroy",
             &format!(
-                "Delete everything listed above from env `{}`? This cannot be undone.",
+                "Delete the {} resource(s) listed above from env `{}`? This cannot be undone.",
+                plan.changes().count(),
                 p.cfg.name
             ),
         )?;
@@ -55,5 +77,45 @@ pub(super) async fn destroy(
         in_use_poll: p.cfg.timeouts.poll_interval,
         ..Settings::default()
     };
-    run_plan(ctx, &p, &plan, &mut state, cloud, settings, &interrupts).await
+    run_plan(
+        ctx,
+        "destroy",
+        &p,
+        &plan,
+        &mut state,
+        cloud,
+        settings,
+        &interrupts,
+    )
+    .await
+}
+
+/// What happens to the database's data, when the plan deletes a database: (snapshot kept,
+/// the sentence saying so).
+fn final_snapshot_note(plan: &Plan, skip_final_snapshot: bool) -> Option<(bool, String)> {
+    let databases: Vec<String> = plan
+        .changes()
+        .filter(|a| a.kind == Kind::Database && a.action == ActionKind::Delete)
+        .map(|a| a.id.to_string())
+        .collect();
+    if databases.is_empty() {
+        return None;
+    }
+    Some(if skip_final_snapshot {
+        (
+            false,
+            format!(
+                "! No final snapshot of {} is taken (--skip-final-snapshot): its data is gone for good.",
+                databases.join(", ")
+            ),
+        )
+    } else {
+        (
+            true,
+            format!(
+                "A final snapshot of {} is taken and kept after the destroy (delete it in the RDS console when no longer needed; --skip-final-snapshot skips it).",
+                databases.join(", ")
+            ),
+        )
+    })
 }

@@ -14,10 +14,11 @@ use crate::cloud::{Cloud, WaitSettings};
 use crate::config::{self, Config};
 use crate::engine::{self, Cancel, Desired, Plan, Settings};
 use crate::state::{lock, store, Paths, State};
-use crate::ui::{self, TerminalReporter, Verbosity};
+use crate::ui::{self, Verbosity};
 
 mod apply;
 mod artifacts;
+mod completions;
 mod destroy;
 mod init;
 mod output;
@@ -72,8 +73,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
             out,
             detailed_exitcode,
             destroy,
+            compact,
             ..
-        } => plan::plan(&ctx, out.as_deref(), detailed_exitcode, destroy).await,
+        } => plan::plan(&ctx, out.as_deref(), detailed_exitcode, destroy, compact).await,
         Command::Apply {
             planfile,
             yes,
@@ -95,10 +97,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
             skip_final_snapshot,
             parallelism,
         } => destroy::destroy(&ctx, yes, skip_final_snapshot, parallelism.into()).await,
-        Command::Show => show::show(&ctx),
+        Command::Show { wide } => show::show(&ctx, wide),
         Command::Output { name } => output::output(&ctx, name.as_deref()),
         Command::Artifacts { dir } => artifacts::artifacts(&ctx, dir).await,
         Command::Unlock { force } => unlock::unlock(&ctx, force),
+        Command::Completions { shell } => {
+            completions::completions(shell, &mut std::io::stdout().lock())
+        }
+        Command::Man => completions::man(&mut std::io::stdout().lock()),
     }
 }
 
@@ -237,8 +243,10 @@ impl Drop for Interrupts {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_plan(
     ctx: &Ctx,
+    what: &str,
     p: &Prepared,
     plan: &Plan,
     state: &mut State,
@@ -246,18 +254,32 @@ async fn run_plan(
     settings: Settings,
     interrupts: &Interrupts,
 ) -> Result<u8> {
+    use std::io::IsTerminal;
     let cancel = &interrupts.cancel;
     interrupts
         .executing
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let reporter: Arc<dyn engine::Reporter> = Arc::new(TerminalReporter::new(ctx.verbosity));
+    let mode = ui::Progress::pick_mode(ctx.json, std::io::stderr().is_terminal(), ctx.verbosity);
+    let progress = Arc::new(ui::Progress::for_terminal(mode, ctx.verbosity));
+    let reporter: Arc<dyn engine::Reporter> = progress.clone();
     let started = std::time::Instant::now();
     let outcome = engine::execute(
         cloud, plan, &p.desired, state, &p.paths, &settings, reporter, cancel,
     )
     .await;
     let outcome = outcome?;
-    let took = ui::human_duration(started.elapsed());
+    let elapsed = started.elapsed();
+    progress.finish(
+        what,
+        &ui::RunSummary {
+            succeeded: outcome.succeeded,
+            failed: outcome.failed.len(),
+            skipped: outcome.skipped.len(),
+            interrupted: outcome.interrupted,
+            elapsed,
+        },
+    );
+    let took = ui::human_duration(elapsed);
     if outcome.interrupted {
         eprintln!(
             "interrupted after {took}: {} step(s) finished and saved, {} not started. Run the same command again to continue.",
@@ -278,12 +300,14 @@ async fn run_plan(
         msg.push_str("):");
         for (step, e) in &outcome.failed {
             msg.push_str(&format!("\n  - {step}: {e}"));
+            if let Some(hint) = ui::hints::hint(e) {
+                msg.push_str(&format!("\n    hint: {hint}"));
+            }
         }
         msg.push_str(
             "\nFix the cause and run the same command again; finished steps are not repeated.",
         );
         bail!(msg);
     }
-    ctx.say(&format!("done in {took}: {} step(s).", outcome.succeeded));
     Ok(exit::OK)
 }

@@ -39,7 +39,10 @@ pub(super) fn output(ctx: &Ctx, name: Option<&str>) -> Result<u8> {
                 }
             }
         }
-        None if ctx.json => println!("{}", serde_json::to_string_pretty(&map)?),
+        None if ctx.json => println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::ui::json::output_document(&map))?
+        ),
         None => print!("{}", outs.render_text()),
     }
     Ok(exit::OK)

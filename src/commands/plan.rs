@@ -15,6 +15,7 @@ pub(super) async fn plan(
     out: Option<&Path>,
     detailed: bool,
     destroy: bool,
+    compact: bool,
 ) -> Result<u8> {
     let p = prepare(ctx)?;
     let _lock = lock_env(&p.paths, "plan")?;
@@ -31,9 +32,14 @@ pub(super) async fn plan(
     )
     .await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        let doc = ui::json::plan_document(&plan, &p.desired);
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print!("{}", ui::render_plan(&plan));
+        let view = ui::PlanView {
+            compact,
+            style: ui::Style::stdout(),
+        };
+        print!("{}", ui::render_plan(&plan, &p.desired, view));
     }
     if let Some(out) = out {
         let doc = PlanFile {

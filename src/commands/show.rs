@@ -1,85 +1,32 @@
-//! `provision show`: what the state holds (resources, ids, status).
+//! `provision show`: what the state holds (resources, ids, status, age), as a table
+//! grouped like the plan, or one JSON document.
 
 use anyhow::Result;
 
 use super::{exit, Ctx};
-use crate::model::Attrs;
 use crate::state::{store, Paths};
+use crate::ui;
 
-pub(super) fn show(ctx: &Ctx) -> Result<u8> {
+pub(super) fn show(ctx: &Ctx, wide: bool) -> Result<u8> {
     let cfg = ctx.load_config()?;
     let paths = Paths::new(&ctx.state_dir, &cfg.name);
-    let Some(state) = store::load(&paths, &cfg.name)? else {
-        if ctx.json {
-            println!("{}", serde_json::json!({"env": cfg.name, "resources": []}));
-        } else {
-            println!(
-                "No state for env `{}` ({} does not exist).",
-                cfg.name,
-                paths.state.display()
-            );
-        }
-        return Ok(exit::OK);
-    };
+    let state = store::load(&paths, &cfg.name)?;
     if ctx.json {
-        let resources: Vec<_> = state
-            .resources
-            .iter()
-            .map(|(id, e)| {
-                serde_json::json!({
-                    "id": id, "kind": e.kind, "status": e.status, "cloud_id": e.cloud_id,
-                    "attrs": e.attrs, "depends_on": e.depends_on, "updated_at": e.updated_at,
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "env": state.env, "lineage": state.lineage, "serial": state.serial,
-            "format_version": state.format_version, "resources": resources,
-        });
+        let doc = ui::json::show_document(&cfg.name, state.as_ref());
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }
-    println!(
-        "env {} (serial {}, lineage {})",
-        state.env, state.serial, state.lineage
-    );
-    let width = state
-        .resources
-        .keys()
-        .map(|k| k.as_str().len())
-        .max()
-        .unwrap_or(8);
-    for (id, e) in &state.resources {
-        let status = match e.status {
-            crate::state::Status::Created => "created",
-            crate::state::Status::Creating => {
-                "creating (interrupted; next run adopts or creates it)"
-            }
-        };
-        let detail = match &e.attrs {
-            Attrs::Instance {
-                private_ip,
-                public_ip,
-                ..
-            } => match public_ip {
-                Some(ip) => format!("{private_ip} public {ip}"),
-                None => private_ip.clone(),
-            },
-            Attrs::LoadBalancer { dns_name, .. } => dns_name.clone(),
-            Attrs::Database {
-                address, status, ..
-            } => format!("{address} ({status})"),
-            Attrs::DnsRecord {
-                fqdn, record_type, ..
-            } => format!("{fqdn} {record_type}"),
-            _ => String::new(),
-        };
+    let Some(state) = state else {
         println!(
-            "  {:<width$}  {:<15} {:<28} {status} {detail}",
-            id.as_str(),
-            e.kind.label(),
-            e.cloud_id
+            "No state for env `{}` ({} does not exist).",
+            cfg.name,
+            paths.state.display()
         );
-    }
+        return Ok(exit::OK);
+    };
+    print!(
+        "{}",
+        ui::table::render_state(&state, wide, chrono::Utc::now(), ui::Style::stdout())
+    );
     Ok(exit::OK)
 }
