@@ -40,10 +40,6 @@ pub(super) async fn apply(
             .await?
         }
     };
-    if !plan.has_changes() {
-        ctx.say("No changes. The infrastructure matches the config.");
-        return Ok(exit::OK);
-    }
     if ctx.json {
         println!(
             "{}",
@@ -53,7 +49,12 @@ pub(super) async fn apply(
                 "plan": ui::json::plan_document(&plan, &p.desired),
             })
         );
-    } else if ctx.verbosity >= Verbosity::Normal {
+    }
+    if !plan.has_changes() {
+        ctx.say("No changes. The infrastructure matches the config.");
+        return Ok(exit::OK);
+    }
+    if !ctx.json && ctx.verbosity >= Verbosity::Normal {
         let view = ui::PlanView {
             compact: false,
             style: ui::Style::stderr(),

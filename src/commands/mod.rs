@@ -243,6 +243,30 @@ impl Drop for Interrupts {
     }
 }
 
+/// What each step of `plan` waits for: a create or update its dependencies, a delete what
+/// depends on it.
+fn waits_for(
+    plan: &Plan,
+    desired: &Desired,
+    state: &State,
+) -> std::collections::HashMap<crate::model::LogicalId, Vec<crate::model::LogicalId>> {
+    use crate::engine::ActionKind;
+    plan.changes()
+        .map(|a| {
+            let deps = match (a.action, desired.resources.get(&a.id)) {
+                (ActionKind::Delete | ActionKind::Forget, _) | (_, None) => state
+                    .resources
+                    .iter()
+                    .filter(|(_, e)| e.depends_on.contains(&a.id))
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+                (_, Some(spec)) => spec.depends_on(),
+            };
+            (a.id.clone(), deps)
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_plan(
     ctx: &Ctx,
@@ -261,6 +285,7 @@ async fn run_plan(
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let mode = ui::Progress::pick_mode(ctx.json, std::io::stderr().is_terminal(), ctx.verbosity);
     let progress = Arc::new(ui::Progress::for_terminal(mode, ctx.verbosity));
+    progress.set_waits_for(waits_for(plan, &p.desired, state));
     let reporter: Arc<dyn engine::Reporter> = progress.clone();
     let started = std::time::Instant::now();
     let outcome = engine::execute(

@@ -264,36 +264,40 @@ fn block(a: &Action, spec: Option<&Spec>, style: Style) -> String {
 
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
 
-fn ports(rules: &[Rule]) -> String {
-    let mut seen = Vec::new();
+/// Rules grouped by peer: `tcp 80, 443 from 10.0.0.0/8; tcp 22 from sg-registry`.
+fn ports(rules: &[Rule], direction: &str) -> String {
+    let mut by_peer: Vec<(String, Vec<String>)> = Vec::new();
     for r in rules {
-        let proto = match r.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::All => "all",
-        };
-        let port = if r.protocol == Protocol::All {
-            String::new()
-        } else if r.from_port == r.to_port {
-            format!(" {}", r.from_port)
-        } else {
-            format!(" {}-{}", r.from_port, r.to_port)
+        let port = match r.protocol {
+            Protocol::All => "all".to_string(),
+            p => {
+                let proto = if p == Protocol::Udp { "udp" } else { "tcp" };
+                if r.from_port == r.to_port {
+                    format!("{proto} {}", r.from_port)
+                } else {
+                    format!("{proto} {}-{}", r.from_port, r.to_port)
+                }
+            }
         };
         let peer = match &r.peer {
             Peer::Cidr(c) => c.clone(),
             Peer::Group(g) => g.to_string(),
             Peer::Itself => "itself".to_string(),
         };
-        let text = format!("{proto}{port} from {peer}");
-        if !seen.contains(&text) {
-            seen.push(text);
+        match by_peer.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, list)) if !list.contains(&port) => list.push(port),
+            Some(_) => {}
+            None => by_peer.push((peer, vec![port])),
         }
     }
-    if seen.is_empty() {
-        "none".to_string()
-    } else {
-        seen.join(", ")
+    if by_peer.is_empty() {
+        return "none".to_string();
     }
+    by_peer
+        .into_iter()
+        .map(|(peer, list)| format!("{} {direction} {peer}", list.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The few attributes that matter when a resource is created, then what only the cloud
@@ -326,8 +330,8 @@ pub fn create_attributes(spec: &Spec) -> Vec<(&'static str, String)> {
             ),
         ],
         Spec::SecurityGroup(g) => vec![
-            ("ingress", ports(&g.ingress)),
-            ("egress", ports(&g.egress)),
+            ("ingress", ports(&g.ingress, "from")),
+            ("egress", ports(&g.egress, "to")),
             ("id", later()),
         ],
         Spec::KeyPair(_) => vec![("id", later())],

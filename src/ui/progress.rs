@@ -68,6 +68,9 @@ pub struct Progress {
     live: Option<MultiProgress>,
     bars: Mutex<HashMap<LogicalId, (ProgressBar, Duration)>>,
     spans: Mutex<Vec<Span>>,
+    /// What each step waits for (its dependencies for a create, its dependents for a
+    /// delete), for the critical path.
+    waits_for: Mutex<HashMap<LogicalId, Vec<LogicalId>>>,
     last_status: Mutex<HashMap<LogicalId, (String, Duration)>>,
 }
 
@@ -103,6 +106,7 @@ impl Progress {
             live: None,
             bars: Mutex::new(HashMap::new()),
             spans: Mutex::new(Vec::new()),
+            waits_for: Mutex::new(HashMap::new()),
             last_status: Mutex::new(HashMap::new()),
         }
     }
@@ -152,17 +156,26 @@ impl Progress {
         self.mode == Mode::Json || self.verbosity >= Verbosity::Normal
     }
 
-    /// The critical path: from the step that ended last, back through the step that ended
-    /// last before it started, and so on.
+    /// Tell the critical path what each step waits for. Without it, the path follows
+    /// timing alone (the step that ended last before this one started).
+    pub fn set_waits_for(&self, waits_for: HashMap<LogicalId, Vec<LogicalId>>) {
+        *self.waits_for.lock().unwrap() = waits_for;
+    }
+
+    /// The critical path: from the step that ended last, back through what it waited for
+    /// that ended last, and so on.
     fn critical_path(&self) -> Vec<Span> {
         let spans = self.spans.lock().unwrap();
+        let waits_for = self.waits_for.lock().unwrap();
         let slack = Duration::from_millis(250);
         let mut path: Vec<Span> = Vec::new();
         let mut current = spans.iter().max_by_key(|s| s.end).cloned();
         while let Some(span) = current {
+            let deps = waits_for.get(&span.id);
             current = spans
                 .iter()
                 .filter(|s| s.end <= span.start + slack && s.end < span.end)
+                .filter(|s| waits_for.is_empty() || deps.is_some_and(|d| d.contains(&s.id)))
                 .filter(|s| !path.iter().any(|p| p.id == s.id && p.step == s.step))
                 .max_by_key(|s| s.end)
                 .cloned();

@@ -666,3 +666,46 @@ async fn a_config_change_is_not_also_reported_as_drift() {
         db.reasons
     );
 }
+
+#[test]
+fn the_critical_path_follows_what_each_step_waits_for() {
+    let run = |with_dependencies: bool| {
+        let sink = Sink::default();
+        let p = Progress::new(
+            Mode::Plain,
+            Verbosity::Normal,
+            Box::new(sink.clone()),
+            Box::new(|| "T".to_string()),
+        );
+        let id = |s: &str| LogicalId::new(s);
+        if with_dependencies {
+            p.set_waits_for(
+                [
+                    (id("vpc"), vec![]),
+                    (id("key-pair"), vec![]),
+                    (id("subnet"), vec![id("vpc")]),
+                ]
+                .into_iter()
+                .collect(),
+            );
+        }
+        // The key pair ends just before the subnet starts, but the subnet waits for the vpc.
+        for step in ["vpc", "key-pair", "subnet"] {
+            p.step_started(&id(step), StepKind::Create, Kind::Subnet);
+            std::thread::sleep(Duration::from_millis(5));
+            p.step_finished(&id(step), StepKind::Create, Ok(""), Duration::ZERO);
+        }
+        p.finish("apply", &RunSummary::default());
+        sink.text()
+    };
+    let text = run(true);
+    assert!(
+        text.contains("Critical path: create vpc (0.0s) → create subnet (0.0s)"),
+        "{text}"
+    );
+    let text = run(false);
+    assert!(
+        text.contains("create key-pair (0.0s) → create subnet"),
+        "{text}"
+    );
+}
