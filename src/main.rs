@@ -39,46 +39,14 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprint!("{}", render_error(&err));
+            eprint!("{}", provision::ui::hints::render_error(&err, read_source));
             ExitCode::from(exit_code(&err))
         }
     }
 }
 
-/// The error once, for people: a config error with its source lines and carets, anything
-/// else as its message, the causes that add something, and a hint for common AWS errors.
-/// Never a debug dump.
-fn render_error(err: &anyhow::Error) -> String {
-    use std::io::IsTerminal;
-    if let Some(config) = err.downcast_ref::<provision::config::ConfigError>() {
-        if let Ok(source) = std::fs::read_to_string(config.path()) {
-            let color = provision::ui::Style::new(std::io::stderr().is_terminal()).color;
-            return config.render_with_source(&source, color);
-        }
-    }
-    let mut out = format!("error: {err}\n");
-    let mut source = err.source();
-    let mut first = true;
-    let mut all = err.to_string();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Skip causes that only repeat the message above.
-        if !all.contains(&text) {
-            if first {
-                out.push_str("\nCaused by:\n");
-                first = false;
-            }
-            out.push_str(&format!("    {text}\n"));
-            all.push_str(&text);
-        }
-        source = cause.source();
-    }
-    if !all.contains("hint: ") {
-        if let Some(hint) = provision::ui::hints::hint(&all) {
-            out.push_str(&format!("\nhint: {hint}\n"));
-        }
-    }
-    out
+fn read_source(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {

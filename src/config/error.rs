@@ -131,7 +131,7 @@ fn key_span(line: &str, problem: &Problem) -> Range<usize> {
     } else if let Some(quoted) = rest.strip_prefix('"') {
         quoted.find('"').map_or(rest.len(), |end| end + 2)
     } else {
-        rest.find(|c: char| c.is_whitespace() || c == '=' || c == ',')
+        rest.find(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ']'))
             .unwrap_or(rest.len())
     };
     let len = if len == 0 {

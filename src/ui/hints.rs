@@ -1,3 +1,6 @@
+//! How an error reaches the operator: once, in words, with a hint for the AWS errors
+//! operators meet most.
+//!
 //! What to do about the AWS errors operators meet most, found by the error code (and the
 //! message) in an error's text.
 
@@ -85,6 +88,45 @@ fn missing_iam_action(text: &str) -> Option<String> {
     action.contains(':').then_some(action)
 }
 
+/// The error once, for people: a config error with its source lines and carets, anything
+/// else as its message, the causes that add something, and a hint for common AWS errors.
+/// Never a debug dump.
+pub fn render_error(
+    err: &anyhow::Error,
+    read_source: impl Fn(&std::path::Path) -> Option<String>,
+) -> String {
+    use std::io::IsTerminal;
+    if let Some(config) = err.downcast_ref::<crate::config::ConfigError>() {
+        if let Some(source) = read_source(config.path()) {
+            let color = super::Style::new(std::io::stderr().is_terminal()).color;
+            return config.render_with_source(&source, color);
+        }
+    }
+    let mut out = format!("error: {err}\n");
+    let mut source = err.source();
+    let mut first = true;
+    let mut all = err.to_string();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Skip causes that only repeat the message above.
+        if !all.contains(&text) {
+            if first {
+                out.push_str("\nCaused by:\n");
+                first = false;
+            }
+            out.push_str(&format!("    {text}\n"));
+            all.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if !all.contains("hint: ") {
+        if let Some(hint) = hint(&all) {
+            out.push_str(&format!("\nhint: {hint}\n"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +154,58 @@ mod tests {
             assert!(h.contains(want), "{text}: {h}");
         }
         assert_eq!(hint("CreateVpc: InvalidParameterValue: bad cidr"), None);
+    }
+
+    #[test]
+    fn aws_errors_name_operation_resource_code_message_and_a_hint() {
+        use crate::cloud::CloudError;
+        use crate::engine::PlanError;
+        let planning = anyhow::Error::new(PlanError::Cloud {
+            id: crate::model::LogicalId::new("node-1"),
+            kind: crate::model::Kind::Instance,
+            source: CloudError::api(
+                "DescribeImages",
+                "InvalidAMIID.NotFound",
+                "The image id '[ami-0123456789abcdef0]' does not exist",
+            ),
+        });
+        let step = anyhow::anyhow!(
+            "1 step(s) failed (3 succeeded and are saved in the state):\n  - create vpc: CreateVpc: \
+             UnauthorizedOperation: You are not authorized to perform: ec2:CreateVpc\n    hint: {}",
+            hint("not authorized to perform: ec2:CreateVpc").unwrap()
+        );
+        let text = format!(
+            "{}\n{}",
+            render_error(&planning, |_| None),
+            render_error(&step, |_| None)
+        );
+        insta::assert_snapshot!(text);
+        assert!(
+            text.contains("`node-1`") && text.contains("DescribeImages"),
+            "{text}"
+        );
+        assert!(text.contains("hint: the AMI in `nodes.ami`"), "{text}");
+        // One hint per failure, not a second one for the whole error.
+        assert_eq!(text.matches("hint: ").count(), 2, "{text}");
+        assert!(
+            !text.contains("Api {") && !text.contains("Cloud {"),
+            "a debug dump: {text}"
+        );
+    }
+
+    #[test]
+    fn config_errors_are_rendered_with_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("provision.toml");
+        std::fs::write(&path, "name = \"lab\"\nbogus = 1\n").unwrap();
+        let err = crate::config::load(&path).expect_err("unknown key");
+        let err = anyhow::Error::new(err);
+        let text = render_error(&err, |p| std::fs::read_to_string(p).ok());
+        assert!(text.starts_with("error: "), "{text}");
+        assert!(text.contains("provision.toml:2:1: bogus"), "{text}");
+        assert!(
+            text.contains("2 | bogus = 1") && text.contains("^^^^^"),
+            "{text}"
+        );
     }
 }
