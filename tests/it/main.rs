@@ -16,3 +16,4 @@ mod lock;
 mod proxy;
 mod secrets;
 mod topologies;
+mod tty;
