@@ -36,7 +36,8 @@ pub(super) async fn destroy(
         ));
         return Ok(exit::OK);
     }
-    // Always list what goes (the state may be missing: then these were found by tags).
+    // List what goes (the state may be missing: then these were found by tags) whenever
+    // someone is asked, and unless --quiet.
     let snapshot = final_snapshot_note(&plan, skip_final_snapshot);
     if ctx.json {
         println!(
@@ -48,7 +49,7 @@ pub(super) async fn destroy(
                 "final_snapshot": snapshot.as_ref().map(|(kept, _)| *kept),
             })
         );
-    } else {
+    } else if !yes || ctx.verbosity >= ui::Verbosity::Normal {
         let view = ui::PlanView {
             compact: false,
             style: ui::Style::stderr(),
@@ -118,4 +119,53 @@ fn final_snapshot_note(plan: &Plan, skip_final_snapshot: bool) -> Option<(bool, 
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Action;
+    use crate::model::LogicalId;
+
+    fn plan(kinds: &[(&str, Kind)]) -> Plan {
+        Plan {
+            env: "lab".into(),
+            destroy: true,
+            lineage: None,
+            serial: 1,
+            desired_digest: String::new(),
+            actions: kinds
+                .iter()
+                .map(|(id, kind)| Action {
+                    id: LogicalId::new(*id),
+                    kind: *kind,
+                    action: ActionKind::Delete,
+                    reasons: vec!["destroy".into()],
+                    current: None,
+                    update_after_adopt: false,
+                    orphan: false,
+                    data_loss: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn destroy_says_whether_the_final_snapshot_is_kept() {
+        let with_db = plan(&[("vpc", Kind::Vpc), ("datastore", Kind::Database)]);
+        let (kept, text) = final_snapshot_note(&with_db, false).unwrap();
+        assert!(
+            kept && text.contains("final snapshot of datastore is taken and kept"),
+            "{text}"
+        );
+        let (kept, text) = final_snapshot_note(&with_db, true).unwrap();
+        assert!(
+            !kept && text.contains("No final snapshot of datastore"),
+            "{text}"
+        );
+        assert_eq!(
+            final_snapshot_note(&plan(&[("vpc", Kind::Vpc)]), false),
+            None
+        );
+    }
 }
