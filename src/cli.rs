@@ -23,23 +23,35 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// `plan`, `show` and `output` print one JSON document on stdout.
+    /// `plan`, `show` and `output` print one JSON document on stdout; `apply` and
+    /// `destroy` one JSON object per event (see docs/json.md).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Shells `provision completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TopologyArg {
     K3s,
     Rke,
+    Rke2,
     Docker,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a commented provision.toml to start from.
+    #[command(after_help = "Example:\n  provision init --topology rke --config lab.toml")]
     Init {
         #[arg(long, value_enum, default_value = "k3s")]
         topology: TopologyArg,
@@ -48,8 +60,12 @@ pub enum Command {
         force: bool,
     },
     /// Check the config; no cloud calls.
+    #[command(after_help = "Example:\n  provision --config lab.toml validate")]
     Validate,
     /// Read state and the live cloud, print what apply would do; changes nothing.
+    #[command(
+        after_help = "Example:\n  provision plan --out plan.json && provision apply plan.json\n\nSymbols: + create, ~ update in place, -/+ replace, - delete, = adopt, x forget."
+    )]
     Plan {
         /// Save the plan for `apply PLANFILE`.
         #[arg(long)]
@@ -60,12 +76,16 @@ pub enum Command {
         /// Plan a destroy instead.
         #[arg(long)]
         destroy: bool,
+        /// One line per resource.
+        #[arg(long)]
+        compact: bool,
         /// Issue the registry a new server certificate (replaces the registry host; its
         /// image store volume is kept).
         #[arg(long)]
         renew_registry_cert: bool,
     },
     /// Make the cloud match the config; resumable.
+    #[command(after_help = "Example:\n  provision apply --yes --parallelism 4")]
     Apply {
         /// A plan saved with `plan --out`.
         planfile: Option<PathBuf>,
@@ -85,32 +105,54 @@ pub enum Command {
         renew_registry_cert: bool,
     },
     /// Delete everything this environment owns, in reverse order.
+    #[command(after_help = "Example:\n  provision destroy --skip-final-snapshot")]
     Destroy {
+        /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
         /// Delete the RDS instance without a final snapshot.
         #[arg(long)]
         skip_final_snapshot: bool,
+        /// Steps running at the same time.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
     },
     /// What the state holds (resources, ids, status).
-    Show,
+    #[command(after_help = "Example:\n  provision show --wide")]
+    Show {
+        /// Full cloud ids (ARNs) instead of shortened ones.
+        #[arg(long)]
+        wide: bool,
+    },
     /// The values users need next (urls, ips, endpoints).
+    #[command(after_help = "Example:\n  provision output rancher_url")]
     Output {
         /// Print only this value.
         name: Option<String>,
     },
     /// Write the files for the next install steps.
+    #[command(after_help = "Example:\n  provision artifacts --dir ./install")]
     Artifacts {
         /// Folder to write into (default state/<name>/artifacts).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Remove a stale lock.
+    #[command(after_help = "Example:\n  provision unlock --force")]
     Unlock {
         /// Remove the lock even if a process still holds it.
         #[arg(long)]
         force: bool,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  provision completions bash > ~/.local/share/bash-completion/completions/provision"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  provision man > provision.1 && man ./provision.1")]
+    Man,
 }

@@ -7,6 +7,23 @@ use provision::cli::Cli;
 use provision::commands::{self, exit};
 
 fn main() -> ExitCode {
+    // A bug is reported in words, never as a debug dump of the program's state.
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        eprintln!(
+            "error: internal error{place}: {what}\nThis is a bug in provision; the state file is \
+             still valid. Please report it with the command you ran."
+        );
+    }));
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -22,24 +39,14 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err}");
-            let mut source = err.source();
-            let mut first = true;
-            while let Some(cause) = source {
-                let text = cause.to_string();
-                // Skip causes that only repeat the message above.
-                if !err.to_string().contains(&text) {
-                    if first {
-                        eprintln!("\nCaused by:");
-                        first = false;
-                    }
-                    eprintln!("    {text}");
-                }
-                source = cause.source();
-            }
+            eprint!("{}", provision::ui::hints::render_error(&err, read_source));
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+fn read_source(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {

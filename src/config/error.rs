@@ -66,6 +66,46 @@ impl ConfigError {
         &self.problems
     }
 
+    /// Every problem as its `file:line:col: key: problem` line followed by the source line
+    /// and a caret under the offending key (as rustc and cargo print), from `source`, the
+    /// text of the file. `color` adds terminal colours.
+    pub fn render_with_source(&self, source: &str, color: bool) -> String {
+        use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+        let renderer = if color {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
+        let lines: Vec<&str> = source.split('\n').collect();
+        let mut out = String::new();
+        for (index, problem) in self.problems.iter().enumerate() {
+            if index > 0 {
+                out.push('\n');
+            }
+            let title = Located(&self.path, problem).to_string();
+            let Some(line) = problem
+                .line
+                .checked_sub(1)
+                .and_then(|i| lines.get(i))
+                .map(|l| l.trim_end_matches('\r'))
+            else {
+                out.push_str(&format!("error: {title}\n"));
+                continue;
+            };
+            let span = key_span(line, problem);
+            let path = self.path.display().to_string();
+            let report = &[Level::ERROR.primary_title(&title).element(
+                Snippet::source(line)
+                    .line_start(problem.line)
+                    .path(&path)
+                    .annotation(AnnotationKind::Primary.span(span)),
+            )];
+            out.push_str(&renderer.render(report));
+            out.push('\n');
+        }
+        out
+    }
+
     fn render(&self) -> String {
         let mut out = String::new();
         for (index, problem) in self.problems.iter().enumerate() {
@@ -76,6 +116,30 @@ impl ConfigError {
         }
         out
     }
+}
+
+/// The byte range to underline in `line`: from the problem's column, the key (or value,
+/// or section header) that starts there; at least one character.
+fn key_span(line: &str, problem: &Problem) -> Range<usize> {
+    let start = line
+        .char_indices()
+        .nth(problem.column.saturating_sub(1))
+        .map_or(line.len(), |(at, _)| at);
+    let rest = &line[start..];
+    let len = if rest.starts_with('[') {
+        rest.find(']').map_or(rest.len(), |end| end + 1)
+    } else if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"').map_or(rest.len(), |end| end + 2)
+    } else {
+        rest.find(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ']'))
+            .unwrap_or(rest.len())
+    };
+    let len = if len == 0 {
+        rest.chars().next().map_or(0, char::len_utf8)
+    } else {
+        len
+    };
+    start..start + len
 }
 
 struct Located<'a>(&'a Path, &'a Problem);
@@ -161,6 +225,50 @@ mod tests {
         );
         assert_eq!(error.problems()[0].line, 3);
         assert_eq!(error.path(), Path::new("provision.toml"));
+    }
+
+    #[test]
+    fn rendered_with_source_a_caret_points_at_the_key_under_the_located_line() {
+        let source = "name = \"lab\"\n[network]\nvpc_cidr = \"10.42.0.0/33\"\nzones = 9\n";
+        let error = ConfigError::new(
+            Path::new("provision.toml"),
+            vec![
+                Problem {
+                    line: 3,
+                    column: 1,
+                    key: "network.vpc_cidr".into(),
+                    message: "expected an IPv4 network".into(),
+                },
+                Problem {
+                    line: 4,
+                    column: 9,
+                    key: "network.zones".into(),
+                    message: "at most 6".into(),
+                },
+            ],
+        );
+        let text = error.render_with_source(source, false);
+        insta::assert_snapshot!(text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "error: provision.toml:3:1: network.vpc_cidr: expected an IPv4 network"
+        );
+        let code = lines
+            .iter()
+            .position(|l| l.ends_with("vpc_cidr = \"10.42.0.0/33\""))
+            .unwrap();
+        let caret = lines[code + 1];
+        let bar = lines[code].find('|').unwrap();
+        // The caret sits under `vpc_cidr` exactly: same column, same width.
+        assert_eq!(caret.find('^').unwrap(), bar + 2, "{text}");
+        assert_eq!(caret.matches('^').count(), "vpc_cidr".len(), "{text}");
+        // Both problems at once; the second underlines the value at its column.
+        assert!(
+            text.contains("provision.toml:4:9: network.zones: at most 6"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'));
     }
 
     #[test]

@@ -537,7 +537,16 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                         }
                         _ => {}
                     }
-                    update.extend(obs.drift.iter().map(|d| format!("drift: {d}")));
+                    // The cloud reports drift against the spec it was read with (the
+                    // config's); a config change shows there too. Drift is what changed
+                    // outside the tool: the live resource against the spec last applied.
+                    let drift = if entry.spec == *spec {
+                        obs.drift.clone()
+                    } else {
+                        let changed: Vec<&String> = replace.iter().chain(&update).collect();
+                        drift_from_applied(cloud, env, id, entry, &resolved, &obs, &changed).await
+                    };
+                    update.extend(drift.iter().map(|d| format!("drift: {d}")));
                     // `depends_on` lists the references whose current object this resource
                     // was last pointed at; the executor drops a reference from it when the
                     // object behind it is re-created. Same reference, new object: follow it
@@ -769,6 +778,31 @@ where
             }
             other => return other,
         }
+    }
+}
+
+/// What changed outside the tool on a resource whose config also changed: the live
+/// resource read against the spec last applied (from the state). Should that read fail, the
+/// drift read against the config is kept, less the lines that only repeat a config change.
+async fn drift_from_applied(
+    cloud: &dyn Cloud,
+    env: &str,
+    id: &LogicalId,
+    entry: &crate::state::Entry,
+    resolved: &Resolved,
+    observed: &Observed,
+    config_changes: &[&String],
+) -> Vec<String> {
+    let no_delete = DeleteOptions::default();
+    let c = ctx(env, id, &entry.token, resolved, &no_delete);
+    match retry_transient(|| cloud.read(&c, &entry.spec, &entry.cloud_id)).await {
+        Ok(Some(applied)) => applied.drift,
+        _ => observed
+            .drift
+            .iter()
+            .filter(|d| !config_changes.iter().any(|c| c.starts_with(d.as_str())))
+            .cloned()
+            .collect(),
     }
 }
 

@@ -20,3 +20,4 @@ mod proxy;
 mod rke2;
 mod secrets;
 mod topologies;
+mod tty;

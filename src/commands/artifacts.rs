@@ -1,0 +1,107 @@
+//! `provision artifacts`: write the files for the next install steps.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::{connect, exit, outputs, Ctx};
+use crate::blueprint::{self, ids};
+use crate::config::{Config, Topology};
+use crate::model::{Attrs, LogicalId};
+use crate::state::{store, Paths};
+use crate::ui::Verbosity;
+
+pub(super) async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
+    let cfg = ctx.load_config()?;
+    let paths = Paths::new(&ctx.state_dir, &cfg.name);
+    let state = store::load(&paths, &cfg.name)?.with_context(|| {
+        format!(
+            "no state for env `{}` yet: run `provision apply` first",
+            cfg.name
+        )
+    })?;
+    let registry = blueprint::registry_plan(&cfg, &paths.secrets_dir())?;
+    let outs = outputs(&cfg, &state);
+    // The datastore password is fetched now, straight into a 0600 file, never kept.
+    let datastore = match state
+        .resources
+        .get(&LogicalId::new(ids::DATASTORE))
+        .map(|e| (&e.attrs, &e.spec))
+    {
+        Some((
+            Attrs::Database {
+                address,
+                port,
+                secret_arn,
+                ..
+            },
+            crate::model::Spec::Database(spec),
+        )) => {
+            let cloud = connect(&cfg).await?;
+            let password = cloud.secret_value(secret_arn).await.with_context(|| {
+                format!("fetching the datastore password from Secrets Manager ({secret_arn})")
+            })?;
+            Some(crate::render::DatastoreFact {
+                engine: spec.engine,
+                host: address.clone(),
+                port: *port,
+                database: spec.database.clone(),
+                username: spec.username.clone(),
+                password,
+            })
+        }
+        _ => None,
+    };
+    let facts = crate::render::Facts {
+        env: cfg.name.clone(),
+        topology: cfg.topology.as_str().to_string(),
+        hostname: cfg.hostname.clone(),
+        registry: registry.access.clone(),
+        registry_ca_pem: registry.access.ca_pem.clone(),
+        nodes: outs
+            .nodes
+            .iter()
+            .map(|(id, ip)| crate::render::NodeFact {
+                id: id.clone(),
+                private_ip: ip.clone(),
+            })
+            .collect(),
+        bastion: outs
+            .bastion
+            .clone()
+            .map(|(public_ip, private_ip)| crate::render::Bastion {
+                public_ip,
+                private_ip,
+            }),
+        ssh_user: cfg.nodes.ssh_user.clone(),
+        ssh_key_path: ssh_private_key_path(&cfg),
+        load_balancer_dns: outs.load_balancer_dns.clone(),
+        datastore,
+        // The servers' shared token: made once in the env's secrets folder, never in state.
+        cluster_token: (cfg.topology == Topology::Rke2 || cfg.k3s_embedded_etcd())
+            .then(|| crate::render::ensure_cluster_token(&paths.secrets_dir()))
+            .transpose()?,
+        rancher_version: cfg.rancher.version.clone(),
+    };
+    let dir = dir.unwrap_or_else(|| paths.artifacts_dir());
+    let written = crate::render::write_artifacts(&dir, &facts)?;
+    if ctx.verbosity >= Verbosity::Normal {
+        eprintln!("wrote {} file(s) to {}:", written.len(), dir.display());
+        for f in &written {
+            eprintln!("  {}", f.display());
+        }
+        eprintln!("Start with {}", dir.join("NEXT-STEPS.md").display());
+    }
+    Ok(exit::OK)
+}
+
+/// The private key next to the configured public key (`id_ed25519.pub` -> `id_ed25519`).
+fn ssh_private_key_path(cfg: &Config) -> String {
+    match &cfg.nodes.ssh_public_key {
+        Some(p) => {
+            let s = p.display().to_string();
+            s.strip_suffix(".pub").map(str::to_string).unwrap_or(s)
+        }
+        None => "~/.ssh/id_ed25519".to_string(),
+    }
+}

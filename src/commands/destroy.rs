@@ -1,0 +1,171 @@
+//! `provision destroy`: delete everything this environment owns, in reverse order.
+
+use anyhow::Result;
+
+use super::{connect, exit, load_state, lock_env, prepare, run_plan, Ctx, Interrupts};
+use crate::cloud::DeleteOptions;
+use crate::engine::{self, ActionKind, Plan, PlanInput, Settings};
+use crate::model::Kind;
+use crate::ui;
+
+pub(super) async fn destroy(
+    ctx: &Ctx,
+    yes: bool,
+    skip_final_snapshot: bool,
+    parallelism: usize,
+) -> Result<u8> {
+    let p = prepare(ctx)?;
+    let _lock = lock_env(&p.paths, "destroy")?;
+    let interrupts = Interrupts::install();
+    let mut state = load_state(&p.paths, &p.cfg.name)?;
+    let cloud = connect(&p.cfg).await?;
+    let plan = engine::make_plan(
+        cloud.as_ref(),
+        PlanInput {
+            env: &p.cfg.name,
+            desired: &p.desired,
+            state: &state,
+            destroy: true,
+        },
+    )
+    .await?;
+    if !plan.has_changes() {
+        ctx.say(&format!(
+            "Nothing to destroy: env `{}` owns no resources.",
+            p.cfg.name
+        ));
+        return Ok(exit::OK);
+    }
+    // List what goes (the state may be missing: then these were found by tags) whenever
+    // someone is asked, and unless --quiet.
+    let snapshot = final_snapshot_note(&plan, skip_final_snapshot);
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "format_version": ui::json::FORMAT_VERSION,
+                "type": "plan",
+                "plan": ui::json::plan_document(&plan, &p.desired),
+                "final_snapshot": snapshot.as_ref().map(|(kept, _)| *kept),
+            })
+        );
+    } else if !yes || ctx.verbosity >= ui::Verbosity::Normal {
+        let view = ui::PlanView {
+            compact: false,
+            style: ui::Style::stderr(),
+        };
+        eprint!("{}", ui::render_plan(&plan, &p.desired, view));
+        if let Some((_, text)) = &snapshot {
+            eprintln!("{text}");
+        }
+    }
+    if !yes {
+        ui::confirm(
+            "destroy",
+            &format!(
+                "Delete the {} resource(s) listed above from env `{}`? This cannot be undone.",
+                plan.changes().count(),
+                p.cfg.name
+            ),
+        )?;
+    }
+    let settings = Settings {
+        parallelism,
+        delete: DeleteOptions {
+            skip_final_snapshot,
+        },
+        in_use_wait: p.cfg.timeouts.dependency,
+        in_use_poll: p.cfg.timeouts.poll_interval,
+        ..Settings::default()
+    };
+    run_plan(
+        ctx,
+        "destroy",
+        &p,
+        &plan,
+        &mut state,
+        cloud,
+        settings,
+        &interrupts,
+    )
+    .await
+}
+
+/// What happens to the database's data, when the plan deletes a database: (snapshot kept,
+/// the sentence saying so).
+fn final_snapshot_note(plan: &Plan, skip_final_snapshot: bool) -> Option<(bool, String)> {
+    let databases: Vec<String> = plan
+        .changes()
+        .filter(|a| a.kind == Kind::Database && a.action == ActionKind::Delete)
+        .map(|a| a.id.to_string())
+        .collect();
+    if databases.is_empty() {
+        return None;
+    }
+    Some(if skip_final_snapshot {
+        (
+            false,
+            format!(
+                "! No final snapshot of {} is taken (--skip-final-snapshot): its data is gone for good.",
+                databases.join(", ")
+            ),
+        )
+    } else {
+        (
+            true,
+            format!(
+                "A final snapshot of {} is taken and kept after the destroy (delete it in the RDS console when no longer needed; --skip-final-snapshot skips it).",
+                databases.join(", ")
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Action;
+    use crate::model::LogicalId;
+
+    fn plan(kinds: &[(&str, Kind)]) -> Plan {
+        Plan {
+            env: "lab".into(),
+            destroy: true,
+            lineage: None,
+            serial: 1,
+            desired_digest: String::new(),
+            actions: kinds
+                .iter()
+                .map(|(id, kind)| Action {
+                    id: LogicalId::new(*id),
+                    kind: *kind,
+                    action: ActionKind::Delete,
+                    reasons: vec!["destroy".into()],
+                    current: None,
+                    update_after_adopt: false,
+                    orphan: false,
+                    data_loss: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn destroy_says_whether_the_final_snapshot_is_kept() {
+        let with_db = plan(&[("vpc", Kind::Vpc), ("datastore", Kind::Database)]);
+        let (kept, text) = final_snapshot_note(&with_db, false).unwrap();
+        assert!(
+            kept && text.contains("final snapshot of datastore is taken and kept"),
+            "{text}"
+        );
+        let (kept, text) = final_snapshot_note(&with_db, true).unwrap();
+        assert!(
+            !kept && text.contains("No final snapshot of datastore"),
+            "{text}"
+        );
+        assert_eq!(
+            final_snapshot_note(&plan(&[("vpc", Kind::Vpc)]), false),
+            None
+        );
+    }
+}
