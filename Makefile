@@ -51,6 +51,7 @@ test-crash: venv
 	$(IT_ENV) $(CARGO) test --test it -- --ignored --nocapture crash_sweep slow_
 
 lint:
+	$(PYTHON) scripts/check-features.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 

@@ -68,6 +68,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         (true, _) => "error",
         // The SDK's own warnings (e.g. every credential source it tried) only at -v.
         (false, 0) => "warn,aws_config=error,aws_smithy_runtime=error",
+        // -v: provision's own log lines and one line per AWS API call (`provision::api`).
         (false, 1) => "provision=info,warn",
         (false, 2) => "provision=debug,aws_smithy_runtime=debug,info",
         _ => "debug",

@@ -15,6 +15,7 @@ mod in_use;
 mod interrupt;
 mod k3s;
 mod lock;
+mod logging;
 mod lost_replies;
 mod proxy;
 mod rke2;

@@ -12,6 +12,7 @@ use aws_config::BehaviorVersion;
 use super::{Cloud, CloudError, OpContext, Owned, WaitSettings};
 use crate::model::{Kind, Observed, Spec};
 
+mod api_log;
 mod common;
 mod ec2;
 mod elb;
@@ -64,11 +65,32 @@ impl AwsCloud {
             }
         }
         Ok(Self {
-            ec2: aws_sdk_ec2::Client::new(&shared),
-            rds: aws_sdk_rds::Client::new(&shared),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
-            route53: aws_sdk_route53::Client::new(&shared),
-            secrets: aws_sdk_secretsmanager::Client::new(&shared),
+            // Every client logs its calls at -v (see `api_log`).
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&shared)
+                    .interceptor(api_log::ApiLog)
+                    .build(),
+            ),
+            rds: aws_sdk_rds::Client::from_conf(
+                aws_sdk_rds::config::Builder::from(&shared)
+                    .interceptor(api_log::ApiLog)
+                    .build(),
+            ),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&shared)
+                    .interceptor(api_log::ApiLog)
+                    .build(),
+            ),
+            route53: aws_sdk_route53::Client::from_conf(
+                aws_sdk_route53::config::Builder::from(&shared)
+                    .interceptor(api_log::ApiLog)
+                    .build(),
+            ),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(&shared)
+                    .interceptor(api_log::ApiLog)
+                    .build(),
+            ),
             region: region.to_string(),
             waits,
         })
