@@ -106,6 +106,26 @@ pub fn slowest(plan: &Plan) -> Option<&'static str> {
         .map(|(_, text)| text)
 }
 
+/// What a plan reads without owning it: the existing DNS zone records go into and the
+/// images instances boot from (both checked by `plan` before any change).
+pub fn reads(desired: &Desired) -> Vec<(&'static str, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for spec in desired.resources.values() {
+        match spec {
+            Spec::DnsRecord(r) => {
+                if let ZoneRef::Existing(zone) = &r.zone {
+                    out.insert(("dns zone", zone.clone()));
+                }
+            }
+            Spec::Instance(i) => {
+                out.insert(("image", i.ami.clone()));
+            }
+            _ => {}
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Render a plan; `desired` supplies the attributes shown for creates.
 pub fn render_plan(plan: &Plan, desired: &Desired, view: PlanView) -> String {
     let style = view.style;
@@ -128,6 +148,25 @@ pub fn render_plan(plan: &Plan, desired: &Desired, view: PlanView) -> String {
         .map(|a| a.id.as_str().len())
         .max()
         .unwrap_or(10);
+    // What the plan looked up but the environment does not own: `<= read`.
+    let reads = if plan.destroy { vec![] } else { reads(desired) };
+    if !reads.is_empty() {
+        if !view.compact {
+            out.push_str(&format!(
+                "{}\n",
+                style.bold("# read (not owned by this environment)")
+            ));
+        }
+        for (what, name) in &reads {
+            out.push_str(&format!(
+                "  <= {:<width$}  read\n",
+                format!("{what} {name}")
+            ));
+        }
+        if !view.compact {
+            out.push('\n');
+        }
+    }
     for g in order {
         let members: Vec<&&Action> = changes.iter().filter(|a| group(a.kind).0 == g).collect();
         if members.is_empty() {
