@@ -492,3 +492,17 @@ fn a_custom_network_acl_is_noted_without_failing() {
         acl.reason
     );
 }
+
+#[test]
+fn verify_json_is_versioned_and_names_each_violation() {
+    let (mut snap, expect) = good();
+    table(&mut snap, "rtb-private")
+        .routes
+        .push(route("0.0.0.0/0", "igw-1"));
+    let checks = run(&snap, &expect);
+    let doc =
+        crate::ui::json::verify_document("lab", &checks, Some(crate::commands::DEEP_UNAVAILABLE));
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["summary"]["fail"], 1);
+    insta::assert_snapshot!(serde_json::to_string_pretty(&doc).unwrap());
+}
