@@ -139,10 +139,15 @@ pub(super) async fn snapshot(cloud: &AwsCloud, q: &SnapshotQuery) -> Result<Snap
             subnet: s(i.subnet_id()),
             private_ip: i.private_ip_address().map(str::to_string),
             public_ip: i.public_ip_address().map(str::to_string),
+            // The instance's groups and its interfaces' (the emulator may report only
+            // the latter).
             security_groups: i
                 .security_groups()
                 .iter()
+                .chain(i.network_interfaces().iter().flat_map(|n| n.groups()))
                 .filter_map(|g| g.group_id().map(str::to_string))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect(),
         })
         .collect();
