@@ -663,11 +663,11 @@ fn paths(v: &View, expect: &Expect, out: &mut Out) {
                     .iter()
                     .filter(|r| match &r.peer {
                         SgPeer::Group(g) => {
-                            !node_groups.contains(g)
-                                || !(proto_matches(&r.protocol, Protocol::Tcp)
-                                    && r.protocol != "-1"
-                                    && r.from_port == i32::from(port)
-                                    && r.to_port == i32::from(port))
+                            let only_the_port = r.protocol != "-1"
+                                && proto_matches(&r.protocol, Protocol::Tcp)
+                                && r.from_port == i32::from(port)
+                                && r.to_port == i32::from(port);
+                            !(node_groups.contains(g) && only_the_port)
                         }
                         _ => true,
                     })

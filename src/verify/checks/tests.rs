@@ -417,7 +417,7 @@ fn node_lb_and_datastore_paths_are_checked_per_port() {
     let (mut snap, expect) = good();
     group(&mut snap, "sg-nodes")
         .ingress
-        .retain(|r| !(r.from_port == 8472));
+        .retain(|r| r.from_port != 8472);
     let f = only_failure(&snap, &expect);
     assert_eq!(f.name, "nodes-to-nodes");
     assert!(f.reason.starts_with("udp/8472"), "{}", f.reason);
@@ -425,7 +425,7 @@ fn node_lb_and_datastore_paths_are_checked_per_port() {
     let (mut snap, expect) = good();
     group(&mut snap, "sg-nodes")
         .ingress
-        .retain(|r| !(r.from_port == 80));
+        .retain(|r| r.from_port != 80);
     let f = only_failure(&snap, &expect);
     assert_eq!(f.name, "lb-to-nodes");
     assert!(f.reason.starts_with("tcp/80"), "{}", f.reason);
