@@ -281,7 +281,9 @@ fn no_way_out(v: &View, out: &mut Out) {
         let name = node_name(n);
         let eip = v.snap.addresses.iter().find(|a| {
             a.instance_id.as_deref() == Some(n.id.as_str())
-                || (a.private_ip.is_some() && a.private_ip == n.private_ip)
+                || a.network_interface_id
+                    .as_ref()
+                    .is_some_and(|eni| n.network_interfaces.contains(eni))
         });
         let (ok, reason) = match (&n.public_ip, eip) {
             (_, Some(a)) => (

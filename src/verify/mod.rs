@@ -84,16 +84,18 @@ pub enum TargetKind {
     Peering,
     VirtualPrivateGateway,
     VpcEndpoint,
+    /// A network interface or instance (a NAT instance, an appliance).
+    Interface,
     Other,
 }
 
 impl TargetKind {
-    /// Whether traffic sent there can leave the VPC's private address space.
+    /// Whether traffic sent there can leave the VPC's private address space. Anything
+    /// but the local route and a VPC endpoint counts: a route to an interface or instance
+    /// (a NAT instance, an appliance) or to an unknown target is a way out until proven
+    /// otherwise.
     pub fn leads_out(self) -> bool {
-        !matches!(
-            self,
-            TargetKind::Local | TargetKind::VpcEndpoint | TargetKind::Other
-        )
+        !matches!(self, TargetKind::Local | TargetKind::VpcEndpoint)
     }
 
     /// The kind of a route target from its id's prefix (`igw-`, `nat-`, ...).
@@ -107,6 +109,7 @@ impl TargetKind {
             "pcx" => TargetKind::Peering,
             "vgw" => TargetKind::VirtualPrivateGateway,
             "vpce" => TargetKind::VpcEndpoint,
+            "eni" | "i" => TargetKind::Interface,
             _ => TargetKind::Other,
         }
     }
@@ -120,6 +123,8 @@ pub struct Instance {
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
     pub security_groups: Vec<String>,
+    /// Its network interfaces (an Elastic IP may be associated with one).
+    pub network_interfaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,6 +176,7 @@ pub struct Address {
     pub public_ip: String,
     pub allocation_id: Option<String>,
     pub instance_id: Option<String>,
+    pub network_interface_id: Option<String>,
     pub private_ip: Option<String>,
 }
 

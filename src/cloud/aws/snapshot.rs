@@ -139,6 +139,11 @@ pub(super) async fn snapshot(cloud: &AwsCloud, q: &SnapshotQuery) -> Result<Snap
             subnet: s(i.subnet_id()),
             private_ip: i.private_ip_address().map(str::to_string),
             public_ip: i.public_ip_address().map(str::to_string),
+            network_interfaces: i
+                .network_interfaces()
+                .iter()
+                .filter_map(|n| n.network_interface_id().map(str::to_string))
+                .collect(),
             // The instance's groups and its interfaces' (the emulator may report only
             // the latter).
             security_groups: i
@@ -247,6 +252,7 @@ pub(super) async fn snapshot(cloud: &AwsCloud, q: &SnapshotQuery) -> Result<Snap
             public_ip: s(a.public_ip()),
             allocation_id: a.allocation_id().map(str::to_string),
             instance_id: a.instance_id().map(str::to_string),
+            network_interface_id: a.network_interface_id().map(str::to_string),
             private_ip: a.private_ip_address().map(str::to_string),
         })
         .collect();

@@ -36,6 +36,7 @@ fn node(i: u32, subnet: &str, ip: &str) -> Instance {
         private_ip: Some(ip.into()),
         public_ip: None,
         security_groups: vec!["sg-nodes".into()],
+        network_interfaces: vec![format!("eni-node{i}")],
     }
 }
 
@@ -100,6 +101,7 @@ fn good() -> (Snapshot, Expect) {
                 private_ip: Some("10.42.240.10".into()),
                 public_ip: Some("54.1.2.3".into()),
                 security_groups: vec!["sg-registry".into()],
+                network_interfaces: vec!["eni-reg".into()],
             },
         ],
         security_groups: vec![
@@ -328,7 +330,12 @@ fn a_peering_route_outside_the_vpc_fails_and_an_endpoint_route_does_not() {
     let f = only_failure(&snap, &expect);
     assert_eq!(f.resource, "rtb-private");
     assert!(f.reason.contains("172.16.0.0/12 -> pcx-1"), "{}", f.reason);
-    for (dest, target) in [("0.0.0.0/0", "tgw-1"), ("0.0.0.0/0", "vgw-1")] {
+    for (dest, target) in [
+        ("0.0.0.0/0", "tgw-1"),
+        ("0.0.0.0/0", "vgw-1"),
+        ("0.0.0.0/0", "eni-nat"),
+        ("192.168.0.0/16", "nat-1"),
+    ] {
         let (mut snap, expect) = good();
         table(&mut snap, "rtb-private")
             .routes
@@ -347,13 +354,21 @@ fn a_node_with_an_elastic_ip_or_public_ip_fails() {
     snap.addresses.push(Address {
         public_ip: "54.9.9.9".into(),
         allocation_id: Some("eipalloc-1".into()),
-        instance_id: Some("i-node2".into()),
+        instance_id: None,
+        network_interface_id: Some("eni-node2".into()),
         private_ip: Some("10.42.16.10".into()),
     });
     let f = only_failure(&snap, &expect);
     assert_eq!(f.name, "no-public-address");
     assert!(f.resource.contains("i-node2"), "{}", f.resource);
     assert!(f.reason.contains("54.9.9.9"), "{}", f.reason);
+    // By instance id too; an address of another VPC with the same private IP is not ours.
+    snap.addresses[0].network_interface_id = None;
+    snap.addresses[0].instance_id = Some("i-node2".into());
+    assert_eq!(only_failure(&snap, &expect).name, "no-public-address");
+    snap.addresses[0].instance_id = Some("i-elsewhere".into());
+    snap.addresses[0].network_interface_id = Some("eni-elsewhere".into());
+    assert!(failures(&snap, &expect).is_empty());
 
     let (mut snap, expect) = good();
     snap.instances[0].public_ip = Some("3.3.3.3".into());
