@@ -181,3 +181,26 @@ fn verify_names_a_revoked_registry_rule_and_a_node_elastic_ip() {
         "{failed:?}"
     );
 }
+
+#[test]
+fn verify_holds_for_rke2_and_for_docker_without_a_load_balancer() {
+    let world = World::new(&Fixture::new(Topology::Rke2));
+    world.apply();
+    assert_eq!(failures(&world, 0), vec![]);
+    let run = world.run(&["verify"]);
+    assert!(run.stdout.contains("tcp/9345"), "{}", run.describe());
+
+    let world = world.recycle();
+    let mut fixture = Fixture::new(Topology::Docker);
+    fixture.lb_enabled = Some(false);
+    world.write_config(&fixture);
+    world.apply();
+    assert_eq!(failures(&world, 0), vec![]);
+    let run = world.run(&["verify"]);
+    assert!(
+        run.stdout.contains("record resolves to the first node")
+            && !run.stdout.contains("lb-to-nodes"),
+        "{}",
+        run.describe()
+    );
+}
