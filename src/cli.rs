@@ -23,7 +23,7 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// `plan`, `show` and `output` print one JSON document on stdout; `apply` and
+    /// `plan`, `show`, `output` and `verify` print one JSON document on stdout; `apply` and
     /// `destroy` one JSON object per event (see docs/json.md).
     #[arg(long, global = true)]
     pub json: bool,
@@ -136,6 +136,17 @@ pub enum Command {
         /// Folder to write into (default state/<name>/artifacts).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Prove the air gap from the live cloud: no way out, the paths the install needs,
+    /// the front door. Exit 0 when every check holds, 1 naming each violation.
+    #[command(
+        after_help = "Example:\n  provision verify --json > verify.json\n\nReads the cloud, never the state; changes nothing."
+    )]
+    Verify {
+        /// Also run a Network Access Analyzer scope (ENI -> internet gateway); not
+        /// available in this build, the static checks decide.
+        #[arg(long)]
+        deep: bool,
     },
     /// Remove a stale lock.
     #[command(after_help = "Example:\n  provision unlock --force")]

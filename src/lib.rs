@@ -16,3 +16,4 @@ pub mod names;
 pub mod render;
 pub mod state;
 pub mod ui;
+pub mod verify;

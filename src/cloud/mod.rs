@@ -238,6 +238,19 @@ pub trait Cloud: Send + Sync {
 
     /// The current value of a Secrets Manager secret (the RDS master password).
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError>;
+
+    /// The live network of the env, read-only, for `verify`: never the state's idea of it.
+    async fn snapshot(
+        &self,
+        query: &crate::verify::SnapshotQuery,
+    ) -> Result<crate::verify::Snapshot, CloudError> {
+        let _ = query;
+        Err(CloudError::api(
+            "Snapshot",
+            "Unsupported",
+            "this cloud cannot read a network snapshot",
+        ))
+    }
 }
 
 pub type SharedCloud = Arc<dyn Cloud>;

@@ -28,8 +28,10 @@ mod planfile;
 mod show;
 mod unlock;
 mod validate;
+mod verify;
 
 pub use outputs::{outputs, Outputs};
+pub use verify::DEEP_UNAVAILABLE;
 
 /// Exit codes of the contract.
 pub mod exit {
@@ -100,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Show { wide } => show::show(&ctx, wide),
         Command::Output { name } => output::output(&ctx, name.as_deref()),
         Command::Artifacts { dir } => artifacts::artifacts(&ctx, dir).await,
+        Command::Verify { deep } => verify::verify(&ctx, deep).await,
         Command::Unlock { force } => unlock::unlock(&ctx, force),
         Command::Completions { shell } => {
             completions::completions(shell, &mut std::io::stdout().lock())

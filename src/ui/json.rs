@@ -127,3 +127,29 @@ pub fn output_document(outputs: &std::collections::BTreeMap<String, Value>) -> V
     }
     Value::Object(o)
 }
+
+/// `verify --json`: every check with its status, and whether all hold.
+pub fn verify_document(env: &str, checks: &[crate::verify::Check], deep: Option<&str>) -> Value {
+    use crate::verify::Outcome;
+    let count = |o: Outcome| checks.iter().filter(|c| c.outcome == o).count();
+    json!({
+        "format_version": FORMAT_VERSION,
+        "env": env,
+        "ok": checks.iter().all(|c| c.ok()),
+        "summary": {
+            "pass": count(Outcome::Pass),
+            "fail": count(Outcome::Fail),
+            "note": count(Outcome::Note),
+        },
+        "deep": deep.map(|message| json!({"ran": false, "message": message})),
+        "checks": checks
+            .iter()
+            .map(|c| json!({
+                "name": c.name,
+                "resource": c.resource,
+                "status": c.outcome,
+                "reason": c.reason,
+            }))
+            .collect::<Vec<_>>(),
+    })
+}

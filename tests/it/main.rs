@@ -22,3 +22,4 @@ mod rke2;
 mod secrets;
 mod topologies;
 mod tty;
+mod verify;

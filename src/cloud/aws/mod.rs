@@ -21,6 +21,7 @@ mod rds;
 mod retry;
 mod route53;
 mod secretsmanager;
+mod snapshot;
 
 pub use error::sdk_error;
 
@@ -194,5 +195,12 @@ impl Cloud for AwsCloud {
 
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError> {
         secretsmanager::secret_value(self, arn).await
+    }
+
+    async fn snapshot(
+        &self,
+        query: &crate::verify::SnapshotQuery,
+    ) -> Result<crate::verify::Snapshot, CloudError> {
+        snapshot::snapshot(self, query).await
     }
 }
