@@ -44,6 +44,7 @@ step validate
 step plan
 step apply --yes
 step apply --yes            # a second apply: no changes, no mutating call
+step verify                 # the air gap holds and the install's paths exist
 step show
 step output
 step output --json datastore_endpoint
