@@ -17,7 +17,7 @@ pub struct Cli {
     /// Where state files, secrets and artifacts live.
     #[arg(long, global = true, default_value = "state")]
     pub state_dir: PathBuf,
-    /// More detail (repeat for debug logs of every AWS call).
+    /// More detail: -v adds one line per AWS API call; -vv the SDK's debug logs.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Only errors.
