@@ -75,8 +75,11 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter =
         EnvFilter::try_from_env("PROVISION_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
