@@ -156,7 +156,7 @@ pub(super) async fn detach_igw(cloud: &AwsCloud, id: &str, vpc: &str) -> Result<
     .await
 }
 
-pub(super) async fn delete_igw(cloud: &AwsCloud, id: &str, what: &str) -> Result<(), CloudError> {
+pub(super) async fn delete_igw(cloud: &AwsCloud, id: &str) -> Result<(), CloudError> {
     let Some(gateway) =
         gone_is_none(describe_igws(cloud, &Lookup::Id(id.to_string())).await)?.and_then(first)
     else {
@@ -166,19 +166,14 @@ pub(super) async fn delete_igw(cloud: &AwsCloud, id: &str, what: &str) -> Result
         detach_igw(cloud, id, &vpc).await?;
     }
     let ec2 = &cloud.ec2;
-    retry_in_use(
-        what,
-        cloud.waits.dependency,
-        cloud.waits.poll,
-        move || async move {
-            gone_is_ok(
-                ec2.delete_internet_gateway()
-                    .internet_gateway_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DeleteInternetGateway", e)),
-            )
-        },
-    )
+    async move {
+        gone_is_ok(
+            ec2.delete_internet_gateway()
+                .internet_gateway_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteInternetGateway", e)),
+        )
+    }
     .await
 }

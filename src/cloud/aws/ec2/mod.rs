@@ -236,12 +236,12 @@ pub async fn delete(
     current: &Observed,
 ) -> Result<(), CloudError> {
     let id = current.cloud_id.as_str();
-    let what = format!("{kind} {id}");
-    let (limit, poll) = (cloud.waits.dependency, cloud.waits.poll);
+    // "Still in use" (ENIs draining) comes back as `CloudError::InUse`: the engine waits
+    // and tries the whole delete again, for every cloud alike.
     let ec2 = &cloud.ec2;
     match kind {
         Kind::Vpc => {
-            retry_in_use(&what, limit, poll, move || async move {
+            async move {
                 gone_is_ok(
                     ec2.delete_vpc()
                         .vpc_id(id)
@@ -249,12 +249,12 @@ pub async fn delete(
                         .await
                         .map_err(|e| sdk_error("DeleteVpc", e)),
                 )
-            })
+            }
             .await
         }
-        Kind::InternetGateway => delete_igw(cloud, id, &what).await,
+        Kind::InternetGateway => delete_igw(cloud, id).await,
         Kind::Subnet => {
-            retry_in_use(&what, limit, poll, move || async move {
+            async move {
                 gone_is_ok(
                     ec2.delete_subnet()
                         .subnet_id(id)
@@ -262,13 +262,13 @@ pub async fn delete(
                         .await
                         .map_err(|e| sdk_error("DeleteSubnet", e)),
                 )
-            })
+            }
             .await
         }
-        Kind::RouteTable => delete_route_table(cloud, id, &what).await,
+        Kind::RouteTable => delete_route_table(cloud, id).await,
         Kind::SecurityGroup => {
             revoke_group_references(cloud, id).await?;
-            retry_in_use(&what, limit, poll, move || async move {
+            async move {
                 gone_is_ok(
                     ec2.delete_security_group()
                         .group_id(id)
@@ -276,7 +276,7 @@ pub async fn delete(
                         .await
                         .map_err(|e| sdk_error("DeleteSecurityGroup", e)),
                 )
-            })
+            }
             .await
         }
         Kind::KeyPair => {
@@ -290,7 +290,7 @@ pub async fn delete(
             gone_is_ok(req.send().await.map_err(|e| sdk_error("DeleteKeyPair", e)))
         }
         Kind::Instance => delete_instance(cloud, ctx, id).await,
-        Kind::Volume => delete_volume(cloud, id, &what).await,
+        Kind::Volume => delete_volume(cloud, id).await,
         other => Err(not_ec2(other)),
     }
 }

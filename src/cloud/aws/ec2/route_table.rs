@@ -341,11 +341,7 @@ pub(super) async fn associate_subnet(
     }
 }
 
-pub(super) async fn delete_route_table(
-    cloud: &AwsCloud,
-    id: &str,
-    what: &str,
-) -> Result<(), CloudError> {
+pub(super) async fn delete_route_table(cloud: &AwsCloud, id: &str) -> Result<(), CloudError> {
     let Some(table) =
         gone_is_none(describe_route_tables(cloud, &Lookup::Id(id.to_string())).await)?
             .and_then(first)
@@ -354,20 +350,15 @@ pub(super) async fn delete_route_table(
     };
     apply_route_table_changes(cloud, id, &[], &associations(&table), &RouteChange::Keep).await?;
     let ec2 = &cloud.ec2;
-    retry_in_use(
-        what,
-        cloud.waits.dependency,
-        cloud.waits.poll,
-        move || async move {
-            gone_is_ok(
-                ec2.delete_route_table()
-                    .route_table_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DeleteRouteTable", e)),
-            )
-        },
-    )
+    async move {
+        gone_is_ok(
+            ec2.delete_route_table()
+                .route_table_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteRouteTable", e)),
+        )
+    }
     .await
 }
 

@@ -163,15 +163,10 @@ pub(super) async fn update_volume(
     Ok(())
 }
 
-pub(super) async fn delete_volume(
-    cloud: &AwsCloud,
-    id: &str,
-    what: &str,
-) -> Result<(), CloudError> {
-    let (limit, poll) = (cloud.waits.dependency, cloud.waits.poll);
+pub(super) async fn delete_volume(cloud: &AwsCloud, id: &str) -> Result<(), CloudError> {
     let ec2 = &cloud.ec2;
     // Attached to an instance that is still terminating: `VolumeInUse` until it is gone.
-    retry_in_use(what, limit, poll, move || async move {
+    async move {
         gone_is_ok(
             ec2.delete_volume()
                 .volume_id(id)
@@ -179,7 +174,7 @@ pub(super) async fn delete_volume(
                 .await
                 .map_err(|e| in_use_code(sdk_error("DeleteVolume", e), "VolumeInUse")),
         )
-    })
+    }
     .await
 }
 

@@ -143,24 +143,19 @@ pub(super) async fn delete_load_balancer(
     ctx: &OpContext<'_>,
     arn: &str,
 ) -> Result<(), CloudError> {
-    retry_in_use(
-        cloud,
-        ctx.progress,
-        &format!("load balancer {arn}"),
-        || async move {
-            match cloud
-                .elb
-                .delete_load_balancer()
-                .load_balancer_arn(arn)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if has_code(&e, LB_NOT_FOUND) => Ok(()),
-                Err(e) => Err(sdk_error("DeleteLoadBalancer", e)),
-            }
-        },
-    )
+    async move {
+        match cloud
+            .elb
+            .delete_load_balancer()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if has_code(&e, LB_NOT_FOUND) => Ok(()),
+            Err(e) => Err(sdk_error("DeleteLoadBalancer", e)),
+        }
+    }
     .await?;
     let what = format!("load balancer {arn} to be deleted");
     poll_until(

@@ -16,8 +16,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 
 use super::common::{
-    gone, has_code, missing, not_ours, ownership, poll_until, retry_in_use, wrong_kind, Ownership,
-    Poll,
+    gone, has_code, missing, not_ours, ownership, poll_until, wrong_kind, Ownership, Poll,
 };
 use super::{sdk_error, AwsCloud};
 use crate::cloud::{CloudError, OpContext, Owned};
@@ -113,24 +112,19 @@ pub async fn delete(
     match kind {
         Kind::LoadBalancer => delete_load_balancer(cloud, ctx, arn).await,
         Kind::TargetGroup => {
-            retry_in_use(
-                cloud,
-                ctx.progress,
-                &format!("target group {arn}"),
-                || async move {
-                    match cloud
-                        .elb
-                        .delete_target_group()
-                        .target_group_arn(arn)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => Ok(()),
-                        Err(e) if has_code(&e, TG_NOT_FOUND) => Ok(()),
-                        Err(e) => Err(sdk_error("DeleteTargetGroup", e)),
-                    }
-                },
-            )
+            async move {
+                match cloud
+                    .elb
+                    .delete_target_group()
+                    .target_group_arn(arn)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if has_code(&e, TG_NOT_FOUND) => Ok(()),
+                    Err(e) => Err(sdk_error("DeleteTargetGroup", e)),
+                }
+            }
             .await
         }
         Kind::Listener => match cloud.elb.delete_listener().listener_arn(arn).send().await {

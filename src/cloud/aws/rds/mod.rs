@@ -74,7 +74,7 @@ pub async fn delete(
     current: &Observed,
 ) -> Result<(), CloudError> {
     match kind {
-        Kind::DbSubnetGroup => subnet_group::delete(cloud, ctx, &current.cloud_id).await,
+        Kind::DbSubnetGroup => subnet_group::delete(cloud, &current.cloud_id).await,
         Kind::Database => database::delete(cloud, ctx, &current.cloud_id).await,
         other => Err(wrong_kind("RDS", other)),
     }

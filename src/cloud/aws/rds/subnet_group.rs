@@ -2,7 +2,7 @@
 
 use aws_sdk_rds::types::DbSubnetGroup;
 
-use super::super::common::{gone, has_code, missing, retry_in_use};
+use super::super::common::{gone, has_code, missing};
 use super::super::{sdk_error, AwsCloud};
 use super::{check_owner, owned_id, rds_tags, subnet_group_name, tags_of};
 use crate::cloud::{CloudError, OpContext, Owned};
@@ -94,25 +94,20 @@ pub async fn update(
     Ok(observe(ctx.resolved, spec, group))
 }
 
-pub async fn delete(cloud: &AwsCloud, ctx: &OpContext<'_>, name: &str) -> Result<(), CloudError> {
-    retry_in_use(
-        cloud,
-        ctx.progress,
-        &format!("db subnet group {name}"),
-        || async move {
-            match cloud
-                .rds
-                .delete_db_subnet_group()
-                .db_subnet_group_name(name)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if has_code(&e, GROUP_NOT_FOUND) => Ok(()),
-                Err(e) => Err(sdk_error("DeleteDBSubnetGroup", e)),
-            }
-        },
-    )
+pub async fn delete(cloud: &AwsCloud, name: &str) -> Result<(), CloudError> {
+    async move {
+        match cloud
+            .rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if has_code(&e, GROUP_NOT_FOUND) => Ok(()),
+            Err(e) => Err(sdk_error("DeleteDBSubnetGroup", e)),
+        }
+    }
     .await
 }
 
