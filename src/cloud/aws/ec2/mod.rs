@@ -67,13 +67,10 @@ pub async fn find(
     spec: &Spec,
 ) -> Result<Option<Observed>, CloudError> {
     let lookup = Lookup::Filters(owner_filters(ctx.env, ctx.id));
-    let kind = spec.kind();
     let found = match spec {
         // With its DNS attributes: a VPC whose create stopped before they were set is
         // found half-made (drift), never adopted as done.
-        Spec::Vpc(s) => match pick(kind, ctx, describe_vpcs(cloud, &lookup).await?, |v| {
-            v.vpc_id()
-        })? {
+        Spec::Vpc(s) => match pick(describe_vpcs(cloud, &lookup).await?, |v| v.vpc_id()) {
             Some(v) => Some(observe_vpc(cloud, s, &v).await?),
             None => None,
         },
@@ -85,35 +82,26 @@ pub async fn find(
                     igws.retain(|g| igw_vpcs(g).iter().any(|v| v == vpc));
                 }
             }
-            pick(kind, ctx, igws, |g| g.internet_gateway_id())?
+            pick(igws, |g| g.internet_gateway_id())
                 .map(|g| observe_igw(ctx, s, &g))
                 .transpose()?
         }
-        Spec::Subnet(s) => pick(kind, ctx, describe_subnets(cloud, &lookup).await?, |x| {
-            x.subnet_id()
-        })?
-        .map(|x| observe_subnet(s, &x)),
-        Spec::RouteTable(s) => pick(
-            kind,
-            ctx,
-            describe_route_tables(cloud, &lookup).await?,
-            |t| t.route_table_id(),
-        )?
+        Spec::Subnet(s) => pick(describe_subnets(cloud, &lookup).await?, |x| x.subnet_id())
+            .map(|x| observe_subnet(s, &x)),
+        Spec::RouteTable(s) => pick(describe_route_tables(cloud, &lookup).await?, |t| {
+            t.route_table_id()
+        })
         .map(|t| observe_route_table(ctx, s, &t))
         .transpose()?,
-        Spec::SecurityGroup(s) => pick(kind, ctx, describe_groups(cloud, &lookup).await?, |g| {
-            g.group_id()
-        })?
-        .map(|g| observe_group(ctx, s, &g))
-        .transpose()?,
-        Spec::KeyPair(_) => pick(kind, ctx, describe_key_pairs(cloud, &lookup).await?, |k| {
+        Spec::SecurityGroup(s) => pick(describe_groups(cloud, &lookup).await?, |g| g.group_id())
+            .map(|g| observe_group(ctx, s, &g))
+            .transpose()?,
+        Spec::KeyPair(_) => pick(describe_key_pairs(cloud, &lookup).await?, |k| {
             k.key_pair_id().or(k.key_name())
-        })?
+        })
         .map(|k| observe_key_pair(&k)),
-        Spec::Volume(s) => pick(kind, ctx, describe_volumes(cloud, &lookup).await?, |v| {
-            v.volume_id()
-        })?
-        .map(|v| observe_volume(s, &v)),
+        Spec::Volume(s) => pick(describe_volumes(cloud, &lookup).await?, |v| v.volume_id())
+            .map(|v| observe_volume(s, &v)),
         Spec::Instance(s) => {
             // RunInstances tags atomically, so every instance of ours carries the env
             // tag; among those, match the logical id or this step's client token. (Done
@@ -128,7 +116,7 @@ pub async fn find(
                         || i.client_token() == Some(ctx.token)
                 })
                 .collect();
-            pick(kind, ctx, all, |i| i.instance_id())?
+            pick(all, |i| i.instance_id())
                 .map(|i| observe_instance(ctx, s, &i))
                 .transpose()?
         }
@@ -451,16 +439,11 @@ fn vanished(kind: Kind, id: &str) -> CloudError {
 /// one with the lowest id, so every run picks the same; `plan` lists the others (they are
 /// tagged for the env but not in the state) and `apply`/`destroy` delete them. Failing
 /// instead would leave the env stuck: neither apply nor destroy could plan.
-fn pick<T>(
-    _kind: Kind,
-    _ctx: &OpContext<'_>,
-    items: Vec<T>,
-    id: impl Fn(&T) -> Option<&str>,
-) -> Result<Option<T>, CloudError> {
-    Ok(items
+fn pick<T>(items: Vec<T>, id: impl Fn(&T) -> Option<&str>) -> Option<T> {
+    items
         .into_iter()
         .filter(|i| id(i).is_some())
-        .min_by(|a, b| id(a).cmp(&id(b))))
+        .min_by(|a, b| id(a).cmp(&id(b)))
 }
 
 /// The ids of `items` other than `keep`.
