@@ -40,6 +40,71 @@ pub(crate) fn region(region: &str) -> Result<(), String> {
     }
 }
 
+/// An S3 bucket name as S3 accepts it for a new bucket (general purpose buckets).
+pub(crate) fn s3_bucket(name: &str) -> Result<(), String> {
+    let problem = if !(3..=63).contains(&name.len()) {
+        Some("must be 3 to 63 characters long")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        Some("may hold only lowercase letters, digits, dots and hyphens")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        Some("must begin and end with a letter or digit")
+    } else if name.contains("..") || name.contains(".-") || name.contains("-.") {
+        Some("must not hold two dots in a row or a dot next to a hyphen")
+    } else if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        Some("must not look like an IP address")
+    } else if name.starts_with("xn--") || name.starts_with("sthree-") || name.ends_with("-s3alias")
+    {
+        Some("must not use a prefix or suffix S3 reserves (xn--, sthree-, -s3alias)")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!("{name:?} is not a valid S3 bucket name: it {p}")),
+        None => Ok(()),
+    }
+}
+
+/// An S3 object key for the state document: its lock object `<key>.lock` must fit too.
+pub(crate) fn s3_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.ends_with('/') {
+        return Err(format!("{key:?} must name an object, not be empty or end with /"));
+    }
+    if key.starts_with('/') {
+        return Err(format!("{key:?} must not begin with / (S3 keys are relative to the bucket)"));
+    }
+    if key.len() + ".lock".len() > 1024 {
+        return Err("is longer than S3's 1024 bytes (with the .lock suffix)".to_string());
+    }
+    if key.chars().any(|c| c.is_control()) {
+        return Err(format!("{key:?} holds a control character"));
+    }
+    Ok(())
+}
+
+/// A KMS key as S3 and Secrets Manager take it: a key id, a key ARN, an alias name or an
+/// alias ARN.
+pub(crate) fn kms_key_id(id: &str) -> Result<(), String> {
+    let is_uuid = |s: &str| uuid::Uuid::parse_str(s).is_ok();
+    let is_mrk = |s: &str| s.starts_with("mrk-") && s.len() == 36 && s[4..].chars().all(|c| c.is_ascii_hexdigit());
+    let ok = is_uuid(id)
+        || is_mrk(id)
+        || (id.starts_with("alias/") && id.len() > 6 && !id.starts_with("alias/aws/"))
+        || (id.starts_with("arn:aws") && id.contains(":kms:") && (id.contains(":key/") || id.contains(":alias/")));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a KMS key id (1234abcd-12ab-34cd-56ef-1234567890ab), a key ARN, or an \
+             alias (alias/my-key) of a customer managed key (got {id:?})"
+        ))
+    }
+}
+
 /// A lowercase DNS name with at least `min_labels` labels and no trailing dot.
 pub(crate) fn dns_name(name: &str, min_labels: usize) -> Result<(), String> {
     if name.is_empty() {

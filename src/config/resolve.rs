@@ -10,7 +10,7 @@ use super::checks::{self, EngineVersion};
 use super::reader::{Doc, Located, Table};
 use super::types::{
     Config, Datastore, DatastoreEngine, Dns, LoadBalancer, Network, Nodes, Rancher, RecordType,
-    Registry, Timeouts, Topology,
+    Registry, S3State, StateBackend, Timeouts, Topology,
 };
 use crate::model::{DbEngine, Scheme};
 use crate::names;
@@ -28,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "registry",
     "timeouts",
     "rancher",
+    "state",
 ];
 const NETWORK_KEYS: &[&str] = &["vpc_cidr", "zones", "admin_cidrs"];
 const NODES_KEYS: &[&str] = &[
@@ -57,6 +58,9 @@ const DATASTORE_RDS_KEYS: &[&str] = &[
     "backup_retention_days",
 ];
 const RANCHER_KEYS: &[&str] = &["version"];
+const STATE_KEYS: &[&str] = &["backend", "bucket", "key", "region", "kms_key_id"];
+/// The `[state]` keys only the S3 backend reads.
+const STATE_S3_KEYS: &[&str] = &["bucket", "key", "region", "kms_key_id"];
 /// The Rancher release the artifacts follow by default: the first 2.14 release (2.14 is the
 /// newest released line late 2026; set `[rancher] version` to the newest patch you use).
 pub(crate) const DEFAULT_RANCHER_VERSION: &str = "2.14.0";
@@ -125,6 +129,12 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
     let registry = registry(doc, &root, base);
     let timeouts = timeouts(doc, &root);
     let rancher = rancher(doc, &root);
+    let state = state_backend(
+        doc,
+        &root,
+        name.as_ref().map(|n| n.value.as_str()),
+        region.as_ref().map(|r| r.value.as_str()),
+    );
 
     if let (Some(host), Some(dns)) = (&hostname, &dns) {
         let zone = &dns.zone;
@@ -232,6 +242,7 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
         registry,
         timeouts,
         rancher,
+        state: state?,
         warnings,
     })
 }
@@ -934,6 +945,59 @@ fn rancher(doc: &mut Doc, root: &Table) -> Rancher {
             checks::rancher_version(DEFAULT_RANCHER_VERSION).expect("valid default version")
         });
     Rancher { version, minor }
+}
+
+/// `[state]`: `None` when a problem was reported.
+fn state_backend(
+    doc: &mut Doc,
+    root: &Table,
+    name: Option<&str>,
+    region: Option<&str>,
+) -> Option<StateBackend> {
+    let table = &root.table(doc, "state");
+    table.check_keys(doc, STATE_KEYS);
+    #[derive(Clone, Copy, PartialEq)]
+    enum Which {
+        Local,
+        S3,
+    }
+    let which = choice(
+        doc,
+        table,
+        "backend",
+        &[("local", Which::Local), ("s3", Which::S3)],
+        Which::Local,
+    );
+    if which == Which::Local {
+        not_applicable(
+            doc,
+            table,
+            STATE_S3_KEYS,
+            "only used with backend = \"s3\" (the local state lives under --state-dir)",
+        );
+        return Some(StateBackend::Local);
+    }
+    let bucket = required(doc, table, "bucket", "\"my-team-provision-state\"")
+        .and_then(|b| checked(doc, b, checks::s3_bucket));
+    let default_key = format!("provision/{}.json", name.unwrap_or("env"));
+    let key = table
+        .string(doc, "key")
+        .and_then(|k| checked(doc, k, checks::s3_key))
+        .map(|k| k.value);
+    let state_region = table
+        .string(doc, "region")
+        .and_then(|r| checked(doc, r, checks::region))
+        .map(|r| r.value);
+    let kms_key_id = table
+        .string(doc, "kms_key_id")
+        .and_then(|k| checked(doc, k, checks::kms_key_id))
+        .map(|k| k.value);
+    Some(StateBackend::S3(S3State {
+        bucket: bucket?.value,
+        key: key.unwrap_or(default_key),
+        region: state_region.or(region.map(str::to_string))?,
+        kms_key_id,
+    }))
 }
 
 /// `~/` expands to the home folder; other relative paths are taken from the config

@@ -195,6 +195,16 @@ fn rancher() -> String {
 # The Rancher release to install: shapes the helm command (up to 2.13 rancherImage, from
 # 2.14 image.registry) and the image lists named in the artifacts.
 # version = "{}"
+
+[state]
+# Where the state lives: "local" (state/<name>.json under --state-dir) or "s3" (one shared
+# state for a team or CI, locked with an S3 lock object; the registry CA, its password and
+# the cluster token then live in Secrets Manager, where teammates' runs find them).
+# backend = "local"
+# bucket = "my-team-provision-state"   # s3 only: an existing bucket (versioning on)
+# key = "provision/<name>.json"        # s3 only
+# region = "<region above>"            # s3 only: the bucket's region
+# kms_key_id = "alias/provision"       # s3 only: SSE-KMS for the state and the secrets
 "#,
         super::resolve::DEFAULT_RANCHER_VERSION
     )

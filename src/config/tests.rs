@@ -241,7 +241,17 @@ fn template_resolves_for_every_topology() {
 /// Uncomments every `# key = value` line of the template whose value is the default.
 fn uncomment_defaults(text: &str) -> String {
     // Examples rather than defaults: enabling them changes the result.
-    let examples = ["admin_cidrs", "ssh_public_key", "url", "ca_file"];
+    // The S3 state keys are examples for `backend = "s3"`, not defaults of "local".
+    let examples = [
+        "admin_cidrs",
+        "ssh_public_key",
+        "url",
+        "ca_file",
+        "bucket",
+        "key",
+        "region",
+        "kms_key_id",
+    ];
     text.lines()
         .map(|line| match line.strip_prefix("# ") {
             Some(rest)
@@ -309,6 +319,11 @@ fn template_mentions_every_accepted_key() {
         "load_balancer_minutes",
         "dns_minutes",
         "dependency_minutes",
+        "backend",
+        "bucket",
+        "key",
+        "region",
+        "kms_key_id",
     ];
     for topology in Topology::ALL {
         let text = template(topology);
@@ -1799,4 +1814,97 @@ fn rancher_version_is_read_and_checked() {
         12,
         "rancher.chart",
     );
+}
+
+// ---- [state] ---------------------------------------------------------------------------------
+
+#[test]
+fn state_is_local_by_default_and_s3_takes_bucket_key_region_and_kms() {
+    assert_eq!(ok(&file("k3s", "", "")).state, StateBackend::Local);
+    let config = ok(&file(
+        "k3s",
+        "",
+        "[state]\nbackend = \"s3\"\nbucket = \"team-state\"\n",
+    ));
+    assert_eq!(
+        config.state,
+        StateBackend::S3(S3State {
+            bucket: "team-state".into(),
+            key: "provision/lab.json".into(),
+            region: "us-east-1".into(),
+            kms_key_id: None,
+        })
+    );
+    let config = ok(&file(
+        "k3s",
+        "",
+        "[state]\nbackend = \"s3\"\nbucket = \"team-state\"\nkey = \"envs/lab/state.json\"\n\
+         region = \"eu-west-1\"\nkms_key_id = \"alias/provision\"\n",
+    ));
+    let StateBackend::S3(s3) = config.state else {
+        panic!("not s3")
+    };
+    assert_eq!(
+        (s3.key.as_str(), s3.region.as_str(), s3.kms_key_id.as_deref()),
+        ("envs/lab/state.json", "eu-west-1", Some("alias/provision"))
+    );
+    assert_eq!(s3.lock_key(), "envs/lab/state.json.lock");
+}
+
+#[test]
+fn s3_state_needs_a_bucket_named_as_s3_allows() {
+    let text = file("k3s", "", "[state]\nbackend = \"s3\"\n");
+    let p = one_problem(&text, line_of(&text, "[state]"), "state.bucket");
+    assert!(p.message.contains("missing"), "{p:#?}");
+    for (bucket, says) in [
+        ("My_Bucket", "lowercase letters"),
+        ("ab", "3 to 63"),
+        ("-team", "begin and end"),
+        ("team..state", "two dots"),
+        ("192.168.1.1", "IP address"),
+    ] {
+        let text = file(
+            "k3s",
+            "",
+            &format!("[state]\nbackend = \"s3\"\nbucket = \"{bucket}\"\n"),
+        );
+        let p = one_problem(&text, line_of(&text, "bucket ="), "state.bucket");
+        assert!(p.message.contains(says), "{bucket}: {p:#?}");
+    }
+}
+
+#[test]
+fn bad_state_keys_are_located() {
+    let base = "[state]\nbackend = \"s3\"\nbucket = \"team-state\"\n";
+    for (line, key, says) in [
+        ("key = \"/abs/path.json\"", "state.key", "must not begin with /"),
+        ("key = \"dir/\"", "state.key", "end with /"),
+        ("region = \"europe\"", "state.region", "AWS region"),
+        ("kms_key_id = \"my-key\"", "state.kms_key_id", "KMS key"),
+        ("kms_key_id = \"alias/aws/s3\"", "state.kms_key_id", "customer managed"),
+    ] {
+        let text = file("k3s", "", &format!("{base}{line}\n"));
+        let p = one_problem(&text, line_of(&text, line), key);
+        assert!(p.message.contains(says), "{line}: {p:#?}");
+    }
+    let text = file("k3s", "", "[state]\nbackend = \"dynamo\"\n");
+    let p = one_problem(&text, line_of(&text, "backend"), "state.backend");
+    assert!(p.message.contains("\"local\", \"s3\""), "{p:#?}");
+    // S3 keys with the local backend are a mistake worth naming.
+    let text = file("k3s", "", "[state]\nbucket = \"team-state\"\n");
+    let p = one_problem(&text, line_of(&text, "bucket"), "state.bucket");
+    assert!(p.message.contains("only used with backend = \"s3\""), "{p:#?}");
+}
+
+#[test]
+fn kms_key_forms_s3_and_secrets_manager_accept() {
+    for good in [
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+        "mrk-1234abcd12ab34cd56ef1234567890ab",
+        "alias/provision",
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:us-east-1:111122223333:alias/provision",
+    ] {
+        assert!(super::checks::kms_key_id(good).is_ok(), "{good}");
+    }
 }

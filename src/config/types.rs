@@ -61,6 +61,8 @@ pub struct Config {
     pub registry: Registry,
     pub timeouts: Timeouts,
     pub rancher: Rancher,
+    /// `[state]`: where the state document and its lock live.
+    pub state: StateBackend,
     /// Non-fatal remarks to show the user (e.g. MySQL 5.7 extended support).
     pub warnings: Vec<String>,
 }
@@ -185,4 +187,35 @@ pub struct Timeouts {
     pub load_balancer: Duration,
     pub dns: Duration,
     pub dependency: Duration,
+}
+
+/// `[state] backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// `state/<name>.json` under `--state-dir` (the default).
+    Local,
+    S3(S3State),
+}
+
+/// `[state] backend = "s3"`: the state document in S3, locked with `<key>.lock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3State {
+    pub bucket: String,
+    /// Object key of the state document (default `provision/<name>.json`).
+    pub key: String,
+    /// The bucket's region; the environment's `region` when not set.
+    pub region: String,
+    /// SSE-KMS key for the state object and the environment's shared secrets.
+    pub kms_key_id: Option<String>,
+}
+
+impl S3State {
+    pub fn lock_key(&self) -> String {
+        format!("{}.lock", self.key)
+    }
+
+    /// `s3://bucket/key`, for messages.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
 }
