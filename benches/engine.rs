@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use provision::cloud::fake::{FakeCloud, FakeConfig};
 use provision::engine::{self, reporter::Recording, Cancel, PlanInput, Settings};
-use provision::state::{Paths, State};
+use provision::state::{LocalBackend, Paths, State};
 
 fn config(nodes: u32) -> provision::config::Config {
     let text = format!(
@@ -64,7 +64,7 @@ fn main() {
                         &plan,
                         &desired,
                         &mut state,
-                        &paths,
+                        &LocalBackend::new(paths.clone(), &cfg.name),
                         &settings,
                         Arc::new(Recording::default()),
                         &Cancel::new(),

@@ -155,6 +155,15 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Move or read the state: between the local file and the S3 backend (`push`,
+    /// `pull`), or from whichever backend the config names (`list`, `show`).
+    #[command(
+        after_help = "Example:\n  provision state push          # local state/<name>.json -> [state] bucket/key\n  provision state pull          # S3 -> state/<name>.json\n  provision state list\n  provision state show node-1"
+    )]
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  provision completions bash > ~/.local/share/bash-completion/completions/provision"
@@ -166,4 +175,36 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(after_help = "Example:\n  provision man > provision.1 && man ./provision.1")]
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy the local state (and the env's secrets) to the S3 backend of the config.
+    #[command(
+        after_help = "Example:\n  provision state push --from state/lab.rescue.json --force"
+    )]
+    Push {
+        /// Push this state file instead of state/<name>.json (e.g. a rescue file).
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Replace a remote state of another lineage or a newer serial.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy the state of the S3 backend (and the env's secrets) to state/<name>.json.
+    #[command(after_help = "Example:\n  provision state pull && provision show")]
+    Pull {
+        /// Replace a local state of another lineage or a newer serial.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the resources the state holds: logical id, kind, status, cloud id.
+    #[command(after_help = "Example:\n  provision state list --json")]
+    List,
+    /// Print one resource's entry of the state as JSON.
+    #[command(after_help = "Example:\n  provision state show node-1")]
+    Show {
+        /// Logical id, e.g. `node-1` (see `provision state list`).
+        id: String,
+    },
 }

@@ -303,10 +303,21 @@ pub struct VolumeSpec {
     pub size_gb: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretSpec {
     /// What the secret is for, shown in the console.
     pub description: String,
+    /// SHA-256 of a value the tool made elsewhere (the env's shared secrets); `None` for
+    /// a value the adapter generates itself (the datastore password). The value itself is
+    /// never stored in the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_sha256: Option<String>,
+    /// Customer managed KMS key (`[state] kms_key_id`); `None`: Secrets Manager's own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// The value behind `value_sha256`, for the create/update call only.
+    #[serde(skip)]
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,7 +554,7 @@ impl Spec {
             Spec::Instance(_) => &["security_groups", "instance_type", "volumes", "after"],
             // Grows in place (ModifyVolume); shrinking needs a new volume.
             Spec::Volume(_) => &["size_gb"],
-            Spec::Secret(_) => &["description"],
+            Spec::Secret(_) => &["description", "value_sha256", "kms_key_id"],
             Spec::DbSubnetGroup(_) => &["subnets"],
             Spec::Database(_) => &[
                 "security_group",

@@ -62,6 +62,8 @@ fn datastore(cfg: &Config, ds: &crate::config::Datastore, shared: &Shared, d: &m
         DATASTORE_PASSWORD,
         Spec::Secret(SecretSpec {
             description: format!("{} datastore master password (K3s endpoint)", cfg.name),
+            kms_key_id: super::secrets_kms_key(cfg),
+            ..Default::default()
         }),
     );
     d.insert(

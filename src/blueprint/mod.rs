@@ -21,10 +21,12 @@ mod network;
 mod registry;
 mod rke;
 mod rke2;
+mod shared_secrets;
 
 pub use registry::{
     registry_host_name, registry_host_port, registry_plan, registry_plan_renewing, RegistryPlan,
 };
+pub use shared_secrets::{add_shared_secrets, shared_secrets_spec};
 
 /// Logical ids used by more than one module.
 pub mod ids {
@@ -41,6 +43,9 @@ pub mod ids {
     pub const REGISTRY: &str = "registry";
     pub const REGISTRY_DATA: &str = "registry-data";
     pub const DATASTORE_PASSWORD: &str = "datastore-password";
+    /// The env's generated secrets (registry CA and password, cluster token) in Secrets
+    /// Manager, with the S3 state backend.
+    pub const SHARED_SECRETS: &str = "shared-secrets";
     pub const DB_SUBNETS: &str = "db-subnets";
     pub const DATASTORE: &str = "datastore";
     pub const NLB: &str = "nlb";
@@ -173,6 +178,14 @@ pub(super) struct Shared {
     pub admin: Vec<String>,
     pub private: Vec<LogicalId>,
     pub edge: Vec<LogicalId>,
+}
+
+/// The KMS key of the env's Secrets Manager secrets: `[state] kms_key_id` (S3 backend).
+pub(super) fn secrets_kms_key(cfg: &Config) -> Option<String> {
+    match &cfg.state {
+        crate::config::StateBackend::S3(s3) => s3.kms_key_id.clone(),
+        crate::config::StateBackend::Local => None,
+    }
 }
 
 /// Build the desired graph for `cfg`.

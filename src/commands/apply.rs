@@ -16,10 +16,10 @@ pub(super) async fn apply(
     parallelism: usize,
     allow_data_loss: bool,
 ) -> Result<u8> {
-    let p = prepare(ctx)?;
-    let _lock = lock_env(&p.paths, "apply")?;
-    let interrupts = Interrupts::install();
-    let mut state = load_state(&p.paths, &p.cfg.name)?;
+    let p = prepare(ctx).await?;
+    lock_env(p.backend.as_ref(), "apply").await?;
+    let interrupts = Interrupts::install(p.backend.clone());
+    let mut state = load_state(p.backend.as_ref(), &p.cfg.name).await?;
     let cloud = connect(&p.cfg).await?;
     let plan = match planfile {
         Some(file) => {

@@ -4,17 +4,19 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{connect, exit, outputs, Ctx};
+use super::{connect, exit, outputs, pull_shared_secrets, read_state, Ctx};
 use crate::blueprint::{self, ids};
 use crate::config::{Config, Topology};
 use crate::model::{Attrs, LogicalId};
-use crate::state::{store, Paths};
+use crate::state::Paths;
 use crate::ui::Verbosity;
 
 pub(super) async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
     let cfg = ctx.load_config()?;
     let paths = Paths::new(&ctx.state_dir, &cfg.name);
-    let state = store::load(&paths, &cfg.name)?.with_context(|| {
+    let (backend, state) = read_state(ctx, &cfg).await?;
+    pull_shared_secrets(ctx, &cfg, backend.as_ref(), &paths).await?;
+    let state = state.with_context(|| {
         format!(
             "no state for env `{}` yet: run `provision apply` first",
             cfg.name

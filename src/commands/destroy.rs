@@ -14,10 +14,10 @@ pub(super) async fn destroy(
     skip_final_snapshot: bool,
     parallelism: usize,
 ) -> Result<u8> {
-    let p = prepare(ctx)?;
-    let _lock = lock_env(&p.paths, "destroy")?;
-    let interrupts = Interrupts::install();
-    let mut state = load_state(&p.paths, &p.cfg.name)?;
+    let p = prepare(ctx).await?;
+    lock_env(p.backend.as_ref(), "destroy").await?;
+    let interrupts = Interrupts::install(p.backend.clone());
+    let mut state = load_state(p.backend.as_ref(), &p.cfg.name).await?;
     let cloud = connect(&p.cfg).await?;
     let plan = engine::make_plan(
         cloud.as_ref(),

@@ -13,7 +13,7 @@ use crate::cli::{Cli, Command};
 use crate::cloud::{Cloud, WaitSettings};
 use crate::config::{self, Config};
 use crate::engine::{self, Cancel, Desired, Plan, Settings};
-use crate::state::{lock, store, Paths, State};
+use crate::state::{Backend, LocalBackend, Paths, State};
 use crate::ui::{self, Verbosity};
 
 mod apply;
@@ -26,6 +26,7 @@ mod outputs;
 mod plan;
 mod planfile;
 mod show;
+mod state;
 mod unlock;
 mod validate;
 mod verify;
@@ -67,17 +68,27 @@ pub async fn run(cli: Cli) -> Result<u8> {
         json: cli.json,
         verbosity,
         renew_registry_cert,
+        backend: std::sync::OnceLock::new(),
     };
-    match cli.command {
-        Command::Init { topology, force } => init::init(&ctx, topology, force),
-        Command::Validate => validate::validate(&ctx),
+    let result = dispatch(&ctx, cli.command).await;
+    // Give back the lock on every way out (an S3 lock would outlive the process).
+    if let Some(backend) = ctx.backend.get() {
+        backend.release().await;
+    }
+    result
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
+    match command {
+        Command::Init { topology, force } => init::init(ctx, topology, force),
+        Command::Validate => validate::validate(ctx),
         Command::Plan {
             out,
             detailed_exitcode,
             destroy,
             compact,
             ..
-        } => plan::plan(&ctx, out.as_deref(), detailed_exitcode, destroy, compact).await,
+        } => plan::plan(ctx, out.as_deref(), detailed_exitcode, destroy, compact).await,
         Command::Apply {
             planfile,
             yes,
@@ -98,12 +109,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
             yes,
             skip_final_snapshot,
             parallelism,
-        } => destroy::destroy(&ctx, yes, skip_final_snapshot, parallelism.into()).await,
-        Command::Show { wide } => show::show(&ctx, wide),
-        Command::Output { name } => output::output(&ctx, name.as_deref()),
-        Command::Artifacts { dir } => artifacts::artifacts(&ctx, dir).await,
-        Command::Verify { deep } => verify::verify(&ctx, deep).await,
-        Command::Unlock { force } => unlock::unlock(&ctx, force),
+        } => destroy::destroy(ctx, yes, skip_final_snapshot, parallelism.into()).await,
+        Command::Show { wide } => show::show(ctx, wide).await,
+        Command::Output { name } => output::output(ctx, name.as_deref()).await,
+        Command::Artifacts { dir } => artifacts::artifacts(ctx, dir).await,
+        Command::Verify { deep } => verify::verify(ctx, deep).await,
+        Command::Unlock { force } => unlock::unlock(ctx, force).await,
+        Command::State { command } => state::state(ctx, command).await,
         Command::Completions { shell } => {
             completions::completions(shell, &mut std::io::stdout().lock())
         }
@@ -118,6 +130,8 @@ struct Ctx {
     verbosity: Verbosity,
     /// `--renew-registry-cert` of plan/apply.
     renew_registry_cert: bool,
+    /// The state backend, once a command opened it (released when the command ends).
+    backend: std::sync::OnceLock<Arc<dyn Backend>>,
 }
 
 impl Ctx {
@@ -125,6 +139,20 @@ impl Ctx {
         if self.verbosity >= Verbosity::Normal {
             eprintln!("{text}");
         }
+    }
+
+    /// Open the state backend of `cfg` (S3: the bucket is checked first). The lock it
+    /// takes is released when the command ends, however it ends.
+    async fn backend(&self, cfg: &Config) -> Result<Arc<dyn Backend>> {
+        if let Some(b) = self.backend.get() {
+            return Ok(b.clone());
+        }
+        let paths = Paths::new(&self.state_dir, &cfg.name);
+        let backend: Arc<dyn Backend> = match &cfg.state {
+            config::StateBackend::Local => Arc::new(LocalBackend::new(paths, &cfg.name)),
+            config::StateBackend::S3(s3) => open_s3(s3, cfg, &self.state_dir).await?,
+        };
+        Ok(self.backend.get_or_init(|| backend).clone())
     }
 
     fn load_config(&self) -> Result<Config> {
@@ -139,13 +167,15 @@ impl Ctx {
 /// Everything a cloud-facing command needs, resolved before the first cloud call.
 struct Prepared {
     cfg: Config,
-    paths: Paths,
     desired: Desired,
+    backend: Arc<dyn Backend>,
 }
 
-fn prepare(ctx: &Ctx) -> Result<Prepared> {
+async fn prepare(ctx: &Ctx) -> Result<Prepared> {
     let cfg = ctx.load_config()?;
     let paths = Paths::new(&ctx.state_dir, &cfg.name);
+    let backend = ctx.backend(&cfg).await?;
+    pull_shared_secrets(ctx, &cfg, backend.as_ref(), &paths).await?;
     let registry =
         blueprint::registry_plan_renewing(&cfg, &paths.secrets_dir(), ctx.renew_registry_cert)?;
     if let Some(secrets) = registry.secrets.as_ref().filter(|s| s.renewal_due()) {
@@ -157,13 +187,89 @@ fn prepare(ctx: &Ctx) -> Result<Prepared> {
             ids::REGISTRY_DATA
         );
     }
-    let desired = blueprint::build(&cfg, &registry)?;
+    let mut desired = blueprint::build(&cfg, &registry)?;
+    if backend.shares_secrets() {
+        if cfg.topology == config::Topology::Rke2 || cfg.k3s_embedded_etcd() {
+            crate::render::ensure_cluster_token(&paths.secrets_dir())?;
+        }
+        let bundle = crate::render::secrets_bundle(&paths.secrets_dir())?;
+        if bundle_has_files(&bundle) {
+            blueprint::add_shared_secrets(&cfg, bundle, &mut desired);
+        }
+    }
     desired.order()?;
     Ok(Prepared {
         cfg,
-        paths,
         desired,
+        backend,
     })
+}
+
+/// With the S3 backend, unpack the env's shared secrets into the local secrets folder. A
+/// teammate's secrets win over whatever this workstation has: every run must embed the
+/// same CA, password and token, or it would replace the hosts.
+async fn pull_shared_secrets(
+    ctx: &Ctx,
+    cfg: &Config,
+    backend: &dyn Backend,
+    paths: &Paths,
+) -> Result<()> {
+    if !backend.shares_secrets() {
+        return Ok(());
+    }
+    let source = format!(
+        "Secrets Manager secret provision/{}/{}",
+        cfg.name,
+        ids::SHARED_SECRETS
+    );
+    if let Some(bundle) = backend.shared_secrets().await? {
+        let changed = crate::render::unpack_secrets_bundle(&paths.secrets_dir(), &bundle, &source)?;
+        if !changed.is_empty() {
+            ctx.say(&format!(
+                "took {} from {source} into {}",
+                changed.join(", "),
+                paths.secrets_dir().display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The state for a command that only reads it (no lock), and the backend it came from.
+async fn read_state(ctx: &Ctx, cfg: &Config) -> Result<(Arc<dyn Backend>, Option<State>)> {
+    let backend = ctx.backend(cfg).await?;
+    let state = backend.load().await?;
+    Ok((backend, state))
+}
+
+fn bundle_has_files(bundle: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(bundle)
+        .ok()
+        .and_then(|v| {
+            v.get("files")
+                .and_then(|f| f.as_object())
+                .map(|f| !f.is_empty())
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(feature = "aws")]
+async fn open_s3(
+    s3: &config::S3State,
+    cfg: &Config,
+    state_dir: &std::path::Path,
+) -> Result<Arc<dyn Backend>> {
+    let (backend, warnings) =
+        crate::state::s3::S3Backend::open(s3, &cfg.name, &cfg.region, state_dir).await?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(Arc::new(backend))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn open_s3(_: &config::S3State, _: &Config, _: &std::path::Path) -> Result<Arc<dyn Backend>> {
+    bail!("this provision was built without the `aws` feature and cannot use the S3 state backend")
 }
 
 fn waits(cfg: &Config) -> WaitSettings {
@@ -190,12 +296,12 @@ async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
     bail!("this provision was built without the `aws` feature and cannot reach AWS")
 }
 
-fn load_state(paths: &Paths, env: &str) -> Result<State> {
-    Ok(store::load(paths, env)?.unwrap_or_else(|| State::new(env)))
+async fn load_state(backend: &dyn Backend, env: &str) -> Result<State> {
+    Ok(backend.load().await?.unwrap_or_else(|| State::new(env)))
 }
 
-fn lock_env(paths: &Paths, command: &str) -> Result<lock::Lock> {
-    Ok(lock::Lock::acquire(&paths.lock, command)?)
+async fn lock_env(backend: &dyn Backend, command: &str) -> Result<()> {
+    Ok(backend.lock(command).await?)
 }
 
 /// Ctrl-C handling of `apply` and `destroy`, installed before planning. Before execution
@@ -209,7 +315,8 @@ struct Interrupts {
 }
 
 impl Interrupts {
-    fn install() -> Self {
+    /// `backend`'s lock is released before any exit here.
+    fn install(backend: Arc<dyn Backend>) -> Self {
         let cancel = Cancel::new();
         let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = {
@@ -220,6 +327,7 @@ impl Interrupts {
                 }
                 if !executing.load(std::sync::atomic::Ordering::SeqCst) {
                     eprintln!("\ninterrupted before any change was made");
+                    backend.release().await;
                     std::process::exit(i32::from(exit::INTERRUPTED));
                 }
                 cancel.cancel();
@@ -228,6 +336,7 @@ impl Interrupts {
                         "interrupted again: exiting now; the state file holds every finished step \
                          and the intent of every running create"
                     );
+                    backend.release().await;
                     std::process::exit(i32::from(exit::INTERRUPTED));
                 }
             })
@@ -292,7 +401,14 @@ async fn run_plan(
     let reporter: Arc<dyn engine::Reporter> = progress.clone();
     let started = std::time::Instant::now();
     let outcome = engine::execute(
-        cloud, plan, &p.desired, state, &p.paths, &settings, reporter, cancel,
+        cloud,
+        plan,
+        &p.desired,
+        state,
+        p.backend.as_ref(),
+        &settings,
+        reporter,
+        cancel,
     )
     .await;
     let outcome = outcome?;

@@ -2,13 +2,12 @@
 
 use anyhow::{Context, Result};
 
-use super::{exit, outputs, Ctx};
-use crate::state::{store, Paths};
+use super::{exit, outputs, read_state, Ctx};
 
-pub(super) fn output(ctx: &Ctx, name: Option<&str>) -> Result<u8> {
+pub(super) async fn output(ctx: &Ctx, name: Option<&str>) -> Result<u8> {
     let cfg = ctx.load_config()?;
-    let paths = Paths::new(&ctx.state_dir, &cfg.name);
-    let state = store::load(&paths, &cfg.name)?.with_context(|| {
+    let (_, state) = read_state(ctx, &cfg).await?;
+    let state = state.with_context(|| {
         format!(
             "no state for env `{}` yet: run `provision apply` first",
             cfg.name

@@ -17,9 +17,9 @@ pub(super) async fn plan(
     destroy: bool,
     compact: bool,
 ) -> Result<u8> {
-    let p = prepare(ctx)?;
-    let _lock = lock_env(&p.paths, "plan")?;
-    let state = load_state(&p.paths, &p.cfg.name)?;
+    let p = prepare(ctx).await?;
+    lock_env(p.backend.as_ref(), "plan").await?;
+    let state = load_state(p.backend.as_ref(), &p.cfg.name).await?;
     let cloud = connect(&p.cfg).await?;
     let plan = engine::make_plan(
         cloud.as_ref(),

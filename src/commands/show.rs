@@ -3,14 +3,12 @@
 
 use anyhow::Result;
 
-use super::{exit, Ctx};
-use crate::state::{store, Paths};
+use super::{exit, read_state, Ctx};
 use crate::ui;
 
-pub(super) fn show(ctx: &Ctx, wide: bool) -> Result<u8> {
+pub(super) async fn show(ctx: &Ctx, wide: bool) -> Result<u8> {
     let cfg = ctx.load_config()?;
-    let paths = Paths::new(&ctx.state_dir, &cfg.name);
-    let state = store::load(&paths, &cfg.name)?;
+    let (backend, state) = read_state(ctx, &cfg).await?;
     if ctx.json {
         let doc = ui::json::show_document(&cfg.name, state.as_ref());
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -20,7 +18,7 @@ pub(super) fn show(ctx: &Ctx, wide: bool) -> Result<u8> {
         println!(
             "No state for env `{}` ({} does not exist).",
             cfg.name,
-            paths.state.display()
+            backend.location()
         );
         return Ok(exit::OK);
     };

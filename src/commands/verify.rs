@@ -12,7 +12,7 @@ pub const DEEP_UNAVAILABLE: &str = "--deep: the Network Access Analyzer scope is
      available in this build; the static checks decide";
 
 pub(super) async fn verify(ctx: &Ctx, deep: bool) -> Result<u8> {
-    let p = prepare(ctx)?;
+    let p = prepare(ctx).await?;
     let expect = Expect::new(&p.cfg, &p.desired);
     let cloud = connect(&p.cfg).await?;
     let query = SnapshotQuery {

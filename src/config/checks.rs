@@ -72,10 +72,14 @@ pub(crate) fn s3_bucket(name: &str) -> Result<(), String> {
 /// An S3 object key for the state document: its lock object `<key>.lock` must fit too.
 pub(crate) fn s3_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.ends_with('/') {
-        return Err(format!("{key:?} must name an object, not be empty or end with /"));
+        return Err(format!(
+            "{key:?} must name an object, not be empty or end with /"
+        ));
     }
     if key.starts_with('/') {
-        return Err(format!("{key:?} must not begin with / (S3 keys are relative to the bucket)"));
+        return Err(format!(
+            "{key:?} must not begin with / (S3 keys are relative to the bucket)"
+        ));
     }
     if key.len() + ".lock".len() > 1024 {
         return Err("is longer than S3's 1024 bytes (with the .lock suffix)".to_string());
@@ -90,11 +94,15 @@ pub(crate) fn s3_key(key: &str) -> Result<(), String> {
 /// alias ARN.
 pub(crate) fn kms_key_id(id: &str) -> Result<(), String> {
     let is_uuid = |s: &str| uuid::Uuid::parse_str(s).is_ok();
-    let is_mrk = |s: &str| s.starts_with("mrk-") && s.len() == 36 && s[4..].chars().all(|c| c.is_ascii_hexdigit());
+    let is_mrk = |s: &str| {
+        s.starts_with("mrk-") && s.len() == 36 && s[4..].chars().all(|c| c.is_ascii_hexdigit())
+    };
     let ok = is_uuid(id)
         || is_mrk(id)
         || (id.starts_with("alias/") && id.len() > 6 && !id.starts_with("alias/aws/"))
-        || (id.starts_with("arn:aws") && id.contains(":kms:") && (id.contains(":key/") || id.contains(":alias/")));
+        || (id.starts_with("arn:aws")
+            && id.contains(":kms:")
+            && (id.contains(":key/") || id.contains(":alias/")));
     if ok {
         Ok(())
     } else {

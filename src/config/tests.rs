@@ -1845,7 +1845,11 @@ fn state_is_local_by_default_and_s3_takes_bucket_key_region_and_kms() {
         panic!("not s3")
     };
     assert_eq!(
-        (s3.key.as_str(), s3.region.as_str(), s3.kms_key_id.as_deref()),
+        (
+            s3.key.as_str(),
+            s3.region.as_str(),
+            s3.kms_key_id.as_deref()
+        ),
         ("envs/lab/state.json", "eu-west-1", Some("alias/provision"))
     );
     assert_eq!(s3.lock_key(), "envs/lab/state.json.lock");
@@ -1877,11 +1881,19 @@ fn s3_state_needs_a_bucket_named_as_s3_allows() {
 fn bad_state_keys_are_located() {
     let base = "[state]\nbackend = \"s3\"\nbucket = \"team-state\"\n";
     for (line, key, says) in [
-        ("key = \"/abs/path.json\"", "state.key", "must not begin with /"),
+        (
+            "key = \"/abs/path.json\"",
+            "state.key",
+            "must not begin with /",
+        ),
         ("key = \"dir/\"", "state.key", "end with /"),
         ("region = \"europe\"", "state.region", "AWS region"),
         ("kms_key_id = \"my-key\"", "state.kms_key_id", "KMS key"),
-        ("kms_key_id = \"alias/aws/s3\"", "state.kms_key_id", "customer managed"),
+        (
+            "kms_key_id = \"alias/aws/s3\"",
+            "state.kms_key_id",
+            "customer managed",
+        ),
     ] {
         let text = file("k3s", "", &format!("{base}{line}\n"));
         let p = one_problem(&text, line_of(&text, line), key);
@@ -1893,7 +1905,10 @@ fn bad_state_keys_are_located() {
     // S3 keys with the local backend are a mistake worth naming.
     let text = file("k3s", "", "[state]\nbucket = \"team-state\"\n");
     let p = one_problem(&text, line_of(&text, "bucket"), "state.bucket");
-    assert!(p.message.contains("only used with backend = \"s3\""), "{p:#?}");
+    assert!(
+        p.message.contains("only used with backend = \"s3\""),
+        "{p:#?}"
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ use super::plan::{ActionKind, Desired, Plan};
 use super::reporter::{Reporter, StepKind};
 use crate::cloud::{Cloud, CloudError, DeleteOptions, OpContext, StepProgress};
 use crate::model::{Kind, LogicalId, Observed, Resolved, Spec};
-use crate::state::{store, Entry, Paths, State, StateError, Status};
+use crate::state::{Backend, Entry, State, StateError, Status};
 
 /// One node of the execution graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -547,7 +547,7 @@ pub async fn execute(
     plan: &Plan,
     desired: &Desired,
     state: &mut State,
-    paths: &Paths,
+    store: &dyn Backend,
     settings: &Settings,
     reporter: Arc<dyn Reporter>,
     cancel: &Cancel,
@@ -622,7 +622,7 @@ pub async fn execute(
                 // Whatever pointed at an earlier object of this id no longer points at the
                 // current one; the next plan updates it even if this run stops early.
                 forget_dependents_link(state, &step.id);
-                store::save(paths, state)?;
+                store.save(state).await?;
             } else if let Some(e) = state.resources.get(&step.id) {
                 token = e.token.clone();
             }
@@ -682,7 +682,7 @@ pub async fn execute(
                         .get(&step.id)
                         .is_some_and(|a| a.action == ActionKind::Replace);
                 apply_done(state, &step, desired, done, replacing, &mut outcome);
-                store::save(paths, state)?;
+                store.save(state).await?;
                 queue.finish(&step);
                 outcome.succeeded += 1;
                 let cloud_id = state
@@ -697,7 +697,7 @@ pub async fn execute(
                     if let Some(entry) = state.resources.get_mut(&step.id) {
                         if entry.status == Status::Creating && !entry.token_spent {
                             entry.token_spent = true;
-                            store::save(paths, state)?;
+                            store.save(state).await?;
                         }
                     }
                 }

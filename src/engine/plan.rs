@@ -1062,7 +1062,7 @@ mod tests {
             &plan,
             &built,
             &mut state,
-            &paths,
+            &crate::state::LocalBackend::new(paths.clone(), "lab"),
             &Settings::default(),
             std::sync::Arc::new(Recording::default()),
             &Cancel::new(),

@@ -520,7 +520,7 @@ impl Lab {
             plan,
             desired,
             &mut state,
-            &self.paths,
+            &crate::state::LocalBackend::new(self.paths.clone(), ENV),
             settings,
             reporter,
             &Cancel::new(),
@@ -1259,12 +1259,13 @@ async fn crash_at(
     let cancel = Cancel::new();
     let settings = settings(4);
     let crashed = {
+        let store = crate::state::LocalBackend::new(lab.paths.clone(), ENV);
         let run = execute(
             lab.cloud(),
             &plan,
             target,
             &mut state,
-            &lab.paths,
+            &store,
             &settings,
             Arc::new(Recording::default()),
             &cancel,
@@ -1408,12 +1409,13 @@ fn vpc_spec() -> Spec {
 async fn run_until_crash(lab: &Lab, plan: &Plan, desired: &Desired) {
     let mut state = lab.load();
     let (s, cancel) = (settings(1), Cancel::new());
+    let store = crate::state::LocalBackend::new(lab.paths.clone(), ENV);
     let run = execute(
         lab.cloud(),
         plan,
         desired,
         &mut state,
-        &lab.paths,
+        &store,
         &s,
         Arc::new(Recording::default()),
         &cancel,
@@ -1987,12 +1989,13 @@ async fn cancel_lets_running_steps_finish_and_starts_nothing_new() {
     let cancel = Cancel::new();
     let mut state = lab.load();
     let s = settings(3);
+    let store = crate::state::LocalBackend::new(lab.paths.clone(), ENV);
     let run = execute(
         lab.cloud(),
         &plan,
         &desired,
         &mut state,
-        &lab.paths,
+        &store,
         &s,
         timeline.clone(),
         &cancel,
@@ -2134,12 +2137,13 @@ async fn a_plan_that_does_not_fit_is_refused_before_any_change() {
         edit(&mut edited);
         lab.fake.clear_calls();
         let mut state = lab.load();
+        let store = crate::state::LocalBackend::new(lab.paths.clone(), ENV);
         let result = execute(
             lab.cloud(),
             &edited,
             desired,
             &mut state,
-            &lab.paths,
+            &store,
             &settings(4),
             Arc::new(Recording::default()),
             &Cancel::new(),

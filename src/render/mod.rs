@@ -10,6 +10,7 @@ mod artifacts;
 mod error;
 mod files;
 mod secrets;
+mod secrets_bundle;
 mod templates;
 mod user_data;
 
@@ -19,6 +20,7 @@ pub use secrets::{
     ensure_cluster_token, ensure_registry_secrets, ensure_registry_secrets_renewing,
     RegistrySecrets, REGISTRY_USERNAME,
 };
+pub use secrets_bundle::{secrets_bundle, unpack_secrets_bundle};
 pub use user_data::{
     node_user_data, registries_yaml, registry_host_user_data, rke2_config_yaml,
     rke2_registries_yaml, NodeRole, RegistryAccess, Rke2Config, USER_DATA_LIMIT,

@@ -25,6 +25,18 @@ use super::RenderError;
 /// The one registry user the tool creates.
 pub const REGISTRY_USERNAME: &str = "rancher";
 
+/// Every file of the secrets folder and its mode: what the S3 backend's shared secret
+/// carries (see `secrets_bundle`).
+pub(super) const FILES: &[(&str, u32)] = &[
+    (CA_CERT_FILE, PUBLIC_MODE),
+    (CA_KEY_FILE, SECRET_MODE),
+    (SERVER_CERT_FILE, PUBLIC_MODE),
+    (SERVER_KEY_FILE, SECRET_MODE),
+    (PASSWORD_FILE, SECRET_MODE),
+    (HTPASSWD_FILE, SECRET_MODE),
+    (CLUSTER_TOKEN_FILE, SECRET_MODE),
+];
+
 const CA_CERT_FILE: &str = "registry-ca.crt";
 const CA_KEY_FILE: &str = "registry-ca.key";
 const SERVER_CERT_FILE: &str = "registry.crt";

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
+    /// Who ran it: the login name (`$USER`), for a lock teammates share.
+    #[serde(default)]
+    pub owner: String,
     pub pid: u32,
     pub host: String,
     pub command: String,
@@ -20,11 +23,40 @@ pub struct Holder {
 impl Holder {
     pub fn current(command: &str) -> Self {
         Self {
+            owner: std::env::var("USER")
+                .or_else(|_| std::env::var("USERNAME"))
+                .unwrap_or_else(|_| "unknown".into()),
             pid: std::process::id(),
             host: this_host(),
             command: command.to_string(),
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
+    }
+
+    /// `alice (pid 42 on ws-1), since 2026-11-25T10:00:00Z (12 min ago)`.
+    pub fn describe(&self) -> String {
+        let who = if self.owner.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", self.owner)
+        };
+        format!(
+            "{who}(pid {} on {}), since {}{}",
+            self.pid,
+            self.host,
+            self.started,
+            self.age()
+                .map(|a| format!(" ({} ago)", crate::ui::human_duration(a)))
+                .unwrap_or_default()
+        )
+    }
+
+    /// How long ago the lock was taken, when `started` parses.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        let started = chrono::DateTime::parse_from_rfc3339(&self.started).ok()?;
+        (chrono::Utc::now() - started.with_timezone(&chrono::Utc))
+            .to_std()
+            .ok()
     }
 
     /// True when the holder ran on this host and its process no longer exists.
@@ -66,24 +98,20 @@ pub enum LockError {
 fn locked_message(path: &Path, holder: &Option<Holder>) -> String {
     match holder {
         Some(h) if h.is_dead_here() => format!(
-            "the state is locked ({}): held for `{}` by pid {} on {} since {}, but that process is gone \
+            "the state is locked ({}): held for `provision {}` by {}, but that process is gone \
              (a child it started may still hold the lock). If no provision run is active, run `provision unlock --force`",
             path.display(),
             h.command,
-            h.pid,
-            h.host,
-            h.started
+            h.describe(),
         ),
         Some(h) => format!(
-            "the state is locked by another run: `provision {}` (pid {} on {}, since {}); wait for it to finish \
-             (lock file {})",
+            "the state is locked by another run: `provision {}` by {}; wait for it to finish \
+             (lock {}; `provision unlock --force` removes a lock whose run is gone)",
             h.command,
-            h.pid,
-            h.host,
-            h.started,
+            h.describe(),
             path.display()
         ),
-        None => format!("the state is locked by another run (lock file {})", path.display()),
+        None => format!("the state is locked by another run (lock {})", path.display()),
     }
 }
 
@@ -233,6 +261,7 @@ mod tests {
     #[test]
     fn dead_holder_on_this_host_is_detected() {
         let h = Holder {
+            owner: "alice".into(),
             pid: 0x3fff_fff0,
             host: this_host(),
             command: "apply".into(),

@@ -12,8 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Attrs, Kind, LogicalId, Observed, Spec};
 
+pub mod backend;
 pub mod lock;
+#[cfg(feature = "aws")]
+pub mod s3;
 pub mod store;
+
+pub use backend::{Backend, LocalBackend};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -158,6 +163,47 @@ pub enum StateError {
     },
     #[error("state file {path} has format version {found}; this provision reads version {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
+    /// A remote state document that does not parse; left untouched.
+    #[error(
+        "{location} is not a provision state document ({reason}); it was left untouched. \
+         Earlier versions are in the bucket's version history \
+         (aws s3api list-object-versions --bucket {bucket} --prefix {key})"
+    )]
+    RemoteCorrupt {
+        location: String,
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    /// The remote store refused or failed a read or write.
+    #[error("{location}: {message}{}", rescue_note(.rescue))]
+    Remote {
+        location: String,
+        message: String,
+        rescue: Option<PathBuf>,
+    },
+    /// Someone else wrote the state since this run read it (`If-Match` failed).
+    #[error(
+        "{location} was changed by another run since this one read it (its ETag is no longer \
+         {etag}); stopped before any further change{}",
+        rescue_note(.rescue)
+    )]
+    Conflict {
+        location: String,
+        etag: String,
+        rescue: Option<PathBuf>,
+    },
+    /// The lock this run took is gone or belongs to someone else now.
+    #[error(
+        "this run no longer holds the lock {location} ({why}): someone ran `provision unlock \
+         --force`. Stopped before writing the state again{}",
+        rescue_note(.rescue)
+    )]
+    LockLost {
+        location: String,
+        why: String,
+        rescue: Option<PathBuf>,
+    },
     #[error(
         "state file {path} was replaced while this run held it (lineage {found}, expected {expected}); refusing to overwrite it"
     )]
@@ -166,4 +212,16 @@ pub enum StateError {
         found: String,
         expected: String,
     },
+}
+
+fn rescue_note(rescue: &Option<PathBuf>) -> String {
+    match rescue {
+        Some(path) => format!(
+            ". This run's state (every step it finished) is saved in {}: check who else ran, \
+             then `provision state push --from {} --force` to make it the shared state",
+            path.display(),
+            path.display()
+        ),
+        None => String::new(),
+    }
 }

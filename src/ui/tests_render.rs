@@ -642,7 +642,7 @@ async fn a_config_change_is_not_also_reported_as_drift() {
         &first,
         &before,
         &mut state,
-        &paths,
+        &crate::state::LocalBackend::new(paths.clone(), "lab"),
         &Settings::default(),
         Arc::new(crate::engine::reporter::Recording::default()),
         &Cancel::new(),

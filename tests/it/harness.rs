@@ -916,6 +916,7 @@ pub struct Aws {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub route53: aws_sdk_route53::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Aws {
@@ -939,6 +940,11 @@ impl Aws {
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
             route53: aws_sdk_route53::Client::new(&shared),
             secrets: aws_sdk_secretsmanager::Client::new(&shared),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(true)
+                    .build(),
+            ),
             rt,
         }
     }
@@ -1375,6 +1381,74 @@ impl Aws {
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("no secret {name}"))
             .1
+    }
+
+    /// Secrets of the env scheduled for deletion: (name, days they stay restorable).
+    pub fn deleted_env_secrets(&self) -> Vec<String> {
+        let out = self
+            .block(
+                self.secrets
+                    .list_secrets()
+                    .include_planned_deletion(true)
+                    .send(),
+            )
+            .unwrap();
+        out.secret_list()
+            .iter()
+            .filter(|s| s.deleted_date().is_some())
+            .filter(|s| {
+                s.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("provision:env") && t.value() == Some(ENV))
+            })
+            .map(|s| s.name().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// A bucket for the S3 state backend, with versioning on unless `versioned` is false.
+    pub fn create_bucket(&self, name: &str, versioned: bool) {
+        self.block(self.s3.create_bucket().bucket(name).send())
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+        if versioned {
+            self.block(
+                self.s3
+                    .put_bucket_versioning()
+                    .bucket(name)
+                    .versioning_configuration(
+                        aws_sdk_s3::types::VersioningConfiguration::builder()
+                            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .unwrap();
+        }
+    }
+
+    /// The object `key` of `bucket` (body and ETag), `None` when it does not exist.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<(Vec<u8>, String)> {
+        let out = self
+            .block(self.s3.get_object().bucket(bucket).key(key).send())
+            .ok()?;
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = self
+            .block(out.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec();
+        Some((body, etag))
+    }
+
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.block(
+            self.s3
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body.to_vec().into())
+                .send(),
+        )
+        .unwrap();
     }
 
     /// Everything still tagged with (or named for) the env, as readable lines.

@@ -195,6 +195,15 @@ def classify(method, path, headers, body):
     return service, action, action, action.startswith(MUTATING_PREFIXES), protocol, form
 
 
+def s3_as_aws(path, data):
+    """moto 5.2.5 names the root of GetBucketVersioning `GetBucketVersioningResponse`;
+    S3 (and the Rust SDK, which checks it) says `VersioningConfiguration`."""
+    query = urllib.parse.urlsplit(path).query
+    if "versioning" in urllib.parse.parse_qs(query, keep_blank_values=True):
+        data = data.replace(b"GetBucketVersioningResponse", b"VersioningConfiguration")
+    return data
+
+
 def error_response(protocol, status, code, message, sender=True):
     """(status, content type, body) of an error in the protocol's dialect."""
     if protocol == "json":
@@ -499,6 +508,8 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
+        if service == "s3" and self.command == "GET" and 200 <= status < 300:
+            data = s3_as_aws(self.path, data)
         if op == "RunInstances" and 200 <= status < 300:
             with LOCK:
                 kill = STATE["kill_on_launch"] > 0

@@ -23,7 +23,28 @@ mod route53;
 mod secretsmanager;
 mod snapshot;
 
-pub use error::sdk_error;
+pub use api_log::ApiLog;
+pub use error::{error_code, sdk_error};
+
+/// The SDK config every client of a run is built from: the standard AWS chain (profile,
+/// env credentials, `AWS_ENDPOINT_URL*`) with `region` winning, patient retries of
+/// throttling and transient errors, and bounded timeouts.
+pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(8)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(20));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .retry_config(retry)
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
 
 /// SDK clients built once from the standard AWS chain (profile, env credentials,
 /// `AWS_ENDPOINT_URL*`), with the config's region winning.
@@ -42,20 +63,7 @@ impl AwsCloud {
     /// Build the clients and check that credentials can be had, so a missing profile or
     /// key fails with one clear message before the first API call.
     pub async fn new(region: &str, waits: WaitSettings) -> Result<Self, CloudError> {
-        let retry = RetryConfig::standard()
-            .with_max_attempts(8)
-            .with_initial_backoff(Duration::from_millis(200))
-            .with_max_backoff(Duration::from_secs(20));
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .operation_attempt_timeout(Duration::from_secs(60))
-            .build();
-        let shared = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .retry_config(retry)
-            .timeout_config(timeouts)
-            .load()
-            .await;
+        let shared = sdk_config(region).await;
         if let Some(provider) = shared.credentials_provider() {
             use aws_credential_types::provider::ProvideCredentials;
             if let Err(e) = provider.provide_credentials().await {

@@ -137,12 +137,15 @@ pub async fn create(
         return Err(super::common::wrong_kind("secretsmanager", spec.kind()));
     };
     let name = secret_name(ctx.env, ctx.id);
+    // The tool's own value (the shared secrets bundle), else a new password.
+    let value = || s.value.clone().unwrap_or_else(generate_password);
     let created = cloud
         .secrets
         .create_secret()
         .name(&name)
         .description(&s.description)
-        .secret_string(generate_password())
+        .secret_string(value())
+        .set_kms_key_id(s.kms_key_id.clone())
         .set_tags(Some(tags(ctx)))
         // Secrets Manager's own idempotency token: a retried call does not fail.
         .client_request_token(ctx.token)
@@ -183,11 +186,15 @@ pub async fn create(
                     .send()
                     .await
                     .map_err(|e| sdk_error("RestoreSecret", e))?;
+            }
+            // A restored secret gets a fresh value; one that holds the tool's own value
+            // (left by a run that stopped, or pushed by `state push`) gets this one.
+            if d.deleted || s.value.is_some() {
                 cloud
                     .secrets
                     .put_secret_value()
                     .secret_id(&d.arn)
-                    .secret_string(generate_password())
+                    .secret_string(value())
                     .send()
                     .await
                     .map_err(|e| sdk_error("PutSecretValue", e))?;
@@ -211,9 +218,22 @@ pub async fn update(
         .update_secret()
         .secret_id(&current.cloud_id)
         .description(&s.description)
+        .set_kms_key_id(s.kms_key_id.clone())
         .send()
         .await
         .map_err(|e| sdk_error("UpdateSecret", e))?;
+    // A new bundle (a renewed certificate, a new cluster token): store it as the current
+    // version. A generated password is never replaced here.
+    if let Some(value) = &s.value {
+        cloud
+            .secrets
+            .put_secret_value()
+            .secret_id(&current.cloud_id)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutSecretValue", e))?;
+    }
     Ok(observed(&current.cloud_id))
 }
 

@@ -1708,6 +1708,7 @@ mod tests {
                 "datastore-password",
                 Spec::Secret(SecretSpec {
                     description: "password".into(),
+                    ..Default::default()
                 }),
             );
             d.insert("datastore", database_spec(version));

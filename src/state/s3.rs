@@ -1,0 +1,623 @@
+//! `[state] backend = "s3"`: one shared state for a team or CI, on S3 alone (no DynamoDB),
+//! the way Terraform ≥ 1.10 does it.
+//!
+//! - **Lock**: the object `<key>.lock`, created with `If-None-Match: *` (exactly one
+//!   creator wins) and holding owner, host, pid, command and start time. Released by
+//!   deleting it, but only while it is still ours (same ETag). It outlives a crashed run:
+//!   `provision unlock --force` removes it after showing who held it.
+//! - **Writes**: every save sends `If-Match` with the ETag this run last saw (or
+//!   `If-None-Match: *` for the first one), so two writers never overwrite each other
+//!   silently; a run whose lock was forced away stops before its next write. A save that
+//!   fails for good leaves the run's state in a local rescue file and says where.
+//! - **Secrets** a teammate's run needs (registry CA and password, cluster token) live in
+//!   the environment's Secrets Manager secret `provision/<env>/shared-secrets` (a resource
+//!   of the environment, see `blueprint::add_shared_secrets`), never in the state object.
+//!
+//! Transient S3 errors are retried by the SDK (standard mode, 8 attempts, backoff).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption};
+
+use super::backend::Backend;
+use super::lock::{Holder, LockError, Unlock};
+use super::{store, State, StateError, FORMAT_VERSION};
+use crate::cloud::aws::{sdk_config, ApiLog};
+use crate::config::S3State;
+
+/// The S3 state backend of one environment.
+pub struct S3Backend {
+    s3: aws_sdk_s3::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    cfg: S3State,
+    env: String,
+    /// Where a save that failed for good leaves the run's state.
+    rescue: PathBuf,
+    /// ETag of the state object as this run last saw it; `None`: no object yet.
+    etag: Mutex<Option<String>>,
+    /// ETag of the lock object this run created, while it holds the lock.
+    held: Mutex<Option<String>>,
+}
+
+/// What went wrong in one S3 call: the HTTP status and S3's error code.
+struct Failure {
+    status: Option<u16>,
+    code: String,
+    message: String,
+}
+
+impl Failure {
+    fn of<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+        err: SdkError<E, aws_smithy_runtime_api::http::Response<R>>,
+    ) -> Self {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let (code, message) = match &err {
+            SdkError::ServiceError(s) => (
+                s.err().code().unwrap_or_default().to_string(),
+                s.err().message().unwrap_or_default().to_string(),
+            ),
+            _ => (
+                String::new(),
+                aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+            ),
+        };
+        Self {
+            status,
+            code,
+            message,
+        }
+    }
+
+    fn not_found(&self) -> bool {
+        self.status == Some(404) || self.code == "NoSuchKey" || self.code == "NotFound"
+    }
+
+    /// `If-Match` / `If-None-Match` did not hold (412), or a concurrent conditional
+    /// write won (409 ConditionalRequestConflict).
+    fn precondition(&self) -> bool {
+        self.status == Some(412)
+            || self.code == "PreconditionFailed"
+            || self.code == "ConditionalRequestConflict"
+    }
+
+    fn describe(&self, operation: &str) -> String {
+        let what = match (self.code.as_str(), self.status) {
+            ("AccessDenied", _) | (_, Some(403)) => format!(
+                "access denied ({}); the state backend needs s3:GetBucketLocation, \
+                 s3:GetBucketVersioning, s3:ListBucket, s3:GetObject, s3:PutObject and \
+                 s3:DeleteObject on the bucket",
+                self.code_or_status()
+            ),
+            ("NoSuchBucket", _) => "the bucket does not exist".to_string(),
+            _ => format!("{}: {}", self.code_or_status(), self.message),
+        };
+        format!("{operation} failed: {what}")
+    }
+
+    fn code_or_status(&self) -> String {
+        match (&self.code, self.status) {
+            (c, _) if !c.is_empty() => c.clone(),
+            (_, Some(s)) => format!("HTTP {s}"),
+            _ => "no answer".to_string(),
+        }
+    }
+}
+
+/// The region S3 names for a `GetBucketLocation` answer (empty: us-east-1, `EU`: eu-west-1).
+fn bucket_region(constraint: Option<&str>) -> String {
+    match constraint {
+        None | Some("") => "us-east-1".to_string(),
+        Some("EU") => "eu-west-1".to_string(),
+        Some(r) => r.to_string(),
+    }
+}
+
+impl S3Backend {
+    /// Connect and check the bucket (exists, reachable, in the configured region) before
+    /// anything else; returns warnings to show (versioning off).
+    pub async fn open(
+        cfg: &S3State,
+        env: &str,
+        env_region: &str,
+        state_dir: &std::path::Path,
+    ) -> Result<(Self, Vec<String>), StateError> {
+        let shared = sdk_config(&cfg.region).await;
+        // A custom endpoint (an emulator, MinIO) serves buckets by path, not by host name.
+        let path_style =
+            shared.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(path_style)
+                .interceptor(ApiLog)
+                .build(),
+        );
+        let secrets_cfg = if env_region == cfg.region {
+            shared
+        } else {
+            sdk_config(env_region).await
+        };
+        let secrets = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&secrets_cfg)
+                .interceptor(ApiLog)
+                .build(),
+        );
+        let backend = Self {
+            s3,
+            secrets,
+            cfg: cfg.clone(),
+            env: env.to_string(),
+            rescue: state_dir.join(format!("{env}.rescue.json")),
+            etag: Mutex::new(None),
+            held: Mutex::new(None),
+        };
+        let warnings = backend.check_bucket().await?;
+        Ok((backend, warnings))
+    }
+
+    fn remote(&self, message: String) -> StateError {
+        StateError::Remote {
+            location: self.cfg.url(),
+            message,
+            rescue: None,
+        }
+    }
+
+    async fn check_bucket(&self) -> Result<Vec<String>, StateError> {
+        let bucket = &self.cfg.bucket;
+        let location = self
+            .s3
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| {
+                let f = Failure::of(e);
+                if f.code == "NoSuchBucket" || f.status == Some(404) {
+                    self.remote(format!(
+                        "the bucket {bucket} does not exist (or is not visible to these \
+                         credentials). Create it with versioning on, e.g. `aws s3api \
+                         create-bucket --bucket {bucket}` and `aws s3api \
+                         put-bucket-versioning --bucket {bucket} --versioning-configuration \
+                         Status=Enabled`, or fix [state] bucket"
+                    ))
+                } else {
+                    self.remote(f.describe("GetBucketLocation"))
+                }
+            })?;
+        let actual = bucket_region(location.location_constraint().map(|c| c.as_str()));
+        if actual != self.cfg.region {
+            return Err(self.remote(format!(
+                "the bucket {bucket} is in {actual}, not {}: set [state] region = \"{actual}\"",
+                self.cfg.region
+            )));
+        }
+        // Advisory only: a bucket whose versioning cannot be read still holds the state.
+        let mut warnings = Vec::new();
+        match self.s3.get_bucket_versioning().bucket(bucket).send().await {
+            Ok(v) if v.status() == Some(&BucketVersioningStatus::Enabled) => {}
+            Ok(_) => warnings.push(format!(
+                "bucket {bucket} has versioning off: every save replaces the state with no way \
+                 back. Turn it on (`aws s3api put-bucket-versioning --bucket {bucket} \
+                 --versioning-configuration Status=Enabled`); old versions are the backups"
+            )),
+            Err(e) => warnings.push(format!(
+                "could not read the versioning of bucket {bucket} ({}); keep it on: old \
+                 versions are the state's backups",
+                Failure::of(e).describe("GetBucketVersioning")
+            )),
+        }
+        Ok(warnings)
+    }
+
+    fn lock_url(&self) -> PathBuf {
+        PathBuf::from(format!("s3://{}/{}", self.cfg.bucket, self.cfg.lock_key()))
+    }
+
+    /// The lock object's holder and ETag, `None` when there is no lock.
+    async fn read_lock(&self) -> Result<Option<(Option<Holder>, String)>, LockError> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.cfg.lock_key())
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag().unwrap_or_default().to_string();
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes())
+                    .unwrap_or_default();
+                Ok(Some((serde_json::from_slice(&bytes).ok(), etag)))
+            }
+            Err(e) => {
+                let f = Failure::of(e);
+                if f.not_found() {
+                    Ok(None)
+                } else {
+                    Err(self.lock_error(f.describe("GetObject (lock)")))
+                }
+            }
+        }
+    }
+
+    fn lock_error(&self, message: String) -> LockError {
+        LockError::Io {
+            path: self.lock_url(),
+            source: std::io::Error::other(message),
+        }
+    }
+
+    /// Checks that the lock this run took is still there and still ours.
+    async fn check_lock(&self) -> Result<(), String> {
+        let Some(ours) = self.held.lock().expect("lock slot").clone() else {
+            return Err("this run never took it".into());
+        };
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.cfg.lock_key())
+            .send()
+            .await
+        {
+            Ok(out) if out.e_tag() == Some(ours.as_str()) => Ok(()),
+            Ok(_) => Err("another run holds it now".into()),
+            Err(e) => {
+                let f = Failure::of(e);
+                if f.not_found() {
+                    Err("the lock object is gone".into())
+                } else {
+                    // Cannot tell: do not write over what may be someone else's state.
+                    Err(f.describe("HeadObject (lock)"))
+                }
+            }
+        }
+    }
+
+    /// Keep `state` in the local rescue file; returns its path when that worked.
+    fn rescue(&self, state: &State) -> Option<PathBuf> {
+        let mut text = serde_json::to_vec_pretty(state).ok()?;
+        text.push(b'\n');
+        store::write_atomic(&self.rescue, None, &text, 0o600).ok()?;
+        Some(self.rescue.clone())
+    }
+
+    /// Put `state` with the conditions of the last ETag seen.
+    async fn put(&self, state: &State) -> Result<(), StateError> {
+        if let Err(why) = self.check_lock().await {
+            return Err(StateError::LockLost {
+                location: self.lock_url().display().to_string(),
+                why,
+                rescue: self.rescue(state),
+            });
+        }
+        let mut text = serde_json::to_vec_pretty(state).expect("state serializes");
+        text.push(b'\n');
+        let expected = self.etag.lock().expect("etag slot").clone();
+        let mut put = self
+            .s3
+            .put_object()
+            .bucket(&self.cfg.bucket)
+            .key(&self.cfg.key)
+            .content_type("application/json")
+            .body(ByteStream::from(text));
+        put = match &expected {
+            Some(etag) => put.if_match(etag),
+            None => put.if_none_match("*"),
+        };
+        if let Some(kms) = &self.cfg.kms_key_id {
+            put = put
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        match put.send().await {
+            Ok(out) => {
+                *self.etag.lock().expect("etag slot") = out.e_tag().map(str::to_string);
+                Ok(())
+            }
+            Err(e) => {
+                let f = Failure::of(e);
+                if f.precondition() {
+                    Err(StateError::Conflict {
+                        location: self.cfg.url(),
+                        etag: expected.unwrap_or_else(|| "absent".into()),
+                        rescue: self.rescue(state),
+                    })
+                } else {
+                    Err(StateError::Remote {
+                        location: self.cfg.url(),
+                        message: f.describe("PutObject"),
+                        rescue: self.rescue(state),
+                    })
+                }
+            }
+        }
+    }
+
+    fn shared_secrets_name(&self) -> String {
+        format!(
+            "provision/{}/{}",
+            self.env,
+            crate::blueprint::ids::SHARED_SECRETS
+        )
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn shares_secrets(&self) -> bool {
+        true
+    }
+
+    /// The env's shared secrets bundle (`provision/<env>/shared-secrets`), `None` when the
+    /// secret does not exist or is scheduled for deletion.
+    async fn shared_secrets(&self) -> Result<Option<String>, StateError> {
+        let name = self.shared_secrets_name();
+        match self
+            .secrets
+            .get_secret_value()
+            .secret_id(&name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.secret_string().map(str::to_string)),
+            Err(e) => {
+                let code = crate::cloud::aws::error_code(&e)
+                    .unwrap_or_default()
+                    .to_string();
+                // Deleted (in its recovery window): InvalidRequestException.
+                if code == "ResourceNotFoundException" || code == "InvalidRequestException" {
+                    return Ok(None);
+                }
+                Err(StateError::Remote {
+                    location: format!("Secrets Manager secret {name}"),
+                    message: crate::cloud::aws::sdk_error("GetSecretValue", e).to_string(),
+                    rescue: None,
+                })
+            }
+        }
+    }
+
+    async fn put_shared_secrets(
+        &self,
+        bundle: &str,
+        description: &str,
+    ) -> Result<Option<String>, StateError> {
+        use aws_sdk_secretsmanager::types::Tag;
+        let name = self.shared_secrets_name();
+        let id = crate::model::LogicalId::new(crate::blueprint::ids::SHARED_SECRETS);
+        let failed = |op: &str, e: crate::cloud::CloudError| StateError::Remote {
+            location: format!("Secrets Manager secret {name}"),
+            message: format!("{op}: {e}"),
+            rescue: None,
+        };
+        let tags: Vec<Tag> = crate::model::tags_for(&self.env, &id)
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let mut create = self
+            .secrets
+            .create_secret()
+            .name(&name)
+            .description(description)
+            .secret_string(bundle)
+            .set_tags(Some(tags));
+        if let Some(kms) = &self.cfg.kms_key_id {
+            create = create.kms_key_id(kms);
+        }
+        match create.send().await {
+            Ok(out) => Ok(Some(out.arn().unwrap_or(&name).to_string())),
+            Err(e) => match crate::cloud::aws::error_code(&e) {
+                Some("ResourceExistsException") => {
+                    let out = self
+                        .secrets
+                        .put_secret_value()
+                        .secret_id(&name)
+                        .secret_string(bundle)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            failed(
+                                "PutSecretValue",
+                                crate::cloud::aws::sdk_error("PutSecretValue", e),
+                            )
+                        })?;
+                    Ok(Some(out.arn().unwrap_or(&name).to_string()))
+                }
+                _ => Err(failed(
+                    "CreateSecret",
+                    crate::cloud::aws::sdk_error("CreateSecret", e),
+                )),
+            },
+        }
+    }
+    fn location(&self) -> String {
+        self.cfg.url()
+    }
+
+    async fn load(&self) -> Result<Option<State>, StateError> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(&self.cfg.key)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let f = Failure::of(e);
+                if f.not_found() && f.code != "NoSuchBucket" {
+                    *self.etag.lock().expect("etag slot") = None;
+                    return Ok(None);
+                }
+                return Err(self.remote(f.describe("GetObject")));
+            }
+        };
+        let etag = out.e_tag().map(str::to_string);
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.remote(format!("reading the state object: {e}")))?
+            .into_bytes();
+        let corrupt = |reason: String| StateError::RemoteCorrupt {
+            location: self.cfg.url(),
+            bucket: self.cfg.bucket.clone(),
+            key: self.cfg.key.clone(),
+            reason,
+        };
+        let state = store::parse(&bytes).map_err(corrupt)?;
+        if state.format_version != FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format version {}; this provision reads version {FORMAT_VERSION}",
+                state.format_version
+            )));
+        }
+        if state.env != self.env {
+            return Err(corrupt(format!(
+                "it belongs to environment `{}`, but the config names `{}`",
+                state.env, self.env
+            )));
+        }
+        *self.etag.lock().expect("etag slot") = etag;
+        Ok(Some(state))
+    }
+
+    async fn save(&self, state: &mut State) -> Result<(), StateError> {
+        state.serial += 1;
+        let saved = self.put(state).await;
+        if saved.is_err() {
+            state.serial -= 1;
+        }
+        saved
+    }
+
+    async fn overwrite(&self, state: &State) -> Result<(), StateError> {
+        self.put(state).await
+    }
+
+    async fn lock(&self, command: &str) -> Result<(), LockError> {
+        let holder = Holder::current(command);
+        let body = serde_json::to_vec(&holder).expect("holder serializes");
+        let mut put = self
+            .s3
+            .put_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.cfg.lock_key())
+            .content_type("application/json")
+            .if_none_match("*")
+            .body(ByteStream::from(body));
+        if let Some(kms) = &self.cfg.kms_key_id {
+            put = put
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        match put.send().await {
+            Ok(out) => {
+                *self.held.lock().expect("lock slot") = out.e_tag().map(str::to_string);
+                Ok(())
+            }
+            Err(e) => {
+                let f = Failure::of(e);
+                if f.precondition() {
+                    let holder = self.read_lock().await?.and_then(|(h, _)| h);
+                    Err(LockError::Locked {
+                        path: self.lock_url(),
+                        holder,
+                    })
+                } else {
+                    Err(self.lock_error(f.describe("PutObject (lock)")))
+                }
+            }
+        }
+    }
+
+    async fn release(&self) {
+        let Some(ours) = self.held.lock().expect("lock slot").take() else {
+            return;
+        };
+        // Only our own lock: after `unlock --force` someone else's may be there.
+        if self.check_lock_is(&ours).await {
+            let deleted = self
+                .s3
+                .delete_object()
+                .bucket(&self.cfg.bucket)
+                .key(self.cfg.lock_key())
+                .send()
+                .await;
+            if let Err(e) = deleted {
+                eprintln!(
+                    "warning: could not release the lock {}: {}; `provision unlock --force` \
+                     removes it",
+                    self.lock_url().display(),
+                    Failure::of(e).describe("DeleteObject")
+                );
+            }
+        }
+    }
+
+    async fn unlock(&self, force: bool) -> Result<Unlock, LockError> {
+        let Some((holder, etag)) = self.read_lock().await? else {
+            return Ok(Unlock::WasFree);
+        };
+        if !force {
+            return Err(LockError::Locked {
+                path: self.lock_url(),
+                holder,
+            });
+        }
+        let mut delete = self
+            .s3
+            .delete_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.cfg.lock_key());
+        if !etag.is_empty() {
+            delete = delete.if_match(&etag);
+        }
+        delete.send().await.map_err(|e| {
+            let f = Failure::of(e);
+            if f.precondition() {
+                self.lock_error("the lock changed hands while it was being removed; run `provision unlock` again to see the new holder".into())
+            } else {
+                self.lock_error(f.describe("DeleteObject (lock)"))
+            }
+        })?;
+        Ok(Unlock::Forced(holder))
+    }
+}
+
+impl S3Backend {
+    async fn check_lock_is(&self, ours: &str) -> bool {
+        matches!(
+            self.s3
+                .head_object()
+                .bucket(&self.cfg.bucket)
+                .key(self.cfg.lock_key())
+                .send()
+                .await,
+            Ok(out) if out.e_tag() == Some(ours)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_regions_follow_s3s_location_constraints() {
+        assert_eq!(bucket_region(None), "us-east-1");
+        assert_eq!(bucket_region(Some("")), "us-east-1");
+        assert_eq!(bucket_region(Some("EU")), "eu-west-1");
+        assert_eq!(bucket_region(Some("ap-south-2")), "ap-south-2");
+    }
+}
