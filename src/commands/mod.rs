@@ -97,7 +97,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
             ..
         } => {
             apply::apply(
-                &ctx,
+                ctx,
                 planfile.as_deref(),
                 yes,
                 parallelism.into(),

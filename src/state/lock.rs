@@ -85,7 +85,7 @@ pub enum LockError {
     #[error("{}", locked_message(.path, .holder))]
     Locked {
         path: PathBuf,
-        holder: Option<Holder>,
+        holder: Option<Box<Holder>>,
     },
     #[error("cannot use lock file {path}: {source}")]
     Io {
@@ -95,8 +95,8 @@ pub enum LockError {
     },
 }
 
-fn locked_message(path: &Path, holder: &Option<Holder>) -> String {
-    match holder {
+fn locked_message(path: &Path, holder: &Option<Box<Holder>>) -> String {
+    match holder.as_deref() {
         Some(h) if h.is_dead_here() => format!(
             "the state is locked ({}): held for `provision {}` by {}, but that process is gone \
              (a child it started may still hold the lock). If no provision run is active, run `provision unlock --force`",
@@ -143,13 +143,13 @@ impl Lock {
             Ok(false) => {
                 return Err(LockError::Locked {
                     path: path.to_path_buf(),
-                    holder: read_holder(path),
+                    holder: read_holder(path).map(Box::new),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 return Err(LockError::Locked {
                     path: path.to_path_buf(),
-                    holder: read_holder(path),
+                    holder: read_holder(path).map(Box::new),
                 })
             }
             Err(e) => return Err(io(e)),
@@ -213,7 +213,7 @@ pub fn unlock(path: &Path, force: bool) -> Result<Unlock, LockError> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            Ok(Unlock::Forced(holder))
+            Ok(Unlock::Forced(holder.map(|h| *h)))
         }
         Err(e) => Err(e),
     }
@@ -268,7 +268,7 @@ mod tests {
             started: "x".into(),
         };
         assert!(h.is_dead_here());
-        let msg = locked_message(Path::new("s.lock"), &Some(h));
+        let msg = locked_message(Path::new("s.lock"), &Some(Box::new(h)));
         assert!(msg.contains("provision unlock --force"), "{msg}");
         assert!(!Holder::current("x").is_dead_here());
     }

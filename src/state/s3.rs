@@ -529,7 +529,7 @@ impl Backend for S3Backend {
             Err(e) => {
                 let f = Failure::of(e);
                 if f.precondition() {
-                    let holder = self.read_lock().await?.and_then(|(h, _)| h);
+                    let holder = self.read_lock().await?.and_then(|(h, _)| h).map(Box::new);
                     Err(LockError::Locked {
                         path: self.lock_url(),
                         holder,
@@ -572,7 +572,7 @@ impl Backend for S3Backend {
         if !force {
             return Err(LockError::Locked {
                 path: self.lock_url(),
-                holder,
+                holder: holder.map(Box::new),
             });
         }
         let mut delete = self
