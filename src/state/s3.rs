@@ -613,6 +613,33 @@ impl S3Backend {
 mod tests {
     use super::*;
 
+    fn failure(status: u16, code: &str) -> Failure {
+        Failure {
+            status: Some(status),
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong_and_which_permissions_are_needed() {
+        let denied = failure(403, "AccessDenied").describe("PutObject");
+        assert!(
+            denied.contains("PutObject failed: access denied")
+                && denied.contains("s3:PutObject")
+                && denied.contains("s3:DeleteObject"),
+            "{denied}"
+        );
+        assert!(failure(404, "NoSuchBucket")
+            .describe("GetObject")
+            .contains("does not exist"));
+        // A lost race is a precondition failure, whichever way S3 words it.
+        assert!(failure(412, "PreconditionFailed").precondition());
+        assert!(failure(409, "ConditionalRequestConflict").precondition());
+        assert!(!failure(500, "InternalError").precondition());
+        assert!(failure(404, "").not_found() && failure(400, "NoSuchKey").not_found());
+    }
+
     #[test]
     fn bucket_regions_follow_s3s_location_constraints() {
         assert_eq!(bucket_region(None), "us-east-1");
