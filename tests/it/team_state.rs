@@ -310,6 +310,27 @@ fn ctrl_c_saves_state_and_releases_the_s3_lock() {
 }
 
 #[test]
+fn ctrl_c_at_the_confirmation_prompt_releases_the_s3_lock() {
+    let world = s3_world(Topology::Docker);
+    let mut running = world.spawn_on_tty(&["apply"]);
+    wait_until("the confirmation prompt", Duration::from_secs(60), || {
+        running
+            .stderr_so_far()
+            .contains("Only 'yes' will be accepted")
+            || running.finished()
+    });
+    assert!(
+        world.aws.object(BUCKET, LOCK).is_some(),
+        "the run holds the lock at the prompt: {}",
+        running.stderr_so_far()
+    );
+    running.signal(libc::SIGINT);
+    let stopped = running.wait(Duration::from_secs(10));
+    assert_eq!(stopped.code, 130, "{}", stopped.describe());
+    assert_unlocked(&world);
+}
+
+#[test]
 fn push_and_pull_round_trip_and_a_foreign_lineage_is_refused() {
     // Built with the local backend first.
     let world = World::new(&Fixture::new(Topology::Docker));
