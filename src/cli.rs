@@ -92,7 +92,8 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
-        /// Steps running at the same time.
+        /// Steps working at the same time (a step that only waits for the cloud, such as an
+        /// instance booting or RDS creating, does not count).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
         /// Carry out changes that destroy data (replacing a node, the database or the
@@ -113,7 +114,8 @@ pub enum Command {
         /// Delete the RDS instance without a final snapshot.
         #[arg(long)]
         skip_final_snapshot: bool,
-        /// Steps running at the same time.
+        /// Steps working at the same time (a step that only waits for the cloud does not
+        /// count).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
     },

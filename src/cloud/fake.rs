@@ -208,6 +208,9 @@ struct Inner {
     max_in_flight: usize,
     /// Delete calls refused with `DependencyViolation`.
     in_use_refusals: usize,
+    /// Instances booting right now (see `FakeConfig::instance_boot`), and the most ever.
+    booting: usize,
+    max_booting: usize,
     /// Every create token ever used and the cloud id it made; like EC2's `ClientToken`,
     /// a token stays bound to its resource after that resource is gone.
     tokens: BTreeMap<String, String>,
@@ -245,6 +248,9 @@ pub struct FakeConfig {
     /// The next call of each operation named here is throttled, once (e.g.
     /// `modify_attribute`: a create fails after its first call went through).
     pub throttle_once: Vec<String>,
+    /// How long an instance takes to boot after `RunInstances`; the create waits for it
+    /// (as a step that only waits for the cloud, see `StepProgress::waiting`).
+    pub instance_boot: Duration,
 }
 
 #[derive(Clone)]
@@ -345,6 +351,11 @@ impl FakeCloud {
     /// The most mutating calls that were ever in flight at once (needs a `delay`).
     pub fn max_in_flight(&self) -> usize {
         self.inner.lock().unwrap().max_in_flight
+    }
+
+    /// The most instances that were ever booting at once (needs an `instance_boot`).
+    pub fn max_booting(&self) -> usize {
+        self.inner.lock().unwrap().max_booting
     }
 
     /// Delete calls refused because the resource was (still) in use.
@@ -613,6 +624,12 @@ impl FakeCloud {
     }
 }
 
+/// What of `spec` can exist with what `ctx` resolves: a security group's rules that name
+/// groups not made yet cannot (see `engine::late`).
+fn possible(spec: &Spec, ctx: &OpContext<'_>) -> Spec {
+    crate::engine::late::applied_part(spec, ctx.resolved).unwrap_or_else(|| spec.clone())
+}
+
 /// Counts a mutating call as in flight until dropped (also when the caller is dropped).
 struct InFlight<'a>(&'a Mutex<Inner>);
 
@@ -652,7 +669,7 @@ impl Cloud for FakeCloud {
             [(cid, o)] => Ok(Some(Observed {
                 cloud_id: (*cid).clone(),
                 attrs: o.attrs.clone(),
-                drift: o.drift(spec),
+                drift: o.drift(&possible(spec, ctx)),
             })),
             many => Err(CloudError::api(
                 "find",
@@ -678,11 +695,10 @@ impl Cloud for FakeCloud {
     ) -> Result<Option<Observed>, CloudError> {
         self.enter("read", cloud_id, false).await?;
         let inner = self.inner.lock().unwrap();
-        let _ = ctx;
         Ok(inner.objects.get(cloud_id).map(|o| Observed {
             cloud_id: cloud_id.to_string(),
             attrs: o.attrs.clone(),
-            drift: o.drift(spec),
+            drift: o.drift(&possible(spec, ctx)),
         }))
     }
 
@@ -708,6 +724,8 @@ impl Cloud for FakeCloud {
             ));
         }
         self.enter("create", ctx.id.as_str(), true).await?;
+        // Rules naming groups not made yet come later, in an update (as in the adapter).
+        let spec = &possible(spec, ctx);
         let (live, tagged, missing, parts) = create_calls(spec);
         let uses = Self::uses(&live, ctx)?;
         let (cloud_id, attrs) = {
@@ -781,6 +799,17 @@ impl Cloud for FakeCloud {
         if spec.kind() == Kind::Instance {
             // RunInstances returns at once; the adapter then waits for `running`.
             self.enter("wait_instance", &cloud_id, false).await?;
+            let boot = self.config.lock().unwrap().instance_boot;
+            if !boot.is_zero() {
+                let _waiting = super::Waiting::start(ctx.progress);
+                {
+                    let mut i = self.inner.lock().unwrap();
+                    i.booting += 1;
+                    i.max_booting = i.max_booting.max(i.booting);
+                }
+                tokio::time::sleep(boot).await;
+                self.inner.lock().unwrap().booting -= 1;
+            }
             let dies = {
                 let mut c = self.config.lock().unwrap();
                 let hit = c.die_on_start.iter().position(|i| i == ctx.id.as_str());

@@ -127,6 +127,29 @@ pub fn classify(operation: &str, code: &str, message: &str) -> CloudError {
 /// Progress of one running step, for long waits ("creating, 3m12s").
 pub trait StepProgress: Send + Sync {
     fn status(&self, status: &str);
+
+    /// `true`: the step now only waits for the cloud (polls a resource being made) and
+    /// makes no other calls, so another step may run in its place; `false`: it works
+    /// again. See [`Waiting`].
+    fn waiting(&self, waiting: bool) {
+        let _ = waiting;
+    }
+}
+
+/// Marks a step as waiting for the cloud (see [`StepProgress::waiting`]) while it lives.
+pub struct Waiting<'a>(&'a dyn StepProgress);
+
+impl<'a> Waiting<'a> {
+    pub fn start(progress: &'a dyn StepProgress) -> Self {
+        progress.waiting(true);
+        Self(progress)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting(false);
+    }
 }
 
 /// A progress sink that drops everything.
@@ -227,7 +250,8 @@ pub trait Cloud: Send + Sync {
 
     /// Check, without changing anything, what would make a create fail late: a DNS zone
     /// that does not exist, an image that is not there. Called by `plan` for every desired
-    /// resource, so `apply` stops before its first mutating call.
+    /// resource the run may create or change (not for one the state holds unchanged and
+    /// the cloud still has), so `apply` stops before its first mutating call.
     async fn preflight(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<(), CloudError> {
         let _ = (ctx, spec);
         Ok(())
@@ -235,6 +259,17 @@ pub trait Cloud: Send + Sync {
 
     /// Every resource tagged `provision:env=<env>`.
     async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError>;
+
+    /// Planning is about to read the resources of `env` and change nothing until
+    /// [`end_survey`](Self::end_survey): the cloud may read each kind once, in bulk, and
+    /// answer `find`, `read`, `preflight` and `list_owned` from that meanwhile.
+    fn begin_survey(&self, env: &str) {
+        let _ = env;
+    }
+
+    /// The end of what [`begin_survey`](Self::begin_survey) began: from now on every call
+    /// reads the cloud again.
+    fn end_survey(&self) {}
 
     /// The current value of a Secrets Manager secret (the RDS master password).
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError>;

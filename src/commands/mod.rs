@@ -355,28 +355,22 @@ impl Drop for Interrupts {
     }
 }
 
-/// What each step of `plan` waits for: a create or update its dependencies, a delete what
-/// depends on it.
+/// What each step of `plan` waits for: the engine's step graph (a create or update its
+/// dependencies, a delete what depends on it).
 fn waits_for(
     plan: &Plan,
     desired: &Desired,
     state: &State,
-) -> std::collections::HashMap<crate::model::LogicalId, Vec<crate::model::LogicalId>> {
-    use crate::engine::ActionKind;
-    plan.changes()
-        .map(|a| {
-            let deps = match (a.action, desired.resources.get(&a.id)) {
-                (ActionKind::Delete | ActionKind::Forget, _) | (_, None) => state
-                    .resources
-                    .iter()
-                    .filter(|(_, e)| e.depends_on.contains(&a.id))
-                    .map(|(id, _)| id.clone())
-                    .collect(),
-                (_, Some(spec)) => spec.depends_on(),
-            };
-            (a.id.clone(), deps)
-        })
-        .collect()
+) -> std::collections::HashMap<engine::Step, Vec<engine::Step>> {
+    match engine::executor::step_graph(plan, desired, state) {
+        Ok(graph) => graph
+            .dependencies()
+            .iter()
+            .map(|(step, deps)| (step.clone(), deps.iter().cloned().collect()))
+            .collect(),
+        // `execute` refuses such a plan itself.
+        Err(_) => Default::default(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

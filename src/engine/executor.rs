@@ -8,12 +8,20 @@
 //! * a delete waits for the deletes of everything that depended on the resource in the
 //!   state, and — when the resource is going away for good — for the updates of resources
 //!   that still point at it (target groups deregister a node before it is terminated);
-//! * deletes of resources the state never knew (found by tags) are ordered by kind rank.
+//! * deletes of resources the state never knew (found by tags) are ordered by kind rank;
+//! * a security group created in the same run as groups its rules name is created without
+//!   those rules (what needs the group does not wait for them) and gets them in an update
+//!   step that waits for those groups (see [`super::late`]).
 //!
 //! One coordinator loop owns the state: it writes the write-ahead intent before every
 //! create, hands steps to at most `parallelism` workers, and saves the state after every
-//! finished step. It never returns early: after the first failure (or Ctrl-C) it starts no
-//! new step, lets running steps finish, saves, and reports every failure once.
+//! finished step. Results that arrive together, and the intents of the steps they let
+//! start, go into one save, made before any of those steps starts or is reported. A step
+//! that only waits for the cloud (an instance booting, RDS creating) does not hold a
+//! worker meanwhile. Among ready steps, the one heading the longest expected chain goes
+//! first (the database before the nodes). The loop never returns early: after the first
+//! failure (or Ctrl-C) it starts no new step, lets running steps finish, saves, and reports
+//! every failure once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -31,7 +39,7 @@ use crate::model::{Kind, LogicalId, Observed, Resolved, Spec};
 use crate::state::{Backend, Entry, State, StateError, Status};
 
 /// One node of the execution graph.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Step {
     pub id: LogicalId,
     pub kind: StepKind,
@@ -102,6 +110,21 @@ pub enum ExecError {
     InvalidPlan(#[from] InvalidPlan),
 }
 
+/// How long a step on a resource of `kind` typically takes on AWS, in seconds: the
+/// scheduling weight of the step (see [`DependencyQueue::queue_weighted`]).
+fn typical_seconds(kind: Kind, step: StepKind) -> u64 {
+    if matches!(step, StepKind::Forget | StepKind::Adopt) {
+        return 0;
+    }
+    match kind {
+        Kind::Database => 600,
+        Kind::LoadBalancer => 180,
+        Kind::Instance => 60,
+        Kind::HostedZone | Kind::DnsRecord => 30,
+        _ => 1,
+    }
+}
+
 /// Build the step graph for a plan.
 pub fn step_graph(
     plan: &Plan,
@@ -122,6 +145,28 @@ pub fn step_graph(
         if !kinds.is_empty() {
             steps.insert(a.id.clone(), kinds);
         }
+    }
+    // Creates that can do without some references made in this same run: they get an
+    // update step once those exist.
+    let late: BTreeMap<LogicalId, Vec<LogicalId>> = steps
+        .iter()
+        .filter(|(_, kinds)| kinds.contains(&StepKind::Create))
+        .filter_map(|(id, _)| {
+            let refs: Vec<LogicalId> = super::late::late_refs(desired.resources.get(id)?)
+                .into_iter()
+                .filter(|r| {
+                    r != id
+                        && steps.get(r).is_some_and(|k| {
+                            k.iter()
+                                .any(|k| !matches!(k, StepKind::Delete | StepKind::Forget))
+                        })
+                })
+                .collect();
+            (!refs.is_empty()).then(|| (id.clone(), refs))
+        })
+        .collect();
+    for id in late.keys() {
+        steps.get_mut(id).expect("planned").push(StepKind::Update);
     }
     let step = |id: &LogicalId, kind: StepKind| Step {
         id: id.clone(),
@@ -149,12 +194,23 @@ pub fn step_graph(
                 .unwrap()
                 .insert(step(id, StepKind::Delete));
         }
-        // Desired resources wait for what they refer to.
+        // Desired resources wait for what they refer to; a create with late references
+        // not for those: its update step waits for them (and for the create).
         if let (Some(me), Some(spec)) = (non_delete(id), desired.resources.get(id)) {
+            let later = late.get(id);
             for dep in spec.depends_on() {
                 if let Some(d) = non_delete(&dep) {
-                    deps.get_mut(&me).unwrap().insert(d);
+                    if later.is_some_and(|l| l.contains(&dep)) {
+                        deps.get_mut(&step(id, StepKind::Update)).unwrap().insert(d);
+                    } else {
+                        deps.get_mut(&me).unwrap().insert(d);
+                    }
                 }
+            }
+            if later.is_some() {
+                deps.get_mut(&step(id, StepKind::Update))
+                    .unwrap()
+                    .insert(me.clone());
             }
         }
         // Deletes wait for the old dependents.
@@ -213,9 +269,14 @@ pub fn step_graph(
         let next_first = step(next, next_kinds[0]);
         deps.get_mut(&next_first).unwrap().insert(prev_last);
     }
+    let kind_of: BTreeMap<&LogicalId, Kind> =
+        plan.actions.iter().map(|a| (&a.id, a.kind)).collect();
     let mut q = DependencyQueue::new();
     for (s, d) in deps {
-        q.queue(s, d);
+        let weight = kind_of
+            .get(&s.id)
+            .map_or(0, |k| typical_seconds(*k, s.kind));
+        q.queue_weighted(s, d, weight);
     }
     q.queue_finished()?;
     Ok(q)
@@ -245,12 +306,34 @@ struct Progress {
     reporter: Arc<dyn Reporter>,
     id: LogicalId,
     started: Instant,
+    waits: Arc<Waiting>,
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl StepProgress for Progress {
     fn status(&self, status: &str) {
         self.reporter
             .step_status(&self.id, status, self.started.elapsed());
+    }
+
+    fn waiting(&self, waiting: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.waiting.swap(waiting, SeqCst) == waiting {
+            return;
+        }
+        if waiting {
+            self.waits.count.fetch_add(1, SeqCst);
+            // A worker is free: the coordinator may start another step.
+            self.waits.changed.notify_one();
+        } else {
+            self.waits.count.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.waiting(false);
     }
 }
 
@@ -342,11 +425,14 @@ async fn run_job(
     job: Job,
     reporter: Arc<dyn Reporter>,
     retries: Retries,
+    waits: Arc<Waiting>,
 ) -> Result<Done, CloudError> {
     let progress = Progress {
         reporter,
         id: job.step.id.clone(),
         started: Instant::now(),
+        waits,
+        waiting: std::sync::atomic::AtomicBool::new(false),
     };
     let ctx = OpContext {
         env: &env,
@@ -560,6 +646,12 @@ pub async fn execute(
     let mut running = FuturesUnordered::new();
     let mut stop = false;
     let parallelism = settings.parallelism.max(1);
+    let waits = Arc::new(Waiting::default());
+    // What a create applied when it left out late references (recorded in the state).
+    let mut applied: BTreeMap<Step, Spec> = BTreeMap::new();
+    // Finished steps not reported yet: they are, once the state holding them is saved.
+    let mut finished: Vec<(Step, Result<String, String>, Duration)> = Vec::new();
+    let mut dirty = false;
 
     loop {
         if cancel.is_cancelled() && !outcome.interrupted {
@@ -567,8 +659,9 @@ pub async fn execute(
             stop = true;
             reporter.note("interrupted: no new steps will start; waiting for running steps (Ctrl-C again to quit at once)");
         }
-        // Start what is ready.
-        while !stop && running.len() < parallelism {
+        // Pick what is ready, writing the intent of each create into the state.
+        let mut starting: Vec<(Step, Kind, Job)> = Vec::new();
+        while !stop && running.len() + starting.len() < parallelism + waits.count() {
             let Some(step) = queue.dequeue() else { break };
             let spec = desired.resources.get(&step.id).cloned();
             let needs_spec = matches!(
@@ -580,7 +673,7 @@ pub async fn execute(
                 _ => {
                     // Unreachable after `check_plan`; fail the step rather than panic.
                     let msg = not_in_plan(&step, "a spec").to_string();
-                    reporter.step_finished(&step.id, step.kind, Err(&msg), Duration::ZERO);
+                    finished.push((step.clone(), Err(msg.clone()), Duration::ZERO));
                     outcome.failed.push((step, msg));
                     stop = true;
                     continue;
@@ -622,7 +715,7 @@ pub async fn execute(
                 // Whatever pointed at an earlier object of this id no longer points at the
                 // current one; the next plan updates it even if this run stops early.
                 forget_dependents_link(state, &step.id);
-                store.save(state).await?;
+                dirty = true;
             } else if let Some(e) = state.resources.get(&step.id) {
                 token = e.token.clone();
             }
@@ -643,16 +736,37 @@ pub async fn execute(
             } else {
                 action.current.clone()
             };
+            let resolved = state.resolved();
+            if let (StepKind::Create, Some(spec)) = (step.kind, spec.as_ref()) {
+                if let Some(part) = super::late::applied_part(spec, &resolved) {
+                    applied.insert(step.clone(), part);
+                }
+            }
             let job = Job {
                 step: step.clone(),
                 kind: action.kind,
                 spec,
                 current,
                 token,
-                resolved: state.resolved(),
+                resolved,
                 update_after_adopt: action.update_after_adopt,
             };
-            reporter.step_started(&step.id, step.kind, action.kind);
+            starting.push((step, action.kind, job));
+        }
+
+        // One save for the results that came in and the intents of what starts now.
+        if dirty {
+            store.save(state).await?;
+            dirty = false;
+        }
+        for (step, result, elapsed) in finished.drain(..) {
+            match result {
+                Ok(cloud_id) => reporter.step_finished(&step.id, step.kind, Ok(&cloud_id), elapsed),
+                Err(msg) => reporter.step_finished(&step.id, step.kind, Err(&msg), elapsed),
+            }
+        }
+        for (step, kind, job) in starting {
+            reporter.step_started(&step.id, step.kind, kind);
             let started = Instant::now();
             let fut = run_job(
                 cloud.clone(),
@@ -660,6 +774,7 @@ pub async fn execute(
                 job,
                 reporter.clone(),
                 Retries::from(settings),
+                waits.clone(),
             );
             running.push(async move { (step, fut.await, started.elapsed()) });
         }
@@ -668,48 +783,77 @@ pub async fn execute(
             break;
         }
 
-        let next = tokio::select! {
+        // The next result, or a step that starts waiting for the cloud (a free worker).
+        let first = tokio::select! {
             n = running.next() => n,
+            _ = waits.changed.notified() => continue,
             _ = cancel.cancelled(), if !outcome.interrupted => continue,
         };
-        let Some((step, result, elapsed)) = next else {
-            break;
-        };
-        match result {
-            Ok(done) => {
-                let replacing = step.kind == StepKind::Delete
-                    && actions
+        let mut results = Vec::from_iter(first);
+        // Whatever else finished meanwhile goes into the same save.
+        while let Some(Some(more)) = futures::FutureExt::now_or_never(running.next()) {
+            results.push(more);
+        }
+        for (step, result, elapsed) in results {
+            match result {
+                Ok(done) => {
+                    let replacing = step.kind == StepKind::Delete
+                        && actions
+                            .get(&step.id)
+                            .is_some_and(|a| a.action == ActionKind::Replace);
+                    let spec_applied = applied.remove(&step);
+                    apply_done(
+                        state,
+                        &step,
+                        desired,
+                        done,
+                        replacing,
+                        spec_applied,
+                        &mut outcome,
+                    );
+                    dirty = true;
+                    queue.finish(&step);
+                    outcome.succeeded += 1;
+                    let cloud_id = state
+                        .resources
                         .get(&step.id)
-                        .is_some_and(|a| a.action == ActionKind::Replace);
-                apply_done(state, &step, desired, done, replacing, &mut outcome);
-                store.save(state).await?;
-                queue.finish(&step);
-                outcome.succeeded += 1;
-                let cloud_id = state
-                    .resources
-                    .get(&step.id)
-                    .map(|e| e.cloud_id.clone())
-                    .unwrap_or_default();
-                reporter.step_finished(&step.id, step.kind, Ok(&cloud_id), elapsed);
-            }
-            Err(e) => {
-                if step.kind == StepKind::Create && token_spent_by(&e) {
-                    if let Some(entry) = state.resources.get_mut(&step.id) {
-                        if entry.status == Status::Creating && !entry.token_spent {
-                            entry.token_spent = true;
-                            store.save(state).await?;
+                        .map(|e| e.cloud_id.clone())
+                        .unwrap_or_default();
+                    finished.push((step, Ok(cloud_id), elapsed));
+                }
+                Err(e) => {
+                    if step.kind == StepKind::Create && token_spent_by(&e) {
+                        if let Some(entry) = state.resources.get_mut(&step.id) {
+                            if entry.status == Status::Creating && !entry.token_spent {
+                                entry.token_spent = true;
+                                dirty = true;
+                            }
                         }
                     }
+                    let msg = e.to_string();
+                    finished.push((step.clone(), Err(msg.clone()), elapsed));
+                    outcome.failed.push((step, msg));
+                    stop = true;
                 }
-                let msg = e.to_string();
-                reporter.step_finished(&step.id, step.kind, Err(&msg), elapsed);
-                outcome.failed.push((step, msg));
-                stop = true;
             }
         }
     }
     outcome.skipped = queue.remaining();
     Ok(outcome)
+}
+
+/// Steps that wait for the cloud right now (they hold no worker), and a signal when one
+/// starts waiting.
+#[derive(Default)]
+struct Waiting {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Waiting {
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 fn apply_done(
@@ -718,6 +862,7 @@ fn apply_done(
     desired: &Desired,
     done: Done,
     replacing: bool,
+    applied: Option<Spec>,
     outcome: &mut Outcome,
 ) {
     let id = &step.id;
@@ -734,13 +879,15 @@ fn apply_done(
     match done {
         Done::Created(obs) | Done::Updated(obs) | Done::Adopted(obs, _) => {
             let changed_cloud = !matches!(done_kind, DoneKind::AdoptedOnly);
-            // The step was only started with a spec; the intent holds it too.
-            let Some(spec) = desired
-                .resources
-                .get(id)
-                .or_else(|| state.resources.get(id).map(|e| &e.spec))
-                .cloned()
-            else {
+            // The step was only started with a spec; the intent holds it too. A create
+            // that left out late references records what it applied.
+            let Some(spec) = applied.or_else(|| {
+                desired
+                    .resources
+                    .get(id)
+                    .or_else(|| state.resources.get(id).map(|e| &e.spec))
+                    .cloned()
+            }) else {
                 return;
             };
             let depends_on = deps_of(&spec, state);

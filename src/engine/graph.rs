@@ -1,8 +1,9 @@
 //! A small dependency queue, after cargo's `dependency_queue`: nodes are queued with the
 //! nodes they wait for, `dequeue` hands out nodes whose dependencies have all finished,
-//! `finish` marks a node done. Among ready nodes, the one with the most work waiting
-//! behind it goes first, so long chains (instances -> target groups -> listeners) start
-//! early.
+//! `finish` marks a node done. Among ready nodes, the one heading the longest chain of
+//! expected work goes first (a node's weight is how long it is expected to take; the
+//! database, minutes of RDS, before a subnet), then the one with the most nodes waiting
+//! behind it, so long chains (instances -> target groups -> listeners) start early.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -17,8 +18,11 @@ pub struct DependencyQueue<K: Ord + Clone + Debug> {
     waiting: BTreeMap<K, BTreeSet<K>>,
     /// node -> nodes that wait for it
     dependents: BTreeMap<K, BTreeSet<K>>,
-    /// node -> number of nodes transitively waiting for it (scheduling priority)
-    priority: BTreeMap<K, usize>,
+    /// node -> its expected duration (any unit; 0 unless given)
+    weight: BTreeMap<K, u64>,
+    /// node -> (longest chain of weights from it to the end, number of nodes transitively
+    /// waiting for it): the scheduling priority
+    priority: BTreeMap<K, (u64, usize)>,
 }
 
 impl<K: Ord + Clone + Debug> Default for DependencyQueue<K> {
@@ -26,6 +30,7 @@ impl<K: Ord + Clone + Debug> Default for DependencyQueue<K> {
         Self {
             waiting: BTreeMap::new(),
             dependents: BTreeMap::new(),
+            weight: BTreeMap::new(),
             priority: BTreeMap::new(),
         }
     }
@@ -39,9 +44,22 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
     /// Add `node`, which may start only after every node in `deps` finished. Dependencies
     /// that are never queued are treated as already finished.
     pub fn queue(&mut self, node: K, deps: impl IntoIterator<Item = K>) {
+        self.queue_weighted(node, deps, 0);
+    }
+
+    /// [`queue`](Self::queue) a node expected to take `weight` (seconds, say): among ready
+    /// nodes, those heading the heaviest chains go first.
+    pub fn queue_weighted(&mut self, node: K, deps: impl IntoIterator<Item = K>, weight: u64) {
         let deps: BTreeSet<K> = deps.into_iter().filter(|d| d != &node).collect();
         self.dependents.entry(node.clone()).or_default();
+        self.weight.insert(node.clone(), weight);
         self.waiting.insert(node, deps);
+    }
+
+    /// What each queued node waits for (after [`queue_finished`](Self::queue_finished):
+    /// known nodes only). Dequeued nodes are not listed.
+    pub fn dependencies(&self) -> &BTreeMap<K, BTreeSet<K>> {
+        &self.waiting
     }
 
     /// Close the queue: drop unknown dependencies, check for cycles, compute priorities.
@@ -60,6 +78,38 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
             }
         }
         self.check_cycles()?;
+        // Longest weighted chain from each node, dependents first (reverse topological).
+        let mut chain: BTreeMap<K, u64> = BTreeMap::new();
+        let topo = {
+            let mut left: BTreeMap<&K, usize> =
+                self.waiting.iter().map(|(k, d)| (k, d.len())).collect();
+            let mut ready: Vec<&K> = left
+                .iter()
+                .filter(|(_, n)| **n == 0)
+                .map(|(k, _)| *k)
+                .collect();
+            let mut out = Vec::new();
+            while let Some(n) = ready.pop() {
+                out.push(n);
+                for d in &self.dependents[n] {
+                    let c = left.get_mut(d).expect("known");
+                    *c -= 1;
+                    if *c == 0 {
+                        ready.push(d);
+                    }
+                }
+            }
+            out
+        };
+        for n in topo.iter().rev() {
+            let after = self.dependents[*n]
+                .iter()
+                .map(|d| chain[d])
+                .max()
+                .unwrap_or(0);
+            let own = self.weight.get(*n).copied().unwrap_or(0);
+            chain.insert((*n).clone(), own + after);
+        }
         self.priority = known
             .iter()
             .map(|k| {
@@ -72,7 +122,7 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
                         }
                     }
                 }
-                (k.clone(), seen.len())
+                (k.clone(), (chain[k], seen.len()))
             })
             .collect();
         Ok(())
@@ -171,6 +221,7 @@ impl<K: Ord + Clone + Debug> DependencyQueue<K> {
         let mut q = Self {
             waiting: self.waiting.clone(),
             dependents: self.dependents.clone(),
+            weight: self.weight.clone(),
             priority: self.priority.clone(),
         };
         let mut out = Vec::new();
@@ -222,6 +273,31 @@ mod tests {
         q.queue_finished().unwrap();
         assert_eq!(q.dequeue(), Some("root"));
         assert_eq!(q.dequeue(), Some("leaf"));
+    }
+
+    #[test]
+    fn the_heaviest_chain_goes_first_whatever_the_number_of_dependents() {
+        // A database (long) behind its subnet group, and nodes with many dependents.
+        let mut q = DependencyQueue::new();
+        q.queue_weighted("db-subnets", [], 1);
+        q.queue_weighted("database", ["db-subnets"], 600);
+        q.queue_weighted("node", [], 60);
+        for tg in ["tg-80", "tg-443", "tg-6443"] {
+            q.queue_weighted(tg, ["node"], 1);
+        }
+        q.queue_finished().unwrap();
+        assert_eq!(q.dequeue(), Some("db-subnets"));
+        assert_eq!(q.dequeue(), Some("node"));
+        // Without weights the node, with more waiting behind it, would go first.
+        let mut q = DependencyQueue::new();
+        q.queue("db-subnets", []);
+        q.queue("database", ["db-subnets"]);
+        q.queue("node", []);
+        for tg in ["tg-80", "tg-443", "tg-6443"] {
+            q.queue(tg, ["node"]);
+        }
+        q.queue_finished().unwrap();
+        assert_eq!(q.dequeue(), Some("node"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod executor;
 pub mod graph;
+pub mod late;
 pub mod plan;
 pub mod reporter;
 

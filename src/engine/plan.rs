@@ -385,14 +385,52 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     let order = desired.order()?;
     let no_delete = DeleteOptions::default();
 
-    // 1. What is live, for everything the state knows about.
-    let mut resolved = state.resolved();
-    let mut live: BTreeMap<LogicalId, Option<Observed>> = BTreeMap::new();
-    {
-        let reads = state.resources.iter().map(|(id, entry)| {
+    // Planning reads a lot and changes nothing: the cloud may answer from one bulk read
+    // per kind until the plan is made.
+    let _survey = Survey::begin(cloud, env);
+
+    // 1b. What a create would trip over (a DNS zone that does not exist, a missing
+    // image), checked before any change, for what the run may create or change: what the
+    // state does not hold as made, or holds with another spec. (A resource found deleted
+    // outside provision is checked once the reads tell, below.) Each distinct check runs
+    // once; all of them at once, with 1, 2 and 5.
+    let needs_check = |id: &LogicalId| match state.resources.get(id) {
+        None => true,
+        Some(e) => {
+            let (replace, update) = spec_changes(&e.spec, &desired.resources[id]);
+            e.status != Status::Created || !replace.is_empty() || !update.is_empty()
+        }
+    };
+    let mut checked = BTreeSet::new();
+    let first_checks: Vec<&LogicalId> = order
+        .iter()
+        .filter(|id| needs_check(id))
+        .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
+        .collect();
+    let state_resolved = state.resolved();
+    let checks = preflight_all(cloud, env, desired, &first_checks, &state_resolved);
+
+    // 5. (used below) what is tagged for this env.
+    let owned = async {
+        retry_transient(|| cloud.list_owned(env))
+            .await
+            .map_err(|source| PlanError::List {
+                env: env.to_string(),
+                source,
+            })
+    };
+
+    // 1. What is live, for everything the state knows about; 2. the desired resources,
+    // dependencies first so adoptions resolve for later finds: level by level (a
+    // resource's level is one more than its deepest dependency's), the finds of one level
+    // at once.
+    let work = async {
+        let mut resolved = state.resolved();
+        let mut live: BTreeMap<LogicalId, Option<Observed>> = BTreeMap::new();
+        let reads = {
             let resolved = &resolved;
             let no_delete = &no_delete;
-            async move {
+            futures::future::join_all(state.resources.iter().map(|(id, entry)| async move {
                 let spec = desired.resources.get(id).unwrap_or(&entry.spec);
                 let c = ctx(env, id, &entry.token, resolved, no_delete);
                 let r = match entry.status {
@@ -405,14 +443,10 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                     },
                 };
                 (id.clone(), entry.kind, r)
-            }
-        });
-        use futures::StreamExt;
-        let results: Vec<_> = futures::stream::iter(reads)
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        for (id, kind, r) in results {
+            }))
+            .await
+        };
+        for (id, kind, r) in reads {
             let observed = r.map_err(|source| PlanError::Cloud {
                 id: id.clone(),
                 kind,
@@ -420,168 +454,125 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             })?;
             live.insert(id, observed);
         }
-    }
 
-    // 1b. Fail now, not halfway through apply, on what a create would trip over (a DNS
-    // zone that does not exist, a missing image). Each distinct check runs once.
-    {
-        let mut checked = BTreeSet::new();
+        let mut actions: BTreeMap<LogicalId, Action> = BTreeMap::new();
+        let mut level: BTreeMap<&LogicalId, usize> = BTreeMap::new();
         for id in &order {
-            let spec = &desired.resources[id];
-            let key = match spec {
-                Spec::DnsRecord(r) => format!("zone {:?}", r.zone),
-                Spec::Instance(i) => {
-                    format!("ami {} type {} in {}", i.ami, i.instance_type, i.subnet)
-                }
-                Spec::Database(d) => format!("engine {}", d.engine_version),
-                _ => continue,
+            let deepest = desired.resources[id]
+                .depends_on()
+                .iter()
+                .filter_map(|d| level.get(d).copied())
+                .max();
+            level.insert(id, deepest.map_or(0, |l| l + 1));
+        }
+        let levels = level.values().copied().max().map_or(0, |l| l + 1);
+        for this_level in 0..levels {
+            let ids: Vec<&LogicalId> = order.iter().filter(|id| level[id] == this_level).collect();
+            // The finds of this level: resources the state does not know, whose
+            // dependencies exist (with one missing, this cannot exist either).
+            let found: BTreeMap<LogicalId, Option<Observed>> = {
+                let resolved = &resolved;
+                let no_delete = &no_delete;
+                let finds = ids
+                    .iter()
+                    .filter(|id| !state.resources.contains_key(**id))
+                    .map(|id| (*id, &desired.resources[*id]))
+                    .filter(|(_, spec)| spec.depends_on().iter().all(|d| resolved.get(d).is_some()))
+                    .map(|(id, spec)| async move {
+                        let token = String::new();
+                        let c = ctx(env, id, &token, resolved, no_delete);
+                        retry_transient(|| cloud.find(&c, spec))
+                            .await
+                            .map(|f| (id.clone(), f))
+                            .map_err(|source| PlanError::Cloud {
+                                id: id.clone(),
+                                kind: spec.kind(),
+                                source,
+                            })
+                    });
+                futures::future::join_all(finds)
+                    .await
+                    .into_iter()
+                    .collect::<Result<_, _>>()?
             };
-            if !checked.insert(key) {
-                continue;
-            }
-            let token = String::new();
-            let c = ctx(env, id, &token, &resolved, &no_delete);
-            match retry_transient(|| cloud.preflight(&c, spec)).await {
-                Ok(()) | Err(CloudError::MissingRef(_)) => {}
-                Err(source) => {
-                    return Err(PlanError::Cloud {
-                        id: id.clone(),
-                        kind: spec.kind(),
-                        source,
-                    })
-                }
+            for id in ids {
+                let spec = &desired.resources[id];
+                let kind = spec.kind();
+                let action = match state.resources.get(id) {
+                    None => match found.get(id).cloned().flatten() {
+                        Some(obs) => {
+                            adopt_action(
+                                cloud,
+                                env,
+                                id,
+                                spec,
+                                obs,
+                                &mut resolved,
+                                "not in the state but found in the cloud by its tags",
+                            )
+                            .await?
+                        }
+                        None => new_action(id, kind, ActionKind::Create, vec![]),
+                    },
+                    Some(entry) if entry.status == Status::Creating => {
+                        match live.get(id).cloned().flatten() {
+                            Some(obs) => {
+                                adopt_action(
+                                    cloud,
+                                    env,
+                                    id,
+                                    spec,
+                                    obs,
+                                    &mut resolved,
+                                    "an interrupted run created it; found by its token/tags",
+                                )
+                                .await?
+                            }
+                            None => new_action(
+                                id,
+                                kind,
+                                ActionKind::Create,
+                                vec![
+                                    "an interrupted run recorded the intent but it was never created"
+                                        .into(),
+                                ],
+                            ),
+                        }
+                    }
+                    Some(entry) => match live.get(id).cloned().flatten() {
+                        None => new_action(
+                            id,
+                            kind,
+                            ActionKind::Create,
+                            vec!["deleted outside provision".into()],
+                        ),
+                        Some(obs) => {
+                            changed_action(cloud, env, id, spec, entry, obs, state, &resolved)
+                                .await?
+                        }
+                    },
+                };
+                actions.insert(id.clone(), action);
             }
         }
-    }
-
-    let mut actions: BTreeMap<LogicalId, Action> = BTreeMap::new();
-
-    // 2. Desired resources, dependencies first so adoptions resolve for later finds.
-    for id in &order {
-        let spec = &desired.resources[id];
-        let kind = spec.kind();
-        let action = match state.resources.get(id) {
-            None => {
-                let token = String::new();
-                let c = ctx(env, id, &token, &resolved, &no_delete);
-                // Dependencies are always created first: with one missing, this cannot exist.
-                let deps_exist = spec.depends_on().iter().all(|d| resolved.get(d).is_some());
-                let found = if deps_exist {
-                    retry_transient(|| cloud.find(&c, spec))
-                        .await
-                        .map_err(|source| PlanError::Cloud {
-                            id: id.clone(),
-                            kind,
-                            source,
-                        })?
-                } else {
-                    None
-                };
-                match found {
-                    Some(obs) => {
-                        adopt_action(
-                            cloud,
-                            env,
-                            id,
-                            spec,
-                            obs,
-                            &mut resolved,
-                            "not in the state but found in the cloud by its tags",
-                        )
-                        .await?
-                    }
-                    None => new_action(id, kind, ActionKind::Create, vec![]),
-                }
-            }
-            Some(entry) if entry.status == Status::Creating => {
-                match live.get(id).cloned().flatten() {
-                    Some(obs) => {
-                        adopt_action(
-                            cloud,
-                            env,
-                            id,
-                            spec,
-                            obs,
-                            &mut resolved,
-                            "an interrupted run created it; found by its token/tags",
-                        )
-                        .await?
-                    }
-                    None => new_action(
-                        id,
-                        kind,
-                        ActionKind::Create,
-                        vec![
-                            "an interrupted run recorded the intent but it was never created"
-                                .into(),
-                        ],
-                    ),
-                }
-            }
-            Some(entry) => match live.get(id).cloned().flatten() {
-                None => new_action(
-                    id,
-                    kind,
-                    ActionKind::Create,
-                    vec!["deleted outside provision".into()],
-                ),
-                Some(obs) => {
-                    let (mut replace, mut update) = spec_changes(&entry.spec, spec);
-                    // A replacement starts afresh; an in-place change must be one AWS takes.
-                    match refused_change(&entry.spec, spec) {
-                        Some(message) if replace.is_empty() => {
-                            return Err(PlanError::Refused {
-                                id: id.clone(),
-                                message,
-                            })
-                        }
-                        _ => {}
-                    }
-                    // The cloud reports drift against the spec it was read with (the
-                    // config's); a config change shows there too. Drift is what changed
-                    // outside the tool: the live resource against the spec last applied.
-                    let drift = if entry.spec == *spec {
-                        obs.drift.clone()
-                    } else {
-                        let changed: Vec<&String> = replace.iter().chain(&update).collect();
-                        drift_from_applied(cloud, env, id, entry, &resolved, &obs, &changed).await
-                    };
-                    update.extend(drift.iter().map(|d| format!("drift: {d}")));
-                    // `depends_on` lists the references whose current object this resource
-                    // was last pointed at; the executor drops a reference from it when the
-                    // object behind it is re-created. Same reference, new object: follow it
-                    // (even if the run that re-created it stopped before doing so).
-                    let old_refs = entry.spec.depends_on();
-                    for (r, mode) in spec.refs() {
-                        if old_refs.contains(&r)
-                            && state.resources.contains_key(&r)
-                            && !entry.depends_on.contains(&r)
-                        {
-                            match mode {
-                                RefMode::Parent => replace
-                                    .push(format!("`{r}` was re-created and this lives inside it")),
-                                RefMode::Attach => update
-                                    .push(format!("`{r}` was re-created; point at the new one")),
-                                RefMode::After => {}
-                            }
-                        }
-                    }
-                    let mut a = if !replace.is_empty() {
-                        let mut r = replace;
-                        r.extend(update);
-                        new_action(id, kind, ActionKind::Replace, r)
-                    } else if !update.is_empty() {
-                        new_action(id, kind, ActionKind::Update, update)
-                    } else {
-                        new_action(id, kind, ActionKind::NoOp, vec![])
-                    };
-                    a.current = Some(obs);
-                    a
-                }
-            },
-        };
-        actions.insert(id.clone(), action);
-    }
+        Ok::<_, PlanError>((resolved, live, actions))
+    };
+    let (work, checks, owned) = futures::join!(work, checks, owned);
+    let (resolved, live, mut actions) = work?;
+    checks?;
+    let owned = owned?;
+    // Resources the reads found gone are created again: check those too.
+    let late_checks: Vec<&LogicalId> = order
+        .iter()
+        .filter(|id| !needs_check(id))
+        .filter(|id| {
+            actions
+                .get(*id)
+                .is_some_and(|a| matches!(a.action, ActionKind::Create | ActionKind::Replace))
+        })
+        .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
+        .collect();
+    preflight_all(cloud, env, desired, &late_checks, &resolved).await?;
 
     // 3. Cascade replacements along the graph (in topological order).
     for id in &order {
@@ -686,13 +677,8 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         }
     }
 
-    // 5. Tagged for this env, known to neither state nor config: left by a crashed run.
-    let owned = retry_transient(|| cloud.list_owned(env))
-        .await
-        .map_err(|source| PlanError::List {
-            env: env.to_string(),
-            source,
-        })?;
+    // 5. Tagged for this env, known to neither state nor config: left by a crashed run
+    // (listed above, with the reads).
     for o in owned {
         let known_here = state
             .resources
@@ -757,6 +743,135 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         desired_digest: desired.digest(),
         actions: list,
     })
+}
+
+/// The action for a resource the state holds and the cloud still has: update or replace
+/// for config changes and drift, no-op otherwise.
+#[allow(clippy::too_many_arguments)]
+async fn changed_action(
+    cloud: &dyn Cloud,
+    env: &str,
+    id: &LogicalId,
+    spec: &Spec,
+    entry: &crate::state::Entry,
+    obs: Observed,
+    state: &State,
+    resolved: &Resolved,
+) -> Result<Action, PlanError> {
+    let kind = spec.kind();
+    let (mut replace, mut update) = spec_changes(&entry.spec, spec);
+    // A replacement starts afresh; an in-place change must be one AWS takes.
+    match refused_change(&entry.spec, spec) {
+        Some(message) if replace.is_empty() => {
+            return Err(PlanError::Refused {
+                id: id.clone(),
+                message,
+            })
+        }
+        _ => {}
+    }
+    // The cloud reports drift against the spec it was read with (the config's); a config
+    // change shows there too. Drift is what changed outside the tool: the live resource
+    // against the spec last applied.
+    let drift = if entry.spec == *spec {
+        obs.drift.clone()
+    } else {
+        let changed: Vec<&String> = replace.iter().chain(&update).collect();
+        drift_from_applied(cloud, env, id, entry, resolved, &obs, &changed).await
+    };
+    update.extend(drift.iter().map(|d| format!("drift: {d}")));
+    // `depends_on` lists the references whose current object this resource was last
+    // pointed at; the executor drops a reference from it when the object behind it is
+    // re-created. Same reference, new object: follow it (even if the run that re-created it
+    // stopped before doing so).
+    let old_refs = entry.spec.depends_on();
+    for (r, mode) in spec.refs() {
+        if old_refs.contains(&r)
+            && state.resources.contains_key(&r)
+            && !entry.depends_on.contains(&r)
+        {
+            match mode {
+                RefMode::Parent => {
+                    replace.push(format!("`{r}` was re-created and this lives inside it"))
+                }
+                RefMode::Attach => {
+                    update.push(format!("`{r}` was re-created; point at the new one"))
+                }
+                RefMode::After => {}
+            }
+        }
+    }
+    let mut a = if !replace.is_empty() {
+        let mut r = replace;
+        r.extend(update);
+        new_action(id, kind, ActionKind::Replace, r)
+    } else if !update.is_empty() {
+        new_action(id, kind, ActionKind::Update, update)
+    } else {
+        new_action(id, kind, ActionKind::NoOp, vec![])
+    };
+    a.current = Some(obs);
+    Ok(a)
+}
+
+/// What makes two preflight checks the same check.
+fn check_key(spec: &Spec) -> Option<String> {
+    match spec {
+        Spec::DnsRecord(r) => Some(format!("zone {:?}", r.zone)),
+        Spec::Instance(i) => Some(format!(
+            "ami {} type {} in {}",
+            i.ami, i.instance_type, i.subnet
+        )),
+        Spec::Database(d) => Some(format!("engine {}", d.engine_version)),
+        _ => None,
+    }
+}
+
+/// The cloud's preflight checks of `ids`, all at once; the first failure (in `ids` order).
+async fn preflight_all(
+    cloud: &dyn Cloud,
+    env: &str,
+    desired: &Desired,
+    ids: &[&LogicalId],
+    resolved: &Resolved,
+) -> Result<(), PlanError> {
+    let no_delete = DeleteOptions::default();
+    let checks = ids.iter().map(|id| {
+        let spec = &desired.resources[*id];
+        let no_delete = &no_delete;
+        async move {
+            let token = String::new();
+            let c = ctx(env, id, &token, resolved, no_delete);
+            match retry_transient(|| cloud.preflight(&c, spec)).await {
+                Ok(()) | Err(CloudError::MissingRef(_)) => Ok(()),
+                Err(source) => Err(PlanError::Cloud {
+                    id: (*id).clone(),
+                    kind: spec.kind(),
+                    source,
+                }),
+            }
+        }
+    });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Between [`Survey::begin`] and its drop the cloud may answer reads from bulk reads.
+struct Survey<'a>(&'a dyn Cloud);
+
+impl<'a> Survey<'a> {
+    fn begin(cloud: &'a dyn Cloud, env: &str) -> Self {
+        cloud.begin_survey(env);
+        Self(cloud)
+    }
+}
+
+impl Drop for Survey<'_> {
+    fn drop(&mut self) {
+        self.0.end_survey();
+    }
 }
 
 /// Retries of one planning read after a transient error, on top of the SDK's own.
@@ -853,6 +968,20 @@ async fn adopt_action(
         a.update_after_adopt = true;
         a.reasons
             .extend(live.drift.iter().map(|d| format!("drift: {d}")));
+    }
+    // A part that names what does not exist yet (a group's rules naming a group not made
+    // yet) cannot be there; the adopt step, which waits for those, adds it.
+    let unmade: Vec<String> = super::late::late_refs(spec)
+        .into_iter()
+        .filter(|r| resolved.get(r).is_none())
+        .map(|r| format!("`{r}`"))
+        .collect();
+    if !unmade.is_empty() {
+        a.update_after_adopt = true;
+        a.reasons.push(format!(
+            "what names {} is added once that exists",
+            unmade.join(", ")
+        ));
     }
     a.current = Some(live);
     Ok(a)

@@ -693,23 +693,35 @@ async fn apply_respects_dependencies_and_runs_independent_steps_concurrently() {
     let parallelism = 3;
     let timeline = Arc::new(Timeline::default());
     let started = Instant::now();
+    let steps = step_graph(&plan, &desired, &lab.load()).unwrap().len();
     let outcome = lab
         .run_with(&plan, &desired, &settings(parallelism), timeline.clone())
         .await;
     let elapsed = started.elapsed();
     assert!(outcome.ok(), "{outcome:#?}");
-    assert_eq!(outcome.succeeded, desired.resources.len());
+    // One step per resource, and one more per group whose rules name groups made too.
+    assert_eq!(steps, desired.resources.len() + 3);
+    assert_eq!(outcome.succeeded, steps);
 
-    // Dependencies first, per the blueprint itself (not the executor's own graph).
+    // Dependencies first, per the blueprint itself (not the executor's own graph): a
+    // group's create needs its VPC only, its update (the rules naming other groups) the
+    // rest.
     timeline.assert_ordered(|s| {
-        desired.resources[&s.id]
+        let spec = &desired.resources[&s.id];
+        let late = super::late::late_refs(spec);
+        let mut deps: Vec<Step> = spec
             .depends_on()
             .into_iter()
+            .filter(|d| s.kind == StepKind::Update || !late.contains(d))
             .map(|d| Step {
                 id: d,
                 kind: StepKind::Create,
             })
-            .collect()
+            .collect();
+        if s.kind == StepKind::Update {
+            deps.push(step(s.id.as_str(), StepKind::Create));
+        }
+        deps
     });
     // The cloud calls of independent steps overlapped, and never more than `parallelism`.
     let in_flight = lab.fake.max_in_flight();
@@ -748,6 +760,149 @@ async fn parallelism_of_one_runs_one_step_at_a_time() {
     assert!(outcome.ok());
     assert_eq!(timeline.max_concurrent(), 1);
     assert_eq!(lab.fake.max_in_flight(), 1);
+}
+
+/// Every step `s` transitively waits for in `graph`.
+fn waits_for_all(graph: &super::graph::DependencyQueue<Step>, s: &Step) -> BTreeSet<Step> {
+    let deps = graph.dependencies();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![s.clone()];
+    while let Some(n) = todo.pop() {
+        for d in deps.get(&n).into_iter().flatten() {
+            if seen.insert(d.clone()) {
+                todo.push(d.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_group_is_created_without_waiting_for_the_groups_its_rules_name() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    let plan = lab.plan(&desired, false).await;
+    let graph = step_graph(&plan, &desired, &State::new(ENV)).expect("graph");
+    let create = |s: &str| step(s, StepKind::Create);
+    // The group needs its VPC only; its rules naming sg-lb come in an update after both.
+    assert_eq!(
+        waits_for_all(&graph, &create("sg-nodes")),
+        BTreeSet::from([create("vpc")])
+    );
+    let rules = waits_for_all(&graph, &step("sg-nodes", StepKind::Update));
+    assert!(
+        rules.contains(&create("sg-nodes")) && rules.contains(&create("sg-lb")),
+        "{rules:?}"
+    );
+    // The database (the longest step) waits for no group but its own, and that one for
+    // nothing but the VPC: not for sg-nodes, which its rule names.
+    let db = waits_for_all(&graph, &create("datastore"));
+    assert!(db.contains(&create("sg-datastore")), "{db:?}");
+    for other in ["sg-nodes", "sg-lb", "sg-registry"] {
+        assert!(
+            !db.iter().any(|s| s.id.as_str() == other),
+            "{other}: {db:?}"
+        );
+    }
+    // A group whose rules name only itself and addresses gets no update step.
+    assert!(!graph
+        .dependencies()
+        .contains_key(&step("sg-lb", StepKind::Update)));
+
+    // Applied, the groups end with every rule, and the state says so.
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let state = lab.load();
+    for sg in ["sg-nodes", "sg-registry", "sg-datastore"] {
+        assert_eq!(
+            state.resources[&id(sg)].spec,
+            desired.resources[&id(sg)],
+            "{sg}"
+        );
+        let live = lab.fake.live(ENV);
+        let (_, obj) = live.iter().find(|(_, o)| o.id.as_str() == sg).unwrap();
+        assert_eq!(obj.spec, desired.resources[&id(sg)], "{sg} in the cloud");
+    }
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test]
+async fn a_run_stopped_between_a_group_and_its_rules_adds_them_next_time() {
+    // sg-nodes cannot be made this time; sg-datastore, whose rule names it, is made
+    // without that rule, and the state says so: the next run adds it once sg-nodes exists
+    // (the live group, read while sg-nodes does not exist, cannot show it missing).
+    let lab = Lab::new(FakeConfig {
+        fail_ids: vec!["sg-nodes".into()],
+        ..Default::default()
+    });
+    let desired = blueprint(1);
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab
+        .run_with(
+            &plan,
+            &desired,
+            &settings(32),
+            Arc::new(Recording::default()),
+        )
+        .await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:#?}");
+    let state = lab.load();
+    let Spec::SecurityGroup(applied) = &state.resources[&id("sg-datastore")].spec else {
+        panic!("sg-datastore was created")
+    };
+    assert!(applied.ingress.is_empty(), "{applied:?}");
+    lab.fake.set_config(|c| c.fail_ids.clear());
+    let plan = lab.plan(&desired, false).await;
+    assert_eq!(
+        plan.get(&id("sg-datastore")).map(|a| a.action),
+        Some(ActionKind::Update)
+    );
+    assert!(lab.run(&plan, &desired).await.ok());
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_that_wait_for_the_cloud_hold_no_worker() {
+    // Two workers, seven instances that take a while to boot: they all boot at once, since
+    // a booting instance only waits.
+    let lab = Lab::new(FakeConfig {
+        instance_boot: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let desired = blueprint(6);
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab
+        .run_with(
+            &plan,
+            &desired,
+            &settings(2),
+            Arc::new(Recording::default()),
+        )
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    assert_eq!(lab.fake.max_booting(), 7, "six nodes and the registry");
+    // Calls were still made two at a time at most.
+    assert!(lab.fake.max_in_flight() <= 2);
+}
+
+#[tokio::test]
+async fn the_database_starts_before_the_nodes_when_workers_are_scarce() {
+    // One worker: among ready steps the one heading the longest expected chain goes first,
+    // so the database (minutes of RDS) is not left for after every node.
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(4);
+    let plan = lab.plan(&desired, false).await;
+    let rec = Arc::new(Recording::default());
+    assert!(lab
+        .run_with(&plan, &desired, &settings(1), rec.clone())
+        .await
+        .ok());
+    let events = rec.0.lock().unwrap().clone();
+    let at = |e: &str| events.iter().position(|x| x == e).expect(e);
+    assert!(
+        at("start create datastore") < at("start create node-1"),
+        "{events:#?}"
+    );
 }
 
 #[test]
@@ -1962,7 +2117,7 @@ async fn a_permanent_failure_stops_new_steps_and_lets_running_ones_finish() {
     assert!(outcome.skipped.iter().all(|s| !started.contains(s)));
     assert_eq!(
         started.len() + outcome.skipped.len(),
-        desired.resources.len()
+        step_graph(&plan, &desired, &State::new(ENV)).unwrap().len()
     );
 
     // Once the cloud accepts it again, a re-run finishes the job.
@@ -2037,10 +2192,11 @@ async fn cancel_lets_running_steps_finish_and_starts_nothing_new() {
             "{s} recorded"
         );
     }
-    assert_eq!(saved.resources.len(), started.len());
+    let started_ids: BTreeSet<&LogicalId> = started.iter().map(|s| &s.id).collect();
+    assert_eq!(saved.resources.len(), started_ids.len());
     assert_eq!(
         outcome.succeeded + outcome.skipped.len(),
-        desired.resources.len()
+        step_graph(&plan, &desired, &State::new(ENV)).unwrap().len()
     );
 
     lab.fake.set_config(|c| c.delay = Duration::ZERO);

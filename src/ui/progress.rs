@@ -21,7 +21,7 @@ use serde_json::json;
 use super::json::FORMAT_VERSION;
 use super::style::Style;
 use super::{human_duration, Verbosity};
-use crate::engine::{Reporter, StepKind};
+use crate::engine::{Reporter, Step, StepKind};
 use crate::model::{Kind, LogicalId};
 
 /// How progress is shown.
@@ -68,9 +68,9 @@ pub struct Progress {
     live: Option<MultiProgress>,
     bars: Mutex<HashMap<LogicalId, (ProgressBar, Duration)>>,
     spans: Mutex<Vec<Span>>,
-    /// What each step waits for (its dependencies for a create, its dependents for a
-    /// delete), for the critical path.
-    waits_for: Mutex<HashMap<LogicalId, Vec<LogicalId>>>,
+    /// What each step waits for (the engine's step graph: a create its dependencies, a
+    /// delete its dependents), for the critical path and the JSON `after`.
+    waits_for: Mutex<HashMap<Step, Vec<Step>>>,
     last_status: Mutex<HashMap<LogicalId, (String, Duration)>>,
 }
 
@@ -158,7 +158,7 @@ impl Progress {
 
     /// Tell the critical path what each step waits for. Without it, the path follows
     /// timing alone (the step that ended last before this one started).
-    pub fn set_waits_for(&self, waits_for: HashMap<LogicalId, Vec<LogicalId>>) {
+    pub fn set_waits_for(&self, waits_for: HashMap<Step, Vec<Step>>) {
         *self.waits_for.lock().unwrap() = waits_for;
     }
 
@@ -171,11 +171,17 @@ impl Progress {
         let mut path: Vec<Span> = Vec::new();
         let mut current = spans.iter().max_by_key(|s| s.end).cloned();
         while let Some(span) = current {
-            let deps = waits_for.get(&span.id);
+            let deps = waits_for.get(&Step {
+                id: span.id.clone(),
+                kind: span.step,
+            });
             current = spans
                 .iter()
                 .filter(|s| s.end <= span.start + slack && s.end < span.end)
-                .filter(|s| waits_for.is_empty() || deps.is_some_and(|d| d.contains(&s.id)))
+                .filter(|s| {
+                    waits_for.is_empty()
+                        || deps.is_some_and(|d| d.iter().any(|d| d.id == s.id && d.kind == s.step))
+                })
                 .filter(|s| !path.iter().any(|p| p.id == s.id && p.step == s.step))
                 .max_by_key(|s| s.end)
                 .cloned();
@@ -257,9 +263,24 @@ impl Reporter for Progress {
             return;
         }
         match self.mode {
-            Mode::Json => self.event(json!({
-                "type": "step_started", "id": id, "step": step, "kind": kind,
-            })),
+            Mode::Json => {
+                let mut event = json!({
+                    "type": "step_started", "id": id, "step": step, "kind": kind,
+                });
+                let waits_for = self.waits_for.lock().unwrap();
+                let me = Step {
+                    id: id.clone(),
+                    kind: step,
+                };
+                if let Some(after) = waits_for.get(&me) {
+                    event["after"] = after
+                        .iter()
+                        .map(|s| json!({"id": s.id, "step": s.kind}))
+                        .collect();
+                }
+                drop(waits_for);
+                self.event(event)
+            }
             Mode::Plain => self.plain("start", &format!("{} {id} ({kind})", step.verb())),
             Mode::Live => {
                 let Some(mp) = &self.live else { return };

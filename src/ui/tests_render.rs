@@ -684,7 +684,10 @@ fn the_critical_path_follows_what_each_step_waits_for() {
             Box::new(sink.clone()),
             Box::new(|| "T".to_string()),
         );
-        let id = |s: &str| LogicalId::new(s);
+        let id = |s: &str| crate::engine::Step {
+            id: LogicalId::new(s),
+            kind: StepKind::Create,
+        };
         if with_dependencies {
             p.set_waits_for(
                 [
@@ -696,6 +699,7 @@ fn the_critical_path_follows_what_each_step_waits_for() {
                 .collect(),
             );
         }
+        let id = |s: &str| LogicalId::new(s);
         // The key pair ends just before the subnet starts, but the subnet waits for the vpc.
         for step in ["vpc", "key-pair", "subnet"] {
             p.step_started(&id(step), StepKind::Create, Kind::Subnet);

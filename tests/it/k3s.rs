@@ -160,3 +160,72 @@ fn k3s_datastore_class_change_is_one_modify_call() {
     assert_eq!(dbs[0].db_instance_class(), Some("db.t3.large"));
     world.assert_converged();
 }
+
+/// How many times each operation was called.
+fn by_operation(stats: &crate::harness::Stats) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in &stats.calls {
+        *out.entry(c.op.clone()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// The describe of each kind's list: at most one each in a plan.
+const LISTS: &[&str] = &[
+    "DescribeVpcs",
+    "DescribeInternetGateways",
+    "DescribeSubnets",
+    "DescribeRouteTables",
+    "DescribeSecurityGroups",
+    "DescribeKeyPairs",
+    "DescribeVolumes",
+    "DescribeInstances",
+    "DescribeDBInstances",
+    "DescribeDBSubnetGroups",
+    "DescribeLoadBalancers",
+    "DescribeTargetGroups",
+    "DescribeListeners",
+    "ListSecrets",
+    "ListResourceRecordSets",
+    "DescribeImages",
+    "DescribeInstanceTypeOfferings",
+    "DescribeAvailabilityZones",
+];
+
+#[test]
+fn a_no_op_plan_reads_each_kind_once_whatever_the_node_count() {
+    let mut fixture = Fixture::new(Topology::K3s);
+    fixture.count = Some(2);
+    let world = World::new(&fixture);
+    // The first plan checks the image and the instance types once, whatever the number
+    // of instances using them.
+    let (run, first) = world.run_recorded(&["plan"]);
+    run.ok();
+    let first = by_operation(&first);
+    for op in LISTS {
+        assert!(first.get(*op).copied().unwrap_or(0) <= 1, "{op}: {first:?}");
+    }
+    world.apply();
+    let (run, two) = world.run_recorded(&["plan", "--detailed-exitcode"]);
+    run.code(0);
+    fixture.count = Some(5);
+    world.write_config(&fixture);
+    world.apply();
+    let (run, five) = world.run_recorded(&["plan", "--detailed-exitcode"]);
+    run.code(0);
+    assert!(five.mutating().is_empty());
+    let (two, five) = (by_operation(&two), by_operation(&five));
+    assert_eq!(two, five, "a no-op plan's reads do not grow with the nodes");
+    for op in LISTS {
+        assert!(five.get(*op).copied().unwrap_or(0) <= 1, "{op}: {five:?}");
+    }
+    // What only a create needs is not asked when nothing is created.
+    for op in [
+        "DescribeImages",
+        "DescribeInstanceTypes",
+        "DescribeInstanceTypeOfferings",
+        "DescribeAvailabilityZones",
+    ] {
+        assert!(!five.contains_key(op), "{op}: {five:?}");
+    }
+}

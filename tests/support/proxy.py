@@ -7,8 +7,9 @@ except the control endpoints:
 
   POST /__proxy/config   JSON with any of the settings below (fields given replace the
                          current ones; counters and the random generator restart)
-  GET  /__proxy/stats    JSON {calls: [{service, action, op, mutating, faulted, fault, id}],
-                         held, held_call}
+  GET  /__proxy/stats    JSON {calls: [{service, action, op, mutating, faulted, fault, id,
+                         t, end}], held, held_call, epoch (the proxy's time.monotonic()
+                         at its start or last reset: `t` and `end` count from it)}
   POST /__proxy/release  deliver the held response(s) to the client after all
   POST /__proxy/reset    forget the calls and the token cache, drop a held response (the
                          client never gets it), default config
@@ -45,6 +46,25 @@ Settings:
                          successful RunInstances right after launching it: an instance that
                          died at launch; with honour_client_token the same token keeps
                          answering the dead instance, as AWS does for 24 h
+  model {...}            a latency model of AWS (moto answers at once and everything is
+                         ready at once); null (default) turns it off. Keys, all optional:
+                           call_ms        every call takes at least this long (the proxy
+                                          pads the emulator's own time up to it)
+                           instance_s     DescribeInstances shows an instance `pending`
+                                          this long after its RunInstances
+                           db_instance_s  DescribeDBInstances shows a DB instance
+                                          `creating` (no endpoint) this long after its
+                                          CreateDBInstance (whose answer says `creating`)
+                           lb_s           DescribeLoadBalancers shows a load balancer
+                                          `provisioning` this long after its create
+                           dns_change_s   a Route53 change (ChangeResourceRecordSets,
+                                          CreateHostedZone) is PENDING this long, in its
+                                          own answer and in GetChange (each change gets
+                                          an id of its own; moto gives them all one)
+                         Readiness is per resource, timed from the create's answer.
+
+Each recorded call also has `t` and `end`: seconds since the proxy started (or was last
+reset) when the request arrived and when its answer left.
 
 `op` is the API operation: the Query/EC2 `Action` or the JSON target, and for Route53 the
 operation its REST path maps to (CreateHostedZone, DeleteHostedZone,
@@ -101,7 +121,7 @@ STATE = {}
 SETTINGS = (
     "fault_rate", "seed", "hold_after_mutations", "hold_call", "delay_ms", "in_use",
     "lose_reply", "lose_reply_rate", "lose_reply_seed", "lose_reply_mode",
-    "honour_client_token", "strict_security_groups", "kill_on_launch",
+    "honour_client_token", "strict_security_groups", "kill_on_launch", "model",
 )
 
 
@@ -120,6 +140,10 @@ def default_state():
         "honour_client_token": True,
         "strict_security_groups": True,
         "kill_on_launch": 0,
+        "model": None,
+        # resource (instance id, DB identifier, LB ARN, change id) -> time it is ready
+        "ready_at": {},
+        "epoch": time.monotonic(),
         "rng": random.Random(0),
         "lose_rng": random.Random(0),
         "mutations": 0,
@@ -332,6 +356,97 @@ def take(counts, op):
     return True, None
 
 
+# --- The latency model (`model` setting) --------------------------------------------------
+
+INSTANCE_STATE = re.compile(
+    r"(<instanceId>(i-[0-9a-zA-Z]+)</instanceId>(?:(?!<instanceId>).)*?<instanceState>)"
+    r"<code>\d+</code><name>([a-z-]+)</name>",
+    re.S,
+)
+DB_BLOCK = re.compile(r"<DBInstance>.*?</DBInstance>", re.S)
+DB_ID = re.compile(r"<DBInstanceIdentifier>([^<]+)</DBInstanceIdentifier>")
+LB_STATE = re.compile(
+    r"(<LoadBalancerArn>([^<]+)</LoadBalancerArn>(?:(?!<LoadBalancerArn>).)*?<State>\s*<Code>)"
+    r"([a-z_-]+)(</Code>)",
+    re.S,
+)
+CHANGE_INFO = re.compile(r"(<ChangeInfo>\s*<Id>([^<]+)</Id>\s*<Status>)([A-Z]+)(</Status>)", re.S)
+
+
+def change_key(change_id):
+    return "change:" + change_id.rsplit("/", 1)[-1]
+
+
+def apply_model(model, op, path, data, now):
+    """Rewrite an emulator's (successful) answer the way AWS would answer at `now`: what
+    was created less than the model's time ago is not ready yet. Records creations."""
+    if not model:
+        return data
+    text = data.decode("utf-8", "replace")
+    ready_at = STATE["ready_at"]
+
+    def pending(key):
+        with LOCK:
+            return ready_at.get(key, 0) > now
+
+    def created(key, seconds):
+        if seconds:
+            with LOCK:
+                ready_at.setdefault(key, now + seconds)
+
+    if op == "RunInstances":
+        for m in INSTANCE_STATE.finditer(text):
+            created("i:" + m.group(2), model.get("instance_s", 0))
+    if op in ("RunInstances", "DescribeInstances") and model.get("instance_s"):
+        def instance(m):
+            if m.group(3) == "running" and pending("i:" + m.group(2)):
+                return m.group(1) + "<code>0</code><name>pending</name>"
+            return m.group(0)
+        text = INSTANCE_STATE.sub(instance, text)
+    if op in ("CreateDBInstance", "DescribeDBInstances") and model.get("db_instance_s"):
+        def db(m):
+            block = m.group(0)
+            ident = DB_ID.search(block)
+            if not ident:
+                return block
+            key = "db:" + ident.group(1)
+            if op == "CreateDBInstance":
+                created(key, model["db_instance_s"])
+            if not pending(key):
+                return block
+            block = re.sub(
+                r"<DBInstanceStatus>[^<]*</DBInstanceStatus>",
+                "<DBInstanceStatus>creating</DBInstanceStatus>", block,
+            )
+            return re.sub(r"<Endpoint>.*?</Endpoint>", "", block, flags=re.S)
+        text = DB_BLOCK.sub(db, text)
+    if op in ("CreateLoadBalancer", "DescribeLoadBalancers") and model.get("lb_s"):
+        def lb(m):
+            key = "lb:" + m.group(2)
+            if op == "CreateLoadBalancer":
+                created(key, model["lb_s"])
+            if pending(key):
+                return m.group(1) + "provisioning" + m.group(4)
+            return m.group(0)
+        text = LB_STATE.sub(lb, text)
+    if op in ("ChangeResourceRecordSets", "CreateHostedZone", "GetChange") and model.get("dns_change_s"):
+        def change(m):
+            head, change_id = m.group(1), m.group(2)
+            if op != "GetChange":
+                # moto answers every change with the same id: give each its own.
+                with LOCK:
+                    STATE["changes"] = STATE.get("changes", 0) + 1
+                    fresh = f"/change/CPROXY{STATE['changes']:08d}"
+                head = head.replace(change_id, fresh)
+                change_id = fresh
+                created(change_key(change_id), model["dns_change_s"])
+            if pending(change_key(change_id)):
+                return head + "PENDING" + m.group(4)
+            return head + m.group(3) + m.group(4)
+        text = CHANGE_INFO.sub(change, text)
+    return text.encode("utf-8")
+
+
 def token_fingerprint(form):
     return sorted((k, v) for k, v in form.items() if k != "ClientToken")
 
@@ -384,6 +499,7 @@ class Handler(BaseHTTPRequestHandler):
                     "calls": list(STATE["calls"]),
                     "held": STATE["held"],
                     "held_call": STATE["held_call"],
+                    "epoch": STATE["epoch"],
                 }
             return self.reply(200, "application/json", json.dumps(doc))
         if path == "/__proxy/reset":
@@ -421,8 +537,10 @@ class Handler(BaseHTTPRequestHandler):
             self.command, self.path, self.headers, body
         )
         token = (op, form["ClientToken"]) if protocol == "ec2" and form.get("ClientToken") else None
+        arrived = time.monotonic()
         with LOCK:
             delay = STATE["delay_ms"]
+            model = STATE["model"]
             fault = None
             answer = None
             if STATE["fault_rate"] > 0 and STATE["rng"].random() < STATE["fault_rate"]:
@@ -472,6 +590,7 @@ class Handler(BaseHTTPRequestHandler):
                 "faulted": fault is not None,
                 "fault": "lost_reply" if lose else fault,
                 "id": provision_id(form),
+                "t": round(arrived - STATE["epoch"], 4),
             }
             STATE["calls"].append(call)
         if delay:
@@ -507,6 +626,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(502, "text/plain", f"proxy: upstream failed: {error}")
         finally:
             conn.close()
+        if model and 200 <= status < 300:
+            data = apply_model(model, op, self.path, data, time.monotonic())
 
         if service == "s3" and self.command == "GET" and 200 <= status < 300:
             data = s3_as_aws(self.path, data)
@@ -540,6 +661,11 @@ class Handler(BaseHTTPRequestHandler):
                 return None
             status, content_type, text = lost_reply_response(protocol)
             return self.reply(status, content_type, text)
+        if model and model.get("call_ms"):
+            left = arrived + model["call_ms"] / 1000.0 - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+        call["end"] = round(time.monotonic() - STATE["epoch"], 4)
         return self.reply(status, None, data, out_headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
@@ -547,6 +673,10 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The client opens a connection per concurrent call (a plan reads every kind at
+    # once): with the default backlog of 5 the kernel drops the surplus SYNs, and the
+    # client's retry comes a whole second later.
+    request_queue_size = 256
 
     def handle_error(self, request, client_address):
         # A client killed mid-request (the crash tests do that on purpose) is not news.

@@ -53,13 +53,20 @@ pub enum Poll<T> {
     Pending(String),
 }
 
-/// Delays between the looks of a wait: soon after the operation started (a tenth of
-/// `poll`, at least 100 ms), then doubling, never slower than `poll`
-/// (`timeouts.poll_seconds`). A resource that is ready quickly is noticed quickly; a long
-/// wait (RDS, 5-15 min) costs few calls.
+/// The delay before the next look of a wait that has run `elapsed`: soon after the
+/// operation started (100 ms), then a tenth of the time waited so far (a resource that is
+/// ready is noticed at most ~10% late), never slower than `poll` (`timeouts.poll_seconds`).
+/// A quick resource is noticed quickly; a long wait (RDS, 5-15 min) costs one look per
+/// `poll`.
+pub fn poll_delay(elapsed: Duration, poll: Duration) -> Duration {
+    let first = Duration::from_millis(100).min(poll);
+    (elapsed / 10).clamp(first, poll.max(first))
+}
+
+/// [`poll_delay`] for a wait that starts now.
 pub fn poll_delays(poll: Duration) -> impl Iterator<Item = Duration> {
-    let first = (poll / 10).max(Duration::from_millis(100)).min(poll);
-    std::iter::successors(Some(first), move |d| Some((*d * 2).min(poll)))
+    let start = Instant::now();
+    std::iter::repeat_with(move || poll_delay(start.elapsed(), poll))
 }
 
 /// Call `check` at [`poll_delays`] until it says [`Poll::Done`] or `limit` has passed,
@@ -79,6 +86,8 @@ where
     let start = Instant::now();
     let mut last = String::from("unknown");
     let mut delays = poll_delays(cloud.waits.poll);
+    // Between looks the step only waits: it holds no worker of the engine.
+    let _waiting = crate::cloud::Waiting::start(progress);
     loop {
         match check().await {
             Ok(Poll::Done(value)) => return Ok(value),
@@ -203,20 +212,33 @@ mod tests {
 
     #[test]
     fn polls_start_soon_and_back_off_to_the_configured_delay() {
-        let d: Vec<Duration> = poll_delays(Duration::from_secs(5)).take(6).collect();
-        let ms: Vec<u128> = d.iter().map(|d| d.as_millis()).collect();
-        assert_eq!(ms, vec![500, 1000, 2000, 4000, 5000, 5000]);
-        // Never slower than a small configured delay, never below 100 ms unless it is.
-        let d: Vec<u128> = poll_delays(Duration::from_millis(100))
-            .take(3)
-            .map(|d| d.as_millis())
-            .collect();
-        assert_eq!(d, vec![100, 100, 100]);
-        let d: Vec<u128> = poll_delays(Duration::from_millis(50))
-            .take(2)
-            .map(|d| d.as_millis())
-            .collect();
-        assert_eq!(d, vec![50, 50]);
+        let ms = |elapsed_ms: u64, poll_ms: u64| {
+            poll_delay(
+                Duration::from_millis(elapsed_ms),
+                Duration::from_millis(poll_ms),
+            )
+            .as_millis()
+        };
+        // Soon after the start, then a tenth of the time waited, up to the poll delay.
+        assert_eq!(ms(0, 5000), 100);
+        assert_eq!(ms(500, 5000), 100);
+        assert_eq!(ms(3000, 5000), 300);
+        assert_eq!(ms(20_000, 5000), 2000);
+        assert_eq!(ms(600_000, 5000), 5000);
+        // Never slower than a small configured delay.
+        assert_eq!(ms(0, 50), 50);
+        assert_eq!(ms(10_000, 50), 50);
+        assert_eq!(ms(10_000, 100), 100);
+        // A wait of w is noticed at most ~w/10 late (or one poll delay, when capped).
+        let mut t = Duration::ZERO;
+        let mut looks = 0;
+        let ready = Duration::from_secs(90);
+        while t < ready {
+            t += poll_delay(t, Duration::from_secs(5));
+            looks += 1;
+        }
+        assert!(t - ready <= Duration::from_secs(5), "{t:?}");
+        assert!(looks < 70, "{looks} looks for a 90 s wait");
     }
 
     #[test]

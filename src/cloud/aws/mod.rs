@@ -2,6 +2,7 @@
 //! calls for its resource kinds. This file only builds the clients once and dispatches by
 //! [`Kind`]. Scheduling, retries of whole steps and state live in the engine, not here.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ mod common;
 mod ec2;
 mod elb;
 mod error;
+mod memo;
 mod rds;
 mod retry;
 mod route53;
@@ -57,22 +59,21 @@ pub struct AwsCloud {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub region: String,
     pub waits: WaitSettings,
+    /// What does not change during the run (images, zones, instance types), asked once.
+    memo: Arc<memo::Memo>,
+    /// The lists of the environment `plan` is reading (see [`memo::Survey`]).
+    survey: Arc<Mutex<Option<Arc<memo::Survey>>>>,
+    /// One poller for every instance being waited for.
+    instances: Arc<ec2::watch::InstanceWatch>,
+    /// Instance types asked in batches.
+    batches: Arc<ec2::Batches>,
 }
 
 impl AwsCloud {
-    /// Build the clients and check that credentials can be had, so a missing profile or
-    /// key fails with one clear message before the first API call.
+    /// Build the clients. Credentials are not fetched here but by the first call (the SDK
+    /// then keeps them): a missing profile or key fails that call, with a hint.
     pub async fn new(region: &str, waits: WaitSettings) -> Result<Self, CloudError> {
         let shared = sdk_config(region).await;
-        if let Some(provider) = shared.credentials_provider() {
-            use aws_credential_types::provider::ProvideCredentials;
-            if let Err(e) = provider.provide_credentials().await {
-                return Err(CloudError::Refused(format!(
-                    "no usable AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and \
-                     AWS_SECRET_ACCESS_KEY (the SDK said: {e})"
-                )));
-            }
-        }
         Ok(Self {
             // Every client logs its calls at -v (see `api_log`).
             ec2: aws_sdk_ec2::Client::from_conf(
@@ -102,7 +103,21 @@ impl AwsCloud {
             ),
             region: region.to_string(),
             waits,
+            memo: Default::default(),
+            survey: Default::default(),
+            instances: Default::default(),
+            batches: Default::default(),
         })
+    }
+
+    /// The survey of `env` if `plan` is reading it now.
+    fn survey(&self, env: &str) -> Option<Arc<memo::Survey>> {
+        memo::survey_of(&self.survey, env)
+    }
+
+    /// The survey running now, whatever its env: for lists that are not per env.
+    fn current_survey(&self) -> Option<Arc<memo::Survey>> {
+        self.survey.lock().unwrap().clone()
     }
 }
 
@@ -193,12 +208,25 @@ impl Cloud for AwsCloud {
     }
 
     async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError> {
-        let mut all = ec2::list_owned(self, env).await?;
-        all.extend(rds::list_owned(self, env).await?);
-        all.extend(elb::list_owned(self, env).await?);
-        all.extend(route53::list_owned(self, env).await?);
-        all.extend(secretsmanager::list_owned(self, env).await?);
-        Ok(all)
+        let (ec2, rds, elb, route53, secrets) = futures::try_join!(
+            ec2::list_owned(self, env),
+            rds::list_owned(self, env),
+            elb::list_owned(self, env),
+            route53::list_owned(self, env),
+            secretsmanager::list_owned(self, env),
+        )?;
+        Ok([ec2, rds, elb, route53, secrets].concat())
+    }
+
+    fn begin_survey(&self, env: &str) {
+        *self.survey.lock().unwrap() = Some(Arc::new(memo::Survey {
+            env: env.to_string(),
+            lists: Default::default(),
+        }));
+    }
+
+    fn end_survey(&self) {
+        *self.survey.lock().unwrap() = None;
     }
 
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError> {

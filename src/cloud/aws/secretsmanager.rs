@@ -119,9 +119,19 @@ fn owner(d: &Described, ctx: &OpContext<'_>) -> Ownership {
 
 pub async fn read(
     cloud: &AwsCloud,
-    _ctx: &OpContext<'_>,
+    ctx: &OpContext<'_>,
     cloud_id: &str,
 ) -> Result<Option<Observed>, CloudError> {
+    // While `plan` surveys the env: from its one list of the env's secrets.
+    if cloud.survey(ctx.env).is_some() {
+        if let Some(owned) = list_owned(cloud, ctx.env)
+            .await?
+            .into_iter()
+            .find(|o| o.cloud_id == cloud_id)
+        {
+            return Ok(Some(observed(&owned.cloud_id)));
+        }
+    }
     Ok(describe(cloud, cloud_id)
         .await?
         .filter(|d| !d.deleted)
@@ -263,6 +273,14 @@ pub async fn delete(
 }
 
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
+    match cloud.survey(env) {
+        Some(survey) => survey.lists.get("secrets", || list_env(cloud, env)).await,
+        None => list_env(cloud, env).await,
+    }
+}
+
+/// The live secrets tagged for `env`.
+async fn list_env(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
     let filters = vec![
         Filter::builder()
             .key(FilterNameStringType::TagKey)

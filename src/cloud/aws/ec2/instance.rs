@@ -6,11 +6,18 @@ pub(super) async fn describe_instances(
     cloud: &AwsCloud,
     lookup: &Lookup,
 ) -> Result<Vec<Instance>, CloudError> {
-    let reservations = cloud
-        .ec2
+    describe_instances_by(&cloud.ec2, lookup.ids(), lookup.filters()).await
+}
+
+pub(super) async fn describe_instances_by(
+    ec2: &aws_sdk_ec2::Client,
+    ids: Option<Vec<String>>,
+    filters: Option<Vec<Filter>>,
+) -> Result<Vec<Instance>, CloudError> {
+    let reservations = ec2
         .describe_instances()
-        .set_instance_ids(lookup.ids())
-        .set_filters(lookup.filters())
+        .set_instance_ids(ids)
+        .set_filters(filters)
         .into_paginator()
         .items()
         .send()
@@ -158,8 +165,14 @@ pub async fn preflight(
     let Spec::Instance(instance) = spec else {
         return Ok(());
     };
-    let image = image(cloud, &instance.ami).await?;
-    let archs = type_architectures(cloud, &instance.instance_type).await?;
+    // All at once, and remembered for the run: the creates of the subnets (their zone)
+    // and of the instances (the image's root device) ask the same.
+    let (image, archs, offered, _zones) = futures::try_join!(
+        image(cloud, &instance.ami),
+        type_architectures(cloud, &instance.instance_type),
+        zones_offering(cloud, std::slice::from_ref(&instance.instance_type)),
+        available_zones(cloud),
+    )?;
     if let Some(arch) = image.architecture() {
         arch_fits(
             &instance.ami,
@@ -170,7 +183,6 @@ pub async fn preflight(
         .map_err(CloudError::Refused)?;
     }
     if let Ok(Attrs::Subnet { availability_zone }) = ctx.resolved.attrs(&instance.subnet) {
-        let offered = zones_offering(cloud, std::slice::from_ref(&instance.instance_type)).await?;
         let here = offered
             .get(&instance.instance_type)
             .is_some_and(|zones| zones.contains(availability_zone));
@@ -190,33 +202,63 @@ async fn type_architectures(
     cloud: &AwsCloud,
     instance_type: &str,
 ) -> Result<Vec<String>, CloudError> {
+    cloud
+        .batches
+        .archs
+        .get(instance_type, |types| {
+            fetch_type_architectures(cloud, types)
+        })
+        .await
+}
+
+/// The architectures of each of `types`, in one call (a type the answer leaves out: none,
+/// then nothing is checked).
+async fn fetch_type_architectures(
+    cloud: &AwsCloud,
+    types: Vec<String>,
+) -> Result<std::collections::HashMap<String, Vec<String>>, CloudError> {
     let out = cloud
         .ec2
         .describe_instance_types()
-        .instance_types(InstanceType::from(instance_type))
+        .set_instance_types(Some(
+            types
+                .iter()
+                .map(|t| InstanceType::from(t.as_str()))
+                .collect(),
+        ))
         .send()
         .await
         .map_err(|e| sdk_error("DescribeInstanceTypes", e));
     let out = match out {
-        Err(e) if error_code(&e).is_some_and(|c| c.starts_with("InvalidInstanceType")) => {
+        Err(e)
+            if types.len() == 1
+                && error_code(&e).is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
+        {
             return Err(CloudError::Refused(format!(
-                "instance type {instance_type} does not exist in region {}",
-                cloud.region
+                "instance type {} does not exist in region {}",
+                types[0], cloud.region
             )))
         }
         other => other?,
     };
-    Ok(out
-        .instance_types()
-        .first()
-        .and_then(|t| t.processor_info())
-        .map(|p| {
-            p.supported_architectures()
-                .iter()
-                .map(|a| a.as_str().to_string())
-                .collect()
-        })
-        .unwrap_or_default())
+    let mut archs: std::collections::HashMap<String, Vec<String>> =
+        types.iter().map(|t| (t.clone(), Vec::new())).collect();
+    for t in out.instance_types() {
+        if let Some(name) = t.instance_type() {
+            archs.insert(
+                name.as_str().to_string(),
+                t.processor_info()
+                    .map(|p| {
+                        p.supported_architectures()
+                            .iter()
+                            .map(|a| a.as_str().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    Ok(archs)
 }
 
 /// An `arm64` image cannot boot on an `x86_64` type, and the other way round.
@@ -235,7 +277,15 @@ pub(super) fn arch_fits(
     ))
 }
 
+/// The image `ami` (asked once per run).
 async fn image(cloud: &AwsCloud, ami: &str) -> Result<aws_sdk_ec2::types::Image, CloudError> {
+    cloud
+        .memo
+        .get(format!("image:{ami}"), || fetch_image(cloud, ami))
+        .await
+}
+
+async fn fetch_image(cloud: &AwsCloud, ami: &str) -> Result<aws_sdk_ec2::types::Image, CloudError> {
     let missing = || {
         CloudError::Refused(format!(
             "AMI {ami} does not exist in region {} or is not shared with this account",
@@ -390,8 +440,9 @@ pub(super) fn attempt_token(token: &str, attempt: u32) -> String {
     }
 }
 
-/// Poll until the instance reaches `target`, reporting its state as progress. Waiting for
-/// `terminated` also ends when the instance is no longer listed (`Ok(None)`).
+/// Wait until the instance reaches `target`, reporting its state as progress. Waiting for
+/// `terminated` also ends when the instance is no longer listed (`Ok(None)`). Every wait
+/// of this cloud shares one `DescribeInstances` per round (see [`super::watch`]).
 pub(super) async fn wait_instance(
     cloud: &AwsCloud,
     ctx: &OpContext<'_>,
@@ -399,40 +450,65 @@ pub(super) async fn wait_instance(
     target: InstanceStateName,
 ) -> Result<Option<Instance>, CloudError> {
     let start = Instant::now();
-    let mut delays = super::super::common::poll_delays(cloud.waits.poll);
-    let lookup = Lookup::Id(id.to_string());
+    let _waiting = crate::cloud::Waiting::start(ctx.progress);
+    let mut ticket = cloud.instances.watch(&cloud.ec2, cloud.waits.poll, id);
     loop {
-        // Right after RunInstances the id may not be visible yet: keep polling.
-        let instance = gone_is_none(describe_instances(cloud, &lookup).await)?.and_then(first);
-        match (&instance, instance.as_ref().and_then(state_of)) {
-            (None, _) if target == InstanceStateName::Terminated => return Ok(None),
-            (Some(_), Some(state)) if *state == target => return Ok(instance),
-            (Some(i), Some(state)) if target == InstanceStateName::Running && !is_live(i) => {
-                let reason = i
-                    .state_reason()
-                    .and_then(|r| r.message())
-                    .unwrap_or("no reason given");
-                return Err(CloudError::api(
-                    "RunInstances",
-                    "InstanceNotRunning",
-                    format!(
-                        "instance {id} is {} instead of running ({reason}); if it was created earlier with \
-                         the same client token, AWS returns that instance again",
-                        state.as_str()
-                    ),
-                ));
+        let limit = cloud.waits.instance.saturating_sub(start.elapsed());
+        let round = match tokio::time::timeout(limit, ticket.rounds.changed()).await {
+            Ok(Ok(())) => ticket.rounds.borrow_and_update().clone(),
+            Ok(Err(_)) | Err(_) => {
+                return Err(CloudError::Timeout {
+                    what: format!("instance {id} to be {}", target.as_str()),
+                    waited: start.elapsed(),
+                })
             }
-            (_, Some(state)) => ctx.progress.status(state.as_str()),
-            (_, None) => {}
+        };
+        match (&round.error, round.seen.get(id)) {
+            // Throttling and the like: the next round tries again.
+            (Some(e), _) if e.is_transient() => continue,
+            (Some(e), _) => return Err(clone_error(e)),
+            // A round that began before this wait did not look at it.
+            (None, None) => continue,
+            (None, Some(seen)) => {
+                let instance = seen.clone();
+                match (&instance, instance.as_ref().and_then(state_of)) {
+                    // Right after RunInstances the id may not be visible yet: keep polling.
+                    (None, _) if target == InstanceStateName::Terminated => return Ok(None),
+                    (Some(_), Some(state)) if *state == target => return Ok(instance),
+                    (Some(i), Some(state))
+                        if target == InstanceStateName::Running && !is_live(i) =>
+                    {
+                        let reason = i
+                            .state_reason()
+                            .and_then(|r| r.message())
+                            .unwrap_or("no reason given");
+                        return Err(CloudError::api(
+                            "RunInstances",
+                            "InstanceNotRunning",
+                            format!(
+                                "instance {id} is {} instead of running ({reason}); if it was created earlier with \
+                                 the same client token, AWS returns that instance again",
+                                state.as_str()
+                            ),
+                        ));
+                    }
+                    (_, Some(state)) => ctx.progress.status(state.as_str()),
+                    (_, None) => {}
+                }
+            }
         }
-        let waited = start.elapsed();
-        if waited >= cloud.waits.instance {
-            return Err(CloudError::Timeout {
-                what: format!("instance {id} to be {}", target.as_str()),
-                waited,
-            });
-        }
-        tokio::time::sleep(delays.next().unwrap_or(cloud.waits.poll)).await;
+    }
+}
+
+/// A copy of a shared round's error for one waiter.
+fn clone_error(e: &CloudError) -> CloudError {
+    match e {
+        CloudError::Api {
+            operation,
+            code,
+            message,
+        } => CloudError::api(operation.clone(), code.clone(), message.clone()),
+        other => CloudError::api("DescribeInstances", "Error", other.to_string()),
     }
 }
 

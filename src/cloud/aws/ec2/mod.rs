@@ -40,6 +40,7 @@ mod security_group;
 mod subnet;
 mod volume;
 mod vpc;
+pub(super) mod watch;
 
 pub(super) use instance::preflight;
 use instance::*;
@@ -66,16 +67,17 @@ pub async fn find(
     ctx: &OpContext<'_>,
     spec: &Spec,
 ) -> Result<Option<Observed>, CloudError> {
-    let lookup = Lookup::Filters(owner_filters(ctx.env, ctx.id));
+    let env = ctx.env;
+    let want = || Want::Owner(ctx.id);
     let found = match spec {
         // With its DNS attributes: a VPC whose create stopped before they were set is
         // found half-made (drift), never adopted as done.
-        Spec::Vpc(s) => match pick(describe_vpcs(cloud, &lookup).await?, |v| v.vpc_id()) {
+        Spec::Vpc(s) => match pick(vpcs(cloud, env, want()).await?, |v| v.vpc_id()) {
             Some(v) => Some(observe_vpc(cloud, s, &v).await?),
             None => None,
         },
         Spec::InternetGateway(s) => {
-            let mut igws = describe_igws(cloud, &lookup).await?;
+            let mut igws = igws(cloud, env, want()).await?;
             // Of twins, the one attached to this env's VPC is the one in use.
             if let Ok(vpc) = ctx.resolved.cloud_id(&s.vpc) {
                 if igws.iter().any(|g| igw_vpcs(g).iter().any(|v| v == vpc)) {
@@ -86,28 +88,27 @@ pub async fn find(
                 .map(|g| observe_igw(ctx, s, &g))
                 .transpose()?
         }
-        Spec::Subnet(s) => pick(describe_subnets(cloud, &lookup).await?, |x| x.subnet_id())
+        Spec::Subnet(s) => pick(subnets(cloud, env, want()).await?, |x| x.subnet_id())
             .map(|x| observe_subnet(s, &x)),
-        Spec::RouteTable(s) => pick(describe_route_tables(cloud, &lookup).await?, |t| {
+        Spec::RouteTable(s) => pick(route_tables(cloud, env, want()).await?, |t| {
             t.route_table_id()
         })
         .map(|t| observe_route_table(ctx, s, &t))
         .transpose()?,
-        Spec::SecurityGroup(s) => pick(describe_groups(cloud, &lookup).await?, |g| g.group_id())
+        Spec::SecurityGroup(s) => pick(groups(cloud, env, want()).await?, |g| g.group_id())
             .map(|g| observe_group(ctx, s, &g))
             .transpose()?,
-        Spec::KeyPair(_) => pick(describe_key_pairs(cloud, &lookup).await?, |k| {
+        Spec::KeyPair(_) => pick(key_pairs(cloud, env, want()).await?, |k| {
             k.key_pair_id().or(k.key_name())
         })
         .map(|k| observe_key_pair(&k)),
-        Spec::Volume(s) => pick(describe_volumes(cloud, &lookup).await?, |v| v.volume_id())
+        Spec::Volume(s) => pick(volumes(cloud, env, want()).await?, |v| v.volume_id())
             .map(|v| observe_volume(s, &v)),
         Spec::Instance(s) => {
             // RunInstances tags atomically, so every instance of ours carries the env
             // tag; among those, match the logical id or this step's client token. (Done
             // here rather than with a `client-token` filter, which moto does not support.)
-            let env_only = Lookup::Filters(vec![filter(&format!("tag:{TAG_ENV}"), ctx.env)]);
-            let all: Vec<Instance> = describe_instances(cloud, &env_only)
+            let all: Vec<Instance> = instances(cloud, env, Want::Env)
                 .await?
                 .into_iter()
                 .filter(is_live)
@@ -131,34 +132,35 @@ pub async fn read(
     spec: &Spec,
     cloud_id: &str,
 ) -> Result<Option<Observed>, CloudError> {
-    let lookup = Lookup::Id(cloud_id.to_string());
+    let env = ctx.env;
+    let want = || Want::Id(cloud_id);
     let observed = match spec {
-        Spec::Vpc(s) => match gone_is_none(describe_vpcs(cloud, &lookup).await)?.and_then(first) {
+        Spec::Vpc(s) => match gone_is_none(vpcs(cloud, env, want()).await)?.and_then(first) {
             Some(v) => Some(observe_vpc(cloud, s, &v).await?),
             None => None,
         },
-        Spec::InternetGateway(s) => gone_is_none(describe_igws(cloud, &lookup).await)?
+        Spec::InternetGateway(s) => gone_is_none(igws(cloud, env, want()).await)?
             .and_then(first)
             .map(|g| observe_igw(ctx, s, &g))
             .transpose()?,
-        Spec::Subnet(s) => gone_is_none(describe_subnets(cloud, &lookup).await)?
+        Spec::Subnet(s) => gone_is_none(subnets(cloud, env, want()).await)?
             .and_then(first)
             .map(|x| observe_subnet(s, &x)),
-        Spec::RouteTable(s) => gone_is_none(describe_route_tables(cloud, &lookup).await)?
+        Spec::RouteTable(s) => gone_is_none(route_tables(cloud, env, want()).await)?
             .and_then(first)
             .map(|t| observe_route_table(ctx, s, &t))
             .transpose()?,
-        Spec::SecurityGroup(s) => gone_is_none(describe_groups(cloud, &lookup).await)?
+        Spec::SecurityGroup(s) => gone_is_none(groups(cloud, env, want()).await)?
             .and_then(first)
             .map(|g| observe_group(ctx, s, &g))
             .transpose()?,
-        Spec::KeyPair(_) => gone_is_none(describe_key_pairs(cloud, &lookup).await)?
+        Spec::KeyPair(_) => gone_is_none(key_pairs(cloud, env, want()).await)?
             .and_then(first)
             .map(|k| observe_key_pair(&k)),
-        Spec::Volume(s) => gone_is_none(describe_volumes(cloud, &lookup).await)?
+        Spec::Volume(s) => gone_is_none(volumes(cloud, env, want()).await)?
             .and_then(first)
             .map(|v| observe_volume(s, &v)),
-        Spec::Instance(s) => gone_is_none(describe_instances(cloud, &lookup).await)?
+        Spec::Instance(s) => gone_is_none(instances(cloud, env, want()).await)?
             .and_then(first)
             .filter(is_live)
             .map(|i| observe_instance(ctx, s, &i))
@@ -284,7 +286,20 @@ pub async fn delete(
 }
 
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
-    let lookup = Lookup::Filters(vec![filter(&format!("tag:{TAG_ENV}"), env)]);
+    // One DescribeTags says which kinds hold anything of the env; only those are listed
+    // (a new environment costs one call, not eight).
+    let present = tagged_types(cloud, env).await?;
+    let all = |kind: &str| present.contains(kind).then_some(Want::Env);
+    let (v, g, sn, rt, sg, kp, vol, inst) = futures::try_join!(
+        when(all("vpc"), |w| vpcs(cloud, env, w)),
+        when(all("internet-gateway"), |w| igws(cloud, env, w)),
+        when(all("subnet"), |w| subnets(cloud, env, w)),
+        when(all("route-table"), |w| route_tables(cloud, env, w)),
+        when(all("security-group"), |w| groups(cloud, env, w)),
+        when(all("key-pair"), |w| key_pairs(cloud, env, w)),
+        when(all("volume"), |w| volumes(cloud, env, w)),
+        when(all("instance"), |w| instances(cloud, env, w)),
+    )?;
     let mut out = Vec::new();
     let mut push = |kind: Kind, cloud_id: Option<&str>, tags: &[Tag], attrs: Attrs| {
         if let Some(cloud_id) = cloud_id {
@@ -297,10 +312,10 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             });
         }
     };
-    for v in describe_vpcs(cloud, &lookup).await? {
+    for v in v {
         push(Kind::Vpc, v.vpc_id(), v.tags(), Attrs::None);
     }
-    for g in describe_igws(cloud, &lookup).await? {
+    for g in g {
         push(
             Kind::InternetGateway,
             g.internet_gateway_id(),
@@ -308,16 +323,16 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             Attrs::None,
         );
     }
-    for s in describe_subnets(cloud, &lookup).await? {
+    for s in sn {
         push(Kind::Subnet, s.subnet_id(), s.tags(), subnet_attrs(&s));
     }
-    for t in describe_route_tables(cloud, &lookup).await? {
+    for t in rt {
         push(Kind::RouteTable, t.route_table_id(), t.tags(), Attrs::None);
     }
-    for g in describe_groups(cloud, &lookup).await? {
+    for g in sg {
         push(Kind::SecurityGroup, g.group_id(), g.tags(), Attrs::None);
     }
-    for k in describe_key_pairs(cloud, &lookup).await? {
+    for k in kp {
         push(
             Kind::KeyPair,
             k.key_pair_id().or(k.key_name()),
@@ -325,10 +340,10 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             key_pair_attrs(&k),
         );
     }
-    for v in describe_volumes(cloud, &lookup).await? {
+    for v in vol {
         push(Kind::Volume, v.volume_id(), v.tags(), volume_attrs(&v));
     }
-    for i in describe_instances(cloud, &lookup).await? {
+    for i in inst {
         if is_live(&i) {
             push(
                 Kind::Instance,
@@ -339,6 +354,236 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
         }
     }
     Ok(out)
+}
+
+/// `list(want)` when there is something to list, else nothing.
+async fn when<'a, T, F, Fut>(want: Option<Want<'a>>, list: F) -> Result<Vec<T>, CloudError>
+where
+    F: FnOnce(Want<'a>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, CloudError>>,
+{
+    match want {
+        Some(w) => list(w).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The EC2 resource types (`vpc`, `subnet`, `instance`, ...) that hold something tagged
+/// `provision:env=<env>` (once per survey).
+async fn tagged_types(cloud: &AwsCloud, env: &str) -> Result<BTreeSet<String>, CloudError> {
+    let fetch = || async {
+        let tags: Vec<_> = cloud
+            .ec2
+            .describe_tags()
+            .filters(filter("key", TAG_ENV))
+            .filters(filter("value", env))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_error("DescribeTags", e))?;
+        Ok(tags
+            .iter()
+            .filter_map(|t| t.resource_type().map(|r| r.as_str().to_string()))
+            .collect())
+    };
+    match cloud.survey(env) {
+        Some(survey) => survey.lists.get("ec2-tagged", fetch).await,
+        None => fetch().await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading by kind, from the survey when `plan` runs one (see `memo::Survey`).
+
+/// What `find`, `read` and `list_owned` want of one kind.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// Tagged for the env and this logical id.
+    Owner(&'a LogicalId),
+    /// This cloud id.
+    Id(&'a str),
+    /// Everything tagged for the env.
+    Env,
+}
+
+impl Want<'_> {
+    fn lookup(self, env: &str) -> Lookup {
+        match self {
+            Want::Owner(id) => Lookup::Filters(owner_filters(env, id)),
+            Want::Id(id) => Lookup::Id(id.to_string()),
+            Want::Env => Lookup::Filters(vec![filter(&format!("tag:{TAG_ENV}"), env)]),
+        }
+    }
+}
+
+/// How to get a resource's cloud id and its tags.
+type Access<T> = (fn(&T) -> Option<&str>, fn(&T) -> &[Tag]);
+
+/// The resources of one kind `want` names: during a survey of `env` from its one list of
+/// the kind (an id it does not hold is still described by itself: its tags may have been
+/// removed, or it is gone); otherwise by a describe call.
+async fn surveyed<T, F, Fut>(
+    cloud: &AwsCloud,
+    env: &str,
+    key: &'static str,
+    want: Want<'_>,
+    (id_of, tags_of): Access<T>,
+    describe: F,
+) -> Result<Vec<T>, CloudError>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(Lookup) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, CloudError>>,
+{
+    if let Some(survey) = cloud.survey(env) {
+        let all: Vec<T> = survey
+            .lists
+            .get(key, || describe(Want::Env.lookup(env)))
+            .await?;
+        let hits: Vec<T> = match want {
+            Want::Env => return Ok(all),
+            Want::Owner(id) => {
+                return Ok(all
+                    .into_iter()
+                    .filter(|x| tag_value(tags_of(x), TAG_ID) == Some(id.as_str()))
+                    .collect())
+            }
+            Want::Id(id) => all.into_iter().filter(|x| id_of(x) == Some(id)).collect(),
+        };
+        if !hits.is_empty() {
+            return Ok(hits);
+        }
+    }
+    describe(want.lookup(env)).await
+}
+
+async fn vpcs(cloud: &AwsCloud, env: &str, want: Want<'_>) -> Result<Vec<Vpc>, CloudError> {
+    let access = (
+        Vpc::vpc_id as fn(&Vpc) -> Option<&str>,
+        Vpc::tags as fn(&Vpc) -> &[Tag],
+    );
+    surveyed(cloud, env, "vpcs", want, access, |l| async move {
+        describe_vpcs(cloud, &l).await
+    })
+    .await
+}
+
+async fn igws(
+    cloud: &AwsCloud,
+    env: &str,
+    want: Want<'_>,
+) -> Result<Vec<InternetGateway>, CloudError> {
+    let access = (
+        InternetGateway::internet_gateway_id as fn(&InternetGateway) -> Option<&str>,
+        InternetGateway::tags as fn(&InternetGateway) -> &[Tag],
+    );
+    surveyed(cloud, env, "igws", want, access, |l| async move {
+        describe_igws(cloud, &l).await
+    })
+    .await
+}
+
+async fn subnets(cloud: &AwsCloud, env: &str, want: Want<'_>) -> Result<Vec<Subnet>, CloudError> {
+    let access = (
+        Subnet::subnet_id as fn(&Subnet) -> Option<&str>,
+        Subnet::tags as fn(&Subnet) -> &[Tag],
+    );
+    surveyed(cloud, env, "subnets", want, access, |l| async move {
+        describe_subnets(cloud, &l).await
+    })
+    .await
+}
+
+async fn route_tables(
+    cloud: &AwsCloud,
+    env: &str,
+    want: Want<'_>,
+) -> Result<Vec<RouteTable>, CloudError> {
+    let access = (
+        RouteTable::route_table_id as fn(&RouteTable) -> Option<&str>,
+        RouteTable::tags as fn(&RouteTable) -> &[Tag],
+    );
+    surveyed(cloud, env, "route-tables", want, access, |l| async move {
+        describe_route_tables(cloud, &l).await
+    })
+    .await
+}
+
+async fn groups(
+    cloud: &AwsCloud,
+    env: &str,
+    want: Want<'_>,
+) -> Result<Vec<SecurityGroup>, CloudError> {
+    let access = (
+        SecurityGroup::group_id as fn(&SecurityGroup) -> Option<&str>,
+        SecurityGroup::tags as fn(&SecurityGroup) -> &[Tag],
+    );
+    surveyed(cloud, env, "groups", want, access, |l| async move {
+        describe_groups(cloud, &l).await
+    })
+    .await
+}
+
+fn key_pair_id(k: &KeyPairInfo) -> Option<&str> {
+    k.key_pair_id().or(k.key_name())
+}
+
+async fn key_pairs(
+    cloud: &AwsCloud,
+    env: &str,
+    want: Want<'_>,
+) -> Result<Vec<KeyPairInfo>, CloudError> {
+    // A key pair is read by its id or by its name (older states).
+    let access = (
+        key_pair_id as fn(&KeyPairInfo) -> Option<&str>,
+        KeyPairInfo::tags as fn(&KeyPairInfo) -> &[Tag],
+    );
+    let want = match want {
+        Want::Id(id) if !id.starts_with("key-") => {
+            return describe_key_pairs(cloud, &want.lookup(env)).await
+        }
+        other => other,
+    };
+    surveyed(cloud, env, "key-pairs", want, access, |l| async move {
+        describe_key_pairs(cloud, &l).await
+    })
+    .await
+}
+
+async fn volumes(cloud: &AwsCloud, env: &str, want: Want<'_>) -> Result<Vec<Volume>, CloudError> {
+    let access = (
+        Volume::volume_id as fn(&Volume) -> Option<&str>,
+        Volume::tags as fn(&Volume) -> &[Tag],
+    );
+    surveyed(cloud, env, "volumes", want, access, |l| async move {
+        describe_volumes(cloud, &l).await
+    })
+    .await
+}
+
+async fn instances(
+    cloud: &AwsCloud,
+    env: &str,
+    want: Want<'_>,
+) -> Result<Vec<Instance>, CloudError> {
+    let access = (
+        Instance::instance_id as fn(&Instance) -> Option<&str>,
+        Instance::tags as fn(&Instance) -> &[Tag],
+    );
+    surveyed(cloud, env, "instances", want, access, |l| async move {
+        describe_instances(cloud, &l).await
+    })
+    .await
+}
+
+/// Per-type answers asked in batches (see `memo::Batched`): the instance types of every
+/// instance checked at once go in one call.
+#[derive(Default)]
+pub struct Batches {
+    archs: super::memo::Batched<Vec<String>>,
+    offered: super::memo::Batched<BTreeSet<String>>,
 }
 
 // ---------------------------------------------------------------------------------------

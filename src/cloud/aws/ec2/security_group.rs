@@ -273,13 +273,30 @@ pub(super) fn group_wants(
     ))
 }
 
+/// The rules of a group that can exist with what `ctx` resolves: a rule naming a group
+/// not made yet cannot (the engine adds it in an update once that group exists; see
+/// `engine::late`), so it is neither created nor reported missing.
+pub(super) fn group_wants_possible(
+    ctx: &OpContext<'_>,
+    s: &SecurityGroupSpec,
+    group_id: &str,
+) -> Result<WantedRules, MissingRef> {
+    let known = |r: &Rule| !matches!(&r.peer, Peer::Group(g) if ctx.resolved.get(g).is_none());
+    let possible = SecurityGroupSpec {
+        ingress: s.ingress.iter().filter(|r| known(r)).cloned().collect(),
+        egress: s.egress.iter().filter(|r| known(r)).cloned().collect(),
+        ..s.clone()
+    };
+    group_wants(ctx, &possible, group_id)
+}
+
 pub(super) fn observe_group(
     ctx: &OpContext<'_>,
     s: &SecurityGroupSpec,
     g: &SecurityGroup,
 ) -> Result<Observed, CloudError> {
     let group_id = g.group_id().unwrap_or_default();
-    let (want_in, want_out) = group_wants(ctx, s, group_id)?;
+    let (want_in, want_out) = group_wants_possible(ctx, s, group_id)?;
     let have = GroupRules::of(g);
     let name = |id: &str| {
         if id == group_id {
@@ -347,8 +364,9 @@ pub(super) async fn create_group(
         }
         Err(e) => return Err(e),
     };
-    converge_group_rules(cloud, ctx, s, &id, &have).await?;
-    let (_, want_out) = group_wants(ctx, s, &id)?;
+    // Rules naming groups not made yet come in the engine's update step.
+    let (want_in, want_out) = group_wants_possible(ctx, s, &id)?;
+    converge_rules(cloud, &id, &want_in, &want_out, &have).await?;
     if let Some(description) = want_out
         .get(&RuleKey::all_traffic_anywhere())
         .filter(|d| !d.is_empty())
@@ -379,20 +397,47 @@ pub(super) async fn converge_group_rules(
     have: &GroupRules,
 ) -> Result<(), CloudError> {
     let (want_in, want_out) = group_wants(ctx, s, group_id)?;
-    for (direction, want, have) in [
-        (Direction::Ingress, &want_in, &have.ingress),
-        (Direction::Egress, &want_out, &have.egress),
-    ] {
-        let (missing, extra) = diff_rules(want, have);
-        if !extra.is_empty() {
-            let perms: Vec<IpPermission> = extra.iter().map(|k| to_permission(k, None)).collect();
-            revoke_rules(cloud, group_id, direction, perms).await?;
-        }
-        if !missing.is_empty() {
-            authorize_missing(cloud, group_id, direction, want, missing).await?;
-        }
-    }
+    converge_rules(cloud, group_id, &want_in, &want_out, have).await
+}
+
+/// Revoke what is not wanted and authorize what is missing; both directions, and in each
+/// the revoke and the authorize, at once (the rules they touch differ).
+async fn converge_rules(
+    cloud: &AwsCloud,
+    group_id: &str,
+    want_in: &BTreeMap<RuleKey, String>,
+    want_out: &BTreeMap<RuleKey, String>,
+    have: &GroupRules,
+) -> Result<(), CloudError> {
+    futures::try_join!(
+        converge_direction(cloud, group_id, Direction::Ingress, want_in, &have.ingress),
+        converge_direction(cloud, group_id, Direction::Egress, want_out, &have.egress),
+    )?;
     Ok(())
+}
+
+async fn converge_direction(
+    cloud: &AwsCloud,
+    group_id: &str,
+    direction: Direction,
+    want: &BTreeMap<RuleKey, String>,
+    have: &BTreeSet<RuleKey>,
+) -> Result<(), CloudError> {
+    let (missing, extra) = diff_rules(want, have);
+    let revoke = async {
+        if extra.is_empty() {
+            return Ok(());
+        }
+        let perms: Vec<IpPermission> = extra.iter().map(|k| to_permission(k, None)).collect();
+        revoke_rules(cloud, group_id, direction, perms).await
+    };
+    let authorize = async {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        authorize_missing(cloud, group_id, direction, want, missing).await
+    };
+    futures::try_join!(revoke, authorize).map(|_| ())
 }
 
 /// Authorize `missing`. EC2 refuses a whole batch with `InvalidPermission.Duplicate` when

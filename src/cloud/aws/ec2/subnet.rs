@@ -80,26 +80,58 @@ pub(super) async fn zone_for(
     index: usize,
     types: &[String],
 ) -> Result<String, CloudError> {
-    let out = cloud
-        .ec2
-        .describe_availability_zones()
-        .filters(filter("state", "available"))
-        .send()
-        .await
-        .map_err(|e| sdk_error("DescribeAvailabilityZones", e))?;
-    let names = out
-        .availability_zones()
-        .iter()
-        // Local and Wavelength zones are opt-in extras, not places for a cluster.
-        .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
-        .filter_map(|z| z.zone_name().map(str::to_string))
-        .collect();
-    let offered = zones_offering(cloud, types).await?;
+    let (names, offered) =
+        futures::try_join!(available_zones(cloud), zones_offering(cloud, types))?;
     choose_zone(names, &offered, index, &cloud.region).map_err(CloudError::Refused)
 }
 
-/// For each instance type, the zones of the region that offer it.
+/// The available zones of the region (asked once per run).
+pub(super) async fn available_zones(cloud: &AwsCloud) -> Result<Vec<String>, CloudError> {
+    cloud
+        .memo
+        .get("zones", || async {
+            let out = cloud
+                .ec2
+                .describe_availability_zones()
+                .filters(filter("state", "available"))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeAvailabilityZones", e))?;
+            Ok(out
+                .availability_zones()
+                .iter()
+                // Local and Wavelength zones are opt-in extras, not places for a cluster.
+                .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+                .filter_map(|z| z.zone_name().map(str::to_string))
+                .collect())
+        })
+        .await
+}
+
+/// For each instance type, the zones of the region that offer it (each type asked once
+/// per run).
 pub(super) async fn zones_offering(
+    cloud: &AwsCloud,
+    types: &[String],
+) -> Result<BTreeMap<String, BTreeSet<String>>, CloudError> {
+    let each = futures::future::try_join_all(types.iter().map(|t| async move {
+        let zones = cloud
+            .batches
+            .offered
+            .get(t, |types| async move {
+                Ok(fetch_zones_offering(cloud, &types)
+                    .await?
+                    .into_iter()
+                    .collect())
+            })
+            .await?;
+        Ok::<_, CloudError>((t.clone(), zones))
+    }))
+    .await?;
+    Ok(each.into_iter().collect())
+}
+
+async fn fetch_zones_offering(
     cloud: &AwsCloud,
     types: &[String],
 ) -> Result<BTreeMap<String, BTreeSet<String>>, CloudError> {

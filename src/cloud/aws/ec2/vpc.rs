@@ -33,8 +33,10 @@ pub(super) async fn create_vpc(
         .await
         .map_err(|e| sdk_error("CreateVpc", e))?;
     let id = created_id("CreateVpc", out.vpc().and_then(|v| v.vpc_id()))?;
-    remove_vpc_twins(cloud, ctx, &id).await?;
-    enable_vpc_dns(cloud, &id).await?;
+    futures::try_join!(
+        remove_vpc_twins(cloud, ctx, &id),
+        enable_vpc_dns(cloud, &id)
+    )?;
     Ok(Observed::new(id, Attrs::None))
 }
 
@@ -70,7 +72,8 @@ async fn remove_vpc_twins(
 /// EC2 takes one attribute per call.
 pub(super) async fn enable_vpc_dns(cloud: &AwsCloud, id: &str) -> Result<(), CloudError> {
     let on = || AttributeBooleanValue::builder().value(true).build();
-    settle(cloud, || async {
+    // Both at once: each is its own call and neither needs the other.
+    let support = settle(cloud, || async {
         cloud
             .ec2
             .modify_vpc_attribute()
@@ -79,16 +82,18 @@ pub(super) async fn enable_vpc_dns(cloud: &AwsCloud, id: &str) -> Result<(), Clo
             .send()
             .await
             .map_err(|e| sdk_error("ModifyVpcAttribute", e))
-    })
-    .await?;
-    cloud
-        .ec2
-        .modify_vpc_attribute()
-        .vpc_id(id)
-        .enable_dns_hostnames(on())
-        .send()
-        .await
-        .map_err(|e| sdk_error("ModifyVpcAttribute", e))?;
+    });
+    let hostnames = settle(cloud, || async {
+        cloud
+            .ec2
+            .modify_vpc_attribute()
+            .vpc_id(id)
+            .enable_dns_hostnames(on())
+            .send()
+            .await
+            .map_err(|e| sdk_error("ModifyVpcAttribute", e))
+    });
+    futures::try_join!(support, hostnames)?;
     Ok(())
 }
 
@@ -107,23 +112,31 @@ pub(super) async fn observe_vpc(
     v: &Vpc,
 ) -> Result<Observed, CloudError> {
     let mut o = observe_vpc_base(s, v);
-    for (attribute, label) in [
-        (VpcAttributeName::EnableDnsSupport, "DNS support"),
-        (VpcAttributeName::EnableDnsHostnames, "DNS hostnames"),
-    ] {
-        let out = cloud
-            .ec2
-            .describe_vpc_attribute()
-            .vpc_id(&o.cloud_id)
-            .attribute(attribute.clone())
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeVpcAttribute", e))?;
-        let value = match attribute {
-            VpcAttributeName::EnableDnsSupport => out.enable_dns_support(),
-            _ => out.enable_dns_hostnames(),
-        };
-        if value.and_then(|v| v.value()) != Some(true) {
+    let look = |attribute: VpcAttributeName| {
+        let id = o.cloud_id.clone();
+        async move {
+            let out = cloud
+                .ec2
+                .describe_vpc_attribute()
+                .vpc_id(id)
+                .attribute(attribute.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeVpcAttribute", e))?;
+            let value = match attribute {
+                VpcAttributeName::EnableDnsSupport => out.enable_dns_support(),
+                _ => out.enable_dns_hostnames(),
+            };
+            Ok::<_, CloudError>(value.and_then(|v| v.value()) == Some(true))
+        }
+    };
+    // Both at once.
+    let (support, hostnames) = futures::try_join!(
+        look(VpcAttributeName::EnableDnsSupport),
+        look(VpcAttributeName::EnableDnsHostnames)
+    )?;
+    for (on, label) in [(support, "DNS support"), (hostnames, "DNS hostnames")] {
+        if !on {
             o.drift.push(format!("{label} is disabled"));
         }
     }

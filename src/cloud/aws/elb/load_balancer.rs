@@ -68,7 +68,8 @@ pub(super) async fn create_load_balancer(
 
     let what = format!("load balancer {name} to become active");
     let arn_ref = arn.as_str();
-    let lb = poll_until(
+    // Cross-zone is an attribute: set while the load balancer provisions, not after.
+    let wait = poll_until(
         cloud,
         ctx.progress,
         &what,
@@ -92,10 +93,9 @@ pub(super) async fn create_load_balancer(
                 None => Ok(Poll::Pending("unknown".to_string())),
             }
         },
-    )
-    .await?;
-    set_cross_zone(cloud, &arn, spec.cross_zone).await?;
-    observe_load_balancer(cloud, ctx, spec, &lb).await
+    );
+    let (lb, ()) = futures::try_join!(wait, set_cross_zone(cloud, &arn, spec.cross_zone))?;
+    Ok(Observed::new(arn.clone(), load_balancer_attrs(&lb)))
 }
 
 pub(super) async fn update_load_balancer(

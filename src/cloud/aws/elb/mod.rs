@@ -8,6 +8,7 @@
 //! load balancers.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, IpAddressType, LoadBalancer, LoadBalancerAttribute,
@@ -62,15 +63,35 @@ pub async fn read(
     cloud_id: &str,
 ) -> Result<Option<Observed>, CloudError> {
     match spec {
-        Spec::LoadBalancer(s) => match describe_load_balancer(cloud, cloud_id).await? {
-            Some(lb) => Ok(Some(observe_load_balancer(cloud, ctx, s, &lb).await?)),
-            None => Ok(None),
-        },
-        Spec::TargetGroup(s) => match describe_target_group(cloud, cloud_id).await? {
-            Some(tg) => Ok(Some(observe_target_group(cloud, ctx, s, &tg).await?)),
-            None => Ok(None),
-        },
-        Spec::Listener(s) => read_listener(cloud, ctx, s, cloud_id).await,
+        Spec::LoadBalancer(s) => {
+            let listed = surveyed(cloud, ctx.env).await?;
+            let lb = match listed.as_ref().and_then(|l| l.load_balancer(cloud_id)) {
+                Some(lb) => Some(lb.clone()),
+                None => describe_load_balancer(cloud, cloud_id).await?,
+            };
+            match lb {
+                Some(lb) => Ok(Some(observe_load_balancer(cloud, ctx, s, &lb).await?)),
+                None => Ok(None),
+            }
+        }
+        Spec::TargetGroup(s) => {
+            let listed = surveyed(cloud, ctx.env).await?;
+            let tg = match listed.as_ref().and_then(|l| l.target_group(cloud_id)) {
+                Some(tg) => Some(tg.clone()),
+                None => describe_target_group(cloud, cloud_id).await?,
+            };
+            match tg {
+                Some(tg) => Ok(Some(observe_target_group(cloud, ctx, s, &tg).await?)),
+                None => Ok(None),
+            }
+        }
+        Spec::Listener(s) => {
+            let listed = surveyed(cloud, ctx.env).await?;
+            match listed.as_ref().and_then(|l| l.listener(cloud_id)) {
+                Some(l) => Ok(Some(observe_listener(ctx, s, l))),
+                None => read_listener(cloud, ctx, s, cloud_id).await,
+            }
+        }
         other => Err(wrong_kind("ELB", other.kind())),
     }
 }
@@ -139,100 +160,178 @@ pub async fn delete(
 /// Load balancers and target groups tagged `provision:env=<env>`, and the tagged listeners
 /// of those load balancers.
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
+    let listed = match surveyed(cloud, env).await? {
+        Some(listed) => listed,
+        None => Arc::new(list_env(cloud, env).await?),
+    };
     let mut owned = Vec::new();
-
-    let mut load_balancers = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cloud
-            .elb
-            .describe_load_balancers()
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeLoadBalancers", e))?;
-        load_balancers.extend(out.load_balancers().iter().cloned());
-        match out.next_marker() {
-            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-            _ => break,
-        }
-    }
-    let arns: Vec<String> = load_balancers
-        .iter()
-        .filter_map(|l| l.load_balancer_arn())
-        .map(str::to_string)
-        .collect();
-    let tags = tags_of_many(cloud, &arns).await?;
-    for lb in &load_balancers {
+    for lb in &listed.load_balancers {
         let arn = lb.load_balancer_arn().unwrap_or_default();
-        let Some(id) = owned_id(tags.get(arn), env) else {
-            continue;
-        };
-        owned.push(Owned {
-            kind: Kind::LoadBalancer,
-            id,
-            cloud_id: arn.to_string(),
-            attrs: load_balancer_attrs(lb),
-        });
-        let listeners = cloud
-            .elb
-            .describe_listeners()
-            .load_balancer_arn(arn)
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeListeners", e))?;
-        let listener_arns: Vec<String> = listeners
-            .listeners()
-            .iter()
-            .filter_map(|l| l.listener_arn())
-            .map(str::to_string)
-            .collect();
-        let listener_tags = tags_of_many(cloud, &listener_arns).await?;
-        for arn in &listener_arns {
-            if let Some(id) = owned_id(listener_tags.get(arn), env) {
-                owned.push(Owned {
-                    kind: Kind::Listener,
-                    id,
-                    cloud_id: arn.clone(),
-                    attrs: Attrs::None,
-                });
-            }
+        if let Some(id) = owned_id(listed.tags.get(arn), env) {
+            owned.push(Owned {
+                kind: Kind::LoadBalancer,
+                id,
+                cloud_id: arn.to_string(),
+                attrs: load_balancer_attrs(lb),
+            });
         }
     }
-
-    let mut target_groups = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let out = cloud
-            .elb
-            .describe_target_groups()
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(|e| sdk_error("DescribeTargetGroups", e))?;
-        target_groups.extend(
-            out.target_groups()
-                .iter()
-                .filter_map(|t| t.target_group_arn())
-                .map(str::to_string),
-        );
-        match out.next_marker() {
-            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-            _ => break,
+    for l in &listed.listeners {
+        let arn = l.listener_arn().unwrap_or_default();
+        if let Some(id) = owned_id(listed.tags.get(arn), env) {
+            owned.push(Owned {
+                kind: Kind::Listener,
+                id,
+                cloud_id: arn.to_string(),
+                attrs: Attrs::None,
+            });
         }
     }
-    let tags = tags_of_many(cloud, &target_groups).await?;
-    for arn in &target_groups {
-        if let Some(id) = owned_id(tags.get(arn), env) {
+    for tg in &listed.target_groups {
+        let arn = tg.target_group_arn().unwrap_or_default();
+        if let Some(id) = owned_id(listed.tags.get(arn), env) {
             owned.push(Owned {
                 kind: Kind::TargetGroup,
                 id,
-                cloud_id: arn.clone(),
+                cloud_id: arn.to_string(),
                 attrs: Attrs::None,
             });
         }
     }
     Ok(owned)
+}
+
+/// The env's ELB resources: its load balancers and target groups (the API has no tag
+/// filter: every one is listed and the env's kept by their tags), and the listeners of its
+/// load balancers, with the tags of all.
+#[derive(Clone, Default)]
+struct Listed {
+    load_balancers: Vec<LoadBalancer>,
+    target_groups: Vec<TargetGroup>,
+    listeners: Vec<aws_sdk_elasticloadbalancingv2::types::Listener>,
+    tags: BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl Listed {
+    fn load_balancer(&self, arn: &str) -> Option<&LoadBalancer> {
+        self.load_balancers
+            .iter()
+            .find(|l| l.load_balancer_arn() == Some(arn))
+    }
+    fn target_group(&self, arn: &str) -> Option<&TargetGroup> {
+        self.target_groups
+            .iter()
+            .find(|t| t.target_group_arn() == Some(arn))
+    }
+    fn listener(&self, arn: &str) -> Option<&aws_sdk_elasticloadbalancingv2::types::Listener> {
+        self.listeners
+            .iter()
+            .find(|l| l.listener_arn() == Some(arn))
+    }
+}
+
+/// [`Listed`] once per survey of `env` (`None` when `plan` is not surveying it).
+async fn surveyed(cloud: &AwsCloud, env: &str) -> Result<Option<Arc<Listed>>, CloudError> {
+    match cloud.survey(env) {
+        Some(survey) => survey
+            .lists
+            .get("elb", || async {
+                Ok(Arc::new(list_env(cloud, env).await?))
+            })
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn list_env(cloud: &AwsCloud, env: &str) -> Result<Listed, CloudError> {
+    let all_load_balancers = async {
+        let mut all = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = cloud
+                .elb
+                .describe_load_balancers()
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeLoadBalancers", e))?;
+            all.extend(out.load_balancers().iter().cloned());
+            match out.next_marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        Ok::<_, CloudError>(all)
+    };
+    let all_target_groups = async {
+        let mut all = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = cloud
+                .elb
+                .describe_target_groups()
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeTargetGroups", e))?;
+            all.extend(out.target_groups().iter().cloned());
+            match out.next_marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        Ok::<_, CloudError>(all)
+    };
+    let (all_lbs, all_tgs) = futures::try_join!(all_load_balancers, all_target_groups)?;
+    // The tags of both kinds in one DescribeTags (20 ARNs a call).
+    let arns: Vec<String> = all_lbs
+        .iter()
+        .filter_map(|l| l.load_balancer_arn())
+        .chain(all_tgs.iter().filter_map(|t| t.target_group_arn()))
+        .map(str::to_string)
+        .collect();
+    let tags = tags_of_many(cloud, &arns).await?;
+    let (lb_tags, tg_tags) = (&tags, &tags);
+    let ours = |tags: &BTreeMap<String, Vec<(String, String)>>, arn: Option<&str>| {
+        arn.is_some_and(|a| {
+            tags.get(a)
+                .is_some_and(|t| t.iter().any(|(k, v)| k == TAG_ENV && v == env))
+        })
+    };
+    let load_balancers: Vec<LoadBalancer> = all_lbs
+        .into_iter()
+        .filter(|l| ours(lb_tags, l.load_balancer_arn()))
+        .collect();
+    let target_groups: Vec<TargetGroup> = all_tgs
+        .into_iter()
+        .filter(|t| ours(tg_tags, t.target_group_arn()))
+        .collect();
+    let listener_lists = futures::future::try_join_all(load_balancers.iter().map(|lb| async {
+        let out = cloud
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(lb.load_balancer_arn().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeListeners", e))?;
+        Ok::<_, CloudError>(out.listeners().to_vec())
+    }))
+    .await?;
+    let listeners: Vec<_> = listener_lists.into_iter().flatten().collect();
+    let listener_arns: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.listener_arn())
+        .map(str::to_string)
+        .collect();
+    let mut tags = tags.clone();
+    tags.extend(tags_of_many(cloud, &listener_arns).await?);
+    Ok(Listed {
+        load_balancers,
+        target_groups,
+        listeners,
+        tags,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -270,14 +369,17 @@ async fn tags_of_many(
     arns: &[String],
 ) -> Result<BTreeMap<String, Vec<(String, String)>>, CloudError> {
     let mut out = BTreeMap::new();
-    for chunk in arns.chunks(TAGS_BATCH) {
-        let resp = cloud
+    let answers = futures::future::try_join_all(arns.chunks(TAGS_BATCH).map(|chunk| async {
+        cloud
             .elb
             .describe_tags()
             .set_resource_arns(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| sdk_error("DescribeTags", e))?;
+            .map_err(|e| sdk_error("DescribeTags", e))
+    }))
+    .await?;
+    for resp in answers {
         for description in resp.tag_descriptions() {
             let Some(arn) = description.resource_arn() else {
                 continue;

@@ -360,19 +360,22 @@ pub(super) async fn observe_target_group(
         }
     }
     drift.extend(HealthCheck::wanted(spec).drift(&HealthCheck::live(tg)));
-    let preserve = preserve_client_ip(cloud, arn).await?;
+    let wanted = wanted_targets(ctx.resolved, spec);
+    // The attributes and the targets at once.
+    let (preserve, registered) = futures::try_join!(preserve_client_ip(cloud, arn), async {
+        match &wanted {
+            Ok(_) => registered_targets(cloud, arn).await.map(Some),
+            Err(_) => Ok(None),
+        }
+    })?;
     if preserve != spec.preserve_client_ip {
         drift.push(format!(
             "{PRESERVE_CLIENT_IP} is {preserve}, want {}",
             spec.preserve_client_ip
         ));
     }
-    if let Ok(want) = wanted_targets(ctx.resolved, spec) {
-        let diff = target_diff(
-            &want,
-            i32::from(spec.port),
-            &registered_targets(cloud, arn).await?,
-        );
+    if let (Ok(want), Some(registered)) = (&wanted, registered) {
+        let diff = target_diff(want, i32::from(spec.port), &registered);
         for (logical, id) in &diff.missing {
             drift.push(format!("target {logical} ({id}) is not registered"));
         }

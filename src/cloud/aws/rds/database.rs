@@ -82,7 +82,36 @@ pub async fn read(
 
 /// DB instances tagged `provision:env=<env>`.
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
-    let mut owned = Vec::new();
+    let all = match cloud.current_survey() {
+        Some(survey) => {
+            survey
+                .lists
+                .get("rds-instances", || all_databases(cloud))
+                .await?
+        }
+        None => all_databases(cloud).await?,
+    };
+    let tagged = futures::future::try_join_all(
+        all.iter()
+            .map(|db| async move { Ok::<_, CloudError>((db, database_tags(cloud, db).await?)) }),
+    )
+    .await?;
+    Ok(tagged
+        .into_iter()
+        .filter_map(|(db, tags)| {
+            owned_id(&tags, env).map(|id| Owned {
+                kind: Kind::Database,
+                id,
+                cloud_id: db.db_instance_identifier().unwrap_or_default().to_string(),
+                attrs: database_attrs(db),
+            })
+        })
+        .collect())
+}
+
+/// Every DB instance of the region (one page at a time).
+async fn all_databases(cloud: &AwsCloud) -> Result<Vec<DbInstance>, CloudError> {
+    let mut all = Vec::new();
     let mut marker: Option<String> = None;
     loop {
         let out = cloud
@@ -92,23 +121,13 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             .send()
             .await
             .map_err(|e| sdk_error("DescribeDBInstances", e))?;
-        for db in out.db_instances() {
-            let tags = database_tags(cloud, db).await?;
-            if let Some(id) = owned_id(&tags, env) {
-                owned.push(Owned {
-                    kind: Kind::Database,
-                    id,
-                    cloud_id: db.db_instance_identifier().unwrap_or_default().to_string(),
-                    attrs: database_attrs(db),
-                });
-            }
-        }
+        all.extend(out.db_instances().iter().cloned());
         match out.marker() {
             Some(m) if !m.is_empty() => marker = Some(m.to_string()),
             _ => break,
         }
     }
-    Ok(owned)
+    Ok(all)
 }
 
 pub async fn create(
@@ -435,16 +454,31 @@ async fn exact_engine_version(
     if version != major_version(engine, version) {
         return Ok(version.to_string());
     }
-    let out = match cloud
-        .rds
-        .describe_db_engine_versions()
-        .engine(engine.as_str())
-        .engine_version(version)
-        .default_only(true)
-        .customize()
-        .config_override(few_retries())
-        .send()
+    cloud
+        .memo
+        .get(format!("rds-default:{}:{version}", engine.as_str()), || {
+            fetch_exact_engine_version(cloud, engine, version)
+        })
         .await
+}
+
+async fn fetch_exact_engine_version(
+    cloud: &AwsCloud,
+    engine: DbEngine,
+    version: &str,
+) -> Result<String, CloudError> {
+    let out = match once_more(|| {
+        cloud
+            .rds
+            .describe_db_engine_versions()
+            .engine(engine.as_str())
+            .engine_version(version)
+            .default_only(true)
+            .customize()
+            .config_override(few_retries())
+            .send()
+    })
+    .await
     {
         Ok(out) => out,
         Err(e) if unsupported_operation(&e) => return Ok(version.to_string()),
@@ -494,18 +528,33 @@ async fn offered_versions(
     cloud: &AwsCloud,
     engine: DbEngine,
 ) -> Result<Option<Vec<String>>, CloudError> {
+    cloud
+        .memo
+        .get(format!("rds-versions:{}", engine.as_str()), || {
+            fetch_offered_versions(cloud, engine)
+        })
+        .await
+}
+
+async fn fetch_offered_versions(
+    cloud: &AwsCloud,
+    engine: DbEngine,
+) -> Result<Option<Vec<String>>, CloudError> {
     let mut versions = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let result = cloud
-            .rds
-            .describe_db_engine_versions()
-            .engine(engine.as_str())
-            .set_marker(marker.take())
-            .customize()
-            .config_override(few_retries())
-            .send()
-            .await;
+        let page = marker.take();
+        let result = once_more(|| {
+            cloud
+                .rds
+                .describe_db_engine_versions()
+                .engine(engine.as_str())
+                .set_marker(page.clone())
+                .customize()
+                .config_override(few_retries())
+                .send()
+        })
+        .await;
         let out = match result {
             Ok(out) => out,
             Err(e) if unsupported_operation(&e) => {
@@ -535,14 +584,39 @@ async fn offered_versions(
     Ok(Some(versions))
 }
 
-/// One retry, soon: an emulator that does not implement a call answers HTTP 500, which
-/// the SDK's standard mode (8 attempts here) would otherwise retry for half a minute.
+/// No SDK retries (see [`once_more`]): an emulator that does not implement a call
+/// answers HTTP 500, which the SDK's standard mode (8 attempts here) would otherwise retry
+/// for half a minute.
 fn few_retries() -> aws_sdk_rds::config::Builder {
-    aws_sdk_rds::config::Builder::default().retry_config(
-        aws_sdk_rds::config::retry::RetryConfig::standard()
-            .with_max_attempts(2)
-            .with_initial_backoff(std::time::Duration::from_millis(100)),
-    )
+    aws_sdk_rds::config::Builder::default()
+        .retry_config(aws_sdk_rds::config::retry::RetryConfig::standard().with_max_attempts(1))
+}
+
+/// `send` without the SDK's retries, then once more 100 ms later if it failed for a
+/// passing reason; not when the endpoint does not implement the call at all, which a
+/// second try would only confirm.
+async fn once_more<T, E, F, Fut>(send: F) -> Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
+    let passing = |e: &SdkError<E, HttpResponse>| match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => {
+            e.raw_response().is_some_and(|r| r.status().as_u16() >= 500)
+                || error_code(e).is_some_and(|c| c.contains("Throttl"))
+        }
+    };
+    match send().await {
+        Err(e) if passing(&e) && !unsupported_operation(&e) => {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            send().await
+        }
+        other => other,
+    }
 }
 
 /// Whether the endpoint does not implement the operation at all: moto answers such a
@@ -820,6 +894,19 @@ async fn describe_database(
     cloud: &AwsCloud,
     identifier: &str,
 ) -> Result<Option<DbInstance>, CloudError> {
+    // While `plan` surveys, from the one list of the region's instances.
+    if let Some(survey) = cloud.current_survey() {
+        let all = survey
+            .lists
+            .get("rds-instances", || all_databases(cloud))
+            .await?;
+        if let Some(db) = all
+            .iter()
+            .find(|d| d.db_instance_identifier() == Some(identifier))
+        {
+            return Ok(Some(db.clone()));
+        }
+    }
     match cloud
         .rds
         .describe_db_instances()

@@ -15,7 +15,7 @@ use crate::model::{tags_for, Kind, LogicalId, Observed, Spec};
 mod database;
 mod subnet_group;
 #[cfg(test)]
-mod testing;
+pub(super) mod testing;
 
 pub async fn find(
     cloud: &AwsCloud,
@@ -94,9 +94,11 @@ pub async fn preflight(
 
 /// DB instances and DB subnet groups tagged `provision:env=<env>`.
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
-    let mut owned = database::list_owned(cloud, env).await?;
-    owned.extend(subnet_group::list_owned(cloud, env).await?);
-    Ok(owned)
+    let (databases, groups) = futures::try_join!(
+        database::list_owned(cloud, env),
+        subnet_group::list_owned(cloud, env)
+    )?;
+    Ok([databases, groups].concat())
 }
 
 /// The master password held by a secret (read by the Secrets Manager adapter).

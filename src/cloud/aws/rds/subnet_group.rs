@@ -113,7 +113,37 @@ pub async fn delete(cloud: &AwsCloud, name: &str) -> Result<(), CloudError> {
 
 /// DB subnet groups tagged `provision:env=<env>`.
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
-    let mut owned = Vec::new();
+    let all = match cloud.current_survey() {
+        Some(survey) => {
+            survey
+                .lists
+                .get("rds-subnet-groups", || all_groups(cloud))
+                .await?
+        }
+        None => all_groups(cloud).await?,
+    };
+    let tagged = futures::future::try_join_all(
+        all.iter()
+            .filter_map(|g| Some((g, g.db_subnet_group_arn()?)))
+            .map(|(g, arn)| async move { Ok::<_, CloudError>((g, tags_of(cloud, arn).await?)) }),
+    )
+    .await?;
+    Ok(tagged
+        .into_iter()
+        .filter_map(|(group, tags)| {
+            owned_id(&tags, env).map(|id| Owned {
+                kind: Kind::DbSubnetGroup,
+                id,
+                cloud_id: group.db_subnet_group_name().unwrap_or_default().to_string(),
+                attrs: Attrs::None,
+            })
+        })
+        .collect())
+}
+
+/// Every DB subnet group of the region (one page at a time).
+async fn all_groups(cloud: &AwsCloud) -> Result<Vec<DbSubnetGroup>, CloudError> {
+    let mut all = Vec::new();
     let mut marker: Option<String> = None;
     loop {
         let out = cloud
@@ -123,28 +153,26 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             .send()
             .await
             .map_err(|e| sdk_error("DescribeDBSubnetGroups", e))?;
-        for group in out.db_subnet_groups() {
-            let Some(arn) = group.db_subnet_group_arn() else {
-                continue;
-            };
-            if let Some(id) = owned_id(&tags_of(cloud, arn).await?, env) {
-                owned.push(Owned {
-                    kind: Kind::DbSubnetGroup,
-                    id,
-                    cloud_id: group.db_subnet_group_name().unwrap_or_default().to_string(),
-                    attrs: Attrs::None,
-                });
-            }
-        }
+        all.extend(out.db_subnet_groups().iter().cloned());
         match out.marker() {
             Some(m) if !m.is_empty() => marker = Some(m.to_string()),
             _ => break,
         }
     }
-    Ok(owned)
+    Ok(all)
 }
 
 async fn describe(cloud: &AwsCloud, name: &str) -> Result<Option<DbSubnetGroup>, CloudError> {
+    // While `plan` surveys, from the one list of the region's groups.
+    if let Some(survey) = cloud.current_survey() {
+        let all = survey
+            .lists
+            .get("rds-subnet-groups", || all_groups(cloud))
+            .await?;
+        if let Some(g) = all.iter().find(|g| g.db_subnet_group_name() == Some(name)) {
+            return Ok(Some(g.clone()));
+        }
+    }
     match cloud
         .rds
         .describe_db_subnet_groups()

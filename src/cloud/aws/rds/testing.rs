@@ -144,6 +144,10 @@ impl Script {
                 dependency: Duration::from_millis(200),
                 ..WaitSettings::default()
             },
+            memo: Default::default(),
+            survey: Default::default(),
+            instances: Default::default(),
+            batches: Default::default(),
         }
     }
 }

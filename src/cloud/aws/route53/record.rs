@@ -229,6 +229,7 @@ pub(in crate::cloud::aws) async fn preflight(
 }
 
 /// A hosted zone as found for a record.
+#[derive(Clone)]
 pub(super) struct Zone {
     id: String,
     name: String,
@@ -267,10 +268,37 @@ pub(super) async fn resolve_zone(
             }
             by_id(id.clone()).await?.ok_or_else(|| not_found(&id))
         }
-        ZoneRef::Existing(z) if looks_like_zone_id(z) => by_id(bare_zone_id(z).to_string())
-            .await?
-            .ok_or_else(|| not_found(z)),
+        // An existing zone stays where it is during a run: looked up once.
         ZoneRef::Existing(z) => {
+            cloud
+                .memo
+                .get(format!("zone:{z}"), || existing_zone(cloud, z))
+                .await
+        }
+    }
+}
+
+/// An existing zone, by its id or its exact name.
+async fn existing_zone(cloud: &AwsCloud, z: &str) -> Result<Zone, CloudError> {
+    let not_found = |z: &str| CloudError::Refused(format!("Route53 zone `{z}` not found"));
+    match z {
+        z if looks_like_zone_id(z) => {
+            let id = bare_zone_id(z).to_string();
+            match cloud.route53.get_hosted_zone().id(&id).send().await {
+                Ok(out) => {
+                    let zone = out
+                        .hosted_zone()
+                        .ok_or_else(|| missing("GetHostedZone", "hosted zone"))?;
+                    Ok(Zone {
+                        id: bare_zone_id(zone.id()).to_string(),
+                        name: normalize(zone.name()),
+                    })
+                }
+                Err(e) if has_code(&e, NO_ZONE) => Err(not_found(z)),
+                Err(e) => Err(sdk_error("GetHostedZone", e)),
+            }
+        }
+        z => {
             let wanted = normalize(z);
             let out = cloud
                 .route53
@@ -343,15 +371,14 @@ pub(super) async fn at_name(
     zone_id: &str,
     name: &str,
 ) -> Result<AtName, CloudError> {
-    let records = records_named(cloud, zone_id, name)
-        .await?
-        .into_iter()
-        .filter(is_address)
-        .collect();
-    let marker = records_named(cloud, zone_id, &marker_name(name))
-        .await?
-        .into_iter()
-        .find(|r| r.r#type() == &RrType::Txt);
+    // The name and its marker, at once.
+    let marker = marker_name(name);
+    let (records, markers) = futures::try_join!(
+        records_named(cloud, zone_id, name),
+        records_named(cloud, zone_id, &marker)
+    )?;
+    let records = records.into_iter().filter(is_address).collect();
+    let marker = markers.into_iter().find(|r| r.r#type() == &RrType::Txt);
     Ok(AtName { records, marker })
 }
 
@@ -362,6 +389,27 @@ pub(super) async fn records_named(
     name: &str,
 ) -> Result<Vec<ResourceRecordSet>, CloudError> {
     let wanted = normalize(name);
+    // While `plan` surveys: a zone whose records fit one page is listed once for every
+    // name asked (a big zone is still asked name by name).
+    if let Some(survey) = cloud.current_survey() {
+        let page = survey
+            .lists
+            .get(format!("zone-records:{zone_id}"), || {
+                whole_zone_in_one_page(cloud, zone_id)
+            })
+            .await;
+        match page {
+            Ok(Some(all)) => {
+                return Ok(all
+                    .into_iter()
+                    .filter(|r| normalize(r.name()) == wanted)
+                    .collect())
+            }
+            Ok(None) => {}
+            Err(CloudError::Api { code, .. }) if code == "NoSuchHostedZone" => {}
+            Err(e) => return Err(e),
+        }
+    }
     let out = cloud
         .route53
         .list_resource_record_sets()
@@ -377,6 +425,22 @@ pub(super) async fn records_named(
         .filter(|r| normalize(r.name()) == wanted)
         .cloned()
         .collect())
+}
+
+/// Every record set of the zone when they fit the first page (`None` when they do not).
+async fn whole_zone_in_one_page(
+    cloud: &AwsCloud,
+    zone_id: &str,
+) -> Result<Option<Vec<ResourceRecordSet>>, CloudError> {
+    let out = cloud
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .max_items(300)
+        .send()
+        .await
+        .map_err(|e| sdk_error("ListResourceRecordSets", e))?;
+    Ok((!out.is_truncated()).then(|| out.resource_record_sets().to_vec()))
 }
 
 pub(super) async fn find_record(
