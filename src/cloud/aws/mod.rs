@@ -17,6 +17,7 @@ mod common;
 mod ec2;
 mod elb;
 mod error;
+mod iam;
 mod rds;
 mod retry;
 mod route53;
@@ -34,6 +35,8 @@ pub struct AwsCloud {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub route53: aws_sdk_route53::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// IAM is global: with `AWS_ENDPOINT_URL` set it goes there like every service.
+    pub iam: aws_sdk_iam::Client,
     pub region: String,
     pub waits: WaitSettings,
 }
@@ -92,6 +95,11 @@ impl AwsCloud {
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&shared)
+                    .interceptor(api_log::ApiLog)
+                    .build(),
+            ),
             region: region.to_string(),
             waits,
         })
@@ -108,6 +116,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::find(self, ctx, spec).await,
             Kind::Secret => secretsmanager::find(self, ctx, spec).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::find(self, ctx, spec).await,
             _ => ec2::find(self, ctx, spec).await,
         }
     }
@@ -125,6 +134,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::read(self, ctx, spec, cloud_id).await,
             Kind::Secret => secretsmanager::read(self, ctx, cloud_id).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::read(self, ctx, spec, cloud_id).await,
             _ => ec2::read(self, ctx, spec, cloud_id).await,
         }
     }
@@ -137,6 +147,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::create(self, ctx, spec).await,
             Kind::Secret => secretsmanager::create(self, ctx, spec).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::create(self, ctx, spec).await,
             _ => ec2::create(self, ctx, spec).await,
         }
     }
@@ -154,6 +165,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::update(self, ctx, spec, current).await,
             Kind::Secret => secretsmanager::update(self, spec, current).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::update(self, ctx, spec, current).await,
             _ => ec2::update(self, ctx, spec, current).await,
         }
     }
@@ -171,6 +183,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::delete(self, ctx, kind, current).await,
             Kind::Secret => secretsmanager::delete(self, ctx, current).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::delete(self, kind, current).await,
             _ => ec2::delete(self, ctx, kind, current).await,
         }
     }
@@ -190,6 +203,7 @@ impl Cloud for AwsCloud {
         all.extend(elb::list_owned(self, env).await?);
         all.extend(route53::list_owned(self, env).await?);
         all.extend(secretsmanager::list_owned(self, env).await?);
+        all.extend(iam::list_owned(self, env).await?);
         Ok(all)
     }
 

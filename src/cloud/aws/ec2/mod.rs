@@ -1,5 +1,5 @@
-//! EC2 resources: VPC, internet gateway, subnets, route tables, security groups, key pairs
-//! and instances.
+//! EC2 resources: VPC, internet gateway, subnets, route tables, security groups, key pairs,
+//! instances, volumes and interface VPC endpoints.
 //!
 //! Every create tags the resource atomically (`TagSpecifications`) with `provision:env`,
 //! `provision:id` and `Name`, so that [`find`] adopts what an interrupted run created and
@@ -40,6 +40,7 @@ mod security_group;
 mod subnet;
 mod volume;
 mod vpc;
+mod vpc_endpoint;
 
 pub(super) use instance::preflight;
 use instance::*;
@@ -50,6 +51,7 @@ use security_group::*;
 use subnet::*;
 use volume::*;
 use vpc::*;
+use vpc_endpoint::*;
 
 /// The destination of the default route.
 const ANYWHERE: &str = "0.0.0.0/0";
@@ -102,6 +104,10 @@ pub async fn find(
         .map(|k| observe_key_pair(&k)),
         Spec::Volume(s) => pick(describe_volumes(cloud, &lookup).await?, |v| v.volume_id())
             .map(|v| observe_volume(s, &v)),
+        Spec::VpcEndpoint(s) => pick(describe_endpoints(cloud, &lookup).await?, |e| {
+            e.vpc_endpoint_id()
+        })
+        .map(|e| observe_endpoint(ctx, s, &e)),
         Spec::Instance(s) => {
             // RunInstances tags atomically, so every instance of ours carries the env
             // tag; among those, match the logical id or this step's client token. (Done
@@ -158,6 +164,9 @@ pub async fn read(
         Spec::Volume(s) => gone_is_none(describe_volumes(cloud, &lookup).await)?
             .and_then(first)
             .map(|v| observe_volume(s, &v)),
+        Spec::VpcEndpoint(s) => gone_is_none(describe_endpoints(cloud, &lookup).await)?
+            .and_then(first)
+            .map(|e| observe_endpoint(ctx, s, &e)),
         Spec::Instance(s) => gone_is_none(describe_instances(cloud, &lookup).await)?
             .and_then(first)
             .filter(is_live)
@@ -182,6 +191,7 @@ pub async fn create(
         Spec::KeyPair(s) => create_key_pair(cloud, ctx, &s.public_key).await,
         Spec::Instance(s) => create_instance(cloud, ctx, s).await,
         Spec::Volume(s) => create_volume(cloud, ctx, s).await,
+        Spec::VpcEndpoint(s) => create_endpoint(cloud, ctx, s).await,
         other => Err(not_ec2(other.kind())),
     }
 }
@@ -210,6 +220,7 @@ pub async fn update(
         Spec::KeyPair(_) => {}
         Spec::Instance(s) => update_instance(cloud, ctx, s, id).await?,
         Spec::Volume(s) => update_volume(cloud, s, id).await?,
+        Spec::VpcEndpoint(s) => update_endpoint(cloud, ctx, s, id).await?,
         other => return Err(not_ec2(other.kind())),
     }
     read(cloud, ctx, spec, id)
@@ -279,6 +290,7 @@ pub async fn delete(
         }
         Kind::Instance => delete_instance(cloud, ctx, id).await,
         Kind::Volume => delete_volume(cloud, id).await,
+        Kind::VpcEndpoint => delete_endpoint(cloud, ctx, id).await,
         other => Err(not_ec2(other)),
     }
 }
@@ -327,6 +339,14 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
     }
     for v in describe_volumes(cloud, &lookup).await? {
         push(Kind::Volume, v.volume_id(), v.tags(), volume_attrs(&v));
+    }
+    for e in describe_endpoints(cloud, &lookup).await? {
+        push(
+            Kind::VpcEndpoint,
+            e.vpc_endpoint_id(),
+            e.tags(),
+            Attrs::None,
+        );
     }
     for i in describe_instances(cloud, &lookup).await? {
         if is_live(&i) {
