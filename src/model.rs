@@ -67,10 +67,16 @@ pub enum Kind {
     Volume,
     /// A Secrets Manager secret holding a value the tool generated (the datastore password).
     Secret,
+    /// An interface VPC endpoint (SSM access: `ssm`, `ssmmessages`, `ec2messages`).
+    VpcEndpoint,
+    /// An IAM role (global, eventually consistent; named per env and region).
+    IamRole,
+    /// An IAM instance profile holding one role, given to instances at launch.
+    InstanceProfile,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Vpc,
         Kind::InternetGateway,
         Kind::Subnet,
@@ -87,6 +93,9 @@ impl Kind {
         Kind::DnsRecord,
         Kind::Volume,
         Kind::Secret,
+        Kind::VpcEndpoint,
+        Kind::IamRole,
+        Kind::InstanceProfile,
     ];
 
     /// Creation rank: a resource of a lower rank never depends on one of a higher rank.
@@ -94,10 +103,10 @@ impl Kind {
     pub fn rank(self) -> u8 {
         match self {
             Kind::Vpc => 0,
-            Kind::InternetGateway | Kind::HostedZone | Kind::Secret => 1,
-            Kind::Subnet => 2,
+            Kind::InternetGateway | Kind::HostedZone | Kind::Secret | Kind::IamRole => 1,
+            Kind::Subnet | Kind::InstanceProfile => 2,
             Kind::SecurityGroup | Kind::KeyPair | Kind::Volume => 3,
-            Kind::RouteTable | Kind::DbSubnetGroup => 4,
+            Kind::RouteTable | Kind::DbSubnetGroup | Kind::VpcEndpoint => 4,
             Kind::Instance | Kind::LoadBalancer => 5,
             Kind::Database | Kind::TargetGroup => 6,
             Kind::Listener => 7,
@@ -123,6 +132,9 @@ impl Kind {
             Kind::DnsRecord => "dns record",
             Kind::Volume => "ebs volume",
             Kind::Secret => "secret",
+            Kind::VpcEndpoint => "vpc endpoint",
+            Kind::IamRole => "iam role",
+            Kind::InstanceProfile => "instance profile",
         }
     }
 }
@@ -281,6 +293,10 @@ pub struct InstanceSpec {
     pub after: Vec<Ref>,
     pub public_ip: bool,
     pub key_pair: Option<Ref>,
+    /// The IAM instance profile the instance runs with (`[access] mode = "ssm"`). Changed
+    /// in place (associate / replace the association).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<Ref>,
     /// SHA-256 of the rendered user-data; the text itself is never stored in state
     /// because node user-data carries the registry credentials.
     pub user_data_sha256: String,
@@ -318,6 +334,42 @@ pub struct SecretSpec {
     /// The value behind `value_sha256`, for the create/update call only.
     #[serde(skip)]
     pub value: Option<String>,
+}
+
+/// An interface VPC endpoint: its network interfaces in `subnets`, guarded by
+/// `security_groups`, with private DNS so the service's public name resolves to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcEndpointSpec {
+    pub vpc: Ref,
+    /// The full service name, `com.amazonaws.<region>.ssm`.
+    pub service_name: String,
+    pub subnets: Vec<Ref>,
+    pub security_groups: Vec<Ref>,
+    pub private_dns: bool,
+}
+
+/// An IAM role that a service (EC2) may assume, with AWS managed policies attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IamRoleSpec {
+    /// The role name (see `names::iam_role`).
+    pub name: String,
+    /// `/provision/<env>/`.
+    pub path: String,
+    /// The service principal trusted to assume the role, `ec2.amazonaws.com`.
+    pub trusted_service: String,
+    /// ARNs of the managed policies attached to it.
+    pub policies: Vec<String>,
+    pub description: String,
+}
+
+/// An IAM instance profile holding exactly one role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceProfileSpec {
+    /// The instance profile name (see `names::instance_profile`).
+    pub name: String,
+    /// `/provision/<env>/`.
+    pub path: String,
+    pub role: Ref,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +502,9 @@ pub enum Spec {
     DnsRecord(DnsRecordSpec),
     Volume(VolumeSpec),
     Secret(SecretSpec),
+    VpcEndpoint(VpcEndpointSpec),
+    IamRole(IamRoleSpec),
+    InstanceProfile(InstanceProfileSpec),
 }
 
 impl Spec {
@@ -471,6 +526,9 @@ impl Spec {
             Spec::DnsRecord(_) => Kind::DnsRecord,
             Spec::Volume(_) => Kind::Volume,
             Spec::Secret(_) => Kind::Secret,
+            Spec::VpcEndpoint(_) => Kind::VpcEndpoint,
+            Spec::IamRole(_) => Kind::IamRole,
+            Spec::InstanceProfile(_) => Kind::InstanceProfile,
         }
     }
 
@@ -479,7 +537,13 @@ impl Spec {
         use RefMode::{After, Attach, Parent};
         let mut out: Vec<(Ref, RefMode)> = Vec::new();
         match self {
-            Spec::Vpc(_) | Spec::KeyPair(_) | Spec::Secret(_) => {}
+            Spec::Vpc(_) | Spec::KeyPair(_) | Spec::Secret(_) | Spec::IamRole(_) => {}
+            Spec::VpcEndpoint(s) => {
+                out.push((s.vpc.clone(), Parent));
+                out.extend(s.subnets.iter().map(|r| (r.clone(), Attach)));
+                out.extend(s.security_groups.iter().map(|r| (r.clone(), Attach)));
+            }
+            Spec::InstanceProfile(s) => out.push((s.role.clone(), Attach)),
             Spec::Volume(s) => out.push((s.subnet.clone(), Parent)),
             Spec::InternetGateway(s) => out.push((s.vpc.clone(), Parent)),
             Spec::Subnet(s) => out.push((s.vpc.clone(), Parent)),
@@ -502,6 +566,7 @@ impl Spec {
                 out.extend(s.key_pair.iter().map(|r| (r.clone(), Parent)));
                 out.extend(s.volumes.iter().map(|r| (r.clone(), Attach)));
                 out.extend(s.after.iter().map(|r| (r.clone(), After)));
+                out.extend(s.instance_profile.iter().map(|r| (r.clone(), Attach)));
             }
             Spec::DbSubnetGroup(s) => out.extend(s.subnets.iter().map(|r| (r.clone(), Attach))),
             Spec::Database(s) => {
@@ -551,10 +616,21 @@ impl Spec {
             Spec::SecurityGroup(_) => &["ingress", "egress"],
             // The type changes in place (stop, modify, start); volumes attach to the
             // running instance; `after` is only an ordering.
-            Spec::Instance(_) => &["security_groups", "instance_type", "volumes", "after"],
+            // The instance profile is associated with the running instance.
+            Spec::Instance(_) => &[
+                "security_groups",
+                "instance_type",
+                "volumes",
+                "after",
+                "instance_profile",
+            ],
             // Grows in place (ModifyVolume); shrinking needs a new volume.
             Spec::Volume(_) => &["size_gb"],
             Spec::Secret(_) => &["description", "value_sha256", "kms_key_id"],
+            Spec::VpcEndpoint(_) => &["subnets", "security_groups", "private_dns"],
+            // Name, path and trusted service are fixed at creation.
+            Spec::IamRole(_) => &["policies", "description"],
+            Spec::InstanceProfile(_) => &["role"],
             Spec::DbSubnetGroup(_) => &["subnets"],
             Spec::Database(_) => &[
                 "security_group",
@@ -622,6 +698,12 @@ pub enum Attrs {
         availability_zone: String,
     },
     Secret {
+        arn: String,
+    },
+    IamRole {
+        arn: String,
+    },
+    InstanceProfile {
         arn: String,
     },
 }

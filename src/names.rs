@@ -13,7 +13,7 @@
 //! docker environment without a load balancer.
 
 use crate::blueprint::ids;
-use crate::config::{Config, Registry};
+use crate::config::{AccessMode, Config, Registry};
 
 /// Prefix of the TXT record that marks a Route53 record as ours (records cannot be tagged).
 pub const OWNER_MARKER_PREFIX: &str = "_provision-owner.";
@@ -41,6 +41,22 @@ pub fn key_pair(env: &str, id: &str) -> String {
 /// The `Name` tag of a resource: `<env>-<logical id>`.
 pub fn name_tag(env: &str, id: &str) -> String {
     format!("{env}-{id}")
+}
+
+/// An IAM role: `<env>-<region>-<logical id>` (`lab-us-east-1-ssm-role`). IAM is global:
+/// the region keeps the same env name in two regions apart.
+pub fn iam_role(env: &str, region: &str, id: &str) -> String {
+    format!("{env}-{region}-{id}")
+}
+
+/// An IAM instance profile: `<env>-<region>-<logical id>` (`lab-us-east-1-ssm-profile`).
+pub fn instance_profile(env: &str, region: &str, id: &str) -> String {
+    format!("{env}-{region}-{id}")
+}
+
+/// The IAM path of every role and instance profile of an env: `/provision/<env>/`.
+pub fn iam_path(env: &str) -> String {
+    format!("/provision/{env}/")
 }
 
 /// The RDS instance identifier: `<env>-datastore`.
@@ -110,6 +126,12 @@ pub enum NameRule {
     NameTag,
     /// A Route53 record name.
     DnsRecord,
+    /// IAM `CreateRole` `RoleName`.
+    IamRole,
+    /// IAM `CreateInstanceProfile` `InstanceProfileName`.
+    InstanceProfile,
+    /// IAM `Path` of a role or instance profile.
+    IamPath,
 }
 
 impl NameRule {
@@ -125,6 +147,9 @@ impl NameRule {
             NameRule::KeyPair => "key pair name",
             NameRule::NameTag => "Name tag",
             NameRule::DnsRecord => "Route53 record name",
+            NameRule::IamRole => "IAM role name",
+            NameRule::InstanceProfile => "IAM instance profile name",
+            NameRule::IamPath => "IAM path",
         }
     }
 
@@ -158,6 +183,12 @@ impl NameRule {
             NameRule::NameTag => "at most 256 characters",
             NameRule::DnsRecord => {
                 "at most 253 characters, in dot-separated labels of 1 to 63 characters"
+            }
+            NameRule::IamRole => "1 to 64 letters, digits and _+=,.@-",
+            NameRule::InstanceProfile => "1 to 128 letters, digits and _+=,.@-",
+            NameRule::IamPath => {
+                "1 to 512 printable ASCII characters without spaces, beginning and ending \
+                 with \"/\""
             }
         }
     }
@@ -240,6 +271,18 @@ impl NameRule {
                 only(&|c: char| c.is_ascii())
             }
             NameRule::NameTag => longer_than(256),
+            NameRule::IamRole | NameRule::InstanceProfile => {
+                longer_than(if self == NameRule::IamRole { 64 } else { 128 })?;
+                only(&alnum_or("_+=,.@-"))
+            }
+            NameRule::IamPath => {
+                longer_than(512)?;
+                only(&|c: char| ('\u{21}'..='\u{7e}').contains(&c))?;
+                fail(
+                    !name.starts_with('/') || !name.ends_with('/'),
+                    "does not begin and end with \"/\"",
+                )
+            }
             NameRule::DnsRecord => {
                 longer_than(253)?;
                 match name.split('.').find(|l| l.is_empty() || l.len() > 63) {
@@ -290,6 +333,9 @@ pub struct Inputs<'a> {
     pub datastore: bool,
     /// A registry host of this env: its security group and DNS record.
     pub node_registry: bool,
+    /// `[access] mode = "ssm"`, with the region: the endpoints' security group, the IAM
+    /// role and instance profile.
+    pub ssm: Option<&'a str>,
     /// `nodes.ssh_public_key` is set: a key pair is imported.
     pub key_pair: bool,
     /// `(dns.zone, hostname)`.
@@ -300,12 +346,16 @@ impl<'a> Inputs<'a> {
     pub fn of(cfg: &'a Config) -> Self {
         Inputs {
             env: &cfg.name,
-            load_balancer_ports: cfg
-                .load_balancer
-                .as_ref()
-                .map(|lb| load_balancer_ports(lb.kube_api)),
+            load_balancer_ports: cfg.load_balancer.as_ref().map(|lb| {
+                let mut ports = load_balancer_ports(lb.kube_api);
+                if lb.supervisor {
+                    ports.push(crate::config::SUPERVISOR_PORT);
+                }
+                ports
+            }),
             datastore: cfg.datastore.is_some(),
             node_registry: matches!(cfg.registry, Registry::Node { .. }),
+            ssm: (cfg.access == AccessMode::Ssm).then_some(cfg.region.as_str()),
             key_pair: cfg.nodes.ssh_public_key_text.is_some(),
             dns: Some((&cfg.dns.zone, &cfg.hostname)),
         }
@@ -374,6 +424,26 @@ pub fn generated(inputs: &Inputs) -> Vec<Generated> {
         tagged.extend([ids::SG_DATASTORE.to_string(), ids::DB_SUBNETS.to_string()]);
         tagged.push(ids::DATASTORE.to_string());
     }
+    if let Some(region) = inputs.ssm {
+        add(
+            NameRule::SecurityGroup,
+            security_group(env, ids::SG_ENDPOINTS),
+            "name",
+        );
+        add(
+            NameRule::IamRole,
+            iam_role(env, region, ids::SSM_ROLE),
+            "name",
+        );
+        add(
+            NameRule::InstanceProfile,
+            instance_profile(env, region, ids::SSM_PROFILE),
+            "name",
+        );
+        add(NameRule::IamPath, iam_path(env), "name");
+        tagged.push(ids::SG_ENDPOINTS.to_string());
+        tagged.extend(ids::SSM_SERVICES.iter().map(|s| ids::endpoint(s)));
+    }
     for id in &tagged {
         add(NameRule::NameTag, name_tag(env, id), "name");
     }
@@ -408,6 +478,7 @@ mod tests {
             load_balancer_ports: Some(load_balancer_ports(true)),
             datastore: true,
             node_registry: true,
+            ssm: Some("us-east-1"),
             key_pair: true,
             dns: Some(("lab.example.com", "rancher.lab.example.com")),
         }
@@ -590,6 +661,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn iam_rules() {
+        assert_rule(
+            NameRule::IamRole,
+            &["lab-us-east-1-ssm-role", "a_b+c=d,e.f@g-h", &"r".repeat(64)],
+            &[
+                (&"r".repeat(65), "65 characters"),
+                ("lab/role", "'/'"),
+                ("lab role", "' '"),
+                ("", "empty"),
+            ],
+        );
+        assert_rule(
+            NameRule::InstanceProfile,
+            &["lab-us-east-1-ssm-profile", &"p".repeat(128)],
+            &[(&"p".repeat(129), "129 characters"), ("lab:p", "':'")],
+        );
+        assert_rule(
+            NameRule::IamPath,
+            &["/provision/lab/", "/"],
+            &[
+                ("provision/lab/", "begin and end"),
+                ("/provision/lab", "begin and end"),
+                ("/provision lab/", "' '"),
+                (&format!("/{}/", "p".repeat(511)), "513 characters"),
+            ],
+        );
+        assert_eq!(
+            iam_role("lab", "us-east-1", "ssm-role"),
+            "lab-us-east-1-ssm-role"
+        );
+        assert_eq!(
+            instance_profile("lab", "eu-west-1", "ssm-profile"),
+            "lab-eu-west-1-ssm-profile"
+        );
+        assert_eq!(iam_path("lab"), "/provision/lab/");
+        // The longest env name in the longest region name still fits.
+        let longest = iam_role(&"e".repeat(21), "ap-southeast-4", ids::SSM_PROFILE);
+        assert_eq!(NameRule::IamRole.check(&longest), Ok(()), "{longest}");
+    }
+
     fn violating(inputs: &Inputs) -> Vec<(NameRule, String)> {
         violations(inputs)
             .into_iter()
@@ -620,7 +732,7 @@ mod tests {
             ]
         );
         let sg: Vec<_> = violating(&all("sg"));
-        assert_eq!(sg.len(), 4, "{sg:?}");
+        assert_eq!(sg.len(), 5, "{sg:?}");
         assert!(sg
             .iter()
             .all(|(rule, name)| *rule == NameRule::SecurityGroup && name.starts_with("sg-sg-")));
@@ -647,6 +759,7 @@ mod tests {
         bare.load_balancer_ports = None;
         bare.datastore = false;
         bare.node_registry = false;
+        bare.ssm = None;
         assert_eq!(
             violating(&bare),
             vec![(NameRule::SecurityGroup, "sg-sg-nodes".to_string())]
@@ -669,6 +782,11 @@ mod tests {
         assert!(has(NameRule::DbSubnetGroup, "lab-db-subnets"));
         assert!(has(NameRule::DbSnapshot, "lab-final-YYYYMMDD-HHMMSS"));
         assert!(has(NameRule::KeyPair, "lab-key-pair"));
+        assert!(has(NameRule::SecurityGroup, "lab-sg-endpoints"));
+        assert!(has(NameRule::IamRole, "lab-us-east-1-ssm-role"));
+        assert!(has(NameRule::InstanceProfile, "lab-us-east-1-ssm-profile"));
+        assert!(has(NameRule::IamPath, "/provision/lab/"));
+        assert!(has(NameRule::NameTag, "lab-vpce-ssmmessages"));
         assert!(has(NameRule::NameTag, "lab-vpc"));
         assert!(has(NameRule::DnsRecord, "lab-registry.lab.example.com"));
         assert!(has(
@@ -775,6 +893,14 @@ mod tests {
                     out.push((NameRule::DnsRecord, record.name.clone()));
                     out.push((NameRule::DnsRecord, owner_marker(&record.name)));
                 }
+                Spec::IamRole(role) => {
+                    out.push((NameRule::IamRole, role.name.clone()));
+                    out.push((NameRule::IamPath, role.path.clone()));
+                }
+                Spec::InstanceProfile(profile) => {
+                    out.push((NameRule::InstanceProfile, profile.name.clone()));
+                    out.push((NameRule::IamPath, profile.path.clone()));
+                }
                 _ => {}
             }
         }
@@ -815,6 +941,9 @@ mod tests {
                 "docker",
                 &format!("[load_balancer]\nenabled = false\n{external}"),
             ),
+            ("k3s", "[access]\nmode = \"ssm\"\n"),
+            ("rke2", "[access]\nmode = \"ssm\"\n"),
+            ("docker", &format!("{external}[access]\nmode = \"ssm\"\n")),
         ] {
             let cfg = config("lab", topology, rest).unwrap();
             let checked = generated(&Inputs::of(&cfg));
@@ -852,9 +981,13 @@ mod tests {
             ],
             topology in proptest::prop_oneof!["k3s", "rke", "docker"],
             lb in proptest::prelude::any::<bool>(),
+            ssm in proptest::prelude::any::<bool>(),
         ) {
             let rest = if lb { "" } else { "[load_balancer]\nenabled = false\n" };
             let rest = if topology == "docker" { rest } else { "" };
+            let access = if ssm && topology != "rke" { "[access]\nmode = \"ssm\"\n" } else { "" };
+            let rest = format!("{rest}{access}");
+            let rest = rest.as_str();
             if let Ok(cfg) = config(&name, &topology, rest) {
                 for (rule, made) in names_from_blueprint(&cfg) {
                     proptest::prop_assert_eq!(rule.check(&made), Ok(()), "{:?} {}", rule, made);

@@ -9,11 +9,12 @@
 //! and a line in [`topology`]. Ports follow `shared/reference/rancher-airgap-aws.md`,
 //! "Ports".
 
-use crate::config::{Config, Topology};
+use crate::config::{AccessMode, Config, Topology};
 use crate::engine::Desired;
 use crate::model::*;
 use crate::render::{self, NodeRole};
 
+mod access;
 mod docker;
 mod front_door;
 mod k3s;
@@ -23,6 +24,7 @@ mod rke;
 mod rke2;
 mod shared_secrets;
 
+pub use access::{managed_policy_arn, partition, SSM_POLICY};
 pub use registry::{
     registry_host_name, registry_host_port, registry_plan, registry_plan_renewing, RegistryPlan,
 };
@@ -52,6 +54,17 @@ pub mod ids {
     pub const ZONE: &str = "zone";
     pub const RECORD: &str = "record";
     pub const RECORD_REGISTRY: &str = "record-registry";
+    /// `[access] mode = "ssm"`: the endpoints' security group, the role and profile.
+    pub const SG_ENDPOINTS: &str = "sg-endpoints";
+    pub const SSM_ROLE: &str = "ssm-role";
+    pub const SSM_PROFILE: &str = "ssm-profile";
+    /// The services Session Manager needs an interface endpoint for, without internet.
+    pub const SSM_SERVICES: [&str; 3] = ["ssm", "ssmmessages", "ec2messages"];
+
+    /// The interface endpoint of `service`: `vpce-ssm`, ...
+    pub fn endpoint(service: &str) -> String {
+        format!("vpce-{service}")
+    }
 
     pub fn private_subnet(i: u32) -> String {
         format!("subnet-private-{i}")
@@ -226,7 +239,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
             }
         }
     }
-    if node_mode_registry {
+    if node_mode_registry && cfg.access == AccessMode::Bastion {
         node_ingress.push(tcp(
             22,
             Peer::Group(SG_BASTION.into()),
@@ -280,6 +293,7 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
                 after: vec![],
                 public_ip: false,
                 key_pair: key_pair.clone(),
+                instance_profile: access::instance_profile(cfg),
                 user_data_sha256: sha256(&node_user_data),
                 user_data: node_user_data.clone(),
             }),
@@ -287,8 +301,11 @@ pub fn build(cfg: &Config, registry: &RegistryPlan) -> Result<Desired, Blueprint
         nodes.push(LogicalId::new(id));
     }
 
-    // Registry host (also the ssh bastion).
+    // Registry host (also the ssh bastion in bastion mode).
     registry::host(cfg, registry, key_pair.as_ref(), &mut d)?;
+
+    // Systems Manager access (ssm mode).
+    access::build(cfg, &shared, &mut d);
 
     // What only this topology has (the k3s datastore).
     own.add_own(cfg, &shared, &mut d);
@@ -714,5 +731,164 @@ mod tests {
         assert!(old.as_object_mut().unwrap().remove("engine").is_some());
         let old: Spec = serde_json::from_value(old).unwrap();
         assert_eq!(old, mysql);
+    }
+
+    const ADMIN: &str = "[network]\nadmin_cidrs = [\"203.0.113.0/24\"]\n";
+
+    /// Every security-group rule of `d` that lets port 22 in (a range or "all" covering it
+    /// counts), as `group: rule`.
+    fn ssh_ingress(d: &Desired) -> Vec<String> {
+        d.resources
+            .iter()
+            .filter_map(|(id, spec)| match spec {
+                Spec::SecurityGroup(sg) => Some((id, sg)),
+                _ => None,
+            })
+            .flat_map(|(id, sg)| {
+                sg.ingress
+                    .iter()
+                    .filter(|r| {
+                        r.protocol == Protocol::All
+                            || (r.protocol == Protocol::Tcp && r.from_port <= 22 && 22 <= r.to_port)
+                    })
+                    .map(move |r| format!("{id}: {r:?}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ssm_mode_has_endpoints_a_profile_on_every_machine_and_no_ssh() {
+        for topology in ["k3s", "rke2", "docker"] {
+            let d = build_for(&cfg(
+                &format!("{ADMIN}[access]\nmode = \"ssm\"\n"),
+                topology,
+            ));
+            assert_eq!(ssh_ingress(&d), Vec::<String>::new(), "{topology}");
+            // The three endpoints, in the private subnets, private DNS on, behind sg-endpoints.
+            let private: Vec<LogicalId> = d
+                .resources
+                .keys()
+                .filter(|k| k.as_str().starts_with("subnet-private-"))
+                .cloned()
+                .collect();
+            for service in ids::SSM_SERVICES {
+                let Spec::VpcEndpoint(e) = &d.resources[&LogicalId::new(ids::endpoint(service))]
+                else {
+                    panic!("{topology}: no endpoint for {service}")
+                };
+                assert_eq!(e.service_name, format!("com.amazonaws.us-east-1.{service}"));
+                assert_eq!(e.subnets, private, "{topology} {service}");
+                assert!(e.private_dns);
+                assert_eq!(e.security_groups, vec![LogicalId::new(ids::SG_ENDPOINTS)]);
+            }
+            // 443 from the env's machines only.
+            let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new(ids::SG_ENDPOINTS)] else {
+                panic!()
+            };
+            let admitted: Vec<(u16, u16, Peer)> = sg
+                .ingress
+                .iter()
+                .map(|r| (r.from_port, r.to_port, r.peer.clone()))
+                .collect();
+            assert_eq!(
+                admitted,
+                vec![
+                    (443, 443, Peer::Group(ids::SG_NODES.into())),
+                    (443, 443, Peer::Group(ids::SG_BASTION.into())),
+                ],
+                "{topology}"
+            );
+            assert!(sg.ingress.iter().all(|r| r.protocol == Protocol::Tcp));
+            // The role with the SSM policy under the env's path; every machine has the profile.
+            let Spec::IamRole(role) = &d.resources[&LogicalId::new(ids::SSM_ROLE)] else {
+                panic!()
+            };
+            assert_eq!(role.name, "lab-us-east-1-ssm-role");
+            assert_eq!(role.path, "/provision/lab/");
+            assert_eq!(
+                role.policies,
+                vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".to_string()]
+            );
+            let Spec::InstanceProfile(profile) = &d.resources[&LogicalId::new(ids::SSM_PROFILE)]
+            else {
+                panic!()
+            };
+            assert_eq!(profile.role, LogicalId::new(ids::SSM_ROLE));
+            let machines: Vec<&InstanceSpec> = d
+                .resources
+                .values()
+                .filter_map(|s| match s {
+                    Spec::Instance(i) => Some(i),
+                    _ => None,
+                })
+                .collect();
+            assert!(machines.iter().any(|i| !i.is_cluster_node()), "{topology}");
+            for i in &machines {
+                assert_eq!(
+                    i.instance_profile,
+                    Some(LogicalId::new(ids::SSM_PROFILE)),
+                    "{topology} {}",
+                    i.role
+                );
+            }
+            // No bastion: the registry host keeps its route out (it pulls images) and its
+            // public address, but it is no ssh jump host.
+            let Spec::Instance(registry) = &d.resources[&LogicalId::new(ids::REGISTRY)] else {
+                panic!()
+            };
+            assert!(registry.public_ip);
+            assert!(registry.after.contains(&LogicalId::new(ids::RT_EDGE)));
+            let Spec::SecurityGroup(reg) = &d.resources[&LogicalId::new(ids::SG_BASTION)] else {
+                panic!()
+            };
+            assert!(!reg.description.contains("bastion"), "{}", reg.description);
+            d.order().expect("acyclic and closed");
+        }
+    }
+
+    #[test]
+    fn bastion_mode_has_no_ssm_resources_and_keeps_ssh() {
+        let d = build_for(&cfg(ADMIN, "k3s"));
+        for id in [ids::SG_ENDPOINTS, ids::SSM_ROLE, ids::SSM_PROFILE] {
+            assert!(!d.resources.contains_key(&LogicalId::new(id)), "{id}");
+        }
+        assert!(!d
+            .resources
+            .values()
+            .any(|s| matches!(s, Spec::VpcEndpoint(_))));
+        assert!(d.resources.values().all(|s| match s {
+            Spec::Instance(i) => i.instance_profile.is_none(),
+            _ => true,
+        }));
+        let ssh = ssh_ingress(&d);
+        assert!(
+            ssh.iter().any(|r| r.starts_with("sg-nodes:"))
+                && ssh.iter().any(|r| r.starts_with("sg-registry:")),
+            "{ssh:?}"
+        );
+    }
+
+    #[test]
+    fn ssm_mode_with_an_external_registry_admits_only_the_nodes() {
+        let d = build_for(&cfg(
+            "[registry]\nmode = \"external\"\nurl = \"registry.corp.example:5000\"\n[access]\nmode = \"ssm\"\n",
+            "k3s",
+        ));
+        let Spec::SecurityGroup(sg) = &d.resources[&LogicalId::new(ids::SG_ENDPOINTS)] else {
+            panic!()
+        };
+        assert_eq!(sg.ingress.len(), 1);
+        assert_eq!(sg.ingress[0].peer, Peer::Group(ids::SG_NODES.into()));
+        d.order().expect("acyclic and closed");
+    }
+
+    #[test]
+    fn managed_policies_follow_the_partition() {
+        assert_eq!(
+            managed_policy_arn("cn-north-1", SSM_POLICY),
+            "arn:aws-cn:iam::aws:policy/AmazonSSMManagedInstanceCore"
+        );
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition("eu-west-1"), "aws");
     }
 }

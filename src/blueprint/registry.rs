@@ -1,9 +1,9 @@
 //! The private registry: where the nodes pull from, and (node mode) the registry host that
-//! doubles as the SSH bastion, with its image store on its own volume.
+//! doubles as the SSH bastion (bastion access), with its image store on its own volume.
 
 use super::ids::*;
 use super::{all_to, sha256, tcp, BlueprintError, Shared};
-use crate::config::{Config, Registry};
+use crate::config::{AccessMode, Config, Registry};
 use crate::engine::Desired;
 use crate::model::*;
 use crate::render::{self, RegistryAccess, RegistrySecrets};
@@ -87,15 +87,22 @@ pub(super) fn security_group(cfg: &Config, shared: &Shared, d: &mut Desired) {
         Peer::Cidr(shared.vpc_cidr.clone()),
         "nodes pull images",
     )];
+    let bastion = cfg.access == AccessMode::Bastion;
     for c in &shared.admin {
-        ingress.push(tcp(22, Peer::Cidr(c.clone()), "admin ssh"));
+        if bastion {
+            ingress.push(tcp(22, Peer::Cidr(c.clone()), "admin ssh"));
+        }
         ingress.push(tcp(*port, Peer::Cidr(c.clone()), "admin pushes images"));
     }
     d.insert(
         SG_BASTION,
         Spec::SecurityGroup(SecurityGroupSpec {
             vpc: shared.vpc.clone(),
-            description: format!("{} registry and ssh bastion", cfg.name),
+            description: if bastion {
+                format!("{} registry and ssh bastion", cfg.name)
+            } else {
+                format!("{} registry", cfg.name)
+            },
             ingress,
             egress: vec![all_to(
                 "0.0.0.0/0",
@@ -148,6 +155,7 @@ pub(super) fn host(
             after: vec![RT_EDGE.into()],
             public_ip: true,
             key_pair: key_pair.cloned(),
+            instance_profile: super::access::instance_profile(cfg),
             user_data_sha256: sha256(&user_data),
             user_data,
         }),

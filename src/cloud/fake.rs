@@ -10,8 +10,9 @@
 //! AWS's default allow-all egress rule), that rule revoked, then ingress and egress
 //! authorized; a load balancer is created, then its cross-zone attribute set; a target
 //! group is created, its attributes modified and its targets registered; a hosted zone is
-//! created *untagged* (Route53 tags are a separate call) and then tagged; an instance is
-//! run (tagged) and then waited for. Every one of those calls is a mutating call with its
+//! created *untagged* (Route53 tags are a separate call) and then tagged; an IAM role is
+//! created (tagged), then its policies attached; an instance profile is created (tagged),
+//! then its role added; an instance is run (tagged) and then waited for. Every one of those calls is a mutating call with its
 //! own crash point, throttling and lost reply, and the live object only has the parts done
 //! so far: `read` reports the missing ones as drift, and `update` completes them.
 
@@ -78,6 +79,10 @@ enum Part {
     RegisterTargets,
     /// Route53 `ChangeTagsForResource`.
     Tag,
+    /// IAM `AttachRolePolicy` (one call for all policies here).
+    AttachPolicies,
+    /// IAM `AddRoleToInstanceProfile`.
+    AddRole,
 }
 
 impl Part {
@@ -92,6 +97,8 @@ impl Part {
             Part::LoadBalancerAttributes => "modify_load_balancer_attributes",
             Part::RegisterTargets => "register_targets",
             Part::Tag => "change_tags_for_resource",
+            Part::AttachPolicies => "attach_role_policy",
+            Part::AddRole => "add_role_to_instance_profile",
         }
     }
 
@@ -117,10 +124,17 @@ impl Part {
                 live.targets = w.targets.clone()
             }
             (Part::Tag, _, _) => obj.tagged = true,
+            (Part::AttachPolicies, Spec::IamRole(live), Spec::IamRole(w)) => {
+                live.policies = w.policies.clone()
+            }
+            (Part::AddRole, _, _) => obj.missing.retain(|m| *m != ROLE_IN_PROFILE),
             _ => unreachable!("a part of another kind"),
         }
     }
 }
+
+/// What an instance profile lacks between its create call and `AddRoleToInstanceProfile`.
+const ROLE_IN_PROFILE: &str = "role in the profile";
 
 /// AWS's default egress rule of a new security group.
 fn default_egress() -> crate::model::Rule {
@@ -182,6 +196,18 @@ fn create_calls(spec: &Spec) -> (Spec, bool, Vec<&'static str>, Vec<Part>) {
         (Spec::HostedZone(_), _) => {
             tagged = false;
             parts.push(Part::Tag);
+        }
+        // CreateRole (tagged), then AttachRolePolicy.
+        (Spec::IamRole(l), Spec::IamRole(w)) => {
+            l.policies.clear();
+            if !w.policies.is_empty() {
+                parts.push(Part::AttachPolicies);
+            }
+        }
+        // CreateInstanceProfile (tagged), then AddRoleToInstanceProfile.
+        (Spec::InstanceProfile(_), _) => {
+            missing = vec![ROLE_IN_PROFILE];
+            parts.push(Part::AddRole);
         }
         _ => {}
     }
@@ -584,6 +610,15 @@ impl FakeCloud {
             Spec::Secret(_) => Attrs::Secret {
                 arn: format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:fake-{n}"),
             },
+            Spec::IamRole(r) => Attrs::IamRole {
+                arn: format!("arn:aws:iam::000000000000:role{}{}", r.path, r.name),
+            },
+            Spec::InstanceProfile(p) => Attrs::InstanceProfile {
+                arn: format!(
+                    "arn:aws:iam::000000000000:instance-profile{}{}",
+                    p.path, p.name
+                ),
+            },
             _ => Attrs::None,
         }
     }
@@ -606,6 +641,9 @@ impl FakeCloud {
             Kind::DnsRecord => "rec",
             Kind::Volume => "vol",
             Kind::Secret => "arn:aws:secretsmanager:us-east-1:000000000000:secret:fake",
+            Kind::VpcEndpoint => "vpce",
+            Kind::IamRole => "role",
+            Kind::InstanceProfile => "profile",
         }
     }
 

@@ -100,6 +100,8 @@ pub fn classify(operation: &str, code: &str, message: &str) -> CloudError {
         "InvalidDBInstanceState",
         "InvalidGroup.InUse",
         "HostedZoneNotEmpty",
+        // IAM: a role still in a profile or with a policy IAM has not let go of yet.
+        "DeleteConflict",
     ];
     let (operation, code_s, message_s) =
         (operation.to_string(), code.to_string(), message.to_string());
@@ -310,7 +312,7 @@ mod tests {
         }
     }
 
-    /// Real AWS error codes (EC2, ELBv2, RDS, Route53, S3, STS) and how the engine must
+    /// Real AWS error codes (EC2, ELBv2, RDS, Route53, IAM, S3, STS) and how the engine must
     /// treat them: throttling is retried, "in use" is waited out, everything else fails
     /// the step at once with its code kept.
     #[test]
@@ -334,6 +336,7 @@ mod tests {
             ("HostedZoneNotEmpty", Class::InUse),
             ("InvalidDBInstanceState", Class::InUse),
             ("InvalidDBSubnetGroupStateFault", Class::InUse),
+            ("DeleteConflict", Class::InUse),
             // Not found.
             ("InvalidVpcID.NotFound", Class::Api),
             ("InvalidGroup.NotFound", Class::Api),
@@ -341,6 +344,8 @@ mod tests {
             ("LoadBalancerNotFound", Class::Api),
             ("NoSuchHostedZone", Class::Api),
             ("TargetGroupNotFound", Class::Api),
+            ("NoSuchEntity", Class::Api),
+            ("InvalidVpcEndpointId.NotFound", Class::Api),
             // Credentials and permissions.
             ("AuthFailure", Class::Api),
             ("UnauthorizedOperation", Class::Api),
@@ -351,6 +356,7 @@ mod tests {
             ("InvalidParameterValue", Class::Api),
             ("ValidationError", Class::Api),
             ("InvalidParameterCombination", Class::Api),
+            ("EntityAlreadyExists", Class::Api),
         ];
         for (code, want) in table {
             let e = classify("Op", code, "some message");

@@ -26,6 +26,7 @@ mod types;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
+pub(crate) use resolve::SUPERVISOR_PORT;
 pub use template::template;
 pub use types::*;
 

@@ -9,8 +9,8 @@ use toml::de::DeTable;
 use super::checks::{self, EngineVersion};
 use super::reader::{Doc, Located, Table};
 use super::types::{
-    Config, Datastore, DatastoreEngine, Dns, LoadBalancer, Network, Nodes, Rancher, RecordType,
-    Registry, S3State, StateBackend, Timeouts, Topology,
+    AccessMode, Config, Datastore, DatastoreEngine, Dns, LoadBalancer, Network, Nodes, Rancher,
+    RecordType, Registry, S3State, StateBackend, Timeouts, Topology,
 };
 use crate::model::{DbEngine, Scheme};
 use crate::names;
@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "timeouts",
     "rancher",
     "state",
+    "access",
 ];
 const NETWORK_KEYS: &[&str] = &["vpc_cidr", "zones", "admin_cidrs"];
 const NODES_KEYS: &[&str] = &[
@@ -61,6 +62,7 @@ const RANCHER_KEYS: &[&str] = &["version"];
 const STATE_KEYS: &[&str] = &["backend", "bucket", "key", "region", "kms_key_id"];
 /// The `[state]` keys only the S3 backend reads.
 const STATE_S3_KEYS: &[&str] = &["bucket", "key", "region", "kms_key_id"];
+const ACCESS_KEYS: &[&str] = &["mode"];
 /// The Rancher release the artifacts follow by default: the first 2.14 release (2.14 is the
 /// newest released line late 2026; set `[rancher] version` to the newest patch you use).
 pub(crate) const DEFAULT_RANCHER_VERSION: &str = "2.14.0";
@@ -135,6 +137,7 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
         name.as_ref().map(|n| n.value.as_str()),
         region.as_ref().map(|r| r.value.as_str()),
     );
+    let access = access(doc, &root, topology);
 
     if let (Some(host), Some(dns)) = (&hostname, &dns) {
         let zone = &dns.zone;
@@ -164,6 +167,11 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
             }),
             datastore: datastore.is_some(),
             node_registry: matches!(registry, Registry::Node { .. }),
+            ssm: (access == AccessMode::Ssm).then_some(
+                region
+                    .as_ref()
+                    .map_or(DEFAULT_REGION_FOR_NAMES, |r| r.value.as_str()),
+            ),
             key_pair: nodes
                 .as_ref()
                 .is_some_and(|n| n.ssh_public_key_text.is_some()),
@@ -243,6 +251,7 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
         timeouts,
         rancher,
         state: state?,
+        access,
         warnings,
     })
 }
@@ -927,6 +936,33 @@ fn peek_engine(root: &Table) -> Option<DatastoreEngine> {
         "embedded-etcd" => Some(DatastoreEngine::EmbeddedEtcd),
         _ => None,
     }
+}
+
+/// The region the IAM name check assumes when `region` itself is unusable (its own
+/// problem is reported where it is read).
+const DEFAULT_REGION_FOR_NAMES: &str = "us-east-1";
+
+fn access(doc: &mut Doc, root: &Table, topology: Option<Topology>) -> AccessMode {
+    let table = &root.table(doc, "access");
+    table.check_keys(doc, ACCESS_KEYS);
+    let mode = choice(
+        doc,
+        table,
+        "mode",
+        &[("bastion", AccessMode::Bastion), ("ssm", AccessMode::Ssm)],
+        AccessMode::Bastion,
+    );
+    if let (AccessMode::Ssm, Some(Topology::Rke), Some(span)) =
+        (mode, topology, table.key_span("mode"))
+    {
+        doc.problem(
+            &span,
+            &table.key_path("mode"),
+            "topology \"rke\" needs SSH (port 22) from where `rke up` runs to every node, and \
+             ssm mode admits no SSH anywhere; use topology = \"rke2\", or mode = \"bastion\"",
+        );
+    }
+    mode
 }
 
 fn rancher(doc: &mut Doc, root: &Table) -> Rancher {

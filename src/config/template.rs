@@ -15,6 +15,7 @@ pub fn template(topology: Topology) -> String {
     out.push_str(&load_balancer(topology));
     out.push_str(DNS);
     out.push_str(REGISTRY);
+    out.push_str(&access(topology));
     out.push_str(TIMEOUTS);
     out.push_str(&rancher());
     out
@@ -187,6 +188,23 @@ const REGISTRY: &str = r#"
 # For mode = "external": PEM file of the CA that signed the registry's certificate.
 # ca_file = "registry-ca.pem"
 "#;
+
+fn access(topology: Topology) -> String {
+    let rke = if topology == Topology::Rke {
+        "\n# rke needs SSH to every node from where `rke up` runs: bastion only."
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[access]
+# How you reach the machines. "bastion": SSH through the registry host (port 22 from
+# network.admin_cidrs). "ssm": AWS Systems Manager through VPC endpoints, an instance
+# profile on every machine and no SSH port open anywhere (the AMI needs the SSM agent).{rke}
+# mode = "bastion"
+"#
+    )
+}
 
 fn rancher() -> String {
     format!(

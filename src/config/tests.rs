@@ -1923,3 +1923,69 @@ fn kms_key_forms_s3_and_secrets_manager_accept() {
         assert!(super::checks::kms_key_id(good).is_ok(), "{good}");
     }
 }
+
+// ---- [access] ------------------------------------------------------------------------------
+
+#[test]
+fn access_mode_defaults_to_bastion_and_reads_ssm() {
+    assert_eq!(ok(&file("k3s", "", "")).access, AccessMode::Bastion);
+    assert_eq!(
+        ok(&file("k3s", "", "[access]\nmode = \"bastion\"\n")).access,
+        AccessMode::Bastion
+    );
+    for topology in ["k3s", "rke2", "docker"] {
+        let config = ok(&file(topology, "", "[access]\nmode = \"ssm\"\n"));
+        assert_eq!(config.access, AccessMode::Ssm, "{topology}");
+    }
+}
+
+#[test]
+fn a_bad_access_mode_names_the_file_the_line_and_the_key() {
+    let text = file("k3s", "", "\n[access]\nmode = \"ssh\"\n");
+    let line = line_of(&text, "mode = \"ssh\"");
+    let problem = one_problem(&text, line, "access.mode");
+    assert_eq!(
+        problem.message,
+        "expected one of \"bastion\", \"ssm\" (got \"ssh\")"
+    );
+    let error = parse(&text).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!("{FILE}:{line}:1: access.mode: expected one of \"bastion\", \"ssm\" (got \"ssh\")")
+    );
+    // Wrong type and unknown keys are located too.
+    let text = file("k3s", "", "[access]\nmode = 1\nbastion = true\n");
+    let all = problems(&text);
+    let keys: Vec<(usize, &str)> = all.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (line_of(&text, "mode = 1"), "access.mode"),
+            (line_of(&text, "bastion = true"), "access.bastion"),
+        ]
+    );
+}
+
+#[test]
+fn ssm_access_is_refused_for_rke_at_the_mode_key() {
+    let text = file("rke", "", "[access]\nmode = \"ssm\"\n");
+    let problem = one_problem(&text, line_of(&text, "mode = \"ssm\""), "access.mode");
+    assert!(
+        problem.message.contains("rke up") && problem.message.contains("rke2"),
+        "{}",
+        problem.message
+    );
+    assert_eq!(
+        ok(&file("rke", "", "[access]\nmode = \"bastion\"\n")).access,
+        AccessMode::Bastion
+    );
+}
+
+#[test]
+fn the_template_explains_access_modes() {
+    for topology in Topology::ALL {
+        let text = template(topology);
+        assert!(text.contains("[access]"), "{topology:?}");
+        assert!(text.contains("# mode = \"bastion\""), "{topology:?}");
+    }
+}

@@ -63,6 +63,8 @@ pub struct Config {
     pub rancher: Rancher,
     /// `[state]`: where the state document and its lock live.
     pub state: StateBackend,
+    /// `[access] mode`: how operators reach the machines.
+    pub access: AccessMode,
     /// Non-fatal remarks to show the user (e.g. MySQL 5.7 extended support).
     pub warnings: Vec<String>,
 }
@@ -71,6 +73,27 @@ impl Config {
     /// K3s servers that run etcd themselves (`[datastore] engine = "embedded-etcd"`).
     pub fn k3s_embedded_etcd(&self) -> bool {
         self.topology == Topology::K3s && self.datastore.is_none()
+    }
+}
+
+/// `[access] mode`: how operators reach the machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessMode {
+    /// SSH through the registry host, which doubles as the bastion (port 22 from
+    /// `network.admin_cidrs`).
+    #[default]
+    Bastion,
+    /// AWS Systems Manager: interface VPC endpoints for `ssm`, `ssmmessages` and
+    /// `ec2messages`, an instance profile on every instance, no SSH ingress anywhere.
+    Ssm,
+}
+
+impl AccessMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::Bastion => "bastion",
+            AccessMode::Ssm => "ssm",
+        }
     }
 }
 

@@ -1004,6 +1004,7 @@ mod tests {
             after: vec![],
             public_ip: false,
             key_pair: None,
+            instance_profile: None,
             user_data_sha256: "abc".into(),
             user_data: String::new(),
         })

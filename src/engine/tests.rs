@@ -79,6 +79,7 @@ fn instance(role: &str, subnet: &str, sg: &str, ami: &str) -> Spec {
         after: vec![],
         public_ip: role == "registry",
         key_pair: Some("key".into()),
+        instance_profile: None,
         user_data_sha256: {
             use sha2::{Digest, Sha256};
             hex::encode(Sha256::digest(user_data.as_bytes()))
@@ -2541,4 +2542,216 @@ async fn replacing_the_database_or_a_volume_is_data_loss_but_a_destroy_is_not_fl
     assert!(plan.get(&id("registry-data")).unwrap().data_loss.is_none());
     let destroy = lab.plan(&desired, true).await;
     assert_eq!(destroy.data_losses().count(), 0, "destroy asks on its own");
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. Systems Manager access (`[access] mode = "ssm"`)
+// ---------------------------------------------------------------------------------------
+
+const SSM_SERVICES: [&str; 3] = ["ssm", "ssmmessages", "ec2messages"];
+
+/// [`blueprint`] in ssm mode: the endpoints' group and the three interface endpoints in the
+/// private subnets, the role and the instance profile every machine runs with.
+fn ssm_blueprint(nodes: usize) -> Desired {
+    let mut d = blueprint(nodes);
+    d.insert(
+        "sg-endpoints",
+        Spec::SecurityGroup(SecurityGroupSpec {
+            vpc: "vpc".into(),
+            description: "endpoints".into(),
+            ingress: vec![rule(
+                Protocol::Tcp,
+                443,
+                443,
+                Peer::Group("sg-nodes".into()),
+                "nodes reach Systems Manager",
+            )],
+            egress: vec![],
+        }),
+    );
+    for service in SSM_SERVICES {
+        d.insert(
+            format!("vpce-{service}").as_str(),
+            Spec::VpcEndpoint(VpcEndpointSpec {
+                vpc: "vpc".into(),
+                service_name: format!("com.amazonaws.us-east-1.{service}"),
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+                security_groups: vec!["sg-endpoints".into()],
+                private_dns: true,
+            }),
+        );
+    }
+    d.insert(
+        "ssm-role",
+        Spec::IamRole(IamRoleSpec {
+            name: format!("{ENV}-us-east-1-ssm-role"),
+            path: format!("/provision/{ENV}/"),
+            trusted_service: "ec2.amazonaws.com".into(),
+            policies: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
+            description: "ssm".into(),
+        }),
+    );
+    d.insert(
+        "ssm-profile",
+        Spec::InstanceProfile(InstanceProfileSpec {
+            name: format!("{ENV}-us-east-1-ssm-profile"),
+            path: format!("/provision/{ENV}/"),
+            role: "ssm-role".into(),
+        }),
+    );
+    for spec in d.resources.values_mut() {
+        if let Spec::Instance(i) = spec {
+            i.instance_profile = Some("ssm-profile".into());
+        }
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssm_resources_come_before_the_machines_and_go_after_them() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = ssm_blueprint(2);
+    let timeline = Arc::new(Timeline::default());
+    let plan = lab.plan(&desired, false).await;
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(4), timeline.clone())
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    for machine in ["node-1", "node-2", "registry"] {
+        timeline.assert_before(
+            &step("ssm-profile", StepKind::Create),
+            &step(machine, StepKind::Create),
+        );
+    }
+    timeline.assert_before(
+        &step("ssm-role", StepKind::Create),
+        &step("ssm-profile", StepKind::Create),
+    );
+    lab.assert_converged(&desired).await;
+
+    let destroy = Arc::new(Timeline::default());
+    let plan = lab.plan(&desired, true).await;
+    let outcome = lab
+        .run_with(&plan, &desired, &settings(4), destroy.clone())
+        .await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    destroy.assert_before(
+        &step("node-1", StepKind::Delete),
+        &step("ssm-profile", StepKind::Delete),
+    );
+    destroy.assert_before(
+        &step("ssm-profile", StepKind::Delete),
+        &step("ssm-role", StepKind::Delete),
+    );
+    for service in SSM_SERVICES {
+        let endpoint = step(&format!("vpce-{service}"), StepKind::Delete);
+        destroy.assert_before(&endpoint, &step("sg-endpoints", StepKind::Delete));
+        destroy.assert_before(&endpoint, &step("subnet-a", StepKind::Delete));
+    }
+    lab.assert_destroyed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssm_drift_is_found_and_repaired() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = ssm_blueprint(2);
+    lab.apply(&desired).await;
+
+    // Behind the tool's back: private DNS off, the SSM policy detached, the role taken out
+    // of the profile, a node without its profile.
+    lab.fake.tamper(ENV, "vpce-ssmmessages", |o| {
+        let Spec::VpcEndpoint(e) = &mut o.spec else {
+            unreachable!()
+        };
+        e.private_dns = false;
+    });
+    lab.fake.tamper(ENV, "ssm-role", |o| {
+        let Spec::IamRole(r) = &mut o.spec else {
+            unreachable!()
+        };
+        r.policies.clear();
+    });
+    lab.fake.tamper(ENV, "ssm-profile", |o| {
+        o.missing.push("role in the profile");
+    });
+    lab.fake.tamper(ENV, "node-2", |o| {
+        let Spec::Instance(i) = &mut o.spec else {
+            unreachable!()
+        };
+        i.instance_profile = None;
+    });
+    let plan = lab.plan(&desired, false).await;
+    let drift = |rid: &str, needle: &str| {
+        let a = plan.get(&id(rid)).unwrap();
+        assert_eq!(a.action, ActionKind::Update, "{rid}: {a:?}");
+        assert!(
+            a.reasons
+                .iter()
+                .any(|r| r.starts_with("drift:") && r.contains(needle)),
+            "{rid}: {:?}",
+            a.reasons
+        );
+    };
+    drift("vpce-ssmmessages", "private_dns");
+    drift("ssm-role", "policies");
+    drift("ssm-profile", "role in the profile");
+    drift("node-2", "instance_profile");
+    assert_eq!(changes(&plan).len(), 4, "{:#?}", changes(&plan));
+
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    lab.assert_converged(&desired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_or_profile_stopped_after_its_first_call_is_finished_not_redone() {
+    // Killed right after CreateRole and after CreateInstanceProfile: each is found by its
+    // tags, half-made (no policy, no role), and completed by an update.
+    for (rid, part) in [
+        ("ssm-role", "attach_role_policy"),
+        ("ssm-profile", "add_role_to_instance_profile"),
+    ] {
+        let lab = Lab::new(FakeConfig::default());
+        let desired = ssm_blueprint(1);
+        lab.fake
+            .set_config(|c| c.refuse_once = vec![part.to_string()]);
+        let plan = lab.plan(&desired, false).await;
+        let outcome = lab.run(&plan, &desired).await;
+        assert!(!outcome.ok(), "{rid}: the part call was refused");
+        let plan = lab.plan(&desired, false).await;
+        let action = plan.get(&id(rid)).unwrap();
+        assert!(
+            action.action == ActionKind::Adopt
+                && action.update_after_adopt
+                && action.reasons.iter().any(|r| r.starts_with("drift:")),
+            "{rid}: adopted and finished, not created again: {action:?}"
+        );
+        lab.fake.clear_calls();
+        let outcome = lab.run(&plan, &desired).await;
+        assert!(outcome.ok(), "{outcome:#?}");
+        assert!(
+            !mutating_ops(&lab.fake)
+                .iter()
+                .any(|(op, cid)| op == "create" && cid == rid),
+            "{rid} created twice"
+        );
+        assert_eq!(lab.fake.count(ENV, rid), 1);
+        lab.assert_converged(&desired).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_an_ssm_apply_at_every_mutation_recovers_without_duplicates() {
+    crash_everywhere(None, untouched, &ssm_blueprint(1), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_an_ssm_destroy_at_every_mutation_recovers() {
+    crash_everywhere(
+        Some(&ssm_blueprint(1)),
+        untouched,
+        &Desired::default(),
+        true,
+    )
+    .await;
 }

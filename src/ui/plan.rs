@@ -18,8 +18,14 @@ pub struct PlanView {
 /// The group a kind of resource is shown in, in dependency order.
 pub fn group(kind: Kind) -> (usize, &'static str) {
     match kind {
-        Kind::Vpc | Kind::InternetGateway | Kind::Subnet | Kind::RouteTable => (0, "network"),
-        Kind::SecurityGroup | Kind::KeyPair | Kind::Secret => (1, "security"),
+        Kind::Vpc | Kind::InternetGateway | Kind::Subnet | Kind::RouteTable | Kind::VpcEndpoint => {
+            (0, "network")
+        }
+        Kind::SecurityGroup
+        | Kind::KeyPair
+        | Kind::Secret
+        | Kind::IamRole
+        | Kind::InstanceProfile => (1, "security"),
         Kind::Instance | Kind::Volume => (2, "compute"),
         Kind::DbSubnetGroup | Kind::Database => (3, "datastore"),
         Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => (4, "front door"),
@@ -387,6 +393,37 @@ pub fn create_attributes(spec: &Spec) -> Vec<(&'static str, String)> {
                 if i.public_ip { later() } else { "none".into() },
             ),
             ("private ip", later()),
+        ]
+        .into_iter()
+        .chain(
+            i.instance_profile
+                .as_ref()
+                .map(|p| ("instance profile", p.to_string())),
+        )
+        .collect(),
+        Spec::VpcEndpoint(e) => vec![
+            ("service", e.service_name.clone()),
+            (
+                "subnets",
+                e.subnets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("private dns", yes_no(e.private_dns)),
+            ("id", later()),
+        ],
+        Spec::IamRole(r) => vec![
+            ("name", format!("{}{}", r.path, r.name)),
+            ("trusts", r.trusted_service.clone()),
+            ("policies", r.policies.join(", ")),
+            ("arn", later()),
+        ],
+        Spec::InstanceProfile(p) => vec![
+            ("name", format!("{}{}", p.path, p.name)),
+            ("role", p.role.to_string()),
+            ("arn", later()),
         ],
         Spec::Volume(v) => vec![
             ("size", format!("{} GB gp3 encrypted", v.size_gb)),

@@ -59,6 +59,7 @@ fn detail(attrs: &Attrs) -> String {
             availability_zone.clone()
         }
         Attrs::HostedZone { name } => name.clone(),
+        Attrs::IamRole { arn } | Attrs::InstanceProfile { arn } => arn.clone(),
         _ => String::new(),
     }
 }

@@ -101,6 +101,7 @@ fn desired(class: &str) -> Desired {
             after: vec![],
             public_ip: false,
             key_pair: None,
+            instance_profile: None,
             user_data_sha256: "abc".into(),
             user_data: String::new(),
         }),

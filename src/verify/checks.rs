@@ -8,6 +8,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 
 use super::{Expect, Instance, RouteTable, SecurityGroup, SgPeer, SgRule, Snapshot};
+use crate::config::AccessMode;
 use crate::model::Protocol;
 
 /// How one check came out. `Note` is reported but does not fail `verify`.
@@ -89,6 +90,9 @@ pub fn run(snap: &Snapshot, expect: &Expect) -> Vec<Check> {
     }
     no_way_out(&v, &mut out);
     paths(&v, expect, &mut out);
+    if expect.access == AccessMode::Ssm {
+        systems_manager(&v, expect, &mut out);
+    }
     front_door(&v, expect, &mut out);
     out.0
 }
@@ -586,8 +590,8 @@ fn paths(v: &View, expect: &Expect, out: &mut Out) {
             }
         }
     }
-    // Admins -> bastion.
-    if expect.registry_port.is_some() {
+    // Admins -> bastion (ssm mode has none: no ssh anywhere, see `systems_manager`).
+    if expect.registry_port.is_some() && expect.access == AccessMode::Bastion {
         if let Some(reg) = v.by_logical(crate::blueprint::ids::REGISTRY) {
             let ingress = v.rules(&reg.security_groups, false);
             for cidr in &expect.admin_cidrs {
@@ -688,6 +692,118 @@ fn paths(v: &View, expect: &Expect, out: &mut Out) {
                 );
             }
         }
+    }
+}
+
+/// ssm mode: each Systems Manager endpoint exists as an interface endpoint with private
+/// DNS and admits every machine on 443; every machine runs with an instance profile; no
+/// security group of the env (or used by its machines and endpoints) admits port 22.
+fn systems_manager(v: &View, expect: &Expect, out: &mut Out) {
+    let registry = v.by_logical(crate::blueprint::ids::REGISTRY);
+    let machines: Vec<&Instance> = v.nodes.iter().copied().chain(registry).collect();
+    for service in &expect.ssm_services {
+        let found = v
+            .snap
+            .vpc_endpoints
+            .iter()
+            .filter(|e| &e.service_name == service)
+            .min_by_key(|e| e.endpoint_type != "interface" || !e.private_dns);
+        let Some(e) = found else {
+            out.push(
+                "ssm-endpoint",
+                service,
+                Outcome::Fail,
+                "no endpoint for this service in the VPC: the SSM agents cannot reach it".into(),
+            );
+            continue;
+        };
+        let resource = format!("{} ({service})", e.id);
+        let mut problems = Vec::new();
+        if e.endpoint_type != "interface" {
+            problems.push(format!(
+                "is a {} endpoint, not an interface one",
+                e.endpoint_type
+            ));
+        }
+        if !e.private_dns {
+            problems.push(
+                "private DNS is off: the service's name does not resolve to the endpoint".into(),
+            );
+        }
+        let nets: Vec<Ipv4Net> = e
+            .subnets
+            .iter()
+            .filter_map(|s| v.snap.subnets.iter().find(|x| &x.id == s))
+            .filter_map(|s| s.cidr.parse().ok())
+            .collect();
+        if nets.is_empty() {
+            problems.push("has no subnet of the VPC".into());
+        }
+        let dst = End {
+            ip: None,
+            nets,
+            groups: &e.security_groups,
+        };
+        for m in &machines {
+            if let Err(why) = path(v, &End::instance(m), &dst, Protocol::Tcp, 443, 443) {
+                problems.push(format!("{}: {why}", node_name(m)));
+            }
+        }
+        out.judge(
+            "ssm-endpoint",
+            &resource,
+            problems.is_empty(),
+            "interface endpoint, private DNS on, every machine reaches it on tcp/443".into(),
+            problems.join("; "),
+        );
+    }
+    for m in &machines {
+        out.judge(
+            "instance-profile",
+            &node_name(m),
+            m.instance_profile.is_some(),
+            format!(
+                "runs with {}",
+                m.instance_profile.as_deref().unwrap_or_default()
+            ),
+            "runs without an instance profile: its SSM agent cannot register".into(),
+        );
+    }
+    // Every group of the env, and every group its machines and endpoints use.
+    let mut groups: BTreeSet<&str> = v
+        .snap
+        .security_groups
+        .iter()
+        .filter(|g| g.logical_id.is_some())
+        .map(|g| g.id.as_str())
+        .collect();
+    groups.extend(
+        v.snap
+            .instances
+            .iter()
+            .flat_map(|i| &i.security_groups)
+            .chain(v.snap.vpc_endpoints.iter().flat_map(|e| &e.security_groups))
+            .map(String::as_str),
+    );
+    for g in groups {
+        let Some(sg) = v.group(g) else { continue };
+        let ssh: Vec<String> = sg
+            .ingress
+            .iter()
+            .filter(|r| proto_matches(&r.protocol, Protocol::Tcp) && ports_cover(r, 22, 22))
+            .map(|r| match &r.peer {
+                SgPeer::Cidr(c) | SgPeer::Group(c) | SgPeer::PrefixList(c) => {
+                    format!("{} from {c}", rule_ports(r))
+                }
+            })
+            .collect();
+        out.judge(
+            "no-ssh-ingress",
+            &v.group_name(g),
+            ssh.is_empty(),
+            "no rule admits tcp/22".into(),
+            format!("admits ssh: {}", ssh.join(", ")),
+        );
     }
 }
 

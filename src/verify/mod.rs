@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{AccessMode, Config};
 use crate::engine::Desired;
 use crate::model::{Peer, Protocol, Spec};
 
@@ -38,6 +38,24 @@ pub struct Snapshot {
     /// The Route53 record of the hostname, when there is one.
     pub record: Option<Record>,
     pub database: Option<Database>,
+    /// The VPC's endpoints that are not deleted (ssm mode: Systems Manager's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpc_endpoints: Vec<VpcEndpoint>,
+}
+
+/// A VPC endpoint, interface or gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct VpcEndpoint {
+    pub id: String,
+    /// `com.amazonaws.us-east-1.ssm`.
+    pub service_name: String,
+    /// `interface` or `gateway` (lower case).
+    pub endpoint_type: String,
+    /// `available`, `pending`, ... (lower case).
+    pub state: String,
+    pub private_dns: bool,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +143,9 @@ pub struct Instance {
     pub security_groups: Vec<String>,
     /// Its network interfaces (an Elastic IP may be associated with one).
     pub network_interfaces: Vec<String>,
+    /// The ARN of the IAM instance profile it runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,6 +253,10 @@ pub struct Expect {
     /// The datastore port (k3s with RDS).
     pub datastore_port: Option<u16>,
     pub admin_cidrs: Vec<String>,
+    /// How operators reach the machines: the bastion's ssh, or Systems Manager.
+    pub access: AccessMode,
+    /// ssm mode: the services that need an interface endpoint (full names).
+    pub ssm_services: Vec<String>,
 }
 
 impl Expect {
@@ -247,6 +272,7 @@ impl Expect {
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),
+            access: cfg.access,
             ..Default::default()
         };
         for (id, spec) in &desired.resources {
@@ -260,10 +286,12 @@ impl Expect {
                 }
                 Spec::Listener(l) => e.lb_ports.push(l.port),
                 Spec::Database(db) => e.datastore_port = Some(db.engine.port()),
+                Spec::VpcEndpoint(v) => e.ssm_services.push(v.service_name.clone()),
                 _ => {}
             }
         }
         e.lb_ports.sort();
+        e.ssm_services.sort();
         e
     }
 }

@@ -18,6 +18,7 @@ mod common;
 mod ec2;
 mod elb;
 mod error;
+mod iam;
 mod memo;
 mod rds;
 mod retry;
@@ -57,6 +58,8 @@ pub struct AwsCloud {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub route53: aws_sdk_route53::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// IAM is global: with `AWS_ENDPOINT_URL` set it goes there like every service.
+    pub iam: aws_sdk_iam::Client,
     pub region: String,
     pub waits: WaitSettings,
     /// What does not change during the run (images, zones, instance types), asked once.
@@ -101,6 +104,11 @@ impl AwsCloud {
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&shared)
+                    .interceptor(api_log::ApiLog)
+                    .build(),
+            ),
             region: region.to_string(),
             waits,
             memo: Default::default(),
@@ -131,6 +139,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::find(self, ctx, spec).await,
             Kind::Secret => secretsmanager::find(self, ctx, spec).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::find(self, ctx, spec).await,
             _ => ec2::find(self, ctx, spec).await,
         }
     }
@@ -148,6 +157,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::read(self, ctx, spec, cloud_id).await,
             Kind::Secret => secretsmanager::read(self, ctx, cloud_id).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::read(self, ctx, spec, cloud_id).await,
             _ => ec2::read(self, ctx, spec, cloud_id).await,
         }
     }
@@ -160,6 +170,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::create(self, ctx, spec).await,
             Kind::Secret => secretsmanager::create(self, ctx, spec).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::create(self, ctx, spec).await,
             _ => ec2::create(self, ctx, spec).await,
         }
     }
@@ -177,6 +188,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::update(self, ctx, spec, current).await,
             Kind::Secret => secretsmanager::update(self, spec, current).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::update(self, ctx, spec, current).await,
             _ => ec2::update(self, ctx, spec, current).await,
         }
     }
@@ -194,6 +206,7 @@ impl Cloud for AwsCloud {
             }
             Kind::HostedZone | Kind::DnsRecord => route53::delete(self, ctx, kind, current).await,
             Kind::Secret => secretsmanager::delete(self, ctx, current).await,
+            Kind::IamRole | Kind::InstanceProfile => iam::delete(self, kind, current).await,
             _ => ec2::delete(self, ctx, kind, current).await,
         }
     }
@@ -208,14 +221,15 @@ impl Cloud for AwsCloud {
     }
 
     async fn list_owned(&self, env: &str) -> Result<Vec<Owned>, CloudError> {
-        let (ec2, rds, elb, route53, secrets) = futures::try_join!(
+        let (ec2, rds, elb, route53, secrets, iam) = futures::try_join!(
             ec2::list_owned(self, env),
             rds::list_owned(self, env),
             elb::list_owned(self, env),
             route53::list_owned(self, env),
             secretsmanager::list_owned(self, env),
+            iam::list_owned(self, env),
         )?;
-        Ok([ec2, rds, elb, route53, secrets].concat())
+        Ok([ec2, rds, elb, route53, secrets, iam].concat())
     }
 
     fn begin_survey(&self, env: &str) {

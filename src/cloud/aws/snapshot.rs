@@ -154,6 +154,43 @@ pub(super) async fn snapshot(cloud: &AwsCloud, q: &SnapshotQuery) -> Result<Snap
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+            instance_profile: i
+                .iam_instance_profile()
+                .and_then(|p| p.arn())
+                .map(str::to_string),
+        })
+        .collect();
+
+    let out = cloud
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(in_vpc())
+        .send()
+        .await
+        .map_err(|e| sdk_error("DescribeVpcEndpoints", e))?;
+    // EC2 spells states and types in lower case, the SDK's enums capitalised.
+    let lower = |t: Option<&str>| t.unwrap_or_default().to_ascii_lowercase();
+    snap.vpc_endpoints = out
+        .vpc_endpoints()
+        .iter()
+        .map(|e| VpcEndpoint {
+            id: s(e.vpc_endpoint_id()),
+            service_name: s(e.service_name()),
+            endpoint_type: lower(e.vpc_endpoint_type().map(|t| t.as_str())),
+            state: lower(e.state().map(|t| t.as_str())),
+            private_dns: e.private_dns_enabled().unwrap_or(false),
+            subnets: e.subnet_ids().to_vec(),
+            security_groups: e
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect(),
+        })
+        .filter(|e| {
+            !matches!(
+                e.state.as_str(),
+                "deleted" | "deleting" | "failed" | "rejected" | "expired"
+            )
         })
         .collect();
 

@@ -3,6 +3,13 @@
 use super::*;
 use crate::verify::*;
 
+const PROFILE: &str = "arn:aws:iam::1:instance-profile/provision/lab/lab-us-east-1-ssm-profile";
+const SERVICES: [&str; 3] = [
+    "com.amazonaws.us-east-1.ec2messages",
+    "com.amazonaws.us-east-1.ssm",
+    "com.amazonaws.us-east-1.ssmmessages",
+];
+
 fn rule(proto: &str, from: i32, to: i32, peer: SgPeer) -> SgRule {
     SgRule {
         protocol: proto.into(),
@@ -37,6 +44,7 @@ fn node(i: u32, subnet: &str, ip: &str) -> Instance {
         public_ip: None,
         security_groups: vec!["sg-nodes".into()],
         network_interfaces: vec![format!("eni-node{i}")],
+        instance_profile: None,
     }
 }
 
@@ -102,6 +110,7 @@ fn good() -> (Snapshot, Expect) {
                 public_ip: Some("54.1.2.3".into()),
                 security_groups: vec!["sg-registry".into()],
                 network_interfaces: vec!["eni-reg".into()],
+                instance_profile: None,
             },
         ],
         security_groups: vec![
@@ -206,6 +215,7 @@ fn good() -> (Snapshot, Expect) {
             port: 3306,
             security_groups: vec!["sg-db".into()],
         }),
+        vpc_endpoints: vec![],
     };
     let expect = Expect {
         hostname: "rancher.lab.example.com".into(),
@@ -218,6 +228,8 @@ fn good() -> (Snapshot, Expect) {
         registry_port: Some(5000),
         datastore_port: Some(3306),
         admin_cidrs: vec!["203.0.113.0/24".into()],
+        access: AccessMode::Bastion,
+        ssm_services: vec![],
     };
     (snap, expect)
 }
@@ -520,4 +532,167 @@ fn verify_json_is_versioned_and_names_each_violation() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["summary"]["fail"], 1);
     insta::assert_snapshot!(serde_json::to_string_pretty(&doc).unwrap());
+}
+
+// ---- ssm mode ------------------------------------------------------------------------------
+
+/// The k3s env of [`good`] built with `[access] mode = "ssm"`: the three endpoints in the
+/// private subnets behind sg-endpoints, a profile on every machine, no port 22 anywhere.
+fn ssm_good() -> (Snapshot, Expect) {
+    let (mut snap, mut expect) = good();
+    expect.access = AccessMode::Ssm;
+    expect.ssm_services = SERVICES.iter().map(|s| s.to_string()).collect();
+    for i in &mut snap.instances {
+        i.instance_profile = Some(PROFILE.into());
+    }
+    group(&mut snap, "sg-registry")
+        .ingress
+        .retain(|r| r.from_port != 22);
+    snap.security_groups.push(SecurityGroup {
+        id: "sg-endpoints".into(),
+        logical_id: Some("sg-endpoints".into()),
+        ingress: vec![
+            rule("tcp", 443, 443, grp("sg-nodes")),
+            rule("tcp", 443, 443, grp("sg-registry")),
+        ],
+        egress: vec![],
+    });
+    snap.vpc_endpoints = SERVICES
+        .iter()
+        .enumerate()
+        .map(|(n, service)| VpcEndpoint {
+            id: format!("vpce-{n}"),
+            service_name: service.to_string(),
+            endpoint_type: "interface".into(),
+            state: "available".into(),
+            private_dns: true,
+            subnets: vec!["subnet-p1".into(), "subnet-p2".into()],
+            security_groups: vec!["sg-endpoints".into()],
+        })
+        .collect();
+    (snap, expect)
+}
+
+#[test]
+fn an_ssm_env_as_built_passes_every_check_and_has_no_bastion_check() {
+    let (snap, expect) = ssm_good();
+    let checks = run(&snap, &expect);
+    assert!(
+        checks.iter().all(|c| c.outcome == Outcome::Pass),
+        "{checks:#?}"
+    );
+    let count = |name: &str| checks.iter().filter(|c| c.name == name).count();
+    assert_eq!(count("ssm-endpoint"), 3);
+    assert_eq!(
+        count("instance-profile"),
+        3,
+        "two nodes and the registry host"
+    );
+    assert_eq!(count("no-ssh-ingress"), 5, "every group of the env");
+    assert_eq!(count("admins-to-bastion"), 0);
+    // The same env judged as a bastion env misses its ssh.
+    let (snap, mut expect) = ssm_good();
+    expect.access = AccessMode::Bastion;
+    assert_eq!(only_failure(&snap, &expect).name, "admins-to-bastion");
+}
+
+#[test]
+fn ssm_mode_fails_on_any_ssh_rule_naming_the_group() {
+    for rule_ in [
+        rule("tcp", 22, 22, cidr("0.0.0.0/0")),
+        rule("tcp", 0, 65535, cidr("10.42.0.0/16")),
+        rule("-1", -1, -1, grp("sg-nodes")),
+    ] {
+        let (mut snap, expect) = ssm_good();
+        group(&mut snap, "sg-nodes").ingress.push(rule_.clone());
+        let f = only_failure(&snap, &expect);
+        assert_eq!(
+            (f.name.as_str(), f.resource.as_str()),
+            ("no-ssh-ingress", "sg-nodes (sg-nodes)"),
+            "{rule_:?}"
+        );
+        assert!(f.reason.starts_with("admits ssh: "), "{}", f.reason);
+    }
+    // A group nobody tagged but a machine uses counts too.
+    let (mut snap, expect) = ssm_good();
+    snap.security_groups.push(SecurityGroup {
+        id: "sg-stranger".into(),
+        logical_id: None,
+        ingress: vec![rule("tcp", 22, 22, cidr("198.51.100.0/24"))],
+        egress: vec![rule("-1", -1, -1, cidr("10.42.0.0/16"))],
+    });
+    snap.instances[0].security_groups.push("sg-stranger".into());
+    let f = only_failure(&snap, &expect);
+    assert_eq!(
+        (f.name.as_str(), f.resource.as_str()),
+        ("no-ssh-ingress", "sg-stranger")
+    );
+    assert!(
+        f.reason.contains("tcp/22 from 198.51.100.0/24"),
+        "{}",
+        f.reason
+    );
+}
+
+#[test]
+fn ssm_mode_fails_on_a_missing_endpoint_private_dns_off_or_a_closed_group() {
+    // Missing.
+    let (mut snap, expect) = ssm_good();
+    snap.vpc_endpoints
+        .retain(|e| !e.service_name.ends_with(".ssmmessages"));
+    let f = only_failure(&snap, &expect);
+    assert_eq!(
+        (f.name.as_str(), f.resource.as_str()),
+        ("ssm-endpoint", "com.amazonaws.us-east-1.ssmmessages")
+    );
+    // Private DNS off.
+    let (mut snap, expect) = ssm_good();
+    snap.vpc_endpoints[1].private_dns = false;
+    let f = only_failure(&snap, &expect);
+    assert_eq!(f.resource, "vpce-1 (com.amazonaws.us-east-1.ssm)");
+    assert!(f.reason.contains("private DNS is off"), "{}", f.reason);
+    // The endpoints' group no longer admits the registry host.
+    let (mut snap, expect) = ssm_good();
+    group(&mut snap, "sg-endpoints")
+        .ingress
+        .retain(|r| r.peer != grp("sg-registry"));
+    let f = failures(&snap, &expect);
+    assert_eq!(f.len(), 3, "one per endpoint: {f:#?}");
+    assert!(f.iter().all(|c| c.name == "ssm-endpoint"
+        && c.reason
+            .contains("i-reg (registry): ingress of sg-endpoints (sg-endpoints)")));
+    // Node egress that stops at 443 would not reach it either.
+    let (mut snap, expect) = ssm_good();
+    group(&mut snap, "sg-nodes").egress = vec![rule("tcp", 80, 80, cidr("10.42.0.0/16"))];
+    assert!(failures(&snap, &expect)
+        .iter()
+        .any(|c| c.name == "ssm-endpoint" && c.reason.contains("egress of sg-nodes")));
+}
+
+#[test]
+fn ssm_mode_fails_on_a_machine_without_its_instance_profile() {
+    let (mut snap, expect) = ssm_good();
+    snap.instances[2].instance_profile = None;
+    let f = only_failure(&snap, &expect);
+    assert_eq!(
+        (f.name.as_str(), f.resource.as_str()),
+        ("instance-profile", "i-reg (registry)")
+    );
+}
+
+#[test]
+fn node_egress_to_the_endpoints_stays_inside_the_vpc() {
+    // Egress to the endpoints' group (or to a gateway endpoint's prefix list) is not a way
+    // out; the endpoints themselves add no route.
+    let (mut snap, expect) = ssm_good();
+    group(&mut snap, "sg-nodes").egress = vec![
+        rule("tcp", 443, 443, grp("sg-endpoints")),
+        rule("tcp", 443, 443, SgPeer::PrefixList("pl-63a5400a".into())),
+        rule("-1", -1, -1, cidr("10.42.0.0/16")),
+    ];
+    let checks = run(&snap, &expect);
+    assert!(checks.iter().all(|c| c.ok()), "{checks:#?}");
+    assert!(checks
+        .iter()
+        .any(|c| c.name == "egress-inside-vpc" && c.outcome == Outcome::Pass));
 }

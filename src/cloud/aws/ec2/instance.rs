@@ -80,6 +80,14 @@ pub(super) struct InstanceWants {
     pub instance_type: String,
     /// Volumes of the env that must be attached (cloud ids).
     pub volumes: BTreeSet<String>,
+    /// The ARN of the instance profile it must run with; `Some("")` for one the spec
+    /// names but that is not known yet (not drift yet).
+    pub instance_profile: Option<String>,
+}
+
+/// The ARN of the instance profile the instance runs with.
+pub(super) fn instance_profile_arn(i: &Instance) -> Option<&str> {
+    i.iam_instance_profile().and_then(|p| p.arn())
 }
 
 /// Volumes attached to the instance besides its root volume.
@@ -121,6 +129,14 @@ pub(super) fn instance_drift(
             list(want_groups)
         ));
     }
+    match (&want.instance_profile, instance_profile_arn(i)) {
+        (Some(w), _) if w.is_empty() => {}
+        (Some(w), Some(have)) if w == have => {}
+        (Some(w), Some(have)) => lines.push(format!("instance profile is {have}, spec says {w}")),
+        (Some(w), None) => lines.push(format!("has no instance profile, spec says {w}")),
+        (None, Some(have)) => lines.push(format!("has instance profile {have}, spec says none")),
+        (None, None) => {}
+    }
     if matches!(
         state,
         Some(InstanceStateName::Stopped | InstanceStateName::Stopping)
@@ -128,6 +144,16 @@ pub(super) fn instance_drift(
         lines.push("instance is stopped".to_string());
     }
     lines
+}
+
+/// The ARN of the instance profile `s` names, `Some("")` while it is not created yet.
+fn wanted_profile(ctx: &OpContext<'_>, s: &InstanceSpec) -> Option<String> {
+    s.instance_profile
+        .as_ref()
+        .map(|p| match ctx.resolved.attrs(p) {
+            Ok(Attrs::InstanceProfile { arn }) => arn.clone(),
+            _ => String::new(),
+        })
 }
 
 pub(super) fn observe_instance(
@@ -148,6 +174,7 @@ pub(super) fn observe_instance(
             .iter()
             .filter_map(|v| ctx.resolved.cloud_id(v).ok().map(str::to_string))
             .collect(),
+        instance_profile: wanted_profile(ctx, s),
     };
     let mut o = Observed::new(i.instance_id().unwrap_or_default(), instance_attrs(i));
     o.drift = instance_drift(&want, i, &|id| named(ctx, id));
@@ -349,6 +376,14 @@ pub(super) async fn create_instance(
         },
         None => None,
     };
+    let profile = match &s.instance_profile {
+        Some(r) => Some(
+            aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                .name(ctx.resolved.cloud_id(r)?)
+                .build(),
+        ),
+        None => None,
+    };
     let root = root_device(cloud, &s.ami).await?;
     let volumes = vec![volume(&root, s.root_volume_gb)];
     let data_volumes = ctx.resolved.cloud_ids(&s.volumes)?;
@@ -371,29 +406,34 @@ pub(super) async fn create_instance(
     let mut last_error = None;
     for attempt in 0..TOKEN_ATTEMPTS {
         let token = attempt_token(ctx.token, attempt);
-        let run = cloud
-            .ec2
-            .run_instances()
-            .image_id(&s.ami)
-            .instance_type(InstanceType::from(s.instance_type.as_str()))
-            .min_count(1)
-            .max_count(1)
-            .client_token(&token)
-            .network_interfaces(interface.clone())
-            .set_key_name(key_name.clone())
-            .set_user_data(user_data.clone())
-            .metadata_options(
-                InstanceMetadataOptionsRequest::builder()
-                    .http_tokens(HttpTokensState::Required)
-                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                    .build(),
-            )
-            .set_block_device_mappings(Some(volumes.clone()))
-            .tag_specifications(tag_spec(ResourceType::Instance, ctx))
-            .tag_specifications(tag_spec(ResourceType::Volume, ctx))
-            .send()
-            .await
-            .map_err(|e| sdk_error("RunInstances", e));
+        let run = || {
+            cloud
+                .ec2
+                .run_instances()
+                .image_id(&s.ami)
+                .instance_type(InstanceType::from(s.instance_type.as_str()))
+                .min_count(1)
+                .max_count(1)
+                .client_token(&token)
+                .network_interfaces(interface.clone())
+                .set_key_name(key_name.clone())
+                .set_iam_instance_profile(profile.clone())
+                .set_user_data(user_data.clone())
+                .metadata_options(
+                    InstanceMetadataOptionsRequest::builder()
+                        .http_tokens(HttpTokensState::Required)
+                        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                        .build(),
+                )
+                .set_block_device_mappings(Some(volumes.clone()))
+                .tag_specifications(tag_spec(ResourceType::Instance, ctx))
+                .tag_specifications(tag_spec(ResourceType::Volume, ctx))
+                .send()
+        };
+        let run = launch_when_profile_usable(cloud, ctx, s, || async {
+            run().await.map_err(|e| sdk_error("RunInstances", e))
+        })
+        .await;
         let out = match run {
             Err(e) if error_code(&e) == Some("IdempotentParameterMismatch") => {
                 last_error = Some(e);
@@ -423,6 +463,63 @@ pub(super) async fn create_instance(
     }
     Err(last_error
         .unwrap_or_else(|| CloudError::api("RunInstances", "NoInstance", "no attempt made")))
+}
+
+/// How long a launch keeps retrying while EC2 does not see a new instance profile yet.
+const PROFILE_SETTLE_LIMIT: Duration = Duration::from_secs(120);
+
+/// EC2's answer while a new instance profile has not reached it yet (IAM is eventually
+/// consistent): `InvalidParameterValue` naming `iamInstanceProfile`.
+pub(super) fn profile_not_usable_yet(e: &CloudError) -> bool {
+    match e {
+        CloudError::Api { code, message, .. } => {
+            code == "InvalidParameterValue" && message.contains("iamInstanceProfile")
+        }
+        _ => false,
+    }
+}
+
+/// Run `launch` (a RunInstances call) until EC2 accepts the instance profile, for at most
+/// [`PROFILE_SETTLE_LIMIT`] (and `timeouts.dependency_minutes`). Nothing is launched by a
+/// refused call, so retrying with the same client token is safe.
+async fn launch_when_profile_usable<T, F, Fut>(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    s: &InstanceSpec,
+    launch: F,
+) -> Result<T, CloudError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CloudError>>,
+{
+    if s.instance_profile.is_none() {
+        let mut launch = launch;
+        return launch().await;
+    }
+    let limit = cloud.waits.dependency.min(PROFILE_SETTLE_LIMIT);
+    let mut tries = 0u32;
+    let mut launch = launch;
+    let result = retry_while(limit, cloud.waits.poll, profile_not_usable_yet, || {
+        tries += 1;
+        if tries > 1 {
+            ctx.progress.status(&format!(
+                "waiting for IAM: instance profile not usable yet (try {tries})"
+            ));
+        }
+        launch()
+    })
+    .await;
+    match result {
+        Ok(v) => Ok(v),
+        Err(super::super::retry::RetryError::Exhausted { last, waited }) => {
+            Err(CloudError::Refused(format!(
+                "EC2 still refuses the instance profile of {} after {}s (IAM is eventually                  consistent; it usually takes seconds): {last}; run apply again",
+                ctx.id,
+                waited.as_secs()
+            )))
+        }
+        Err(e) => Err(e.into_inner()),
+    }
 }
 
 /// Launch attempts of one create, each with its own client token.
@@ -571,6 +668,17 @@ pub(super) async fn update_instance(
             .await
             .map_err(|e| sdk_error("ModifyInstanceAttribute", e))?;
     }
+    if let Some(want) = wanted_profile(ctx, s) {
+        if instance_profile_arn(&instance) != Some(want.as_str()) {
+            let name = ctx
+                .resolved
+                .cloud_id(s.instance_profile.as_ref().expect("named"))?
+                .to_string();
+            set_instance_profile(cloud, ctx, s, id, Some(&name)).await?;
+        }
+    } else if instance_profile_arn(&instance).is_some() {
+        set_instance_profile(cloud, ctx, s, id, None).await?;
+    }
     match state.as_ref() {
         Some(InstanceStateName::Stopped) => {
             cloud
@@ -593,6 +701,83 @@ pub(super) async fn update_instance(
     }
     let volumes = ctx.resolved.cloud_ids(&s.volumes)?;
     attach_volumes(cloud, ctx, id, &volumes).await?;
+    Ok(())
+}
+
+/// Give the running instance the instance profile `name` (replacing the one it has), or
+/// take its profile away (`None`).
+async fn set_instance_profile(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    s: &InstanceSpec,
+    id: &str,
+    name: Option<&str>,
+) -> Result<(), CloudError> {
+    let out = cloud
+        .ec2
+        .describe_iam_instance_profile_associations()
+        .filters(filter("instance-id", id))
+        .send()
+        .await
+        .map_err(|e| sdk_error("DescribeIamInstanceProfileAssociations", e))?;
+    let current = out
+        .iam_instance_profile_associations()
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.state(),
+                Some(
+                    aws_sdk_ec2::types::IamInstanceProfileAssociationState::Associated
+                        | aws_sdk_ec2::types::IamInstanceProfileAssociationState::Associating
+                )
+            )
+        })
+        .find_map(|a| a.association_id().map(str::to_string));
+    let profile = |name: &str| {
+        aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+            .name(name)
+            .build()
+    };
+    match (name, current) {
+        (Some(name), Some(association)) => {
+            launch_when_profile_usable(cloud, ctx, s, || async {
+                cloud
+                    .ec2
+                    .replace_iam_instance_profile_association()
+                    .association_id(&association)
+                    .iam_instance_profile(profile(name))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ReplaceIamInstanceProfileAssociation", e))
+            })
+            .await?;
+        }
+        (Some(name), None) => {
+            launch_when_profile_usable(cloud, ctx, s, || async {
+                cloud
+                    .ec2
+                    .associate_iam_instance_profile()
+                    .instance_id(id)
+                    .iam_instance_profile(profile(name))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("AssociateIamInstanceProfile", e))
+            })
+            .await?;
+        }
+        (None, Some(association)) => {
+            gone_is_ok(
+                cloud
+                    .ec2
+                    .disassociate_iam_instance_profile()
+                    .association_id(association)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DisassociateIamInstanceProfile", e)),
+            )?;
+        }
+        (None, None) => {}
+    }
     Ok(())
 }
 
@@ -663,7 +848,57 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             instance_type: ty.into(),
             volumes: vols.iter().map(|v| v.to_string()).collect(),
+            instance_profile: None,
         }
+    }
+
+    #[test]
+    fn a_missing_or_other_instance_profile_is_drift() {
+        let profile = "arn:aws:iam::1:instance-profile/provision/lab/lab-us-east-1-ssm-profile";
+        let bare = instance(&["sg-1"], InstanceStateName::Running, "t3.large", &[]);
+        let mut with = bare.clone();
+        with.iam_instance_profile = Some(
+            aws_sdk_ec2::types::IamInstanceProfile::builder()
+                .arn(profile)
+                .build(),
+        );
+        let mut want = wants(&["sg-1"], "t3.large", &[]);
+        assert!(instance_drift(&want, &bare, &ident).is_empty());
+        assert_eq!(
+            instance_drift(&want, &with, &ident),
+            vec![format!("has instance profile {profile}, spec says none")]
+        );
+        want.instance_profile = Some(profile.into());
+        assert!(instance_drift(&want, &with, &ident).is_empty());
+        assert_eq!(
+            instance_drift(&want, &bare, &ident),
+            vec![format!("has no instance profile, spec says {profile}")]
+        );
+        // A profile not created yet: not drift yet.
+        want.instance_profile = Some(String::new());
+        assert!(instance_drift(&want, &bare, &ident).is_empty());
+    }
+
+    #[test]
+    fn an_instance_profile_ec2_does_not_see_yet_is_waited_for() {
+        let not_yet = CloudError::api(
+            "RunInstances",
+            "InvalidParameterValue",
+            "Value (lab-us-east-1-ssm-profile) for parameter iamInstanceProfile.name is \
+             invalid. Invalid IAM Instance Profile name",
+        );
+        assert!(profile_not_usable_yet(&not_yet));
+        let other = CloudError::api(
+            "RunInstances",
+            "InvalidParameterValue",
+            "Invalid value 'x' for instanceType",
+        );
+        assert!(!profile_not_usable_yet(&other));
+        assert!(!profile_not_usable_yet(&CloudError::api(
+            "RunInstances",
+            "NoSuchEntity",
+            "iamInstanceProfile"
+        )));
     }
 
     #[test]

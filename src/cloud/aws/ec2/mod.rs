@@ -1,5 +1,5 @@
-//! EC2 resources: VPC, internet gateway, subnets, route tables, security groups, key pairs
-//! and instances.
+//! EC2 resources: VPC, internet gateway, subnets, route tables, security groups, key pairs,
+//! instances, volumes and interface VPC endpoints.
 //!
 //! Every create tags the resource atomically (`TagSpecifications`) with `provision:env`,
 //! `provision:id` and `Name`, so that [`find`] adopts what an interrupted run created and
@@ -20,6 +20,7 @@ use aws_sdk_ec2::types::{
     IpPermission, IpRange, Ipv6Range, KeyPairInfo, PrefixListId, ResourceType, RouteState,
     RouteTable, RouteTableAssociationStateCode, SecurityGroup, Subnet, Tag, TagSpecification,
     UserIdGroupPair, Volume, VolumeAttachmentState, VolumeState, VolumeType, Vpc, VpcAttributeName,
+    VpcEndpoint,
 };
 use base64::Engine as _;
 
@@ -40,6 +41,7 @@ mod security_group;
 mod subnet;
 mod volume;
 mod vpc;
+mod vpc_endpoint;
 pub(super) mod watch;
 
 pub(super) use instance::preflight;
@@ -51,6 +53,7 @@ use security_group::*;
 use subnet::*;
 use volume::*;
 use vpc::*;
+use vpc_endpoint::*;
 
 /// The destination of the default route.
 const ANYWHERE: &str = "0.0.0.0/0";
@@ -104,6 +107,10 @@ pub async fn find(
         .map(|k| observe_key_pair(&k)),
         Spec::Volume(s) => pick(volumes(cloud, env, want()).await?, |v| v.volume_id())
             .map(|v| observe_volume(s, &v)),
+        Spec::VpcEndpoint(s) => pick(endpoints(cloud, env, want()).await?, |e| {
+            e.vpc_endpoint_id()
+        })
+        .map(|e| observe_endpoint(ctx, s, &e)),
         Spec::Instance(s) => {
             // RunInstances tags atomically, so every instance of ours carries the env
             // tag; among those, match the logical id or this step's client token. (Done
@@ -160,6 +167,9 @@ pub async fn read(
         Spec::Volume(s) => gone_is_none(volumes(cloud, env, want()).await)?
             .and_then(first)
             .map(|v| observe_volume(s, &v)),
+        Spec::VpcEndpoint(s) => gone_is_none(endpoints(cloud, env, want()).await)?
+            .and_then(first)
+            .map(|e| observe_endpoint(ctx, s, &e)),
         Spec::Instance(s) => gone_is_none(instances(cloud, env, want()).await)?
             .and_then(first)
             .filter(is_live)
@@ -184,6 +194,7 @@ pub async fn create(
         Spec::KeyPair(s) => create_key_pair(cloud, ctx, &s.public_key).await,
         Spec::Instance(s) => create_instance(cloud, ctx, s).await,
         Spec::Volume(s) => create_volume(cloud, ctx, s).await,
+        Spec::VpcEndpoint(s) => create_endpoint(cloud, ctx, s).await,
         other => Err(not_ec2(other.kind())),
     }
 }
@@ -212,6 +223,7 @@ pub async fn update(
         Spec::KeyPair(_) => {}
         Spec::Instance(s) => update_instance(cloud, ctx, s, id).await?,
         Spec::Volume(s) => update_volume(cloud, s, id).await?,
+        Spec::VpcEndpoint(s) => update_endpoint(cloud, ctx, s, id).await?,
         other => return Err(not_ec2(other.kind())),
     }
     read(cloud, ctx, spec, id)
@@ -281,6 +293,7 @@ pub async fn delete(
         }
         Kind::Instance => delete_instance(cloud, ctx, id).await,
         Kind::Volume => delete_volume(cloud, id).await,
+        Kind::VpcEndpoint => delete_endpoint(cloud, ctx, id).await,
         other => Err(not_ec2(other)),
     }
 }
@@ -290,7 +303,7 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
     // (a new environment costs one call, not eight).
     let present = tagged_types(cloud, env).await?;
     let all = |kind: &str| present.contains(kind).then_some(Want::Env);
-    let (v, g, sn, rt, sg, kp, vol, inst) = futures::try_join!(
+    let (v, g, sn, rt, sg, kp, vol, inst, ep) = futures::try_join!(
         when(all("vpc"), |w| vpcs(cloud, env, w)),
         when(all("internet-gateway"), |w| igws(cloud, env, w)),
         when(all("subnet"), |w| subnets(cloud, env, w)),
@@ -299,6 +312,11 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
         when(all("key-pair"), |w| key_pairs(cloud, env, w)),
         when(all("volume"), |w| volumes(cloud, env, w)),
         when(all("instance"), |w| instances(cloud, env, w)),
+        // Endpoints live in a VPC; listed whenever the env has one, whatever DescribeTags
+        // says of their own resource type.
+        when(all("vpc-endpoint").or(all("vpc")), |w| endpoints(
+            cloud, env, w
+        )),
     )?;
     let mut out = Vec::new();
     let mut push = |kind: Kind, cloud_id: Option<&str>, tags: &[Tag], attrs: Attrs| {
@@ -342,6 +360,14 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
     }
     for v in vol {
         push(Kind::Volume, v.volume_id(), v.tags(), volume_attrs(&v));
+    }
+    for e in ep {
+        push(
+            Kind::VpcEndpoint,
+            e.vpc_endpoint_id(),
+            e.tags(),
+            Attrs::None,
+        );
     }
     for i in inst {
         if is_live(&i) {
@@ -574,6 +600,21 @@ async fn instances(
     );
     surveyed(cloud, env, "instances", want, access, |l| async move {
         describe_instances(cloud, &l).await
+    })
+    .await
+}
+
+async fn endpoints(
+    cloud: &AwsCloud,
+    env: &str,
+    want: Want<'_>,
+) -> Result<Vec<VpcEndpoint>, CloudError> {
+    let access = (
+        VpcEndpoint::vpc_endpoint_id as fn(&VpcEndpoint) -> Option<&str>,
+        VpcEndpoint::tags as fn(&VpcEndpoint) -> &[Tag],
+    );
+    surveyed(cloud, env, "vpc-endpoints", want, access, |l| async move {
+        describe_endpoints(cloud, &l).await
     })
     .await
 }

@@ -137,6 +137,7 @@ impl Script {
             elb: client!(aws_sdk_elasticloadbalancingv2),
             route53: client!(aws_sdk_route53),
             secrets: client!(aws_sdk_secretsmanager),
+            iam: client!(aws_sdk_iam),
             region: "us-east-1".into(),
             waits: WaitSettings {
                 poll: Duration::from_millis(5),
