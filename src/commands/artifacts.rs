@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use super::{connect, exit, outputs, pull_shared_secrets, read_state, Ctx};
 use crate::blueprint::{self, ids};
-use crate::config::{Config, Topology};
+use crate::config::{AccessMode, Config, Topology};
 use crate::model::{Attrs, LogicalId};
 use crate::state::Paths;
 use crate::ui::Verbosity;
@@ -66,6 +66,7 @@ pub(super) async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
             .map(|(id, ip)| crate::render::NodeFact {
                 id: id.clone(),
                 private_ip: ip.clone(),
+                instance_id: outs.instance_ids.get(id).cloned().unwrap_or_default(),
             })
             .collect(),
         bastion: outs
@@ -75,6 +76,17 @@ pub(super) async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
                 public_ip,
                 private_ip,
             }),
+        ssm: (cfg.access == AccessMode::Ssm).then(|| crate::render::SsmAccess {
+            region: cfg.region.clone(),
+            registry_instance_id: outs.instance_ids.get(ids::REGISTRY).cloned(),
+            forwards: crate::render::port_forwards(
+                cfg.topology.as_str(),
+                outs.load_balancer_dns.as_deref(),
+                cfg.load_balancer.as_ref().is_some_and(|lb| lb.kube_api),
+                outs.nodes.first().map(|(_, ip)| ip.as_str()),
+                datastore.as_ref().map(|d| (d.host.as_str(), d.port)),
+            ),
+        }),
         ssh_user: cfg.nodes.ssh_user.clone(),
         ssh_key_path: ssh_private_key_path(&cfg),
         load_balancer_dns: outs.load_balancer_dns.clone(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::blueprint::{self, ids};
-use crate::config::Config;
+use crate::config::{AccessMode, Config};
 use crate::model::{Attrs, LogicalId, Spec};
 use crate::state::{State, Status};
 
@@ -13,10 +13,13 @@ pub struct Outputs {
     pub load_balancer_dns: Option<String>,
     /// (logical id, private ip), in node order.
     pub nodes: Vec<(String, String)>,
+    /// Instance ids of the nodes (in node order) and of the registry host: what Systems
+    /// Manager connects to.
+    pub instance_ids: BTreeMap<String, String>,
     pub registry_url: String,
     /// K3s endpoint with a placeholder naming the secret, never the password.
     pub datastore_endpoint: Option<String>,
-    /// (public ip, private ip) of the registry/bastion host.
+    /// (public ip, private ip) of the registry host when it is the bastion (bastion access).
     pub bastion: Option<(String, String)>,
 }
 
@@ -69,7 +72,22 @@ pub fn outputs(cfg: &Config, state: &State) -> Outputs {
         }),
         _ => None,
     });
-    let bastion = created(ids::REGISTRY).and_then(|e| match &e.attrs {
+    let instance_ids: BTreeMap<String, String> = state
+        .resources
+        .iter()
+        .filter(|(id, e)| {
+            e.status == Status::Created
+                && matches!(e.attrs, Attrs::Instance { .. })
+                && (id.as_str().starts_with("node-") || id.as_str() == ids::REGISTRY)
+        })
+        .map(|(id, e)| (id.to_string(), e.cloud_id.clone()))
+        .collect();
+    // In ssm mode the registry host keeps its public address (it pulls images) but is no
+    // jump host: nothing admits SSH.
+    let bastion_host = (cfg.access == AccessMode::Bastion)
+        .then(|| created(ids::REGISTRY))
+        .flatten();
+    let bastion = bastion_host.and_then(|e| match &e.attrs {
         Attrs::Instance {
             private_ip,
             public_ip: Some(public),
@@ -81,6 +99,7 @@ pub fn outputs(cfg: &Config, state: &State) -> Outputs {
         rancher_url: format!("https://{}", cfg.hostname),
         load_balancer_dns,
         nodes: nodes.into_iter().map(|(_, id, ip)| (id, ip)).collect(),
+        instance_ids,
         registry_url: blueprint::registry_host_port(cfg),
         datastore_endpoint,
         bastion,

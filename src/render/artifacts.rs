@@ -34,7 +34,10 @@ pub struct Facts {
     /// The registry CA; when `None`, `registry.ca_pem` is used.
     pub registry_ca_pem: Option<String>,
     pub nodes: Vec<NodeFact>,
+    /// The SSH jump host (bastion access).
     pub bastion: Option<Bastion>,
+    /// Systems Manager access (no bastion, no SSH port open).
+    pub ssm: Option<SsmAccess>,
     /// Login user of the nodes' AMI.
     pub ssh_user: String,
     /// Private key the user supplies, e.g. `~/.ssh/id_ed25519`.
@@ -54,6 +57,80 @@ pub struct NodeFact {
     /// `node-1`, `node-2`, ...
     pub id: String,
     pub private_ip: String,
+    /// `i-0abc...`: what Systems Manager connects to (ssm access).
+    pub instance_id: String,
+}
+
+/// `[access] mode = "ssm"`: how the artifacts reach the machines without SSH ingress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SsmAccess {
+    pub region: String,
+    /// The registry host's instance id (node registry).
+    pub registry_instance_id: Option<String>,
+    /// The port forwards of `ssm-port-forward.sh`, through the first node.
+    pub forwards: Vec<PortForward>,
+}
+
+/// One port a workstation reaches through a node with Session Manager
+/// (`AWS-StartPortForwardingSessionToRemoteHost`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortForward {
+    /// The argument of `ssm-port-forward.sh`: `kube-api`, `rancher`, `datastore`.
+    pub name: &'static str,
+    pub about: String,
+    /// What the node connects to: the load balancer's or the database's name, a node's IP.
+    pub host: String,
+    pub port: u16,
+    /// The default local port.
+    pub local_port: u16,
+}
+
+/// The port forwards of an ssm env: the Kubernetes API (6443 through the load balancer
+/// when it forwards 6443, else the first server), Rancher's 443 for docker (it has no
+/// Kubernetes API of its own to reach), and the datastore when there is an RDS one.
+pub fn port_forwards(
+    topology: &str,
+    load_balancer_dns: Option<&str>,
+    load_balancer_has_6443: bool,
+    first_node_ip: Option<&str>,
+    datastore: Option<(&str, u16)>,
+) -> Vec<PortForward> {
+    let mut out = Vec::new();
+    let via_lb = |forwarded: bool| {
+        load_balancer_dns
+            .filter(|_| forwarded)
+            .or(first_node_ip)
+            .map(str::to_string)
+    };
+    if topology == "docker" {
+        if let Some(host) = via_lb(true) {
+            out.push(PortForward {
+                name: "rancher",
+                about: "Rancher's UI and API (https://localhost:8443)".into(),
+                host,
+                port: 443,
+                local_port: 8443,
+            });
+        }
+    } else if let Some(host) = via_lb(load_balancer_has_6443) {
+        out.push(PortForward {
+            name: "kube-api",
+            about: "the Kubernetes API (kubeconfig server https://127.0.0.1:6443)".into(),
+            host,
+            port: 6443,
+            local_port: 6443,
+        });
+    }
+    if let Some((host, port)) = datastore {
+        out.push(PortForward {
+            name: "datastore",
+            about: format!("the datastore (127.0.0.1:{port})"),
+            host: host.to_string(),
+            port,
+            local_port: port,
+        });
+    }
+    out
 }
 
 /// The SSH jump host (the registry host).
@@ -137,6 +214,7 @@ struct Artifact {
 /// each file is replaced atomically.
 ///
 /// - all topologies: `registry-ca.crt` (when the CA is known), `ssh_config`, `NEXT-STEPS.md`;
+///   with ssm access `ssm-port-forward.sh`;
 /// - k3s: `registries.yaml`, `k3s-install.env` (0600 both; with embedded etcd that of the
 ///   first server, and `k3s-install-join.env` for the others), `helm-template.sh`;
 /// - rke2: `registries.yaml`, `rke2-config-first.yaml`, `rke2-config-join.yaml` (0600 all),
@@ -158,10 +236,34 @@ pub fn write_artifacts(dir: &Path, facts: &Facts) -> Result<Vec<PathBuf>, Render
     }
     artifacts.push(Artifact {
         name: "ssh_config",
-        about: "SSH hosts for the nodes",
+        about: if facts.ssm.is_some() {
+            "SSH hosts for the machines, through AWS Systems Manager (no SSH port is open)"
+        } else {
+            "SSH hosts for the nodes"
+        },
         contents: ssh_config(facts)?,
         mode: PUBLIC_MODE,
     });
+    if let Some(ssm) = &facts.ssm {
+        if !ssm.forwards.is_empty() {
+            artifacts.push(Artifact {
+                name: "ssm-port-forward.sh",
+                about: "port forwards into the VPC through AWS Systems Manager",
+                contents: render(
+                    "artifacts/ssm-port-forward.sh.j2",
+                    minijinja::context! {
+                        env => &facts.env,
+                        region => &ssm.region,
+                        target => facts.first_node().map(|n| n.instance_id.as_str()),
+                        target_name => facts.first_node().map(|n| n.id.as_str()),
+                        forwards => &ssm.forwards,
+                        names => ssm.forwards.iter().map(|f| f.name).collect::<Vec<_>>().join("|"),
+                    },
+                )?,
+                mode: PUBLIC_MODE,
+            });
+        }
+    }
     match kind {
         Kind::K3s => {
             let access = RegistryAccess {
@@ -299,6 +401,18 @@ fn check_facts(facts: &Facts) -> Result<(), RenderError> {
     for node in &facts.nodes {
         tokens.push((format!("node id {:?}", node.id), &node.id));
         tokens.push((format!("{} private IP", node.id), &node.private_ip));
+        if facts.ssm.is_some() {
+            tokens.push((format!("{} instance id", node.id), &node.instance_id));
+        }
+    }
+    if let Some(ssm) = &facts.ssm {
+        tokens.push(("region".into(), &ssm.region));
+        if let Some(id) = &ssm.registry_instance_id {
+            tokens.push(("registry instance id".into(), id));
+        }
+        for f in &ssm.forwards {
+            tokens.push((format!("{} forward host", f.name), &f.host));
+        }
     }
     if let Some(bastion) = &facts.bastion {
         tokens.push(("bastion public IP".into(), &bastion.public_ip));
@@ -346,6 +460,7 @@ fn ssh_config(facts: &Facts) -> Result<String, RenderError> {
             env => &facts.env,
             nodes => &facts.nodes,
             bastion => &facts.bastion,
+            ssm => &facts.ssm,
             ssh_user => &facts.ssh_user,
             ssh_key_path => &facts.ssh_key_path,
         },
@@ -533,6 +648,7 @@ fn next_steps(facts: &Facts, artifacts: &[Artifact]) -> Result<String, RenderErr
             embedded_etcd => facts.datastore.is_none() && facts.cluster_token.is_some(),
             datastore_engine => facts.datastore.as_ref().map(|d| d.engine.display_name()),
             has_bastion => facts.bastion.is_some(),
+            ssm => &facts.ssm,
             has_ca => facts.ca_pem().is_some(),
             load_balancer_dns => &facts.load_balancer_dns,
             ssh_key_path => &facts.ssh_key_path,
@@ -567,12 +683,14 @@ mod tests {
                 .map(|n| NodeFact {
                     id: format!("node-{n}"),
                     private_ip: format!("10.0.{n}.10"),
+                    instance_id: format!("i-0node{n}"),
                 })
                 .collect(),
             bastion: Some(Bastion {
                 public_ip: "203.0.113.7".to_string(),
                 private_ip: "10.0.0.5".to_string(),
             }),
+            ssm: None,
             ssh_user: "ubuntu".to_string(),
             ssh_key_path: "~/.ssh/id_ed25519".to_string(),
             load_balancer_dns: (topology != "docker")
@@ -1223,5 +1341,177 @@ mod tests {
         let debug = format!("{:?}", facts("k3s"));
         assert!(!debug.contains(DATASTORE_PASSWORD));
         assert!(!debug.contains(&fake_access().password));
+    }
+
+    /// `facts(topology)` with Systems Manager access: no bastion, instance ids, forwards.
+    fn ssm_facts(topology: &str) -> Facts {
+        let mut facts = facts(topology);
+        facts.bastion = None;
+        let datastore = facts.datastore.as_ref().map(|d| (d.host.as_str(), d.port));
+        let forwards = port_forwards(
+            topology,
+            facts.load_balancer_dns.as_deref(),
+            topology != "docker",
+            facts.nodes.first().map(|n| n.private_ip.as_str()),
+            datastore,
+        );
+        facts.ssm = Some(SsmAccess {
+            region: "eu-west-1".into(),
+            registry_instance_id: Some("i-0reg".into()),
+            forwards,
+        });
+        facts
+    }
+
+    #[test]
+    fn ssm_ssh_config_goes_through_session_manager_to_instance_ids() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = write_artifacts(root.path(), &ssm_facts("k3s")).unwrap();
+        assert!(names(&paths).contains(&"ssm-port-forward.sh".to_string()));
+        check_files(&paths, &[&fake_access().password, DATASTORE_PASSWORD]);
+        let config = read(root.path(), "ssh_config");
+        let proxy = "  ProxyCommand aws ssm start-session --region eu-west-1 --target %h \
+                     --document-name AWS-StartSSHSession --parameters portNumber=%p";
+        for (host, instance) in [
+            ("lab-node-1", "i-0node1"),
+            ("lab-node-2", "i-0node2"),
+            ("lab-registry", "i-0reg"),
+        ] {
+            let block = config
+                .split("\n\n")
+                .find(|b| b.starts_with(&format!("Host {host}\n")))
+                .unwrap_or_else(|| panic!("no Host {host}:\n{config}"));
+            assert!(
+                block.contains(&format!("  HostName {instance}\n")),
+                "{block}"
+            );
+            assert!(block.contains(proxy), "{block}");
+            assert!(block.contains("  User ubuntu\n  IdentityFile ~/.ssh/id_ed25519\n"));
+        }
+        assert!(
+            !config.contains("bastion") && !config.contains("ProxyJump"),
+            "{config}"
+        );
+        // ssh reads it: every ProxyCommand line is one line, HostName an instance id.
+        let parsed = std::process::Command::new("ssh")
+            .args(["-G", "-F"])
+            .arg(root.path().join("ssh_config"))
+            .arg("lab-node-2")
+            .output();
+        if let Ok(out) = parsed {
+            if out.status.success() {
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(text.contains("hostname i-0node2"), "{text}");
+                assert!(
+                    text.contains("proxycommand aws ssm start-session"),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ssm_port_forward_script_runs_the_documented_aws_command() {
+        let root = tempfile::tempdir().unwrap();
+        write_artifacts(root.path(), &ssm_facts("k3s")).unwrap();
+        let script = root.path().join("ssm-port-forward.sh");
+        // A fake `aws` that prints its arguments, one per line.
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("aws"), "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        std::fs::set_permissions(
+            bin.join("aws"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+            std::process::Command::new("bash")
+                .arg(&script)
+                .args(args)
+                .env("PATH", path)
+                .output()
+                .unwrap()
+        };
+        let out = run(&["kube-api"]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "ssm\nstart-session\n--region\neu-west-1\n--target\ni-0node1\n--document-name\n\
+             AWS-StartPortForwardingSessionToRemoteHost\n--parameters\n\
+             host=lab-nlb-0123456789.elb.us-east-1.amazonaws.com,portNumber=6443,localPortNumber=6443\n"
+        );
+        let out = run(&["datastore", "13306"]);
+        assert!(
+            String::from_utf8(out.stdout).unwrap().contains(
+                "host=lab-db.abc123.us-east-1.rds.amazonaws.com,portNumber=3306,localPortNumber=13306\n"
+            ),
+            "the local port is the second argument"
+        );
+        let out = run(&[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("kube-api|datastore"));
+    }
+
+    #[test]
+    fn ssm_next_steps_explain_session_manager_and_the_local_api() {
+        for topology in ["k3s", "rke2", "docker"] {
+            let root = tempfile::tempdir().unwrap();
+            write_artifacts(root.path(), &ssm_facts(topology)).unwrap();
+            let text = read(root.path(), "NEXT-STEPS.md");
+            assert!(text.contains("(through AWS Systems Manager)"), "{topology}");
+            assert!(text.contains("no security group admits SSH"), "{topology}");
+            assert!(!text.contains("through the bastion"), "{topology}: {text}");
+            if topology == "docker" {
+                assert!(text.contains("bash ssm-port-forward.sh rancher"), "{text}");
+                assert!(text.contains("https://localhost:8443"), "{text}");
+            } else {
+                assert!(text.contains("bash ssm-port-forward.sh kube-api"), "{text}");
+                assert!(!text.contains(":6443`{"), "{text}");
+            }
+            if topology == "k3s" {
+                assert!(text.contains("`https://127.0.0.1:6443`"), "{text}");
+                assert!(
+                    text.contains("bash ssm-port-forward.sh datastore"),
+                    "{text}"
+                );
+            }
+        }
+        // Bastion mode says nothing of it.
+        let root = tempfile::tempdir().unwrap();
+        let paths = write_artifacts(root.path(), &facts("k3s")).unwrap();
+        assert!(!names(&paths).contains(&"ssm-port-forward.sh".to_string()));
+        assert!(!read(root.path(), "NEXT-STEPS.md").contains("Systems Manager"));
+    }
+
+    #[test]
+    fn port_forwards_follow_the_topology_and_the_load_balancer() {
+        let lb = Some("lab-nlb.elb");
+        let node = Some("10.42.0.4");
+        let hosts = |f: Vec<PortForward>| -> Vec<(&'static str, String, u16, u16)> {
+            f.into_iter()
+                .map(|f| (f.name, f.host, f.port, f.local_port))
+                .collect()
+        };
+        assert_eq!(
+            hosts(port_forwards("k3s", lb, true, node, Some(("db.rds", 5432)))),
+            vec![
+                ("kube-api", "lab-nlb.elb".to_string(), 6443, 6443),
+                ("datastore", "db.rds".to_string(), 5432, 5432),
+            ]
+        );
+        // No 6443 listener (kube_api = false): the first server itself.
+        assert_eq!(
+            hosts(port_forwards("k3s", lb, false, node, None)),
+            vec![("kube-api", "10.42.0.4".to_string(), 6443, 6443)]
+        );
+        assert_eq!(
+            hosts(port_forwards("docker", None, false, node, None)),
+            vec![("rancher", "10.42.0.4".to_string(), 443, 8443)]
+        );
+        assert_eq!(
+            hosts(port_forwards("docker", lb, false, node, None)),
+            vec![("rancher", "lab-nlb.elb".to_string(), 443, 8443)]
+        );
     }
 }

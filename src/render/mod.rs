@@ -14,7 +14,9 @@ mod secrets_bundle;
 mod templates;
 mod user_data;
 
-pub use artifacts::{write_artifacts, Bastion, DatastoreFact, Facts, NodeFact};
+pub use artifacts::{
+    port_forwards, write_artifacts, Bastion, DatastoreFact, Facts, NodeFact, PortForward, SsmAccess,
+};
 pub use error::RenderError;
 pub use secrets::{
     ensure_cluster_token, ensure_registry_secrets, ensure_registry_secrets_renewing,

@@ -57,6 +57,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/artifacts/k3s-install.env.j2"),
     ),
     (
+        "artifacts/ssm-port-forward.sh.j2",
+        include_str!("../../templates/artifacts/ssm-port-forward.sh.j2"),
+    ),
+    (
         "artifacts/ssh_config.j2",
         include_str!("../../templates/artifacts/ssh_config.j2"),
     ),
