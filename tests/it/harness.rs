@@ -163,6 +163,9 @@ impl Moto {
                 .unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
             let child = Command::new(&exe)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // AWS's managed policies exist in every account (AmazonSSMManagedInstanceCore
+                // for ssm access); moto loads them only when asked.
+                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log_file))
@@ -917,6 +920,7 @@ pub struct Aws {
     pub route53: aws_sdk_route53::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub s3: aws_sdk_s3::Client,
+    pub iam: aws_sdk_iam::Client,
 }
 
 impl Aws {
@@ -945,6 +949,7 @@ impl Aws {
                     .force_path_style(true)
                     .build(),
             ),
+            iam: aws_sdk_iam::Client::new(&shared),
             rt,
         }
     }
