@@ -89,6 +89,47 @@ fn an_ssm_env_has_endpoints_a_profile_on_every_machine_and_no_port_22() {
     world.run(&["verify"]).ok();
     world.assert_converged();
 
+    // Someone opens ssh on the nodes' group: verify names it, apply takes it back.
+    let nodes = world
+        .aws
+        .security_groups()
+        .into_iter()
+        .find(|g| ec2_tags(g.tags()).get("provision:id").map(String::as_str) == Some("sg-nodes"))
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("sg-nodes");
+    world
+        .aws
+        .block(
+            world
+                .aws
+                .ec2
+                .authorize_security_group_ingress()
+                .group_id(&nodes)
+                .ip_permissions(
+                    aws_sdk_ec2::types::IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(22)
+                        .to_port(22)
+                        .ip_ranges(
+                            aws_sdk_ec2::types::IpRange::builder()
+                                .cidr_ip("10.0.0.0/8")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    let run = world.run(&["verify"]);
+    run.code(1);
+    assert!(
+        run.all_output().contains(&nodes) || run.all_output().contains("sg-nodes"),
+        "verify should name the group that admits 22: {}",
+        run.describe()
+    );
+    world.apply();
+    world.run(&["verify"]).ok();
+
     world.run(&["destroy", "--yes"]).ok();
     assert!(endpoints(&world).is_empty(), "endpoints left behind");
     let roles = world
