@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end timings of the release binary against a local moto server (k3s, 2 and 5
-# nodes): plan on an empty env, apply, no-op re-apply, plan, destroy; wall time and peak
-# RSS of each command. Prints a Markdown table (copied into BENCHMARKS.md).
+# The end-to-end benchmark (see scripts/bench.py and BENCHMARKS.md): the release binary
+# against moto behind the proxy's latency model of AWS, for k3s, rke2 and rke, then the
+# k3s 3/10/50-node table. Prints Markdown tables and exits 1 when a target is missed.
+# Extra arguments go to bench.py (--runs N, --topologies k3s, --scale '', --json FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 MOTO_SERVER=${MOTO_SERVER:-.venv/bin/moto_server}
-exec "$PYTHON" scripts/bench.py --moto "$MOTO_SERVER" --bin target/release/provision "$@"
+BIN=${PROVISION_BIN:-target/release/provision}
+exec "$PYTHON" scripts/bench.py --moto "$MOTO_SERVER" --bin "$BIN" "$@"

@@ -277,6 +277,9 @@ pub struct FakeConfig {
     /// How long an instance takes to boot after `RunInstances`; the create waits for it
     /// (as a step that only waits for the cloud, see `StepProgress::waiting`).
     pub instance_boot: Duration,
+    /// How long a create of these other kinds waits for its resource to be ready (RDS
+    /// `creating`, a load balancer `provisioning`, a Route53 change `PENDING`), the same way.
+    pub ready_after: Vec<(Kind, Duration)>,
 }
 
 #[derive(Clone)]
@@ -833,6 +836,18 @@ impl Cloud for FakeCloud {
             }
             self.after_mutation().await;
             self.reply(part.op())?;
+        }
+        let ready = self
+            .config
+            .lock()
+            .unwrap()
+            .ready_after
+            .iter()
+            .find(|(k, _)| *k == spec.kind())
+            .map(|(_, d)| *d);
+        if let Some(ready) = ready.filter(|_| spec.kind() != Kind::Instance) {
+            let _waiting = super::Waiting::start(ctx.progress);
+            tokio::time::sleep(ready).await;
         }
         if spec.kind() == Kind::Instance {
             // RunInstances returns at once; the adapter then waits for `running`.
