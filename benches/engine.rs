@@ -65,7 +65,7 @@ fn apply_under_model(rt: &tokio::runtime::Runtime, nodes: u32) -> (Duration, usi
             &plan,
             &desired,
             &mut state,
-            &paths,
+            &LocalBackend::new(paths.clone(), &cfg.name),
             &Settings::default(),
             Arc::new(Recording::default()),
             &Cancel::new(),
