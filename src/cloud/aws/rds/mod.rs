@@ -15,7 +15,7 @@ use crate::model::{tags_for, Kind, LogicalId, Observed, Spec};
 mod database;
 mod subnet_group;
 #[cfg(test)]
-mod testing;
+pub(super) mod testing;
 
 pub async fn find(
     cloud: &AwsCloud,
