@@ -546,3 +546,47 @@ fn switching_access_modes_changes_machines_in_place() {
     world.run(&["verify"]).ok();
     world.assert_converged();
 }
+
+/// Kills an ssm apply right after the emulator accepted `op` (its answer held back), then
+/// checks that the next apply converges to exactly one role, one profile and one endpoint
+/// per service, and that destroy leaves nothing.
+fn kill_9_after(op: &str) {
+    let world = World::new(&ssm(Topology::Docker));
+    world
+        .proxy
+        .configure(serde_json::json!({"hold_call": {"op": op, "nth": 1}}));
+    let mut running = world.spawn(&["apply", "--yes"]);
+    crate::harness::wait_until(
+        &format!("{op} to be held"),
+        std::time::Duration::from_secs(120),
+        || world.proxy.stats().held || running.finished(),
+    );
+    assert!(world.proxy.stats().held, "{op} was never called");
+    running.signal(libc::SIGKILL);
+    let killed = running.wait(std::time::Duration::from_secs(10));
+    assert_eq!(killed.code, 128 + libc::SIGKILL, "{}", killed.describe());
+    world.proxy.reset();
+
+    world.apply();
+    let aws = &world.aws;
+    assert_eq!(aws.iam_roles().len(), 1, "{op}: one role");
+    assert_eq!(aws.instance_profiles().len(), 1, "{op}: one profile");
+    assert_eq!(
+        aws.vpc_endpoints().len(),
+        3,
+        "{op}: one endpoint per service"
+    );
+    assert_ssm_built(aws);
+    world.run(&["verify"]).ok();
+    world.assert_converged();
+    world.run(&["destroy", "--yes"]).ok();
+    let left = aws.leftovers();
+    assert!(left.is_empty(), "{op}: destroy left {left:#?}");
+}
+
+#[test]
+fn kill_9_after_create_role_or_profile_or_endpoint_converges() {
+    for op in ["CreateRole", "CreateInstanceProfile", "CreateVpcEndpoint"] {
+        kill_9_after(op);
+    }
+}
