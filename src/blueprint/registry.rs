@@ -98,11 +98,9 @@ pub(super) fn security_group(cfg: &Config, shared: &Shared, d: &mut Desired) {
         SG_BASTION,
         Spec::SecurityGroup(SecurityGroupSpec {
             vpc: shared.vpc.clone(),
-            description: if bastion {
-                format!("{} registry and ssh bastion", cfg.name)
-            } else {
-                format!("{} registry", cfg.name)
-            },
+            // The same in both access modes: a security group's description cannot
+            // change in place, and switching modes must not replace the group.
+            description: format!("{} registry and ssh bastion", cfg.name),
             ingress,
             egress: vec![all_to(
                 "0.0.0.0/0",

@@ -139,6 +139,13 @@ fn announce_moto(exe: &Path) {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// `managed_policies`: load AWS's managed IAM policies (`arn:aws:iam::aws:policy/...`,
+    /// needed to attach `AmazonSSMManagedInstanceCore`); it costs the emulator about a
+    /// second at its first IAM call, so only the worlds that need it ask for it.
+    pub fn start_with(managed_policies: bool) -> Self {
         let exe = moto_server_path();
         assert!(
             exe.exists(),
@@ -161,11 +168,12 @@ impl Moto {
             let log = log_dir().join(format!("{name}-{port}.log"));
             let log_file = std::fs::File::create(&log)
                 .unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-            let child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            if managed_policies {
+                command.env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true");
+            }
+            let child = command
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                // AWS's managed policies exist in every account (AmazonSSMManagedInstanceCore
-                // for ssm access); moto loads them only when asked.
-                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log_file))
@@ -550,6 +558,8 @@ pub struct Fixture {
     pub instance_class: Option<String>,
     /// `Some(host:port)` switches to an external registry.
     pub external_registry: Option<String>,
+    /// `[access] mode`: `Some("ssm")` for Systems Manager access.
+    pub access: Option<&'static str>,
     /// Extra lines appended at the end: first lines of the `[timeouts]` table (which comes
     /// last), then whole new sections.
     pub extra: String,
@@ -563,6 +573,7 @@ impl Fixture {
             lb_enabled: None,
             instance_class: None,
             external_registry: None,
+            access: None,
             extra: String::new(),
         }
     }
@@ -588,6 +599,9 @@ impl Fixture {
             s.push_str(&format!(
                 "\n[registry]\nmode = \"external\"\nurl = \"{url}\"\n"
             ));
+        }
+        if let Some(mode) = self.access {
+            s.push_str(&format!("\n[access]\nmode = \"{mode}\"\n"));
         }
         s.push_str("\n[timeouts]\npoll_seconds = 0.1\n");
         s.push_str(&self.extra);
@@ -624,15 +638,21 @@ impl World {
     /// An emulator with the public zone `ZONE`, a proxy in front, and `provision.toml`
     /// written from `fixture`.
     pub fn new(fixture: &Fixture) -> Self {
-        let world = Self::bare();
+        // Only ssm access attaches an AWS managed policy.
+        let world = Self::bare_with(fixture.access == Some("ssm"));
         world.write_config(fixture);
         world
     }
 
     /// An emulator and proxy, the zone and the ssh key, but no config file.
     pub fn bare() -> Self {
+        Self::bare_with(false)
+    }
+
+    /// [`World::bare`]; `managed_policies` as in [`Moto::start_with`].
+    pub fn bare_with(managed_policies: bool) -> Self {
         let slot = Slot::acquire();
-        let moto = Moto::start();
+        let moto = Moto::start_with(managed_policies);
         let proxy = Proxy::start(moto.port);
         let dir = tempfile::Builder::new()
             .prefix("provision-it-")
@@ -1358,6 +1378,56 @@ impl Aws {
             .collect()
     }
 
+    /// The env's VPC endpoints that are not deleted (EC2 lists deleted ones a while).
+    pub fn vpc_endpoints(&self) -> Vec<aws_sdk_ec2::types::VpcEndpoint> {
+        let out = self
+            .block(
+                self.ec2
+                    .describe_vpc_endpoints()
+                    .filters(Self::env_filter())
+                    .send(),
+            )
+            .unwrap();
+        out.vpc_endpoints()
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e.state()
+                        .map(|s| s.as_str().to_ascii_lowercase())
+                        .as_deref(),
+                    Some("deleted" | "deleting")
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// IAM roles under the env's path `/provision/<env>/`.
+    pub fn iam_roles(&self) -> Vec<aws_sdk_iam::types::Role> {
+        let out = self
+            .block(
+                self.iam
+                    .list_roles()
+                    .path_prefix(format!("/provision/{ENV}/"))
+                    .send(),
+            )
+            .unwrap();
+        out.roles().to_vec()
+    }
+
+    /// IAM instance profiles under the env's path `/provision/<env>/`.
+    pub fn instance_profiles(&self) -> Vec<aws_sdk_iam::types::InstanceProfile> {
+        let out = self
+            .block(
+                self.iam
+                    .list_instance_profiles()
+                    .path_prefix(format!("/provision/{ENV}/"))
+                    .send(),
+            )
+            .unwrap();
+        out.instance_profiles().to_vec()
+    }
+
     /// Secrets tagged for the env that are not scheduled for deletion: (name, arn).
     pub fn env_secrets(&self) -> Vec<(String, String)> {
         let out = self.block(self.secrets.list_secrets().send()).unwrap();
@@ -1464,6 +1534,18 @@ impl Aws {
         }
         for (name, _) in self.env_secrets() {
             left.push(format!("secret {name}"));
+        }
+        for e in self.vpc_endpoints() {
+            left.push(format!(
+                "vpc endpoint {}",
+                e.vpc_endpoint_id().unwrap_or_default()
+            ));
+        }
+        for r in self.iam_roles() {
+            left.push(format!("iam role {}", r.role_name()));
+        }
+        for p in self.instance_profiles() {
+            left.push(format!("instance profile {}", p.instance_profile_name()));
         }
         for i in self.instances() {
             left.push(format!("instance {}", i.instance_id().unwrap_or_default()));

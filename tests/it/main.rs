@@ -20,6 +20,7 @@ mod lost_replies;
 mod proxy;
 mod rke2;
 mod secrets;
+mod ssm;
 mod ssm_access;
 mod team_state;
 mod topologies;

@@ -25,7 +25,8 @@ Settings:
   in_use {op: K}         answer the first K calls of each delete `op` with the "still in
                          use" error of its service (EC2 DependencyViolation, ELBv2
                          ResourceInUse, RDS InvalidDBSubnetGroupStateFault /
-                         InvalidDBInstanceState, Route53 HostedZoneNotEmpty) WITHOUT
+                         InvalidDBInstanceState, Route53 HostedZoneNotEmpty, IAM
+                         DeleteConflict) WITHOUT
                          forwarding them; K may be {"count": K, "code": "..."}
   lose_reply {op: K}     forward the first K calls of `op` to the emulator, then answer
                          the client with a 500 InternalError (the cloud did it, the client
@@ -268,6 +269,8 @@ IN_USE_CODES = {
     "DeleteDBInstance": "InvalidDBInstanceState",
     "DeleteDBCluster": "InvalidDBClusterStateFault",
     "DeleteHostedZone": "HostedZoneNotEmpty",
+    "DeleteRole": "DeleteConflict",
+    "DeleteInstanceProfile": "DeleteConflict",
 }
 
 

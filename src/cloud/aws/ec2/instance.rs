@@ -964,4 +964,94 @@ mod tests {
         assert_ne!(attempt_token(t, 1), attempt_token(t, 2));
         assert!(attempt_token(&"x".repeat(64), 2).len() <= 64);
     }
+
+    /// What `launch_when_profile_usable` needs besides the launch: a cloud whose waits are
+    /// short (poll 5 ms, dependency 200 ms) and an instance spec with a profile.
+    fn launch_inputs(profile: bool) -> (AwsCloud, InstanceSpec) {
+        let cloud = crate::cloud::aws::rds::testing::Script::new(|_, _| {
+            crate::cloud::aws::rds::testing::Reply::error(500, "Unused", "no call expected")
+        })
+        .cloud(Duration::from_secs(1));
+        let spec = InstanceSpec {
+            role: "k3s-node".into(),
+            subnet: "subnet-private-1".into(),
+            security_groups: vec![],
+            ami: "ami-1".into(),
+            instance_type: "t3.large".into(),
+            root_volume_gb: 50,
+            volumes: vec![],
+            after: vec![],
+            public_ip: false,
+            key_pair: None,
+            instance_profile: profile.then(|| "ssm-profile".into()),
+            user_data_sha256: String::new(),
+            user_data: String::new(),
+        };
+        (cloud, spec)
+    }
+
+    fn not_yet() -> CloudError {
+        CloudError::api(
+            "RunInstances",
+            "InvalidParameterValue",
+            "Value (p) for parameter iamInstanceProfile.name is invalid",
+        )
+    }
+
+    #[tokio::test]
+    async fn a_launch_is_retried_until_ec2_sees_the_profile_and_gives_up_clearly() {
+        let (cloud, spec) = launch_inputs(true);
+        let id = LogicalId::new("node-1");
+        let resolved = crate::model::Resolved::default();
+        let ctx = OpContext {
+            env: "lab",
+            id: &id,
+            token: "t",
+            resolved: &resolved,
+            progress: &crate::cloud::NoProgress,
+            delete: &crate::cloud::DeleteOptions::default(),
+        };
+        // Refused twice, then launched.
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let launched = launch_when_profile_usable(&cloud, &ctx, &spec, || async {
+            match tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => Err(not_yet()),
+                _ => Ok("i-1"),
+            }
+        })
+        .await;
+        assert_eq!(launched.unwrap(), "i-1");
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // Never usable: bounded, and the error says what to do.
+        let err =
+            launch_when_profile_usable(&cloud, &ctx, &spec, || async { Err::<(), _>(not_yet()) })
+                .await
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("still refuses the instance profile of node-1")
+                && text.contains("run apply again"),
+            "{text}"
+        );
+        // Another error is not waited for; without a profile nothing is retried.
+        let other = launch_when_profile_usable(&cloud, &ctx, &spec, || async {
+            Err::<(), _>(CloudError::api(
+                "RunInstances",
+                "InvalidAMIID.NotFound",
+                "x",
+            ))
+        })
+        .await
+        .unwrap_err();
+        assert!(other.to_string().contains("InvalidAMIID.NotFound"));
+        let (_, bare) = launch_inputs(false);
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let once = launch_when_profile_usable(&cloud, &ctx, &bare, || async {
+            tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err::<(), _>(not_yet())
+        })
+        .await;
+        assert!(once.is_err());
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }

@@ -66,15 +66,63 @@ impl Direction {
 pub(super) struct GroupRules {
     ingress: BTreeSet<RuleKey>,
     egress: BTreeSet<RuleKey>,
+    /// The descriptions the live rules carry. A revoke sends them back: AWS matches a
+    /// revoke without them, moto only with them.
+    descriptions: BTreeMap<RuleKey, String>,
 }
 
 impl GroupRules {
     pub(super) fn of(g: &SecurityGroup) -> Self {
+        let mut descriptions = rule_descriptions(g.ip_permissions());
+        descriptions.extend(rule_descriptions(g.ip_permissions_egress()));
         GroupRules {
             ingress: have_rules(g.ip_permissions()),
             egress: have_rules(g.ip_permissions_egress()),
+            descriptions,
         }
     }
+
+    /// The permission that revokes `key`, with the description the live rule has.
+    fn revoke_permission(&self, key: &RuleKey) -> IpPermission {
+        to_permission(key, self.descriptions.get(key).map(String::as_str))
+    }
+}
+
+/// The description of each live rule that has one.
+fn rule_descriptions(perms: &[IpPermission]) -> BTreeMap<RuleKey, String> {
+    let mut out = BTreeMap::new();
+    for p in perms {
+        let one = |peer: &IpPermission| have_rules(std::slice::from_ref(peer));
+        let mut add = |single: IpPermission, description: Option<&str>| {
+            if let Some(d) = description.filter(|d| !d.is_empty()) {
+                for key in one(&single) {
+                    out.insert(key, d.to_string());
+                }
+            }
+        };
+        let base = || {
+            IpPermission::builder()
+                .set_ip_protocol(p.ip_protocol().map(str::to_string))
+                .set_from_port(p.from_port())
+                .set_to_port(p.to_port())
+        };
+        for r in p.ip_ranges() {
+            add(base().ip_ranges(r.clone()).build(), r.description());
+        }
+        for r in p.ipv6_ranges() {
+            add(base().ipv6_ranges(r.clone()).build(), r.description());
+        }
+        for g in p.user_id_group_pairs() {
+            add(
+                base().user_id_group_pairs(g.clone()).build(),
+                g.description(),
+            );
+        }
+        for l in p.prefix_list_ids() {
+            add(base().prefix_list_ids(l.clone()).build(), l.description());
+        }
+    }
+    out
 }
 
 pub(super) fn norm_protocol(p: &str) -> String {
@@ -339,6 +387,7 @@ pub(super) async fn create_group(
             GroupRules {
                 ingress: BTreeSet::new(),
                 egress: BTreeSet::from([RuleKey::all_traffic_anywhere()]),
+                descriptions: BTreeMap::new(),
             },
         ),
         // The SDK retried a call whose reply was lost, and the first one went through:
@@ -410,8 +459,22 @@ async fn converge_rules(
     have: &GroupRules,
 ) -> Result<(), CloudError> {
     futures::try_join!(
-        converge_direction(cloud, group_id, Direction::Ingress, want_in, &have.ingress),
-        converge_direction(cloud, group_id, Direction::Egress, want_out, &have.egress),
+        converge_direction(
+            cloud,
+            group_id,
+            Direction::Ingress,
+            want_in,
+            &have.ingress,
+            have
+        ),
+        converge_direction(
+            cloud,
+            group_id,
+            Direction::Egress,
+            want_out,
+            &have.egress,
+            have
+        ),
     )?;
     Ok(())
 }
@@ -422,13 +485,16 @@ async fn converge_direction(
     direction: Direction,
     want: &BTreeMap<RuleKey, String>,
     have: &BTreeSet<RuleKey>,
+    live: &GroupRules,
 ) -> Result<(), CloudError> {
     let (missing, extra) = diff_rules(want, have);
     let revoke = async {
         if extra.is_empty() {
             return Ok(());
         }
-        let perms: Vec<IpPermission> = extra.iter().map(|k| to_permission(k, None)).collect();
+        // With the live rule's description: AWS matches a revoke without it, moto only
+        // with it.
+        let perms: Vec<IpPermission> = extra.iter().map(|k| live.revoke_permission(k)).collect();
         revoke_rules(cloud, group_id, direction, perms).await
     };
     let authorize = async {
@@ -522,7 +588,7 @@ pub(super) async fn revoke_group_references(
     ] {
         let refs = references_to_others(group_id, rules);
         if !refs.is_empty() {
-            let perms = refs.iter().map(|k| to_permission(k, None)).collect();
+            let perms = refs.iter().map(|k| have.revoke_permission(k)).collect();
             gone_is_ok(revoke_rules(cloud, group_id, direction, perms).await)?;
         }
     }
@@ -813,5 +879,49 @@ mod tests {
             None
         );
         assert_eq!(perms[1].from_port(), None);
+    }
+
+    #[test]
+    fn a_revoke_carries_the_live_rule_s_description() {
+        // moto revokes a group rule only when the description matches too (AWS does not
+        // need it): the revoke sends what the live rule has.
+        let group = SecurityGroup::builder()
+            .group_id("sg-nodes")
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(22)
+                    .to_port(22)
+                    .user_id_group_pairs(
+                        UserIdGroupPair::builder()
+                            .group_id("sg-reg")
+                            .description("ssh from the bastion")
+                            .build(),
+                    )
+                    .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-other").build())
+                    .ip_ranges(
+                        IpRange::builder()
+                            .cidr_ip("10.0.0.0/8")
+                            .description("vpc")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let rules = GroupRules::of(&group);
+        let key = |peer: RulePeer| RuleKey {
+            protocol: "tcp".into(),
+            ports: Some((22, 22)),
+            peer,
+        };
+        let revoke = rules.revoke_permission(&key(RulePeer::Group("sg-reg".into())));
+        assert_eq!(
+            revoke.user_id_group_pairs()[0].description(),
+            Some("ssh from the bastion")
+        );
+        let revoke = rules.revoke_permission(&key(RulePeer::Group("sg-other".into())));
+        assert_eq!(revoke.user_id_group_pairs()[0].description(), None);
+        let revoke = rules.revoke_permission(&key(RulePeer::Cidr("10.0.0.0/8".into())));
+        assert_eq!(revoke.ip_ranges()[0].description(), Some("vpc"));
     }
 }
