@@ -21,7 +21,6 @@ mod proxy;
 mod rke2;
 mod secrets;
 mod ssm;
-mod ssm_access;
 mod team_state;
 mod topologies;
 mod tty;
