@@ -71,6 +71,16 @@ impl CloudError {
     pub fn is_in_use(&self) -> bool {
         matches!(self, CloudError::InUse { .. })
     }
+
+    /// The provider's error code, when the error came from the provider.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CloudError::Api { code, .. }
+            | CloudError::InUse { code, .. }
+            | CloudError::Transient { code, .. } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 /// Classify a provider error code.

@@ -259,7 +259,8 @@ async fn fetch_type_architectures(
     let out = match out {
         Err(e)
             if types.len() == 1
-                && error_code(&e).is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
+                && e.code()
+                    .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
         {
             return Err(CloudError::Refused(format!(
                 "instance type {} does not exist in region {}",
@@ -327,9 +328,7 @@ async fn fetch_image(cloud: &AwsCloud, ami: &str) -> Result<aws_sdk_ec2::types::
         .await
         .map_err(|e| sdk_error("DescribeImages", e));
     let out = match out {
-        Err(e) if error_code(&e).is_some_and(|c| c.starts_with("InvalidAMIID.")) => {
-            return Err(missing())
-        }
+        Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID.")) => return Err(missing()),
         other => other?,
     };
     out.images().first().cloned().ok_or_else(missing)
@@ -435,7 +434,7 @@ pub(super) async fn create_instance(
         })
         .await;
         let out = match run {
-            Err(e) if error_code(&e) == Some("IdempotentParameterMismatch") => {
+            Err(e) if e.code() == Some("IdempotentParameterMismatch") => {
                 last_error = Some(e);
                 continue;
             }
@@ -457,7 +456,7 @@ pub(super) async fn create_instance(
                     format!("instance {id} vanished while starting"),
                 ))
             }
-            Err(e) if error_code(&e) == Some("InstanceNotRunning") => last_error = Some(e),
+            Err(e) if e.code() == Some("InstanceNotRunning") => last_error = Some(e),
             Err(e) => return Err(e),
         }
     }

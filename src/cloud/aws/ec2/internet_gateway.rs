@@ -76,7 +76,7 @@ pub(super) async fn attach_igw(cloud: &AwsCloud, id: &str, vpc: &str) -> Result<
     match result {
         // A retried call whose first reply was lost: already attached. (Attached to
         // another VPC shows as drift when the gateway is read.)
-        Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => Ok(()),
+        Err(e) if e.code() == Some("Resource.AlreadyAssociated") => Ok(()),
         other => other.map(|_| ()),
     }
 }
@@ -148,7 +148,7 @@ pub(super) async fn detach_igw(cloud: &AwsCloud, id: &str, vpc: &str) -> Result<
                 .await
                 .map_err(|e| sdk_error("DetachInternetGateway", e))
             {
-                Err(e) if error_code(&e) == Some("Gateway.NotAttached") => Ok(()),
+                Err(e) if e.code() == Some("Gateway.NotAttached") => Ok(()),
                 other => gone_is_ok(other),
             }
         },

@@ -678,18 +678,9 @@ fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
         .and_then(|t| t.value())
 }
 
-fn error_code(e: &CloudError) -> Option<&str> {
-    match e {
-        CloudError::Api { code, .. }
-        | CloudError::InUse { code, .. }
-        | CloudError::Transient { code, .. } => Some(code),
-        _ => None,
-    }
-}
-
 /// `InvalidVpcID.NotFound`, `InvalidGroup.NotFound`, `InvalidKeyPair.NotFound`, ...
 fn is_not_found(e: &CloudError) -> bool {
-    error_code(e).is_some_and(|c| c.ends_with("NotFound"))
+    e.code().is_some_and(|c| c.ends_with("NotFound"))
 }
 
 fn gone_is_none<T>(r: Result<T, CloudError>) -> Result<Option<T>, CloudError> {

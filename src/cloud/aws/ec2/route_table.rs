@@ -253,7 +253,7 @@ pub(super) async fn apply_route_table_changes(
             match created {
                 // A retried call whose first reply was lost: the route is there. Point it
                 // at the gateway again, whatever the first call did.
-                Err(e) if error_code(&e) == Some("RouteAlreadyExists") => {
+                Err(e) if e.code() == Some("RouteAlreadyExists") => {
                     ec2.replace_route()
                         .route_table_id(id)
                         .destination_cidr_block(ANYWHERE)
@@ -334,7 +334,7 @@ pub(super) async fn associate_subnet(
             match associated {
                 // A retried call whose first reply was lost: associated already. (To
                 // another table it shows as drift on the next read.)
-                Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => Ok(()),
+                Err(e) if e.code() == Some("Resource.AlreadyAssociated") => Ok(()),
                 other => other.map(|_| ()),
             }
         }

@@ -392,7 +392,7 @@ pub(super) async fn create_group(
         ),
         // The SDK retried a call whose reply was lost, and the first one went through:
         // the group is there under its name. Take it if it carries our tags.
-        Err(e) if error_code(&e) == Some("InvalidGroup.Duplicate") => {
+        Err(e) if e.code() == Some("InvalidGroup.Duplicate") => {
             let lookup = Lookup::Filters(vec![filter("vpc-id", vpc), filter("group-name", &name)]);
             let group = describe_groups(cloud, &lookup)
                 .await?
@@ -596,7 +596,7 @@ pub(super) async fn revoke_group_references(
 }
 
 fn is_duplicate(e: &CloudError) -> bool {
-    error_code(e) == Some("InvalidPermission.Duplicate")
+    e.code() == Some("InvalidPermission.Duplicate")
 }
 
 pub(super) async fn revoke_rules(
@@ -638,7 +638,7 @@ pub(super) async fn revoke_rules(
 /// that `settle`, which waits out "not found" of a group created a moment ago, does not
 /// wait on it.)
 fn already_revoked(e: CloudError) -> Result<(), CloudError> {
-    if error_code(&e) == Some("InvalidPermission.NotFound") {
+    if e.code() == Some("InvalidPermission.NotFound") {
         Ok(())
     } else {
         Err(e)

@@ -40,7 +40,7 @@ pub(super) async fn create_subnet(
         Ok(out) => created_id("CreateSubnet", out.subnet().and_then(|x| x.subnet_id()))?,
         // A retried call whose first reply was lost: the CIDR is taken by the subnet that
         // call made. Take it if it carries our tags.
-        Err(e) if error_code(&e) == Some("InvalidSubnet.Conflict") => {
+        Err(e) if e.code() == Some("InvalidSubnet.Conflict") => {
             let lookup =
                 Lookup::Filters(vec![filter("vpc-id", vpc), filter("cidr-block", &s.cidr)]);
             let subnet = describe_subnets(cloud, &lookup)

@@ -115,7 +115,7 @@ pub(super) async fn create(
         .map_err(|e| sdk_error("CreateInstanceProfile", e));
     match created {
         Ok(_) => {}
-        Err(e) if super::code(&e) == Some("EntityAlreadyExists") => {
+        Err(e) if e.code() == Some("EntityAlreadyExists") => {
             let p = get(cloud, &s.name).await?.ok_or_else(|| {
                 CloudError::api("CreateInstanceProfile", "Conflict", e.to_string())
             })?;
@@ -171,7 +171,7 @@ pub(super) async fn update(
             .map_err(|e| sdk_error("AddRoleToInstanceProfile", e));
         match added {
             // A retried call whose first reply was lost: the role is in already.
-            Err(e) if super::code(&e) == Some("LimitExceeded") => {}
+            Err(e) if e.code() == Some("LimitExceeded") => {}
             other => {
                 other?;
             }

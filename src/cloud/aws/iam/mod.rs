@@ -130,17 +130,8 @@ fn of_env_here(region: &str, tags: &[Tag], env: &str) -> bool {
     tag(tags, crate::model::TAG_ENV) == Some(env) && tag(tags, TAG_REGION) == Some(region)
 }
 
-fn code(e: &CloudError) -> Option<&str> {
-    match e {
-        CloudError::Api { code, .. }
-        | CloudError::InUse { code, .. }
-        | CloudError::Transient { code, .. } => Some(code),
-        _ => None,
-    }
-}
-
 fn is_no_such_entity(e: &CloudError) -> bool {
-    code(e) == Some("NoSuchEntity")
+    e.code() == Some("NoSuchEntity")
 }
 
 /// `Ok(None)` for IAM's "not found".

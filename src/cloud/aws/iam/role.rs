@@ -142,7 +142,7 @@ pub(super) async fn create(
         Ok(_) => {}
         // A retried call whose first reply was lost, or a run that stopped before it
         // recorded the role: ours when the tags say so.
-        Err(e) if super::code(&e) == Some("EntityAlreadyExists") => {
+        Err(e) if e.code() == Some("EntityAlreadyExists") => {
             let role = get_role(cloud, &s.name)
                 .await?
                 .ok_or_else(|| CloudError::api("CreateRole", "Conflict", e.to_string()))?;
