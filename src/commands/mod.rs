@@ -192,8 +192,7 @@ async fn prepare(ctx: &Ctx) -> Result<Prepared> {
         if cfg.topology == config::Topology::Rke2 || cfg.k3s_embedded_etcd() {
             crate::render::ensure_cluster_token(&paths.secrets_dir())?;
         }
-        let bundle = crate::render::secrets_bundle(&paths.secrets_dir())?;
-        if bundle_has_files(&bundle) {
+        if let Some(bundle) = crate::render::secrets_bundle(&paths.secrets_dir())? {
             blueprint::add_shared_secrets(&cfg, bundle, &mut desired);
         }
     }
@@ -240,17 +239,6 @@ async fn read_state(ctx: &Ctx, cfg: &Config) -> Result<(Arc<dyn Backend>, Option
     let backend = ctx.backend(cfg).await?;
     let state = backend.load().await?;
     Ok((backend, state))
-}
-
-fn bundle_has_files(bundle: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(bundle)
-        .ok()
-        .and_then(|v| {
-            v.get("files")
-                .and_then(|f| f.as_object())
-                .map(|f| !f.is_empty())
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(feature = "aws")]

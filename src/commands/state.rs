@@ -124,10 +124,9 @@ async fn push_secrets(
 ) -> Result<()> {
     use crate::blueprint::ids::SHARED_SECRETS;
     let dir = Paths::new(&ctx.state_dir, &cfg.name).secrets_dir();
-    let bundle = crate::render::secrets_bundle(&dir)?;
-    if !super::bundle_has_files(&bundle) {
+    let Some(bundle) = crate::render::secrets_bundle(&dir)? else {
         return Ok(());
-    }
+    };
     let name = format!("provision/{}/{SHARED_SECRETS}", cfg.name);
     if let Some(theirs) = remote.shared_secrets().await? {
         if theirs != bundle && !force {

@@ -20,19 +20,25 @@ struct Bundle {
     files: BTreeMap<String, String>,
 }
 
-/// The files of the secrets folder `dir` that exist, as one document.
-pub fn secrets_bundle(dir: &Path) -> Result<String, RenderError> {
+/// The files of the secrets folder `dir` that exist, as one document; `None` when there
+/// are none (an external registry and no cluster token: nothing to share).
+pub fn secrets_bundle(dir: &Path) -> Result<Option<String>, RenderError> {
     let mut files = BTreeMap::new();
     for (name, _) in FILES {
         if let Some(text) = read_optional(&dir.join(name))? {
             files.insert((*name).to_string(), text);
         }
     }
-    Ok(serde_json::to_string(&Bundle {
-        format: FORMAT,
-        files,
-    })
-    .expect("bundle serializes"))
+    if files.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        serde_json::to_string(&Bundle {
+            format: FORMAT,
+            files,
+        })
+        .expect("bundle serializes"),
+    ))
 }
 
 /// Write the files of `bundle` into `dir` (created 0700), each with its usual mode; files
@@ -85,8 +91,17 @@ mod tests {
         let here = root.path().join("a/secrets");
         crate::render::ensure_registry_secrets(&here, "registry.lab.example.com").unwrap();
         let token = crate::render::ensure_cluster_token(&here).unwrap();
-        let bundle = secrets_bundle(&here).unwrap();
-        assert_eq!(bundle, secrets_bundle(&here).unwrap(), "stable text");
+        assert_eq!(
+            secrets_bundle(&root.path().join("empty")).unwrap(),
+            None,
+            "no files, nothing to share"
+        );
+        let bundle = secrets_bundle(&here).unwrap().unwrap();
+        assert_eq!(
+            bundle,
+            secrets_bundle(&here).unwrap().unwrap(),
+            "stable text"
+        );
 
         let there = root.path().join("b/secrets");
         let changed = unpack_secrets_bundle(&there, &bundle, "shared-secrets").unwrap();
@@ -106,7 +121,7 @@ mod tests {
             crate::render::ensure_registry_secrets(&here, "registry.lab.example.com").unwrap();
         assert_eq!(again.password, first.password);
         assert_eq!(crate::render::ensure_cluster_token(&there).unwrap(), token);
-        assert_eq!(secrets_bundle(&there).unwrap(), bundle);
+        assert_eq!(secrets_bundle(&there).unwrap().unwrap(), bundle);
         assert!(unpack_secrets_bundle(&there, &bundle, "x")
             .unwrap()
             .is_empty());

@@ -260,6 +260,11 @@ impl S3Backend {
         let Some(ours) = self.held.lock().expect("lock slot").clone() else {
             return Err("this run never took it".into());
         };
+        self.lock_is(&ours).await
+    }
+
+    /// Whether the lock object is the one with ETag `ours`; else why not.
+    async fn lock_is(&self, ours: &str) -> Result<(), String> {
         match self
             .s3
             .head_object()
@@ -268,7 +273,7 @@ impl S3Backend {
             .send()
             .await
         {
-            Ok(out) if out.e_tag() == Some(ours.as_str()) => Ok(()),
+            Ok(out) if out.e_tag() == Some(ours) => Ok(()),
             Ok(_) => Err("another run holds it now".into()),
             Err(e) => {
                 let f = Failure::of(e);
@@ -546,7 +551,7 @@ impl Backend for S3Backend {
             return;
         };
         // Only our own lock: after `unlock --force` someone else's may be there.
-        if self.check_lock_is(&ours).await {
+        if self.lock_is(&ours).await.is_ok() {
             let deleted = self
                 .s3
                 .delete_object()
@@ -592,20 +597,6 @@ impl Backend for S3Backend {
             }
         })?;
         Ok(Unlock::Forced(holder))
-    }
-}
-
-impl S3Backend {
-    async fn check_lock_is(&self, ours: &str) -> bool {
-        matches!(
-            self.s3
-                .head_object()
-                .bucket(&self.cfg.bucket)
-                .key(self.cfg.lock_key())
-                .send()
-                .await,
-            Ok(out) if out.e_tag() == Some(ours)
-        )
     }
 }
 
