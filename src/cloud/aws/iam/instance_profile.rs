@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_iam::types::InstanceProfile;
 
-use super::{gone_is_none, gone_is_ok, of_env_here, owner, tags};
+use super::{gone_is_none, gone_is_ok, owner, tags};
 use crate::cloud::aws::common::{not_ours, Ownership};
 use crate::cloud::aws::{sdk_error, AwsCloud};
 use crate::cloud::{CloudError, OpContext, Owned};
@@ -149,16 +149,7 @@ pub(super) async fn update(
         .ok_or_else(|| crate::cloud::aws::common::gone(Kind::InstanceProfile, name))?;
     let have = roles(&p);
     for other in have.iter().filter(|r| **r != role) {
-        gone_is_ok(
-            cloud
-                .iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(name)
-                .role_name(other)
-                .send()
-                .await
-                .map_err(|e| sdk_error("RemoveRoleFromInstanceProfile", e)),
-        )?;
+        super::remove_role_from_profile(cloud, name, other).await?;
     }
     if !have.contains(&role) {
         let added = cloud
@@ -194,16 +185,7 @@ pub(super) async fn delete(cloud: &AwsCloud, name: &str) -> Result<(), CloudErro
         return Ok(());
     };
     for role in roles(&p) {
-        gone_is_ok(
-            cloud
-                .iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(name)
-                .role_name(&role)
-                .send()
-                .await
-                .map_err(|e| sdk_error("RemoveRoleFromInstanceProfile", e)),
-        )?;
+        super::remove_role_from_profile(cloud, name, &role).await?;
     }
     gone_is_ok(
         cloud
@@ -227,26 +209,29 @@ pub(super) async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>
         .try_collect()
         .await
         .map_err(|e| sdk_error("ListInstanceProfiles", e))?;
-    let mut owned = Vec::new();
-    for item in listed {
-        // Listing may leave the tags out: read each profile.
-        let Some(p) = get(cloud, item.instance_profile_name()).await? else {
-            continue;
-        };
-        if !of_env_here(&cloud.region, p.tags(), env) {
-            continue;
-        }
-        let id = super::tag(p.tags(), TAG_ID).unwrap_or(p.instance_profile_name());
-        owned.push(Owned {
-            kind: Kind::InstanceProfile,
-            id: LogicalId::new(id),
-            cloud_id: p.instance_profile_name().to_string(),
-            attrs: Attrs::InstanceProfile {
-                arn: p.arn().to_string(),
-            },
-        });
-    }
-    Ok(owned)
+    let names = listed
+        .iter()
+        .map(|p| p.instance_profile_name().to_string())
+        .collect();
+    super::owned_of(
+        cloud,
+        env,
+        names,
+        |name| async move { get(cloud, &name).await },
+        |p: InstanceProfile| {
+            let id = super::tag(p.tags(), TAG_ID).unwrap_or(p.instance_profile_name());
+            Owned {
+                kind: Kind::InstanceProfile,
+                id: LogicalId::new(id),
+                cloud_id: p.instance_profile_name().to_string(),
+                attrs: Attrs::InstanceProfile {
+                    arn: p.arn().to_string(),
+                },
+            }
+        },
+        InstanceProfile::tags,
+    )
+    .await
 }
 
 #[cfg(test)]

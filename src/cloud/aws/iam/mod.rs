@@ -134,6 +134,47 @@ fn is_no_such_entity(e: &CloudError) -> bool {
     e.code() == Some("NoSuchEntity")
 }
 
+/// Take `role` out of `profile`; done when either is gone already.
+async fn remove_role_from_profile(
+    cloud: &AwsCloud,
+    profile: &str,
+    role: &str,
+) -> Result<(), CloudError> {
+    gone_is_ok(
+        cloud
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(profile)
+            .role_name(role)
+            .send()
+            .await
+            .map_err(|e| super::sdk_error("RemoveRoleFromInstanceProfile", e)),
+    )
+}
+
+/// The owned entries of `listed` (ListRoles / ListInstanceProfiles leave tags out): each
+/// read by `get`, all at once, kept when tagged for this env and region.
+async fn owned_of<T, F, Fut>(
+    cloud: &AwsCloud,
+    env: &str,
+    names: Vec<String>,
+    get: F,
+    owned: impl Fn(T) -> Owned,
+    tags_of: impl Fn(&T) -> &[Tag],
+) -> Result<Vec<Owned>, CloudError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, CloudError>>,
+{
+    let read = futures::future::try_join_all(names.into_iter().map(get)).await?;
+    Ok(read
+        .into_iter()
+        .flatten()
+        .filter(|x| of_env_here(&cloud.region, tags_of(x), env))
+        .map(owned)
+        .collect())
+}
+
 /// `Ok(None)` for IAM's "not found".
 fn gone_is_none<T>(r: Result<T, CloudError>) -> Result<Option<T>, CloudError> {
     match r {

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use aws_sdk_iam::types::Role;
 
-use super::{gone_is_none, gone_is_ok, of_env_here, owner, tags};
+use super::{gone_is_none, gone_is_ok, owner, tags};
 use crate::cloud::aws::common::{not_ours, Ownership};
 use crate::cloud::aws::{sdk_error, AwsCloud};
 use crate::cloud::{CloudError, OpContext, Owned};
@@ -250,16 +250,7 @@ pub(super) async fn delete(cloud: &AwsCloud, name: &str) -> Result<(), CloudErro
     )?
     .unwrap_or_default();
     for profile in &profiles {
-        gone_is_ok(
-            cloud
-                .iam
-                .remove_role_from_instance_profile()
-                .instance_profile_name(profile.instance_profile_name())
-                .role_name(name)
-                .send()
-                .await
-                .map_err(|e| sdk_error("RemoveRoleFromInstanceProfile", e)),
-        )?;
+        super::remove_role_from_profile(cloud, profile.instance_profile_name(), name).await?;
     }
     // `DeleteConflict` (a profile or policy IAM has not let go of yet) is "in use": the
     // engine waits and tries the whole delete again.
@@ -285,26 +276,26 @@ pub(super) async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>
         .try_collect()
         .await
         .map_err(|e| sdk_error("ListRoles", e))?;
-    let mut owned = Vec::new();
-    for listed in roles {
-        // ListRoles leaves the tags out.
-        let Some(role) = get_role(cloud, listed.role_name()).await? else {
-            continue;
-        };
-        if !of_env_here(&cloud.region, role.tags(), env) {
-            continue;
-        }
-        let id = super::tag(role.tags(), TAG_ID).unwrap_or(role.role_name());
-        owned.push(Owned {
-            kind: Kind::IamRole,
-            id: LogicalId::new(id),
-            cloud_id: role.role_name().to_string(),
-            attrs: Attrs::IamRole {
-                arn: role.arn().to_string(),
-            },
-        });
-    }
-    Ok(owned)
+    let names = roles.iter().map(|r| r.role_name().to_string()).collect();
+    super::owned_of(
+        cloud,
+        env,
+        names,
+        |name| async move { get_role(cloud, &name).await },
+        |role: Role| {
+            let id = super::tag(role.tags(), TAG_ID).unwrap_or(role.role_name());
+            Owned {
+                kind: Kind::IamRole,
+                id: LogicalId::new(id),
+                cloud_id: role.role_name().to_string(),
+                attrs: Attrs::IamRole {
+                    arn: role.arn().to_string(),
+                },
+            }
+        },
+        Role::tags,
+    )
+    .await
 }
 
 #[cfg(test)]
