@@ -139,23 +139,35 @@ async fn push_secrets(
             );
         }
     }
-    let spec = crate::blueprint::shared_secrets_spec(cfg, bundle.clone());
-    let Some(arn) = remote
-        .put_shared_secrets(&bundle, &spec.description)
-        .await?
-    else {
-        return Ok(());
-    };
+    // Through the Secret adapter, as `apply` would create it: tags, KMS key, a secret of
+    // ours left from before (also in its recovery window) given this value.
+    let spec = crate::model::Spec::Secret(crate::blueprint::shared_secrets_spec(cfg, bundle));
+    let id = crate::model::LogicalId::new(SHARED_SECRETS);
+    let cloud = super::connect(cfg).await?;
+    let made = cloud
+        .create(
+            &crate::cloud::OpContext {
+                env: &cfg.name,
+                id: &id,
+                token: &uuid::Uuid::new_v4().to_string(),
+                resolved: &Default::default(),
+                progress: &crate::cloud::NoProgress,
+                delete: &Default::default(),
+            },
+            &spec,
+        )
+        .await
+        .with_context(|| format!("storing the secrets of {} in {name}", dir.display()))?;
     state.resources.insert(
-        crate::model::LogicalId::new(SHARED_SECRETS),
+        id,
         crate::state::Entry {
             kind: crate::model::Kind::Secret,
             status: crate::state::Status::Created,
-            cloud_id: arn.clone(),
+            cloud_id: made.cloud_id,
             token: String::new(),
             token_spent: false,
-            spec: crate::model::Spec::Secret(spec),
-            attrs: crate::model::Attrs::Secret { arn: arn.clone() },
+            spec,
+            attrs: made.attrs,
             depends_on: Vec::new(),
             updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         },

@@ -41,15 +41,6 @@ pub trait Backend: Send + Sync {
     async fn shared_secrets(&self) -> Result<Option<String>, StateError> {
         Ok(None)
     }
-    /// Store `bundle` as the shared secrets (`state push`) with `description` and the
-    /// backend's KMS key; returns the secret's ARN (`None`: this backend shares nothing).
-    async fn put_shared_secrets(
-        &self,
-        _bundle: &str,
-        _description: &str,
-    ) -> Result<Option<String>, StateError> {
-        Ok(None)
-    }
 }
 
 /// `state/<name>.json` under `--state-dir`, with its `.backup` and an OS file lock.

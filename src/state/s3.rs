@@ -391,59 +391,6 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn put_shared_secrets(
-        &self,
-        bundle: &str,
-        description: &str,
-    ) -> Result<Option<String>, StateError> {
-        use aws_sdk_secretsmanager::types::Tag;
-        let name = self.shared_secrets_name();
-        let id = crate::model::LogicalId::new(crate::blueprint::ids::SHARED_SECRETS);
-        let failed = |op: &str, e: crate::cloud::CloudError| StateError::Remote {
-            location: format!("Secrets Manager secret {name}"),
-            message: format!("{op}: {e}"),
-            rescue: None,
-        };
-        let tags: Vec<Tag> = crate::model::tags_for(&self.env, &id)
-            .into_iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
-        let mut create = self
-            .secrets
-            .create_secret()
-            .name(&name)
-            .description(description)
-            .secret_string(bundle)
-            .set_tags(Some(tags));
-        if let Some(kms) = &self.cfg.kms_key_id {
-            create = create.kms_key_id(kms);
-        }
-        match create.send().await {
-            Ok(out) => Ok(Some(out.arn().unwrap_or(&name).to_string())),
-            Err(e) => match crate::cloud::aws::error_code(&e) {
-                Some("ResourceExistsException") => {
-                    let out = self
-                        .secrets
-                        .put_secret_value()
-                        .secret_id(&name)
-                        .secret_string(bundle)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            failed(
-                                "PutSecretValue",
-                                crate::cloud::aws::sdk_error("PutSecretValue", e),
-                            )
-                        })?;
-                    Ok(Some(out.arn().unwrap_or(&name).to_string()))
-                }
-                _ => Err(failed(
-                    "CreateSecret",
-                    crate::cloud::aws::sdk_error("CreateSecret", e),
-                )),
-            },
-        }
-    }
     fn location(&self) -> String {
         self.cfg.url()
     }
