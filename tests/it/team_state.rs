@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{wait_until, Fixture, Topology, World, ENV};
+use crate::harness::{wait_until, Fixture, Running, Topology, World, ENV};
 
 const BUCKET: &str = "team-state";
 const KEY: &str = "provision/lab.json";
@@ -20,6 +20,18 @@ fn s3_world(topology: Topology) -> World {
     let world = World::new(&s3_fixture(topology));
     world.aws.create_bucket(BUCKET, true);
     world
+}
+
+/// An `apply --yes` held by the proxy after its second mutating call (it holds the lock).
+fn held_apply(world: &World) -> Running {
+    world
+        .proxy
+        .configure(serde_json::json!({"hold_after_mutations": 2}));
+    let run = world.spawn(&["apply", "--yes"]);
+    wait_until("the apply to be held", Duration::from_secs(60), || {
+        world.proxy.stats().held
+    });
+    run
 }
 
 fn remote_state(world: &World) -> serde_json::Value {
@@ -127,15 +139,7 @@ fn a_second_workstation_plans_no_changes_and_destroy_removes_the_envs_secrets() 
 #[test]
 fn two_concurrent_applies_one_proceeds_and_the_other_exits_3_naming_the_holder() {
     let world = s3_world(Topology::Docker);
-    world
-        .proxy
-        .configure(serde_json::json!({"hold_after_mutations": 2}));
-    let first = world.spawn(&["apply", "--yes"]);
-    wait_until(
-        "the first apply to be held",
-        Duration::from_secs(60),
-        || world.proxy.stats().held,
-    );
+    let first = held_apply(&world);
     let second = world.run(&["--state-dir", "ws2", "apply", "--yes"]);
     second.code(3);
     assert!(
@@ -187,13 +191,7 @@ fn a_stale_lock_is_reported_with_its_holder_and_unlock_force_clears_it() {
 #[test]
 fn a_save_over_a_state_someone_else_wrote_is_refused_and_the_run_stops() {
     let world = s3_world(Topology::Docker);
-    world
-        .proxy
-        .configure(serde_json::json!({"hold_after_mutations": 2}));
-    let first = world.spawn(&["apply", "--yes"]);
-    wait_until("the apply to be held", Duration::from_secs(60), || {
-        world.proxy.stats().held
-    });
+    let first = held_apply(&world);
     // Another writer that ignored the lock.
     let mut theirs = remote_state(&world);
     theirs["serial"] = serde_json::json!(theirs["serial"].as_u64().unwrap() + 100);
@@ -245,13 +243,7 @@ fn a_save_over_a_state_someone_else_wrote_is_refused_and_the_run_stops() {
 #[test]
 fn a_run_whose_lock_was_forced_away_stops_before_its_next_write() {
     let world = s3_world(Topology::Docker);
-    world
-        .proxy
-        .configure(serde_json::json!({"hold_after_mutations": 2}));
-    let first = world.spawn(&["apply", "--yes"]);
-    wait_until("the apply to be held", Duration::from_secs(60), || {
-        world.proxy.stats().held
-    });
+    let first = held_apply(&world);
     world.run(&["--state-dir", "ws2", "unlock", "--force"]).ok();
     let before = world.aws.object(BUCKET, KEY).unwrap();
     world.proxy.release();
@@ -281,13 +273,7 @@ fn a_run_whose_lock_was_forced_away_stops_before_its_next_write() {
 #[test]
 fn ctrl_c_saves_state_and_releases_the_s3_lock() {
     let world = s3_world(Topology::Docker);
-    world
-        .proxy
-        .configure(serde_json::json!({"hold_after_mutations": 2}));
-    let first = world.spawn(&["apply", "--yes"]);
-    wait_until("the apply to be held", Duration::from_secs(60), || {
-        world.proxy.stats().held
-    });
+    let first = held_apply(&world);
     assert!(
         world.aws.object(BUCKET, LOCK).is_some(),
         "the run holds the lock"
