@@ -335,11 +335,7 @@ fn no_way_out(v: &View, out: &mut Out) {
                 SgPeer::Group(g) => v.group(g).is_none(),
                 SgPeer::PrefixList(_) => false,
             })
-            .map(|r| match &r.peer {
-                SgPeer::Cidr(c) | SgPeer::Group(c) | SgPeer::PrefixList(c) => {
-                    format!("{} {c}", rule_ports(r))
-                }
-            })
+            .map(|r| format!("{} {}", rule_ports(r), r.peer.text()))
             .collect();
         out.judge(
             "egress-inside-vpc",
@@ -677,11 +673,7 @@ fn paths(v: &View, expect: &Expect, out: &mut Out) {
                         }
                         _ => true,
                     })
-                    .map(|r| match &r.peer {
-                        SgPeer::Cidr(c) | SgPeer::Group(c) | SgPeer::PrefixList(c) => {
-                            format!("{} from {c}", rule_ports(r))
-                        }
-                    })
+                    .map(|r| format!("{} from {}", rule_ports(r), r.peer.text()))
                     .collect();
                 out.judge(
                     "datastore-only-nodes",
@@ -791,11 +783,7 @@ fn systems_manager(v: &View, expect: &Expect, out: &mut Out) {
             .ingress
             .iter()
             .filter(|r| proto_matches(&r.protocol, Protocol::Tcp) && ports_cover(r, 22, 22))
-            .map(|r| match &r.peer {
-                SgPeer::Cidr(c) | SgPeer::Group(c) | SgPeer::PrefixList(c) => {
-                    format!("{} from {c}", rule_ports(r))
-                }
-            })
+            .map(|r| format!("{} from {}", rule_ports(r), r.peer.text()))
             .collect();
         out.judge(
             "no-ssh-ingress",

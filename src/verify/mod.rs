@@ -175,6 +175,15 @@ pub enum SgPeer {
     PrefixList(String),
 }
 
+impl SgPeer {
+    /// The CIDR, group id or prefix list id, for messages.
+    pub fn text(&self) -> &str {
+        match self {
+            SgPeer::Cidr(c) | SgPeer::Group(c) | SgPeer::PrefixList(c) => c,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NetworkAcl {
     pub id: String,
