@@ -27,6 +27,7 @@ pub(super) async fn destroy(
             desired: &p.desired,
             state: &state,
             destroy: true,
+            replace: &[],
         },
     )
     .await?;
@@ -164,6 +165,7 @@ mod tests {
                     update_after_adopt: false,
                     orphan: false,
                     data_loss: None,
+                    record_only: false,
                 })
                 .collect(),
         }

@@ -6,6 +6,7 @@ mod bad_config;
 mod checks;
 mod crash;
 mod datastores;
+mod defaults;
 mod destroy;
 mod drift;
 mod faults;

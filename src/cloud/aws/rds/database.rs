@@ -1825,6 +1825,7 @@ mod tests {
                         desired: &d,
                         state,
                         destroy: false,
+                        replace: &[],
                     },
                 )
                 .await
