@@ -643,6 +643,8 @@ impl Spec {
             Spec::Instance(_) => &[
                 "security_groups",
                 "instance_type",
+                // Grows in place (ModifyVolume); a smaller size is a replacement.
+                "root_volume_gb",
                 "volumes",
                 "after",
                 "instance_profile",

@@ -334,6 +334,9 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
             }
             // EBS volumes grow in place but never shrink.
             (Spec::Volume(o), Spec::Volume(n)) if key == "size_gb" => n.size_gb < o.size_gb,
+            (Spec::Instance(o), Spec::Instance(n)) if key == "root_volume_gb" => {
+                n.root_volume_gb < o.root_volume_gb
+            }
             _ => !updatable.contains(&key.as_str()),
         };
         if forced {
@@ -342,6 +345,7 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
                     "RDS cannot downgrade in place"
                 }
                 (Spec::Volume(_), _) if key == "size_gb" => "an EBS volume cannot shrink",
+                (Spec::Instance(_), _) if key == "root_volume_gb" => "an EBS volume cannot shrink",
                 (Spec::Instance(_), _) if key == "user_data_sha256" => {
                     "user-data is read only at first boot"
                 }
@@ -968,6 +972,15 @@ fn launch_only_changes(
         return Vec::new();
     }
     let mut notes = Vec::new();
+    if n.root_volume_gb > o.root_volume_gb {
+        notes.push(format!(
+            "note: the root volume grows in place to {} GiB (ModifyVolume, no restart); its \
+             filesystem follows at the next boot (cloud-init growpart/resizefs), or at once \
+             on {id}: `sudo growpart /dev/nvme0n1 1 && sudo resize2fs /dev/nvme0n1p1` \
+             (xfs: `sudo xfs_growfs /`)",
+            n.root_volume_gb
+        ));
+    }
     if o.user_data_sha256 != n.user_data_sha256 {
         replace.retain(|r| !r.starts_with("user-data changed"));
         notes.push(format!(

@@ -12,6 +12,7 @@ mod drift;
 mod faults;
 mod fidelity;
 mod harness;
+mod in_place;
 mod in_use;
 mod interrupt;
 mod k3s;
