@@ -527,6 +527,12 @@ impl Backend for S3Backend {
                 holder: holder.map(Box::new),
             });
         }
+        if let Some(h) = holder.as_ref().filter(|h| h.is_alive_here()) {
+            return Err(LockError::HolderRunning {
+                path: self.lock_url(),
+                holder: Box::new(h.clone()),
+            });
+        }
         let mut delete = self
             .s3
             .delete_object()

@@ -244,7 +244,27 @@ fn a_save_over_a_state_someone_else_wrote_is_refused_and_the_run_stops() {
 fn a_run_whose_lock_was_forced_away_stops_before_its_next_write() {
     let world = s3_world(Topology::Docker);
     let first = held_apply(&world);
-    world.run(&["--state-dir", "ws2", "unlock", "--force"]).ok();
+    // From this machine, forcing the lock of a run that is still going is refused.
+    let refused = world.run(&["--state-dir", "ws2", "unlock", "--force"]);
+    refused.code(1);
+    assert!(
+        refused.stderr.contains("still running on this machine"),
+        "{}",
+        refused.describe()
+    );
+    // A teammate on another machine forces it away (it cannot see the process).
+    world
+        .aws
+        .block(
+            world
+                .aws
+                .s3
+                .delete_object()
+                .bucket(BUCKET)
+                .key(format!("{KEY}.lock"))
+                .send(),
+        )
+        .unwrap();
     let before = world.aws.object(BUCKET, KEY).unwrap();
     world.proxy.release();
     let run = first.wait(Duration::from_secs(120));
