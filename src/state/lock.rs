@@ -22,6 +22,10 @@ pub struct Holder {
     /// `/proc/<pid>/stat`), so a reused pid is not taken for the holder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_start: Option<u64>,
+    /// A value only this run knows: a lock write whose reply was lost, found in place by
+    /// the retry, is recognised as this run's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl Holder {
@@ -35,6 +39,7 @@ impl Holder {
             command: command.to_string(),
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             process_start: process_start(std::process::id()),
+            nonce: Some(uuid::Uuid::new_v4().to_string()),
         }
     }
 
@@ -337,6 +342,7 @@ mod tests {
             command: "apply".into(),
             started: "x".into(),
             process_start: None,
+            nonce: None,
         };
         assert!(h.is_dead_here());
         let msg = locked_message(Path::new("s.lock"), &Some(Box::new(h)));
