@@ -166,6 +166,7 @@ mod tests {
                     orphan: false,
                     data_loss: None,
                     record_only: false,
+                    claim: false,
                 })
                 .collect(),
         }

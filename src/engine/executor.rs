@@ -428,6 +428,8 @@ struct Job {
     update_after_adopt: bool,
     /// An update that only records the new spec (see `Action::record_only`).
     record_only: bool,
+    /// Tag the resource with this state's lineage once the step is done.
+    claim: bool,
 }
 
 async fn run_job(
@@ -528,6 +530,12 @@ async fn run_job(
                     attempt + 1
                 ));
                 tokio::time::sleep(wait).await;
+            }
+            Ok(done) if job.claim => {
+                if let Done::Updated(o) | Done::Adopted(o, _) = &done {
+                    cloud.claim(&ctx, job.kind, o).await?;
+                }
+                return Ok(done);
             }
             other => return other,
         }
@@ -782,6 +790,7 @@ pub async fn execute(
                 resolved,
                 update_after_adopt: action.update_after_adopt,
                 record_only: action.record_only && action.action == ActionKind::Update,
+                claim: action.claim && matches!(step.kind, StepKind::Adopt | StepKind::Update),
             };
             starting.push((step, action.kind, job));
         }

@@ -139,6 +139,10 @@ pub struct Action {
     /// and replacing is the operator's explicit choice (`apply --replace ID`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_only: bool,
+    /// The live resource has no `provision:lineage` tag (made before lineage tags): tag
+    /// it with this state's lineage once the step is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 /// What apply (or destroy) would do.
@@ -782,6 +786,19 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         }
     }
 
+    // Resources of this env found without a lineage tag, which this run keeps.
+    let untagged: BTreeSet<String> = owned
+        .iter()
+        .filter(|o| o.owner.lineage.is_none())
+        .filter(|o| {
+            !assessment
+                .unclaimed
+                .iter()
+                .any(|(_, _, cloud_id)| cloud_id == &o.cloud_id)
+        })
+        .map(|o| o.cloud_id.clone())
+        .collect();
+
     // 5. Tagged for this env (and this lineage, or none when a fresh state takes over
     // resources made before lineage tags), known to neither state nor config: left by a
     // crashed run (listed above, with the reads). Untagged ones a saved state does not
@@ -843,6 +860,26 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             .get(&a.id)
             .or_else(|| state.resources.get(&a.id).map(|e| &e.spec));
         a.data_loss = data_loss(a, spec, destroy);
+        // What this state keeps and that carries no lineage yet is tagged with it.
+        let live_untagged = a
+            .current
+            .as_ref()
+            .is_some_and(|c| untagged.contains(&c.cloud_id));
+        if !destroy && live_untagged {
+            match a.action {
+                ActionKind::Adopt | ActionKind::Update => a.claim = true,
+                ActionKind::NoOp => {
+                    a.action = ActionKind::Update;
+                    a.record_only = true;
+                    a.claim = true;
+                    a.reasons.push(format!(
+                        "tag with provision:lineage={} (made before lineage tags)",
+                        owner.lineage
+                    ));
+                }
+                _ => {}
+            }
+        }
     }
 
     let left_alone = assessment
@@ -1118,6 +1155,7 @@ async fn drift_from_applied(
 fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<String>) -> Action {
     Action {
         record_only: false,
+        claim: false,
         id: id.clone(),
         kind,
         action,

@@ -145,6 +145,7 @@ fn action(id: &str, kind: Kind, action: ActionKind, reasons: &[&str]) -> Action 
         orphan: false,
         data_loss: None,
         record_only: false,
+        claim: false,
     }
 }
 
