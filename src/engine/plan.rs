@@ -681,7 +681,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         })
         .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
         .collect();
-    preflight_all(cloud, env, &owner, desired, &late_checks, &resolved).await?;
+    preflight_all(cloud, env, owner, desired, &late_checks, &resolved).await?;
 
     // 3. Cascade replacements along the graph (in topological order).
     for id in &order {
@@ -1129,6 +1129,7 @@ where
 /// What changed outside the tool on a resource whose config also changed: the live
 /// resource read against the spec last applied (from the state). Should that read fail, the
 /// drift read against the config is kept, less the lines that only repeat a config change.
+#[allow(clippy::too_many_arguments)]
 async fn drift_from_applied(
     cloud: &dyn Cloud,
     env: &str,
@@ -1167,6 +1168,7 @@ fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<Strin
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn adopt_action(
     cloud: &dyn Cloud,
     env: &str,
