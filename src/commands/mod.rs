@@ -273,9 +273,9 @@ fn waits(cfg: &Config) -> WaitSettings {
 
 #[cfg(feature = "aws")]
 async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
-    Ok(Arc::new(
-        crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await?,
-    ))
+    let cloud = crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await?;
+    cloud.check_reachable().await?;
+    Ok(Arc::new(cloud))
 }
 
 #[cfg(not(feature = "aws"))]

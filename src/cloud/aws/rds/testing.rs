@@ -148,6 +148,13 @@ impl Script {
             memo: Default::default(),
             survey: Default::default(),
             instances: Default::default(),
+            ec2_endpoint: crate::cloud::aws::reach::Target::resolve(
+                "EC2",
+                "ec2",
+                "us-east-1",
+                None,
+                &|_| None,
+            ),
             batches: Default::default(),
         }
     }
