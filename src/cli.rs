@@ -23,8 +23,9 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// `plan`, `show`, `output` and `verify` print one JSON document on stdout; `apply` and
-    /// `destroy` one JSON object per event (see docs/json.md).
+    /// `plan`, `show`, `output`, `verify`, `validate` and `state list` print one JSON
+    /// document on stdout; `apply` and `destroy` one JSON object per event (see
+    /// docs/json.md).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]

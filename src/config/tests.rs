@@ -422,9 +422,45 @@ fn empty_file_reports_every_required_key() {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
     assert_eq!(all.len(), 6, "{all:#?}");
-    assert!(all.iter().all(|p| (p.line, p.column) == (1, 1)));
+    // Nothing in an empty file to point at: the problems are the file's.
+    assert!(all.iter().all(|p| (p.line, p.column) == (0, 0)), "{all:#?}");
     let ami = all.iter().find(|p| p.key == "nodes.ami").unwrap();
     assert!(ami.message.contains("under [nodes]"), "{}", ami.message);
+}
+
+#[test]
+fn a_missing_section_is_the_files_problem_not_line_one() {
+    // Every section but [dns]: `dns.zone` used to be located at 1:1, under `name`.
+    let text = "name = \"lab\"\nregion = \"us-east-1\"\ntopology = \"k3s\"\n\
+                hostname = \"rancher.lab.example.com\"\n[nodes]\nami = \"ami-0123456789abcdef0\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("provision.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = crate::config::load(&path).unwrap_err();
+    let zone = err.problems().iter().find(|p| p.key == "dns.zone").unwrap();
+    assert_eq!((zone.line, zone.column), (0, 0), "{zone:?}");
+    assert!(zone.message.contains("under [dns]"), "{}", zone.message);
+    let shown = err.render_with_source(text, false);
+    assert!(
+        !shown.contains("name = \"lab\""),
+        "points at `name`: {shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "{}: dns.zone: required key is missing",
+            path.display()
+        )),
+        "{shown}"
+    );
+    // A missing top-level key is the file's too.
+    let err = crate::config::parse_str(
+        &format!("{text}[dns]\nzone = \"lab.example.com\"\n")
+            .replace("region = \"us-east-1\"\n", ""),
+        &path,
+    )
+    .unwrap_err();
+    let region = err.problems().iter().find(|p| p.key == "region").unwrap();
+    assert_eq!((region.line, region.column), (0, 0), "{region:?}");
 }
 
 #[test]
@@ -1443,8 +1479,9 @@ fn assert_located_inside(text: &str, result: Result<Config, ConfigError>) {
         assert!(!error.problems().is_empty());
         let lines = text.split('\n').count();
         for problem in error.problems() {
+            let whole_file = (problem.line, problem.column) == (0, 0);
             assert!(
-                problem.line >= 1 && problem.line <= lines && problem.column >= 1,
+                whole_file || (problem.line >= 1 && problem.line <= lines && problem.column >= 1),
                 "{problem:?} outside a {lines}-line file"
             );
             assert!(!problem.message.is_empty());

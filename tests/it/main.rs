@@ -10,6 +10,7 @@ mod destroy;
 mod drift;
 mod faults;
 mod fidelity;
+mod first_day;
 mod harness;
 mod in_use;
 mod interrupt;
