@@ -101,6 +101,10 @@ pub enum Command {
         /// registry's volume); without it apply refuses them.
         #[arg(long)]
         allow_data_loss: bool,
+        /// With no state here: take over the resources found by their tags (a lost state
+        /// file), continuing their lineage. Without it apply refuses and changes nothing.
+        #[arg(long)]
+        adopt: bool,
         /// Issue the registry a new server certificate (replaces the registry host; its
         /// image store volume is kept).
         #[arg(long)]
@@ -115,6 +119,10 @@ pub enum Command {
         /// Delete the RDS instance without a final snapshot.
         #[arg(long)]
         skip_final_snapshot: bool,
+        /// With no state here: destroy the resources found by their tags (a lost state
+        /// file). Without it destroy refuses and deletes nothing.
+        #[arg(long)]
+        adopt: bool,
         /// Steps working at the same time (a step that only waits for the cloud does not
         /// count).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]

@@ -778,10 +778,53 @@ pub struct MissingRef(pub LogicalId);
 pub const TAG_ENV: &str = "provision:env";
 pub const TAG_ID: &str = "provision:id";
 
-pub fn tags_for(env: &str, id: &LogicalId) -> Vec<(String, String)> {
-    vec![
+/// The state (lineage) a resource belongs to; see [`Owner`].
+pub const TAG_LINEAGE: &str = "provision:lineage";
+/// Where and when that state began (`<host> <UTC time>`), to name another environment.
+pub const TAG_ORIGIN: &str = "provision:origin";
+
+/// Whose a resource is: the lineage of the state that made it, and where that state began.
+/// Two folders with the same `name` have two lineages: neither may adopt, change or delete
+/// what the other made.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Owner {
+    pub lineage: String,
+    pub origin: String,
+}
+
+/// The ownership tags found on a live resource (absent on resources made before lineage
+/// tags existed).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FoundOwner {
+    pub lineage: Option<String>,
+    pub origin: Option<String>,
+}
+
+impl FoundOwner {
+    pub fn from_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut found = Self::default();
+        for (k, v) in tags {
+            match k {
+                TAG_LINEAGE => found.lineage = Some(v.to_string()),
+                TAG_ORIGIN => found.origin = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        found
+    }
+}
+
+pub fn tags_for(env: &str, owner: &Owner, id: &LogicalId) -> Vec<(String, String)> {
+    let mut tags = vec![
         (TAG_ENV.to_string(), env.to_string()),
         (TAG_ID.to_string(), id.to_string()),
         ("Name".to_string(), format!("{env}-{id}")),
-    ]
+    ];
+    if !owner.lineage.is_empty() {
+        tags.push((TAG_LINEAGE.to_string(), owner.lineage.clone()));
+    }
+    if !owner.origin.is_empty() {
+        tags.push((TAG_ORIGIN.to_string(), owner.origin.clone()));
+    }
+    tags
 }

@@ -94,22 +94,27 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
             yes,
             parallelism,
             allow_data_loss,
+            adopt,
             ..
         } => {
             apply::apply(
                 ctx,
                 planfile.as_deref(),
-                yes,
-                parallelism.into(),
-                allow_data_loss,
+                apply::Flags {
+                    yes,
+                    parallelism: parallelism.into(),
+                    allow_data_loss,
+                    adopt,
+                },
             )
             .await
         }
         Command::Destroy {
             yes,
             skip_final_snapshot,
+            adopt,
             parallelism,
-        } => destroy::destroy(ctx, yes, skip_final_snapshot, parallelism.into()).await,
+        } => destroy::destroy(ctx, yes, skip_final_snapshot, adopt, parallelism.into()).await,
         Command::Show { wide } => show::show(ctx, wide).await,
         Command::Output { name } => output::output(ctx, name.as_deref()).await,
         Command::Artifacts { dir } => artifacts::artifacts(ctx, dir).await,
@@ -286,6 +291,22 @@ async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
 
 async fn load_state(backend: &dyn Backend, env: &str) -> Result<State> {
     Ok(backend.load().await?.unwrap_or_else(|| State::new(env)))
+}
+
+/// A fresh state found resources of its env by their tags: only `--adopt` takes them
+/// over (the engine then continues their lineage, so they stay its own).
+fn take_over(plan: &engine::Plan, adopt: bool, command: &str) -> Result<()> {
+    let Some(takeover) = &plan.takeover else {
+        return Ok(());
+    };
+    if !adopt {
+        bail!(
+            "{}.
+Nothing was changed. If they are this environment's (its state file was              lost), run `provision {command} --adopt` to take them over; if they belong to              someone else, give this environment another `name` in the config.",
+            takeover.describe(&plan.env)
+        );
+    }
+    Ok(())
 }
 
 async fn lock_env(backend: &dyn Backend, command: &str) -> Result<()> {

@@ -316,6 +316,10 @@ impl StepProgress for Progress {
             .step_status(&self.id, status, self.started.elapsed());
     }
 
+    fn kept(&self, what: &str) {
+        self.reporter.kept(&self.id, what);
+    }
+
     fn waiting(&self, waiting: bool) {
         use std::sync::atomic::Ordering::SeqCst;
         if self.waiting.swap(waiting, SeqCst) == waiting {
@@ -422,6 +426,7 @@ struct Job {
 async fn run_job(
     cloud: Arc<dyn Cloud>,
     env: String,
+    owner: crate::model::Owner,
     job: Job,
     reporter: Arc<dyn Reporter>,
     retries: Retries,
@@ -436,6 +441,7 @@ async fn run_job(
     };
     let ctx = OpContext {
         env: &env,
+        owner: &owner,
         id: &job.step.id,
         token: &job.token,
         resolved: &job.resolved,
@@ -639,6 +645,18 @@ pub async fn execute(
     cancel: &Cancel,
 ) -> Result<Outcome, ExecError> {
     check_plan(plan, desired, state)?;
+    // A fresh state taking over what it found (the command asked the operator first:
+    // `--adopt`) continues their lineage, so what it adopts stays its own.
+    if let Some(lineage) = plan.takeover.as_ref().and_then(|t| t.lineage.as_ref()) {
+        if state.is_fresh() {
+            state.lineage = lineage.clone();
+            state.origin = plan
+                .takeover
+                .as_ref()
+                .and_then(|t| t.origin.clone())
+                .unwrap_or_default();
+        }
+    }
     let mut queue = step_graph(plan, desired, state)?;
     let actions: BTreeMap<&LogicalId, &super::plan::Action> =
         plan.actions.iter().map(|a| (&a.id, a)).collect();
@@ -771,6 +789,7 @@ pub async fn execute(
             let fut = run_job(
                 cloud.clone(),
                 plan.env.clone(),
+                state.owner(),
                 job,
                 reporter.clone(),
                 Retries::from(settings),

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::DependencyQueue;
 use crate::cloud::{Cloud, CloudError, DeleteOptions, NoProgress, OpContext};
-use crate::model::{Kind, LogicalId, Observed, RefMode, Resolved, Spec};
+use crate::model::{Kind, LogicalId, Observed, Owner, RefMode, Resolved, Spec};
 use crate::state::{State, Status};
 
 /// The resources the config asks for.
@@ -146,6 +146,14 @@ pub struct Plan {
     pub serial: u64,
     pub desired_digest: String,
     pub actions: Vec<Action>,
+    /// A fresh state found resources tagged for the env: `apply --adopt` takes them over
+    /// (and continues their lineage); without it apply changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<super::ownership::Takeover>,
+    /// Resources tagged for the env without a lineage that this state does not record:
+    /// never deleted, only named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<String>,
 }
 
 impl Plan {
@@ -171,29 +179,49 @@ impl Plan {
     }
 }
 
-/// What an action destroys that no later step brings back, if anything. Replacing a
-/// cluster node loses what lives on its disks (etcd, K3s/RKE2 state); replacing or deleting
-/// the database or the registry's volume loses their contents. The registry host itself
-/// keeps nothing (its store is the `registry-data` volume). Deletes of a whole destroy and
-/// of leftovers of an interrupted run are not counted: the operator asked for the first,
-/// and the second were never in use.
+/// What an action destroys that no later step brings back, if anything. Replacing or
+/// deleting a cluster node loses what lives on its disks (etcd, K3s/RKE2 state); replacing
+/// or deleting the database or the registry's volume loses their contents — whether the
+/// config dropped it, a scale-down removes it, or it is a leftover of an interrupted run
+/// (a leftover may have been in use since). The registry host itself keeps nothing (its
+/// store is the `registry-data` volume). Only `destroy` deletes without this mark: the
+/// operator asked for exactly that.
 pub fn data_loss(action: &Action, spec: Option<&Spec>, destroy: bool) -> Option<String> {
     let replaced = action.action == ActionKind::Replace;
-    let deleted = action.action == ActionKind::Delete && !destroy && !action.orphan;
+    let deleted = action.action == ActionKind::Delete && !destroy;
+    let stray = if action.orphan {
+        " (a leftover found by its tags; it may hold data since)"
+    } else {
+        ""
+    };
     match (action.kind, spec) {
         (Kind::Instance, Some(Spec::Instance(i))) if replaced && i.is_cluster_node() => Some(
             "the node is terminated and launched anew: data on its disks (etcd, Kubernetes \
              node state, cached images) is lost"
                 .into(),
         ),
-        (Kind::Database, _) if replaced || deleted => Some(
-            "the database is deleted (a final snapshot is taken unless \
-             --skip-final-snapshot) and its data does not come back by itself"
-                .into(),
-        ),
-        (Kind::Volume, _) if replaced || deleted => {
-            Some("the volume and every image stored on it are deleted".into())
+        (Kind::Instance, Some(Spec::Instance(i))) if deleted && i.is_cluster_node() => {
+            Some(format!(
+                "the node is terminated: data on its disks (etcd, Kubernetes node state) is \
+                 lost{stray}. Drain it first (`kubectl drain {0}`), and for an etcd member \
+                 remove it from the cluster (`kubectl delete node {0}` on K3s/RKE2; \
+                 `rke up` without it on RKE)",
+                action.id
+            ))
         }
+        // A leftover node the state never knew: only its logical id says what it was.
+        (Kind::Instance, None) if deleted && !action.id.as_str().contains("registry") => {
+            Some(format!(
+                "the instance is terminated: data on its disks is lost{stray}"
+            ))
+        }
+        (Kind::Database, _) if replaced || deleted => Some(format!(
+            "the database is deleted (a final snapshot is taken unless \
+             --skip-final-snapshot) and its data does not come back by itself{stray}"
+        )),
+        (Kind::Volume, _) if replaced || deleted => Some(format!(
+            "the volume and every image stored on it are deleted{stray}"
+        )),
         _ => None,
     }
 }
@@ -217,6 +245,9 @@ pub enum PlanError {
         #[source]
         source: CloudError,
     },
+    /// Resources tagged for this env belong to another environment of the same name.
+    #[error(transparent)]
+    Foreign(#[from] super::ownership::Foreign),
     /// A change the cloud would refuse, caught before anything changes.
     #[error("`{id}` cannot change as the config asks: {message}")]
     Refused { id: LogicalId, message: String },
@@ -354,6 +385,7 @@ pub struct PlanInput<'a> {
 
 fn ctx<'a>(
     env: &'a str,
+    owner: &'a Owner,
     id: &'a LogicalId,
     token: &'a str,
     resolved: &'a Resolved,
@@ -361,6 +393,7 @@ fn ctx<'a>(
 ) -> OpContext<'a> {
     OpContext {
         env,
+        owner,
         id,
         token,
         resolved,
@@ -408,7 +441,8 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
         .collect();
     let state_resolved = state.resolved();
-    let checks = preflight_all(cloud, env, desired, &first_checks, &state_resolved);
+    let state_owner = state.owner();
+    let checks = preflight_all(cloud, env, &state_owner, desired, &first_checks, &state_resolved);
 
     // 5. (used below) what is tagged for this env.
     let owned = async {
@@ -425,6 +459,11 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     // resource's level is one more than its deepest dependency's), the finds of one level
     // at once.
     let work = async {
+        // 0. Whose is what is tagged for this env: another environment's is refused
+        // before anything else is read; a fresh state works as the lineage it found.
+        let owned = owned.await?;
+        let assessment = super::ownership::assess(state, &owned)?;
+        let owner = &assessment.owner;
         let mut resolved = state.resolved();
         let mut live: BTreeMap<LogicalId, Option<Observed>> = BTreeMap::new();
         let reads = {
@@ -432,7 +471,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             let no_delete = &no_delete;
             futures::future::join_all(state.resources.iter().map(|(id, entry)| async move {
                 let spec = desired.resources.get(id).unwrap_or(&entry.spec);
-                let c = ctx(env, id, &entry.token, resolved, no_delete);
+                let c = ctx(env, owner, id, &entry.token, resolved, no_delete);
                 let r = match entry.status {
                     Status::Created => {
                         retry_transient(|| cloud.read(&c, spec, &entry.cloud_id)).await
@@ -480,7 +519,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                     .filter(|(_, spec)| spec.depends_on().iter().all(|d| resolved.get(d).is_some()))
                     .map(|(id, spec)| async move {
                         let token = String::new();
-                        let c = ctx(env, id, &token, resolved, no_delete);
+                        let c = ctx(env, owner, id, &token, resolved, no_delete);
                         retry_transient(|| cloud.find(&c, spec))
                             .await
                             .map(|f| (id.clone(), f))
@@ -504,6 +543,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                             adopt_action(
                                 cloud,
                                 env,
+                                owner,
                                 id,
                                 spec,
                                 obs,
@@ -520,6 +560,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                                 adopt_action(
                                     cloud,
                                     env,
+                                    owner,
                                     id,
                                     spec,
                                     obs,
@@ -547,7 +588,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                             vec!["deleted outside provision".into()],
                         ),
                         Some(obs) => {
-                            changed_action(cloud, env, id, spec, entry, obs, state, &resolved)
+                            changed_action(cloud, env, owner, id, spec, entry, obs, state, &resolved)
                                 .await?
                         }
                     },
@@ -555,12 +596,12 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 actions.insert(id.clone(), action);
             }
         }
-        Ok::<_, PlanError>((resolved, live, actions))
+        Ok::<_, PlanError>((resolved, live, actions, owned, assessment))
     };
-    let (work, checks, owned) = futures::join!(work, checks, owned);
-    let (resolved, live, mut actions) = work?;
+    let (work, checks) = futures::join!(work, checks);
+    let (resolved, live, mut actions, owned, assessment) = work?;
     checks?;
-    let owned = owned?;
+    let owner = &assessment.owner;
     // Resources the reads found gone are created again: check those too.
     let late_checks: Vec<&LogicalId> = order
         .iter()
@@ -572,7 +613,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         })
         .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
         .collect();
-    preflight_all(cloud, env, desired, &late_checks, &resolved).await?;
+    preflight_all(cloud, env, &owner, desired, &late_checks, &resolved).await?;
 
     // 3. Cascade replacements along the graph (in topological order).
     for id in &order {
@@ -650,7 +691,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 }
                 let spec = &configured.resources[&id];
                 let token = String::new();
-                let c = ctx(env, &id, &token, &found_resolved, &no_delete);
+                let c = ctx(env, owner, &id, &token, &found_resolved, &no_delete);
                 match retry_transient(|| cloud.find(&c, spec)).await {
                     Ok(Some(obs)) => {
                         found_resolved.entries.insert(id.clone(), obs.clone());
@@ -677,9 +718,18 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         }
     }
 
-    // 5. Tagged for this env, known to neither state nor config: left by a crashed run
-    // (listed above, with the reads).
+    // 5. Tagged for this env (and this lineage, or none when a fresh state takes over
+    // resources made before lineage tags), known to neither state nor config: left by a
+    // crashed run (listed above, with the reads). Untagged ones a saved state does not
+    // record are left alone.
     for o in owned {
+        if assessment
+            .unclaimed
+            .iter()
+            .any(|(_, _, cloud_id)| cloud_id == &o.cloud_id)
+        {
+            continue;
+        }
         let known_here = state
             .resources
             .get(&o.id)
@@ -731,6 +781,16 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         a.data_loss = data_loss(a, spec, destroy);
     }
 
+    let left_alone = assessment
+        .unclaimed
+        .iter()
+        .map(|(kind, id, cloud_id)| {
+            format!(
+                "{kind} {id} ({cloud_id}): tagged provision:env={env} without a lineage and \
+                 not in this state; left alone (`provision:lineage` tells whose it is)"
+            )
+        })
+        .collect();
     Ok(Plan {
         env: env.to_string(),
         destroy,
@@ -739,6 +799,8 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         } else {
             Some(state.lineage.clone())
         },
+        takeover: assessment.takeover.clone(),
+        left_alone,
         serial: state.serial,
         desired_digest: desired.digest(),
         actions: list,
@@ -751,6 +813,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
 async fn changed_action(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     id: &LogicalId,
     spec: &Spec,
     entry: &crate::state::Entry,
@@ -777,7 +840,7 @@ async fn changed_action(
         obs.drift.clone()
     } else {
         let changed: Vec<&String> = replace.iter().chain(&update).collect();
-        drift_from_applied(cloud, env, id, entry, resolved, &obs, &changed).await
+        drift_from_applied(cloud, env, owner, id, entry, resolved, &obs, &changed).await
     };
     update.extend(drift.iter().map(|d| format!("drift: {d}")));
     // `depends_on` lists the references whose current object this resource was last
@@ -831,6 +894,7 @@ fn check_key(spec: &Spec) -> Option<String> {
 async fn preflight_all(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     desired: &Desired,
     ids: &[&LogicalId],
     resolved: &Resolved,
@@ -841,7 +905,7 @@ async fn preflight_all(
         let no_delete = &no_delete;
         async move {
             let token = String::new();
-            let c = ctx(env, id, &token, resolved, no_delete);
+            let c = ctx(env, owner, id, &token, resolved, no_delete);
             match retry_transient(|| cloud.preflight(&c, spec)).await {
                 Ok(()) | Err(CloudError::MissingRef(_)) => Ok(()),
                 Err(source) => Err(PlanError::Cloud {
@@ -902,6 +966,7 @@ where
 async fn drift_from_applied(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     id: &LogicalId,
     entry: &crate::state::Entry,
     resolved: &Resolved,
@@ -909,7 +974,7 @@ async fn drift_from_applied(
     config_changes: &[&String],
 ) -> Vec<String> {
     let no_delete = DeleteOptions::default();
-    let c = ctx(env, id, &entry.token, resolved, &no_delete);
+    let c = ctx(env, owner, id, &entry.token, resolved, &no_delete);
     match retry_transient(|| cloud.read(&c, &entry.spec, &entry.cloud_id)).await {
         Ok(Some(applied)) => applied.drift,
         _ => observed
@@ -937,6 +1002,7 @@ fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<Strin
 async fn adopt_action(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     id: &LogicalId,
     spec: &Spec,
     found: Observed,
@@ -947,7 +1013,7 @@ async fn adopt_action(
     let no_delete = DeleteOptions::default();
     let token = String::new();
     let live = {
-        let c = ctx(env, id, &token, resolved, &no_delete);
+        let c = ctx(env, owner, id, &token, resolved, &no_delete);
         retry_transient(|| cloud.read(&c, spec, &found.cloud_id))
             .await
             .map_err(|source| PlanError::Cloud {

@@ -159,6 +159,8 @@ fn plan_of(actions: Vec<Action>, destroy: bool) -> Plan {
         lineage: Some("0000".into()),
         serial: 3,
         desired_digest: String::new(),
+        takeover: None,
+        left_alone: Vec::new(),
         actions,
     }
 }

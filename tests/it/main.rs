@@ -18,6 +18,7 @@ mod k3s;
 mod lock;
 mod logging;
 mod lost_replies;
+mod neighbours;
 mod proxy;
 mod rke2;
 mod secrets;

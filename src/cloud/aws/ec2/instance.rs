@@ -1004,6 +1004,7 @@ mod tests {
         let resolved = crate::model::Resolved::default();
         let ctx = OpContext {
             env: "lab",
+            owner: &crate::model::Owner::default(),
             id: &id,
             token: "t",
             resolved: &resolved,
