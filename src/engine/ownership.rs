@@ -164,8 +164,7 @@ pub fn assess(state: &State, owned: &[Owned]) -> Result<Assessment, Foreign> {
                 if n.origin.is_none() {
                     n.origin = o.owner.origin.clone();
                 }
-                n.resources
-                    .push((o.kind, o.id.clone(), o.cloud_id.clone()));
+                n.resources.push((o.kind, o.id.clone(), o.cloud_id.clone()));
             }
             None => untagged.push(o),
         }

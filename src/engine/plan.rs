@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::DependencyQueue;
 use crate::cloud::{Cloud, CloudError, DeleteOptions, NoProgress, OpContext};
-use crate::model::{Kind, LogicalId, Observed, Owner, RefMode, Resolved, Spec};
+use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, RefMode, Resolved, Spec};
 use crate::state::{State, Status};
 
 /// The resources the config asks for.
@@ -210,11 +210,9 @@ pub fn data_loss(action: &Action, spec: Option<&Spec>, destroy: bool) -> Option<
             ))
         }
         // A leftover node the state never knew: only its logical id says what it was.
-        (Kind::Instance, None) if deleted && !action.id.as_str().contains("registry") => {
-            Some(format!(
-                "the instance is terminated: data on its disks is lost{stray}"
-            ))
-        }
+        (Kind::Instance, None) if deleted && !action.id.as_str().contains("registry") => Some(
+            format!("the instance is terminated: data on its disks is lost{stray}"),
+        ),
         (Kind::Database, _) if replaced || deleted => Some(format!(
             "the database is deleted (a final snapshot is taken unless \
              --skip-final-snapshot) and its data does not come back by itself{stray}"
@@ -251,6 +249,44 @@ pub enum PlanError {
     /// A change the cloud would refuse, caught before anything changes.
     #[error("`{id}` cannot change as the config asks: {message}")]
     Refused { id: LogicalId, message: String },
+}
+
+/// How long AWS makes a volume wait between two modifications.
+pub const VOLUME_COOLDOWN_HOURS: i64 = 6;
+
+/// A volume size change within [`VOLUME_COOLDOWN_HOURS`] of the last one (`modified_at`,
+/// RFC 3339): AWS refuses it (`VolumeModificationRateExceeded`), so the plan does, naming
+/// when it becomes possible.
+pub fn volume_cooldown(
+    old: &Spec,
+    new: &Spec,
+    modified_at: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let (Spec::Volume(old), Spec::Volume(new)) = (old, new) else {
+        return None;
+    };
+    if old.size_gb == new.size_gb {
+        return None;
+    }
+    let last = chrono::DateTime::parse_from_rfc3339(modified_at?)
+        .ok()?
+        .with_timezone(&chrono::Utc);
+    let next = last + chrono::Duration::hours(VOLUME_COOLDOWN_HOURS);
+    if now >= next {
+        return None;
+    }
+    let format = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    Some(format!(
+        "size {} GiB → {} GiB: the volume was resized at {}, and AWS allows one change of a \
+         volume every {VOLUME_COOLDOWN_HOURS} hours; this change becomes possible at {} \
+         (keep the size at {} GiB until then)",
+        old.size_gb,
+        new.size_gb,
+        format(last),
+        format(next),
+        old.size_gb
+    ))
 }
 
 /// A change of `old` (from the state) into `new` that the cloud refuses, known before any
@@ -304,6 +340,11 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
     for key in keys {
         let (va, vb) = (a.get(key), b.get(key));
         if va == vb {
+            continue;
+        }
+        // Only an ordering of the first create (an NLB after the internet gateway): no
+        // change of the resource.
+        if key == "after" && matches!(new, Spec::LoadBalancer(_)) {
             continue;
         }
         let text = describe_change(key, va, vb);
@@ -442,7 +483,14 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         .collect();
     let state_resolved = state.resolved();
     let state_owner = state.owner();
-    let checks = preflight_all(cloud, env, &state_owner, desired, &first_checks, &state_resolved);
+    let checks = preflight_all(
+        cloud,
+        env,
+        &state_owner,
+        desired,
+        &first_checks,
+        &state_resolved,
+    );
 
     // 5. (used below) what is tagged for this env.
     let owned = async {
@@ -588,8 +636,10 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                             vec!["deleted outside provision".into()],
                         ),
                         Some(obs) => {
-                            changed_action(cloud, env, owner, id, spec, entry, obs, state, &resolved)
-                                .await?
+                            changed_action(
+                                cloud, env, owner, id, spec, entry, obs, state, &resolved,
+                            )
+                            .await?
                         }
                     },
                 };
@@ -824,7 +874,26 @@ async fn changed_action(
     let kind = spec.kind();
     let (mut replace, mut update) = spec_changes(&entry.spec, spec);
     // A replacement starts afresh; an in-place change must be one AWS takes.
-    match refused_change(&entry.spec, spec) {
+    let modified_at = match (&obs.attrs, &entry.attrs) {
+        (
+            Attrs::Volume {
+                modified_at: Some(at),
+                ..
+            },
+            _,
+        )
+        | (
+            _,
+            Attrs::Volume {
+                modified_at: Some(at),
+                ..
+            },
+        ) => Some(at.as_str()),
+        _ => None,
+    };
+    let refused = refused_change(&entry.spec, spec)
+        .or_else(|| volume_cooldown(&entry.spec, spec, modified_at, chrono::Utc::now()));
+    match refused {
         Some(message) if replace.is_empty() => {
             return Err(PlanError::Refused {
                 id: id.clone(),
@@ -1145,6 +1214,43 @@ mod tests {
         };
         spec.storage_gb = storage_gb;
         Spec::Database(spec)
+    }
+
+    #[test]
+    fn a_volume_resized_less_than_six_hours_ago_cannot_change_until_then() {
+        let volume = |size_gb| {
+            Spec::Volume(crate::model::VolumeSpec {
+                subnet: "subnet-edge".into(),
+                size_gb,
+            })
+        };
+        let at = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let last = Some("2026-12-05T08:10:00Z");
+        let message = volume_cooldown(&volume(300), &volume(400), last, at("2026-12-05T13:00:00Z"))
+            .expect("refused within 6 hours");
+        assert!(
+            message.contains("resized at 2026-12-05 08:10 UTC")
+                && message.contains("becomes possible at 2026-12-05 14:10 UTC")
+                && message.contains("keep the size at 300 GiB"),
+            "{message}"
+        );
+        // From then on, or never resized, or no size change: nothing to refuse.
+        assert_eq!(
+            volume_cooldown(&volume(300), &volume(400), last, at("2026-12-05T14:10:00Z")),
+            None
+        );
+        assert_eq!(
+            volume_cooldown(&volume(300), &volume(400), None, at("2026-12-05T09:00:00Z")),
+            None
+        );
+        assert_eq!(
+            volume_cooldown(&volume(300), &volume(300), last, at("2026-12-05T09:00:00Z")),
+            None
+        );
     }
 
     #[test]

@@ -255,6 +255,7 @@ fn blueprint(nodes: usize) -> Desired {
             subnets: vec!["subnet-a".into(), "subnet-b".into()],
             security_group: "sg-lb".into(),
             cross_zone: true,
+            after: vec![],
         }),
     );
     for port in [80, 443] {
@@ -2814,8 +2815,12 @@ async fn a_fresh_state_shows_a_takeover_and_untagged_leftovers_are_left_alone() 
     let lineage = lab.load().lineage;
     // An untagged (pre-lineage) group next to the saved state: named, never deleted.
     let vpc = cloud_id(&lab, "vpc");
-    lab.fake
-        .inject(ENV, "sg-legacy", security_group("legacy", vec![]), vec![(vpc, true)]);
+    lab.fake.inject(
+        ENV,
+        "sg-legacy",
+        security_group("legacy", vec![]),
+        vec![(vpc, true)],
+    );
     let plan = lab.plan(&desired, false).await;
     assert!(!plan.has_changes(), "{:#?}", changes(&plan));
     assert_eq!(plan.left_alone.len(), 1, "{:?}", plan.left_alone);

@@ -411,6 +411,126 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// Run the registry host's filesystem grower with `sh` against stub tools in `dir/bin`:
+    /// `/var/lib/registry` mounted from `source` as `fstype`, `df` saying 100 KiB before the
+    /// grow and 200 KiB after. Returns the run and the grow commands called.
+    fn run_grow(source: &str, fstype: &str, parent: &str) -> (std::process::Output, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let doc = parse(&registry_host_user_data(&fake_secrets(), 5000).unwrap());
+        let script = dir.path().join("provision-registry-grow");
+        std::fs::write(
+            &script,
+            content(&doc, "/usr/local/sbin/provision-registry-grow"),
+        )
+        .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let calls = dir.path().join("calls");
+        let grown = dir.path().join("grown");
+        let stubs = [
+            ("mountpoint", "exit 0".to_string()),
+            (
+                "findmnt",
+                format!(
+                    "case \"$*\" in *SOURCE*) echo {source} ;; *FSTYPE*) echo {fstype} ;; esac"
+                ),
+            ),
+            ("lsblk", format!("echo {parent}")),
+            (
+                "df",
+                format!(
+                    "echo 'Filesystem 1024-blocks Used Available Capacity Mounted'; \
+                     if [ -f {g} ]; then echo 'x 200 0 200 0% /'; else echo 'x 100 0 100 0% /'; fi",
+                    g = grown.display()
+                ),
+            ),
+            (
+                "resize2fs",
+                format!(
+                    "echo \"resize2fs $*\" >> {c}; touch {g}",
+                    c = calls.display(),
+                    g = grown.display()
+                ),
+            ),
+            (
+                "xfs_growfs",
+                format!(
+                    "echo \"xfs_growfs $*\" >> {c}; touch {g}",
+                    c = calls.display(),
+                    g = grown.display()
+                ),
+            ),
+            (
+                "growpart",
+                format!("echo \"growpart $*\" >> {c}", c = calls.display()),
+            ),
+        ];
+        for (name, body) in stubs {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // A partition number where the script looks for it.
+        let sys = dir.path().join("sys");
+        let name = source.trim_start_matches("/dev/");
+        std::fs::create_dir_all(sys.join("class/block").join(name)).unwrap();
+        if !parent.is_empty() {
+            std::fs::write(sys.join("class/block").join(name).join("partition"), "1\n").unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .env("PATH", path)
+            .env("PROVISION_GROW_LOG", dir.path().join("grow.log"))
+            .env("PROVISION_GROW_SYS", &sys)
+            .output()
+            .unwrap();
+        let called = std::fs::read_to_string(&calls).unwrap_or_default();
+        (out, called)
+    }
+
+    #[test]
+    fn the_registry_filesystem_grows_to_its_volume() {
+        // ext4 on the whole disk, as provision formats it.
+        let (out, calls) = run_grow("/dev/nvme1n1", "ext4", "");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(calls, "resize2fs /dev/nvme1n1\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("grew /var/lib/registry (/dev/nvme1n1, ext4) from 100 KiB to 200 KiB"),
+            "{stderr}"
+        );
+        // xfs grows through its mount point; a partition is grown first.
+        let (out, calls) = run_grow("/dev/xvdb1", "xfs", "xvdb");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            calls,
+            "growpart /dev/xvdb 1\nxfs_growfs /var/lib/registry\n"
+        );
+        // At every boot, when a disk is resized, and every 10 minutes.
+        let doc = parse(&registry_host_user_data(&fake_secrets(), 5000).unwrap());
+        let service = content(&doc, "/etc/systemd/system/provision-registry-grow.service");
+        assert!(service.contains("ExecStart=/usr/local/sbin/provision-registry-grow"));
+        assert!(service.contains("WantedBy=multi-user.target"));
+        let timer = content(&doc, "/etc/systemd/system/provision-registry-grow.timer");
+        assert!(timer.contains("OnUnitActiveSec=10min"), "{timer}");
+        let rule = content(&doc, "/etc/udev/rules.d/90-provision-registry-grow.rules");
+        assert!(
+            rule.contains("ENV{RESIZE}==\"1\"") && rule.contains("provision-registry-grow.service")
+        );
+        let runcmd = serde_yaml::to_string(&doc["runcmd"]).unwrap();
+        assert!(
+            runcmd.contains("provision-registry-grow.service")
+                && runcmd.contains("provision-registry-grow.timer"),
+            "{runcmd}"
+        );
+    }
+
     #[test]
     fn registry_retry_wrapper_retries_then_succeeds() {
         let dir = tempfile::tempdir().unwrap();

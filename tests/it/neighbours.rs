@@ -123,14 +123,15 @@ fn a_second_folder_with_the_same_name_never_touches_the_first_in_either_order() 
     world.run(&["destroy", "--yes"]).ok();
     assert!(vpc_lineages(&world).is_empty());
     world.run_in(b.path(), &["apply", "--yes"]).ok();
-    let lineage_b = state_of(b.path())["lineage"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let lineage_b = state_of(b.path())["lineage"].as_str().unwrap().to_string();
     assert_ne!(lineage_a, lineage_b);
     assert_eq!(vpc_lineages(&world), vec![lineage_b.clone()]);
     let (run, stats) = world.run_recorded(&["apply", "--yes"]);
-    refused_without_change(&run, &stats, &[&lineage_b, "another environment named `lab`"]);
+    refused_without_change(
+        &run,
+        &stats,
+        &[&lineage_b, "another environment named `lab`"],
+    );
     let (run, stats) = world.run_recorded(&["destroy", "--yes"]);
     refused_without_change(&run, &stats, &[&lineage_b]);
 
@@ -148,8 +149,15 @@ fn a_second_folder_with_the_same_name_never_touches_the_first_in_either_order() 
         .into_iter()
         .filter(|n| n.starts_with("Create") || n.starts_with("Run") || n.starts_with("Delete"))
         .collect();
-    assert!(creates.is_empty(), "an adoption made {creates:?}: {}", run.describe());
-    assert_eq!(state_of(b.path())["lineage"].as_str(), Some(lineage_b.as_str()));
+    assert!(
+        creates.is_empty(),
+        "an adoption made {creates:?}: {}",
+        run.describe()
+    );
+    assert_eq!(
+        state_of(b.path())["lineage"].as_str(),
+        Some(lineage_b.as_str())
+    );
     let (plan, _) = world.run_in_recorded(b.path(), &["plan", "--detailed-exitcode"]);
     plan.code(0);
     world.run_in(b.path(), &["destroy", "--yes"]).ok();

@@ -335,12 +335,11 @@ async fn list_env(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError>
                 attrs: Attrs::Secret {
                     arn: arn.to_string(),
                 },
-                owner: crate::model::FoundOwner::from_tags(s.tags().iter().map(|t| {
-                    (
-                        t.key().unwrap_or_default(),
-                        t.value().unwrap_or_default(),
-                    )
-                })),
+                owner: crate::model::FoundOwner::from_tags(
+                    s.tags()
+                        .iter()
+                        .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+                ),
             });
         }
         match out.next_token() {

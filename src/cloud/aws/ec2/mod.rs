@@ -28,9 +28,9 @@ use super::retry::{retry_in_use, retry_while};
 use super::{sdk_error, AwsCloud};
 use crate::cloud::{CloudError, OpContext, Owned};
 use crate::model::{
-    tags_for, Attrs, FoundOwner, InstanceSpec, InternetGatewaySpec, Kind, LogicalId, MissingRef, Observed,
-    Peer, Protocol, Ref, RouteTableSpec, Rule, SecurityGroupSpec, Spec, SubnetSpec, VolumeSpec,
-    VpcSpec, TAG_ENV, TAG_ID,
+    tags_for, Attrs, FoundOwner, InstanceSpec, InternetGatewaySpec, Kind, LogicalId, MissingRef,
+    Observed, Peer, Protocol, Ref, RouteTableSpec, Rule, SecurityGroupSpec, Spec, SubnetSpec,
+    VolumeSpec, VpcSpec, TAG_ENV, TAG_ID,
 };
 
 mod instance;

@@ -882,7 +882,10 @@ mod tests {
             "\"provision:env=lab,provision:id=record,provision:lineage=l-1\""
         );
         assert_eq!(parse_marker(&value), Some(("lab".into(), "record".into())));
-        assert_eq!(marker_owner(&value).unwrap().lineage.as_deref(), Some("l-1"));
+        assert_eq!(
+            marker_owner(&value).unwrap().lineage.as_deref(),
+            Some("l-1")
+        );
         assert_eq!(parse_marker("\"v=spf1 -all\""), None);
     }
 
