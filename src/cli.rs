@@ -119,6 +119,10 @@ pub enum Command {
         /// Delete the RDS instance without a final snapshot.
         #[arg(long)]
         skip_final_snapshot: bool,
+        /// Keep the RDS instance's automated backups (restorable to a point in time, and
+        /// billed, until their retention period ends); by default they are deleted with it.
+        #[arg(long)]
+        keep_automated_backups: bool,
         /// With no state here: destroy the resources found by their tags (a lost state
         /// file). Without it destroy refuses and deletes nothing.
         #[arg(long)]
