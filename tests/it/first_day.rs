@@ -388,3 +388,20 @@ fn plan_destroy_state_list_and_output_after_destroy_are_as_documented() {
         );
     }
 }
+
+#[test]
+fn after_the_cloud_lost_everything_the_state_names_one_apply_converges() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    world.apply();
+    // The account cleaned out of band: every resource gone, the state still naming them.
+    let (status, body) = crate::harness::http(world.moto.port, "POST", "/moto-api/reset", b"")
+        .expect("reset the emulator");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    world.proxy.reset();
+    world.aws.create_public_zone(crate::harness::ZONE);
+    // One apply re-creates everything (no stale group id from the state reaches a call).
+    let run = world.run(&["apply", "--yes"]);
+    run.ok();
+    assert!(!run.all_output().contains("NotFound"), "{}", run.describe());
+    world.assert_converged();
+}
