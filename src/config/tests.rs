@@ -204,7 +204,8 @@ fn explicit_values_override_defaults() {
         .map(|c| c.to_string())
         .collect();
     assert_eq!(cidrs, vec!["203.0.113.0/24", "198.51.100.7/32"]);
-    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    // RKE1's end of life, Rancher 2.14 on RKE1, Docker in the image.
+    assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
     assert!(config.warnings[0].contains("RKE1"));
     let lb = config.load_balancer.unwrap();
     assert_eq!(lb.scheme, Scheme::InternetFacing);
@@ -1711,7 +1712,6 @@ fn rke_warns_that_rke1_is_end_of_life_and_points_to_rke2() {
         "",
         "[network]\nadmin_cidrs = [\"10.0.0.0/8\"]\n",
     ));
-    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     let warning = &config.warnings[0];
     for part in ["RKE1", "end of life", "31 July 2025", "topology = \"rke2\""] {
         assert!(warning.contains(part), "{part}: {warning}");
@@ -1720,6 +1720,55 @@ fn rke_warns_that_rke1_is_end_of_life_and_points_to_rke2() {
         let config = ok(&file(topology, "", ""));
         assert!(
             !config.warnings.iter().any(|w| w.contains("RKE1")),
+            "{topology}: {:?}",
+            config.warnings
+        );
+    }
+}
+
+#[test]
+fn rke1_with_rancher_2_12_or_later_warns_with_the_versions_that_work() {
+    let config = ok(&file("rke", "", ""));
+    let warning = config
+        .warnings
+        .iter()
+        .find(|w| w.contains("cannot run on this RKE1 cluster"))
+        .unwrap_or_else(|| panic!("{:?}", config.warnings));
+    for part in [
+        "version = \"2.14.0\"",
+        "2.11, 2.10 and 2.9",
+        "topology = \"rke2\"",
+    ] {
+        assert!(warning.contains(part), "{part}: {warning}");
+    }
+    let config = ok(&file("rke", "", "[rancher]\nversion = \"2.11.0\"\n"));
+    assert!(
+        !config
+            .warnings
+            .iter()
+            .any(|w| w.contains("cannot run on this RKE1")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn docker_and_rke_say_the_ami_must_carry_docker() {
+    for topology in ["rke", "docker"] {
+        let config = ok(&file(topology, "", ""));
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("nodes.ami must be an image that already carries Docker")),
+            "{topology}: {:?}",
+            config.warnings
+        );
+    }
+    for topology in ["k3s", "rke2"] {
+        let config = ok(&file(topology, "", ""));
+        assert!(
+            !config.warnings.iter().any(|w| w.contains("carries Docker")),
             "{topology}: {:?}",
             config.warnings
         );

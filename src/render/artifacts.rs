@@ -217,6 +217,16 @@ impl Facts {
         format!("v{}", self.rancher_version.trim_start_matches('v'))
     }
 
+    /// The minor of the Rancher release (`14` for 2.14.0); 0 when unreadable.
+    fn rancher_minor(&self) -> u32 {
+        self.rancher_version
+            .trim_start_matches('v')
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The first server: the one that starts the cluster, where the others join.
     fn first_node(&self) -> Option<&NodeFact> {
         self.nodes.first()
@@ -705,6 +715,7 @@ fn next_steps(facts: &Facts, artifacts: &[Artifact]) -> Result<String, RenderErr
             load_balancer_dns => &facts.load_balancer_dns,
             ssh_key_path => &facts.ssh_key_path,
             rancher_version => facts.rancher_tag(),
+            rancher_minor => facts.rancher_minor(),
             chart_version => facts.rancher_version.trim_start_matches('v'),
         },
     )
@@ -1547,6 +1558,33 @@ mod tests {
         let paths = write_artifacts(root.path(), &facts("k3s")).unwrap();
         assert!(!names(&paths).contains(&"ssm-port-forward.sh".to_string()));
         assert!(!read(root.path(), "NEXT-STEPS.md").contains("Systems Manager"));
+    }
+
+    #[test]
+    fn rke_steps_push_its_system_images_and_refuse_rancher_2_12() {
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &facts("rke")).unwrap();
+        let next = std::fs::read_to_string(dir.path().join("NEXT-STEPS.md")).unwrap();
+        assert!(
+            next.contains("rke config --system-images > rke-system-images.txt"),
+            "{next}"
+        );
+        assert!(
+            next.contains("--image-list ./rke-system-images.txt --registry"),
+            "{next}"
+        );
+        assert!(
+            next.contains("Docker must be in the nodes' image"),
+            "{next}"
+        );
+        assert!(next.contains("does not run on RKE1"), "{next}");
+        let mut f = facts("rke");
+        f.rancher_version = "2.11.0".into();
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &f).unwrap();
+        let next = std::fs::read_to_string(dir.path().join("NEXT-STEPS.md")).unwrap();
+        assert!(!next.contains("does not run on RKE1"), "{next}");
+        assert!(next.contains("rke config --system-images"), "{next}");
     }
 
     #[test]
