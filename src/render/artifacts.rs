@@ -419,6 +419,9 @@ pub fn write_artifacts(dir: &Path, facts: &Facts) -> Result<Vec<PathBuf>, Render
                         env => &facts.env,
                         registry => &facts.registry.host_port,
                         rancher_version => facts.rancher_tag(),
+                        has_ca => facts.ca_pem().is_some(),
+                        registries_path => super::user_data::RANCHER_REGISTRIES_YAML,
+                        ca_path => super::user_data::RANCHER_REGISTRY_CA,
                     },
                 )?,
                 mode: PUBLIC_MODE,
@@ -1558,6 +1561,62 @@ mod tests {
         let paths = write_artifacts(root.path(), &facts("k3s")).unwrap();
         assert!(!names(&paths).contains(&"ssm-port-forward.sh".to_string()));
         assert!(!read(root.path(), "NEXT-STEPS.md").contains("Systems Manager"));
+    }
+
+    #[test]
+    fn docker_run_mounts_the_registries_and_refuses_to_start_without_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &facts("docker")).unwrap();
+        let script = std::fs::read_to_string(dir.path().join("docker-run.sh")).unwrap();
+        assert!(
+            script.contains(
+                "-v '/etc/rancher/provision/registries.yaml':/etc/rancher/k3s/registries.yaml:ro"
+            ),
+            "{script}"
+        );
+        assert!(
+            script.contains(
+                "-v '/etc/rancher/provision/registry-ca.crt':/etc/rancher/k3s/registry-ca.crt:ro"
+            ),
+            "{script}"
+        );
+        // Run it where the node's files are missing (this machine): it stops before
+        // `docker run`, naming the file.
+        if std::path::Path::new(super::super::user_data::RANCHER_REGISTRIES_YAML).exists() {
+            return;
+        }
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let docker = bin.join("docker");
+        std::fs::write(
+            &docker,
+            format!("#!/bin/sh\ntouch {}/ran\n", dir.path().display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(dir.path().join("docker-run.sh"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("/etc/rancher/provision/registries.yaml is missing"),
+            "{stderr}"
+        );
+        assert!(
+            !dir.path().join("ran").exists(),
+            "docker ran without the registries"
+        );
     }
 
     #[test]
