@@ -251,6 +251,21 @@ pub enum PlanError {
     Refused { id: LogicalId, message: String },
 }
 
+/// An in-place type change of an instance with a public IP (the registry host, the
+/// bastion) stops and starts it: EC2 gives it a new public address, so `ssh_config` and
+/// the bastion address go stale. Said in the plan (there is no Elastic IP to keep it).
+pub fn public_ip_moves(old: &Spec, new: &Spec) -> Option<String> {
+    let (Spec::Instance(old), Spec::Instance(new)) = (old, new) else {
+        return None;
+    };
+    (new.public_ip && old.instance_type != new.instance_type).then(|| {
+        "the type change stops and starts the host: its public IP changes (AWS gives a \
+         stopped instance a new one), so run `provision artifacts` afterwards for an \
+         ssh_config with the new bastion address (`provision output ssh_bastion`)"
+            .to_string()
+    })
+}
+
 /// How long AWS makes a volume wait between two modifications.
 pub const VOLUME_COOLDOWN_HOURS: i64 = 6;
 
@@ -933,6 +948,11 @@ async fn changed_action(
             }
         }
     }
+    if replace.is_empty() {
+        if let Some(note) = public_ip_moves(&entry.spec, spec) {
+            update.push(note);
+        }
+    }
     let mut a = if !replace.is_empty() {
         let mut r = replace;
         r.extend(update);
@@ -1214,6 +1234,33 @@ mod tests {
         };
         spec.storage_gb = storage_gb;
         Spec::Database(spec)
+    }
+
+    #[test]
+    fn a_type_change_of_the_bastion_says_its_public_ip_changes() {
+        let host = |instance_type: &str, public_ip: bool| {
+            let Spec::Instance(mut i) = inst("ami-1", &[]) else {
+                unreachable!()
+            };
+            i.instance_type = instance_type.into();
+            i.public_ip = public_ip;
+            Spec::Instance(i)
+        };
+        let note =
+            public_ip_moves(&host("t3.small", true), &host("t3.medium", true)).expect("a note");
+        assert!(
+            note.contains("public IP changes") && note.contains("provision artifacts"),
+            "{note}"
+        );
+        // A private node keeps its address; no type change, nothing to say.
+        assert_eq!(
+            public_ip_moves(&host("t3.small", false), &host("t3.medium", false)),
+            None
+        );
+        assert_eq!(
+            public_ip_moves(&host("t3.small", true), &host("t3.small", true)),
+            None
+        );
     }
 
     #[test]
