@@ -80,6 +80,10 @@ pub enum Command {
         /// One line per resource.
         #[arg(long)]
         compact: bool,
+        /// Replace this resource even where the plan would change it in place or not at
+        /// all (a cluster node whose user-data or key pair changed). Repeatable.
+        #[arg(long = "replace", value_name = "ID")]
+        replace: Vec<String>,
         /// Issue the registry a new server certificate (replaces the registry host; its
         /// image store volume is kept).
         #[arg(long)]
@@ -105,6 +109,10 @@ pub enum Command {
         /// file), continuing their lineage. Without it apply refuses and changes nothing.
         #[arg(long)]
         adopt: bool,
+        /// Replace this resource even where the plan would change it in place or not at
+        /// all (a cluster node whose user-data or key pair changed). Repeatable.
+        #[arg(long = "replace", value_name = "ID")]
+        replace: Vec<String>,
         /// Issue the registry a new server certificate (replaces the registry host; its
         /// image store volume is kept).
         #[arg(long)]

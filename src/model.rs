@@ -192,6 +192,29 @@ pub struct Rule {
     pub description: String,
 }
 
+impl Rule {
+    /// `tcp 22 from 203.0.113.0/24`, `udp 8472 from itself`, `all to 0.0.0.0/0`;
+    /// `direction` is "from" (ingress) or "to" (egress).
+    pub fn text(&self, direction: &str) -> String {
+        let protocol = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::All => "all",
+        };
+        let ports = match (self.protocol, self.from_port, self.to_port) {
+            (Protocol::All, _, _) => String::new(),
+            (_, a, b) if a == b => format!(" {a}"),
+            (_, a, b) => format!(" {a}-{b}"),
+        };
+        let peer = match &self.peer {
+            Peer::Cidr(c) => c.clone(),
+            Peer::Group(g) => g.to_string(),
+            Peer::Itself => "itself".to_string(),
+        };
+        format!("{protocol}{ports} {direction} {peer}")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
@@ -626,6 +649,8 @@ impl Spec {
             Spec::Instance(_) => &[
                 "security_groups",
                 "instance_type",
+                // Grows in place (ModifyVolume); a smaller size is a replacement.
+                "root_volume_gb",
                 "volumes",
                 "after",
                 "instance_profile",

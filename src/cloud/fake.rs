@@ -1019,6 +1019,26 @@ impl Cloud for FakeCloud {
             .collect())
     }
 
+    async fn claim(
+        &self,
+        ctx: &OpContext<'_>,
+        _kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
+        self.enter("claim", &current.cloud_id, true).await?;
+        if let Some(o) = self
+            .inner
+            .lock()
+            .unwrap()
+            .objects
+            .get_mut(&current.cloud_id)
+        {
+            o.lineage = ctx.owner.lineage.clone();
+        }
+        self.after_mutation().await;
+        self.reply("claim")
+    }
+
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError> {
         self.enter("secret_value", arn, false).await?;
         Ok(format!(

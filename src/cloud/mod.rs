@@ -273,6 +273,18 @@ pub trait Cloud: Send + Sync {
         current: &Observed,
     ) -> Result<(), CloudError>;
 
+    /// Tag a resource made before lineage tags existed with `ctx.owner`'s lineage and
+    /// origin (a DNS record: its ownership marker), once it is this state's.
+    async fn claim(
+        &self,
+        ctx: &OpContext<'_>,
+        kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
+        let _ = (ctx, kind, current);
+        Ok(())
+    }
+
     /// Check, without changing anything, what would make a create fail late: a DNS zone
     /// that does not exist, an image that is not there. Called by `plan` for every desired
     /// resource the run may create or change (not for one the state holds unchanged and

@@ -17,6 +17,7 @@ pub(super) struct Flags {
     pub parallelism: usize,
     pub allow_data_loss: bool,
     pub adopt: bool,
+    pub replace: Vec<String>,
 }
 
 pub(super) async fn apply(ctx: &Ctx, planfile: Option<&Path>, flags: Flags) -> Result<u8> {
@@ -25,8 +26,10 @@ pub(super) async fn apply(ctx: &Ctx, planfile: Option<&Path>, flags: Flags) -> R
         parallelism,
         allow_data_loss,
         adopt,
+        replace,
     } = flags;
     let p = prepare(ctx).await?;
+    let replace = super::replace_ids(&p.desired, &replace)?;
     lock_env(p.backend.as_ref(), "apply").await?;
     let interrupts = Interrupts::install(p.backend.clone());
     let mut state = load_state(p.backend.as_ref(), &p.cfg.name).await?;
@@ -45,6 +48,7 @@ pub(super) async fn apply(ctx: &Ctx, planfile: Option<&Path>, flags: Flags) -> R
                     desired: &p.desired,
                     state: &state,
                     destroy: false,
+                    replace: &replace,
                 },
             )
             .await?

@@ -28,6 +28,7 @@ pub(super) async fn destroy(
             desired: &p.desired,
             state: &state,
             destroy: true,
+            replace: &[],
         },
     )
     .await?;
@@ -182,6 +183,8 @@ mod tests {
                     update_after_adopt: false,
                     orphan: false,
                     data_loss: None,
+                    record_only: false,
+                    claim: false,
                 })
                 .collect(),
         }

@@ -87,14 +87,28 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
             detailed_exitcode,
             destroy,
             compact,
+            replace,
             ..
-        } => plan::plan(ctx, out.as_deref(), detailed_exitcode, destroy, compact).await,
+        } => {
+            plan::plan(
+                ctx,
+                out.as_deref(),
+                plan::Flags {
+                    detailed: detailed_exitcode,
+                    destroy,
+                    compact,
+                    replace,
+                },
+            )
+            .await
+        }
         Command::Apply {
             planfile,
             yes,
             parallelism,
             allow_data_loss,
             adopt,
+            replace,
             ..
         } => {
             apply::apply(
@@ -105,6 +119,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
                     parallelism: parallelism.into(),
                     allow_data_loss,
                     adopt,
+                    replace,
                 },
             )
             .await
@@ -298,6 +313,27 @@ async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
 
 async fn load_state(backend: &dyn Backend, env: &str) -> Result<State> {
     Ok(backend.load().await?.unwrap_or_else(|| State::new(env)))
+}
+
+/// The logical ids of `--replace`, each checked against the config.
+fn replace_ids(
+    desired: &engine::Desired,
+    asked: &[String],
+) -> Result<Vec<crate::model::LogicalId>> {
+    asked
+        .iter()
+        .map(|id| {
+            let id = crate::model::LogicalId::new(id.as_str());
+            if desired.resources.contains_key(&id) {
+                Ok(id)
+            } else {
+                bail!(
+                    "--replace {id}: the config has no resource `{id}` (`provision show` lists \
+                     the ids; nodes are node-1, node-2, …)"
+                )
+            }
+        })
+        .collect()
 }
 
 /// A fresh state found resources of its env by their tags: only `--adopt` takes them

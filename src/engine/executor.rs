@@ -254,11 +254,16 @@ pub fn step_graph(
     let mut rolling: Vec<(&LogicalId, &Vec<StepKind>)> = steps
         .iter()
         .filter(|(id, kinds)| {
-            matches!(desired.resources.get(*id), Some(Spec::Instance(i)) if i.is_cluster_node())
+            // A scale-down removes etcd members one at a time too (the plan said to drain
+            // and remove each first); a destroy takes the whole cluster down at once.
+            let spec = desired
+                .resources
+                .get(*id)
+                .or_else(|| (!plan.destroy).then(|| state.resources.get(*id).map(|e| &e.spec))?);
+            matches!(spec, Some(Spec::Instance(i)) if i.is_cluster_node())
                 && kinds
                     .iter()
                     .any(|k| matches!(k, StepKind::Update | StepKind::Delete))
-                && kinds.iter().any(|k| !matches!(k, StepKind::Delete))
         })
         .collect();
     rolling.sort_by_key(|(id, _)| (id.as_str().len(), id.as_str().to_string()));
@@ -421,6 +426,10 @@ struct Job {
     token: String,
     resolved: Resolved,
     update_after_adopt: bool,
+    /// An update that only records the new spec (see `Action::record_only`).
+    record_only: bool,
+    /// Tag the resource with this state's lineage once the step is done.
+    claim: bool,
 }
 
 async fn run_job(
@@ -475,7 +484,13 @@ async fn run_job(
                 let (Some(spec), Some(current)) = (job.spec.as_ref(), job.current.as_ref()) else {
                     return Err(not_in_plan(&job.step, "a spec and a live resource"));
                 };
-                cloud.update(&ctx, spec, current).await.map(Done::Updated)
+                if job.record_only {
+                    // Nothing to send: the change reaches the resource only through a
+                    // replacement the operator did not ask for (the plan said how).
+                    Ok(Done::Updated(current.clone()))
+                } else {
+                    cloud.update(&ctx, spec, current).await.map(Done::Updated)
+                }
             }
             StepKind::Adopt => {
                 let Some(current) = job.current.clone() else {
@@ -515,6 +530,12 @@ async fn run_job(
                     attempt + 1
                 ));
                 tokio::time::sleep(wait).await;
+            }
+            Ok(done) if job.claim => {
+                if let Done::Updated(o) | Done::Adopted(o, _) = &done {
+                    cloud.claim(&ctx, job.kind, o).await?;
+                }
+                return Ok(done);
             }
             other => return other,
         }
@@ -788,6 +809,8 @@ pub async fn execute(
                 token,
                 resolved,
                 update_after_adopt: action.update_after_adopt,
+                record_only: action.record_only && action.action == ActionKind::Update,
+                claim: action.claim && matches!(step.kind, StepKind::Adopt | StepKind::Update),
             };
             starting.push((step, action.kind, job));
         }

@@ -134,6 +134,15 @@ pub struct Action {
     /// image store). `apply` refuses such a plan unless the operator allows data loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss: Option<String>,
+    /// An update that only records the new spec in the state: what changed cannot reach
+    /// the live resource without replacing it (a cluster node's user-data or launch key),
+    /// and replacing is the operator's explicit choice (`apply --replace ID`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_only: bool,
+    /// The live resource has no `provision:lineage` tag (made before lineage tags): tag
+    /// it with this state's lineage once the step is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 /// What apply (or destroy) would do.
@@ -362,6 +371,23 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
         if key == "after" && matches!(new, Spec::LoadBalancer(_)) {
             continue;
         }
+        // Security-group rules are shown as the rules themselves, one line each.
+        if let (Spec::SecurityGroup(o), Spec::SecurityGroup(n)) = (old, new) {
+            let rules = match key.as_str() {
+                "ingress" => Some((&o.ingress, &n.ingress, "from")),
+                "egress" => Some((&o.egress, &n.egress, "to")),
+                _ => None,
+            };
+            if let Some((was, now, direction)) = rules {
+                let lines = rule_changes(key, was, now, direction);
+                if updatable.contains(&key.as_str()) {
+                    update.extend(lines);
+                } else {
+                    replace.extend(lines);
+                }
+                continue;
+            }
+        }
         let text = describe_change(key, va, vb);
         let forced = match (old, new) {
             // RDS cannot go down a version in place.
@@ -370,6 +396,9 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
             }
             // EBS volumes grow in place but never shrink.
             (Spec::Volume(o), Spec::Volume(n)) if key == "size_gb" => n.size_gb < o.size_gb,
+            (Spec::Instance(o), Spec::Instance(n)) if key == "root_volume_gb" => {
+                n.root_volume_gb < o.root_volume_gb
+            }
             _ => !updatable.contains(&key.as_str()),
         };
         if forced {
@@ -378,6 +407,7 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
                     "RDS cannot downgrade in place"
                 }
                 (Spec::Volume(_), _) if key == "size_gb" => "an EBS volume cannot shrink",
+                (Spec::Instance(_), _) if key == "root_volume_gb" => "an EBS volume cannot shrink",
                 (Spec::Instance(_), _) if key == "user_data_sha256" => {
                     "user-data is read only at first boot"
                 }
@@ -389,6 +419,24 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
         }
     }
     (replace, update)
+}
+
+/// `ingress: + tcp 22 from 203.0.113.0/24` for each rule added, `- …` for each removed.
+fn rule_changes(
+    key: &str,
+    was: &[crate::model::Rule],
+    now: &[crate::model::Rule],
+    direction: &str,
+) -> Vec<String> {
+    let removed = was
+        .iter()
+        .filter(|r| !now.contains(r))
+        .map(|r| format!("{key}: - {}", r.text(direction)));
+    let added = now
+        .iter()
+        .filter(|r| !was.contains(r))
+        .map(|r| format!("{key}: + {}", r.text(direction)));
+    removed.chain(added).collect()
 }
 
 fn version_lt(a: &str, b: &str) -> bool {
@@ -437,6 +485,9 @@ pub struct PlanInput<'a> {
     pub state: &'a State,
     /// `destroy`: everything the state and the tags know goes.
     pub destroy: bool,
+    /// Resources to replace even where the plan would not (`apply --replace ID`): a
+    /// cluster node whose user-data or key pair changed.
+    pub replace: &'a [LogicalId],
 }
 
 fn ctx<'a>(
@@ -465,6 +516,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         desired,
         state,
         destroy,
+        replace: replace_asked,
     } = input;
     let empty = Desired::default();
     // For destroy the config's graph still helps: it names resources (DNS records in an
@@ -652,7 +704,16 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                         ),
                         Some(obs) => {
                             changed_action(
-                                cloud, env, owner, id, spec, entry, obs, state, &resolved,
+                                cloud,
+                                env,
+                                owner,
+                                id,
+                                spec,
+                                entry,
+                                obs,
+                                state,
+                                &resolved,
+                                replace_asked.contains(id),
                             )
                             .await?
                         }
@@ -783,6 +844,19 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         }
     }
 
+    // Resources of this env found without a lineage tag, which this run keeps.
+    let untagged: BTreeSet<String> = owned
+        .iter()
+        .filter(|o| o.owner.lineage.is_none())
+        .filter(|o| {
+            !assessment
+                .unclaimed
+                .iter()
+                .any(|(_, _, cloud_id)| cloud_id == &o.cloud_id)
+        })
+        .map(|o| o.cloud_id.clone())
+        .collect();
+
     // 5. Tagged for this env (and this lineage, or none when a fresh state takes over
     // resources made before lineage tags), known to neither state nor config: left by a
     // crashed run (listed above, with the reads). Untagged ones a saved state does not
@@ -844,6 +918,26 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             .get(&a.id)
             .or_else(|| state.resources.get(&a.id).map(|e| &e.spec));
         a.data_loss = data_loss(a, spec, destroy);
+        // What this state keeps and that carries no lineage yet is tagged with it.
+        let live_untagged = a
+            .current
+            .as_ref()
+            .is_some_and(|c| untagged.contains(&c.cloud_id));
+        if !destroy && live_untagged {
+            match a.action {
+                ActionKind::Adopt | ActionKind::Update => a.claim = true,
+                ActionKind::NoOp => {
+                    a.action = ActionKind::Update;
+                    a.record_only = true;
+                    a.claim = true;
+                    a.reasons.push(format!(
+                        "tag with provision:lineage={} (made before lineage tags)",
+                        owner.lineage
+                    ));
+                }
+                _ => {}
+            }
+        }
     }
 
     let left_alone = assessment
@@ -885,9 +979,16 @@ async fn changed_action(
     obs: Observed,
     state: &State,
     resolved: &Resolved,
+    replace_asked: bool,
 ) -> Result<Action, PlanError> {
     let kind = spec.kind();
     let (mut replace, mut update) = spec_changes(&entry.spec, spec);
+    let launch_only = if replace_asked {
+        replace.push("replacement asked for (--replace)".into());
+        Vec::new()
+    } else {
+        launch_only_changes(&entry.spec, spec, id, &mut replace)
+    };
     // A replacement starts afresh; an in-place change must be one AWS takes.
     let modified_at = match (&obs.attrs, &entry.attrs) {
         (
@@ -958,12 +1059,70 @@ async fn changed_action(
         r.extend(update);
         new_action(id, kind, ActionKind::Replace, r)
     } else if !update.is_empty() {
-        new_action(id, kind, ActionKind::Update, update)
+        let mut a = new_action(id, kind, ActionKind::Update, update);
+        a.reasons.extend(launch_only);
+        a
+    } else if !launch_only.is_empty() {
+        let mut a = new_action(id, kind, ActionKind::Update, launch_only);
+        a.record_only = true;
+        a
     } else {
         new_action(id, kind, ActionKind::NoOp, vec![])
     };
     a.current = Some(obs);
     Ok(a)
+}
+
+/// A cluster node is never replaced for what only reaches it at launch: its user-data
+/// (cloud-init runs it once, at first boot) and its EC2 key pair. Replacing would lose its
+/// disks (etcd, node state) for files the operator can put there in place. Those changes
+/// leave `replace` and come back as notes saying which node holds stale files and how to
+/// bring them up to date, or to replace it explicitly.
+fn launch_only_changes(
+    old: &Spec,
+    new: &Spec,
+    id: &LogicalId,
+    replace: &mut Vec<String>,
+) -> Vec<String> {
+    let (Spec::Instance(o), Spec::Instance(n)) = (old, new) else {
+        return Vec::new();
+    };
+    if !n.is_cluster_node() {
+        return Vec::new();
+    }
+    let mut notes = Vec::new();
+    if n.root_volume_gb > o.root_volume_gb {
+        notes.push(format!(
+            "note: the root volume grows in place to {} GiB (ModifyVolume, no restart); its \
+             filesystem follows at the next boot (cloud-init growpart/resizefs), or at once \
+             on {id}: `sudo growpart /dev/nvme0n1 1 && sudo resize2fs /dev/nvme0n1p1` \
+             (xfs: `sudo xfs_growfs /`)",
+            n.root_volume_gb
+        ));
+    }
+    if o.user_data_sha256 != n.user_data_sha256 {
+        replace.retain(|r| !r.starts_with("user-data changed"));
+        notes.push(format!(
+            "note: user-data changed (registry address or port, registry CA, registries.yaml \
+             or install settings), but cloud-init ran it once at first boot: {id} keeps the \
+             old files. Bring them up to date in place: `provision artifacts`, copy \
+             registries.yaml and registry-ca.crt to /etc/rancher/<k3s|rke2>/ on {id} (`scp \
+             -F ssh_config`, or `aws ssm send-command` in ssm mode) and restart the service; \
+             or replace the node with `provision apply --replace {id} --allow-data-loss` \
+             (its disks are lost)"
+        ));
+    }
+    if o.key_pair != n.key_pair {
+        replace.retain(|r| !r.starts_with("key_pair"));
+        notes.push(format!(
+            "note: the key pair changed, but EC2 sets it only at launch: {id} keeps its old \
+             authorized key. Add the new public key to ~/.ssh/authorized_keys on {id} \
+             through the access you have (`ssh-copy-id -F ssh_config -i <key> {id}`, or \
+             Session Manager), or replace the node with `provision apply --replace {id} \
+             --allow-data-loss`"
+        ));
+    }
+    notes
 }
 
 /// What makes two preflight checks the same check.
@@ -1077,6 +1236,8 @@ async fn drift_from_applied(
 
 fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<String>) -> Action {
     Action {
+        record_only: false,
+        claim: false,
         id: id.clone(),
         kind,
         action,
@@ -1184,6 +1345,48 @@ mod tests {
         let (r, u) = spec_changes(&inst("ami-1", &["sg"]), &inst("ami-1", &["sg", "sg2"]));
         assert!(r.is_empty());
         assert_eq!(u, vec!["security_groups: 1 added, 0 removed".to_string()]);
+    }
+
+    #[test]
+    fn rule_changes_are_shown_as_the_rules_themselves() {
+        use crate::model::{Peer, Protocol, Rule, SecurityGroupSpec};
+        let rule = |port: u16, peer: Peer| Rule {
+            protocol: Protocol::Tcp,
+            from_port: port,
+            to_port: port,
+            peer,
+            description: String::new(),
+        };
+        let group = |ingress: Vec<Rule>| {
+            Spec::SecurityGroup(SecurityGroupSpec {
+                vpc: "vpc".into(),
+                description: "nodes".into(),
+                ingress,
+                egress: vec![Rule {
+                    protocol: Protocol::All,
+                    from_port: 0,
+                    to_port: 0,
+                    peer: Peer::Cidr("0.0.0.0/0".into()),
+                    description: String::new(),
+                }],
+            })
+        };
+        let (r, u) = spec_changes(
+            &group(vec![rule(22, Peer::Cidr("0.0.0.0/0".into()))]),
+            &group(vec![
+                rule(22, Peer::Cidr("203.0.113.0/24".into())),
+                rule(6443, Peer::Group("sg-lb".into())),
+            ]),
+        );
+        assert!(r.is_empty());
+        assert_eq!(
+            u,
+            vec![
+                "ingress: - tcp 22 from 0.0.0.0/0",
+                "ingress: + tcp 22 from 203.0.113.0/24",
+                "ingress: + tcp 6443 from sg-lb",
+            ]
+        );
     }
 
     fn db(version: &str, class: &str, user: &str) -> Spec {
@@ -1399,6 +1602,7 @@ mod tests {
                         desired: &desired,
                         state: &state,
                         destroy: false,
+                        replace: &[],
                     },
                 )
                 .await

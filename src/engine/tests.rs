@@ -506,6 +506,7 @@ impl Lab {
                 desired,
                 state: &state,
                 destroy,
+                replace: &[],
             },
         )
         .await
@@ -944,6 +945,8 @@ fn step_graph_orders_replace_halves_and_orphans() {
         update_after_adopt: false,
         orphan,
         data_loss: None,
+        record_only: false,
+        claim: false,
     };
     let plan = Plan {
         env: ENV.into(),
@@ -1417,6 +1420,7 @@ async fn crash_at(
             desired: target,
             state: &state,
             destroy,
+            replace: &[],
         },
     )
     .await
@@ -2437,7 +2441,9 @@ fn spec_changes_classifies_fields() {
         .push(rule(Protocol::Udp, 8472, 8472, Peer::Itself, "vxlan"));
     let (r, u) = spec_changes(&sg, &wider);
     assert!(r.is_empty());
-    assert_eq!(u, vec!["ingress: 1 added, 1 removed".to_string()]);
+    assert_eq!(u.len(), 2, "{u:?}");
+    assert!(u[0].starts_with("ingress: - "), "{u:?}");
+    assert_eq!(u[1], "ingress: + udp 8472 from itself");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2831,4 +2837,119 @@ async fn a_fresh_state_shows_a_takeover_and_untagged_leftovers_are_left_alone() 
     let takeover = plan.takeover.clone().expect("a takeover");
     assert_eq!(takeover.lineage.as_deref(), Some(lineage.as_str()));
     assert!(takeover.resources >= desired.resources.len());
+}
+
+/// A cluster node's user-data or key pair changed (a registry port, a new CA, a key added
+/// later): cloud-init ran it once, so replacing would lose the node's disks for files the
+/// operator can put there in place. The plan records the change without a call and says
+/// how to bring the node up to date; replacing stays explicit (`--replace`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_not_replaced_for_its_user_data_or_key_unless_asked() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let mut changed = desired.clone();
+    let Some(Spec::Instance(node)) = changed.resources.get_mut(&id("node-1")) else {
+        panic!("node-1")
+    };
+    node.user_data = "#cloud-config\n# registry on port 5443\n".into();
+    node.user_data_sha256 = "0".repeat(64);
+    node.key_pair = Some("key-2".into());
+    changed.insert("key-2", desired.resources[&id("key")].clone());
+    let plan = lab.plan(&changed, false).await;
+    let a = plan.get(&id("node-1")).unwrap();
+    assert_eq!(a.action, ActionKind::Update, "{:#?}", a.reasons);
+    assert!(a.record_only);
+    assert_eq!(a.data_loss, None);
+    let text = a.reasons.join("\n");
+    for want in [
+        "cloud-init ran it once",
+        "--replace node-1",
+        "authorized key",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &changed).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let node_calls: Vec<_> = lab
+        .fake
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.id == cloud_id(&lab, "node-1"))
+        .collect();
+    assert!(node_calls.is_empty(), "node-1 was touched: {node_calls:?}");
+    assert!(!lab.plan(&changed, false).await.has_changes());
+
+    // Asked for: replaced, and marked as the data loss it is.
+    let mut more = changed.clone();
+    let Some(Spec::Instance(node)) = more.resources.get_mut(&id("node-1")) else {
+        panic!("node-1")
+    };
+    node.user_data_sha256 = "1".repeat(64);
+    let state = lab.load();
+    let plan = make_plan(
+        &lab.fake,
+        PlanInput {
+            env: ENV,
+            desired: &more,
+            state: &state,
+            destroy: false,
+            replace: &[id("node-1")],
+        },
+    )
+    .await
+    .unwrap();
+    let a = plan.get(&id("node-1")).unwrap();
+    assert_eq!(a.action, ActionKind::Replace);
+    assert!(a.data_loss.is_some());
+}
+
+/// Resources made before lineage tags existed: the state that records them tags them
+/// with its lineage (no other change), and after that the plan has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_made_before_lineage_tags_are_claimed_by_the_state_that_records_them() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    for (_, o) in lab.fake.live(ENV) {
+        let id = o.id.to_string();
+        lab.fake.tamper(ENV, &id, |o| o.lineage.clear());
+    }
+    let plan = lab.plan(&desired, false).await;
+    let claimed: Vec<&super::plan::Action> = plan.changes().collect();
+    assert!(!claimed.is_empty());
+    assert!(
+        claimed
+            .iter()
+            .all(|a| a.claim && a.record_only && a.action == ActionKind::Update),
+        "{:#?}",
+        changes(&plan)
+    );
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let ops: BTreeSet<&str> = lab
+        .fake
+        .mutating_calls()
+        .iter()
+        .map(|c| c.op)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(ops, BTreeSet::from(["claim"]), "only tags are added");
+    // Everything the env's listing finds carries the lineage now (records in a zone the
+    // env does not own are found by their marker, not listed: they keep theirs).
+    let lineage = lab.load().lineage;
+    let listed = lab.fake.list_owned(ENV).await.unwrap();
+    assert!(listed.len() > 10);
+    for o in &listed {
+        assert_eq!(
+            o.owner.lineage.as_deref(),
+            Some(lineage.as_str()),
+            "{}",
+            o.id
+        );
+    }
+    lab.assert_converged(&desired).await;
 }

@@ -145,6 +145,8 @@ fn action(id: &str, kind: Kind, action: ActionKind, reasons: &[&str]) -> Action 
         update_after_adopt: false,
         orphan: false,
         data_loss: None,
+        record_only: false,
+        claim: false,
     }
 }
 
@@ -633,6 +635,7 @@ async fn a_config_change_is_not_also_reported_as_drift() {
                     desired: &d,
                     state: &state,
                     destroy: false,
+                    replace: &[],
                 },
             )
             .await

@@ -15,7 +15,8 @@ fn destroy_k3s(skip_snapshot: bool) {
     if skip_snapshot {
         args.push("--skip-final-snapshot");
     }
-    world.run(&args).ok();
+    let destroyed = world.run(&args);
+    destroyed.ok();
     let left = world.aws.leftovers();
     assert!(left.is_empty(), "destroy left: {left:#?}");
 
@@ -41,6 +42,26 @@ fn destroy_k3s(skip_snapshot: bool) {
         assert!(
             name.contains(crate::harness::ENV),
             "snapshot named after the env: {name}"
+        );
+        // The summary names what was kept: the snapshot by its id.
+        assert!(
+            destroyed.stderr.contains(&format!("final snapshot {name}")),
+            "{}",
+            destroyed.describe()
+        );
+    }
+    // ... the secrets in their recovery window and the local folders.
+    for want in [
+        "kept",
+        "recovery window",
+        "datastore-password",
+        "secrets",
+        "Kept on this machine",
+    ] {
+        assert!(
+            destroyed.stderr.contains(want),
+            "{want:?}: {}",
+            destroyed.describe()
         );
     }
 

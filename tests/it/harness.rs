@@ -738,7 +738,9 @@ impl World {
                 cmd.env_remove(&key);
             }
         }
-        cmd.env("AWS_ENDPOINT_URL", self.proxy.endpoint())
+        // `~` is the test's folder: the tool looks for a default SSH key there.
+        cmd.env("HOME", dir)
+            .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")

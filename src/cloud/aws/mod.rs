@@ -14,6 +14,7 @@ use super::{Cloud, CloudError, OpContext, Owned, WaitSettings};
 use crate::model::{Kind, Observed, Spec};
 
 mod api_log;
+mod claim;
 mod common;
 mod ec2;
 mod elb;
@@ -227,6 +228,15 @@ impl Cloud for AwsCloud {
             Kind::IamRole | Kind::InstanceProfile => iam::delete(self, kind, current).await,
             _ => ec2::delete(self, ctx, kind, current).await,
         }
+    }
+
+    async fn claim(
+        &self,
+        ctx: &OpContext<'_>,
+        kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
+        claim::claim(self, ctx, kind, current).await
     }
 
     async fn preflight(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<(), CloudError> {

@@ -1877,6 +1877,7 @@ mod tests {
                         desired: &d,
                         state,
                         destroy: false,
+                        replace: &[],
                     },
                 )
                 .await
