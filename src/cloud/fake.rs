@@ -612,6 +612,7 @@ impl FakeCloud {
             },
             Spec::Volume(_) => Attrs::Volume {
                 availability_zone: "us-east-1a".into(),
+                modified_at: None,
             },
             Spec::Secret(_) => Attrs::Secret {
                 arn: format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:fake-{n}"),

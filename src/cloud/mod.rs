@@ -206,6 +206,9 @@ impl Default for WaitSettings {
 pub struct DeleteOptions {
     /// Skip the final RDS snapshot.
     pub skip_final_snapshot: bool,
+    /// Keep the RDS instance's automated backups (restorable, and billed, until their
+    /// retention period ends); by default they go with the instance.
+    pub keep_automated_backups: bool,
 }
 
 /// Everything a cloud operation on one resource needs besides the spec.

@@ -679,6 +679,23 @@ pub async fn execute(
         }
     }
     let mut queue = step_graph(plan, desired, state)?;
+    // What the plan creates again because the cloud lost it ("deleted outside provision")
+    // is still named in the state by an id that no longer exists: no step may resolve
+    // that id (a group created meanwhile would send rules naming the old group:
+    // `InvalidGroup.NotFound`, and only a second run would converge). Its create records
+    // the new id (which may be the old one again: a name-keyed DB subnet group).
+    let mut lost: BTreeMap<LogicalId, String> = plan
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Create && a.current.is_none())
+        .filter_map(|a| {
+            state
+                .resources
+                .get(&a.id)
+                .filter(|e| e.status == Status::Created)
+                .map(|e| (a.id.clone(), e.cloud_id.clone()))
+        })
+        .collect();
     let actions: BTreeMap<&LogicalId, &super::plan::Action> =
         plan.actions.iter().map(|a| (&a.id, a)).collect();
     let mut outcome = Outcome::default();
@@ -775,7 +792,10 @@ pub async fn execute(
             } else {
                 action.current.clone()
             };
-            let resolved = state.resolved();
+            let mut resolved = state.resolved();
+            resolved
+                .entries
+                .retain(|id, o| lost.get(id) != Some(&o.cloud_id));
             if let (StepKind::Create, Some(spec)) = (step.kind, spec.as_ref()) {
                 if let Some(part) = super::late::applied_part(spec, &resolved) {
                     applied.insert(step.clone(), part);
@@ -844,6 +864,9 @@ pub async fn execute(
                             .get(&step.id)
                             .is_some_and(|a| a.action == ActionKind::Replace);
                     let spec_applied = applied.remove(&step);
+                    if step.kind == StepKind::Create {
+                        lost.remove(&step.id);
+                    }
                     apply_done(
                         state,
                         &step,

@@ -255,6 +255,7 @@ fn blueprint(nodes: usize) -> Desired {
             subnets: vec!["subnet-a".into(), "subnet-b".into()],
             security_group: "sg-lb".into(),
             cross_zone: true,
+            after: vec![],
         }),
     );
     for port in [80, 443] {
