@@ -6,4 +6,8 @@
 //! transfer queue), `pull`/`push`/`verify` and `progress`. Nothing here imports the AWS
 //! SDK or the engine: it builds with `--no-default-features`.
 
+pub mod archive;
+pub mod client;
 pub mod layout;
+pub mod reference;
+pub mod store;
