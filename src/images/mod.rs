@@ -9,5 +9,7 @@
 pub mod archive;
 pub mod client;
 pub mod layout;
+pub mod progress;
 pub mod reference;
+pub mod scheduler;
 pub mod store;
