@@ -9,7 +9,9 @@
 pub mod archive;
 pub mod client;
 pub mod layout;
+pub mod manifest;
 pub mod progress;
+pub mod pull;
 pub mod reference;
 pub mod scheduler;
 pub mod store;
