@@ -1007,17 +1007,27 @@ fn registry_error_text(body: &[u8]) -> Option<String> {
     })
 }
 
-/// A body streaming `len` bytes of `reader` (read on a blocking thread), counting them in
-/// `sent` and feeding `hasher`. With `expect`, the body fails at its end when the hash
-/// differs, so the registry never commits corrupt bytes.
+/// What a streamed upload body reports: bytes as they go, and whether the store's bytes
+/// turned out not to match their digest.
+#[derive(Clone)]
+pub struct BodyWatch {
+    pub hasher: Arc<Mutex<Sha256>>,
+    pub corrupt: Arc<std::sync::atomic::AtomicBool>,
+    pub on_sent: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+/// A body streaming `len` bytes of `reader` (read on a blocking thread), feeding the
+/// watch's hasher. With `expect`, the body fails at its end when the hash differs (and
+/// sets `corrupt`), so the registry never commits corrupt bytes.
 pub fn reader_body(
     mut reader: Box<dyn Read + Send>,
     len: u64,
-    hasher: Arc<Mutex<Sha256>>,
+    watch: BodyWatch,
     expect: Option<String>,
-    sent: Vec<Arc<AtomicU64>>,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let hasher = watch.hasher.clone();
+    let corrupt = watch.corrupt.clone();
     tokio::task::spawn_blocking(move || {
         let mut left = len;
         let mut buf = vec![0u8; 256 * 1024];
@@ -1062,6 +1072,7 @@ pub fn reader_body(
                 )
             );
             if got != want {
+                corrupt.store(true, Ordering::SeqCst);
                 let _ = tx.blocking_send(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("blob {want} in the store is corrupt (its bytes hash to {got})"),
@@ -1069,14 +1080,13 @@ pub fn reader_body(
             }
         }
     });
+    let on_sent = watch.on_sent.clone();
     let stream = futures::stream::unfold(rx, move |mut rx| {
-        let sent = sent.clone();
+        let on_sent = on_sent.clone();
         async move {
             let item = rx.recv().await?;
             if let Ok(b) = &item {
-                for s in &sent {
-                    s.fetch_add(b.len() as u64, Ordering::Relaxed);
-                }
+                on_sent(b.len() as u64);
             }
             Some((item.map(Frame::data), rx))
         }

@@ -12,6 +12,8 @@ pub mod layout;
 pub mod manifest;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod scheduler;
 pub mod store;
+pub mod verify;
