@@ -101,6 +101,9 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 bail!("the store holds no image: run `provision images pull` first");
             }
             let reg = Arc::new(target_registry(ctx, &target).await?);
+            // Reachable, and the credentials accepted, before a single image starts (and
+            // the authentication is settled once, not once per image).
+            reg.ping().await?;
             let progress = Arc::new(Progress::new(mode(ctx), "pushed", images.len()));
             let summary = push::push(
                 layout,
@@ -204,6 +207,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 bail!("nothing to verify: give --list FILE or references (the store holds no image)");
             }
             let reg = Arc::new(target_registry(ctx, &target).await?);
+            reg.ping().await?;
             let progress = Arc::new(Progress::new(mode(ctx), "verified", expect.len()));
             let summary = verify::verify(reg, expect, parallelism.into(), progress).await;
             Ok(outcome(&summary, "verify"))

@@ -24,6 +24,16 @@ use super::store::{self, Descriptor, Store};
 
 /// Blobs larger than this go in chunks of this size (`PATCH` + `Content-Range`).
 pub const CHUNKED_ABOVE: u64 = 64 * 1024 * 1024;
+
+/// [`CHUNKED_ABOVE`], or `$PROVISION_IMAGES_CHUNK_SIZE` (bytes) when set: smaller chunks
+/// lose less to a broken connection on a poor link.
+pub fn chunk_size() -> u64 {
+    std::env::var("PROVISION_IMAGES_CHUNK_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n >= 1024 * 1024)
+        .unwrap_or(CHUNKED_ABOVE)
+}
 const ATTEMPTS: u32 = 6;
 
 struct Run {
@@ -270,7 +280,7 @@ async fn place_blob(
         Mount::Upload(l) => l,
     };
     run.progress.transfer_started();
-    let res = if b.size > CHUNKED_ABOVE {
+    let res = if b.size > chunk_size() {
         upload_chunked(run, repo, b, location).await
     } else {
         upload_whole(run, repo, b, location).await
@@ -382,7 +392,7 @@ async fn upload_chunked(
     let mut failures = 0;
     let w = watch(run);
     while offset < b.size {
-        let len = CHUNKED_ABOVE.min(b.size - offset);
+        let len = chunk_size().min(b.size - offset);
         let reader = run
             .layout
             .open_blob(&b.digest, offset)
