@@ -17,6 +17,7 @@ link at 60 MB/s (token buckets; MB = 10^6 bytes), and counts requests and bytes.
 
 The runs, same set, a fresh destination registry (TLS + htpasswd + a fixed http.secret, as
 the registry host runs it) each time:
+  model check       curl through the model, 1 and 8 connections (is the proxy keeping up?)
   skopeo serial     `skopeo copy --all` per image, one after the other (rancher-load-images)
   skopeo 4 at once  the same, four images at a time
   skopeo no-op      the serial run again into the filled registry
@@ -26,6 +27,7 @@ the registry host runs it) each time:
   provision push    `images push --to` the fresh registry on loopback
   end to end        pull + push
   no-op re-runs     pull again through the model, push again
+  archive           `images save --split 100M`, then `images push --archive` from the volumes
   kill -9           a pull killed when half the bytes are through, then run again: the
                     bytes fetched beyond a clean pull's, and the store's corrupt blobs
   1 GiB layer       pull (loopback) and push of the big image: peak RSS
@@ -940,9 +942,31 @@ class Bench:
                  note="requests: the registry's")
         self.done_with(dest)
         self.deadline_check()
+        self.run_archive(store)
+        self.deadline_check()
         self.run_kill()
         self.deadline_check()
         self.run_big()
+
+    def run_archive(self, store: Path):
+        """The two-phase route: the store saved as split volumes, pushed from them."""
+        archive = self.run_dir / "archive" / "images.tar"
+        log("provision images save --split 100M, then push --archive")
+        res = check(run([self.args.bin, "images", "save", "--archive", archive, "--store", store, "--split", "100M"],
+                        self.run_dir / "save.log", cwd=self.run_dir, timeout=600), "provision images save")
+        volumes = sorted(archive.parent.glob("images.tar.[0-9][0-9][0-9]"))
+        self.row("provision `images save --split 100M`", res.wall, self.unique, None, None, None, res.rss_kb,
+                 note=f"{len(volumes)} volumes")
+        dest = self.fresh_destination()
+        env = {"REGISTRY_AUTH_FILE": str(self.tls.auth_file(dest.port))}
+        r0, q0 = dest.bytes_read(), dest.requests_served()
+        res = check(run([self.args.bin, "images", "push", "--archive", archive, "--to", dest.host, "--to-ca", self.tls.ca],
+                        self.run_dir / "push-archive.log", env, cwd=self.run_dir, timeout=600), "provision images push --archive")
+        self.row("provision `images push --archive` (loopback)", res.wall, self.unique, None, dest.bytes_read() - r0,
+                 dest.requests_served() - q0, res.rss_kb, self.digests_kept(dest, self.images),
+                 "read in place from the volumes; requests: the registry's")
+        self.done_with(dest)
+        shutil.rmtree(archive.parent, ignore_errors=True)
 
     def run_kill(self):
         store = self.run_dir / "store-kill"
@@ -1088,6 +1112,9 @@ sent the client (headers included) over the unique bytes; *sent* is what the des
 registry read from its sockets (its `rchar`, TLS included) over the unique bytes; *requests*
 are those the proxy saw (the source's), or the destination's access log where noted; *peak
 RSS* is the process's `ru_maxrss` (wait4), for skopeo the largest of its processes. The
+model rows check the proxy itself (curl's ranged GETs of the big layer): a busy machine
+shows there first. The save and push `--archive` rows are the two-phase route: the store
+written as 100 MB volumes, then pushed from them without extracting. The
 no-op rows copy nothing; the kill row is a pull killed (`SIGKILL`) when half the bytes are
 through and its re-run: *fetched* counts both, the note the bytes fetched beyond a clean pull's.
 The benchmark exits 1 naming each target missed.
