@@ -51,8 +51,8 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                     .collect::<Result<Vec<_>>>()?
             };
             let ca_pem = source_ca.as_deref().map(read_ca).transpose()?;
-            let store = Store::open(&store_dir(ctx, store)?)
-                .context("cannot open the image store")?;
+            let store =
+                Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
             let progress = Arc::new(Progress::new(mode(ctx), "pulled", refs.len()));
             let summary = pull::pull(
                 &store,
@@ -79,9 +79,10 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
         } => {
             let (layout, store): (Arc<dyn LayoutReader>, Option<Store>) = match archive_path {
                 Some(a) => (
-                    Arc::new(archive::ArchiveReader::open(&a).with_context(|| {
-                        format!("cannot read the archive {}", a.display())
-                    })?),
+                    Arc::new(
+                        archive::ArchiveReader::open(&a)
+                            .with_context(|| format!("cannot read the archive {}", a.display()))?,
+                    ),
                     None,
                 ),
                 None => {
@@ -204,7 +205,9 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                     .collect()
             };
             if expect.is_empty() {
-                bail!("nothing to verify: give --list FILE or references (the store holds no image)");
+                bail!(
+                    "nothing to verify: give --list FILE or references (the store holds no image)"
+                );
             }
             let reg = Arc::new(target_registry(ctx, &target).await?);
             reg.ping().await?;
@@ -226,7 +229,8 @@ fn mode(ctx: &Ctx) -> progress::Mode {
         progress::Mode::Json
     } else if ctx.verbosity == Verbosity::Quiet {
         progress::Mode::Quiet
-    } else if std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb")
+    } else if std::io::stderr().is_terminal()
+        && std::env::var_os("TERM").is_some_and(|t| t != "dumb")
     {
         progress::Mode::Live
     } else {
@@ -242,7 +246,10 @@ fn outcome(s: &Summary, what: &str) -> u8 {
     if s.failed == 0 {
         return exit::OK;
     }
-    eprintln!("error: {what} failed for {} of {} images:", s.failed, s.images);
+    eprintln!(
+        "error: {what} failed for {} of {} images:",
+        s.failed, s.images
+    );
     for f in &s.failures {
         eprintln!("  {}: {}", f.image, f.reason);
     }

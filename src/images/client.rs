@@ -260,6 +260,15 @@ pub struct BlobStream {
     pub body: Incoming,
 }
 
+/// What one upload request carries: `len` bytes from `start`; `whole` when that is the
+/// entire blob (a monolithic `PUT ?digest=`), else one chunk (`PATCH`).
+#[derive(Debug, Clone, Copy)]
+pub struct Piece {
+    pub start: u64,
+    pub len: u64,
+    pub whole: bool,
+}
+
 /// Where a blob upload stands.
 pub enum Mount {
     Mounted,
@@ -821,8 +830,8 @@ impl Registry {
         format!("{location}{sep}digest={}", percent_encode(digest))
     }
 
-    /// Sends `len` bytes of `body` to an upload: the whole blob with `PUT ?digest=`
-    /// (`last`), or one chunk with `PATCH` and `Content-Range` from `start`. Returns the
+    /// Sends `body` to an upload: the whole blob with `PUT ?digest=`, or one chunk with
+    /// `PATCH` and `Content-Range`. Returns the
     /// next upload URL (a `PATCH`) or `None` (the blob is committed). Not retried here:
     /// the caller asks the registry where the upload stands ([`Registry::upload_offset`]).
     pub async fn send_upload(
@@ -830,12 +839,11 @@ impl Registry {
         repo: &str,
         location: &str,
         digest: &str,
-        start: u64,
-        len: u64,
+        piece: Piece,
         body: Body,
-        last: bool,
     ) -> Result<Option<String>> {
-        let (method, url) = if last && start == 0 {
+        let Piece { start, len, whole } = piece;
+        let (method, url) = if whole {
             (Method::PUT, Self::with_digest(location, digest))
         } else {
             (Method::PATCH, location.to_string())

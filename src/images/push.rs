@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::client::{reader_body, BodyWatch, Mount, Registry};
+use super::client::{reader_body, BodyWatch, Mount, Piece, Registry};
 use super::layout::LayoutReader;
 use super::manifest::{self, Kind};
 use super::progress::{Progress, Summary};
@@ -308,10 +308,9 @@ fn corrupt(run: &Run, b: &Descriptor) -> String {
     if let Some(s) = &run.store {
         let _ = s.verify_blob(&b.digest);
     }
-    format!(
-        "its bytes in the store do not match its digest (removed from the store; \
-         run `provision images pull` again); nothing was committed"
-    )
+    "its bytes in the store do not match its digest (removed from the store; run \
+     `provision images pull` again); nothing was committed"
+        .to_string()
 }
 
 async fn upload_whole(
@@ -342,7 +341,17 @@ async fn upload_whole(
         let body = reader_body(reader, b.size, w.clone(), Some(b.digest.clone()));
         match run
             .reg
-            .send_upload(repo, &location, &b.digest, 0, b.size, body, true)
+            .send_upload(
+                repo,
+                &location,
+                &b.digest,
+                Piece {
+                    start: 0,
+                    len: b.size,
+                    whole: true,
+                },
+                body,
+            )
             .await
         {
             Ok(_) => return Ok(()),
@@ -400,7 +409,17 @@ async fn upload_chunked(
         let body = reader_body(reader, len, w.clone(), None);
         match run
             .reg
-            .send_upload(repo, &location, &b.digest, offset, len, body, false)
+            .send_upload(
+                repo,
+                &location,
+                &b.digest,
+                Piece {
+                    start: offset,
+                    len,
+                    whole: false,
+                },
+                body,
+            )
             .await
         {
             Ok(next) => {

@@ -249,7 +249,8 @@ mod tests {
     #[test]
     fn parses_references_as_docker_does() {
         let d = format!("sha256:{}", "a".repeat(64));
-        let table: Vec<(String, &str, &str, Option<&str>, Option<&str>)> = vec![
+        type Row<'a> = (String, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+        let table: Vec<Row> = vec![
             (
                 "busybox".into(),
                 "docker.io",

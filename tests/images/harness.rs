@@ -116,7 +116,13 @@ impl Reg {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/") || l.contains("\"PUT /v2/") || l.contains("\"POST /v2/") || l.contains("\"PATCH /v2/"))
+            .filter(|l| {
+                l.contains("\"GET /v2/")
+                    || l.contains("\"HEAD /v2/")
+                    || l.contains("\"PUT /v2/")
+                    || l.contains("\"POST /v2/")
+                    || l.contains("\"PATCH /v2/")
+            })
             .map(str::to_string)
             .collect()
     }
@@ -172,7 +178,10 @@ impl Proxy {
             if let Ok(Some(s)) = child.try_wait() {
                 panic!("fault proxy exited: {s}");
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "fault proxy did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "fault proxy did not start"
+            );
             std::thread::sleep(Duration::from_millis(30));
         };
         wait_port(port, &mut child, "fault proxy");

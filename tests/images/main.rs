@@ -32,7 +32,11 @@ impl Env {
             .args(["init"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cfg = provision::config::load(&dir.path().join("provision.toml"))
             .expect("the init template loads");
         let registry_name = provision::blueprint::registry_host_name(&cfg);
@@ -106,7 +110,11 @@ fn ok(o: &Output, what: &str) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(o.status.success(), "{what} failed ({:?}):\n{text}", o.status);
+    assert!(
+        o.status.success(),
+        "{what} failed ({:?}):\n{text}",
+        o.status
+    );
     text
 }
 
@@ -169,7 +177,10 @@ fn pull_push_verify_round_trip_keeps_the_source_digests() {
             "{path} differs from the source"
         );
     }
-    assert_eq!(sha256(&env.dest_raw(&dst, "rancher/multi:1")), set.multi_index);
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/multi:1")),
+        set.multi_index
+    );
     // skopeo can copy every platform of it out of the destination
     let out = tempfile::tempdir().unwrap();
     skopeo(&[
@@ -204,7 +215,10 @@ fn pull_push_verify_round_trip_keeps_the_source_digests() {
     let o2 = env.pull(src.port, &set.refs[2..], &["--json", "--all-platforms"]);
     ok(&o2, "pull again");
     let src_reqs = src.requests().len() - before;
-    assert!(src_reqs <= 4, "{src_reqs} requests to the source for 4 unchanged images");
+    assert!(
+        src_reqs <= 4,
+        "{src_reqs} requests to the source for 4 unchanged images"
+    );
     assert_eq!(summary(&o)["unchanged"], 2);
     let before = dst.requests().len();
     let o = env.push(dst.port, &["--json"]);
@@ -231,9 +245,16 @@ fn a_single_platform_is_pushed_under_the_tag_with_its_own_digest() {
     let dst = env.registry();
     ok(&env.pull(src.port, &["rancher/multi:1"], &[]), "pull");
     ok(&env.push(dst.port, &[]), "push");
-    assert_eq!(sha256(&env.dest_raw(&dst, "rancher/multi:1")), set.multi_amd64);
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/multi:1")),
+        set.multi_amd64
+    );
     // a platform the index lacks: exit 1 naming what it has
-    let o = env.pull(src.port, &["rancher/multi:1"], &["--platform", "linux/s390x"]);
+    let o = env.pull(
+        src.port,
+        &["rancher/multi:1"],
+        &["--platform", "linux/s390x"],
+    );
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -412,7 +433,10 @@ fn ctrl_c_exits_130_with_the_store_consistent() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "Ctrl-C did not stop the pull");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "Ctrl-C did not stop the pull"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(130));
@@ -429,7 +453,10 @@ fn verify_names_a_missing_image_and_a_missing_blob() {
     let set = seed::standard(&src.addr(), 1 << 20);
     let env = Env::new();
     let dst = env.registry();
-    ok(&env.pull(src.port, &["base:1", "rancher/app:1"], &[]), "pull");
+    ok(
+        &env.pull(src.port, &["base:1", "rancher/app:1"], &[]),
+        "pull",
+    );
     ok(&env.push(dst.port, &[]), "push");
     let verify = |refs: &[&str]| {
         let mut c = env.provision();

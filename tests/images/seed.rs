@@ -68,8 +68,10 @@ impl Layout<'_> {
             let gz = gzip_stored(raw);
             diff_ids.push(sha256(raw));
             let d = self.blob(&gz);
-            descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": d, "size": gz.len()}));
+            descs.push(
+                json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": d, "size": gz.len()}),
+            );
         }
         let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux",
             "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
@@ -91,8 +93,10 @@ impl Layout<'_> {
     pub fn index(&self, images: &[(&Written, &str)]) -> Written {
         let manifests: Vec<_> = images
             .iter()
-            .map(|(w, arch)| json!({"mediaType": w.media_type, "digest": w.digest,
-                "size": w.size, "platform": {"os": "linux", "architecture": arch}}))
+            .map(|(w, arch)| {
+                json!({"mediaType": w.media_type, "digest": w.digest,
+                "size": w.size, "platform": {"os": "linux", "architecture": arch}})
+            })
             .collect();
         let idx = serde_json::to_vec(&json!({"schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}))
@@ -108,8 +112,10 @@ impl Layout<'_> {
     pub fn name(&self, entries: &[(&str, &Written)]) {
         let m: Vec<_> = entries
             .iter()
-            .map(|(n, w)| json!({"mediaType": w.media_type, "digest": w.digest, "size": w.size,
-                "annotations": {"org.opencontainers.image.ref.name": n}}))
+            .map(|(n, w)| {
+                json!({"mediaType": w.media_type, "digest": w.digest, "size": w.size,
+                "annotations": {"org.opencontainers.image.ref.name": n}})
+            })
             .collect();
         std::fs::write(
             self.dir.join("index.json"),
@@ -140,9 +146,9 @@ pub struct Set {
     pub base_layer: String,
 }
 
-/// Seeds `addr` with: `library/base:1` (base + one layer), `rancher/app:1` (the same base
-/// + one layer), `rancher/multi:1` (an index: amd64 shares the base, arm64 its own), and
-/// `rancher/big:1` (one layer of `big` bytes).
+/// Seeds `addr` with `library/base:1` (base and one layer), `rancher/app:1` (the same
+/// base and one layer), `rancher/multi:1` (an index: amd64 shares the base, arm64 has its
+/// own layer) and `rancher/big:1` (one layer of `big` bytes).
 pub fn standard(addr: &str, big: usize) -> Set {
     let dir = tempfile::tempdir().unwrap();
     let l = Layout::new(dir.path());
@@ -154,13 +160,23 @@ pub fn standard(addr: &str, big: usize) -> Set {
     let m_arm = l.image(&[random(5, 900_000)], "arm64");
     let idx = l.index(&[(&m_amd, "amd64"), (&m_arm, "arm64")]);
     let big_img = l.image(&[random(6, big)], "amd64");
-    l.name(&[("base", &a), ("app", &b), ("multi", &idx), ("big", &big_img)]);
+    l.name(&[
+        ("base", &a),
+        ("app", &b),
+        ("multi", &idx),
+        ("big", &big_img),
+    ]);
     l.copy_to("base", addr, "library/base:1");
     l.copy_to("app", addr, "rancher/app:1");
     l.copy_to("multi", addr, "rancher/multi:1");
     l.copy_to("big", addr, "rancher/big:1");
     Set {
-        refs: vec!["base:1", "rancher/app:1", "rancher/multi:1", "rancher/big:1"],
+        refs: vec![
+            "base:1",
+            "rancher/app:1",
+            "rancher/multi:1",
+            "rancher/big:1",
+        ],
         multi_index: idx.digest,
         multi_amd64: m_amd.digest,
         base_layer: sha256(&base_gz),
