@@ -653,15 +653,33 @@ class Result:
             return ""
 
 
-def start(cmd: list, out: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+# Peak RSS: a child's own `ru_maxrss` from wait4 also holds the RSS of the process it was
+# forked from (Linux records the old image's high-water mark at exec): the Python running
+# this script. GNU time forks from itself (a few MB), so its %M is the command's own.
+GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
+
+
+def start(cmd: list, out: Path, env: dict | None = None, cwd: Path | None = None,
+          rss_file: Path | None = None) -> subprocess.Popen:
+    """Starts `cmd` in its own process group; under GNU time when `rss_file` is given."""
     f = open(out, "ab")
-    return subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})}, cwd=cwd)
+    argv = [str(c) for c in cmd]
+    if rss_file is not None and GNU_TIME:
+        argv = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv]
+    return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
 
 
-def reap(proc: subprocess.Popen, t0: float, out: Path, timeout: float) -> Result:
-    """Waits for `proc` (killed after `timeout`), with its own peak RSS from wait4."""
-    timer = threading.Timer(timeout, lambda: proc.poll() is None and proc.kill())
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def reap(proc: subprocess.Popen, t0: float, out: Path, timeout: float, rss_file: Path | None = None) -> Result:
+    """Waits for `proc` (its group killed after `timeout`), with its peak RSS."""
+    timer = threading.Timer(timeout, lambda: proc.poll() is None and kill_group(proc))
     timer.start()
     try:
         _, status, usage = os.wait4(proc.pid, 0)
@@ -669,12 +687,23 @@ def reap(proc: subprocess.Popen, t0: float, out: Path, timeout: float) -> Result
         timer.cancel()
     wall = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Result(wall, proc.returncode, usage.ru_maxrss, out)
+    rss = usage.ru_maxrss
+    if rss_file is not None and GNU_TIME:
+        try:
+            rss = int(rss_file.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            rss = 0
+        rss_file.unlink(missing_ok=True)
+    return Result(wall, proc.returncode, rss, out)
+
+
+_rss_files = iter(range(1 << 30))
 
 
 def run(cmd: list, out: Path, env: dict | None = None, timeout: float = 600, cwd: Path | None = None) -> Result:
+    rss_file = out.parent / f".rss-{os.getpid()}-{next(_rss_files)}"
     t0 = time.monotonic()
-    return reap(start(cmd, out, env, cwd), t0, out, timeout)
+    return reap(start(cmd, out, env, cwd, rss_file), t0, out, timeout, rss_file)
 
 
 def check(result: Result, what: str) -> Result:
@@ -980,7 +1009,7 @@ class Bench:
             time.sleep(0.01)
         killed = proc.poll() is None
         if killed:
-            os.kill(proc.pid, signal.SIGKILL)
+            kill_group(proc)
         proc.wait()
         first = self.proxy.stats()["bytes"] - p0["bytes"]
         again = self.pull(store, "pull-after-kill")
@@ -1111,7 +1140,7 @@ Columns: *MB/s* is the set's unique bytes over the wall time; *fetched* is what 
 sent the client (headers included) over the unique bytes; *sent* is what the destination
 registry read from its sockets (its `rchar`, TLS included) over the unique bytes; *requests*
 are those the proxy saw (the source's), or the destination's access log where noted; *peak
-RSS* is the process's `ru_maxrss` (wait4), for skopeo the largest of its processes. The
+RSS* is GNU time's `%M` for the command (for skopeo the largest of its processes). The
 model rows check the proxy itself (curl's ranged GETs of the big layer): a busy machine
 shows there first. The save and push `--archive` rows are the two-phase route: the store
 written as 100 MB volumes, then pushed from them without extracting. The
