@@ -35,7 +35,7 @@ while i < len(args):
         i += 2
 rate = int(opts["--rate"])
 plan = {"429": int(opts["--429"]), "503": int(opts["--503"]), "drop": int(opts["--drop"])}
-fired = {"429": 0, "503": 0, "drop": 0, "requests": 0}
+fired = {"429": 0, "503": 0, "drop": 0, "requests": 0, "range": 0}
 lock = threading.Lock()
 
 
@@ -75,6 +75,8 @@ class Http(BaseHTTPRequestHandler):
     def relay(self):
         with lock:
             fired["requests"] += 1
+            if self.headers.get("Range"):
+                fired["range"] += 1
             report()
         is_blob = "/blobs/sha256:" in self.path and self.command == "GET"
         if is_blob and take("429"):
