@@ -511,3 +511,43 @@ fn a_layer_over_256_mib_goes_through_pull_and_chunked_push() {
         sha256(&source_raw(&src, "rancher/big:1"))
     );
 }
+
+#[test]
+fn ssm_mode_without_a_tunnel_says_how_to_open_one() {
+    let env = Env::new();
+    let cfg = env.dir.path().join("provision.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen("# mode = \"bastion\"", "mode = \"ssm\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+    // a store naming one image (push resolves the registry once it has something to push)
+    let store = provision::images::store::Store::open(&env.store()).unwrap();
+    let mut idx = store.load_index().unwrap();
+    idx.set(
+        "docker.io/rancher/app:1",
+        provision::images::store::Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 2,
+            annotations: Default::default(),
+            platform: None,
+        },
+    );
+    store.save_index(&idx).unwrap();
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--store"])
+        .arg(env.store())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "uses ssm access",
+        "AWS-StartPortForwardingSessionToRemoteHost",
+        "provision images push --via 127.0.0.1:5000",
+        "1 MB/s",
+        "provision images save --archive",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+}
