@@ -20,10 +20,12 @@
 //! way (a blob whose content does not match its name stops the save, naming it), never held
 //! in memory. Every file is written under a `.partial` name, synced and renamed into
 //! place, so a name in the directory is always complete; the `.sha256` list is written
-//! last. A split save is resumable: the archive is planned before a byte is written (every
-//! entry's offset follows from the sizes), the plan's digest and each finished volume's
-//! SHA-256 are recorded in `FILE.save-state`, and a re-run with the same store keeps the
-//! volumes already finished and starts at the first missing one.
+//! last. A save is resumable: the archive is planned before a byte is written (every
+//! entry's offset follows from the sizes), and `FILE.save-state` records the plan's digest,
+//! each finished volume's SHA-256 and, every 64 MiB, how far the `.partial` file being
+//! written is synced to disk. A re-run with the same store (after Ctrl-C, a crash or
+//! `kill -9`) keeps the finished volumes, cuts the partial file back to its last checkpoint
+//! and goes on from there; a changed store starts over.
 //!
 //! # Reading
 //! [`ArchiveReader::open`] takes the single tar, the base name of a split set, its first
@@ -57,6 +59,9 @@ const COPY_BUFFER: usize = 1 << 20;
 /// Largest size ustar's 11 octal digits hold; larger entries get a pax `size` record.
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 const SAVE_STATE_VERSION: u32 = 1;
+/// Bytes between two checkpoints of a save (the partial file synced, the offset recorded):
+/// what an interrupted save may have to write again.
+const CHECKPOINT_BYTES: u64 = if cfg!(test) { 256 * 1024 } else { 64 << 20 };
 
 /// What went wrong while saving or opening an archive; each names the file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -435,6 +440,9 @@ pub struct SaveSummary {
     pub blobs: usize,
     /// Volumes kept from an interrupted save of the same store.
     pub resumed_volumes: usize,
+    /// Bytes of the tar stream an interrupted save of the same store had written (in the
+    /// kept volumes and the partial file it was writing), not written again.
+    pub resumed_bytes: u64,
 }
 
 /// Where a save is, for a progress view: bytes of the tar stream written of `total`.
@@ -448,8 +456,12 @@ pub struct SaveProgress {
 struct SaveState {
     version: u32,
     plan: String,
+    /// 0 for a single archive.
     volume_size: u64,
     done: Vec<DoneVolume>,
+    /// Stream offset up to which the `.partial` file being written is synced to disk.
+    #[serde(default)]
+    checkpoint: u64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Clone)]
@@ -501,6 +513,7 @@ struct VolumeSink<'a> {
     hasher: Sha256,
     state: SaveState,
     state_path: PathBuf,
+    since_checkpoint: u64,
 }
 
 impl VolumeSink<'_> {
@@ -513,6 +526,54 @@ impl VolumeSink<'_> {
             Some(_) => volume_path(self.base, self.index),
             None => self.base.to_path_buf(),
         }
+    }
+
+    /// Stream offset of the first byte of the current volume.
+    fn volume_start(&self) -> u64 {
+        self.split.map_or(0, |s| s * self.index)
+    }
+
+    /// Continues the current volume's `.partial` file from its first `keep` bytes (synced
+    /// at the last checkpoint of an interrupted save): cut there, and hashed again for the
+    /// volume's SHA-256.
+    fn resume_partial(&mut self, keep: u64) -> Result<(), ArchiveError> {
+        let temp = with_suffix(&self.final_path(), ".partial");
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&temp)
+            .map_err(io_err("open", &temp))?;
+        f.set_len(keep).map_err(io_err("write", &temp))?;
+        self.hasher = Sha256::new();
+        if self.split.is_some() {
+            let mut buffer = vec![0u8; COPY_BUFFER];
+            let mut left = keep;
+            while left > 0 {
+                let want = left.min(COPY_BUFFER as u64) as usize;
+                f.read_exact(&mut buffer[..want])
+                    .map_err(io_err("read", &temp))?;
+                self.hasher.update(&buffer[..want]);
+                left -= want as u64;
+            }
+        }
+        f.seek(SeekFrom::Start(keep))
+            .map_err(io_err("write", &temp))?;
+        self.current = Some((f, temp));
+        self.in_volume = keep;
+        self.state.checkpoint = self.volume_start() + keep;
+        Ok(())
+    }
+
+    /// Syncs the partial file and records how far it is good.
+    fn checkpoint(&mut self) -> Result<(), ArchiveError> {
+        if let Some((f, temp)) = &self.current {
+            f.sync_data().map_err(io_err("write", temp))?;
+            self.state.checkpoint = self.volume_start() + self.in_volume;
+            let json = serde_json::to_vec_pretty(&self.state).expect("plain data serializes");
+            write_atomic(&self.state_path, &json)?;
+        }
+        self.since_checkpoint = 0;
+        Ok(())
     }
 
     fn write(&mut self, mut data: &[u8]) -> Result<(), ArchiveError> {
@@ -532,9 +593,12 @@ impl VolumeSink<'_> {
                 self.hasher.update(&data[..n]);
             }
             self.in_volume += n as u64;
+            self.since_checkpoint += n as u64;
             data = &data[n..];
             if self.in_volume == self.capacity() {
                 self.finish_volume()?;
+            } else if self.since_checkpoint >= CHECKPOINT_BYTES {
+                self.checkpoint()?;
             }
         }
         Ok(())
@@ -555,10 +619,12 @@ impl VolumeSink<'_> {
                 size: self.in_volume,
                 sha256: hex::encode(hasher.finalize()),
             });
+            self.state.checkpoint = self.volume_start() + self.in_volume;
             let json = serde_json::to_vec_pretty(&self.state).expect("plain data serializes");
             write_atomic(&self.state_path, &json)?;
         }
         self.index += 1;
+        self.since_checkpoint = 0;
         Ok(())
     }
 }
@@ -575,8 +641,8 @@ pub fn save(
 }
 
 /// [`save`], calling `progress` after every piece written; when it returns `false` the
-/// save stops with [`ArchiveError::Cancelled`] (a split save keeps its finished volumes
-/// and resumes after them on the next run).
+/// save stops with [`ArchiveError::Cancelled`], keeping what it wrote: the next save of
+/// the same store resumes at its last checkpoint (as after a crash or `kill -9`).
 pub fn save_with_progress(
     store_dir: &Path,
     archive: &Path,
@@ -606,36 +672,49 @@ pub fn save_with_progress(
     let state_path = with_suffix(archive, ".save-state");
     let checksums = with_suffix(archive, ".sha256");
 
-    // A split save resumes after the volumes an interrupted run of the same plan finished.
+    // An interrupted save of the same plan is resumed: the volumes it finished are kept,
+    // and the partial file it was writing from its last checkpoint on.
     let mut state = SaveState {
         version: SAVE_STATE_VERSION,
         plan: plan.digest.clone(),
         volume_size: split.unwrap_or(0),
         done: Vec::new(),
+        checkpoint: 0,
     };
-    if let Some(size) = split {
-        if let Some(previous) = fs::read(&state_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<SaveState>(&b).ok())
-        {
-            if previous.version == SAVE_STATE_VERSION
-                && previous.plan == plan.digest
-                && previous.volume_size == size
-            {
-                for (i, v) in previous.done.iter().enumerate() {
-                    let path = volume_path(archive, i as u64);
-                    let intact = v.name == file_name(&path)
-                        && fs::metadata(&path).is_ok_and(|m| m.len() == v.size);
-                    if !intact {
-                        break;
-                    }
-                    state.done.push(v.clone());
-                }
+    let mut partial_keep = 0;
+    if let Some(previous) = fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<SaveState>(&b).ok())
+        .filter(|p| {
+            p.version == SAVE_STATE_VERSION
+                && p.plan == plan.digest
+                && p.volume_size == split.unwrap_or(0)
+        })
+    {
+        for (i, v) in previous.done.iter().enumerate() {
+            let path = volume_path(archive, i as u64);
+            let intact =
+                v.name == file_name(&path) && fs::metadata(&path).is_ok_and(|m| m.len() == v.size);
+            if !intact {
+                break;
+            }
+            state.done.push(v.clone());
+        }
+        let kept = state.done.len() as u64;
+        let volume_start = split.map_or(0, |s| s * kept);
+        let partial = match split {
+            Some(_) => with_suffix(&volume_path(archive, kept), ".partial"),
+            None => with_suffix(archive, ".partial"),
+        };
+        if kept == previous.done.len() as u64 && previous.checkpoint > volume_start {
+            let keep = previous.checkpoint - volume_start;
+            if fs::metadata(&partial).is_ok_and(|m| m.len() >= keep) {
+                partial_keep = keep;
             }
         }
     }
     let resumed = state.done.len();
-    if resumed == 0 {
+    if resumed == 0 && partial_keep == 0 {
         // A fresh set: the old list and state describe other bytes.
         for stale in [&checksums, &state_path] {
             match fs::remove_file(stale) {
@@ -646,7 +725,7 @@ pub fn save_with_progress(
             }
         }
     }
-    let start = split.map_or(0, |s| s * resumed as u64);
+    let start = split.map_or(0, |s| s * resumed as u64) + partial_keep;
 
     let mut sink = VolumeSink {
         base: archive,
@@ -657,15 +736,22 @@ pub fn save_with_progress(
         hasher: Sha256::new(),
         state,
         state_path: state_path.clone(),
+        since_checkpoint: 0,
     };
+    if partial_keep > 0 {
+        sink.resume_partial(partial_keep)?;
+    }
     let result = write_stream(store_dir, archive, &plan, start, &mut sink, progress);
     if let Err(e) = result {
-        if let Some((_, temp)) = sink.current.take() {
-            let _ = fs::remove_file(temp);
-        }
         if matches!(e, ArchiveError::CorruptBlob { .. }) {
-            // Finished volumes may hold part of the corrupt blob: never resume from them.
+            // What was written may hold part of the corrupt blob: never resume from it.
+            if let Some((_, temp)) = sink.current.take() {
+                let _ = fs::remove_file(temp);
+            }
             let _ = fs::remove_file(&state_path);
+        } else {
+            // Kept for the next run, which resumes at the last checkpoint.
+            let _ = sink.checkpoint();
         }
         return Err(e);
     }
@@ -676,13 +762,17 @@ pub fn save_with_progress(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let summary = match split {
-        None => SaveSummary {
-            volumes: vec![archive.to_path_buf()],
-            checksums: None,
-            bytes: plan.total,
-            blobs: plan.blobs,
-            resumed_volumes: 0,
-        },
+        None => {
+            let _ = fs::remove_file(&state_path);
+            SaveSummary {
+                volumes: vec![archive.to_path_buf()],
+                checksums: None,
+                bytes: plan.total,
+                blobs: plan.blobs,
+                resumed_volumes: 0,
+                resumed_bytes: start.min(plan.total),
+            }
+        }
         Some(_) => {
             let list: String = sink
                 .state
@@ -704,6 +794,7 @@ pub fn save_with_progress(
                 bytes: plan.total,
                 blobs: plan.blobs,
                 resumed_volumes: resumed,
+                resumed_bytes: start.min(plan.total),
             }
         }
     };
@@ -1655,7 +1746,8 @@ mod tests {
         assert!(calls > 0);
         assert!(volume_path(&archive, 1).exists());
         assert!(!with_suffix(&archive, ".sha256").exists());
-        assert!(!with_suffix(&volume_path(&archive, 2), ".partial").exists());
+        // The volume being written is kept for the next run.
+        assert!(with_suffix(&volume_path(&archive, 2), ".partial").exists());
         let inode = fs::metadata(volume_path(&archive, 0)).unwrap().ino();
 
         let summary = save(&store, &archive, Some(size)).unwrap();
@@ -1670,6 +1762,76 @@ mod tests {
         let summary = save(&store, &archive, Some(size)).unwrap();
         assert_eq!(summary.resumed_volumes, 0);
         ArchiveReader::open(&archive).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_single_save_resumes_from_its_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let blobs = small_layout(&store);
+        let fresh = dir.path().join("fresh.tar");
+        save(&store, &fresh, None).unwrap();
+
+        let archive = dir.path().join("images.tar");
+        let stop_at = 5 * CHECKPOINT_BYTES / 2;
+        let err =
+            save_with_progress(&store, &archive, None, &mut |p| p.written < stop_at).unwrap_err();
+        assert!(matches!(err, ArchiveError::Cancelled { .. }), "{err}");
+        assert!(
+            !archive.exists(),
+            "an unfinished archive under its final name"
+        );
+        let partial = with_suffix(&archive, ".partial");
+        // What a crash leaves past the last checkpoint: bytes that may be wrong.
+        let mut f = fs::OpenOptions::new().append(true).open(&partial).unwrap();
+        f.write_all(&[0xee; 3000]).unwrap();
+        drop(f);
+
+        let mut first_written = None;
+        let summary = save_with_progress(&store, &archive, None, &mut |p| {
+            first_written.get_or_insert(p.written);
+            true
+        })
+        .unwrap();
+        assert!(summary.resumed_bytes >= 2 * CHECKPOINT_BYTES, "{summary:?}");
+        assert!(summary.resumed_bytes <= stop_at + COPY_BUFFER as u64);
+        assert!(
+            first_written.unwrap() >= summary.resumed_bytes,
+            "started from zero"
+        );
+        assert!(fs::read(&archive).unwrap() == fs::read(&fresh).unwrap());
+        assert!(!partial.exists());
+        assert!(!with_suffix(&archive, ".save-state").exists());
+        assert_reads_back(&ArchiveReader::open(&archive).unwrap(), &store, &blobs);
+    }
+
+    #[test]
+    fn an_interrupted_split_save_resumes_inside_a_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let blobs = small_layout(&store);
+        let size = 2_000_003;
+        let archive = dir.path().join("images.tar");
+        // Stopped in the middle of the second volume, past a checkpoint in it.
+        let stop_at = size + 3 * CHECKPOINT_BYTES / 2;
+        let _ = save_with_progress(&store, &archive, Some(size), &mut |p| p.written < stop_at);
+        assert!(volume_path(&archive, 0).exists());
+        assert!(with_suffix(&volume_path(&archive, 1), ".partial").exists());
+
+        let summary = save(&store, &archive, Some(size)).unwrap();
+        assert_eq!(summary.resumed_volumes, 1);
+        assert!(summary.resumed_bytes > size, "{summary:?}");
+        // The list's SHA-256 of the resumed volume is of all its bytes: open verifies it.
+        let reader = ArchiveReader::open(&archive).unwrap();
+        assert_reads_back(&reader, &store, &blobs);
+        let fresh = dir.path().join("fresh.tar");
+        save(&store, &fresh, None).unwrap();
+        let joined: Vec<u8> = summary
+            .volumes
+            .iter()
+            .flat_map(|v| fs::read(v).unwrap())
+            .collect();
+        assert!(joined == fs::read(&fresh).unwrap());
     }
 
     /// A one-layer image built by hand: an uncompressed tar layer holding one file, its
