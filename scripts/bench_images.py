@@ -728,6 +728,7 @@ class Bench:
         self.figures: dict = {}
         self.registries: list[Registry] = []
         self.dest_count = 0
+        self.load_start = os.getloadavg()[0]
 
     # --- setup
     def setup(self):
@@ -1089,7 +1090,9 @@ class Bench:
         head = [
             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}`: "
             f"{len(self.images)} images ({multi} multi-arch), {self.set['blobs']} blobs, "
-            f"{self.unique / MB:.0f} MB unique; skopeo {skopeo_version()}, {registry_version()}.",
+            f"{self.unique / MB:.0f} MB unique; skopeo {skopeo_version()}, {registry_version()}; "
+            f"{os.cpu_count()} CPUs, load average {self.load_start:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end (other work on the machine moves the figures).",
             "",
         ]
         notes = [""] + [f"- {n}" for n in self.notes] if self.notes else []
