@@ -185,35 +185,95 @@ pub async fn pull(
         book: Book::load(store)?,
         opts,
     });
-    // Images in flight at once: enough to keep every transfer slot busy.
-    let images = Arc::new(tokio::sync::Semaphore::new(run.sched.parallelism() * 2));
-    let mut set = tokio::task::JoinSet::new();
-    for r in refs {
-        let run = run.clone();
-        let images = images.clone();
-        set.spawn(async move {
-            let Ok(_permit) = images.acquire().await else {
-                return;
-            };
-            if run.sched.is_cancelled() {
-                return;
+    let work = async {
+        // Phase 1: every image resolved to the blobs it needs (manifests fetched into the
+        // store), many at once: this part waits on round trips, not bandwidth.
+        let resolving = Arc::new(tokio::sync::Semaphore::new(run.sched.parallelism() * 4));
+        let mut set = tokio::task::JoinSet::new();
+        for r in refs {
+            let (run, resolving) = (run.clone(), resolving.clone());
+            set.spawn(async move {
+                let _permit = resolving.acquire().await.ok()?;
+                if run.sched.is_cancelled() {
+                    return None;
+                }
+                let name = r.to_string();
+                match resolve_image(&run, &r).await {
+                    Ok(Resolved::Unchanged(digest)) => {
+                        run.progress.image_done(&name, &digest, true);
+                        None
+                    }
+                    Ok(Resolved::Todo(t)) => Some(t),
+                    Err(e) => {
+                        run.progress.image_failed(&name, &e);
+                        None
+                    }
+                }
+            });
+        }
+        let mut todo = Vec::new();
+        while let Some(t) = set.join_next().await {
+            if let Ok(Some(t)) = t {
+                todo.push(Arc::new(t));
             }
-            let name = r.to_string();
-            match pull_image(&run, &r).await {
-                Ok((digest, unchanged)) => run.progress.image_done(&name, &digest, unchanged),
-                Err(e) if run.sched.is_cancelled() => tracing::debug!("{name}: {e}"),
-                Err(e) => run.progress.image_failed(&name, &e),
+        }
+        // Phase 2: the union of their blobs, largest first (the long transfers start
+        // early instead of forming the tail), each once, `parallelism` at a time. An image
+        // is recorded the moment its last blob lands.
+        let mut blobs: HashMap<String, (Descriptor, Vec<Arc<Todo>>)> = HashMap::new();
+        for t in &todo {
+            if t.blobs.is_empty() {
+                finish_image(&run, t);
             }
-        });
-    }
+            for b in &t.blobs {
+                blobs
+                    .entry(b.digest.clone())
+                    .or_insert_with(|| (b.clone(), Vec::new()))
+                    .1
+                    .push(t.clone());
+            }
+        }
+        let mut order: Vec<(Descriptor, Vec<Arc<Todo>>)> = blobs.into_values().collect();
+        order.sort_by(|a, b| b.0.size.cmp(&a.0.size).then(a.0.digest.cmp(&b.0.digest)));
+        let mut set = tokio::task::JoinSet::new();
+        for (desc, users) in order {
+            let run = run.clone();
+            set.spawn(async move {
+                let first = &users[0];
+                let res = run
+                    .sched
+                    .once(&desc.digest, || {
+                        fetch_blob(&run, &first.reg, &first.repo, &desc)
+                    })
+                    .await;
+                for (k, t) in users.iter().enumerate() {
+                    match &res {
+                        Ok(shared) => {
+                            run.progress
+                                .blob(&t.name, &desc.digest, shared.outcome, k == 0)
+                        }
+                        Err(e) => t
+                            .failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(format!("blob {}: {e}", desc.digest)),
+                    }
+                    if t.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        finish_image(&run, t);
+                    }
+                }
+            });
+            // Let it reach the scheduler's queue before the next (smaller) one.
+            tokio::task::yield_now().await;
+        }
+        while set.join_next().await.is_some() {}
+    };
     let interrupted = tokio::select! {
-        _ = async { while set.join_next().await.is_some() {} } => false,
+        _ = work => false,
         _ = interrupt => true,
     };
     if interrupted {
         run.sched.cancel();
-        set.abort_all();
-        while set.join_next().await.is_some() {}
     }
     run.book.flush()?;
     let (req, retries) = run.sources.totals();
@@ -234,7 +294,41 @@ pub fn complete(store: &Store, digest: &str) -> bool {
     }
 }
 
-async fn pull_image(run: &Run, r: &Reference) -> Result<(String, bool), String> {
+/// An image whose blobs are still to fetch, and what to record once they are there.
+struct Todo {
+    name: String,
+    reg: Arc<Registry>,
+    repo: String,
+    blobs: Vec<Descriptor>,
+    stored: Descriptor,
+    lock: LockEntry,
+    /// Blobs not yet settled; the image is finished when it reaches 0.
+    left: std::sync::atomic::AtomicUsize,
+    failures: Mutex<Vec<String>>,
+}
+
+enum Resolved {
+    Unchanged(String),
+    Todo(Todo),
+}
+
+/// Records a finished image (or reports why it failed).
+fn finish_image(run: &Run, t: &Todo) {
+    if run.sched.is_cancelled() {
+        return;
+    }
+    let failures = t.failures.lock().unwrap_or_else(|p| p.into_inner());
+    if failures.is_empty() {
+        run.book.record(&t.name, t.stored.clone(), t.lock.clone());
+        run.progress.image_done(&t.name, &t.stored.digest, false);
+    } else {
+        run.progress.image_failed(&t.name, &failures.join("; "));
+    }
+}
+
+/// Resolves `r`: unchanged since the lock (one HEAD), or the manifests fetched into the
+/// store and the blobs it needs listed.
+async fn resolve_image(run: &Run, r: &Reference) -> Result<Resolved, String> {
     let name = r.to_string();
     let reg = run.sources.client(r)?;
     let repo = r.repository.clone();
@@ -259,15 +353,16 @@ async fn pull_image(run: &Run, r: &Reference) -> Result<(String, bool), String> 
             && l.platforms == selection
             && complete(&run.store, &l.digest)
         {
-            return Ok((l.digest.clone(), true));
+            return Ok(Resolved::Unchanged(l.digest.clone()));
         }
     }
     let top = get_manifest(run, &reg, &repo, &source_digest).await?;
     let (top_bytes, top_type) = top;
     let parsed = manifest::parse(&top_bytes, &top_type).map_err(|e| format!("{name}: {e}"))?;
+    let mut needed: Vec<Descriptor> = Vec::new();
     let stored: Descriptor = match parsed.kind {
         Kind::Image { blobs } => {
-            fetch_blobs(run, &reg, &repo, &name, &blobs).await?;
+            needed.extend(blobs);
             descriptor(&parsed.media_type, &source_digest, top_bytes.len() as u64)
         }
         Kind::Index { entries, raw } => {
@@ -294,7 +389,7 @@ async fn pull_image(run: &Run, r: &Reference) -> Result<(String, bool), String> 
                 let (bytes, ct) = get_manifest(run, &reg, &repo, &e.digest).await?;
                 let m = manifest::parse(&bytes, &ct).map_err(|x| format!("{}: {x}", e.digest))?;
                 match m.kind {
-                    Kind::Image { blobs } => fetch_blobs(run, &reg, &repo, &name, &blobs).await?,
+                    Kind::Image { blobs } => needed.extend(blobs),
                     Kind::Index { .. } => {
                         return Err(format!("{} is an index inside an index", e.digest))
                     }
@@ -323,17 +418,23 @@ async fn pull_image(run: &Run, r: &Reference) -> Result<(String, bool), String> 
             }
         }
     };
-    let digest = stored.digest.clone();
-    run.book.record(
-        &name,
+    let mut seen = std::collections::HashSet::new();
+    needed.retain(|b| seen.insert(b.digest.clone()));
+    let lock = LockEntry {
+        source_digest,
+        digest: stored.digest.clone(),
+        platforms: selection,
+    };
+    Ok(Resolved::Todo(Todo {
+        name,
+        reg,
+        repo,
+        left: std::sync::atomic::AtomicUsize::new(needed.len()),
+        blobs: needed,
         stored,
-        LockEntry {
-            source_digest,
-            digest: digest.clone(),
-            platforms: selection,
-        },
-    );
-    Ok((digest, false))
+        lock,
+        failures: Mutex::new(Vec::new()),
+    }))
 }
 
 fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
@@ -366,28 +467,6 @@ async fn get_manifest(
         .put_blob(&info.digest, &bytes)
         .map_err(|e| format!("writing manifest {digest} to the store: {e}"))?;
     Ok((bytes.to_vec(), info.media_type))
-}
-
-async fn fetch_blobs(
-    run: &Run,
-    reg: &Arc<Registry>,
-    repo: &str,
-    image: &str,
-    blobs: &[Descriptor],
-) -> Result<(), String> {
-    let futs = blobs.iter().map(|b| async move {
-        let shared = run
-            .sched
-            .once(&b.digest, || fetch_blob(run, reg, repo, b))
-            .await
-            .map_err(|e| format!("blob {}: {e}", b.digest))?;
-        run.progress
-            .blob(image, &b.digest, shared.outcome, shared.first);
-        Ok::<_, String>(())
-    });
-    let results = futures::future::join_all(futs).await;
-    results.into_iter().collect::<Result<Vec<()>, String>>()?;
-    Ok(())
 }
 
 struct InFlight<'a>(&'a Progress);
