@@ -515,6 +515,15 @@ impl Registry {
             attempt += 1;
             let wait = match res {
                 Err(e) => {
+                    // A certificate that does not verify will not verify on a retry.
+                    if e.contains("certificate") {
+                        return Err(RegistryError::new(format!(
+                            "{}: the registry's TLS certificate does not verify as `{}` \
+                             against the trusted CA ({e})",
+                            self.describe(&method, url),
+                            self.host.split(':').next().unwrap_or(&self.host)
+                        )));
+                    }
                     if attempt >= self.attempts {
                         return Err(RegistryError::new(format!(
                             "{}: {e} (after {attempt} attempts)",

@@ -557,14 +557,8 @@ fn a_layer_over_256_mib_is_streamed_through_pull_and_chunked_push() {
     );
 }
 
-#[test]
-fn ssm_mode_without_a_tunnel_says_how_to_open_one() {
-    let env = Env::new();
-    let cfg = env.dir.path().join("provision.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let text = text.replacen("# mode = \"bastion\"", "mode = \"ssm\"", 1);
-    std::fs::write(&cfg, text).unwrap();
-    // a store naming one image (push resolves the registry once it has something to push)
+/// A store naming one image (push resolves the registry once it has something to push).
+fn store_naming_one_image(env: &Env) {
     let store = provision::images::store::Store::open(&env.store()).unwrap();
     let mut idx = store.load_index().unwrap();
     idx.set(
@@ -578,6 +572,16 @@ fn ssm_mode_without_a_tunnel_says_how_to_open_one() {
         },
     );
     store.save_index(&idx).unwrap();
+}
+
+#[test]
+fn ssm_mode_without_a_tunnel_says_how_to_open_one() {
+    let env = Env::new();
+    let cfg = env.dir.path().join("provision.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen("# mode = \"bastion\"", "mode = \"ssm\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+    store_naming_one_image(&env);
     let mut c = env.provision();
     let o = c
         .args(["images", "push", "--store"])
@@ -595,4 +599,34 @@ fn ssm_mode_without_a_tunnel_says_how_to_open_one() {
     ] {
         assert!(err.contains(want), "missing `{want}` in:\n{err}");
     }
+}
+
+#[test]
+fn tls_is_verified_against_the_registry_name_not_the_address() {
+    if !harness::tools_or_skip("tls_is_verified_against_the_registry_name_not_the_address") {
+        return;
+    }
+    let env = Env::new();
+    let dst = env.registry();
+    store_naming_one_image(&env);
+    // the env's certificate names `<env>-registry.<zone>`, not 127.0.0.1: refused, at once
+    let t = Instant::now();
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--store"])
+        .arg(env.store())
+        .arg("--to")
+        .arg(dst.addr())
+        .arg("--to-ca")
+        .arg(env.secrets.join("registry-ca.crt"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("does not verify as `127.0.0.1`"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "a bad certificate was retried");
+    // through --via the same address verifies as the registry's name
+    let o = env.push(dst.port, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("does not verify"), "{err}");
 }
