@@ -203,7 +203,7 @@ pub async fn pull(
                         run.progress.image_done(&name, &digest, true);
                         None
                     }
-                    Ok(Resolved::Todo(t)) => Some(t),
+                    Ok(Resolved::Todo(t)) => Some(*t),
                     Err(e) => {
                         run.progress.image_failed(&name, &e);
                         None
@@ -309,7 +309,7 @@ struct Todo {
 
 enum Resolved {
     Unchanged(String),
-    Todo(Todo),
+    Todo(Box<Todo>),
 }
 
 /// Records a finished image (or reports why it failed).
@@ -425,7 +425,7 @@ async fn resolve_image(run: &Run, r: &Reference) -> Result<Resolved, String> {
         digest: stored.digest.clone(),
         platforms: selection,
     };
-    Ok(Resolved::Todo(Todo {
+    Ok(Resolved::Todo(Box::new(Todo {
         name,
         reg,
         repo,
@@ -434,7 +434,7 @@ async fn resolve_image(run: &Run, r: &Reference) -> Result<Resolved, String> {
         stored,
         lock,
         failures: Mutex::new(Vec::new()),
-    }))
+    })))
 }
 
 fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {

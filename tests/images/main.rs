@@ -624,7 +624,10 @@ fn tls_is_verified_against_the_registry_name_not_the_address() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("does not verify as `127.0.0.1`"), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "a bad certificate was retried");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a bad certificate was retried"
+    );
     // through --via the same address verifies as the registry's name
     let o = env.push(dst.port, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
