@@ -163,6 +163,22 @@ fn pull_push_verify_round_trip_keeps_the_source_digests() {
     let o = env.push(dst.port, &["-vv"]);
     let text = ok(&o, "push");
     assert!(!text.contains(&env.password), "the password was printed");
+    // the shared base layer went up once and was mounted into the other repositories
+    let log = dst.requests();
+    let mounted = log
+        .iter()
+        .filter(|l| l.contains("mount=") && l.contains("\" 201 "))
+        .count();
+    assert!(
+        mounted >= 1,
+        "no cross-repository mount:\n{}",
+        log.join("\n")
+    );
+    let c = commits(&dst);
+    assert!(
+        c.values().all(|&n| n == 1),
+        "a blob was uploaded twice: {c:?}"
+    );
 
     // skopeo reads what provision pushed, with the source's digests
     for (r, path) in [
@@ -444,6 +460,41 @@ fn ctrl_c_exits_130_with_the_store_consistent() {
     assert_eq!(status.code(), Some(130));
     assert_store_consistent(&env.store());
     ok(&env.pull(src.port, &set.refs, &[]), "pull after Ctrl-C");
+
+    // and in the middle of a push
+    let dst = env.registry();
+    let slow_dst = Proxy::start(dst.port, &["--tcp", "--rate", "2000000"]);
+    let mut c = env.provision();
+    c.args(["images", "push", "--store"])
+        .arg(env.store())
+        .arg("--via")
+        .arg(format!("127.0.0.1:{}", slow_dst.port));
+    let mut child = c.spawn().unwrap();
+    let t = Instant::now();
+    while !dst
+        .requests()
+        .iter()
+        .any(|l| l.contains("PATCH") || l.contains("\"PUT /v2/"))
+        && t.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    ok(&env.push(dst.port, &[]), "push after Ctrl-C");
+    ok(
+        &env.provision()
+            .args(["images", "verify", "--store"])
+            .arg(env.store())
+            .arg("--via")
+            .arg(dst.addr())
+            .output()
+            .unwrap(),
+        "verify after Ctrl-C and a re-run",
+    );
 }
 
 #[test]
