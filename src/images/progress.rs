@@ -95,7 +95,7 @@ impl Progress {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             b.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {msg} {bytes} ({bytes_per_sec}) {elapsed_precise}",
+                    "{spinner} {msg} {decimal_bytes} ({decimal_bytes_per_sec}) {elapsed_precise}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
@@ -113,6 +113,21 @@ impl Progress {
         };
         p.refresh();
         p
+    }
+
+    /// The bytes the run will move, once known: the live view then shows a bar and an ETA.
+    pub fn set_total_bytes(&self, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} \
+                     ({decimal_bytes_per_sec}, ETA {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+        }
     }
 
     pub fn mode(&self) -> Mode {

@@ -234,6 +234,13 @@ pub async fn pull(
             }
         }
         let mut order: Vec<(Descriptor, Vec<Arc<Todo>>)> = blobs.into_values().collect();
+        run.progress.set_total_bytes(
+            order
+                .iter()
+                .filter(|(d, _)| !run.store.has_blob(&d.digest, d.size))
+                .map(|(d, _)| d.size)
+                .sum(),
+        );
         order.sort_by(|a, b| b.0.size.cmp(&a.0.size).then(a.0.digest.cmp(&b.0.digest)));
         let mut set = tokio::task::JoinSet::new();
         for (desc, users) in order {
