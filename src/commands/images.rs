@@ -138,7 +138,8 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "event": "saved",
+                        "format_version": crate::ui::json::FORMAT_VERSION,
+                        "type": "saved",
                         "volumes": s.volumes.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
                         "checksums": s.checksums.as_ref().map(|p| p.display().to_string()),
                         "bytes": s.bytes,

@@ -154,9 +154,35 @@ impl Progress {
         }
     }
 
-    fn emit_json(&self, v: serde_json::Value) {
+    /// One event line, in the project's event format (docs/json.md): `format_version`,
+    /// `type`, `time`, then the event's fields.
+    fn emit_json(&self, mut v: serde_json::Value) {
+        if let Some(o) = v.as_object_mut() {
+            let kind = o.remove("event").unwrap_or(json!("note"));
+            let mut out = serde_json::Map::new();
+            out.insert(
+                "format_version".into(),
+                json!(crate::ui::json::FORMAT_VERSION),
+            );
+            out.insert("type".into(), kind);
+            out.insert(
+                "time".into(),
+                json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            );
+            out.insert("command".into(), json!(self.command()));
+            out.extend(std::mem::take(o));
+            v = serde_json::Value::Object(out);
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{v}");
+    }
+
+    fn command(&self) -> &'static str {
+        match self.verb {
+            "pulled" => "images pull",
+            "pushed" => "images push",
+            _ => "images verify",
+        }
     }
 
     fn line(&self, s: &str) {

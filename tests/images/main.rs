@@ -137,7 +137,7 @@ fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 fn summary(o: &Output) -> serde_json::Value {
     json_lines(o)
         .into_iter()
-        .find(|v| v["event"] == "summary")
+        .find(|v| v["type"] == "summary" && v["format_version"] == "1.0")
         .expect("a summary event")
 }
 
