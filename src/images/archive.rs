@@ -1834,6 +1834,34 @@ mod tests {
         assert!(joined == fs::read(&fresh).unwrap());
     }
 
+    #[test]
+    fn reads_a_layout_tarred_by_gnu_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let blobs = small_layout(&store);
+        fs::remove_file(store.join("blobs/sha256/partial-download.tmp")).unwrap();
+        let archive = dir.path().join("gnu.tar");
+        // `./` prefixes, GNU format, a directory entry first: not what `save` writes.
+        let Ok(out) = Command::new("tar")
+            .args(["--format=gnu", "-cf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&store)
+            .arg(".")
+            .output()
+        else {
+            eprintln!("SKIPPED reads_a_layout_tarred_by_gnu_tar: no `tar` on PATH");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reader = ArchiveReader::open(&archive).unwrap();
+        assert_reads_back(&reader, &store, &blobs);
+    }
+
     /// A one-layer image built by hand: an uncompressed tar layer holding one file, its
     /// config, its manifest and an index naming it `v1`.
     fn image_layout(store: &Path) -> String {
@@ -1937,6 +1965,34 @@ mod tests {
                 fs::read(&copied).unwrap() == fs::read(entry.path()).unwrap(),
                 "{} differs after skopeo copy",
                 entry.file_name().to_string_lossy()
+            );
+        }
+
+        // And the other way: an archive skopeo wrote is read in place.
+        let written = dir.path().join("skopeo.tar");
+        let out = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--quiet", "--preserve-digests"])
+            .arg(format!("oci:{}:v1", store.display()))
+            .arg(format!("oci-archive:{}:v1", written.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reader = ArchiveReader::open(&written).unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&reader.index_json().unwrap()).unwrap();
+        assert_eq!(index["manifests"][0]["digest"], manifest_digest.as_str());
+        for entry in fs::read_dir(store.join("blobs/sha256")).unwrap() {
+            let digest = format!(
+                "sha256:{}",
+                entry.as_ref().unwrap().file_name().to_string_lossy()
+            );
+            assert!(
+                read_blob(&reader, &digest, 0) == fs::read(entry.unwrap().path()).unwrap(),
+                "{digest} differs in skopeo's archive"
             );
         }
 
