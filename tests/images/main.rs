@@ -684,3 +684,77 @@ fn tls_is_verified_against_the_registry_name_not_the_address() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("does not verify"), "{err}");
 }
+
+#[test]
+fn the_archive_route_saves_split_volumes_and_pushes_from_them() {
+    if !harness::tools_or_skip("the_archive_route_saves_split_volumes_and_pushes_from_them") {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 4 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(
+        &env.pull(
+            src.port,
+            &[
+                "base:1",
+                "rancher/app:1",
+                "rancher/multi:1",
+                "rancher/big:1",
+            ],
+            &["--all-platforms"],
+        ),
+        "pull",
+    );
+    let archive = env.dir.path().join("carry/images.tar");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "save", "--store"])
+        .arg(env.store())
+        .arg("--archive")
+        .arg(&archive)
+        .args(["--split", "3M"])
+        .output()
+        .unwrap();
+    ok(&o, "save --split");
+    assert!(env.dir.path().join("carry/images.tar.000").is_file());
+    assert!(env.dir.path().join("carry/images.tar.sha256").is_file());
+    // the other side has only the volumes
+    let moved = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(archive.parent().unwrap()).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), moved.path().join(e.file_name())).unwrap();
+    }
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--archive"])
+        .arg(moved.path().join("images.tar"))
+        .arg("--via")
+        .arg(dst.addr())
+        .output()
+        .unwrap();
+    ok(&o, "push --archive");
+    for r in [
+        "library/base:1",
+        "rancher/app:1",
+        "rancher/multi:1",
+        "rancher/big:1",
+    ] {
+        assert_eq!(
+            sha256(&env.dest_raw(&dst, r)),
+            sha256(&source_raw(&src, r)),
+            "{r}"
+        );
+    }
+    // nothing was extracted next to the volumes
+    let names: Vec<String> = std::fs::read_dir(moved.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("images.tar")),
+        "{names:?}"
+    );
+}
