@@ -738,6 +738,7 @@ class Bench:
         self.registries: list[Registry] = []
         self.dest_count = 0
         self.load_start = os.getloadavg()[0]
+        self.revision = source_revision()  # what `make bench-images` just built
 
     # --- setup
     def setup(self):
@@ -1120,7 +1121,8 @@ class Bench:
             lines.append(f"| {what} | {value} | {'met' if ok else '**missed**'} |")
         multi = sum(1 for i in self.images if i["mediaType"] == OCI_INDEX)
         head = [
-            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}`: "
+            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}` "
+            f"(the binary built from {self.revision}): "
             f"{len(self.images)} images ({multi} multi-arch), {self.set['blobs']} blobs, "
             f"{self.unique / MB:.0f} MB unique; skopeo {skopeo_version()}, {registry_version()}; "
             f"{os.cpu_count()} CPUs, load average {self.load_start:.1f} at the start, "
@@ -1143,6 +1145,20 @@ def corrupt_blobs(store: Path) -> int:
                 h.update(chunk)
         bad += h.hexdigest() != p.name
     return bad
+
+
+def source_revision() -> str:
+    """The commit the benchmark ran at, and whether the work tree differed from it."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml", "Cargo.lock"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "an unknown revision"
+    if not head:
+        return "an unknown revision"
+    return f"{head} with uncommitted changes in src/" if dirty else head
 
 
 def skopeo_version() -> str:
