@@ -90,7 +90,8 @@ bench: venv
 # Filling a registry: `provision images` against skopeo, both pulling through a model of a
 # far source (40 ms round trips, 8 MB/s per connection, 60 MB/s link) and pushing into a
 # fresh local docker-registry (BENCHMARKS.md "## Images"); exits 1 when a target is missed.
-# `provision images` needs no AWS SDK: the release build without it is enough (and fast).
+# `provision images` needs no AWS SDK: the release build without it is enough (and fast);
+# it leaves target/release/provision without the `aws` feature (`make bench` rebuilds it).
 # Needs skopeo, docker-registry, curl and openssl (apt-get install skopeo docker-registry).
 bench-images:
 	$(CARGO) build --release --no-default-features
