@@ -563,7 +563,10 @@ class ModelProxy:
             cwriter.close()
             return
         conn = Bucket(CONN_RATE, 64 * 1024)
-        await asyncio.gather(self.up(creader, uwriter), self.down(ureader, cwriter, conn), return_exceptions=True)
+        try:
+            await asyncio.gather(self.up(creader, uwriter), self.down(ureader, cwriter, conn), return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # the proxy is closing
         for w in (cwriter, uwriter):
             w.close()
 
@@ -699,11 +702,17 @@ def reap(proc: subprocess.Popen, t0: float, out: Path, timeout: float, rss_file:
 
 
 _rss_files = iter(range(1 << 30))
+# The whole run's deadline (time.monotonic()): no command outlives it.
+DEADLINE: float | None = None
 
 
 def run(cmd: list, out: Path, env: dict | None = None, timeout: float = 600, cwd: Path | None = None) -> Result:
     rss_file = out.parent / f".rss-{os.getpid()}-{next(_rss_files)}"
     t0 = time.monotonic()
+    if DEADLINE is not None:
+        if t0 >= DEADLINE:
+            raise BenchError(f"the run's deadline passed before `{Path(str(cmd[0])).name}` could start")
+        timeout = max(1.0, min(timeout, DEADLINE - t0))
     return reap(start(cmd, out, env, cwd, rss_file), t0, out, timeout, rss_file)
 
 
@@ -1222,7 +1231,9 @@ def main() -> int:
     ap.add_argument("--deadline", type=float, default=1800, help="seconds the whole run may take")
     ap.add_argument("--command", default="make bench-images", help="the command named in BENCHMARKS.md")
     args = ap.parse_args()
+    global DEADLINE
     args.deadline_at = time.monotonic() + args.deadline
+    DEADLINE = args.deadline_at
     args.bin = str(Path(args.bin).resolve())
 
     bench = Bench(args)
