@@ -44,6 +44,9 @@ struct Run {
     progress: Arc<Progress>,
     /// The repository each blob went to in this run (the mount source for the others).
     homes: Mutex<HashMap<String, String>>,
+    /// Every destination repository an image of this push puts each blob in: where a
+    /// blob may already be from an earlier (interrupted) run, so a mount is tried first.
+    candidates: HashMap<String, Vec<String>>,
 }
 
 /// The images of a layout: (`ref.name`, descriptor), in order.
@@ -72,6 +75,7 @@ pub async fn push(
     progress: Arc<Progress>,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
+    let layout_ref = layout.clone();
     let run = Arc::new(Run {
         layout,
         store,
@@ -79,6 +83,7 @@ pub async fn push(
         sched: Scheduler::new(parallelism),
         progress: progress.clone(),
         homes: Mutex::new(HashMap::new()),
+        candidates: blob_repositories(layout_ref.as_ref(), &images),
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1) * 2));
     let mut set = tokio::task::JoinSet::new();
@@ -114,6 +119,41 @@ pub async fn push(
         s.retries.load(Ordering::Relaxed),
         interrupted,
     ))
+}
+
+/// digest → the destination repositories whose images reference it (from the manifests
+/// in the layout; an unreadable one is skipped here and reported when its image is pushed).
+fn blob_repositories(
+    layout: &dyn LayoutReader,
+    images: &[(String, Descriptor)],
+) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    let mut add = |digest: &str, repo: &str| {
+        let v = out.entry(digest.to_string()).or_default();
+        if !v.iter().any(|r| r == repo) {
+            v.push(repo.to_string());
+        }
+    };
+    for (name, desc) in images {
+        let Ok(r) = Reference::parse(name) else {
+            continue;
+        };
+        let repo = r.destination_repository();
+        let mut manifests = vec![(desc.digest.clone(), desc.media_type.clone())];
+        while let Some((digest, media_type)) = manifests.pop() {
+            let Ok(bytes) = read_all(layout, &digest) else {
+                continue;
+            };
+            match manifest::parse(&bytes, &media_type).map(|m| m.kind) {
+                Ok(Kind::Image { blobs }) => blobs.iter().for_each(|b| add(&b.digest, &repo)),
+                Ok(Kind::Index { entries, .. }) if digest == desc.digest => {
+                    manifests.extend(entries.into_iter().map(|e| (e.digest, e.media_type)))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 fn read_all(layout: &dyn LayoutReader, digest: &str) -> Result<Vec<u8>, String> {
@@ -209,7 +249,15 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
     let shared = run
         .sched
         .once(&b.digest, || async {
-            let out = place_blob(run, repo, b, None).await?;
+            // An earlier run may have put it in another repository: try a mount from
+            // there first (when that repository lacks it, the same request opens the
+            // upload, so the attempt costs nothing).
+            let from = run
+                .candidates
+                .get(&b.digest)
+                .and_then(|v| v.iter().find(|r| r.as_str() != repo))
+                .map(String::as_str);
+            let out = place_blob(run, repo, b, from).await?;
             run.homes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
