@@ -30,7 +30,7 @@ venv-install:
 	$(VENV)/bin/python tests/support/check_pins.py $(PINS)
 
 # The main job against a local emulator: init/plan/apply/show/output/artifacts/destroy (k3s).
-demo: venv build
+demo: venv build registry-tools
 	PYTHON=$(VENV)/bin/python MOTO_SERVER=$(MOTO) ./scripts/demo.sh
 
 # Every test: unit tests (engine, config, render, state) and the integration binary that
