@@ -771,7 +771,10 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+        // PROVISION_BIN: a copy of the binary, so a long run survives rebuilds meanwhile.
+        let bin = std::env::var_os("PROVISION_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_provision").into());
+        let mut cmd = Command::new(bin);
         cmd.args(args).current_dir(self.path());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("AWS_") {
