@@ -273,3 +273,46 @@ fn slow_replies_lost_at_random_converge_within_two_reruns() {
         destroy_leaves_nothing(&world);
     }
 }
+
+/// The other creates a lost reply could twin: the IAM role and instance profile, the SSM
+/// endpoints, the registry's data volume, the secrets, the DB subnet group, the target
+/// groups and listeners. Each reply is lost once (the SDK retries); the apply converges
+/// with one of each, IAM and endpoints included (`ssm` access makes them).
+#[test]
+fn lost_replies_of_iam_endpoint_volume_secret_and_elb_creates_leave_no_twins() {
+    let mut fixture = Fixture::new(Topology::K3s);
+    fixture.access = Some("ssm");
+    let world = World::new(&fixture);
+    let ops = [
+        ("CreateRole", 1),
+        ("CreateInstanceProfile", 1),
+        ("AddRoleToInstanceProfile", 1),
+        ("CreateVpcEndpoint", 1),
+        ("CreateVolume", 1),
+        ("CreateSecret", 1),
+        ("CreateDBSubnetGroup", 1),
+        ("CreateTargetGroup", 1),
+        ("CreateListener", 1),
+    ];
+    world.proxy.configure(lose(&ops));
+    let lossy = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
+    world.proxy.reset();
+    let mut lost: Vec<&str> = stats
+        .faults("lost_reply")
+        .iter()
+        .map(|c| c.op.as_str())
+        .collect();
+    lost.sort_unstable();
+    let mut want: Vec<&str> = ops.iter().map(|(op, _)| *op).collect();
+    want.sort_unstable();
+    assert_eq!(lost, want, "the proxy lost exactly these replies");
+    if lossy.code != 0 {
+        // A create answered "already exists" may stop this run; the next one finishes.
+        world.apply();
+    }
+    verify_no_duplicates(&world.aws, 2, true, true);
+    assert!(!world.aws.vpc_endpoints().is_empty() && !world.aws.iam_roles().is_empty());
+    world.assert_converged();
+    destroy_leaves_nothing(&world);
+}
