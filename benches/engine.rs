@@ -55,6 +55,7 @@ fn apply_under_model(rt: &tokio::runtime::Runtime, nodes: u32) -> (Duration, usi
                 desired: &desired,
                 state: &state,
                 destroy: false,
+                replace: &[],
             },
         )
         .await
@@ -132,6 +133,7 @@ fn main() {
                             desired: &desired,
                             state: &state,
                             destroy,
+                            replace: &[],
                         },
                     )
                     .await

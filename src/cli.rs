@@ -79,6 +79,10 @@ pub enum Command {
         /// One line per resource.
         #[arg(long)]
         compact: bool,
+        /// Replace this resource even where the plan would change it in place or not at
+        /// all (a cluster node whose user-data or key pair changed). Repeatable.
+        #[arg(long = "replace", value_name = "ID")]
+        replace: Vec<String>,
         /// Issue the registry a new server certificate (replaces the registry host; its
         /// image store volume is kept).
         #[arg(long)]
@@ -100,6 +104,14 @@ pub enum Command {
         /// registry's volume); without it apply refuses them.
         #[arg(long)]
         allow_data_loss: bool,
+        /// With no state here: take over the resources found by their tags (a lost state
+        /// file), continuing their lineage. Without it apply refuses and changes nothing.
+        #[arg(long)]
+        adopt: bool,
+        /// Replace this resource even where the plan would change it in place or not at
+        /// all (a cluster node whose user-data or key pair changed). Repeatable.
+        #[arg(long = "replace", value_name = "ID")]
+        replace: Vec<String>,
         /// Issue the registry a new server certificate (replaces the registry host; its
         /// image store volume is kept).
         #[arg(long)]
@@ -114,6 +126,10 @@ pub enum Command {
         /// Delete the RDS instance without a final snapshot.
         #[arg(long)]
         skip_final_snapshot: bool,
+        /// With no state here: destroy the resources found by their tags (a lost state
+        /// file). Without it destroy refuses and deletes nothing.
+        #[arg(long)]
+        adopt: bool,
         /// Steps working at the same time (a step that only waits for the cloud does not
         /// count).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]

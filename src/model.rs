@@ -192,6 +192,29 @@ pub struct Rule {
     pub description: String,
 }
 
+impl Rule {
+    /// `tcp 22 from 203.0.113.0/24`, `udp 8472 from itself`, `all to 0.0.0.0/0`;
+    /// `direction` is "from" (ingress) or "to" (egress).
+    pub fn text(&self, direction: &str) -> String {
+        let protocol = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::All => "all",
+        };
+        let ports = match (self.protocol, self.from_port, self.to_port) {
+            (Protocol::All, _, _) => String::new(),
+            (_, a, b) if a == b => format!(" {a}"),
+            (_, a, b) => format!(" {a}-{b}"),
+        };
+        let peer = match &self.peer {
+            Peer::Cidr(c) => c.clone(),
+            Peer::Group(g) => g.to_string(),
+            Peer::Itself => "itself".to_string(),
+        };
+        format!("{protocol}{ports} {direction} {peer}")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
@@ -620,6 +643,8 @@ impl Spec {
             Spec::Instance(_) => &[
                 "security_groups",
                 "instance_type",
+                // Grows in place (ModifyVolume); a smaller size is a replacement.
+                "root_volume_gb",
                 "volumes",
                 "after",
                 "instance_profile",
@@ -778,10 +803,53 @@ pub struct MissingRef(pub LogicalId);
 pub const TAG_ENV: &str = "provision:env";
 pub const TAG_ID: &str = "provision:id";
 
-pub fn tags_for(env: &str, id: &LogicalId) -> Vec<(String, String)> {
-    vec![
+/// The state (lineage) a resource belongs to; see [`Owner`].
+pub const TAG_LINEAGE: &str = "provision:lineage";
+/// Where and when that state began (`<host> <UTC time>`), to name another environment.
+pub const TAG_ORIGIN: &str = "provision:origin";
+
+/// Whose a resource is: the lineage of the state that made it, and where that state began.
+/// Two folders with the same `name` have two lineages: neither may adopt, change or delete
+/// what the other made.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Owner {
+    pub lineage: String,
+    pub origin: String,
+}
+
+/// The ownership tags found on a live resource (absent on resources made before lineage
+/// tags existed).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FoundOwner {
+    pub lineage: Option<String>,
+    pub origin: Option<String>,
+}
+
+impl FoundOwner {
+    pub fn from_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut found = Self::default();
+        for (k, v) in tags {
+            match k {
+                TAG_LINEAGE => found.lineage = Some(v.to_string()),
+                TAG_ORIGIN => found.origin = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        found
+    }
+}
+
+pub fn tags_for(env: &str, owner: &Owner, id: &LogicalId) -> Vec<(String, String)> {
+    let mut tags = vec![
         (TAG_ENV.to_string(), env.to_string()),
         (TAG_ID.to_string(), id.to_string()),
         ("Name".to_string(), format!("{env}-{id}")),
-    ]
+    ];
+    if !owner.lineage.is_empty() {
+        tags.push((TAG_LINEAGE.to_string(), owner.lineage.clone()));
+    }
+    if !owner.origin.is_empty() {
+        tags.push((TAG_ORIGIN.to_string(), owner.origin.clone()));
+    }
+    tags
 }

@@ -48,6 +48,8 @@ pub struct Obj {
     /// Not found by tag or token (`find`, `list_owned`) yet: eventual consistency right
     /// after a create. Reading it by its id still works.
     pub hidden: bool,
+    /// Its `provision:lineage` tag (empty: made before lineage tags existed).
+    pub lineage: String,
 }
 
 impl Obj {
@@ -428,6 +430,7 @@ impl FakeCloud {
                 tagged: true,
                 missing: Vec::new(),
                 hidden: false,
+                lineage: String::new(),
             },
         );
         cloud_id
@@ -813,6 +816,7 @@ impl Cloud for FakeCloud {
                     tagged,
                     missing,
                     hidden: false,
+                    lineage: ctx.owner.lineage.clone(),
                 },
             );
             (cloud_id, attrs)
@@ -913,7 +917,7 @@ impl Cloud for FakeCloud {
     async fn delete(
         &self,
         ctx: &OpContext<'_>,
-        _kind: Kind,
+        kind: Kind,
         current: &Observed,
     ) -> Result<(), CloudError> {
         let needed = self.config.lock().unwrap().in_use_retries_needed;
@@ -962,6 +966,12 @@ impl Cloud for FakeCloud {
             }
             inner.objects.remove(&current.cloud_id);
         }
+        if kind == Kind::Database && !ctx.delete.skip_final_snapshot {
+            ctx.progress.kept(&format!(
+                "final snapshot {}-final of {}",
+                ctx.env, current.cloud_id
+            ));
+        }
         self.after_mutation().await;
         self.reply("delete")
     }
@@ -1000,6 +1010,10 @@ impl Cloud for FakeCloud {
                 id: o.id.clone(),
                 cloud_id: cid.clone(),
                 attrs: o.attrs.clone(),
+                owner: crate::model::FoundOwner {
+                    lineage: (!o.lineage.is_empty()).then(|| o.lineage.clone()),
+                    origin: None,
+                },
             })
             .collect())
     }

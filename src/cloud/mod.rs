@@ -146,6 +146,12 @@ pub trait StepProgress: Send + Sync {
     fn waiting(&self, waiting: bool) {
         let _ = waiting;
     }
+
+    /// Something the step leaves behind on purpose and the operator should know of (a
+    /// final snapshot, a secret in its recovery window), named so it can be found.
+    fn kept(&self, what: &str) {
+        let _ = what;
+    }
 }
 
 /// Marks a step as waiting for the cloud (see [`StepProgress::waiting`]) while it lives.
@@ -205,6 +211,8 @@ pub struct DeleteOptions {
 /// Everything a cloud operation on one resource needs besides the spec.
 pub struct OpContext<'a> {
     pub env: &'a str,
+    /// The state this run works for: its lineage and origin go into every tag set.
+    pub owner: &'a crate::model::Owner,
     pub id: &'a LogicalId,
     /// Idempotency token for the create call (EC2 `ClientToken`, Route53 `CallerReference`).
     pub token: &'a str,
@@ -221,6 +229,8 @@ pub struct Owned {
     pub id: LogicalId,
     pub cloud_id: String,
     pub attrs: crate::model::Attrs,
+    /// Its lineage and origin tags, when it has them.
+    pub owner: crate::model::FoundOwner,
 }
 
 /// The operations the engine needs from a cloud. Every operation must tolerate being run

@@ -5,18 +5,31 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::planfile::{check_plan_fits, load_plan_file};
-use super::{connect, exit, load_state, lock_env, outputs, prepare, run_plan, Ctx, Interrupts};
+use super::{
+    connect, exit, load_state, lock_env, outputs, prepare, run_plan, take_over, Ctx, Interrupts,
+};
 use crate::engine::{self, Plan, PlanInput, Settings};
 use crate::ui::{self, Verbosity};
 
-pub(super) async fn apply(
-    ctx: &Ctx,
-    planfile: Option<&Path>,
-    yes: bool,
-    parallelism: usize,
-    allow_data_loss: bool,
-) -> Result<u8> {
+/// The flags of `apply`.
+pub(super) struct Flags {
+    pub yes: bool,
+    pub parallelism: usize,
+    pub allow_data_loss: bool,
+    pub adopt: bool,
+    pub replace: Vec<String>,
+}
+
+pub(super) async fn apply(ctx: &Ctx, planfile: Option<&Path>, flags: Flags) -> Result<u8> {
+    let Flags {
+        yes,
+        parallelism,
+        allow_data_loss,
+        adopt,
+        replace,
+    } = flags;
     let p = prepare(ctx).await?;
+    let replace = super::replace_ids(&p.desired, &replace)?;
     lock_env(p.backend.as_ref(), "apply").await?;
     let interrupts = Interrupts::install(p.backend.clone());
     let mut state = load_state(p.backend.as_ref(), &p.cfg.name).await?;
@@ -35,6 +48,7 @@ pub(super) async fn apply(
                     desired: &p.desired,
                     state: &state,
                     destroy: false,
+                    replace: &replace,
                 },
             )
             .await?
@@ -61,6 +75,7 @@ pub(super) async fn apply(
         };
         eprint!("{}", ui::render_plan(&plan, &p.desired, view));
     }
+    take_over(&plan, adopt, "apply")?;
     refuse_data_loss(&plan, allow_data_loss)?;
     if !yes && planfile.is_none() {
         ui::confirm(

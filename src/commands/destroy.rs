@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{connect, exit, load_state, lock_env, prepare, run_plan, Ctx, Interrupts};
+use super::{connect, exit, load_state, lock_env, prepare, run_plan, take_over, Ctx, Interrupts};
 use crate::cloud::DeleteOptions;
 use crate::engine::{self, ActionKind, Plan, PlanInput, Settings};
 use crate::model::Kind;
@@ -12,6 +12,7 @@ pub(super) async fn destroy(
     ctx: &Ctx,
     yes: bool,
     skip_final_snapshot: bool,
+    adopt: bool,
     parallelism: usize,
 ) -> Result<u8> {
     let p = prepare(ctx).await?;
@@ -26,9 +27,11 @@ pub(super) async fn destroy(
             desired: &p.desired,
             state: &state,
             destroy: true,
+            replace: &[],
         },
     )
     .await?;
+    take_over(&plan, adopt, "destroy")?;
     if !plan.has_changes() {
         ctx.say(&format!(
             "Nothing to destroy: env `{}` owns no resources.",
@@ -78,7 +81,7 @@ pub(super) async fn destroy(
         in_use_poll: p.cfg.timeouts.poll_interval,
         ..Settings::default()
     };
-    run_plan(
+    let code = run_plan(
         ctx,
         "destroy",
         &p,
@@ -88,7 +91,22 @@ pub(super) async fn destroy(
         settings,
         &interrupts,
     )
-    .await
+    .await?;
+    if code == exit::OK && !ctx.json {
+        let paths = crate::state::Paths::new(&ctx.state_dir, &p.cfg.name);
+        for (dir, what) in [
+            (paths.secrets_dir(), "the registry CA, keys and passwords"),
+            (paths.artifacts_dir(), "the install files"),
+        ] {
+            if dir.exists() {
+                ctx.say(&format!(
+                    "Kept on this machine: {} ({what}); delete it when no longer needed.",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Ok(code)
 }
 
 /// What happens to the database's data, when the plan deletes a database: (snapshot kept,
@@ -134,6 +152,8 @@ mod tests {
             lineage: None,
             serial: 1,
             desired_digest: String::new(),
+            takeover: None,
+            left_alone: Vec::new(),
             actions: kinds
                 .iter()
                 .map(|(id, kind)| Action {
@@ -145,6 +165,7 @@ mod tests {
                     update_after_adopt: false,
                     orphan: false,
                     data_loss: None,
+                    record_only: false,
                 })
                 .collect(),
         }

@@ -87,29 +87,49 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
             detailed_exitcode,
             destroy,
             compact,
+            replace,
             ..
-        } => plan::plan(ctx, out.as_deref(), detailed_exitcode, destroy, compact).await,
+        } => {
+            plan::plan(
+                ctx,
+                out.as_deref(),
+                plan::Flags {
+                    detailed: detailed_exitcode,
+                    destroy,
+                    compact,
+                    replace,
+                },
+            )
+            .await
+        }
         Command::Apply {
             planfile,
             yes,
             parallelism,
             allow_data_loss,
+            adopt,
+            replace,
             ..
         } => {
             apply::apply(
                 ctx,
                 planfile.as_deref(),
-                yes,
-                parallelism.into(),
-                allow_data_loss,
+                apply::Flags {
+                    yes,
+                    parallelism: parallelism.into(),
+                    allow_data_loss,
+                    adopt,
+                    replace,
+                },
             )
             .await
         }
         Command::Destroy {
             yes,
             skip_final_snapshot,
+            adopt,
             parallelism,
-        } => destroy::destroy(ctx, yes, skip_final_snapshot, parallelism.into()).await,
+        } => destroy::destroy(ctx, yes, skip_final_snapshot, adopt, parallelism.into()).await,
         Command::Show { wide } => show::show(ctx, wide).await,
         Command::Output { name } => output::output(ctx, name.as_deref()).await,
         Command::Artifacts { dir } => artifacts::artifacts(ctx, dir).await,
@@ -286,6 +306,43 @@ async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
 
 async fn load_state(backend: &dyn Backend, env: &str) -> Result<State> {
     Ok(backend.load().await?.unwrap_or_else(|| State::new(env)))
+}
+
+/// The logical ids of `--replace`, each checked against the config.
+fn replace_ids(
+    desired: &engine::Desired,
+    asked: &[String],
+) -> Result<Vec<crate::model::LogicalId>> {
+    asked
+        .iter()
+        .map(|id| {
+            let id = crate::model::LogicalId::new(id.as_str());
+            if desired.resources.contains_key(&id) {
+                Ok(id)
+            } else {
+                bail!(
+                    "--replace {id}: the config has no resource `{id}` (`provision show` lists \
+                     the ids; nodes are node-1, node-2, …)"
+                )
+            }
+        })
+        .collect()
+}
+
+/// A fresh state found resources of its env by their tags: only `--adopt` takes them
+/// over (the engine then continues their lineage, so they stay its own).
+fn take_over(plan: &engine::Plan, adopt: bool, command: &str) -> Result<()> {
+    let Some(takeover) = &plan.takeover else {
+        return Ok(());
+    };
+    if !adopt {
+        bail!(
+            "{}.
+Nothing was changed. If they are this environment's (its state file was              lost), run `provision {command} --adopt` to take them over; if they belong to              someone else, give this environment another `name` in the config.",
+            takeover.describe(&plan.env)
+        );
+    }
+    Ok(())
 }
 
 async fn lock_env(backend: &dyn Backend, command: &str) -> Result<()> {

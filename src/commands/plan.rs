@@ -10,14 +10,23 @@ use crate::engine::{self, PlanInput};
 use crate::state::store;
 use crate::ui;
 
-pub(super) async fn plan(
-    ctx: &Ctx,
-    out: Option<&Path>,
-    detailed: bool,
-    destroy: bool,
-    compact: bool,
-) -> Result<u8> {
+/// The flags of `plan`.
+pub(super) struct Flags {
+    pub detailed: bool,
+    pub destroy: bool,
+    pub compact: bool,
+    pub replace: Vec<String>,
+}
+
+pub(super) async fn plan(ctx: &Ctx, out: Option<&Path>, flags: Flags) -> Result<u8> {
+    let Flags {
+        detailed,
+        destroy,
+        compact,
+        replace,
+    } = flags;
     let p = prepare(ctx).await?;
+    let replace = super::replace_ids(&p.desired, &replace)?;
     lock_env(p.backend.as_ref(), "plan").await?;
     let state = load_state(p.backend.as_ref(), &p.cfg.name).await?;
     let cloud = connect(&p.cfg).await?;
@@ -28,6 +37,7 @@ pub(super) async fn plan(
             desired: &p.desired,
             state: &state,
             destroy,
+            replace: &replace,
         },
     )
     .await?;

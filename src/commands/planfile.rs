@@ -130,6 +130,7 @@ mod tests {
                 desired,
                 state,
                 destroy: false,
+                replace: &[],
             },
         )
         .await

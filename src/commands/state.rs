@@ -148,6 +148,7 @@ async fn push_secrets(
         .create(
             &crate::cloud::OpContext {
                 env: &cfg.name,
+                owner: &state.owner(),
                 id: &id,
                 token: &uuid::Uuid::new_v4().to_string(),
                 resolved: &Default::default(),

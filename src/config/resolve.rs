@@ -194,6 +194,26 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
     }
 
     let mut warnings = Vec::new();
+    if network.admin_cidrs.iter().any(|c| c.prefix_len() == 0) {
+        warnings.push(
+            "network.admin_cidrs contains 0.0.0.0/0: SSH on the bastion, the registry (with \
+             its password as the only guard) and the load balancer open to the whole \
+             internet; list your own addresses instead"
+                .to_string(),
+        );
+    }
+    let no_key = nodes
+        .as_ref()
+        .is_some_and(|n| n.ssh_public_key_text.is_none());
+    if no_key && access == AccessMode::Bastion {
+        warnings.push(format!(
+            "no SSH key: nodes.ssh_public_key is not set and none of {} exists, and \
+             [access] mode is \"bastion\": nobody could log in to the machines. Set \
+             nodes.ssh_public_key (adding it later does not re-key running nodes: EC2 sets \
+             keys at launch) or use [access] mode = \"ssm\"",
+            DEFAULT_SSH_KEYS.join(" or ")
+        ));
+    }
     if network.admin_cidrs.is_empty() {
         warnings.push(
             "network.admin_cidrs is empty: only hosts inside the VPC can reach the bastion, \
@@ -523,6 +543,18 @@ fn nodes(
             ),
         }
         ssh_public_key = Some(resolved);
+    } else {
+        // The key `init` shows as the default is used when it exists.
+        for default in DEFAULT_SSH_KEYS {
+            let path = resolve_path(base, default);
+            if let Ok(content) = std::fs::read_to_string(&path) {
+                if let Ok(line) = checks::openssh_public_key(&content) {
+                    ssh_public_key_text = Some(line);
+                    ssh_public_key = Some(path);
+                    break;
+                }
+            }
+        }
     }
 
     Some(Nodes {
@@ -1038,6 +1070,10 @@ fn state_backend(
 
 /// `~/` expands to the home folder; other relative paths are taken from the config
 /// file's folder.
+/// Keys used when `nodes.ssh_public_key` is not set, first found first (what `init`
+/// shows as the default, then the older RSA default of ssh-keygen).
+const DEFAULT_SSH_KEYS: &[&str] = &["~/.ssh/id_ed25519.pub", "~/.ssh/id_rsa.pub"];
+
 fn resolve_path(base: &Path, written: &str) -> PathBuf {
     if let Some(rest) = written.strip_prefix("~/") {
         if let Some(home) = std::env::var_os("HOME") {

@@ -14,11 +14,46 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     parse_str(text, Path::new(FILE))
 }
 
+/// The config of a valid file. The warning about a missing SSH key depends on the
+/// machine's `~/.ssh` (the default key is used when it exists): it is dropped here and
+/// tested through the binary with a HOME of the test's own.
 fn ok(text: &str) -> Config {
     match parse(text) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            config.warnings.retain(|w| !w.starts_with("no SSH key"));
+            config
+        }
         Err(error) => panic!("expected a valid config, got:\n{error}\n--- file ---\n{text}"),
     }
+}
+
+#[test]
+fn admin_cidrs_open_to_the_world_warn_and_a_missing_key_is_said_to_lock_everyone_out() {
+    let world = ok(&file(
+        "k3s",
+        "",
+        "\n[network]\nadmin_cidrs = [\"0.0.0.0/0\"]\n",
+    ));
+    assert!(
+        world
+            .warnings
+            .iter()
+            .any(|w| w.contains("0.0.0.0/0") && w.contains("whole internet")),
+        "{:?}",
+        world.warnings
+    );
+    let narrow = ok(&file(
+        "k3s",
+        "",
+        "\n[network]\nadmin_cidrs = [\"203.0.113.0/24\"]\n",
+    ));
+    assert!(!narrow.warnings.iter().any(|w| w.contains("whole internet")));
+    // With a key file given there is never a key warning.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k.pub"), format!("{ED25519}\n")).unwrap();
+    let text = file("k3s", "ssh_public_key = \"k.pub\"\n", "");
+    let keyed = parse_str(&text, &dir.path().join(FILE)).unwrap();
+    assert!(!keyed.warnings.iter().any(|w| w.starts_with("no SSH key")));
 }
 
 fn problems(text: &str) -> Vec<Problem> {

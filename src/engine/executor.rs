@@ -254,11 +254,16 @@ pub fn step_graph(
     let mut rolling: Vec<(&LogicalId, &Vec<StepKind>)> = steps
         .iter()
         .filter(|(id, kinds)| {
-            matches!(desired.resources.get(*id), Some(Spec::Instance(i)) if i.is_cluster_node())
+            // A scale-down removes etcd members one at a time too (the plan said to drain
+            // and remove each first); a destroy takes the whole cluster down at once.
+            let spec = desired
+                .resources
+                .get(*id)
+                .or_else(|| (!plan.destroy).then(|| state.resources.get(*id).map(|e| &e.spec))?);
+            matches!(spec, Some(Spec::Instance(i)) if i.is_cluster_node())
                 && kinds
                     .iter()
                     .any(|k| matches!(k, StepKind::Update | StepKind::Delete))
-                && kinds.iter().any(|k| !matches!(k, StepKind::Delete))
         })
         .collect();
     rolling.sort_by_key(|(id, _)| (id.as_str().len(), id.as_str().to_string()));
@@ -314,6 +319,10 @@ impl StepProgress for Progress {
     fn status(&self, status: &str) {
         self.reporter
             .step_status(&self.id, status, self.started.elapsed());
+    }
+
+    fn kept(&self, what: &str) {
+        self.reporter.kept(&self.id, what);
     }
 
     fn waiting(&self, waiting: bool) {
@@ -417,11 +426,14 @@ struct Job {
     token: String,
     resolved: Resolved,
     update_after_adopt: bool,
+    /// An update that only records the new spec (see `Action::record_only`).
+    record_only: bool,
 }
 
 async fn run_job(
     cloud: Arc<dyn Cloud>,
     env: String,
+    owner: crate::model::Owner,
     job: Job,
     reporter: Arc<dyn Reporter>,
     retries: Retries,
@@ -436,6 +448,7 @@ async fn run_job(
     };
     let ctx = OpContext {
         env: &env,
+        owner: &owner,
         id: &job.step.id,
         token: &job.token,
         resolved: &job.resolved,
@@ -469,7 +482,13 @@ async fn run_job(
                 let (Some(spec), Some(current)) = (job.spec.as_ref(), job.current.as_ref()) else {
                     return Err(not_in_plan(&job.step, "a spec and a live resource"));
                 };
-                cloud.update(&ctx, spec, current).await.map(Done::Updated)
+                if job.record_only {
+                    // Nothing to send: the change reaches the resource only through a
+                    // replacement the operator did not ask for (the plan said how).
+                    Ok(Done::Updated(current.clone()))
+                } else {
+                    cloud.update(&ctx, spec, current).await.map(Done::Updated)
+                }
             }
             StepKind::Adopt => {
                 let Some(current) = job.current.clone() else {
@@ -639,6 +658,18 @@ pub async fn execute(
     cancel: &Cancel,
 ) -> Result<Outcome, ExecError> {
     check_plan(plan, desired, state)?;
+    // A fresh state taking over what it found (the command asked the operator first:
+    // `--adopt`) continues their lineage, so what it adopts stays its own.
+    if let Some(lineage) = plan.takeover.as_ref().and_then(|t| t.lineage.as_ref()) {
+        if state.is_fresh() {
+            state.lineage = lineage.clone();
+            state.origin = plan
+                .takeover
+                .as_ref()
+                .and_then(|t| t.origin.clone())
+                .unwrap_or_default();
+        }
+    }
     let mut queue = step_graph(plan, desired, state)?;
     let actions: BTreeMap<&LogicalId, &super::plan::Action> =
         plan.actions.iter().map(|a| (&a.id, a)).collect();
@@ -750,6 +781,7 @@ pub async fn execute(
                 token,
                 resolved,
                 update_after_adopt: action.update_after_adopt,
+                record_only: action.record_only && action.action == ActionKind::Update,
             };
             starting.push((step, action.kind, job));
         }
@@ -771,6 +803,7 @@ pub async fn execute(
             let fut = run_job(
                 cloud.clone(),
                 plan.env.clone(),
+                state.owner(),
                 job,
                 reporter.clone(),
                 Retries::from(settings),

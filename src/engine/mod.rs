@@ -6,6 +6,7 @@
 pub mod executor;
 pub mod graph;
 pub mod late;
+pub mod ownership;
 pub mod plan;
 pub mod reporter;
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::DependencyQueue;
 use crate::cloud::{Cloud, CloudError, DeleteOptions, NoProgress, OpContext};
-use crate::model::{Kind, LogicalId, Observed, RefMode, Resolved, Spec};
+use crate::model::{Kind, LogicalId, Observed, Owner, RefMode, Resolved, Spec};
 use crate::state::{State, Status};
 
 /// The resources the config asks for.
@@ -134,6 +134,11 @@ pub struct Action {
     /// image store). `apply` refuses such a plan unless the operator allows data loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss: Option<String>,
+    /// An update that only records the new spec in the state: what changed cannot reach
+    /// the live resource without replacing it (a cluster node's user-data or launch key),
+    /// and replacing is the operator's explicit choice (`apply --replace ID`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_only: bool,
 }
 
 /// What apply (or destroy) would do.
@@ -146,6 +151,14 @@ pub struct Plan {
     pub serial: u64,
     pub desired_digest: String,
     pub actions: Vec<Action>,
+    /// A fresh state found resources tagged for the env: `apply --adopt` takes them over
+    /// (and continues their lineage); without it apply changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<super::ownership::Takeover>,
+    /// Resources tagged for the env without a lineage that this state does not record:
+    /// never deleted, only named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<String>,
 }
 
 impl Plan {
@@ -171,29 +184,47 @@ impl Plan {
     }
 }
 
-/// What an action destroys that no later step brings back, if anything. Replacing a
-/// cluster node loses what lives on its disks (etcd, K3s/RKE2 state); replacing or deleting
-/// the database or the registry's volume loses their contents. The registry host itself
-/// keeps nothing (its store is the `registry-data` volume). Deletes of a whole destroy and
-/// of leftovers of an interrupted run are not counted: the operator asked for the first,
-/// and the second were never in use.
+/// What an action destroys that no later step brings back, if anything. Replacing or
+/// deleting a cluster node loses what lives on its disks (etcd, K3s/RKE2 state); replacing
+/// or deleting the database or the registry's volume loses their contents — whether the
+/// config dropped it, a scale-down removes it, or it is a leftover of an interrupted run
+/// (a leftover may have been in use since). The registry host itself keeps nothing (its
+/// store is the `registry-data` volume). Only `destroy` deletes without this mark: the
+/// operator asked for exactly that.
 pub fn data_loss(action: &Action, spec: Option<&Spec>, destroy: bool) -> Option<String> {
     let replaced = action.action == ActionKind::Replace;
-    let deleted = action.action == ActionKind::Delete && !destroy && !action.orphan;
+    let deleted = action.action == ActionKind::Delete && !destroy;
+    let stray = if action.orphan {
+        " (a leftover found by its tags; it may hold data since)"
+    } else {
+        ""
+    };
     match (action.kind, spec) {
         (Kind::Instance, Some(Spec::Instance(i))) if replaced && i.is_cluster_node() => Some(
             "the node is terminated and launched anew: data on its disks (etcd, Kubernetes \
              node state, cached images) is lost"
                 .into(),
         ),
-        (Kind::Database, _) if replaced || deleted => Some(
-            "the database is deleted (a final snapshot is taken unless \
-             --skip-final-snapshot) and its data does not come back by itself"
-                .into(),
-        ),
-        (Kind::Volume, _) if replaced || deleted => {
-            Some("the volume and every image stored on it are deleted".into())
+        (Kind::Instance, Some(Spec::Instance(i))) if deleted && i.is_cluster_node() => {
+            Some(format!(
+                "the node is terminated: data on its disks (etcd, Kubernetes node state) is \
+                 lost{stray}. Drain it first (`kubectl drain {0}`), and for an etcd member \
+                 remove it from the cluster (`kubectl delete node {0}` on K3s/RKE2; \
+                 `rke up` without it on RKE)",
+                action.id
+            ))
         }
+        // A leftover node the state never knew: only its logical id says what it was.
+        (Kind::Instance, None) if deleted && !action.id.as_str().contains("registry") => Some(
+            format!("the instance is terminated: data on its disks is lost{stray}"),
+        ),
+        (Kind::Database, _) if replaced || deleted => Some(format!(
+            "the database is deleted (a final snapshot is taken unless \
+             --skip-final-snapshot) and its data does not come back by itself{stray}"
+        )),
+        (Kind::Volume, _) if replaced || deleted => Some(format!(
+            "the volume and every image stored on it are deleted{stray}"
+        )),
         _ => None,
     }
 }
@@ -217,6 +248,9 @@ pub enum PlanError {
         #[source]
         source: CloudError,
     },
+    /// Resources tagged for this env belong to another environment of the same name.
+    #[error(transparent)]
+    Foreign(#[from] super::ownership::Foreign),
     /// A change the cloud would refuse, caught before anything changes.
     #[error("`{id}` cannot change as the config asks: {message}")]
     Refused { id: LogicalId, message: String },
@@ -275,6 +309,23 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
         if va == vb {
             continue;
         }
+        // Security-group rules are shown as the rules themselves, one line each.
+        if let (Spec::SecurityGroup(o), Spec::SecurityGroup(n)) = (old, new) {
+            let rules = match key.as_str() {
+                "ingress" => Some((&o.ingress, &n.ingress, "from")),
+                "egress" => Some((&o.egress, &n.egress, "to")),
+                _ => None,
+            };
+            if let Some((was, now, direction)) = rules {
+                let lines = rule_changes(key, was, now, direction);
+                if updatable.contains(&key.as_str()) {
+                    update.extend(lines);
+                } else {
+                    replace.extend(lines);
+                }
+                continue;
+            }
+        }
         let text = describe_change(key, va, vb);
         let forced = match (old, new) {
             // RDS cannot go down a version in place.
@@ -283,6 +334,9 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
             }
             // EBS volumes grow in place but never shrink.
             (Spec::Volume(o), Spec::Volume(n)) if key == "size_gb" => n.size_gb < o.size_gb,
+            (Spec::Instance(o), Spec::Instance(n)) if key == "root_volume_gb" => {
+                n.root_volume_gb < o.root_volume_gb
+            }
             _ => !updatable.contains(&key.as_str()),
         };
         if forced {
@@ -291,6 +345,7 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
                     "RDS cannot downgrade in place"
                 }
                 (Spec::Volume(_), _) if key == "size_gb" => "an EBS volume cannot shrink",
+                (Spec::Instance(_), _) if key == "root_volume_gb" => "an EBS volume cannot shrink",
                 (Spec::Instance(_), _) if key == "user_data_sha256" => {
                     "user-data is read only at first boot"
                 }
@@ -302,6 +357,24 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
         }
     }
     (replace, update)
+}
+
+/// `ingress: + tcp 22 from 203.0.113.0/24` for each rule added, `- …` for each removed.
+fn rule_changes(
+    key: &str,
+    was: &[crate::model::Rule],
+    now: &[crate::model::Rule],
+    direction: &str,
+) -> Vec<String> {
+    let removed = was
+        .iter()
+        .filter(|r| !now.contains(r))
+        .map(|r| format!("{key}: - {}", r.text(direction)));
+    let added = now
+        .iter()
+        .filter(|r| !was.contains(r))
+        .map(|r| format!("{key}: + {}", r.text(direction)));
+    removed.chain(added).collect()
 }
 
 fn version_lt(a: &str, b: &str) -> bool {
@@ -350,10 +423,14 @@ pub struct PlanInput<'a> {
     pub state: &'a State,
     /// `destroy`: everything the state and the tags know goes.
     pub destroy: bool,
+    /// Resources to replace even where the plan would not (`apply --replace ID`): a
+    /// cluster node whose user-data or key pair changed.
+    pub replace: &'a [LogicalId],
 }
 
 fn ctx<'a>(
     env: &'a str,
+    owner: &'a Owner,
     id: &'a LogicalId,
     token: &'a str,
     resolved: &'a Resolved,
@@ -361,6 +438,7 @@ fn ctx<'a>(
 ) -> OpContext<'a> {
     OpContext {
         env,
+        owner,
         id,
         token,
         resolved,
@@ -376,6 +454,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         desired,
         state,
         destroy,
+        replace: replace_asked,
     } = input;
     let empty = Desired::default();
     // For destroy the config's graph still helps: it names resources (DNS records in an
@@ -408,7 +487,15 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
         .collect();
     let state_resolved = state.resolved();
-    let checks = preflight_all(cloud, env, desired, &first_checks, &state_resolved);
+    let state_owner = state.owner();
+    let checks = preflight_all(
+        cloud,
+        env,
+        &state_owner,
+        desired,
+        &first_checks,
+        &state_resolved,
+    );
 
     // 5. (used below) what is tagged for this env.
     let owned = async {
@@ -425,6 +512,11 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
     // resource's level is one more than its deepest dependency's), the finds of one level
     // at once.
     let work = async {
+        // 0. Whose is what is tagged for this env: another environment's is refused
+        // before anything else is read; a fresh state works as the lineage it found.
+        let owned = owned.await?;
+        let assessment = super::ownership::assess(state, &owned)?;
+        let owner = &assessment.owner;
         let mut resolved = state.resolved();
         let mut live: BTreeMap<LogicalId, Option<Observed>> = BTreeMap::new();
         let reads = {
@@ -432,7 +524,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             let no_delete = &no_delete;
             futures::future::join_all(state.resources.iter().map(|(id, entry)| async move {
                 let spec = desired.resources.get(id).unwrap_or(&entry.spec);
-                let c = ctx(env, id, &entry.token, resolved, no_delete);
+                let c = ctx(env, owner, id, &entry.token, resolved, no_delete);
                 let r = match entry.status {
                     Status::Created => {
                         retry_transient(|| cloud.read(&c, spec, &entry.cloud_id)).await
@@ -480,7 +572,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                     .filter(|(_, spec)| spec.depends_on().iter().all(|d| resolved.get(d).is_some()))
                     .map(|(id, spec)| async move {
                         let token = String::new();
-                        let c = ctx(env, id, &token, resolved, no_delete);
+                        let c = ctx(env, owner, id, &token, resolved, no_delete);
                         retry_transient(|| cloud.find(&c, spec))
                             .await
                             .map(|f| (id.clone(), f))
@@ -504,6 +596,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                             adopt_action(
                                 cloud,
                                 env,
+                                owner,
                                 id,
                                 spec,
                                 obs,
@@ -520,6 +613,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                                 adopt_action(
                                     cloud,
                                     env,
+                                    owner,
                                     id,
                                     spec,
                                     obs,
@@ -547,20 +641,31 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                             vec!["deleted outside provision".into()],
                         ),
                         Some(obs) => {
-                            changed_action(cloud, env, id, spec, entry, obs, state, &resolved)
-                                .await?
+                            changed_action(
+                                cloud,
+                                env,
+                                owner,
+                                id,
+                                spec,
+                                entry,
+                                obs,
+                                state,
+                                &resolved,
+                                replace_asked.contains(id),
+                            )
+                            .await?
                         }
                     },
                 };
                 actions.insert(id.clone(), action);
             }
         }
-        Ok::<_, PlanError>((resolved, live, actions))
+        Ok::<_, PlanError>((resolved, live, actions, owned, assessment))
     };
-    let (work, checks, owned) = futures::join!(work, checks, owned);
-    let (resolved, live, mut actions) = work?;
+    let (work, checks) = futures::join!(work, checks);
+    let (resolved, live, mut actions, owned, assessment) = work?;
     checks?;
-    let owned = owned?;
+    let owner = &assessment.owner;
     // Resources the reads found gone are created again: check those too.
     let late_checks: Vec<&LogicalId> = order
         .iter()
@@ -572,7 +677,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         })
         .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
         .collect();
-    preflight_all(cloud, env, desired, &late_checks, &resolved).await?;
+    preflight_all(cloud, env, &owner, desired, &late_checks, &resolved).await?;
 
     // 3. Cascade replacements along the graph (in topological order).
     for id in &order {
@@ -650,7 +755,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 }
                 let spec = &configured.resources[&id];
                 let token = String::new();
-                let c = ctx(env, &id, &token, &found_resolved, &no_delete);
+                let c = ctx(env, owner, &id, &token, &found_resolved, &no_delete);
                 match retry_transient(|| cloud.find(&c, spec)).await {
                     Ok(Some(obs)) => {
                         found_resolved.entries.insert(id.clone(), obs.clone());
@@ -677,9 +782,18 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         }
     }
 
-    // 5. Tagged for this env, known to neither state nor config: left by a crashed run
-    // (listed above, with the reads).
+    // 5. Tagged for this env (and this lineage, or none when a fresh state takes over
+    // resources made before lineage tags), known to neither state nor config: left by a
+    // crashed run (listed above, with the reads). Untagged ones a saved state does not
+    // record are left alone.
     for o in owned {
+        if assessment
+            .unclaimed
+            .iter()
+            .any(|(_, _, cloud_id)| cloud_id == &o.cloud_id)
+        {
+            continue;
+        }
         let known_here = state
             .resources
             .get(&o.id)
@@ -731,6 +845,16 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         a.data_loss = data_loss(a, spec, destroy);
     }
 
+    let left_alone = assessment
+        .unclaimed
+        .iter()
+        .map(|(kind, id, cloud_id)| {
+            format!(
+                "{kind} {id} ({cloud_id}): tagged provision:env={env} without a lineage and \
+                 not in this state; left alone (`provision:lineage` tells whose it is)"
+            )
+        })
+        .collect();
     Ok(Plan {
         env: env.to_string(),
         destroy,
@@ -739,6 +863,8 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         } else {
             Some(state.lineage.clone())
         },
+        takeover: assessment.takeover.clone(),
+        left_alone,
         serial: state.serial,
         desired_digest: desired.digest(),
         actions: list,
@@ -751,15 +877,23 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
 async fn changed_action(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     id: &LogicalId,
     spec: &Spec,
     entry: &crate::state::Entry,
     obs: Observed,
     state: &State,
     resolved: &Resolved,
+    replace_asked: bool,
 ) -> Result<Action, PlanError> {
     let kind = spec.kind();
     let (mut replace, mut update) = spec_changes(&entry.spec, spec);
+    let launch_only = if replace_asked {
+        replace.push("replacement asked for (--replace)".into());
+        Vec::new()
+    } else {
+        launch_only_changes(&entry.spec, spec, id, &mut replace)
+    };
     // A replacement starts afresh; an in-place change must be one AWS takes.
     match refused_change(&entry.spec, spec) {
         Some(message) if replace.is_empty() => {
@@ -777,7 +911,7 @@ async fn changed_action(
         obs.drift.clone()
     } else {
         let changed: Vec<&String> = replace.iter().chain(&update).collect();
-        drift_from_applied(cloud, env, id, entry, resolved, &obs, &changed).await
+        drift_from_applied(cloud, env, owner, id, entry, resolved, &obs, &changed).await
     };
     update.extend(drift.iter().map(|d| format!("drift: {d}")));
     // `depends_on` lists the references whose current object this resource was last
@@ -806,12 +940,70 @@ async fn changed_action(
         r.extend(update);
         new_action(id, kind, ActionKind::Replace, r)
     } else if !update.is_empty() {
-        new_action(id, kind, ActionKind::Update, update)
+        let mut a = new_action(id, kind, ActionKind::Update, update);
+        a.reasons.extend(launch_only);
+        a
+    } else if !launch_only.is_empty() {
+        let mut a = new_action(id, kind, ActionKind::Update, launch_only);
+        a.record_only = true;
+        a
     } else {
         new_action(id, kind, ActionKind::NoOp, vec![])
     };
     a.current = Some(obs);
     Ok(a)
+}
+
+/// A cluster node is never replaced for what only reaches it at launch: its user-data
+/// (cloud-init runs it once, at first boot) and its EC2 key pair. Replacing would lose its
+/// disks (etcd, node state) for files the operator can put there in place. Those changes
+/// leave `replace` and come back as notes saying which node holds stale files and how to
+/// bring them up to date, or to replace it explicitly.
+fn launch_only_changes(
+    old: &Spec,
+    new: &Spec,
+    id: &LogicalId,
+    replace: &mut Vec<String>,
+) -> Vec<String> {
+    let (Spec::Instance(o), Spec::Instance(n)) = (old, new) else {
+        return Vec::new();
+    };
+    if !n.is_cluster_node() {
+        return Vec::new();
+    }
+    let mut notes = Vec::new();
+    if n.root_volume_gb > o.root_volume_gb {
+        notes.push(format!(
+            "note: the root volume grows in place to {} GiB (ModifyVolume, no restart); its \
+             filesystem follows at the next boot (cloud-init growpart/resizefs), or at once \
+             on {id}: `sudo growpart /dev/nvme0n1 1 && sudo resize2fs /dev/nvme0n1p1` \
+             (xfs: `sudo xfs_growfs /`)",
+            n.root_volume_gb
+        ));
+    }
+    if o.user_data_sha256 != n.user_data_sha256 {
+        replace.retain(|r| !r.starts_with("user-data changed"));
+        notes.push(format!(
+            "note: user-data changed (registry address or port, registry CA, registries.yaml \
+             or install settings), but cloud-init ran it once at first boot: {id} keeps the \
+             old files. Bring them up to date in place: `provision artifacts`, copy \
+             registries.yaml and registry-ca.crt to /etc/rancher/<k3s|rke2>/ on {id} (`scp \
+             -F ssh_config`, or `aws ssm send-command` in ssm mode) and restart the service; \
+             or replace the node with `provision apply --replace {id} --allow-data-loss` \
+             (its disks are lost)"
+        ));
+    }
+    if o.key_pair != n.key_pair {
+        replace.retain(|r| !r.starts_with("key_pair"));
+        notes.push(format!(
+            "note: the key pair changed, but EC2 sets it only at launch: {id} keeps its old \
+             authorized key. Add the new public key to ~/.ssh/authorized_keys on {id} \
+             through the access you have (`ssh-copy-id -F ssh_config -i <key> {id}`, or \
+             Session Manager), or replace the node with `provision apply --replace {id} \
+             --allow-data-loss`"
+        ));
+    }
+    notes
 }
 
 /// What makes two preflight checks the same check.
@@ -831,6 +1023,7 @@ fn check_key(spec: &Spec) -> Option<String> {
 async fn preflight_all(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     desired: &Desired,
     ids: &[&LogicalId],
     resolved: &Resolved,
@@ -841,7 +1034,7 @@ async fn preflight_all(
         let no_delete = &no_delete;
         async move {
             let token = String::new();
-            let c = ctx(env, id, &token, resolved, no_delete);
+            let c = ctx(env, owner, id, &token, resolved, no_delete);
             match retry_transient(|| cloud.preflight(&c, spec)).await {
                 Ok(()) | Err(CloudError::MissingRef(_)) => Ok(()),
                 Err(source) => Err(PlanError::Cloud {
@@ -902,6 +1095,7 @@ where
 async fn drift_from_applied(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     id: &LogicalId,
     entry: &crate::state::Entry,
     resolved: &Resolved,
@@ -909,7 +1103,7 @@ async fn drift_from_applied(
     config_changes: &[&String],
 ) -> Vec<String> {
     let no_delete = DeleteOptions::default();
-    let c = ctx(env, id, &entry.token, resolved, &no_delete);
+    let c = ctx(env, owner, id, &entry.token, resolved, &no_delete);
     match retry_transient(|| cloud.read(&c, &entry.spec, &entry.cloud_id)).await {
         Ok(Some(applied)) => applied.drift,
         _ => observed
@@ -923,6 +1117,7 @@ async fn drift_from_applied(
 
 fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<String>) -> Action {
     Action {
+        record_only: false,
         id: id.clone(),
         kind,
         action,
@@ -937,6 +1132,7 @@ fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<Strin
 async fn adopt_action(
     cloud: &dyn Cloud,
     env: &str,
+    owner: &Owner,
     id: &LogicalId,
     spec: &Spec,
     found: Observed,
@@ -947,7 +1143,7 @@ async fn adopt_action(
     let no_delete = DeleteOptions::default();
     let token = String::new();
     let live = {
-        let c = ctx(env, id, &token, resolved, &no_delete);
+        let c = ctx(env, owner, id, &token, resolved, &no_delete);
         retry_transient(|| cloud.read(&c, spec, &found.cloud_id))
             .await
             .map_err(|source| PlanError::Cloud {
@@ -1029,6 +1225,48 @@ mod tests {
         let (r, u) = spec_changes(&inst("ami-1", &["sg"]), &inst("ami-1", &["sg", "sg2"]));
         assert!(r.is_empty());
         assert_eq!(u, vec!["security_groups: 1 added, 0 removed".to_string()]);
+    }
+
+    #[test]
+    fn rule_changes_are_shown_as_the_rules_themselves() {
+        use crate::model::{Peer, Protocol, Rule, SecurityGroupSpec};
+        let rule = |port: u16, peer: Peer| Rule {
+            protocol: Protocol::Tcp,
+            from_port: port,
+            to_port: port,
+            peer,
+            description: String::new(),
+        };
+        let group = |ingress: Vec<Rule>| {
+            Spec::SecurityGroup(SecurityGroupSpec {
+                vpc: "vpc".into(),
+                description: "nodes".into(),
+                ingress,
+                egress: vec![Rule {
+                    protocol: Protocol::All,
+                    from_port: 0,
+                    to_port: 0,
+                    peer: Peer::Cidr("0.0.0.0/0".into()),
+                    description: String::new(),
+                }],
+            })
+        };
+        let (r, u) = spec_changes(
+            &group(vec![rule(22, Peer::Cidr("0.0.0.0/0".into()))]),
+            &group(vec![
+                rule(22, Peer::Cidr("203.0.113.0/24".into())),
+                rule(6443, Peer::Group("sg-lb".into())),
+            ]),
+        );
+        assert!(r.is_empty());
+        assert_eq!(
+            u,
+            vec![
+                "ingress: - tcp 22 from 0.0.0.0/0",
+                "ingress: + tcp 22 from 203.0.113.0/24",
+                "ingress: + tcp 6443 from sg-lb",
+            ]
+        );
     }
 
     fn db(version: &str, class: &str, user: &str) -> Spec {
@@ -1180,6 +1418,7 @@ mod tests {
                         desired: &desired,
                         state: &state,
                         destroy: false,
+                        replace: &[],
                     },
                 )
                 .await

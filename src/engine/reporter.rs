@@ -42,6 +42,11 @@ pub trait Reporter: Send + Sync {
         elapsed: Duration,
     );
     fn note(&self, message: &str);
+    /// A step left `what` behind on purpose (a final snapshot, a secret in its recovery
+    /// window): the summary names it.
+    fn kept(&self, id: &LogicalId, what: &str) {
+        self.note(&format!("{id}: kept {what}"));
+    }
 }
 
 /// A reporter that records events, for tests.
@@ -76,5 +81,8 @@ impl Reporter for Recording {
     }
     fn note(&self, message: &str) {
         self.0.lock().unwrap().push(format!("note {message}"));
+    }
+    fn kept(&self, id: &LogicalId, what: &str) {
+        self.0.lock().unwrap().push(format!("kept {id} {what}"));
     }
 }

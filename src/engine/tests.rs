@@ -475,6 +475,12 @@ impl Lab {
         }
     }
 
+    /// A second folder (its own state directory) in front of the same cloud.
+    fn with_cloud(fake: FakeCloud) -> Self {
+        let lab = Self::new(FakeConfig::default());
+        Self { fake, ..lab }
+    }
+
     fn cloud(&self) -> Arc<dyn Cloud> {
         Arc::new(self.fake.clone())
     }
@@ -499,6 +505,7 @@ impl Lab {
                 desired,
                 state: &state,
                 destroy,
+                replace: &[],
             },
         )
         .await
@@ -937,6 +944,7 @@ fn step_graph_orders_replace_halves_and_orphans() {
         update_after_adopt: false,
         orphan,
         data_loss: None,
+        record_only: false,
     };
     let plan = Plan {
         env: ENV.into(),
@@ -944,6 +952,8 @@ fn step_graph_orders_replace_halves_and_orphans() {
         lineage: None,
         serial: 0,
         desired_digest: String::new(),
+        takeover: None,
+        left_alone: Vec::new(),
         actions: vec![
             action("vpc", Kind::Vpc, ActionKind::NoOp, false),
             action("subnet-a", Kind::Subnet, ActionKind::Replace, false),
@@ -1408,6 +1418,7 @@ async fn crash_at(
             desired: target,
             state: &state,
             destroy,
+            replace: &[],
         },
     )
     .await
@@ -1800,6 +1811,11 @@ async fn apply_deletes_stray_resources_tagged_for_the_env() {
         instance("server", "subnet-a", "sg-old", "ami-0old"),
         vec![(subnet, true), (sg.clone(), true)],
     );
+    // Made by this state's lineage (an interrupted run of this very environment).
+    let lineage = lab.load().lineage;
+    for stray in ["sg-old", "node-9"] {
+        lab.fake.tamper(ENV, stray, |o| o.lineage = lineage.clone());
+    }
     let plan = lab.plan(&desired, false).await;
     let expect: BTreeMap<String, ActionKind> = [
         ("sg-old".to_string(), ActionKind::Delete),
@@ -1808,6 +1824,10 @@ async fn apply_deletes_stray_resources_tagged_for_the_env() {
     .into();
     assert_eq!(changes(&plan), expect);
     assert!(plan.get(&id("node-9")).unwrap().orphan);
+    // A leftover node may hold data since: deleting it is marked, so apply needs
+    // --allow-data-loss; the group holds none.
+    assert!(plan.get(&id("node-9")).unwrap().data_loss.is_some());
+    assert!(plan.get(&id("sg-old")).unwrap().data_loss.is_none());
     lab.fake.clear_calls();
     let outcome = lab.run(&plan, &desired).await;
     assert!(outcome.ok(), "{outcome:#?}");
@@ -2419,7 +2439,9 @@ fn spec_changes_classifies_fields() {
         .push(rule(Protocol::Udp, 8472, 8472, Peer::Itself, "vxlan"));
     let (r, u) = spec_changes(&sg, &wider);
     assert!(r.is_empty());
-    assert_eq!(u, vec!["ingress: 1 added, 1 removed".to_string()]);
+    assert_eq!(u.len(), 2, "{u:?}");
+    assert!(u[0].starts_with("ingress: - "), "{u:?}");
+    assert_eq!(u[1], "ingress: + udp 8472 from itself");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2754,4 +2776,129 @@ async fn crash_during_an_ssm_destroy_at_every_mutation_recovers() {
         true,
     )
     .await;
+}
+
+/// Two folders, one env name: what another lineage made is never adopted, changed or
+/// deleted. A saved state refuses the plan naming the other environment; nothing is
+/// called that changes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_lineage_of_the_same_env_is_refused_and_never_touched() {
+    let neighbour = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    neighbour.apply(&desired).await;
+    // A second folder: its own state (saved once, nothing in it yet is the "fresh" case
+    // below), the same cloud.
+    let mine = Lab::with_cloud(neighbour.fake.clone());
+    let mut state = State::new(ENV);
+    state.serial = 1;
+    store::save(&mine.paths, &mut state).expect("save");
+    neighbour.fake.clear_calls();
+    let err = mine.try_plan(&desired, false).await.unwrap_err();
+    let PlanError::Foreign(foreign) = &err else {
+        panic!("want a refusal naming the neighbour, got {err}");
+    };
+    assert_eq!(foreign.neighbours.len(), 1);
+    assert_eq!(foreign.neighbours[0].lineage, neighbour.load().lineage);
+    assert!(err.to_string().contains("datastore"), "{err}");
+    // Destroy is refused the same way.
+    assert!(matches!(
+        mine.try_plan(&desired, true).await,
+        Err(PlanError::Foreign(_))
+    ));
+    assert!(neighbour.fake.mutating_calls().is_empty());
+    neighbour.assert_converged(&desired).await;
+}
+
+/// A folder with no state that finds another lineage's resources plans to adopt them
+/// and says so (`takeover`); an untagged leftover next to a saved state is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_state_shows_a_takeover_and_untagged_leftovers_are_left_alone() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let lineage = lab.load().lineage;
+    // An untagged (pre-lineage) group next to the saved state: named, never deleted.
+    let vpc = cloud_id(&lab, "vpc");
+    lab.fake.inject(
+        ENV,
+        "sg-legacy",
+        security_group("legacy", vec![]),
+        vec![(vpc, true)],
+    );
+    let plan = lab.plan(&desired, false).await;
+    assert!(!plan.has_changes(), "{:#?}", changes(&plan));
+    assert_eq!(plan.left_alone.len(), 1, "{:?}", plan.left_alone);
+    assert!(plan.left_alone[0].contains("sg-legacy"));
+    // Lost state: a takeover of the one lineage found.
+    lab.forget_state();
+    let plan = lab.plan(&desired, false).await;
+    let takeover = plan.takeover.clone().expect("a takeover");
+    assert_eq!(takeover.lineage.as_deref(), Some(lineage.as_str()));
+    assert!(takeover.resources >= desired.resources.len());
+}
+
+/// A cluster node's user-data or key pair changed (a registry port, a new CA, a key added
+/// later): cloud-init ran it once, so replacing would lose the node's disks for files the
+/// operator can put there in place. The plan records the change without a call and says
+/// how to bring the node up to date; replacing stays explicit (`--replace`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_not_replaced_for_its_user_data_or_key_unless_asked() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    let mut changed = desired.clone();
+    let Some(Spec::Instance(node)) = changed.resources.get_mut(&id("node-1")) else {
+        panic!("node-1")
+    };
+    node.user_data = "#cloud-config\n# registry on port 5443\n".into();
+    node.user_data_sha256 = "0".repeat(64);
+    node.key_pair = Some("key-2".into());
+    changed.insert("key-2", desired.resources[&id("key")].clone());
+    let plan = lab.plan(&changed, false).await;
+    let a = plan.get(&id("node-1")).unwrap();
+    assert_eq!(a.action, ActionKind::Update, "{:#?}", a.reasons);
+    assert!(a.record_only);
+    assert_eq!(a.data_loss, None);
+    let text = a.reasons.join("\n");
+    for want in [
+        "cloud-init ran it once",
+        "--replace node-1",
+        "authorized key",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &changed).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let node_calls: Vec<_> = lab
+        .fake
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.id == cloud_id(&lab, "node-1"))
+        .collect();
+    assert!(node_calls.is_empty(), "node-1 was touched: {node_calls:?}");
+    assert!(!lab.plan(&changed, false).await.has_changes());
+
+    // Asked for: replaced, and marked as the data loss it is.
+    let mut more = changed.clone();
+    let Some(Spec::Instance(node)) = more.resources.get_mut(&id("node-1")) else {
+        panic!("node-1")
+    };
+    node.user_data_sha256 = "1".repeat(64);
+    let state = lab.load();
+    let plan = make_plan(
+        &lab.fake,
+        PlanInput {
+            env: ENV,
+            desired: &more,
+            state: &state,
+            destroy: false,
+            replace: &[id("node-1")],
+        },
+    )
+    .await
+    .unwrap();
+    let a = plan.get(&id("node-1")).unwrap();
+    assert_eq!(a.action, ActionKind::Replace);
+    assert!(a.data_loss.is_some());
 }

@@ -18,6 +18,14 @@ pub struct Holder {
     pub host: String,
     pub command: String,
     pub started: String,
+    /// The process's start time on its host (Linux: clock ticks since boot, from
+    /// `/proc/<pid>/stat`), so a reused pid is not taken for the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<u64>,
+    /// A value only this run knows: a lock write whose reply was lost, found in place by
+    /// the retry, is recognised as this run's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl Holder {
@@ -30,6 +38,8 @@ impl Holder {
             host: this_host(),
             command: command.to_string(),
             started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            process_start: process_start(std::process::id()),
+            nonce: Some(uuid::Uuid::new_v4().to_string()),
         }
     }
 
@@ -61,8 +71,30 @@ impl Holder {
 
     /// True when the holder ran on this host and its process no longer exists.
     pub fn is_dead_here(&self) -> bool {
-        self.host == this_host() && !pid_alive(self.pid)
+        self.host == this_host() && !self.process_alive()
     }
+
+    /// True when the holder runs on this host right now: its pid exists and (where the
+    /// start time is known) is the same process, not a later one with a reused pid.
+    pub fn is_alive_here(&self) -> bool {
+        self.host == this_host() && self.process_alive()
+    }
+
+    fn process_alive(&self) -> bool {
+        pid_alive(self.pid)
+            && match (self.process_start, process_start(self.pid)) {
+                (Some(recorded), Some(now)) => recorded == now,
+                _ => true,
+            }
+    }
+}
+
+/// When process `pid` started (field 22 of `/proc/<pid>/stat`), where the OS says.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn this_host() -> String {
@@ -87,6 +119,14 @@ pub enum LockError {
         path: PathBuf,
         holder: Option<Box<Holder>>,
     },
+    /// `unlock --force` while the holder is still running on this machine.
+    #[error(
+        "refusing to remove the lock {}: `provision {}` by {} is still running on this \
+         machine. Stop it with Ctrl-C (it saves the state and exits) or wait for it; \
+         `unlock --force` is for a lock whose run is gone",
+        .path.display(), .holder.command, .holder.describe()
+    )]
+    HolderRunning { path: PathBuf, holder: Box<Holder> },
     #[error("cannot use lock file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -208,6 +248,13 @@ pub fn unlock(path: &Path, force: bool) -> Result<Unlock, LockError> {
             drop(lock);
             Ok(Unlock::WasFree)
         }
+        Err(LockError::Locked {
+            holder: Some(holder),
+            ..
+        }) if force && holder.is_alive_here() => Err(LockError::HolderRunning {
+            path: path.to_path_buf(),
+            holder,
+        }),
         Err(LockError::Locked { holder, .. }) if force => {
             fs::remove_file(path).map_err(|source| LockError::Io {
                 path: path.to_path_buf(),
@@ -244,10 +291,38 @@ mod tests {
     }
 
     #[test]
-    fn unlock_refuses_a_held_lock_without_force() {
+    fn unlock_force_refuses_while_the_holder_runs_here() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lab.lock");
         let _lock = Lock::acquire(&path, "apply").unwrap();
+        let err = unlock(&path, true).unwrap_err();
+        assert!(matches!(err, LockError::HolderRunning { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("still running") && text.contains("provision apply"),
+            "{text}"
+        );
+        assert!(path.exists());
+        // The same pid with another start time is a reused pid: not the holder.
+        let mut reused = Holder::current("apply");
+        reused.process_start = reused.process_start.map(|t| t + 1);
+        assert!(!reused.is_alive_here());
+        assert!(Holder::current("apply").is_alive_here());
+    }
+
+    #[test]
+    fn unlock_refuses_a_held_lock_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.lock");
+        let lock = Lock::acquire(&path, "apply").unwrap();
+        // The run that took it is gone (a child it started still holds the OS lock).
+        let mut gone = Holder::current("apply");
+        gone.pid = 0x3fff_fff0;
+        let mut f = &lock.file;
+        f.set_len(0).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(serde_json::to_string(&gone).unwrap().as_bytes())
+            .unwrap();
         assert!(unlock(&path, false).is_err());
         assert!(matches!(
             unlock(&path, true).unwrap(),
@@ -266,6 +341,8 @@ mod tests {
             host: this_host(),
             command: "apply".into(),
             started: "x".into(),
+            process_start: None,
+            nonce: None,
         };
         assert!(h.is_dead_here());
         let msg = locked_message(Path::new("s.lock"), &Some(Box::new(h)));

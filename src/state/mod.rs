@@ -69,6 +69,11 @@ impl Entry {
 pub struct State {
     pub format_version: u32,
     pub lineage: String,
+    /// Where and when this lineage began (`<host> <UTC minute>`), tagged on every resource
+    /// as `provision:origin` so another folder's refusal can name it. Empty in states
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
     pub serial: u64,
     pub env: String,
     pub resources: BTreeMap<LogicalId, Entry>,
@@ -79,9 +84,23 @@ impl State {
         Self {
             format_version: FORMAT_VERSION,
             lineage: uuid::Uuid::new_v4().to_string(),
+            origin: origin_here(),
             serial: 0,
             env: env.to_string(),
             resources: BTreeMap::new(),
+        }
+    }
+
+    /// A state with nothing recorded yet (never saved, or saved before its first change).
+    pub fn is_fresh(&self) -> bool {
+        self.serial == 0 && self.resources.is_empty()
+    }
+
+    /// The owner every resource of this state is tagged with.
+    pub fn owner(&self) -> crate::model::Owner {
+        crate::model::Owner {
+            lineage: self.lineage.clone(),
+            origin: self.origin.clone(),
         }
     }
 
@@ -96,6 +115,25 @@ impl State {
                 .collect(),
         }
     }
+}
+
+/// `<host> <UTC minute>`, in the characters every AWS tag value accepts.
+fn origin_here() -> String {
+    let host: String = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{host} {}", chrono::Utc::now().format("%Y-%m-%dT%H:%MZ"))
 }
 
 /// Paths of one environment's files under the state directory.

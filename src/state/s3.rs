@@ -43,6 +43,14 @@ pub struct S3Backend {
     held: Mutex<Option<String>>,
 }
 
+/// How often a conditional write answered 409 ConditionalRequestConflict is tried again.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// The pause before try `attempt` (1-based) after a 409: 100 ms, 200 ms, 400 ms, ...
+fn conflict_pause(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100 << attempt.min(6).saturating_sub(1))
+}
+
 /// What went wrong in one S3 call: the HTTP status and S3's error code.
 struct Failure {
     status: Option<u16>,
@@ -76,12 +84,15 @@ impl Failure {
         self.status == Some(404) || self.code == "NoSuchKey" || self.code == "NotFound"
     }
 
-    /// `If-Match` / `If-None-Match` did not hold (412), or a concurrent conditional
-    /// write won (409 ConditionalRequestConflict).
+    /// `If-Match` / `If-None-Match` did not hold (412).
     fn precondition(&self) -> bool {
-        self.status == Some(412)
-            || self.code == "PreconditionFailed"
-            || self.code == "ConditionalRequestConflict"
+        self.status == Some(412) || self.code == "PreconditionFailed"
+    }
+
+    /// 409 ConditionalRequestConflict: another conditional write on the key is in flight;
+    /// S3 asks to try again.
+    fn conflict_in_flight(&self) -> bool {
+        self.code == "ConditionalRequestConflict" || self.status == Some(409)
     }
 
     fn describe(&self, operation: &str) -> String {
@@ -307,29 +318,51 @@ impl S3Backend {
         let mut text = serde_json::to_vec_pretty(state).expect("state serializes");
         text.push(b'\n');
         let expected = self.etag.lock().expect("etag slot").clone();
-        let mut put = self
-            .s3
-            .put_object()
-            .bucket(&self.cfg.bucket)
-            .key(&self.cfg.key)
-            .content_type("application/json")
-            .body(ByteStream::from(text));
-        put = match &expected {
-            Some(etag) => put.if_match(etag),
-            None => put.if_none_match("*"),
+        let mut attempt = 0;
+        let sent = loop {
+            let mut put = self
+                .s3
+                .put_object()
+                .bucket(&self.cfg.bucket)
+                .key(&self.cfg.key)
+                .content_type("application/json")
+                .body(ByteStream::from(text.clone()));
+            put = match &expected {
+                Some(etag) => put.if_match(etag),
+                None => put.if_none_match("*"),
+            };
+            if let Some(kms) = &self.cfg.kms_key_id {
+                put = put
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .ssekms_key_id(kms);
+            }
+            match put.send().await {
+                Err(e) => {
+                    let f = Failure::of(e);
+                    if f.conflict_in_flight() && attempt < CONFLICT_RETRIES {
+                        attempt += 1;
+                        tokio::time::sleep(conflict_pause(attempt)).await;
+                        continue;
+                    }
+                    break Err(f);
+                }
+                Ok(out) => break Ok(out.e_tag().map(str::to_string)),
+            }
         };
-        if let Some(kms) = &self.cfg.kms_key_id {
-            put = put
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(kms);
-        }
-        match put.send().await {
-            Ok(out) => {
-                *self.etag.lock().expect("etag slot") = out.e_tag().map(str::to_string);
+        match sent {
+            Ok(etag) => {
+                *self.etag.lock().expect("etag slot") = etag;
                 Ok(())
             }
-            Err(e) => {
-                let f = Failure::of(e);
+            Err(f) => {
+                // The SDK's retry of a write whose reply was lost finds its own write in
+                // place: the object holds exactly what this run sent.
+                if f.precondition() {
+                    if let Some(etag) = self.holds_exactly(&text).await {
+                        *self.etag.lock().expect("etag slot") = Some(etag);
+                        return Ok(());
+                    }
+                }
                 if f.precondition() {
                     Err(StateError::Conflict {
                         location: self.cfg.url(),
@@ -345,6 +378,22 @@ impl S3Backend {
                 }
             }
         }
+    }
+
+    /// The state object's ETag when it holds exactly `bytes` (compared by SHA-256).
+    async fn holds_exactly(&self, bytes: &[u8]) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(&self.cfg.key)
+            .send()
+            .await
+            .ok()?;
+        let etag = out.e_tag()?.to_string();
+        let body = out.body.collect().await.ok()?.into_bytes();
+        (Sha256::digest(&body) == Sha256::digest(bytes)).then_some(etag)
     }
 
     fn shared_secrets_name(&self) -> String {
@@ -460,28 +509,50 @@ impl Backend for S3Backend {
     async fn lock(&self, command: &str) -> Result<(), LockError> {
         let holder = Holder::current(command);
         let body = serde_json::to_vec(&holder).expect("holder serializes");
-        let mut put = self
-            .s3
-            .put_object()
-            .bucket(&self.cfg.bucket)
-            .key(self.cfg.lock_key())
-            .content_type("application/json")
-            .if_none_match("*")
-            .body(ByteStream::from(body));
-        if let Some(kms) = &self.cfg.kms_key_id {
-            put = put
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(kms);
-        }
-        match put.send().await {
-            Ok(out) => {
-                *self.held.lock().expect("lock slot") = out.e_tag().map(str::to_string);
+        let mut attempt = 0;
+        let sent = loop {
+            let mut put = self
+                .s3
+                .put_object()
+                .bucket(&self.cfg.bucket)
+                .key(self.cfg.lock_key())
+                .content_type("application/json")
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()));
+            if let Some(kms) = &self.cfg.kms_key_id {
+                put = put
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .ssekms_key_id(kms);
+            }
+            match put.send().await {
+                Err(e) => {
+                    let f = Failure::of(e);
+                    if f.conflict_in_flight() && attempt < CONFLICT_RETRIES {
+                        attempt += 1;
+                        tokio::time::sleep(conflict_pause(attempt)).await;
+                        continue;
+                    }
+                    break Err(f);
+                }
+                Ok(out) => break Ok(out.e_tag().map(str::to_string)),
+            }
+        };
+        match sent {
+            Ok(etag) => {
+                *self.held.lock().expect("lock slot") = etag;
                 Ok(())
             }
-            Err(e) => {
-                let f = Failure::of(e);
+            Err(f) => {
                 if f.precondition() {
-                    let holder = self.read_lock().await?.and_then(|(h, _)| h).map(Box::new);
+                    let found = self.read_lock().await?;
+                    // Our own lock write, whose reply was lost and whose retry found it.
+                    if let Some((Some(h), etag)) = &found {
+                        if h.nonce.is_some() && h.nonce == holder.nonce {
+                            *self.held.lock().expect("lock slot") = Some(etag.clone());
+                            return Ok(());
+                        }
+                    }
+                    let holder = found.and_then(|(h, _)| h).map(Box::new);
                     Err(LockError::Locked {
                         path: self.lock_url(),
                         holder,
@@ -497,13 +568,15 @@ impl Backend for S3Backend {
         let Some(ours) = self.held.lock().expect("lock slot").take() else {
             return;
         };
-        // Only our own lock: after `unlock --force` someone else's may be there.
+        // Only our own lock: after `unlock --force` someone else's may be there (and may
+        // arrive between the check and the delete: `If-Match` on our ETag).
         if self.lock_is(&ours).await.is_ok() {
             let deleted = self
                 .s3
                 .delete_object()
                 .bucket(&self.cfg.bucket)
                 .key(self.cfg.lock_key())
+                .if_match(&ours)
                 .send()
                 .await;
             if let Err(e) = deleted {
@@ -525,6 +598,12 @@ impl Backend for S3Backend {
             return Err(LockError::Locked {
                 path: self.lock_url(),
                 holder: holder.map(Box::new),
+            });
+        }
+        if let Some(h) = holder.as_ref().filter(|h| h.is_alive_here()) {
+            return Err(LockError::HolderRunning {
+                path: self.lock_url(),
+                holder: Box::new(h.clone()),
             });
         }
         let mut delete = self
@@ -571,9 +650,11 @@ mod tests {
         assert!(failure(404, "NoSuchBucket")
             .describe("GetObject")
             .contains("does not exist"));
-        // A lost race is a precondition failure, whichever way S3 words it.
+        // A lost race is a precondition failure; a write in flight is tried again.
         assert!(failure(412, "PreconditionFailed").precondition());
-        assert!(failure(409, "ConditionalRequestConflict").precondition());
+        assert!(!failure(409, "ConditionalRequestConflict").precondition());
+        assert!(failure(409, "ConditionalRequestConflict").conflict_in_flight());
+        assert!(!failure(412, "PreconditionFailed").conflict_in_flight());
         assert!(!failure(500, "InternalError").precondition());
         assert!(failure(404, "").not_found() && failure(400, "NoSuchKey").not_found());
     }

@@ -59,6 +59,8 @@ pub fn plan_document(plan: &Plan, desired: &Desired) -> Value {
         "env": plan.env,
         "destroy": plan.destroy,
         "state": {"lineage": plan.lineage, "serial": plan.serial},
+        "takeover": plan.takeover,
+        "left_alone": plan.left_alone,
         "summary": {
             "create": count(Create),
             "update": count(Update),

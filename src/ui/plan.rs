@@ -143,6 +143,7 @@ pub fn render_plan(plan: &Plan, desired: &Desired, view: PlanView) -> String {
         } else {
             "No changes. The infrastructure matches the config.\n"
         });
+        out.push_str(&ownership_notes(plan, style));
         return out;
     }
     let mut order: Vec<usize> = (0..GROUPS.len()).collect();
@@ -215,6 +216,26 @@ pub fn render_plan(plan: &Plan, desired: &Desired, view: PlanView) -> String {
             "! {losses} action(s) destroy data; apply needs --allow-data-loss.",
         )));
         out.push('\n');
+    }
+    out.push_str(&ownership_notes(plan, style));
+    out
+}
+
+/// A takeover a fresh state would make, and what is left alone: said after the plan,
+/// whether or not it has changes.
+fn ownership_notes(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    if let Some(t) = &plan.takeover {
+        let command = if plan.destroy { "destroy" } else { "apply" };
+        out.push_str(&style.bold(&format!(
+            "! {}.\n  `provision {command}` changes nothing unless `--adopt` takes them over \
+             (a lost state file); if they are someone else's, choose another `name`.",
+            t.describe(&plan.env)
+        )));
+        out.push('\n');
+    }
+    for line in &plan.left_alone {
+        out.push_str(&format!("note: {line}\n"));
     }
     out
 }

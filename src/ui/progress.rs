@@ -72,6 +72,9 @@ pub struct Progress {
     /// delete its dependents), for the critical path and the JSON `after`.
     waits_for: Mutex<HashMap<Step, Vec<Step>>>,
     last_status: Mutex<HashMap<LogicalId, (String, Duration)>>,
+    /// What steps left behind on purpose (final snapshots, secrets in their recovery
+    /// window), for the summary.
+    kept: Mutex<Vec<String>>,
 }
 
 impl Progress {
@@ -108,6 +111,7 @@ impl Progress {
             spans: Mutex::new(Vec::new()),
             waits_for: Mutex::new(HashMap::new()),
             last_status: Mutex::new(HashMap::new()),
+            kept: Mutex::new(Vec::new()),
         }
     }
 
@@ -250,6 +254,20 @@ impl Progress {
                     self.plain("summary", &text.replace('\n', " "));
                 } else {
                     self.line(&self.style.bold(&text));
+                }
+                let kept = self.kept.lock().unwrap().clone();
+                if !kept.is_empty() {
+                    let mut list = String::from("Kept (not deleted):");
+                    for k in &kept {
+                        list.push_str(&format!("\n  - {k}"));
+                    }
+                    if self.mode == Mode::Plain {
+                        for k in &kept {
+                            self.plain("kept", k);
+                        }
+                    } else {
+                        self.line(&list);
+                    }
                 }
             }
         }
@@ -402,6 +420,14 @@ impl Reporter for Progress {
             Mode::Plain => self.plain("note", message),
             Mode::Live => self.line(message),
         }
+    }
+
+    fn kept(&self, id: &LogicalId, what: &str) {
+        let text = format!("{id}: {what}");
+        if self.mode == Mode::Json {
+            self.event(json!({"type": "kept", "id": id, "what": what}));
+        }
+        self.kept.lock().unwrap().push(text);
     }
 }
 

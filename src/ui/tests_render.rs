@@ -144,6 +144,7 @@ fn action(id: &str, kind: Kind, action: ActionKind, reasons: &[&str]) -> Action 
         update_after_adopt: false,
         orphan: false,
         data_loss: None,
+        record_only: false,
     }
 }
 
@@ -159,6 +160,8 @@ fn plan_of(actions: Vec<Action>, destroy: bool) -> Plan {
         lineage: Some("0000".into()),
         serial: 3,
         desired_digest: String::new(),
+        takeover: None,
+        left_alone: Vec::new(),
         actions,
     }
 }
@@ -630,6 +633,7 @@ async fn a_config_change_is_not_also_reported_as_drift() {
                     desired: &d,
                     state: &state,
                     destroy: false,
+                    replace: &[],
                 },
             )
             .await

@@ -328,7 +328,12 @@ fn lost_state_is_adopted_not_recreated() {
         plan.describe()
     );
 
+    // Without --adopt a folder with no state takes nothing over and changes nothing.
     let (run, stats) = world.run_recorded(&["apply", "--yes"]);
+    run.code(1);
+    assert!(run.stderr.contains("--adopt"), "{}", run.describe());
+    assert!(stats.mutating().is_empty(), "{:?}", stats.mutating_names());
+    let (run, stats) = world.run_recorded(&["apply", "--yes", "--adopt"]);
     run.ok();
     assert!(
         creates(&stats).is_empty(),
@@ -344,8 +349,11 @@ fn destroy_without_state_deletes_everything_tagged() {
     let world = World::new(&Fixture::new(Topology::K3s));
     world.apply();
     remove_state(&world);
+    let (run, stats) = world.run_recorded(&["destroy", "--yes", "--skip-final-snapshot"]);
+    run.code(1);
+    assert!(stats.mutating().is_empty(), "{:?}", stats.mutating_names());
     world
-        .run(&["destroy", "--yes", "--skip-final-snapshot"])
+        .run(&["destroy", "--yes", "--skip-final-snapshot", "--adopt"])
         .ok();
     let left = world.aws.leftovers();
     assert!(left.is_empty(), "destroy without state left: {left:#?}");

@@ -446,6 +446,7 @@ fn groups_naming_each_other_are_destroyed_without_state() {
         "destroy",
         "--yes",
         "--skip-final-snapshot",
+        "--adopt",
         "--parallelism",
         "10",
     ]);

@@ -771,17 +771,23 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_in(self.path(), args)
+    }
+
+    fn command_in(&self, dir: &Path, args: &[&str]) -> Command {
         // PROVISION_BIN: a copy of the binary, so a long run survives rebuilds meanwhile.
         let bin = std::env::var_os("PROVISION_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_provision").into());
         let mut cmd = Command::new(bin);
-        cmd.args(args).current_dir(self.path());
+        cmd.args(args).current_dir(dir);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("AWS_") {
                 cmd.env_remove(&key);
             }
         }
-        cmd.env("AWS_ENDPOINT_URL", self.proxy.endpoint())
+        // `~` is the test's folder: the tool looks for a default SSH key there.
+        cmd.env("HOME", dir)
+            .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
@@ -848,6 +854,31 @@ impl World {
     /// Runs `provision ARGS` to the end.
     pub fn run(&self, args: &[&str]) -> Run {
         self.spawn(args).wait(RUN_LIMIT)
+    }
+
+    /// Runs `provision ARGS` to the end in another folder (its own config and state),
+    /// against this world's cloud: a neighbour.
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
+        let mut child = self.command_in(dir, args).spawn().expect("start provision");
+        let (stdout, _) = collect(child.stdout.take().unwrap());
+        let (stderr, stderr_so_far) = collect(child.stderr.take().unwrap());
+        Running {
+            child: Some(child),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            stderr_so_far,
+            emulator_log: Some(self.moto.log.clone()),
+            _tty: None,
+        }
+        .wait(RUN_LIMIT)
+    }
+
+    /// [`World::run_in`] with the proxy's log cleared first, and the calls it made.
+    pub fn run_in_recorded(&self, dir: &Path, args: &[&str]) -> (Run, Stats) {
+        self.proxy.reset();
+        let run = self.run_in(dir, args);
+        (run, self.proxy.stats())
     }
 
     /// Runs `provision ARGS` with the proxy's log cleared first; returns the run and the

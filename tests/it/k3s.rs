@@ -89,7 +89,15 @@ fn k3s_scaling_touches_only_instances_and_targets() {
 
     fixture.count = Some(2);
     world.write_config(&fixture);
+    // Scaling down terminates a node and its disks: a plain apply refuses, saying what
+    // to do first, and changes nothing.
     let (run, stats) = world.run_recorded(&["apply", "--yes"]);
+    run.code(1);
+    assert!(stats.mutating().is_empty(), "{:?}", stats.mutating_names());
+    for want in ["node-3", "drain", "--allow-data-loss"] {
+        assert!(run.stderr.contains(want), "{want:?}: {}", run.describe());
+    }
+    let (run, stats) = world.run_recorded(&["apply", "--yes", "--allow-data-loss"]);
     run.ok();
     let calls = stats.mutating_names();
     assert!(

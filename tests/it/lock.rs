@@ -49,6 +49,16 @@ fn apply_exits_3_while_another_process_holds_the_lock() {
         stats.mutating_names()
     );
     world.run(&["destroy", "--yes"]).code(3);
+    // The holder (this test process) is alive on this machine: --force refuses, naming it.
+    let run = world.run(&["unlock", "--force"]);
+    run.code(1);
+    assert!(
+        run.stderr.contains("still running on this machine")
+            && run.stderr.contains(&std::process::id().to_string()),
+        "{}",
+        run.describe()
+    );
+    assert!(path.exists(), "the lock stays");
 
     FileExt::unlock(&file).unwrap();
     drop(file);

@@ -172,6 +172,8 @@ fn twins_do_not_block_apply_or_destroy() {
     let world = World::new(&Fixture::new(Topology::K3s));
     world.apply();
     let aws = &world.aws;
+    // A twin our own run made (a lost reply, a token moto ignored) carries our lineage.
+    let lineage = world.state_json()["lineage"].as_str().unwrap().to_string();
     let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
     let twin = aws
         .block(
@@ -182,6 +184,7 @@ fn twins_do_not_block_apply_or_destroy() {
                         .resource_type(aws_sdk_ec2::types::ResourceType::InternetGateway)
                         .tags(tag("provision:env", crate::harness::ENV))
                         .tags(tag("provision:id", "igw"))
+                        .tags(tag("provision:lineage", &lineage))
                         .tags(tag("Name", "lab-igw"))
                         .build(),
                 )

@@ -320,7 +320,7 @@ fn an_ssm_apply_builds_endpoints_and_profiles_verify_holds_and_destroy_removes_t
         !actions.iter().any(|(_, a)| a == "create"),
         "nothing created: {actions:?}"
     );
-    world.apply();
+    world.run(&["apply", "--yes", "--adopt"]).ok();
     world.assert_converged();
 
     // Destroy removes the endpoints, the profile and the role.

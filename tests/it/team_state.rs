@@ -244,7 +244,29 @@ fn a_save_over_a_state_someone_else_wrote_is_refused_and_the_run_stops() {
 fn a_run_whose_lock_was_forced_away_stops_before_its_next_write() {
     let world = s3_world(Topology::Docker);
     let first = held_apply(&world);
-    world.run(&["--state-dir", "ws2", "unlock", "--force"]).ok();
+    // From this machine, forcing the lock of a run that is still going is refused.
+    let refused = world.run(&["--state-dir", "ws2", "unlock", "--force"]);
+    refused.code(1);
+    assert!(
+        refused.stderr.contains("still running on this machine"),
+        "{}",
+        refused.describe()
+    );
+    // A teammate on another machine forces it away (it cannot see the process).
+    world
+        .aws
+        .block(
+            world
+                .aws
+                .s3
+                .delete_object()
+                .bucket(BUCKET)
+                .key(format!("{KEY}.lock"))
+                .send(),
+        )
+        .unwrap();
+    // A write that checked the lock just before it went may still land; none after.
+    std::thread::sleep(Duration::from_secs(2));
     let before = world.aws.object(BUCKET, KEY).unwrap();
     world.proxy.release();
     let run = first.wait(Duration::from_secs(120));
@@ -451,4 +473,38 @@ fn bad_backends_fail_before_any_cloud_change_and_leave_the_state_alone() {
         world.aws.object(BUCKET, KEY).unwrap().0,
         b"hello, not a state".to_vec()
     );
+}
+
+/// S3 took the lock and the state writes but the replies were lost (the SDK retried):
+/// the retry finds the run's own lock (its nonce) and its own state (the same bytes),
+/// neither "locked by another run" nor a conflict. The lock is released at the end.
+#[test]
+fn lock_and_state_writes_whose_replies_were_lost_are_recognised_as_our_own() {
+    let world = s3_world(Topology::Docker);
+    world.proxy.reset();
+    world.proxy.configure(serde_json::json!({
+        "lose_reply": {"PutObject(lock)": 1, "PutObject": 3}
+    }));
+    let run = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
+    run.ok();
+    let lost: Vec<String> = stats
+        .faults("lost_reply")
+        .iter()
+        .map(|c| c.op.clone())
+        .collect();
+    assert_eq!(
+        lost.iter().filter(|o| *o == "PutObject(lock)").count(),
+        1,
+        "the lock write's reply was lost: {lost:?}"
+    );
+    assert_eq!(
+        lost.iter().filter(|o| *o == "PutObject").count(),
+        3,
+        "three state writes' replies were lost: {lost:?}"
+    );
+    assert_unlocked(&world);
+    world.proxy.configure(serde_json::json!({"lose_reply": {}}));
+    world.assert_converged();
+    assert_eq!(remote_state(&world)["env"], "lab");
 }

@@ -242,6 +242,18 @@ def classify(method, path, headers, body):
             method == "POST" and ROUTE53_LIST_TAGS.match(bare)
         )
         return "route53", action, route53_op(method, bare), mutating, "route53", {}
+    if service == "s3":
+        # Named like the API: PutObject, DeleteObject, ... with `(lock)` for the state
+        # lock object. Not counted as mutating (tests count the cloud's changes), but
+        # lose_reply can take them.
+        bare = urllib.parse.urlsplit(path).path
+        name = {"PUT": "PutObject", "DELETE": "DeleteObject", "GET": "GetObject",
+                "HEAD": "HeadObject", "POST": "PostObject"}.get(method, method)
+        if bare.strip("/").count("/") == 0:
+            name = f"{method} bucket"
+        elif bare.endswith(".lock"):
+            name += "(lock)"
+        return service, name, name, False, "query", {}
     form = form_of(body, path)
     action = form.get("Action", "unknown")
     protocol = "ec2" if service == "ec2" else "query"
@@ -868,7 +880,7 @@ class Handler(BaseHTTPRequestHandler):
                             f"proxy: client token {token[1]} was used with other parameters",
                         )
             lose = False
-            if fault is None and mutating:
+            if fault is None and (mutating or service == "s3"):
                 lose, _ = take(STATE["lose_reply"], op)
                 if not lose and STATE["lose_reply_rate"] > 0:
                     lose = STATE["lose_rng"].random() < STATE["lose_reply_rate"]

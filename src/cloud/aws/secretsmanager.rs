@@ -32,7 +32,7 @@ fn generate_password() -> String {
 }
 
 fn tags(ctx: &OpContext<'_>) -> Vec<Tag> {
-    tags_for(ctx.env, ctx.id)
+    tags_for(ctx.env, ctx.owner, ctx.id)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
@@ -265,6 +265,16 @@ pub async fn delete(
             ctx.progress.status(&format!(
                 "scheduled for deletion; restorable for {RECOVERY_DAYS} days"
             ));
+            let name = current
+                .cloud_id
+                .rsplit(':')
+                .next()
+                .unwrap_or(&current.cloud_id);
+            ctx.progress.kept(&format!(
+                "secret {name} in its {RECOVERY_DAYS}-day recovery window (`aws \
+                 secretsmanager restore-secret --secret-id {}` brings it back)",
+                current.cloud_id
+            ));
             Ok(())
         }
         Err(CloudError::Api { code, .. }) if code == "ResourceNotFoundException" => Ok(()),
@@ -325,6 +335,11 @@ async fn list_env(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError>
                 attrs: Attrs::Secret {
                     arn: arn.to_string(),
                 },
+                owner: crate::model::FoundOwner::from_tags(
+                    s.tags()
+                        .iter()
+                        .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+                ),
             });
         }
         match out.next_token() {

@@ -678,6 +678,7 @@ pub(super) async fn update_instance(
     } else if instance_profile_arn(&instance).is_some() {
         set_instance_profile(cloud, ctx, s, id, None).await?;
     }
+    grow_root_volume(cloud, ctx, &instance, s.root_volume_gb).await?;
     match state.as_ref() {
         Some(InstanceStateName::Stopped) => {
             cloud
@@ -700,6 +701,46 @@ pub(super) async fn update_instance(
     }
     let volumes = ctx.resolved.cloud_ids(&s.volumes)?;
     attach_volumes(cloud, ctx, id, &volumes).await?;
+    Ok(())
+}
+
+/// Grow the instance's root EBS volume to `size_gb` in place (ModifyVolume: no restart,
+/// the disks and their data stay). Never shrinks: the plan replaces for that.
+async fn grow_root_volume(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    instance: &aws_sdk_ec2::types::Instance,
+    size_gb: u32,
+) -> Result<(), CloudError> {
+    let root = instance.root_device_name().unwrap_or_default();
+    let Some(volume) = instance
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(root))
+        .and_then(|m| m.ebs()?.volume_id())
+    else {
+        return Ok(());
+    };
+    let have = super::volume::describe_volumes(cloud, &Lookup::Id(volume.to_string()))
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|v| v.size())
+        .unwrap_or_default();
+    let want = i32::try_from(size_gb).unwrap_or(i32::MAX);
+    if have >= want {
+        return Ok(());
+    }
+    ctx.progress
+        .status(&format!("growing root volume {volume} {have} → {want} GiB"));
+    cloud
+        .ec2
+        .modify_volume()
+        .volume_id(volume)
+        .size(want)
+        .send()
+        .await
+        .map_err(|e| sdk_error("ModifyVolume", e))?;
     Ok(())
 }
 
@@ -1004,6 +1045,7 @@ mod tests {
         let resolved = crate::model::Resolved::default();
         let ctx = OpContext {
             env: "lab",
+            owner: &crate::model::Owner::default(),
             id: &id,
             token: "t",
             resolved: &resolved,

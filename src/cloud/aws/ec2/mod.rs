@@ -28,9 +28,9 @@ use super::retry::{retry_in_use, retry_while};
 use super::{sdk_error, AwsCloud};
 use crate::cloud::{CloudError, OpContext, Owned};
 use crate::model::{
-    tags_for, Attrs, InstanceSpec, InternetGatewaySpec, Kind, LogicalId, MissingRef, Observed,
-    Peer, Protocol, Ref, RouteTableSpec, Rule, SecurityGroupSpec, Spec, SubnetSpec, VolumeSpec,
-    VpcSpec, TAG_ENV, TAG_ID,
+    tags_for, Attrs, FoundOwner, InstanceSpec, InternetGatewaySpec, Kind, LogicalId, MissingRef,
+    Observed, Peer, Protocol, Ref, RouteTableSpec, Rule, SecurityGroupSpec, Spec, SubnetSpec,
+    VolumeSpec, VpcSpec, TAG_ENV, TAG_ID,
 };
 
 mod blockers;
@@ -332,6 +332,10 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
                 id: LogicalId::new(id),
                 cloud_id: cloud_id.to_string(),
                 attrs,
+                owner: FoundOwner::from_tags(
+                    tags.iter()
+                        .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+                ),
             });
         }
     };
@@ -668,7 +672,7 @@ fn owner_filters(env: &str, id: &LogicalId) -> Vec<Filter> {
 }
 
 fn tag_spec(resource: ResourceType, ctx: &OpContext<'_>) -> TagSpecification {
-    let tags = tags_for(ctx.env, ctx.id)
+    let tags = tags_for(ctx.env, ctx.owner, ctx.id)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build());
     TagSpecification::builder()

@@ -223,6 +223,7 @@ mod tests {
             async move {
                 let ctx = OpContext {
                     env: "lab",
+                    owner: &crate::model::Owner::default(),
                     id: l,
                     token: "",
                     resolved,

@@ -173,6 +173,7 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
                 id,
                 cloud_id: arn.to_string(),
                 attrs: load_balancer_attrs(lb),
+                owner: found_owner(listed.tags.get(arn)),
             });
         }
     }
@@ -184,6 +185,7 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
                 id,
                 cloud_id: arn.to_string(),
                 attrs: Attrs::None,
+                owner: found_owner(listed.tags.get(arn)),
             });
         }
     }
@@ -195,6 +197,7 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
                 id,
                 cloud_id: arn.to_string(),
                 attrs: Attrs::None,
+                owner: found_owner(listed.tags.get(arn)),
             });
         }
     }
@@ -338,7 +341,7 @@ async fn list_env(cloud: &AwsCloud, env: &str) -> Result<Listed, CloudError> {
 // Tags and small helpers
 
 fn elb_tags(ctx: &OpContext<'_>) -> Vec<Tag> {
-    tags_for(ctx.env, ctx.id)
+    tags_for(ctx.env, ctx.owner, ctx.id)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
@@ -398,6 +401,15 @@ async fn tags_of_many(
         }
     }
     Ok(out)
+}
+
+/// The lineage and origin tags of a listed resource.
+fn found_owner(tags: Option<&Vec<(String, String)>>) -> crate::model::FoundOwner {
+    crate::model::FoundOwner::from_tags(
+        tags.into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 /// The logical id of a resource tagged for `env`.

@@ -227,6 +227,9 @@ pub(super) async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>
                 attrs: Attrs::InstanceProfile {
                     arn: p.arn().to_string(),
                 },
+                owner: crate::model::FoundOwner::from_tags(
+                    p.tags().iter().map(|t| (t.key(), t.value())),
+                ),
             }
         },
         InstanceProfile::tags,

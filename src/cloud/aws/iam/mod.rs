@@ -95,7 +95,7 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
 
 /// The tags of a role or profile of `ctx`: the env's, plus the region.
 fn tags(cloud: &AwsCloud, ctx: &OpContext<'_>) -> Result<Vec<Tag>, CloudError> {
-    tags_for(ctx.env, ctx.id)
+    tags_for(ctx.env, ctx.owner, ctx.id)
         .into_iter()
         .chain([(TAG_REGION.to_string(), cloud.region.clone())])
         .map(|(k, v)| {

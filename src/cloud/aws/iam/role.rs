@@ -291,6 +291,9 @@ pub(super) async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>
                 attrs: Attrs::IamRole {
                     arn: role.arn().to_string(),
                 },
+                owner: crate::model::FoundOwner::from_tags(
+                    role.tags().iter().map(|t| (t.key(), t.value())),
+                ),
             }
         },
         Role::tags,

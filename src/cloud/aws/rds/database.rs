@@ -104,6 +104,9 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
                 id,
                 cloud_id: db.db_instance_identifier().unwrap_or_default().to_string(),
                 attrs: database_attrs(db),
+                owner: crate::model::FoundOwner::from_tags(
+                    tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
             })
         })
         .collect())
@@ -786,6 +789,14 @@ pub async fn delete(
             },
         )
         .await?;
+        if let Some(snapshot) = snapshot {
+            ctx.progress.kept(&format!(
+                "final snapshot {snapshot} of rds instance {identifier} (restore it with \
+                 `aws rds restore-db-instance-from-db-snapshot --db-snapshot-identifier \
+                 {snapshot} …`; delete it with `aws rds delete-db-snapshot \
+                 --db-snapshot-identifier {snapshot}`)"
+            ));
+        }
     }
     let what = format!("rds instance {identifier} to be deleted");
     poll_until(
@@ -1166,8 +1177,10 @@ mod tests {
         progress: &'a Progress,
         delete: &'a DeleteOptions,
     ) -> OpContext<'a> {
+        static OWNER: std::sync::OnceLock<crate::model::Owner> = std::sync::OnceLock::new();
         OpContext {
             env: "lab",
+            owner: OWNER.get_or_init(Default::default),
             id,
             token: "",
             resolved,
@@ -1812,6 +1825,7 @@ mod tests {
                         desired: &d,
                         state,
                         destroy: false,
+                        replace: &[],
                     },
                 )
                 .await

@@ -121,7 +121,7 @@ pub fn final_snapshot_identifier(env: &str, now: chrono::DateTime<chrono::Utc>) 
 }
 
 fn rds_tags(ctx: &OpContext<'_>) -> Vec<Tag> {
-    tags_for(ctx.env, ctx.id)
+    tags_for(ctx.env, ctx.owner, ctx.id)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()

@@ -136,6 +136,9 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
                 id,
                 cloud_id: group.db_subnet_group_name().unwrap_or_default().to_string(),
                 attrs: Attrs::None,
+                owner: crate::model::FoundOwner::from_tags(
+                    tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
             })
         })
         .collect())

@@ -128,7 +128,7 @@ pub(super) async fn tag_zone(
     ctx: &OpContext<'_>,
     id: &str,
 ) -> Result<(), CloudError> {
-    let tags: Vec<Tag> = tags_for(ctx.env, ctx.id)
+    let tags: Vec<Tag> = tags_for(ctx.env, ctx.owner, ctx.id)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();

@@ -148,6 +148,9 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
             attrs: Attrs::HostedZone {
                 name: normalize(zone.name()),
             },
+            owner: crate::model::FoundOwner::from_tags(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
         });
         let records = all_records(cloud, id).await?;
         for marker in records.iter().filter(|r| r.r#type() == &RrType::Txt) {
@@ -179,6 +182,11 @@ pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, Cloud
                         fqdn: name.to_string(),
                         record_type,
                     },
+                    owner: marker
+                        .resource_records()
+                        .iter()
+                        .find_map(|r| record::marker_owner(r.value()))
+                        .unwrap_or_default(),
                 });
             }
         }

@@ -155,9 +155,27 @@ pub fn marker_name(name: &str) -> String {
     crate::names::owner_marker(&normalize(name))
 }
 
-/// The TXT value of the ownership marker, quoted as Route53 wants TXT values.
-pub fn marker_value(env: &str, id: &LogicalId) -> String {
-    format!("\"{TAG_ENV}={env},{TAG_ID}={id}\"")
+/// The TXT value of the ownership marker, quoted as Route53 wants TXT values (records
+/// take no tags: the marker carries the lineage too).
+pub fn marker_value(env: &str, owner: &crate::model::Owner, id: &LogicalId) -> String {
+    if owner.lineage.is_empty() {
+        format!("\"{TAG_ENV}={env},{TAG_ID}={id}\"")
+    } else {
+        format!(
+            "\"{TAG_ENV}={env},{TAG_ID}={id},{}={}\"",
+            crate::model::TAG_LINEAGE,
+            owner.lineage
+        )
+    }
+}
+
+/// The lineage a marker value names (`None` for markers written before lineages).
+pub(super) fn marker_owner(value: &str) -> Option<crate::model::FoundOwner> {
+    parse_marker(value)?;
+    let inner = value.trim().trim_matches('"');
+    Some(crate::model::FoundOwner::from_tags(
+        inner.split(',').filter_map(|part| part.split_once('=')),
+    ))
 }
 
 /// `(env, id)` from a marker value.
@@ -177,6 +195,7 @@ pub(super) fn parse_marker(value: &str) -> Option<(String, String)> {
 pub(super) fn marker_set(
     name: &str,
     env: &str,
+    owner: &crate::model::Owner,
     id: &LogicalId,
     ttl: u32,
 ) -> Result<ResourceRecordSet, CloudError> {
@@ -186,7 +205,7 @@ pub(super) fn marker_set(
         .ttl(i64::from(ttl))
         .resource_records(
             ResourceRecord::builder()
-                .value(marker_value(env, id))
+                .value(marker_value(env, owner, id))
                 .build()
                 .map_err(build_error)?,
         )
@@ -350,18 +369,38 @@ impl AtName {
             .find_map(|r| parse_marker(r.value()))
     }
 
-    pub(super) fn owned_by(&self, env: &str, id: &LogicalId) -> bool {
+    /// The lineage the marker names, if any.
+    fn lineage(&self) -> Option<String> {
+        self.marker
+            .as_ref()?
+            .resource_records()
+            .iter()
+            .find_map(|r| marker_owner(r.value()))?
+            .lineage
+    }
+
+    /// Marked for this env and id, and for this lineage (a marker written before
+    /// lineages counts; it is rewritten with the lineage on the next write).
+    pub(super) fn owned_by(&self, ctx: &OpContext<'_>) -> bool {
         self.owner()
-            .is_some_and(|(e, i)| e == env && i == id.as_str())
+            .is_some_and(|(e, i)| e == ctx.env && i == ctx.id.as_str())
+            && match self.lineage() {
+                Some(l) => ctx.owner.lineage.is_empty() || l == ctx.owner.lineage,
+                None => true,
+            }
     }
 
     pub(super) fn describe_owner(&self) -> String {
-        match self.owner() {
-            Some((e, i)) => format!(
+        match (self.owner(), self.lineage()) {
+            (Some((e, i)), Some(l)) => format!(
+                "its marker {} names env `{e}`, id `{i}`, lineage {l}",
+                MARKER_PREFIX.trim_end_matches('.')
+            ),
+            (Some((e, i)), None) => format!(
                 "its marker {} names env `{e}`, id `{i}`",
                 MARKER_PREFIX.trim_end_matches('.')
             ),
-            None => "it has no ownership marker".to_string(),
+            (None, _) => "it has no ownership marker".to_string(),
         }
     }
 }
@@ -450,7 +489,7 @@ pub(super) async fn find_record(
 ) -> Result<Option<Observed>, CloudError> {
     let zone = resolve_zone(cloud, ctx, &spec.zone).await?;
     let here = at_name(cloud, &zone.id, &spec.name).await?;
-    if !here.owned_by(ctx.env, ctx.id) {
+    if !here.owned_by(ctx) {
         return Ok(None);
     }
     Ok(here
@@ -491,7 +530,7 @@ pub(super) fn observe_record(
         Ok(want) => record_drift(&want, &live),
         Err(_) => Vec::new(),
     };
-    if !here.owned_by(ctx.env, ctx.id) {
+    if !here.owned_by(ctx) {
         drift.push(format!(
             "not marked as owned by env {}: {}",
             ctx.env,
@@ -527,8 +566,8 @@ pub(super) async fn write_record(
     }
     let want = wanted_record(spec, ctx.resolved)?;
     let here = at_name(cloud, &zone.id, &name).await?;
-    let foreign_marker = here.marker.is_some() && !here.owned_by(ctx.env, ctx.id);
-    if (!here.records.is_empty() && !here.owned_by(ctx.env, ctx.id)) || foreign_marker {
+    let foreign_marker = here.marker.is_some() && !here.owned_by(ctx);
+    if (!here.records.is_empty() && !here.owned_by(ctx)) || foreign_marker {
         return Err(CloudError::Refused(format!(
             "record {name} already exists in zone {} and was not created by env {} ({}); \
              remove it by hand or choose another hostname",
@@ -548,7 +587,7 @@ pub(super) async fn write_record(
     changes.push(change(ChangeAction::Upsert, to_record_set(&name, &want)?)?);
     changes.push(change(
         ChangeAction::Upsert,
-        marker_set(&name, ctx.env, ctx.id, spec.ttl)?,
+        marker_set(&name, ctx.env, ctx.owner, ctx.id, spec.ttl)?,
     )?);
     submit(cloud, ctx, &zone.id, changes, &format!("record {name}")).await?;
     Ok(Observed::new(
@@ -576,7 +615,7 @@ pub(super) async fn delete_record(
         .records
         .iter()
         .find(|r| r.r#type().as_str() == record_type);
-    let ours = here.owned_by(ctx.env, ctx.id);
+    let ours = here.owned_by(ctx);
     if record.is_some() && !ours {
         return Err(CloudError::Refused(format!(
             "record {name} in zone {zone_id} is no longer marked as created by env {} ({}); \
@@ -829,9 +868,24 @@ mod tests {
             marker_name("Rancher.Example.com."),
             "_provision-owner.rancher.example.com"
         );
-        let value = marker_value("lab", &id);
+        let value = marker_value("lab", &crate::model::Owner::default(), &id);
         assert_eq!(value, "\"provision:env=lab,provision:id=record\"");
         assert_eq!(parse_marker(&value), Some(("lab".into(), "record".into())));
+        assert_eq!(marker_owner(&value).unwrap().lineage, None);
+        let owner = crate::model::Owner {
+            lineage: "l-1".into(),
+            origin: "ws 2026-12-05T08:00Z".into(),
+        };
+        let value = marker_value("lab", &owner, &id);
+        assert_eq!(
+            value,
+            "\"provision:env=lab,provision:id=record,provision:lineage=l-1\""
+        );
+        assert_eq!(parse_marker(&value), Some(("lab".into(), "record".into())));
+        assert_eq!(
+            marker_owner(&value).unwrap().lineage.as_deref(),
+            Some("l-1")
+        );
         assert_eq!(parse_marker("\"v=spf1 -all\""), None);
     }
 
