@@ -23,8 +23,9 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// `plan`, `show`, `output` and `verify` print one JSON document on stdout; `apply` and
-    /// `destroy` one JSON object per event (see docs/json.md).
+    /// `plan`, `show`, `output`, `verify`, `validate` and `state list` print one JSON
+    /// document on stdout; `apply` and `destroy` one JSON object per event (see
+    /// docs/json.md).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -126,6 +127,10 @@ pub enum Command {
         /// Delete the RDS instance without a final snapshot.
         #[arg(long)]
         skip_final_snapshot: bool,
+        /// Keep the RDS instance's automated backups (restorable to a point in time, and
+        /// billed, until their retention period ends); by default they are deleted with it.
+        #[arg(long)]
+        keep_automated_backups: bool,
         /// With no state here: destroy the resources found by their tags (a lost state
         /// file). Without it destroy refuses and deletes nothing.
         #[arg(long)]

@@ -19,12 +19,19 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown cause".into());
+        // `provision show | head`: the reader went away; that is not a bug in provision.
+        if what.contains("failed printing to stdout") && what.contains("Broken pipe") {
+            std::process::exit(i32::from(exit::OK));
+        }
         eprintln!(
             "error: internal error{place}: {what}\nThis is a bug in provision; the state file is \
              still valid. Please report it with the command you ran."
         );
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,6 +49,18 @@ fn main() -> ExitCode {
             eprint!("{}", provision::ui::hints::render_error(&err, read_source));
             ExitCode::from(exit_code(&err))
         }
+    }
+}
+
+/// `--help` and `--version` exit 0; any other parse failure is a usage error, exit 1 as
+/// every error of the contract (clap's own 2 would read as "plan has changes").
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    // Printing can only fail on a closed stdout/stderr; nothing useful is left to do then.
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::from(exit::OK),
+        _ => ExitCode::from(exit::ERROR),
     }
 }
 

@@ -461,6 +461,11 @@ pub struct LoadBalancerSpec {
     pub subnets: Vec<Ref>,
     pub security_group: Ref,
     pub cross_zone: bool,
+    /// Resources that must exist first, without any other link: an internet-facing NLB
+    /// waits for the internet gateway's attachment (else `CreateLoadBalancer` answers
+    /// `InvalidSubnet: VPC … has no internet gateway`). Ordering only: never a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Ref>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -600,6 +605,7 @@ impl Spec {
             Spec::LoadBalancer(s) => {
                 out.extend(s.subnets.iter().map(|r| (r.clone(), Attach)));
                 out.push((s.security_group.clone(), Attach));
+                out.extend(s.after.iter().map(|r| (r.clone(), After)));
             }
             Spec::TargetGroup(s) => {
                 out.push((s.vpc.clone(), Parent));
@@ -721,6 +727,10 @@ pub enum Attrs {
     },
     Volume {
         availability_zone: String,
+        /// When the size was last changed (RFC 3339; the `provision:modified-at` tag): AWS
+        /// takes one modification per volume every 6 hours.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        modified_at: Option<String>,
     },
     Secret {
         arn: String,

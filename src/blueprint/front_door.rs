@@ -60,6 +60,10 @@ pub(super) fn load_balancer(
             },
             security_group: SG_LB.into(),
             cross_zone: true,
+            after: match lb.scheme {
+                Scheme::Internal => vec![],
+                Scheme::InternetFacing => vec![IGW.into()],
+            },
         }),
     );
     for port in ports {

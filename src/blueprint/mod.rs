@@ -507,6 +507,40 @@ mod tests {
     }
 
     #[test]
+    fn an_internet_facing_lb_is_created_after_the_internet_gateway_is_attached() {
+        let d = build_for(&cfg(
+            "[load_balancer]\nscheme = \"internet-facing\"\n",
+            "k3s",
+        ));
+        let nlb = &d.resources[&LogicalId::new(ids::NLB)];
+        assert!(
+            nlb.refs()
+                .contains(&(LogicalId::new(ids::IGW), RefMode::After)),
+            "{:?}",
+            nlb.refs()
+        );
+        // The step graph orders it so: the NLB's create waits for the gateway's.
+        let order = d.order().unwrap();
+        let at = |id: &str| order.iter().position(|x| x.as_str() == id).unwrap();
+        assert!(at(ids::IGW) < at(ids::NLB), "{order:?}");
+        // Internal: no such link (it needs no gateway).
+        let d = build_for(&cfg("", "k3s"));
+        assert!(!d.resources[&LogicalId::new(ids::NLB)]
+            .depends_on()
+            .contains(&LogicalId::new(ids::IGW)));
+        // A state written before the link existed plans no change for it.
+        let Spec::LoadBalancer(mut old) = nlb.clone() else {
+            panic!()
+        };
+        old.after.clear();
+        let (replace, update) = crate::engine::plan::spec_changes(&Spec::LoadBalancer(old), nlb);
+        assert!(
+            replace.is_empty() && update.is_empty(),
+            "{replace:?} {update:?}"
+        );
+    }
+
+    #[test]
     fn target_groups_follow_the_nlb_guide() {
         let d = build_for(&cfg("", "k3s"));
         let Spec::TargetGroup(tg) = &d.resources[&LogicalId::new("tg-443")] else {

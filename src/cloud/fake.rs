@@ -614,6 +614,7 @@ impl FakeCloud {
             },
             Spec::Volume(_) => Attrs::Volume {
                 availability_zone: "us-east-1a".into(),
+                modified_at: None,
             },
             Spec::Secret(_) => Attrs::Secret {
                 arn: format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:fake-{n}"),
@@ -1122,6 +1123,26 @@ impl Cloud for FakeCloud {
                 },
             })
             .collect())
+    }
+
+    async fn claim(
+        &self,
+        ctx: &OpContext<'_>,
+        _kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
+        self.enter("claim", &current.cloud_id, true).await?;
+        if let Some(o) = self
+            .inner
+            .lock()
+            .unwrap()
+            .objects
+            .get_mut(&current.cloud_id)
+        {
+            o.lineage = ctx.owner.lineage.clone();
+        }
+        self.after_mutation().await;
+        self.reply("claim")
     }
 
     async fn secret_value(&self, arn: &str) -> Result<String, CloudError> {

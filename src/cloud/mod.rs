@@ -206,6 +206,9 @@ impl Default for WaitSettings {
 pub struct DeleteOptions {
     /// Skip the final RDS snapshot.
     pub skip_final_snapshot: bool,
+    /// Keep the RDS instance's automated backups (restorable, and billed, until their
+    /// retention period ends); by default they go with the instance.
+    pub keep_automated_backups: bool,
 }
 
 /// Everything a cloud operation on one resource needs besides the spec.
@@ -269,6 +272,18 @@ pub trait Cloud: Send + Sync {
         kind: Kind,
         current: &Observed,
     ) -> Result<(), CloudError>;
+
+    /// Tag a resource made before lineage tags existed with `ctx.owner`'s lineage and
+    /// origin (a DNS record: its ownership marker), once it is this state's.
+    async fn claim(
+        &self,
+        ctx: &OpContext<'_>,
+        kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
+        let _ = (ctx, kind, current);
+        Ok(())
+    }
 
     /// Check, without changing anything, what would make a create fail late: a DNS zone
     /// that does not exist, an image that is not there. Called by `plan` for every desired

@@ -75,6 +75,15 @@ pub(super) async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
             .map(|(public_ip, private_ip)| crate::render::Bastion {
                 public_ip,
                 private_ip,
+                forwards: crate::render::bastion_forwards(
+                    cfg.topology.as_str(),
+                    outs.load_balancer_dns.as_deref(),
+                    cfg.load_balancer
+                        .as_ref()
+                        .is_some_and(|lb| lb.scheme == crate::model::Scheme::InternetFacing),
+                    cfg.load_balancer.as_ref().is_some_and(|lb| lb.kube_api),
+                    outs.nodes.first().map(|(_, ip)| ip.as_str()),
+                ),
             }),
         ssm: (cfg.access == AccessMode::Ssm).then(|| crate::render::SsmAccess {
             region: cfg.region.clone(),
@@ -110,12 +119,36 @@ pub(super) async fn artifacts(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
 }
 
 /// The private key next to the configured public key (`id_ed25519.pub` -> `id_ed25519`).
+/// The private key beside `nodes.ssh_public_key`, as an absolute path: `ssh_config` and
+/// NEXT-STEPS are used from the artifacts folder, where a path relative to the config's
+/// folder finds nothing. (`~/` stays: ssh expands it itself.)
 fn ssh_private_key_path(cfg: &Config) -> String {
     match &cfg.nodes.ssh_public_key {
         Some(p) => {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
             let s = p.display().to_string();
             s.strip_suffix(".pub").map(str::to_string).unwrap_or(s)
         }
         None => "~/.ssh/id_ed25519".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssh_key_path_is_absolute_whatever_folder_ssh_runs_in() {
+        let text = "name = \"lab\"\nregion = \"us-east-1\"\ntopology = \"k3s\"\n\
+                    hostname = \"rancher.lab.example.com\"\n[nodes]\nami = \"ami-0123456789abcdef0\"\n\
+                    [dns]\nzone = \"lab.example.com\"\n";
+        let mut cfg =
+            crate::config::parse_str(text, std::path::Path::new("provision.toml")).unwrap();
+        cfg.nodes.ssh_public_key = Some(std::path::PathBuf::from("keys/id_ed25519.pub"));
+        let path = ssh_private_key_path(&cfg);
+        assert!(std::path::Path::new(&path).is_absolute(), "{path}");
+        assert!(path.ends_with("/keys/id_ed25519"), "{path}");
+        cfg.nodes.ssh_public_key = None;
+        assert_eq!(ssh_private_key_path(&cfg), "~/.ssh/id_ed25519");
     }
 }

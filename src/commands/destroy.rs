@@ -11,10 +11,11 @@ use crate::ui;
 pub(super) async fn destroy(
     ctx: &Ctx,
     yes: bool,
-    skip_final_snapshot: bool,
+    delete: DeleteOptions,
     adopt: bool,
     parallelism: usize,
 ) -> Result<u8> {
+    let skip_final_snapshot = delete.skip_final_snapshot;
     let p = prepare(ctx).await?;
     lock_env(p.backend.as_ref(), "destroy").await?;
     let interrupts = Interrupts::install(p.backend.clone());
@@ -41,7 +42,15 @@ pub(super) async fn destroy(
     }
     // List what goes (the state may be missing: then these were found by tags) whenever
     // someone is asked, and unless --quiet.
-    let snapshot = final_snapshot_note(&plan, skip_final_snapshot);
+    let snapshot = final_snapshot_note(&plan, skip_final_snapshot).map(|(kept, text)| {
+        (
+            kept,
+            format!(
+                "{text}\n{}",
+                automated_backups_note(delete.keep_automated_backups)
+            ),
+        )
+    });
     if ctx.json {
         println!(
             "{}",
@@ -74,9 +83,7 @@ pub(super) async fn destroy(
     }
     let settings = Settings {
         parallelism,
-        delete: DeleteOptions {
-            skip_final_snapshot,
-        },
+        delete,
         in_use_wait: p.cfg.timeouts.dependency,
         in_use_poll: p.cfg.timeouts.poll_interval,
         ..Settings::default()
@@ -139,6 +146,17 @@ fn final_snapshot_note(plan: &Plan, skip_final_snapshot: bool) -> Option<(bool, 
     })
 }
 
+/// What happens to a deleted database's automated backups.
+fn automated_backups_note(keep: bool) -> &'static str {
+    if keep {
+        "Its automated backups are kept (--keep-automated-backups): restorable to a point in \
+         time, and billed, until their retention period ends."
+    } else {
+        "Its automated backups are deleted with it (--keep-automated-backups keeps them, \
+         restorable and billed until their retention period ends)."
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +184,7 @@ mod tests {
                     orphan: false,
                     data_loss: None,
                     record_only: false,
+                    claim: false,
                 })
                 .collect(),
         }

@@ -127,9 +127,16 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Destroy {
             yes,
             skip_final_snapshot,
+            keep_automated_backups,
             adopt,
             parallelism,
-        } => destroy::destroy(ctx, yes, skip_final_snapshot, adopt, parallelism.into()).await,
+        } => {
+            let delete = crate::cloud::DeleteOptions {
+                skip_final_snapshot,
+                keep_automated_backups,
+            };
+            destroy::destroy(ctx, yes, delete, adopt, parallelism.into()).await
+        }
         Command::Show { wide } => show::show(ctx, wide).await,
         Command::Output { name } => output::output(ctx, name.as_deref()).await,
         Command::Artifacts { dir } => artifacts::artifacts(ctx, dir).await,
@@ -293,9 +300,9 @@ fn waits(cfg: &Config) -> WaitSettings {
 
 #[cfg(feature = "aws")]
 async fn connect(cfg: &Config) -> Result<Arc<dyn Cloud>> {
-    Ok(Arc::new(
-        crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await?,
-    ))
+    let cloud = crate::cloud::aws::AwsCloud::new(&cfg.region, waits(cfg)).await?;
+    cloud.check_reachable().await?;
+    Ok(Arc::new(cloud))
 }
 
 #[cfg(not(feature = "aws"))]

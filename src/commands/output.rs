@@ -13,6 +13,18 @@ pub(super) async fn output(ctx: &Ctx, name: Option<&str>) -> Result<u8> {
             cfg.name
         )
     })?;
+    // After `destroy` the state is empty: there is no Rancher to point at.
+    if !state
+        .resources
+        .values()
+        .any(|e| e.status == crate::state::Status::Created)
+    {
+        anyhow::bail!(
+            "env `{}` has no resources (destroyed, or never applied): nothing to output; run \
+             `provision apply` to build it",
+            cfg.name
+        );
+    }
     let outs = outputs(&cfg, &state);
     let map = outs.to_map();
     match name {

@@ -152,6 +152,35 @@ impl Outputs {
             };
             out.push_str(&format!("  {k:<20} {text}\n"));
         }
+        if self.bastion.is_some() {
+            // No Elastic IP: EC2 gives a stopped instance a new public address.
+            out.push_str(
+                "  (ssh_bastion is the host's current public IP: it changes when the host is \
+                 stopped and started, e.g. by a type change; run `provision artifacts` then)\n",
+            );
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bastion_address_is_said_to_change_on_stop_and_start() {
+        let outs = Outputs {
+            bastion: Some(("203.0.113.7".into(), "10.0.0.5".into())),
+            ..Default::default()
+        };
+        let text = outs.render_text();
+        assert!(
+            text.contains("203.0.113.7")
+                && text.contains("changes when the host is stopped and started"),
+            "{text}"
+        );
+        assert!(!Outputs::default()
+            .render_text()
+            .contains("stopped and started"));
     }
 }

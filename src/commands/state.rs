@@ -228,27 +228,12 @@ async fn list(ctx: &Ctx, cfg: &Config) -> Result<u8> {
         return Ok(exit::OK);
     };
     if ctx.json {
-        let rows: Vec<_> = state
-            .resources
-            .iter()
-            .map(|(id, e)| {
-                serde_json::json!({
-                    "id": id.as_str(),
-                    "kind": e.kind.to_string(),
-                    "status": e.status,
-                    "cloud_id": e.cloud_id,
-                })
-            })
-            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "env": state.env,
-                "lineage": state.lineage,
-                "serial": state.serial,
-                "location": backend.location(),
-                "resources": rows,
-            }))?
+            serde_json::to_string_pretty(&crate::ui::json::state_list_document(
+                &state,
+                &backend.location()
+            ))?
         );
         return Ok(exit::OK);
     }

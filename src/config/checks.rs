@@ -20,8 +20,66 @@ pub(crate) fn environment_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// An AWS region name such as `us-east-1`, `ap-southeast-2` or `us-gov-west-1`.
+/// The AWS regions this build knows: the commercial partition, GovCloud (US) and China,
+/// as AWS listed them in November 2025 (ap-east-2 Taipei, ap-southeast-6 New Zealand and
+/// ap-southeast-7 Thailand, mx-central-1 Mexico the newest). Keep it dated when adding one.
+pub(crate) const KNOWN_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "us-west-1",
+    "us-west-2",
+];
+
+/// When [`KNOWN_REGIONS`] was last checked against AWS's list.
+pub(crate) const KNOWN_REGIONS_AS_OF: &str = "November 2025";
+
+/// Names of regions AWS opened after this build, accepted besides [`KNOWN_REGIONS`]
+/// (comma-separated).
+pub(crate) const EXTRA_REGIONS_VAR: &str = "PROVISION_EXTRA_REGIONS";
+
+/// An AWS region name such as `us-east-1`, `ap-southeast-2` or `us-gov-west-1` that AWS
+/// has (see [`KNOWN_REGIONS`]; `PROVISION_EXTRA_REGIONS` adds newer ones).
 pub(crate) fn region(region: &str) -> Result<(), String> {
+    let extra = std::env::var(EXTRA_REGIONS_VAR).unwrap_or_default();
+    region_in(region, &extra)
+}
+
+/// [`region`] with the extra names given.
+pub(crate) fn region_in(region: &str, extra: &str) -> Result<(), String> {
     let parts: Vec<&str> = region.split('-').collect();
     let is_word = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase());
     let ok = matches!(parts.len(), 3 | 4)
@@ -31,13 +89,40 @@ pub(crate) fn region(region: &str) -> Result<(), String> {
         && parts
             .last()
             .is_some_and(|n| (1..=2).contains(&n.len()) && n.chars().all(|c| c.is_ascii_digit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    if !ok {
+        return Err(format!(
             "expected an AWS region such as us-east-1, eu-west-3 or us-gov-west-1 (got {region:?})"
-        ))
+        ));
     }
+    if KNOWN_REGIONS.contains(&region) || extra.split(',').any(|r| r.trim() == region) {
+        return Ok(());
+    }
+    // Same area first (`us-east-9` -> us-east-1, us-east-2), else the same continent.
+    let area = region.rsplit_once('-').map_or(region, |(area, _)| area);
+    let continent = parts[0];
+    let mut near: Vec<&str> = KNOWN_REGIONS
+        .iter()
+        .copied()
+        .filter(|r| r.starts_with(&format!("{area}-")))
+        .collect();
+    if near.is_empty() {
+        near = KNOWN_REGIONS
+            .iter()
+            .copied()
+            .filter(|r| r.starts_with(&format!("{continent}-")))
+            .collect();
+    }
+    let suggestion = if near.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", near.join(" or "))
+    };
+    Err(format!(
+        "{region:?} is not an AWS region{suggestion} (the regions AWS had in \
+         {KNOWN_REGIONS_AS_OF}: {}). For a region opened since, set \
+         {EXTRA_REGIONS_VAR}={region}",
+        KNOWN_REGIONS.join(", ")
+    ))
 }
 
 /// An S3 bucket name as S3 accepts it for a new bucket (general purpose buckets).
@@ -512,6 +597,25 @@ mod tests {
             "",
         ] {
             assert!(region(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_well_formed_region_aws_does_not_have_is_refused_with_the_nearest_ones() {
+        let err = region_in("us-east-9", "").unwrap_err();
+        assert!(err.contains("\"us-east-9\" is not an AWS region"), "{err}");
+        assert!(
+            err.contains("did you mean us-east-1 or us-east-2?"),
+            "{err}"
+        );
+        assert!(err.contains("November 2025"), "{err}");
+        assert!(err.contains("PROVISION_EXTRA_REGIONS=us-east-9"), "{err}");
+        let err = region_in("eu-middle-1", "").unwrap_err();
+        assert!(err.contains("did you mean eu-central-1"), "{err}");
+        // A region AWS opened after this build is accepted when named.
+        assert!(region_in("us-east-9", "xx-west-1, us-east-9").is_ok());
+        for known in KNOWN_REGIONS {
+            assert!(region_in(known, "").is_ok(), "{known}");
         }
     }
 

@@ -11,6 +11,10 @@ use toml::Spanned;
 
 use super::error::{LineIndex, Problem};
 
+/// The span of what is not in the file (the root table, a missing section): problems there
+/// are the whole file's (line 0), not line 1's.
+pub(crate) const NOWHERE: Range<usize> = usize::MAX..usize::MAX;
+
 /// Collects problems against the source text.
 pub(crate) struct Doc<'t> {
     lines: LineIndex<'t>,
@@ -26,7 +30,13 @@ impl<'t> Doc<'t> {
     }
 
     pub(crate) fn problem(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
-        let (line, column) = self.lines.locate(span);
+        // A table the file does not have (or the root) is no place in it: the problem is
+        // the file's, not line 1's.
+        let (line, column) = if *span == NOWHERE {
+            (0, 0)
+        } else {
+            self.lines.locate(span)
+        };
         // One line per problem, even when a quoted value holds a line break.
         let message = message.into().replace('\r', "\\r").replace('\n', "\\n");
         self.problems.push(Problem {
@@ -70,7 +80,7 @@ impl<'a, 'i> Table<'a, 'i> {
     pub(crate) fn root(table: &'a DeTable<'i>) -> Self {
         Table {
             path: String::new(),
-            span: 0..0,
+            span: NOWHERE,
             entries: Some(table),
         }
     }
@@ -167,7 +177,7 @@ impl<'a, 'i> Table<'a, 'i> {
             },
             None => Table {
                 path,
-                span: self.span.clone(),
+                span: NOWHERE,
                 entries: None,
             },
         }

@@ -228,6 +228,28 @@ pub(crate) fn resolve(doc: &mut Doc, root: &DeTable, path: &Path) -> Option<Conf
              topology = \"rke2\" for a new environment"
                 .to_string(),
         );
+        if rancher.minor >= 12 {
+            warnings.push(format!(
+                "[rancher] version = \"{}\" cannot run on this RKE1 cluster: Rancher 2.12 \
+                 removed RKE1 (its support matrix lists K3s and RKE2 for the cluster Rancher \
+                 runs on). Rancher 2.11, 2.10 and 2.9 run on RKE1 (set version to the 2.11 \
+                 patch you install, such as \"2.11.0\"), or use topology = \"rke2\" for {}",
+                rancher.version, rancher.version
+            ));
+        }
+    }
+    if matches!(topology, Some(Topology::Rke | Topology::Docker)) {
+        warnings.push(format!(
+            "topology \"{}\" runs on Docker, which an air-gapped node cannot install: \
+             nodes.ami must be an image that already carries Docker (a version {} \
+             supports), with the node user in the docker group",
+            topology.map_or("", |t| t.as_str()),
+            if topology == Some(Topology::Rke) {
+                "RKE1"
+            } else {
+                "Rancher's single-node install"
+            }
+        ));
     }
     if let Some(datastore) = &datastore {
         let (checked, default) = match datastore.engine {

@@ -89,11 +89,18 @@ fn nodes(topology: Topology) -> String {
         Topology::Docker => ("exactly 1 for docker", "t3.medium"),
     };
     let count = topology.default_node_count();
+    let docker = match topology {
+        Topology::Rke | Topology::Docker => {
+            "\n# This topology runs on Docker, which an air-gapped node cannot install: the image\n\
+             # must already carry Docker (a version RKE1 / Rancher's single-node install supports)."
+        }
+        Topology::K3s | Topology::Rke2 => "",
+    };
     format!(
         r#"
 [nodes]
 # Image for the cluster nodes and the registry host (required). Use one that exists in
-# the region, such as a current Ubuntu LTS image.
+# the region, such as a current Ubuntu LTS image.{docker}
 ami = "ami-0123456789abcdef0"
 # Number of cluster nodes: {count_note}.
 # count = {count}

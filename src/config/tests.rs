@@ -239,7 +239,8 @@ fn explicit_values_override_defaults() {
         .map(|c| c.to_string())
         .collect();
     assert_eq!(cidrs, vec!["203.0.113.0/24", "198.51.100.7/32"]);
-    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    // RKE1's end of life, Rancher 2.14 on RKE1, Docker in the image.
+    assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
     assert!(config.warnings[0].contains("RKE1"));
     let lb = config.load_balancer.unwrap();
     assert_eq!(lb.scheme, Scheme::InternetFacing);
@@ -457,9 +458,45 @@ fn empty_file_reports_every_required_key() {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
     assert_eq!(all.len(), 6, "{all:#?}");
-    assert!(all.iter().all(|p| (p.line, p.column) == (1, 1)));
+    // Nothing in an empty file to point at: the problems are the file's.
+    assert!(all.iter().all(|p| (p.line, p.column) == (0, 0)), "{all:#?}");
     let ami = all.iter().find(|p| p.key == "nodes.ami").unwrap();
     assert!(ami.message.contains("under [nodes]"), "{}", ami.message);
+}
+
+#[test]
+fn a_missing_section_is_the_files_problem_not_line_one() {
+    // Every section but [dns]: `dns.zone` used to be located at 1:1, under `name`.
+    let text = "name = \"lab\"\nregion = \"us-east-1\"\ntopology = \"k3s\"\n\
+                hostname = \"rancher.lab.example.com\"\n[nodes]\nami = \"ami-0123456789abcdef0\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("provision.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = crate::config::load(&path).unwrap_err();
+    let zone = err.problems().iter().find(|p| p.key == "dns.zone").unwrap();
+    assert_eq!((zone.line, zone.column), (0, 0), "{zone:?}");
+    assert!(zone.message.contains("under [dns]"), "{}", zone.message);
+    let shown = err.render_with_source(text, false);
+    assert!(
+        !shown.contains("name = \"lab\""),
+        "points at `name`: {shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "{}: dns.zone: required key is missing",
+            path.display()
+        )),
+        "{shown}"
+    );
+    // A missing top-level key is the file's too.
+    let err = crate::config::parse_str(
+        &format!("{text}[dns]\nzone = \"lab.example.com\"\n")
+            .replace("region = \"us-east-1\"\n", ""),
+        &path,
+    )
+    .unwrap_err();
+    let region = err.problems().iter().find(|p| p.key == "region").unwrap();
+    assert_eq!((region.line, region.column), (0, 0), "{region:?}");
 }
 
 #[test]
@@ -1478,8 +1515,9 @@ fn assert_located_inside(text: &str, result: Result<Config, ConfigError>) {
         assert!(!error.problems().is_empty());
         let lines = text.split('\n').count();
         for problem in error.problems() {
+            let whole_file = (problem.line, problem.column) == (0, 0);
             assert!(
-                problem.line >= 1 && problem.line <= lines && problem.column >= 1,
+                whole_file || (problem.line >= 1 && problem.line <= lines && problem.column >= 1),
                 "{problem:?} outside a {lines}-line file"
             );
             assert!(!problem.message.is_empty());
@@ -1709,7 +1747,6 @@ fn rke_warns_that_rke1_is_end_of_life_and_points_to_rke2() {
         "",
         "[network]\nadmin_cidrs = [\"10.0.0.0/8\"]\n",
     ));
-    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     let warning = &config.warnings[0];
     for part in ["RKE1", "end of life", "31 July 2025", "topology = \"rke2\""] {
         assert!(warning.contains(part), "{part}: {warning}");
@@ -1718,6 +1755,55 @@ fn rke_warns_that_rke1_is_end_of_life_and_points_to_rke2() {
         let config = ok(&file(topology, "", ""));
         assert!(
             !config.warnings.iter().any(|w| w.contains("RKE1")),
+            "{topology}: {:?}",
+            config.warnings
+        );
+    }
+}
+
+#[test]
+fn rke1_with_rancher_2_12_or_later_warns_with_the_versions_that_work() {
+    let config = ok(&file("rke", "", ""));
+    let warning = config
+        .warnings
+        .iter()
+        .find(|w| w.contains("cannot run on this RKE1 cluster"))
+        .unwrap_or_else(|| panic!("{:?}", config.warnings));
+    for part in [
+        "version = \"2.14.0\"",
+        "2.11, 2.10 and 2.9",
+        "topology = \"rke2\"",
+    ] {
+        assert!(warning.contains(part), "{part}: {warning}");
+    }
+    let config = ok(&file("rke", "", "[rancher]\nversion = \"2.11.0\"\n"));
+    assert!(
+        !config
+            .warnings
+            .iter()
+            .any(|w| w.contains("cannot run on this RKE1")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn docker_and_rke_say_the_ami_must_carry_docker() {
+    for topology in ["rke", "docker"] {
+        let config = ok(&file(topology, "", ""));
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("nodes.ami must be an image that already carries Docker")),
+            "{topology}: {:?}",
+            config.warnings
+        );
+    }
+    for topology in ["k3s", "rke2"] {
+        let config = ok(&file(topology, "", ""));
+        assert!(
+            !config.warnings.iter().any(|w| w.contains("carries Docker")),
             "{topology}: {:?}",
             config.warnings
         );

@@ -428,6 +428,8 @@ struct Job {
     update_after_adopt: bool,
     /// An update that only records the new spec (see `Action::record_only`).
     record_only: bool,
+    /// Tag the resource with this state's lineage once the step is done.
+    claim: bool,
 }
 
 async fn run_job(
@@ -528,6 +530,12 @@ async fn run_job(
                     attempt + 1
                 ));
                 tokio::time::sleep(wait).await;
+            }
+            Ok(done) if job.claim => {
+                if let Done::Updated(o) | Done::Adopted(o, _) = &done {
+                    cloud.claim(&ctx, job.kind, o).await?;
+                }
+                return Ok(done);
             }
             other => return other,
         }
@@ -671,6 +679,23 @@ pub async fn execute(
         }
     }
     let mut queue = step_graph(plan, desired, state)?;
+    // What the plan creates again because the cloud lost it ("deleted outside provision")
+    // is still named in the state by an id that no longer exists: no step may resolve
+    // that id (a group created meanwhile would send rules naming the old group:
+    // `InvalidGroup.NotFound`, and only a second run would converge). Its create records
+    // the new id (which may be the old one again: a name-keyed DB subnet group).
+    let mut lost: BTreeMap<LogicalId, String> = plan
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Create && a.current.is_none())
+        .filter_map(|a| {
+            state
+                .resources
+                .get(&a.id)
+                .filter(|e| e.status == Status::Created)
+                .map(|e| (a.id.clone(), e.cloud_id.clone()))
+        })
+        .collect();
     let actions: BTreeMap<&LogicalId, &super::plan::Action> =
         plan.actions.iter().map(|a| (&a.id, a)).collect();
     let mut outcome = Outcome::default();
@@ -767,7 +792,10 @@ pub async fn execute(
             } else {
                 action.current.clone()
             };
-            let resolved = state.resolved();
+            let mut resolved = state.resolved();
+            resolved
+                .entries
+                .retain(|id, o| lost.get(id) != Some(&o.cloud_id));
             if let (StepKind::Create, Some(spec)) = (step.kind, spec.as_ref()) {
                 if let Some(part) = super::late::applied_part(spec, &resolved) {
                     applied.insert(step.clone(), part);
@@ -782,6 +810,7 @@ pub async fn execute(
                 resolved,
                 update_after_adopt: action.update_after_adopt,
                 record_only: action.record_only && action.action == ActionKind::Update,
+                claim: action.claim && matches!(step.kind, StepKind::Adopt | StepKind::Update),
             };
             starting.push((step, action.kind, job));
         }
@@ -835,6 +864,9 @@ pub async fn execute(
                             .get(&step.id)
                             .is_some_and(|a| a.action == ActionKind::Replace);
                     let spec_applied = applied.remove(&step);
+                    if step.kind == StepKind::Create {
+                        lost.remove(&step.id);
+                    }
                     apply_done(
                         state,
                         &step,

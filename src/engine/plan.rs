@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::DependencyQueue;
 use crate::cloud::{Cloud, CloudError, DeleteOptions, NoProgress, OpContext};
-use crate::model::{Kind, LogicalId, Observed, Owner, RefMode, Resolved, Spec};
+use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, RefMode, Resolved, Spec};
 use crate::state::{State, Status};
 
 /// The resources the config asks for.
@@ -139,6 +139,10 @@ pub struct Action {
     /// and replacing is the operator's explicit choice (`apply --replace ID`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_only: bool,
+    /// The live resource has no `provision:lineage` tag (made before lineage tags): tag
+    /// it with this state's lineage once the step is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 /// What apply (or destroy) would do.
@@ -256,6 +260,59 @@ pub enum PlanError {
     Refused { id: LogicalId, message: String },
 }
 
+/// An in-place type change of an instance with a public IP (the registry host, the
+/// bastion) stops and starts it: EC2 gives it a new public address, so `ssh_config` and
+/// the bastion address go stale. Said in the plan (there is no Elastic IP to keep it).
+pub fn public_ip_moves(old: &Spec, new: &Spec) -> Option<String> {
+    let (Spec::Instance(old), Spec::Instance(new)) = (old, new) else {
+        return None;
+    };
+    (new.public_ip && old.instance_type != new.instance_type).then(|| {
+        "the type change stops and starts the host: its public IP changes (AWS gives a \
+         stopped instance a new one), so run `provision artifacts` afterwards for an \
+         ssh_config with the new bastion address (`provision output ssh_bastion`)"
+            .to_string()
+    })
+}
+
+/// How long AWS makes a volume wait between two modifications.
+pub const VOLUME_COOLDOWN_HOURS: i64 = 6;
+
+/// A volume size change within [`VOLUME_COOLDOWN_HOURS`] of the last one (`modified_at`,
+/// RFC 3339): AWS refuses it (`VolumeModificationRateExceeded`), so the plan does, naming
+/// when it becomes possible.
+pub fn volume_cooldown(
+    old: &Spec,
+    new: &Spec,
+    modified_at: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let (Spec::Volume(old), Spec::Volume(new)) = (old, new) else {
+        return None;
+    };
+    if old.size_gb == new.size_gb {
+        return None;
+    }
+    let last = chrono::DateTime::parse_from_rfc3339(modified_at?)
+        .ok()?
+        .with_timezone(&chrono::Utc);
+    let next = last + chrono::Duration::hours(VOLUME_COOLDOWN_HOURS);
+    if now >= next {
+        return None;
+    }
+    let format = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    Some(format!(
+        "size {} GiB → {} GiB: the volume was resized at {}, and AWS allows one change of a \
+         volume every {VOLUME_COOLDOWN_HOURS} hours; this change becomes possible at {} \
+         (keep the size at {} GiB until then)",
+        old.size_gb,
+        new.size_gb,
+        format(last),
+        format(next),
+        old.size_gb
+    ))
+}
+
 /// A change of `old` (from the state) into `new` that the cloud refuses, known before any
 /// call: RDS storage never shrinks and grows by at least 10% at a time (a smaller increase
 /// is refused or silently rounded up, which would leave the config and the cloud apart).
@@ -307,6 +364,11 @@ pub fn spec_changes(old: &Spec, new: &Spec) -> (Vec<String>, Vec<String>) {
     for key in keys {
         let (va, vb) = (a.get(key), b.get(key));
         if va == vb {
+            continue;
+        }
+        // Only an ordering of the first create (an NLB after the internet gateway): no
+        // change of the resource.
+        if key == "after" && matches!(new, Spec::LoadBalancer(_)) {
             continue;
         }
         // Security-group rules are shown as the rules themselves, one line each.
@@ -677,7 +739,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         })
         .filter(|id| check_key(&desired.resources[*id]).is_some_and(|k| checked.insert(k)))
         .collect();
-    preflight_all(cloud, env, &owner, desired, &late_checks, &resolved).await?;
+    preflight_all(cloud, env, owner, desired, &late_checks, &resolved).await?;
 
     // 3. Cascade replacements along the graph (in topological order).
     for id in &order {
@@ -782,6 +844,19 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
         }
     }
 
+    // Resources of this env found without a lineage tag, which this run keeps.
+    let untagged: BTreeSet<String> = owned
+        .iter()
+        .filter(|o| o.owner.lineage.is_none())
+        .filter(|o| {
+            !assessment
+                .unclaimed
+                .iter()
+                .any(|(_, _, cloud_id)| cloud_id == &o.cloud_id)
+        })
+        .map(|o| o.cloud_id.clone())
+        .collect();
+
     // 5. Tagged for this env (and this lineage, or none when a fresh state takes over
     // resources made before lineage tags), known to neither state nor config: left by a
     // crashed run (listed above, with the reads). Untagged ones a saved state does not
@@ -843,6 +918,26 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             .get(&a.id)
             .or_else(|| state.resources.get(&a.id).map(|e| &e.spec));
         a.data_loss = data_loss(a, spec, destroy);
+        // What this state keeps and that carries no lineage yet is tagged with it.
+        let live_untagged = a
+            .current
+            .as_ref()
+            .is_some_and(|c| untagged.contains(&c.cloud_id));
+        if !destroy && live_untagged {
+            match a.action {
+                ActionKind::Adopt | ActionKind::Update => a.claim = true,
+                ActionKind::NoOp => {
+                    a.action = ActionKind::Update;
+                    a.record_only = true;
+                    a.claim = true;
+                    a.reasons.push(format!(
+                        "tag with provision:lineage={} (made before lineage tags)",
+                        owner.lineage
+                    ));
+                }
+                _ => {}
+            }
+        }
     }
 
     let left_alone = assessment
@@ -895,7 +990,26 @@ async fn changed_action(
         launch_only_changes(&entry.spec, spec, id, &mut replace)
     };
     // A replacement starts afresh; an in-place change must be one AWS takes.
-    match refused_change(&entry.spec, spec) {
+    let modified_at = match (&obs.attrs, &entry.attrs) {
+        (
+            Attrs::Volume {
+                modified_at: Some(at),
+                ..
+            },
+            _,
+        )
+        | (
+            _,
+            Attrs::Volume {
+                modified_at: Some(at),
+                ..
+            },
+        ) => Some(at.as_str()),
+        _ => None,
+    };
+    let refused = refused_change(&entry.spec, spec)
+        .or_else(|| volume_cooldown(&entry.spec, spec, modified_at, chrono::Utc::now()));
+    match refused {
         Some(message) if replace.is_empty() => {
             return Err(PlanError::Refused {
                 id: id.clone(),
@@ -933,6 +1047,11 @@ async fn changed_action(
                 }
                 RefMode::After => {}
             }
+        }
+    }
+    if replace.is_empty() {
+        if let Some(note) = public_ip_moves(&entry.spec, spec) {
+            update.push(note);
         }
     }
     let mut a = if !replace.is_empty() {
@@ -1092,6 +1211,7 @@ where
 /// What changed outside the tool on a resource whose config also changed: the live
 /// resource read against the spec last applied (from the state). Should that read fail, the
 /// drift read against the config is kept, less the lines that only repeat a config change.
+#[allow(clippy::too_many_arguments)]
 async fn drift_from_applied(
     cloud: &dyn Cloud,
     env: &str,
@@ -1118,6 +1238,7 @@ async fn drift_from_applied(
 fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<String>) -> Action {
     Action {
         record_only: false,
+        claim: false,
         id: id.clone(),
         kind,
         action,
@@ -1129,6 +1250,7 @@ fn new_action(id: &LogicalId, kind: Kind, action: ActionKind, reasons: Vec<Strin
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn adopt_action(
     cloud: &dyn Cloud,
     env: &str,
@@ -1317,6 +1439,70 @@ mod tests {
         };
         spec.storage_gb = storage_gb;
         Spec::Database(spec)
+    }
+
+    #[test]
+    fn a_type_change_of_the_bastion_says_its_public_ip_changes() {
+        let host = |instance_type: &str, public_ip: bool| {
+            let Spec::Instance(mut i) = inst("ami-1", &[]) else {
+                unreachable!()
+            };
+            i.instance_type = instance_type.into();
+            i.public_ip = public_ip;
+            Spec::Instance(i)
+        };
+        let note =
+            public_ip_moves(&host("t3.small", true), &host("t3.medium", true)).expect("a note");
+        assert!(
+            note.contains("public IP changes") && note.contains("provision artifacts"),
+            "{note}"
+        );
+        // A private node keeps its address; no type change, nothing to say.
+        assert_eq!(
+            public_ip_moves(&host("t3.small", false), &host("t3.medium", false)),
+            None
+        );
+        assert_eq!(
+            public_ip_moves(&host("t3.small", true), &host("t3.small", true)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_volume_resized_less_than_six_hours_ago_cannot_change_until_then() {
+        let volume = |size_gb| {
+            Spec::Volume(crate::model::VolumeSpec {
+                subnet: "subnet-edge".into(),
+                size_gb,
+            })
+        };
+        let at = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let last = Some("2026-12-05T08:10:00Z");
+        let message = volume_cooldown(&volume(300), &volume(400), last, at("2026-12-05T13:00:00Z"))
+            .expect("refused within 6 hours");
+        assert!(
+            message.contains("resized at 2026-12-05 08:10 UTC")
+                && message.contains("becomes possible at 2026-12-05 14:10 UTC")
+                && message.contains("keep the size at 300 GiB"),
+            "{message}"
+        );
+        // From then on, or never resized, or no size change: nothing to refuse.
+        assert_eq!(
+            volume_cooldown(&volume(300), &volume(400), last, at("2026-12-05T14:10:00Z")),
+            None
+        );
+        assert_eq!(
+            volume_cooldown(&volume(300), &volume(400), None, at("2026-12-05T09:00:00Z")),
+            None
+        );
+        assert_eq!(
+            volume_cooldown(&volume(300), &volume(300), last, at("2026-12-05T09:00:00Z")),
+            None
+        );
     }
 
     #[test]

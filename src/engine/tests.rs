@@ -255,6 +255,7 @@ fn blueprint(nodes: usize) -> Desired {
             subnets: vec!["subnet-a".into(), "subnet-b".into()],
             security_group: "sg-lb".into(),
             cross_zone: true,
+            after: vec![],
         }),
     );
     for port in [80, 443] {
@@ -945,6 +946,7 @@ fn step_graph_orders_replace_halves_and_orphans() {
         orphan,
         data_loss: None,
         record_only: false,
+        claim: false,
     };
     let plan = Plan {
         env: ENV.into(),
@@ -2901,4 +2903,53 @@ async fn a_node_is_not_replaced_for_its_user_data_or_key_unless_asked() {
     let a = plan.get(&id("node-1")).unwrap();
     assert_eq!(a.action, ActionKind::Replace);
     assert!(a.data_loss.is_some());
+}
+
+/// Resources made before lineage tags existed: the state that records them tags them
+/// with its lineage (no other change), and after that the plan has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_made_before_lineage_tags_are_claimed_by_the_state_that_records_them() {
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    for (_, o) in lab.fake.live(ENV) {
+        let id = o.id.to_string();
+        lab.fake.tamper(ENV, &id, |o| o.lineage.clear());
+    }
+    let plan = lab.plan(&desired, false).await;
+    let claimed: Vec<&super::plan::Action> = plan.changes().collect();
+    assert!(!claimed.is_empty());
+    assert!(
+        claimed
+            .iter()
+            .all(|a| a.claim && a.record_only && a.action == ActionKind::Update),
+        "{:#?}",
+        changes(&plan)
+    );
+    lab.fake.clear_calls();
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    let ops: BTreeSet<&str> = lab
+        .fake
+        .mutating_calls()
+        .iter()
+        .map(|c| c.op)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(ops, BTreeSet::from(["claim"]), "only tags are added");
+    // Everything the env's listing finds carries the lineage now (records in a zone the
+    // env does not own are found by their marker, not listed: they keep theirs).
+    let lineage = lab.load().lineage;
+    let listed = lab.fake.list_owned(ENV).await.unwrap();
+    assert!(listed.len() > 10);
+    for o in &listed {
+        assert_eq!(
+            o.owner.lineage.as_deref(),
+            Some(lineage.as_str()),
+            "{}",
+            o.id
+        );
+    }
+    lab.assert_converged(&desired).await;
 }

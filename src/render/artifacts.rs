@@ -138,6 +138,54 @@ pub fn port_forwards(
 pub struct Bastion {
     pub public_ip: String,
     pub private_ip: String,
+    /// The `LocalForward`s of the `<env>-tunnel` host of `ssh_config` (see
+    /// [`bastion_forwards`]); empty when the front door is reachable from outside.
+    pub forwards: Vec<PortForward>,
+}
+
+/// What a workstation cannot reach directly in bastion mode and reaches through the
+/// bastion instead: with an internal load balancer (the default) or none, the Kubernetes
+/// API (6443, not for docker) and Rancher's 443 (on local port 8443), each through the
+/// load balancer when it forwards the port, else the first node. Empty with an
+/// internet-facing load balancer.
+pub fn bastion_forwards(
+    topology: &str,
+    load_balancer_dns: Option<&str>,
+    internet_facing: bool,
+    load_balancer_has_6443: bool,
+    first_node_ip: Option<&str>,
+) -> Vec<PortForward> {
+    if internet_facing && load_balancer_dns.is_some() {
+        return Vec::new();
+    }
+    let via = |forwarded: bool| {
+        load_balancer_dns
+            .filter(|_| forwarded)
+            .or(first_node_ip)
+            .map(str::to_string)
+    };
+    let mut out = Vec::new();
+    if topology != "docker" {
+        if let Some(host) = via(load_balancer_has_6443) {
+            out.push(PortForward {
+                name: "kube-api",
+                about: "the Kubernetes API (kubeconfig server https://127.0.0.1:6443)".into(),
+                host,
+                port: 6443,
+                local_port: 6443,
+            });
+        }
+    }
+    if let Some(host) = via(true) {
+        out.push(PortForward {
+            name: "rancher",
+            about: "Rancher's UI and API (https://localhost:8443)".into(),
+            host,
+            port: 443,
+            local_port: 8443,
+        });
+    }
+    out
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -167,6 +215,16 @@ impl Facts {
     /// The Rancher tag, `v2.14.0`.
     fn rancher_tag(&self) -> String {
         format!("v{}", self.rancher_version.trim_start_matches('v'))
+    }
+
+    /// The minor of the Rancher release (`14` for 2.14.0); 0 when unreadable.
+    fn rancher_minor(&self) -> u32 {
+        self.rancher_version
+            .trim_start_matches('v')
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The first server: the one that starts the cluster, where the others join.
@@ -361,6 +419,9 @@ pub fn write_artifacts(dir: &Path, facts: &Facts) -> Result<Vec<PathBuf>, Render
                         env => &facts.env,
                         registry => &facts.registry.host_port,
                         rancher_version => facts.rancher_tag(),
+                        has_ca => facts.ca_pem().is_some(),
+                        registries_path => super::user_data::RANCHER_REGISTRIES_YAML,
+                        ca_path => super::user_data::RANCHER_REGISTRY_CA,
                     },
                 )?,
                 mode: PUBLIC_MODE,
@@ -417,6 +478,9 @@ fn check_facts(facts: &Facts) -> Result<(), RenderError> {
     if let Some(bastion) = &facts.bastion {
         tokens.push(("bastion public IP".into(), &bastion.public_ip));
         tokens.push(("bastion private IP".into(), &bastion.private_ip));
+        for f in &bastion.forwards {
+            tokens.push((format!("{} tunnel host", f.name), &f.host));
+        }
     }
     if let Some(dns) = &facts.load_balancer_dns {
         tokens.push(("load balancer DNS name".into(), dns));
@@ -648,11 +712,13 @@ fn next_steps(facts: &Facts, artifacts: &[Artifact]) -> Result<String, RenderErr
             embedded_etcd => facts.datastore.is_none() && facts.cluster_token.is_some(),
             datastore_engine => facts.datastore.as_ref().map(|d| d.engine.display_name()),
             has_bastion => facts.bastion.is_some(),
+            tunnel => facts.bastion.as_ref().map_or(&[][..], |b| b.forwards.as_slice()),
             ssm => &facts.ssm,
             has_ca => facts.ca_pem().is_some(),
             load_balancer_dns => &facts.load_balancer_dns,
             ssh_key_path => &facts.ssh_key_path,
             rancher_version => facts.rancher_tag(),
+            rancher_minor => facts.rancher_minor(),
             chart_version => facts.rancher_version.trim_start_matches('v'),
         },
     )
@@ -689,6 +755,14 @@ mod tests {
             bastion: Some(Bastion {
                 public_ip: "203.0.113.7".to_string(),
                 private_ip: "10.0.0.5".to_string(),
+                forwards: bastion_forwards(
+                    topology,
+                    (topology != "docker")
+                        .then_some("lab-nlb-0123456789.elb.us-east-1.amazonaws.com"),
+                    false,
+                    topology != "docker",
+                    Some("10.0.1.10"),
+                ),
             }),
             ssm: None,
             ssh_user: "ubuntu".to_string(),
@@ -910,9 +984,14 @@ mod tests {
             .contains(r#"INSTALL_RKE2_ARTIFACT_PATH="${ARTIFACTS}" sh "${ARTIFACTS}/install.sh""#));
         assert!(install.contains("/etc/rancher/rke2/config.yaml"));
         let next = read(&dir, "NEXT-STEPS.md");
-        assert!(next.contains(
-            "sed 's#https://127.0.0.1:6443#https://lab-nlb-0123456789.elb.us-east-1.amazonaws.com:6443#'"
-        ));
+        // The load balancer is internal: the kubeconfig stays on 127.0.0.1:6443, which the
+        // tunnel through the bastion serves.
+        assert!(
+            next.contains(
+                "pointing at 127.0.0.1:6443,\nwhich is where `ssh -F ssh_config -N lab-tunnel`"
+            ),
+            "{next}"
+        );
         assert!(next.contains("https://github.com/rancher/rancher/releases/tag/v2.14.0"));
         assert!(next.contains("rke2-images.linux-amd64.tar.zst"));
 
@@ -1482,6 +1561,174 @@ mod tests {
         let paths = write_artifacts(root.path(), &facts("k3s")).unwrap();
         assert!(!names(&paths).contains(&"ssm-port-forward.sh".to_string()));
         assert!(!read(root.path(), "NEXT-STEPS.md").contains("Systems Manager"));
+    }
+
+    #[test]
+    fn docker_run_mounts_the_registries_and_refuses_to_start_without_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &facts("docker")).unwrap();
+        let script = std::fs::read_to_string(dir.path().join("docker-run.sh")).unwrap();
+        assert!(
+            script.contains(
+                "-v '/etc/rancher/provision/registries.yaml':/etc/rancher/k3s/registries.yaml:ro"
+            ),
+            "{script}"
+        );
+        assert!(
+            script.contains(
+                "-v '/etc/rancher/provision/registry-ca.crt':/etc/rancher/k3s/registry-ca.crt:ro"
+            ),
+            "{script}"
+        );
+        // Run it where the node's files are missing (this machine): it stops before
+        // `docker run`, naming the file.
+        if std::path::Path::new(super::super::user_data::RANCHER_REGISTRIES_YAML).exists() {
+            return;
+        }
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let docker = bin.join("docker");
+        std::fs::write(
+            &docker,
+            format!("#!/bin/sh\ntouch {}/ran\n", dir.path().display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(dir.path().join("docker-run.sh"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("/etc/rancher/provision/registries.yaml is missing"),
+            "{stderr}"
+        );
+        assert!(
+            !dir.path().join("ran").exists(),
+            "docker ran without the registries"
+        );
+    }
+
+    #[test]
+    fn rke_steps_push_its_system_images_and_refuse_rancher_2_12() {
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &facts("rke")).unwrap();
+        let next = std::fs::read_to_string(dir.path().join("NEXT-STEPS.md")).unwrap();
+        assert!(
+            next.contains("rke config --system-images > rke-system-images.txt"),
+            "{next}"
+        );
+        assert!(
+            next.contains("--image-list ./rke-system-images.txt --registry"),
+            "{next}"
+        );
+        assert!(
+            next.contains("Docker must be in the nodes' image"),
+            "{next}"
+        );
+        assert!(next.contains("does not run on RKE1"), "{next}");
+        let mut f = facts("rke");
+        f.rancher_version = "2.11.0".into();
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &f).unwrap();
+        let next = std::fs::read_to_string(dir.path().join("NEXT-STEPS.md")).unwrap();
+        assert!(!next.contains("does not run on RKE1"), "{next}");
+        assert!(next.contains("rke config --system-images"), "{next}");
+    }
+
+    #[test]
+    fn bastion_mode_tunnels_what_an_internal_load_balancer_hides() {
+        let lb = Some("lb.internal");
+        let hosts = |forwards: Vec<PortForward>| -> Vec<(String, u16, u16)> {
+            forwards
+                .into_iter()
+                .map(|f| (f.host, f.port, f.local_port))
+                .collect()
+        };
+        // Internal load balancer forwarding 6443: both through it.
+        assert_eq!(
+            hosts(bastion_forwards("rke2", lb, false, true, Some("10.0.1.10"))),
+            vec![
+                ("lb.internal".to_string(), 6443, 6443),
+                ("lb.internal".to_string(), 443, 8443)
+            ]
+        );
+        // Without 6443 on the load balancer: the API of the first node.
+        assert_eq!(
+            hosts(bastion_forwards("k3s", lb, false, false, Some("10.0.1.10")))[0],
+            ("10.0.1.10".to_string(), 6443, 6443)
+        );
+        // Docker without a load balancer: Rancher on the node, no API.
+        assert_eq!(
+            hosts(bastion_forwards(
+                "docker",
+                None,
+                false,
+                false,
+                Some("10.0.1.10")
+            )),
+            vec![("10.0.1.10".to_string(), 443, 8443)]
+        );
+        // Internet-facing: reachable as it is, no tunnel; the steps point at it.
+        assert!(bastion_forwards("rke2", lb, true, true, Some("10.0.1.10")).is_empty());
+        let mut f = facts("rke2");
+        if let Some(b) = f.bastion.as_mut() {
+            b.forwards.clear();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &f).unwrap();
+        let next = std::fs::read_to_string(dir.path().join("NEXT-STEPS.md")).unwrap();
+        assert!(next.contains(
+            "sed 's#https://127.0.0.1:6443#https://lab-nlb-0123456789.elb.us-east-1.amazonaws.com:6443#'"
+        ), "{next}");
+        assert!(!next.contains("lab-tunnel"), "{next}");
+        let ssh = std::fs::read_to_string(dir.path().join("ssh_config")).unwrap();
+        assert!(!ssh.contains("LocalForward"), "{ssh}");
+    }
+
+    /// `ssh -G` reads the config as ssh would and prints the options of a host, without
+    /// connecting: the tunnel's forwards and key are what ssh itself will use.
+    #[test]
+    fn ssh_reads_the_tunnel_as_written() {
+        let Ok(probe) = std::process::Command::new("ssh").arg("-V").output() else {
+            eprintln!("no ssh here: the tunnel is checked by the snapshot only");
+            return;
+        };
+        assert!(probe.status.success() || !probe.stderr.is_empty());
+        let mut f = facts("k3s");
+        f.ssh_key_path = "/home/me/.ssh/id_ed25519".to_string();
+        let dir = tempfile::tempdir().unwrap();
+        write_artifacts(dir.path(), &f).unwrap();
+        let out = std::process::Command::new("ssh")
+            .args(["-F", "ssh_config", "-G", "lab-tunnel"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let options = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        for line in [
+            "hostname 203.0.113.7",
+            // `ssh -G` prints the addresses bracketed.
+            "localforward [127.0.0.1]:6443 [lab-nlb-0123456789.elb.us-east-1.amazonaws.com]:6443",
+            "localforward [127.0.0.1]:8443 [lab-nlb-0123456789.elb.us-east-1.amazonaws.com]:443",
+            "exitonforwardfailure yes",
+            "identityfile /home/me/.ssh/id_ed25519",
+        ] {
+            assert!(
+                options.lines().any(|l| l == line),
+                "{line:?} not in\n{options}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@ mod templates;
 mod user_data;
 
 pub use artifacts::{
-    port_forwards, write_artifacts, Bastion, DatastoreFact, Facts, NodeFact, PortForward, SsmAccess,
+    bastion_forwards, port_forwards, write_artifacts, Bastion, DatastoreFact, Facts, NodeFact,
+    PortForward, SsmAccess,
 };
 pub use error::RenderError;
 pub use secrets::{

@@ -17,6 +17,11 @@ pub const USER_DATA_LIMIT: usize = 16384;
 const K3S_CA_FILE: &str = "/etc/rancher/k3s/registry-ca.crt";
 /// Where RKE2 servers keep the registry CA.
 const RKE2_CA_FILE: &str = "/etc/rancher/rke2/registry-ca.crt";
+/// On the docker topology's node: what `docker-run.sh` mounts at
+/// `/etc/rancher/k3s/registries.yaml` in Rancher's container …
+pub const RANCHER_REGISTRIES_YAML: &str = "/etc/rancher/provision/registries.yaml";
+/// … and at `/etc/rancher/k3s/registry-ca.crt` (the `ca_file` it names).
+pub const RANCHER_REGISTRY_CA: &str = "/etc/rancher/provision/registry-ca.crt";
 
 /// What a cluster node needs to pull from the private registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,8 +50,12 @@ impl std::fmt::Debug for RegistryAccess {
 pub enum NodeRole {
     /// K3s with its embedded containerd: `registries.yaml`.
     K3s,
-    /// Docker (RKE and single-node Docker installs): `certs.d`, login, sysctls.
+    /// Docker (RKE nodes): `certs.d`, login, sysctls.
     Docker,
+    /// The docker topology's node: as [`NodeRole::Docker`], plus the `registries.yaml` and
+    /// CA that `docker-run.sh` mounts into Rancher's container, whose own K3s pulls the
+    /// system images (`CATTLE_SYSTEM_DEFAULT_REGISTRY` only rewrites their names).
+    RancherDocker,
     /// RKE2 server: its own `registries.yaml` and `config.yaml` under `/etc/rancher/rke2/`.
     Rke2,
 }
@@ -55,7 +64,8 @@ impl NodeRole {
     pub fn for_topology(topology: Topology) -> NodeRole {
         match topology {
             Topology::K3s => NodeRole::K3s,
-            Topology::Rke | Topology::Docker => NodeRole::Docker,
+            Topology::Rke => NodeRole::Docker,
+            Topology::Docker => NodeRole::RancherDocker,
             Topology::Rke2 => NodeRole::Rke2,
         }
     }
@@ -111,14 +121,21 @@ pub fn node_user_data(
             )?;
             (TEMPLATE, user_data)
         }
-        NodeRole::Docker => {
+        NodeRole::Docker | NodeRole::RancherDocker => {
             const TEMPLATE: &str = "docker-node.yaml.j2";
+            // Inside Rancher's container the CA sits where K3s's registries.yaml names it.
+            let rancher_registries_yaml = (role == NodeRole::RancherDocker)
+                .then(|| registries_yaml_with_ca(access, K3S_CA_FILE))
+                .transpose()?;
             let user_data = render(
                 TEMPLATE,
                 minijinja::context! {
                     ca_path => format!("/etc/docker/certs.d/{}/ca.crt", access.host_port),
                     ca_pem,
                     docker_config_json => docker_config_json(access),
+                    rancher_registries_yaml,
+                    rancher_registries_path => RANCHER_REGISTRIES_YAML,
+                    rancher_ca_path => RANCHER_REGISTRY_CA,
                 },
             )?;
             (TEMPLATE, user_data)
@@ -411,6 +428,151 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// Run the registry host's filesystem grower with `sh` against stub tools in `dir/bin`:
+    /// `/var/lib/registry` mounted from `source` as `fstype`, `df` saying 100 KiB before the
+    /// grow and 200 KiB after. Returns the run and the grow commands called.
+    fn run_grow(source: &str, fstype: &str, parent: &str) -> (std::process::Output, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let doc = parse(&registry_host_user_data(&fake_secrets(), 5000).unwrap());
+        let script = dir.path().join("provision-registry-grow");
+        std::fs::write(
+            &script,
+            content(&doc, "/usr/local/sbin/provision-registry-grow"),
+        )
+        .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let calls = dir.path().join("calls");
+        let grown = dir.path().join("grown");
+        let stubs = [
+            ("mountpoint", "exit 0".to_string()),
+            (
+                "findmnt",
+                format!(
+                    "case \"$*\" in *SOURCE*) echo {source} ;; *FSTYPE*) echo {fstype} ;; esac"
+                ),
+            ),
+            ("lsblk", format!("echo {parent}")),
+            (
+                "df",
+                format!(
+                    "echo 'Filesystem 1024-blocks Used Available Capacity Mounted'; \
+                     if [ -f {g} ]; then echo 'x 200 0 200 0% /'; else echo 'x 100 0 100 0% /'; fi",
+                    g = grown.display()
+                ),
+            ),
+            (
+                "resize2fs",
+                format!(
+                    "echo \"resize2fs $*\" >> {c}; touch {g}",
+                    c = calls.display(),
+                    g = grown.display()
+                ),
+            ),
+            (
+                "xfs_growfs",
+                format!(
+                    "echo \"xfs_growfs $*\" >> {c}; touch {g}",
+                    c = calls.display(),
+                    g = grown.display()
+                ),
+            ),
+            (
+                "growpart",
+                format!("echo \"growpart $*\" >> {c}", c = calls.display()),
+            ),
+        ];
+        for (name, body) in stubs {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // A partition number where the script looks for it.
+        let sys = dir.path().join("sys");
+        let name = source.trim_start_matches("/dev/");
+        std::fs::create_dir_all(sys.join("class/block").join(name)).unwrap();
+        if !parent.is_empty() {
+            std::fs::write(sys.join("class/block").join(name).join("partition"), "1\n").unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .env("PATH", path)
+            .env("PROVISION_GROW_LOG", dir.path().join("grow.log"))
+            .env("PROVISION_GROW_SYS", &sys)
+            .output()
+            .unwrap();
+        let called = std::fs::read_to_string(&calls).unwrap_or_default();
+        (out, called)
+    }
+
+    #[test]
+    fn the_docker_topology_node_writes_what_rancher_mounts() {
+        let doc =
+            parse(&node_user_data(NodeRole::RancherDocker, &fake_access(), HOSTNAME).unwrap());
+        let registries: Value =
+            serde_yaml::from_str(content(&doc, RANCHER_REGISTRIES_YAML)).unwrap();
+        let host = fake_access().host_port;
+        let config = &registries["configs"][host.as_str()];
+        assert_eq!(config["auth"]["username"], fake_access().username.as_str());
+        assert_eq!(config["auth"]["password"], fake_access().password.as_str());
+        // The CA where the file names it inside the container.
+        assert_eq!(config["tls"]["ca_file"], "/etc/rancher/k3s/registry-ca.crt");
+        assert!(content(&doc, RANCHER_REGISTRY_CA).contains("BEGIN CERTIFICATE"));
+        let mode = doc["write_files"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == RANCHER_REGISTRIES_YAML)
+            .map(|f| f["permissions"].as_str().unwrap().to_string());
+        assert_eq!(mode.as_deref(), Some("0600"), "it holds the password");
+        // An RKE node runs no Rancher container: none of it.
+        let rke = node_user_data(NodeRole::Docker, &fake_access(), HOSTNAME).unwrap();
+        assert!(!rke.contains(RANCHER_REGISTRIES_YAML), "{rke}");
+    }
+
+    #[test]
+    fn the_registry_filesystem_grows_to_its_volume() {
+        // ext4 on the whole disk, as provision formats it.
+        let (out, calls) = run_grow("/dev/nvme1n1", "ext4", "");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(calls, "resize2fs /dev/nvme1n1\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("grew /var/lib/registry (/dev/nvme1n1, ext4) from 100 KiB to 200 KiB"),
+            "{stderr}"
+        );
+        // xfs grows through its mount point; a partition is grown first.
+        let (out, calls) = run_grow("/dev/xvdb1", "xfs", "xvdb");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            calls,
+            "growpart /dev/xvdb 1\nxfs_growfs /var/lib/registry\n"
+        );
+        // At every boot, when a disk is resized, and every 10 minutes.
+        let doc = parse(&registry_host_user_data(&fake_secrets(), 5000).unwrap());
+        let service = content(&doc, "/etc/systemd/system/provision-registry-grow.service");
+        assert!(service.contains("ExecStart=/usr/local/sbin/provision-registry-grow"));
+        assert!(service.contains("WantedBy=multi-user.target"));
+        let timer = content(&doc, "/etc/systemd/system/provision-registry-grow.timer");
+        assert!(timer.contains("OnUnitActiveSec=10min"), "{timer}");
+        let rule = content(&doc, "/etc/udev/rules.d/90-provision-registry-grow.rules");
+        assert!(
+            rule.contains("ENV{RESIZE}==\"1\"") && rule.contains("provision-registry-grow.service")
+        );
+        let runcmd = serde_yaml::to_string(&doc["runcmd"]).unwrap();
+        assert!(
+            runcmd.contains("provision-registry-grow.service")
+                && runcmd.contains("provision-registry-grow.timer"),
+            "{runcmd}"
+        );
+    }
+
     #[test]
     fn registry_retry_wrapper_retries_then_succeeds() {
         let dir = tempfile::tempdir().unwrap();
@@ -566,7 +728,10 @@ pub(crate) mod tests {
     fn node_role_follows_topology() {
         assert_eq!(NodeRole::for_topology(Topology::K3s), NodeRole::K3s);
         assert_eq!(NodeRole::for_topology(Topology::Rke), NodeRole::Docker);
-        assert_eq!(NodeRole::for_topology(Topology::Docker), NodeRole::Docker);
+        assert_eq!(
+            NodeRole::for_topology(Topology::Docker),
+            NodeRole::RancherDocker
+        );
         assert_eq!(NodeRole::for_topology(Topology::Rke2), NodeRole::Rke2);
     }
 }

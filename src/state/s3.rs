@@ -59,19 +59,23 @@ struct Failure {
 }
 
 impl Failure {
-    fn of<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-        err: SdkError<E, aws_smithy_runtime_api::http::Response<R>>,
+    fn of<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
     ) -> Self {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let (code, message) = match &err {
-            SdkError::ServiceError(s) => (
+            SdkError::ServiceError(s) if s.err().code().is_some() => (
                 s.err().code().unwrap_or_default().to_string(),
                 s.err().message().unwrap_or_default().to_string(),
             ),
-            _ => (
-                String::new(),
-                aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
-            ),
+            // No AWS error document (a proxy's 5xx), no answer, no credentials: in words,
+            // with the status and body kept.
+            _ => match crate::cloud::aws::sdk_error("", err) {
+                crate::cloud::CloudError::Api { code, message, .. }
+                | crate::cloud::CloudError::Transient { code, message, .. }
+                | crate::cloud::CloudError::InUse { code, message, .. } => (code, message),
+                other => (String::new(), other.to_string()),
+            },
         };
         Self {
             status,
@@ -137,6 +141,20 @@ impl S3Backend {
         state_dir: &std::path::Path,
     ) -> Result<(Self, Vec<String>), StateError> {
         let shared = sdk_config(&cfg.region).await;
+        crate::cloud::aws::reach::Target::resolve(
+            "S3",
+            "s3",
+            &cfg.region,
+            shared.endpoint_url(),
+            &|name| std::env::var(name).ok(),
+        )
+        .probe(crate::cloud::aws::reach::PROBE_TIMEOUT)
+        .await
+        .map_err(|message| StateError::Remote {
+            location: format!("s3://{}/{}", cfg.bucket, cfg.key),
+            message,
+            rescue: None,
+        })?;
         // A custom endpoint (an emulator, MinIO) serves buckets by path, not by host name.
         let path_style =
             shared.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();

@@ -24,6 +24,10 @@ pub fn hint(text: &str) -> Option<String> {
             "your AWS session token has expired: refresh your credentials (e.g. `aws sso login` or a new `aws sts` session) and run again".into(),
         );
     }
+    // Our own message already says where the chain looked and what to set.
+    if has("The standard chain looked at") {
+        return None;
+    }
     if has("no credentials")
         || has("NoCredentials")
         || has("failed to load credentials")
@@ -57,11 +61,7 @@ pub fn hint(text: &str) -> Option<String> {
             "the Route53 zone in `dns.zone` was not found: check its name (or use its id), or set dns.private_zone = true to have one created".into(),
         );
     }
-    if has("OptInRequired")
-        || has("UnrecognizedClientException")
-        || has("InvalidRegion")
-        || has("dispatch failure")
-    {
+    if has("OptInRequired") || has("UnrecognizedClientException") || has("InvalidRegion") {
         return Some(
             "check the `region` in the config: it must be a region enabled for this account (and AWS_ENDPOINT_URL, if set, must point at a running endpoint)".into(),
         );

@@ -42,8 +42,11 @@ pub fn plan_document(plan: &Plan, desired: &Desired) -> Value {
                     o.insert("attrs".into(), attrs);
                 }
             }
-            if let Some(spec) = desired.resources.get(&a.id).and_then(spec_json) {
-                o.insert("config".into(), spec);
+            // A delete (of a plan or a destroy) has nothing desired to show.
+            if a.action != crate::engine::ActionKind::Delete {
+                if let Some(spec) = desired.resources.get(&a.id).and_then(spec_json) {
+                    o.insert("config".into(), spec);
+                }
             }
             o.insert("changes".into(), json!(reasons.changes));
             o.insert("drift".into(), json!(reasons.drift));
@@ -71,6 +74,33 @@ pub fn plan_document(plan: &Plan, desired: &Desired) -> Value {
             "data_loss": plan.data_losses().count(),
         },
         "actions": actions,
+    })
+}
+
+/// `state list --json`: one row per resource of the state at `location`.
+pub fn state_list_document(state: &State, location: &str) -> Value {
+    let rows: Vec<Value> = state
+        .resources
+        .iter()
+        .map(|(id, e)| {
+            json!({
+                "id": id.as_str(),
+                "kind": kind_name(e.kind),
+                "status": match e.status {
+                    Status::Created => "created",
+                    Status::Creating => "creating",
+                },
+                "cloud_id": e.cloud_id,
+            })
+        })
+        .collect();
+    json!({
+        "format_version": FORMAT_VERSION,
+        "env": state.env,
+        "lineage": state.lineage,
+        "serial": state.serial,
+        "location": location,
+        "resources": rows,
     })
 }
 
@@ -128,6 +158,40 @@ pub fn output_document(outputs: &std::collections::BTreeMap<String, Value>) -> V
         o.insert(k.clone(), v.clone());
     }
     Value::Object(o)
+}
+
+/// `validate --json`: whether the config is valid, what it describes, its warnings, and
+/// each problem with its place (line 0: the whole file).
+pub fn validate_document(
+    path: &std::path::Path,
+    loaded: &Result<crate::config::Config, crate::config::ConfigError>,
+) -> Value {
+    match loaded {
+        Ok(cfg) => json!({
+            "format_version": FORMAT_VERSION,
+            "config": path.display().to_string(),
+            "valid": true,
+            "env": cfg.name,
+            "topology": cfg.topology.as_str(),
+            "nodes": cfg.nodes.count,
+            "region": cfg.region,
+            "hostname": cfg.hostname,
+            "warnings": cfg.warnings,
+            "problems": [],
+        }),
+        Err(e) => json!({
+            "format_version": FORMAT_VERSION,
+            "config": path.display().to_string(),
+            "valid": false,
+            "warnings": [],
+            "problems": e.problems().iter().map(|p| json!({
+                "line": p.line,
+                "column": p.column,
+                "key": p.key,
+                "message": p.message,
+            })).collect::<Vec<_>>(),
+        }),
+    }
 }
 
 /// `verify --json`: every check with its status, and whether all hold.

@@ -55,9 +55,14 @@ fn detail(attrs: &Attrs) -> String {
         Attrs::DnsRecord {
             fqdn, record_type, ..
         } => format!("{fqdn} {record_type}"),
-        Attrs::Subnet { availability_zone } | Attrs::Volume { availability_zone } => {
-            availability_zone.clone()
-        }
+        Attrs::Subnet { availability_zone } => availability_zone.clone(),
+        Attrs::Volume {
+            availability_zone,
+            modified_at,
+        } => match modified_at {
+            Some(at) => format!("{availability_zone} (resized {at})"),
+            None => availability_zone.clone(),
+        },
         Attrs::HostedZone { name } => name.clone(),
         Attrs::IamRole { arn } | Attrs::InstanceProfile { arn } => arn.clone(),
         _ => String::new(),

@@ -120,6 +120,7 @@ fn desired(class: &str) -> Desired {
             subnets: vec!["subnet-private-1".into(), "subnet-private-2".into()],
             security_group: "sg-nodes".into(),
             cross_zone: true,
+            after: vec![],
         }),
     );
     d.insert(
@@ -145,6 +146,7 @@ fn action(id: &str, kind: Kind, action: ActionKind, reasons: &[&str]) -> Action 
         orphan: false,
         data_loss: None,
         record_only: false,
+        claim: false,
     }
 }
 

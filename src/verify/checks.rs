@@ -575,11 +575,23 @@ fn paths(v: &View, expect: &Expect, out: &mut Out) {
                         .filter(|p| !admits(&ingress, Protocol::Tcp, **p, **p, &admin))
                         .map(|p| format!("tcp/{p}"))
                         .collect();
+                    // An internal load balancer has no address outside the VPC: the rule
+                    // is all this proves, not that the admins reach it from where they are.
+                    let pass = if lb.internal {
+                        format!(
+                            "{cidr} is admitted on every listener port by the load balancer's \
+                             security group; the load balancer is internal, so this proves the \
+                             rule only: from outside the VPC it is reached through the bastion \
+                             (ssh_config's tunnel) or Systems Manager (ssm-port-forward.sh)"
+                        )
+                    } else {
+                        format!("{cidr} reaches every listener port")
+                    };
                     out.judge(
                         "admins-to-lb",
                         &lb.security_groups.join(", "),
                         missing.is_empty(),
-                        format!("{cidr} reaches every listener port"),
+                        pass,
                         format!("{cidr} is not admitted on {}", missing.join(", ")),
                     );
                 }

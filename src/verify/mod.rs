@@ -216,6 +216,9 @@ pub struct LoadBalancer {
     pub dns_name: String,
     pub security_groups: Vec<String>,
     pub subnets: Vec<String>,
+    /// `internal` scheme: reachable only from inside the VPC (and what is peered to it).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -35,9 +35,9 @@ fn destroy_k3s(skip_snapshot: bool) {
     }
     world.proxy.reset();
     world.proxy.configure(slow_deletes());
-    let run = world.run(&args);
+    let destroyed = world.run(&args);
     let stats = world.proxy.stats();
-    run.ok();
+    destroyed.ok();
     let left = world.aws.leftovers();
     assert!(left.is_empty(), "destroy left: {left:#?}");
     world.assert_inventory_back_to(&before);
@@ -72,6 +72,26 @@ fn destroy_k3s(skip_snapshot: bool) {
         assert!(
             name.contains(crate::harness::ENV),
             "snapshot named after the env: {name}"
+        );
+        // The summary names what was kept: the snapshot by its id.
+        assert!(
+            destroyed.stderr.contains(&format!("final snapshot {name}")),
+            "{}",
+            destroyed.describe()
+        );
+    }
+    // ... the secrets in their recovery window and the local folders.
+    for want in [
+        "kept",
+        "recovery window",
+        "datastore-password",
+        "secrets",
+        "Kept on this machine",
+    ] {
+        assert!(
+            destroyed.stderr.contains(want),
+            "{want:?}: {}",
+            destroyed.describe()
         );
     }
 

@@ -940,6 +940,45 @@ impl World {
     }
 }
 
+/// Runs `provision ARGS` in `dir` with no emulator: every `AWS_*` and proxy variable
+/// removed, `HOME` = `dir` (so no ~/.aws files), the EC2 metadata service off (it is not
+/// on loopback), then `env` set. For failures that happen before or instead of a cloud
+/// answer.
+pub fn run_offline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+    cmd.args(args).current_dir(dir);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy().to_ascii_uppercase();
+        if key_text.starts_with("AWS_") || key_text.ends_with("_PROXY") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("HOME", dir)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("PROVISION_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.spawn().expect("start the provision binary");
+    let (stdout, _) = collect(child.stdout.take().unwrap());
+    let (stderr, stderr_so_far) = collect(child.stderr.take().unwrap());
+    Running {
+        child: Some(child),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+        stderr_so_far,
+        emulator_log: None,
+        _tty: None,
+    }
+    .wait(RUN_LIMIT)
+}
+
 /// Every regular file under `dir` (recursively) with its path.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -11,6 +11,7 @@ mod destroy;
 mod drift;
 mod faults;
 mod fidelity;
+mod first_day;
 mod harness;
 mod in_place;
 mod in_use;

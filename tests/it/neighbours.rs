@@ -163,3 +163,125 @@ fn a_second_folder_with_the_same_name_never_touches_the_first_in_either_order() 
     world.run_in(b.path(), &["destroy", "--yes"]).ok();
     assert!(vpc_lineages(&world).is_empty());
 }
+
+/// Resources made before lineage tags existed (here: their lineage tags removed) and a
+/// lost state: taken over only with --adopt, and tagged with the lineage then.
+#[test]
+fn resources_made_before_lineage_tags_are_adopted_explicitly_and_tagged_then() {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    world.apply();
+    let aws = &world.aws;
+    // Strip the lineage and origin tags: EC2 (every kind), ELB, RDS.
+    let tagged = aws
+        .block(
+            aws.ec2
+                .describe_tags()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("key")
+                        .values("provision:lineage")
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    let ids: Vec<String> = tagged
+        .tags()
+        .iter()
+        .filter_map(|t| t.resource_id().map(str::to_string))
+        .collect();
+    assert!(ids.len() > 10, "{ids:?}");
+    for id in &ids {
+        aws.block(
+            aws.ec2
+                .delete_tags()
+                .resources(id)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("provision:lineage")
+                        .build(),
+                )
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("provision:origin")
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    }
+    let lbs = aws.block(aws.elb.describe_load_balancers().send()).unwrap();
+    let tgs = aws.block(aws.elb.describe_target_groups().send()).unwrap();
+    let arns: Vec<String> = lbs
+        .load_balancers()
+        .iter()
+        .filter_map(|l| l.load_balancer_arn().map(str::to_string))
+        .chain(
+            tgs.target_groups()
+                .iter()
+                .filter_map(|t| t.target_group_arn().map(str::to_string)),
+        )
+        .collect();
+    for arn in &arns {
+        aws.block(
+            aws.elb
+                .remove_tags()
+                .resource_arns(arn)
+                .tag_keys("provision:lineage")
+                .tag_keys("provision:origin")
+                .send(),
+        )
+        .unwrap();
+    }
+    let dbs = aws.block(aws.rds.describe_db_instances().send()).unwrap();
+    for db in dbs.db_instances() {
+        aws.block(
+            aws.rds
+                .remove_tags_from_resource()
+                .resource_name(db.db_instance_arn().unwrap())
+                .tag_keys("provision:lineage")
+                .tag_keys("provision:origin")
+                .send(),
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(world.state_file()).unwrap();
+    let _ = std::fs::remove_file(world.state_file().with_extension("json.backup"));
+
+    let (plan, _) = world.run_recorded(&["plan"]);
+    plan.ok();
+    // (The secrets kept their lineage tags: the takeover continues that lineage.)
+    assert!(
+        plan.stdout.contains("no state for env `lab`") && plan.stdout.contains("--adopt"),
+        "{}",
+        plan.describe()
+    );
+    let (run, stats) = world.run_recorded(&["apply", "--yes"]);
+    refused_without_change(&run, &stats, &["--adopt"]);
+    let (run, stats) = world.run_recorded(&["apply", "--yes", "--adopt"]);
+    run.ok();
+    let names = stats.mutating_names();
+    assert!(
+        names.iter().all(|n| n.ends_with("CreateTags")
+            || n.ends_with("AddTags")
+            || n.ends_with("AddTagsToResource")
+            || n.ends_with("TagResource")
+            || n.ends_with("ChangeTagsForResource")
+            || n.contains("hostedzone")),
+        "an adoption only tags: {names:?}"
+    );
+    let lineage = world.state_json()["lineage"].as_str().unwrap().to_string();
+    assert_eq!(vpc_lineages(&world), vec![lineage.clone()]);
+    for arn in &arns {
+        let out = aws
+            .block(aws.elb.describe_tags().resource_arns(arn).send())
+            .unwrap();
+        let has = out.tag_descriptions().iter().any(|d| {
+            d.tags().iter().any(|t| {
+                t.key() == Some("provision:lineage") && t.value() == Some(lineage.as_str())
+            })
+        });
+        assert!(has, "{arn} tagged with the lineage");
+    }
+    world.assert_converged();
+}

@@ -70,7 +70,9 @@ pub fn poll_delays(poll: Duration) -> impl Iterator<Item = Duration> {
 }
 
 /// Call `check` at [`poll_delays`] until it says [`Poll::Done`] or `limit` has passed,
-/// reporting the live status and elapsed time through `progress`. Transient errors count as
+/// reporting the live status through `progress` (the cloud's own word, e.g. `creating`:
+/// the reporter adds the elapsed time itself, and a status that only changes when the
+/// cloud's does is sent only then). Transient errors count as
 /// "not yet"; other errors end the wait. A timeout names `what` and the last status seen.
 pub async fn poll_until<T, F, Fut>(
     cloud: &AwsCloud,
@@ -96,7 +98,7 @@ where
             Err(e) => return Err(e),
         }
         let waited = start.elapsed();
-        progress.status(&format!("{last}, {}", elapsed(waited)));
+        progress.status(&last);
         if waited >= limit {
             return Err(CloudError::Timeout {
                 what: format!("{what} (last status: {last})"),
@@ -196,16 +198,6 @@ pub fn not_ours(kind: Kind, name: &str, env: &str, id: &str, owner: &Ownership) 
     ))
 }
 
-/// `3m12s`, `45s`.
-pub fn elapsed(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 60 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{secs}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,11 +233,45 @@ mod tests {
         assert!(looks < 70, "{looks} looks for a 90 s wait");
     }
 
-    #[test]
-    fn elapsed_formats_minutes_and_seconds() {
-        assert_eq!(elapsed(Duration::from_secs(5)), "5s");
-        assert_eq!(elapsed(Duration::from_secs(192)), "3m12s");
-        assert_eq!(elapsed(Duration::from_secs(3600)), "60m00s");
+    /// Records the statuses a step reports.
+    #[derive(Default)]
+    struct Statuses(std::sync::Mutex<Vec<String>>);
+    impl StepProgress for Statuses {
+        fn status(&self, status: &str) {
+            self.0.lock().unwrap().push(status.to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_reports_the_clouds_status_without_the_elapsed_time() {
+        let waits = crate::cloud::WaitSettings {
+            poll: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let cloud = AwsCloud::new("us-east-1", waits).await.unwrap();
+        let progress = Statuses::default();
+        let mut looks = 0;
+        poll_until(
+            &cloud,
+            &progress,
+            "the test",
+            Duration::from_secs(5),
+            || {
+                looks += 1;
+                let answer = if looks < 4 {
+                    Poll::Pending("creating".to_string())
+                } else {
+                    Poll::Done(())
+                };
+                async move { Ok(answer) }
+            },
+        )
+        .await
+        .unwrap();
+        let seen = progress.0.lock().unwrap().clone();
+        // The reporter adds the time; the status is the cloud's own word, every time the
+        // same, so a JSON consumer sees one `step_status` per real change.
+        assert_eq!(seen, vec!["creating"; 3], "{seen:?}");
     }
 
     #[test]

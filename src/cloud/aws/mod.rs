@@ -14,6 +14,7 @@ use super::{Cloud, CloudError, OpContext, Owned, WaitSettings};
 use crate::model::{Kind, Observed, Spec};
 
 mod api_log;
+mod claim;
 mod common;
 mod ec2;
 mod elb;
@@ -21,13 +22,14 @@ mod error;
 mod iam;
 mod memo;
 mod rds;
+pub mod reach;
 mod retry;
 mod route53;
 mod secretsmanager;
 mod snapshot;
 
 pub use api_log::ApiLog;
-pub use error::{error_code, sdk_error};
+pub use error::{error_code, sdk_error, NO_CREDENTIALS};
 
 /// The SDK config every client of a run is built from: the standard AWS chain (profile,
 /// env credentials, `AWS_ENDPOINT_URL*`) with `region` winning, patient retries of
@@ -70,6 +72,8 @@ pub struct AwsCloud {
     instances: Arc<ec2::watch::InstanceWatch>,
     /// Instance types asked in batches.
     batches: Arc<ec2::Batches>,
+    /// Where EC2 calls go (see [`AwsCloud::check_reachable`]).
+    ec2_endpoint: reach::Target,
 }
 
 impl AwsCloud {
@@ -77,6 +81,10 @@ impl AwsCloud {
     /// then keeps them): a missing profile or key fails that call, with a hint.
     pub async fn new(region: &str, waits: WaitSettings) -> Result<Self, CloudError> {
         let shared = sdk_config(region).await;
+        let ec2_endpoint =
+            reach::Target::resolve("EC2", "ec2", region, shared.endpoint_url(), &|name| {
+                std::env::var(name).ok()
+            });
         Ok(Self {
             // Every client logs its calls at -v (see `api_log`).
             ec2: aws_sdk_ec2::Client::from_conf(
@@ -115,7 +123,18 @@ impl AwsCloud {
             survey: Default::default(),
             instances: Default::default(),
             batches: Default::default(),
+            ec2_endpoint,
         })
+    }
+
+    /// One TCP connection to the EC2 endpoint (or the proxy carrying the calls): an
+    /// unreachable endpoint fails within [`reach::PROBE_TIMEOUT`], named, before the
+    /// first call instead of after the SDK's retries.
+    pub async fn check_reachable(&self) -> Result<(), CloudError> {
+        self.ec2_endpoint
+            .probe(reach::PROBE_TIMEOUT)
+            .await
+            .map_err(CloudError::Refused)
     }
 
     /// The survey of `env` if `plan` is reading it now.
@@ -209,6 +228,15 @@ impl Cloud for AwsCloud {
             Kind::IamRole | Kind::InstanceProfile => iam::delete(self, kind, current).await,
             _ => ec2::delete(self, ctx, kind, current).await,
         }
+    }
+
+    async fn claim(
+        &self,
+        ctx: &OpContext<'_>,
+        kind: Kind,
+        current: &Observed,
+    ) -> Result<(), CloudError> {
+        claim::claim(self, ctx, kind, current).await
     }
 
     async fn preflight(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<(), CloudError> {

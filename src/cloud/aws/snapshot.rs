@@ -328,6 +328,8 @@ async fn load_balancer(
             .iter()
             .filter_map(|z| z.subnet_id().map(str::to_string))
             .collect(),
+        internal: lb.scheme()
+            == Some(&aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::Internal),
     });
     let out = cloud
         .elb

@@ -178,6 +178,7 @@ fn good() -> (Snapshot, Expect) {
             dns_name: "lab-nlb-123.elb.us-east-1.amazonaws.com".into(),
             security_groups: vec!["sg-lb".into()],
             subnets: vec!["subnet-p1".into(), "subnet-p2".into()],
+            internal: false,
         }),
         listeners: vec![
             Listener {
@@ -480,6 +481,32 @@ fn node_lb_and_datastore_paths_are_checked_per_port() {
     let f = only_failure(&snap, &expect);
     assert_eq!(f.name, "admins-to-lb");
     assert!(f.reason.contains("tcp/443"));
+}
+
+#[test]
+fn admins_to_an_internal_lb_says_it_proves_the_rule_only() {
+    let (mut snap, expect) = good();
+    let passes = |snap: &crate::verify::Snapshot| -> Vec<String> {
+        super::run(snap, &expect)
+            .into_iter()
+            .filter(|c| c.name == "admins-to-lb")
+            .map(|c| c.reason)
+            .collect()
+    };
+    for reason in passes(&snap) {
+        assert!(reason.ends_with("reaches every listener port"), "{reason}");
+    }
+    snap.load_balancer.as_mut().unwrap().internal = true;
+    let reasons = passes(&snap);
+    assert!(!reasons.is_empty());
+    for reason in reasons {
+        assert!(
+            reason.contains("the load balancer is internal, so this proves the rule only")
+                && reason.contains("through the bastion"),
+            "{reason}"
+        );
+        assert!(!reason.contains("reaches every listener port"), "{reason}");
+    }
 }
 
 #[test]

@@ -200,6 +200,14 @@ pub async fn preflight(
         zones_offering(cloud, std::slice::from_ref(&instance.instance_type)),
         available_zones(cloud),
     )?;
+    root_fits(
+        &instance.ami,
+        &image,
+        instance.root_volume_gb,
+        ctx.id.as_str(),
+        &instance.role,
+    )
+    .map_err(CloudError::Refused)?;
     if let Some(arch) = image.architecture() {
         arch_fits(
             &instance.ami,
@@ -287,6 +295,43 @@ async fn fetch_type_architectures(
         }
     }
     Ok(archs)
+}
+
+/// The root volume must hold the image's root snapshot: a smaller one makes
+/// `RunInstances` fail (`InvalidBlockDeviceMapping`) mid-apply, after the VPC, the
+/// database and the load balancer exist. Checked in plan from `DescribeImages`.
+pub(super) fn root_fits(
+    ami: &str,
+    image: &aws_sdk_ec2::types::Image,
+    root_gb: u32,
+    id: &str,
+    role: &str,
+) -> Result<(), String> {
+    let root = image.root_device_name().unwrap_or(DEFAULT_ROOT_DEVICE);
+    let Some(snapshot_gb) = image
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(root))
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.volume_size())
+        .and_then(|gb| u32::try_from(gb).ok())
+    else {
+        return Ok(());
+    };
+    if snapshot_gb <= root_gb {
+        return Ok(());
+    }
+    let setting = if role == "registry" {
+        "the registry host's root volume is fixed at 30 GiB: use an image whose root snapshot \
+         is at most 30 GiB (a minimal server image), or an external registry"
+            .to_string()
+    } else {
+        format!("set nodes.root_volume_gb = {snapshot_gb} or more, or use a smaller image")
+    };
+    Err(format!(
+        "AMI {ami} has a {snapshot_gb} GiB root snapshot, larger than the {root_gb} GiB root \
+         volume of `{id}`; EC2 would refuse the launch (InvalidBlockDeviceMapping): {setting}"
+    ))
 }
 
 /// An `arm64` image cannot boot on an `x86_64` type, and the other way round.
@@ -843,6 +888,32 @@ pub(super) async fn delete_instance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_volume_smaller_than_the_image_snapshot_is_refused_naming_the_setting() {
+        let image = aws_sdk_ec2::types::Image::builder()
+            .root_device_name("/dev/sda1")
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/sda1")
+                    .ebs(EbsBlockDevice::builder().volume_size(64).build())
+                    .build(),
+            )
+            .build();
+        let err = root_fits("ami-1", &image, 50, "node-1", "server").unwrap_err();
+        assert!(
+            err.contains("AMI ami-1 has a 64 GiB root snapshot, larger than the 50 GiB root volume of `node-1`")
+                && err.contains("InvalidBlockDeviceMapping")
+                && err.contains("nodes.root_volume_gb = 64 or more"),
+            "{err}"
+        );
+        let err = root_fits("ami-1", &image, 30, "registry", "registry").unwrap_err();
+        assert!(err.contains("fixed at 30 GiB"), "{err}");
+        assert_eq!(root_fits("ami-1", &image, 64, "node-1", "server"), Ok(()));
+        // An image that says nothing of its root snapshot is not checked.
+        let bare = aws_sdk_ec2::types::Image::builder().build();
+        assert_eq!(root_fits("ami-1", &bare, 20, "node-1", "server"), Ok(()));
+    }
 
     fn ident(s: &str) -> String {
         s.to_string()

@@ -7,6 +7,8 @@ use super::*;
 
 /// Marks a volume that is a resource of its own (not an instance's root volume).
 pub(super) const TAG_KIND: &str = "provision:kind";
+/// When provision last changed the volume's size (RFC 3339).
+pub(super) const TAG_MODIFIED_AT: &str = "provision:modified-at";
 const KIND_VOLUME: &str = "volume";
 
 pub(super) async fn describe_volumes(
@@ -41,6 +43,12 @@ pub(super) fn volume_is_live(v: &Volume) -> bool {
 pub(super) fn volume_attrs(v: &Volume) -> Attrs {
     Attrs::Volume {
         availability_zone: v.availability_zone().unwrap_or_default().to_string(),
+        modified_at: v
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(TAG_MODIFIED_AT))
+            .and_then(|t| t.value())
+            .map(str::to_string),
     }
 }
 
@@ -160,6 +168,21 @@ pub(super) async fn update_volume(
         .send()
         .await
         .map_err(|e| sdk_error("ModifyVolume", e))?;
+    // Recorded on the volume (and through its attrs in the state): the next plan refuses
+    // another change until AWS takes one.
+    cloud
+        .ec2
+        .create_tags()
+        .resources(id)
+        .tags(
+            Tag::builder()
+                .key(TAG_MODIFIED_AT)
+                .value(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("CreateTags", e))?;
     Ok(())
 }
 

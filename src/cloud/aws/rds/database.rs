@@ -760,6 +760,7 @@ pub async fn delete(
         let snapshot = (!ctx.delete.skip_final_snapshot)
             .then(|| final_snapshot_identifier(ctx.env, chrono::Utc::now()));
         let snapshot = snapshot.as_deref();
+        let keep_backups = ctx.delete.keep_automated_backups;
         retry_in_use(
             cloud,
             ctx.progress,
@@ -771,7 +772,9 @@ pub async fn delete(
                     .db_instance_identifier(identifier)
                     .skip_final_snapshot(snapshot.is_none())
                     .set_final_db_snapshot_identifier(snapshot.map(str::to_string))
-                    .delete_automated_backups(false)
+                    // Else every cluster secret in the datastore stays restorable, and
+                    // billed, for the whole retention period, unreported.
+                    .delete_automated_backups(!keep_backups)
                     .send()
                     .await;
                 match result {
@@ -789,6 +792,15 @@ pub async fn delete(
             },
         )
         .await?;
+        if keep_backups {
+            ctx.progress.kept(&format!(
+                "the automated backups of rds instance {identifier} \
+                 (--keep-automated-backups): restorable to a point in time, and billed, until \
+                 their retention period ends (`aws rds describe-db-instance-automated-backups \
+                 --db-instance-identifier {identifier}`; delete them with `aws rds \
+                 delete-db-instance-automated-backup --dbi-resource-id …`)"
+            ));
+        }
         if let Some(snapshot) = snapshot {
             ctx.progress.kept(&format!(
                 "final snapshot {snapshot} of rds instance {identifier} (restore it with \
@@ -1336,9 +1348,49 @@ mod tests {
         );
         let lines = progress.lines();
         assert_eq!(lines[0], "creating — waiting before delete");
+        // The cloud's status alone: the reporter adds the time.
+        assert_eq!(lines[1], "creating — waiting before delete", "{lines:?}");
+        // The automated backups go with the instance unless kept.
+        let delete = script
+            .calls()
+            .into_iter()
+            .find(|c| c.action == "DeleteDBInstance")
+            .unwrap();
         assert!(
-            lines[1].starts_with("creating — waiting before delete, "),
-            "{lines:?}"
+            delete.has_param("DeleteAutomatedBackups", "true"),
+            "{}",
+            delete.body
+        );
+    }
+
+    #[tokio::test]
+    async fn destroy_keeps_the_automated_backups_only_when_asked_and_says_so() {
+        let script = deletable_after(0);
+        let cloud = script.cloud(Duration::from_secs(5));
+        let (id, resolved, progress, _) = parts();
+        let delete = DeleteOptions {
+            keep_automated_backups: true,
+            ..DeleteOptions::default()
+        };
+        let ctx = op_ctx(&id, &resolved, &progress, &delete);
+        super::delete(&cloud, &ctx, "lab-datastore").await.unwrap();
+        let call = script
+            .calls()
+            .into_iter()
+            .find(|c| c.action == "DeleteDBInstance")
+            .unwrap();
+        assert!(
+            call.has_param("DeleteAutomatedBackups", "false"),
+            "{}",
+            call.body
+        );
+        let kept = progress.kept_lines();
+        assert!(
+            kept.iter().any(
+                |k| k.contains("automated backups of rds instance lab-datastore")
+                    && k.contains("--keep-automated-backups")
+            ),
+            "{kept:?}"
         );
     }
 

@@ -148,6 +148,13 @@ impl Script {
             memo: Default::default(),
             survey: Default::default(),
             instances: Default::default(),
+            ec2_endpoint: crate::cloud::aws::reach::Target::resolve(
+                "EC2",
+                "ec2",
+                "us-east-1",
+                None,
+                &|_| None,
+            ),
             batches: Default::default(),
         }
     }
@@ -191,19 +198,28 @@ impl HttpClient for Script {
     }
 }
 
-/// Progress lines a step reported.
+/// Progress lines a step reported, and what it said it keeps.
 #[derive(Default)]
-pub struct Progress(pub Mutex<Vec<String>>);
+pub struct Progress(pub Mutex<Vec<String>>, pub Mutex<Vec<String>>);
 
 impl StepProgress for Progress {
     fn status(&self, status: &str) {
         self.0.lock().unwrap().push(status.to_string());
+    }
+
+    fn kept(&self, what: &str) {
+        self.1.lock().unwrap().push(what.to_string());
     }
 }
 
 impl Progress {
     pub fn lines(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
+    }
+
+    /// What the step said it leaves behind.
+    pub fn kept_lines(&self) -> Vec<String> {
+        self.1.lock().unwrap().clone()
     }
 }
 

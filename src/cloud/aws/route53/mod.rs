@@ -36,6 +36,7 @@ mod hosted_zone;
 mod record;
 
 use hosted_zone::*;
+pub(super) use record::claim_record;
 pub(super) use record::preflight;
 use record::*;
 

@@ -652,6 +652,42 @@ pub(super) fn change(action: ChangeAction, set: ResourceRecordSet) -> Result<Cha
         .map_err(build_error)
 }
 
+/// Rewrite the ownership marker of a record made before lineage tags with this state's
+/// lineage (records take no tags). Only a marker for this env and id is rewritten.
+pub(in crate::cloud::aws) async fn claim_record(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    cloud_id: &str,
+) -> Result<(), CloudError> {
+    let (zone_id, name, _) = parse_record_cloud_id(cloud_id)?;
+    let here = at_name(cloud, zone_id, name).await?;
+    if !here.owned_by(ctx) {
+        return Err(CloudError::Refused(format!(
+            "record {name} is not marked as created by env {} ({}); not claiming it",
+            ctx.env,
+            here.describe_owner()
+        )));
+    }
+    let ttl = here
+        .marker
+        .as_ref()
+        .and_then(|m| m.ttl())
+        .and_then(|t| u32::try_from(t).ok())
+        .unwrap_or(300);
+    let change = change(
+        ChangeAction::Upsert,
+        marker_set(name, ctx.env, ctx.owner, ctx.id, ttl)?,
+    )?;
+    submit(
+        cloud,
+        ctx,
+        zone_id,
+        vec![change],
+        &format!("marker of {name}"),
+    )
+    .await
+}
+
 /// Send one change batch and wait until Route53 reports it in sync.
 pub(super) async fn submit(
     cloud: &AwsCloud,
