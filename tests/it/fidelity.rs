@@ -78,7 +78,7 @@ fn the_registry_store_survives_a_replacement_of_its_host() {
 
     let destroy = world.run(&["destroy", "--yes"]);
     destroy.ok();
-    assert_eq!(aws.leftovers(), Vec::<String>::new());
+    world.assert_nothing_left();
 }
 
 #[test]
@@ -451,5 +451,5 @@ fn groups_naming_each_other_are_destroyed_without_state() {
         "10",
     ]);
     run.ok();
-    assert_eq!(aws.leftovers(), Vec::<String>::new());
+    world.assert_nothing_left();
 }

@@ -675,6 +675,8 @@ pub struct World {
     pub moto: Moto,
     pub dir: tempfile::TempDir,
     pub aws: Aws,
+    /// The emulator's inventory when the world was made (see [`Proxy::inventory`]).
+    pub baseline: Vec<String>,
     _slot: Slot,
 }
 
@@ -705,11 +707,13 @@ impl World {
         std::fs::write(dir.path().join("id_ed25519.pub"), ssh_public_key()).unwrap();
         let aws = Aws::new(&moto.endpoint());
         aws.create_public_zone(ZONE);
+        let baseline = proxy.inventory();
         World {
             proxy,
             moto,
             dir,
             aws,
+            baseline,
             _slot: slot,
         }
     }
@@ -723,6 +727,7 @@ impl World {
             moto,
             dir,
             aws,
+            baseline: _,
             _slot,
         } = self;
         drop(dir);
@@ -741,11 +746,13 @@ impl World {
             .expect("temp dir");
         std::fs::write(dir.path().join("id_ed25519.pub"), ssh_public_key()).unwrap();
         aws.create_public_zone(ZONE);
+        let baseline = proxy.inventory();
         World {
             proxy,
             moto,
             dir,
             aws,
+            baseline,
             _slot,
         }
     }
@@ -929,6 +936,16 @@ impl World {
             added.is_empty(),
             "the emulator holds what it did not before: {added:#?}"
         );
+    }
+
+    /// Asserts that nothing of the env is left (tagged or named for it) and that the
+    /// emulator holds nothing it did not hold when the world was made, tagged or not,
+    /// besides what destroy keeps on purpose.
+    #[track_caller]
+    pub fn assert_nothing_left(&self) {
+        let left = self.aws.leftovers();
+        assert!(left.is_empty(), "destroy left: {left:#?}");
+        self.assert_inventory_back_to(&self.baseline);
     }
 
     /// The state file as JSON (panics when it is missing or invalid).

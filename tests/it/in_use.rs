@@ -80,11 +80,7 @@ fn destroy_retries_in_use_deletes_and_leaves_nothing() {
         );
     }
     world.proxy.reset();
-    let left = world.aws.leftovers();
-    assert!(
-        left.is_empty(),
-        "destroy with in-use deletes left: {left:#?}"
-    );
+    world.assert_nothing_left();
 }
 
 #[test]
@@ -114,8 +110,7 @@ fn in_use_past_the_dependency_timeout_fails_naming_the_blocker() {
     world
         .run(&["destroy", "--yes", "--skip-final-snapshot"])
         .ok();
-    let left = world.aws.leftovers();
-    assert!(left.is_empty(), "the second destroy left: {left:#?}");
+    world.assert_nothing_left();
 }
 
 /// AWS's `DependencyViolation` for a subnet or a group names nothing (the proxy answers

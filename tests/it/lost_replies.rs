@@ -22,8 +22,7 @@ fn destroy_leaves_nothing(world: &World) {
     world
         .run(&["destroy", "--yes", "--skip-final-snapshot"])
         .ok();
-    let left = world.aws.leftovers();
-    assert!(left.is_empty(), "destroy left: {left:#?}");
+    world.assert_nothing_left();
 }
 
 /// Creates that leave a twin when their reply is lost, and CreateRouteTable, whose
