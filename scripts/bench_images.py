@@ -1296,7 +1296,9 @@ def main() -> int:
         return 1
     body = bench.render(args.command)
     print(body)
-    if not args.no_write and not args.skip_skopeo and not args.skip_provision:
+    if failed:
+        log("BENCHMARKS.md left as it was: the run did not finish")
+    elif not args.no_write and not args.skip_skopeo and not args.skip_provision:
         write_section(ROOT / "BENCHMARKS.md", body)
         log("BENCHMARKS.md: section \"## Images\" replaced")
     missed = [what for what, ok, _ in bench.targets() if not ok]
