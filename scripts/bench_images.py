@@ -1014,11 +1014,36 @@ class Bench:
                  note="requests: the registry's")
         self.done_with(dest)
         self.deadline_check()
+        self.run_pipelined()
+        self.deadline_check()
         self.run_archive(store)
         self.deadline_check()
         self.run_kill()
         self.deadline_check()
         self.run_big()
+
+    def run_pipelined(self):
+        """`images push --list …`, where the binary has it: pull and push at once, each blob
+        pushed the moment it has landed in a fresh store."""
+        help_text = subprocess.run([self.args.bin, "images", "push", "--help"], capture_output=True, text=True).stdout
+        if "--list" not in help_text or "--source-registry" not in help_text:
+            self.notes.append("`images push --list` (pull and push at once) is not in this binary: not measured")
+            return
+        store = self.run_dir / "store-pipelined"
+        dest = self.fresh_destination()
+        env = {"REGISTRY_AUTH_FILE": str(self.tls.auth_file(dest.port))}
+        log(f"provision images push --list (pull through the model and push at once) -> {dest.host}")
+        p0, r0, q0 = self.proxy.stats(), dest.bytes_read(), dest.requests_served()
+        cmd = [self.args.bin, "images", "push", "--list", self.list_file, "--source-registry", f"127.0.0.1:{self.proxy.port}",
+               "--source-plain-http", "--all-platforms", "--store", store, "--to", dest.host, "--to-ca", self.tls.ca]
+        res = check(run(cmd, self.run_dir / "push-list.log", env, cwd=self.run_dir, timeout=600), "provision images push --list")
+        p1 = self.proxy.stats()
+        self.figures["e2e_pipelined"] = res.wall
+        self.row("provision `images push --list` (pull and push at once)", res.wall, self.unique,
+                 p1["bytes"] - p0["bytes"], dest.bytes_read() - r0, p1["requests"] - p0["requests"], res.rss_kb,
+                 self.digests_kept(dest, self.images), "requests: the source's")
+        self.done_with(dest)
+        shutil.rmtree(store, ignore_errors=True)
 
     def run_archive(self, store: Path):
         """The two-phase route: the store saved as split volumes, pushed from them."""
@@ -1088,10 +1113,15 @@ class Bench:
         if "push_mbps" in f and "ingest_mbps" in f:
             need = 0.9 * f["ingest_mbps"]
             out.append((f"push on loopback ≥ 90% of the registry's ingest ({need:.1f} MB/s)", f["push_mbps"] >= need, f"{f['push_mbps']:.1f} MB/s"))
-        if "e2e" in f and "skopeo_4" in f:
-            out.append(("pull + push ≥ 2× skopeo 4 at once", f["e2e"] * 2 <= f["skopeo_4"], f"{f['skopeo_4'] / f['e2e']:.2f}×"))
-        if "e2e" in f and "skopeo_serial" in f:
-            out.append(("pull + push ≥ 5× skopeo serially", f["e2e"] * 5 <= f["skopeo_serial"], f"{f['skopeo_serial'] / f['e2e']:.2f}×"))
+        # End to end: the faster of pull-then-push and `push --list` (both at once).
+        e2e = min((f[k], k) for k in ("e2e", "e2e_pipelined") if k in f) if "e2e" in f or "e2e_pipelined" in f else None
+        if e2e:
+            wall, key = e2e
+            how = "push --list" if key == "e2e_pipelined" else "pull + push"
+            if "skopeo_4" in f:
+                out.append((f"end to end ({how}) ≥ 2× skopeo 4 at once", wall * 2 <= f["skopeo_4"], f"{f['skopeo_4'] / wall:.2f}×"))
+            if "skopeo_serial" in f:
+                out.append((f"end to end ({how}) ≥ 5× skopeo serially", wall * 5 <= f["skopeo_serial"], f"{f['skopeo_serial'] / wall:.2f}×"))
         if "push_sent" in f:
             out.append(("bytes sent ≤ 1.02× the unique bytes (push)", f["push_sent"] <= 1.02 * self.unique, f"{f['push_sent'] / self.unique:.3f}×"))
         if "pull_fetched" in f:
@@ -1202,7 +1232,9 @@ registry read from its sockets (its `rchar`, TLS included) over the unique bytes
 are those the proxy saw (the source's), or the destination's access log where noted; *peak
 RSS* is GNU time's `%M` for the command (for skopeo the largest of its processes). The
 model rows check the proxy itself (curl's ranged GETs of the big layer): a busy machine
-shows there first. The save and push `--archive` rows are the two-phase route: the store
+shows there first. `images push --list` (where the binary has it) pulls and pushes at once, each blob pushed
+the moment it lands; the end-to-end targets take the faster of it and pull-then-push.
+The save and push `--archive` rows are the two-phase route: the store
 written as 100 MB volumes, then pushed from them without extracting. The
 no-op rows copy nothing; the kill row is a pull killed (`SIGKILL`) when half the bytes are
 through and its re-run: *fetched* counts both, the note the bytes fetched beyond a clean pull's.
@@ -1264,7 +1296,9 @@ def main() -> int:
         return 1
     body = bench.render(args.command)
     print(body)
-    if not args.no_write and not args.skip_skopeo and not args.skip_provision:
+    if failed:
+        log("BENCHMARKS.md left as it was: the run did not finish")
+    elif not args.no_write and not args.skip_skopeo and not args.skip_provision:
         write_section(ROOT / "BENCHMARKS.md", body)
         log("BENCHMARKS.md: section \"## Images\" replaced")
     missed = [what for what, ok, _ in bench.targets() if not ok]
