@@ -7,6 +7,8 @@ ROOT=$PWD
 PYTHON=${PYTHON:-.venv/bin/python}
 MOTO_SERVER=${MOTO_SERVER:-.venv/bin/moto_server}
 BIN=${PROVISION_BIN:-$ROOT/target/debug/provision}
+# The demo works inside ./demo: a relative interpreter path is taken from here.
+case $PYTHON in */*) [ "${PYTHON#/}" != "$PYTHON" ] || PYTHON=$ROOT/$PYTHON ;; esac
 
 PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 rm -rf demo && mkdir -p demo
@@ -50,7 +52,24 @@ step output
 step output --json datastore_endpoint
 step artifacts
 ls -l state/lab/artifacts
+
+# Fill the registry (NEXT-STEPS step 1). Two local docker-registry servers stand in: one
+# for Docker Hub (plain HTTP, seeded with a few generated images), one for the registry
+# host, run as its cloud-init runs it, with this environment's own certificate, key and
+# htpasswd. `--via` sends the bytes there while TLS is checked as the registry's name.
+"$PYTHON" "$ROOT/scripts/demo_registries.py" registries state/lab/secrets &
+REG_PID=$!
+trap 'kill $REG_PID 2>/dev/null || true; kill $MOTO_PID 2>/dev/null || true' EXIT
+for _ in $(seq 150); do [ -f registries/ports ] && break; sleep 0.2; done
+# shellcheck disable=SC1091
+. registries/ports
+step images pull --list registries/images.txt --source-registry "127.0.0.1:$SOURCE_PORT" --source-plain-http
+step images push --via "127.0.0.1:$ENV_PORT"
+step images verify --list registries/images.txt --via "127.0.0.1:$ENV_PORT"
+step images pull --list registries/images.txt --source-registry "127.0.0.1:$SOURCE_PORT" --source-plain-http   # nothing new: one HEAD per image
+kill $REG_PID 2>/dev/null || true
+wait $REG_PID 2>/dev/null || true
 step destroy --yes --skip-final-snapshot
 step destroy --yes          # nothing left: a clean no-op
 echo
-echo "demo finished: every resource was created, shown, and destroyed against the emulator on port $PORT"
+echo "demo finished: every resource was created, shown and destroyed against the emulator on port $PORT, and the registry was filled through --via and verified"

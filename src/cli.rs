@@ -187,6 +187,15 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Fill the environment's registry: pull images into a local store, push them to the
+    /// registry (or save them as an archive for a side with no internet), verify.
+    #[command(
+        after_help = "Example:\n  provision images pull --list rancher-images.txt\n  provision images push\n  provision images verify --list rancher-images.txt"
+    )]
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  provision completions bash > ~/.local/share/bash-completion/completions/provision"
@@ -229,5 +238,106 @@ pub enum StateCommand {
     Show {
         /// Logical id, e.g. `node-1` (see `provision state list`).
         id: String,
+    },
+}
+
+/// Where `images push` / `images verify` send their requests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImagesTarget {
+    /// Send the bytes to this local end of a tunnel (`ssh -L`, an SSM port forward) and
+    /// still verify TLS as the registry's name.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "to")]
+    pub via: Option<String>,
+    /// Another registry than the environment's (credentials from the auth file:
+    /// $REGISTRY_AUTH_FILE or $DOCKER_CONFIG/config.json).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Option<String>,
+    /// The CA (PEM) that signed the certificate of `--to`'s registry.
+    #[arg(long, value_name = "FILE", requires = "to")]
+    pub to_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Fetch images into the local store (an OCI image layout), resumable and deduplicated.
+    #[command(
+        after_help = "Example:\n  provision images pull --list rancher-images.txt --list rke2-images-all.linux-amd64.txt\n  provision images pull rancher/fleet:v0.12.0 --platform linux/arm64"
+    )]
+    Pull {
+        /// An image list in the rancher-images.txt format (repeatable).
+        #[arg(long, value_name = "FILE")]
+        list: Vec<PathBuf>,
+        /// References (`rancher/fleet:v1`, `quay.io/jetstack/cert-manager-controller:v1.14.4`).
+        #[arg(value_name = "REF")]
+        refs: Vec<String>,
+        /// Keep only this platform of multi-arch images (repeatable; default linux/amd64).
+        #[arg(long, value_name = "OS/ARCH", conflicts_with = "all_platforms")]
+        platform: Vec<String>,
+        /// Keep multi-arch images whole (every platform, the index's own digest).
+        #[arg(long)]
+        all_platforms: bool,
+        /// Take every docker.io reference from this registry (a mirror) instead.
+        #[arg(long, value_name = "HOST[:PORT]")]
+        source_registry: Option<String>,
+        /// Trust this CA (PEM) for the source registries too.
+        #[arg(long, value_name = "FILE")]
+        source_ca: Option<PathBuf>,
+        /// Speak plain HTTP to the source registries.
+        #[arg(long)]
+        source_plain_http: bool,
+        /// The store (default state/<name>/images/).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Blob transfers at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallelism: u16,
+    },
+    /// Copy every image of the store (or of an archive) into the registry.
+    #[command(
+        after_help = "Example:\n  provision images push\n  provision images push --via 127.0.0.1:5000\n  provision images push --archive images.tar --to registry.example:5000 --to-ca ca.crt"
+    )]
+    Push {
+        /// The store (default state/<name>/images/).
+        #[arg(long, value_name = "DIR", conflicts_with = "archive")]
+        store: Option<PathBuf>,
+        /// Read the images from an archive written by `images save` (never extracted).
+        #[arg(long, value_name = "FILE")]
+        archive: Option<PathBuf>,
+        #[command(flatten)]
+        target: ImagesTarget,
+        /// Blob transfers at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallelism: u16,
+    },
+    /// Write the store as one tar of its OCI image layout (for a side with no internet).
+    #[command(after_help = "Example:\n  provision images save --archive images.tar --split 4G")]
+    Save {
+        /// The archive to write.
+        #[arg(long, value_name = "FILE")]
+        archive: PathBuf,
+        /// The store (default state/<name>/images/).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Cut the archive into volumes of at most this size (`4G`, `700M`) with a SHA-256 list.
+        #[arg(long, value_name = "SIZE")]
+        split: Option<String>,
+    },
+    /// Check that every listed image is in the registry with its digest, blobs included.
+    #[command(after_help = "Example:\n  provision images verify --list rancher-images.txt --json")]
+    Verify {
+        /// An image list in the rancher-images.txt format (repeatable).
+        #[arg(long, value_name = "FILE")]
+        list: Vec<PathBuf>,
+        /// References; with neither lists nor references, every image of the store.
+        #[arg(value_name = "REF")]
+        refs: Vec<String>,
+        /// The store whose digests the registry must have (default state/<name>/images/).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        #[command(flatten)]
+        target: ImagesTarget,
+        /// Requests at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallelism: u16,
     },
 }

@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod images;
 pub mod model;
 pub mod names;
 pub mod render;

@@ -53,9 +53,11 @@ pub struct Obj {
 }
 
 impl Obj {
-    /// Differences from `want`, one line each, as the AWS adapter's `read` reports them.
+    /// Differences from `want` that AWS lets an update repair, one line each, as the AWS
+    /// adapter's `read` reports them (by the fake's own rules, [`in_place`]; never the
+    /// engine's).
     fn drift(&self, want: &Spec) -> Vec<String> {
-        let (_, mut drift) = crate::engine::plan::spec_changes(&self.spec, want);
+        let mut drift = field_drift(&self.spec, want);
         drift.extend(self.missing.iter().map(|m| format!("{m} not set")));
         if !self.tagged {
             drift.push("not tagged provision:env / provision:id".to_string());
@@ -669,10 +671,114 @@ impl FakeCloud {
     }
 }
 
-/// What of `spec` can exist with what `ctx` resolves: a security group's rules that name
-/// groups not made yet cannot (see `engine::late`).
+/// What of `spec` can exist with what `ctx` resolves: EC2 refuses a rule naming a group
+/// that does not exist, so a security group made before the groups its rules name has
+/// none of those rules (the fake's own rule; the engine's is `engine::late`).
 fn possible(spec: &Spec, ctx: &OpContext<'_>) -> Spec {
-    crate::engine::late::applied_part(spec, ctx.resolved).unwrap_or_else(|| spec.clone())
+    let mut spec = spec.clone();
+    if let Spec::SecurityGroup(group) = &mut spec {
+        let exists = |rule: &crate::model::Rule| match &rule.peer {
+            crate::model::Peer::Group(g) => ctx.resolved.get(g).is_some(),
+            _ => true,
+        };
+        group.ingress.retain(exists);
+        group.egress.retain(exists);
+    }
+    spec
+}
+
+/// The fields of each kind AWS changes on a live resource, the API that does it in
+/// brackets; any other field is fixed at creation. The fake's own list, so that a change
+/// to the engine's `Spec::updatable_fields` cannot change what the fake reports.
+fn in_place(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        // CIDR, zone, name, key material, the zone's VPC: fixed.
+        Kind::Vpc | Kind::InternetGateway | Kind::Subnet | Kind::KeyPair | Kind::HostedZone => &[],
+        // (Dis)associateRouteTable, CreateRoute / DeleteRoute.
+        Kind::RouteTable => &["subnets", "internet_gateway"],
+        // Authorize / Revoke SecurityGroupIngress / Egress.
+        Kind::SecurityGroup => &["ingress", "egress"],
+        // ModifyInstanceAttribute (groups; type while stopped), ModifyVolume (grow),
+        // AttachVolume, AssociateIamInstanceProfile. `after` is ordering only.
+        Kind::Instance => &[
+            "security_groups",
+            "instance_type",
+            "root_volume_gb",
+            "volumes",
+            "after",
+            "instance_profile",
+        ],
+        // ModifyVolume.
+        Kind::Volume => &["size_gb"],
+        // UpdateSecret, PutSecretValue.
+        Kind::Secret => &["description", "value_sha256", "kms_key_id"],
+        // ModifyVpcEndpoint.
+        Kind::VpcEndpoint => &["subnets", "security_groups", "private_dns"],
+        // Attach/DetachRolePolicy, UpdateRole.
+        Kind::IamRole => &["policies", "description"],
+        // Add/RemoveRoleFromInstanceProfile.
+        Kind::InstanceProfile => &["role"],
+        // ModifyDBSubnetGroup.
+        Kind::DbSubnetGroup => &["subnets"],
+        // ModifyDBInstance.
+        Kind::Database => &[
+            "security_group",
+            "engine_version",
+            "instance_class",
+            "storage_gb",
+            "backup_retention_days",
+            "password",
+        ],
+        // SetSubnets, SetSecurityGroups, ModifyLoadBalancerAttributes.
+        Kind::LoadBalancer => &["subnets", "security_group", "cross_zone"],
+        // ModifyTargetGroup(Attributes), Register/DeregisterTargets.
+        Kind::TargetGroup => &[
+            "health_check_port",
+            "healthy_threshold",
+            "unhealthy_threshold",
+            "interval_seconds",
+            "timeout_seconds",
+            "preserve_client_ip",
+            "targets",
+        ],
+        // ModifyListener.
+        Kind::Listener => &["target_group"],
+        // ChangeResourceRecordSets UPSERT.
+        Kind::DnsRecord => &["target", "ttl"],
+    }
+}
+
+/// `field: live → wanted` for each field of `in_place(kind)` that differs. Fields AWS
+/// cannot change in place are left out: an update could not repair them.
+fn field_drift(live: &Spec, want: &Spec) -> Vec<String> {
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (
+        serde_json::to_value(live).expect("spec serializes"),
+        serde_json::to_value(want).expect("spec serializes"),
+    ) else {
+        return Vec::new();
+    };
+    let short = |v: Option<&serde_json::Value>| {
+        let text = v.map_or("none".to_string(), |v| v.to_string());
+        if text.len() > 60 {
+            format!(
+                "{}…",
+                &text[..text.char_indices().nth(57).map_or(text.len(), |(i, _)| i)]
+            )
+        } else {
+            text
+        }
+    };
+    in_place(want.kind())
+        .iter()
+        .filter(|field| a.get(**field) != b.get(**field))
+        .map(|field| {
+            format!(
+                "{field}: {} → {}",
+                short(a.get(*field)),
+                short(b.get(*field))
+            )
+        })
+        .collect()
 }
 
 /// Counts a mutating call as in flight until dropped (also when the caller is dropped).

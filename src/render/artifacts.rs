@@ -712,6 +712,12 @@ fn next_steps(facts: &Facts, artifacts: &[Artifact]) -> Result<String, RenderErr
             embedded_etcd => facts.datastore.is_none() && facts.cluster_token.is_some(),
             datastore_engine => facts.datastore.as_ref().map(|d| d.engine.display_name()),
             has_bastion => facts.bastion.is_some(),
+            bastion_public_ip => facts.bastion.as_ref().map_or("", |b| b.public_ip.as_str()),
+            registry_host => facts.registry.host_port.rsplit_once(':').map_or(
+                facts.registry.host_port.as_str(),
+                |(host, _)| host,
+            ),
+            registry_port => facts.registry.host_port.rsplit_once(':').map_or("443", |(_, port)| port),
             tunnel => facts.bastion.as_ref().map_or(&[][..], |b| b.forwards.as_slice()),
             ssm => &facts.ssm,
             has_ca => facts.ca_pem().is_some(),
@@ -1619,6 +1625,47 @@ mod tests {
         );
     }
 
+    /// Step 1 fills the registry with `provision images` from where the operator sits:
+    /// the lists of the topology, the bastion's public address (or a tunnel) in bastion
+    /// mode, an SSM port forward to the registry host in ssm mode, and a Docker route that
+    /// reaches the registry under the name its certificate carries.
+    #[test]
+    fn next_steps_fill_the_registry_with_provision_images_from_the_workstation() {
+        let step1 = |facts: &Facts| {
+            let next = next_steps(facts, &[]).unwrap();
+            let at = next.find("## 1. Fill the private registry").expect("step 1");
+            let end = next.find("## 2.").unwrap();
+            next[at..end].to_string()
+        };
+        let k3s = step1(&facts("k3s"));
+        for want in [
+            "provision images pull --list rancher-images.txt --list k3s-images.txt",
+            "provision images push   # to the registry host's public address",
+            "provision images verify --list rancher-images.txt --list k3s-images.txt",
+            "-L 5000:localhost:5000 lab-bastion",
+            "echo \"203.0.113.7 lab-registry.lab.example.com\" | sudo tee -a /etc/hosts",
+            "/etc/docker/certs.d/lab-registry.lab.example.com:5000/ca.crt",
+            "provision images save --archive images.tar --split 4G",
+        ] {
+            assert!(k3s.contains(want), "{want:?} in:\n{k3s}");
+        }
+        let rke2 = step1(&facts("rke2"));
+        assert!(rke2.contains("--list rke2-images-all.linux-amd64.txt"), "{rke2}");
+        let ssm = step1(&ssm_facts("rke2"));
+        for want in [
+            "aws ssm start-session --region",
+            "--target i-0reg",
+            "AWS-StartPortForwardingSessionToRemoteHost",
+            "provision images push --via 127.0.0.1:5000",
+            "~1 MB/s",
+            "127.0.0.1 lab-registry.lab.example.com",
+            "docker login lab-registry.lab.example.com:5000",
+        ] {
+            assert!(ssm.contains(want), "{want:?} in:\n{ssm}");
+        }
+        assert!(!ssm.contains("public address"), "{ssm}");
+    }
+
     #[test]
     fn rke_steps_push_its_system_images_and_refuse_rancher_2_12() {
         let dir = tempfile::tempdir().unwrap();
@@ -1629,7 +1676,7 @@ mod tests {
             "{next}"
         );
         assert!(
-            next.contains("--image-list ./rke-system-images.txt --registry"),
+            next.contains("provision images pull --list rke-system-images.txt"),
             "{next}"
         );
         assert!(

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use super::{Paths, State, StateError, FORMAT_VERSION};
+use fsops::Point;
 
 /// Read the state, or `None` when the file does not exist.
 pub fn load(paths: &Paths, env: &str) -> Result<Option<State>, StateError> {
@@ -116,33 +117,40 @@ fn write_atomic_with(
         .prefix(".provision-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
+    fsops::created(tmp.path());
     set_mode(tmp.path(), mode)?;
-    failpoint::write(tmp.as_file_mut(), bytes, failpoint::Point::WriteTemp)?;
-    failpoint::check(failpoint::Point::SyncTemp)?;
-    tmp.as_file().sync_all()?;
+    let tmp_path = tmp.path().to_path_buf();
+    fsops::write(tmp.as_file_mut(), &tmp_path, bytes, Point::WriteTemp)?;
+    fsops::sync_file(tmp.as_file(), &tmp_path, Point::SyncTemp)?;
     if let Some((backup, old)) = backup {
         // Copy (not rename) so the state file never disappears, even for a moment.
         let mut b = tempfile::Builder::new()
             .prefix(".provision-")
             .suffix(".bak")
             .tempfile_in(dir)?;
+        fsops::created(b.path());
         set_mode(b.path(), mode)?;
-        failpoint::write(b.as_file_mut(), old, failpoint::Point::WriteBackup)?;
-        failpoint::check(failpoint::Point::SyncBackup)?;
-        b.as_file().sync_all()?;
-        failpoint::check(failpoint::Point::RenameBackup)?;
+        let b_path = b.path().to_path_buf();
+        fsops::write(b.as_file_mut(), &b_path, old, Point::WriteBackup)?;
+        fsops::sync_file(b.as_file(), &b_path, Point::SyncBackup)?;
+        fsops::check(Point::RenameBackup)?;
         b.persist(backup).map_err(|e| e.error)?;
+        fsops::renamed(&b_path, backup);
     }
-    failpoint::check(failpoint::Point::Rename)?;
+    fsops::check(Point::Rename)?;
     tmp.persist(path).map_err(|e| e.error)?;
-    failpoint::check(failpoint::Point::SyncDir)?;
-    sync_dir(dir)
+    fsops::renamed(&tmp_path, path);
+    fsops::sync_dir(dir, Point::SyncDir)
 }
 
-/// Test-only fault injection inside [`write_atomic`]: make one step fail as if the disk
-/// filled up or the process died there. Compiled to nothing outside tests.
-mod failpoint {
+/// The filesystem steps of [`write_atomic`], each through one function so tests can see
+/// them: fault injection (make one step fail as if the disk filled up or the process died
+/// there) and a trace of what reached the disk (`write`, `fsync` of a file, `rename`,
+/// `fsync` of the folder), which the tests replay through a model of a crash that loses
+/// everything not yet synced. Both compile to nothing outside tests.
+mod fsops {
     use std::io::Write;
+    use std::path::Path;
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Point {
@@ -157,10 +165,36 @@ mod failpoint {
         SyncDir,
     }
 
+    /// One step that reached the filesystem, recorded after it succeeded (only tests
+    /// read it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Op {
+        Create(std::path::PathBuf),
+        Write(std::path::PathBuf, Vec<u8>),
+        SyncFile(std::path::PathBuf),
+        Rename(std::path::PathBuf, std::path::PathBuf),
+        SyncDir(std::path::PathBuf),
+    }
+
     #[cfg(test)]
     thread_local! {
         pub static FAIL_AT: std::cell::Cell<Option<Point>> = const { std::cell::Cell::new(None) };
+        /// `Some` while a test records the steps of this thread's saves.
+        pub static TRACE: std::cell::RefCell<Option<Vec<Op>>> = const { std::cell::RefCell::new(None) };
     }
+
+    #[cfg(test)]
+    fn record(op: impl FnOnce() -> Op) {
+        TRACE.with(|t| {
+            if let Some(trace) = t.borrow_mut().as_mut() {
+                trace.push(op());
+            }
+        });
+    }
+
+    #[cfg(not(test))]
+    fn record(_op: impl FnOnce() -> Op) {}
 
     fn armed(_point: Point) -> bool {
         #[cfg(test)]
@@ -184,23 +218,51 @@ mod failpoint {
         Ok(())
     }
 
+    pub fn created(_path: &Path) {
+        record(|| Op::Create(_path.to_path_buf()));
+    }
+
     /// `write_all`, or half of it and an error when `point` is armed.
-    pub fn write(file: &mut std::fs::File, bytes: &[u8], point: Point) -> std::io::Result<()> {
+    pub fn write(
+        file: &mut std::fs::File,
+        _path: &Path,
+        bytes: &[u8],
+        point: Point,
+    ) -> std::io::Result<()> {
         if armed(point) {
             file.write_all(&bytes[..bytes.len() / 2])?;
+            record(|| Op::Write(_path.to_path_buf(), bytes[..bytes.len() / 2].to_vec()));
             return Err(injected(point));
         }
-        file.write_all(bytes)
+        file.write_all(bytes)?;
+        record(|| Op::Write(_path.to_path_buf(), bytes.to_vec()));
+        Ok(())
+    }
+
+    /// `fsync` of a file's data and metadata.
+    pub fn sync_file(file: &std::fs::File, _path: &Path, point: Point) -> std::io::Result<()> {
+        check(point)?;
+        file.sync_all()?;
+        record(|| Op::SyncFile(_path.to_path_buf()));
+        Ok(())
+    }
+
+    pub fn renamed(_from: &Path, _to: &Path) {
+        record(|| Op::Rename(_from.to_path_buf(), _to.to_path_buf()));
+    }
+
+    /// `fsync` of a folder: makes its entries (a rename into it) durable.
+    pub fn sync_dir(dir: &Path, point: Point) -> std::io::Result<()> {
+        check(point)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        record(|| Op::SyncDir(dir.to_path_buf()));
+        Ok(())
     }
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 /// Bump the serial and save the state (mode 0600), keeping the previous file as `.backup`.
@@ -317,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_save_failing_at_any_point_leaves_the_file_and_the_backup_intact() {
-        use failpoint::Point;
+        use fsops::Point;
         for point in [
             Point::WriteTemp,
             Point::SyncTemp,
@@ -342,9 +404,9 @@ mod tests {
                 .unwrap()
                 .cloud_id = "vpc-2".into();
 
-            failpoint::FAIL_AT.with(|f| f.set(Some(point)));
+            fsops::FAIL_AT.with(|f| f.set(Some(point)));
             let result = save(&paths, &mut s);
-            failpoint::FAIL_AT.with(|f| f.set(None));
+            fsops::FAIL_AT.with(|f| f.set(None));
 
             let err = result.expect_err("the injected failure reaches the caller");
             assert!(
@@ -380,6 +442,130 @@ mod tests {
             save(&paths, &mut s).unwrap();
             assert_eq!(load(&paths, "lab").unwrap().unwrap(), s);
         }
+    }
+
+    /// What a crash leaves on disk after the first `upto` steps of `trace`, in the model of
+    /// a crash that loses everything not yet synced: a file's data survives only once the
+    /// file was fsynced, a name (a new file, a rename) only once its folder was fsynced.
+    /// `initial` is what was on disk, durably, before the steps.
+    fn after_crash(
+        initial: &[(std::path::PathBuf, Vec<u8>)],
+        trace: &[fsops::Op],
+    ) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+        use fsops::Op;
+        use std::collections::BTreeMap;
+        // inode -> (durable data, data written so far)
+        let mut inodes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut durable: BTreeMap<std::path::PathBuf, usize> = BTreeMap::new();
+        for (path, bytes) in initial {
+            inodes.push((bytes.clone(), bytes.clone()));
+            durable.insert(path.clone(), inodes.len() - 1);
+        }
+        let mut live = durable.clone();
+        for op in trace {
+            match op {
+                Op::Create(p) => {
+                    inodes.push((Vec::new(), Vec::new()));
+                    live.insert(p.clone(), inodes.len() - 1);
+                }
+                Op::Write(p, bytes) => inodes[live[p]].1.extend_from_slice(bytes),
+                Op::SyncFile(p) => {
+                    let i = live[p];
+                    inodes[i].0 = inodes[i].1.clone();
+                }
+                Op::Rename(from, to) => {
+                    let i = live.remove(from).expect("renamed file exists");
+                    live.insert(to.clone(), i);
+                }
+                Op::SyncDir(dir) => {
+                    let in_dir = |p: &std::path::PathBuf| p.parent() == Some(dir.as_path());
+                    durable.retain(|p, _| !in_dir(p));
+                    durable.extend(
+                        live.iter()
+                            .filter(|(p, _)| in_dir(p))
+                            .map(|(p, i)| (p.clone(), *i)),
+                    );
+                }
+            }
+        }
+        durable
+            .into_iter()
+            .map(|(p, i)| (p, inodes[i].0.clone()))
+            .collect()
+    }
+
+    /// Run `f` with this thread's filesystem steps recorded; the steps.
+    fn traced<T>(f: impl FnOnce() -> T) -> (T, Vec<fsops::Op>) {
+        fsops::TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+        let out = f();
+        let trace = fsops::TRACE.with(|t| t.borrow_mut().take()).unwrap();
+        (out, trace)
+    }
+
+    #[test]
+    fn a_crash_after_any_step_of_a_save_leaves_the_old_or_the_new_file_and_after_it_the_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path(), "lab");
+        let mut s = sample("lab");
+        save(&paths, &mut s).unwrap();
+        save(&paths, &mut s).unwrap();
+        let old_state = fs::read(&paths.state).unwrap();
+        let old_backup = fs::read(&paths.backup).unwrap();
+        s.resources
+            .get_mut(&LogicalId::new("vpc"))
+            .unwrap()
+            .cloud_id = "vpc-2".into();
+        let (result, trace) = traced(|| save(&paths, &mut s));
+        result.unwrap();
+        let new_state = fs::read(&paths.state).unwrap();
+        assert_ne!(new_state, old_state);
+        let initial = [
+            (paths.state.clone(), old_state.clone()),
+            (paths.backup.clone(), old_backup.clone()),
+        ];
+        for upto in 0..=trace.len() {
+            let disk = after_crash(&initial, &trace[..upto]);
+            let state = disk.get(&paths.state);
+            assert!(
+                state == Some(&old_state) || state == Some(&new_state),
+                "a crash after {:?} leaves a state file of {:?} bytes",
+                trace[..upto].last(),
+                state.map(Vec::len)
+            );
+            let backup = disk.get(&paths.backup);
+            assert!(
+                backup == Some(&old_backup) || backup == Some(&old_state),
+                "a crash after {:?} leaves a damaged backup",
+                trace[..upto].last()
+            );
+        }
+        // Once save returned, a crash keeps what it wrote: the new file, the old as backup.
+        let disk = after_crash(&initial, &trace);
+        assert_eq!(
+            disk.get(&paths.state),
+            Some(&new_state),
+            "the saved state is not durable when save returns: {trace:?}"
+        );
+        assert_eq!(disk.get(&paths.backup), Some(&old_state), "{trace:?}");
+    }
+
+    #[test]
+    fn the_first_save_is_durable_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path(), "lab");
+        let mut s = sample("lab");
+        let (result, trace) = traced(|| save(&paths, &mut s));
+        result.unwrap();
+        let new_state = fs::read(&paths.state).unwrap();
+        for upto in 0..trace.len() {
+            let state = after_crash(&[], &trace[..upto]).remove(&paths.state);
+            assert!(state.is_none() || state == Some(new_state.clone()));
+        }
+        assert_eq!(
+            after_crash(&[], &trace).remove(&paths.state),
+            Some(new_state),
+            "{trace:?}"
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub fn plan_document(plan: &Plan, desired: &Desired) -> Value {
             o.insert("drift".into(), json!(reasons.drift));
             o.insert("notes".into(), json!(reasons.notes));
             o.insert("data_loss".into(), json!(a.data_loss));
+            // Only recorded in the state (no call): the change reaches the resource only
+            // through a replacement the operator did not ask for.
+            o.insert("record_only".into(), json!(a.record_only));
+            // Tagged with the state's lineage (made before lineage tags).
+            o.insert("claim".into(), json!(a.claim));
             Value::Object(o)
         })
         .collect();

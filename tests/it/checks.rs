@@ -806,4 +806,86 @@ pub fn verify_no_duplicates_dns(
     } else {
         assert_eq!(host_records(&public), 1, "records for {HOSTNAME}");
     }
+    verify_no_duplicates_beyond_ec2(aws, datastore);
+}
+
+/// One of each logical id among the env's own volumes, secrets, VPC endpoints, IAM roles
+/// and instance profiles (by their `provision:id` tag), one listener per port of each load
+/// balancer, and one DB subnet group with a datastore (none without).
+fn verify_no_duplicates_beyond_ec2(aws: &Aws, datastore: bool) {
+    fn id_of<'a>(tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>) -> String {
+        tags.into_iter()
+            .find(|(k, _)| *k == Some("provision:id"))
+            .and_then(|(_, v)| v)
+            .unwrap_or("(no provision:id)")
+            .to_string()
+    }
+    let mut ids = BTreeMap::<String, Vec<String>>::new();
+    let mut add = |what: &str, id: String, cloud_id: &str| {
+        ids.entry(format!("{what} {id}"))
+            .or_default()
+            .push(cloud_id.to_string());
+    };
+    for v in aws.volumes() {
+        // Root volumes carry their instance's tags; the env's own volumes a kind.
+        if v.tags().iter().any(|t| t.key() == Some("provision:kind")) {
+            let id = id_of(v.tags().iter().map(|t| (t.key(), t.value())));
+            add("volume", id, v.volume_id().unwrap_or_default());
+        }
+    }
+    for e in aws.vpc_endpoints() {
+        let id = id_of(e.tags().iter().map(|t| (t.key(), t.value())));
+        add("vpc endpoint", id, e.vpc_endpoint_id().unwrap_or_default());
+    }
+    let secrets = aws.block(aws.secrets.list_secrets().send()).unwrap();
+    for s in secrets.secret_list() {
+        let tags: Vec<_> = s.tags().iter().map(|t| (t.key(), t.value())).collect();
+        let ours = tags
+            .iter()
+            .any(|(k, v)| *k == Some("provision:env") && *v == Some(crate::harness::ENV));
+        if ours && s.deleted_date().is_none() {
+            add("secret", id_of(tags), s.name().unwrap_or_default());
+        }
+    }
+    for role in aws.iam_roles() {
+        let full = aws
+            .block(aws.iam.get_role().role_name(role.role_name()).send())
+            .unwrap();
+        let tags = full.role().map(|r| r.tags()).unwrap_or_default();
+        let id = id_of(tags.iter().map(|t| (Some(t.key()), Some(t.value()))));
+        add("iam role", id, role.role_name());
+    }
+    for profile in aws.instance_profiles() {
+        let name = profile.instance_profile_name();
+        let full = aws
+            .block(
+                aws.iam
+                    .get_instance_profile()
+                    .instance_profile_name(name)
+                    .send(),
+            )
+            .unwrap();
+        let tags = full
+            .instance_profile()
+            .map(|p| p.tags())
+            .unwrap_or_default();
+        let id = id_of(tags.iter().map(|t| (Some(t.key()), Some(t.value()))));
+        add("instance profile", id, name);
+    }
+    let dups: Vec<_> = ids.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(dups.is_empty(), "duplicated resources: {dups:?}");
+    for lb in aws.load_balancers() {
+        let arn = lb.load_balancer_arn().unwrap_or_default();
+        let mut ports: Vec<i32> = aws.listeners(arn).iter().filter_map(|l| l.port()).collect();
+        ports.sort_unstable();
+        let len = ports.len();
+        ports.dedup();
+        assert_eq!(len, ports.len(), "two listeners on one port of {arn}");
+    }
+    assert_eq!(
+        aws.db_subnet_groups().len(),
+        usize::from(datastore),
+        "DB subnet groups: {:?}",
+        aws.db_subnet_groups()
+    );
 }

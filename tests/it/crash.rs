@@ -107,8 +107,7 @@ impl Scenario {
             assert!(stats.mutating().is_empty(), "{:?}", stats.mutating_names());
         }
         world.run(DESTROY).ok();
-        let left = world.aws.leftovers();
-        assert!(left.is_empty(), "destroy after the kill left: {left:#?}");
+        world.assert_nothing_left();
     }
 }
 
@@ -355,6 +354,5 @@ fn destroy_without_state_deletes_everything_tagged() {
     world
         .run(&["destroy", "--yes", "--skip-final-snapshot", "--adopt"])
         .ok();
-    let left = world.aws.leftovers();
-    assert!(left.is_empty(), "destroy without state left: {left:#?}");
+    world.assert_nothing_left();
 }

@@ -1,10 +1,28 @@
-//! Destroy removes everything, takes (or skips) the final snapshot, and is idempotent.
+//! Destroy removes everything (the emulator's whole inventory, tagged or not, is what it
+//! was before the apply), never sends a delete AWS would refuse for what is still there,
+//! takes (or skips) the final snapshot, and is idempotent.
 
-use crate::harness::{Fixture, Topology, World};
+use crate::harness::{inventory_added, Fixture, Topology, World};
+
+/// What takes AWS minutes to delete, held a while by the proxy before it reaches the
+/// emulator: meanwhile it is still there, and a delete of what it uses meets it.
+pub fn slow_deletes() -> serde_json::Value {
+    serde_json::json!({"slow_ops": {
+        "TerminateInstances": 1500,
+        "DeleteDBInstance": 1500,
+        "DeleteLoadBalancer": 1000,
+        "DeleteVpcEndpoints": 1000,
+    }})
+}
 
 fn destroy_k3s(skip_snapshot: bool) {
     let world = World::new(&Fixture::new(Topology::K3s));
+    let before = world.proxy.inventory();
     world.apply();
+    assert!(
+        inventory_added(&before, &world.proxy.inventory()).len() > 20,
+        "the inventory sees what apply made"
+    );
     let db_id = world.aws.db_instances()[0]
         .db_instance_identifier()
         .unwrap()
@@ -15,10 +33,22 @@ fn destroy_k3s(skip_snapshot: bool) {
     if skip_snapshot {
         args.push("--skip-final-snapshot");
     }
+    world.proxy.reset();
+    world.proxy.configure(slow_deletes());
     let destroyed = world.run(&args);
+    let stats = world.proxy.stats();
     destroyed.ok();
     let left = world.aws.leftovers();
     assert!(left.is_empty(), "destroy left: {left:#?}");
+    world.assert_inventory_back_to(&before);
+    // Every delete came after what AWS requires gone first: none was refused for what the
+    // emulator still held (the proxy reads it; the tool's own graph plays no part).
+    let blocked: Vec<String> = stats
+        .faults("blocked")
+        .iter()
+        .map(|c| format!("{} blocked by {:?}", c.op, c.blockers))
+        .collect();
+    assert!(blocked.is_empty(), "deletes sent too early: {blocked:#?}");
 
     let finals: Vec<_> = world
         .aws

@@ -26,6 +26,5 @@ fn apply_and_destroy_converge_under_throttling() {
         .run(&["destroy", "--yes", "--skip-final-snapshot"])
         .ok();
     world.proxy.reset();
-    let left = world.aws.leftovers();
-    assert!(left.is_empty(), "destroy under throttling left: {left:#?}");
+    world.assert_nothing_left();
 }

@@ -78,7 +78,7 @@ fn the_registry_store_survives_a_replacement_of_its_host() {
 
     let destroy = world.run(&["destroy", "--yes"]);
     destroy.ok();
-    assert_eq!(aws.leftovers(), Vec::<String>::new());
+    world.assert_nothing_left();
 }
 
 #[test]
@@ -331,7 +331,8 @@ fn a_rule_batch_refused_as_duplicate_is_authorized_again() {
 }
 
 /// A launch refused with `IdempotentParameterMismatch` (the intent's token was used
-/// before with other parameters) is tried again with a fresh token derived from it.
+/// before with other parameters) is tried again with a fresh token derived from it: the
+/// first token plus `-1`, for the same node.
 #[test]
 fn a_client_token_mismatch_launches_with_a_fresh_token() {
     let world = World::new(&Fixture::new(Topology::K3s));
@@ -339,8 +340,39 @@ fn a_client_token_mismatch_launches_with_a_fresh_token() {
         "in_use": {"RunInstances": {"count": 1, "code": "IdempotentParameterMismatch"}}
     }));
     let run = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
     world.proxy.reset();
     run.ok();
+    let launches: Vec<_> = stats
+        .calls
+        .iter()
+        .filter(|c| c.op == "RunInstances")
+        .collect();
+    let refused: Vec<_> = launches
+        .iter()
+        .filter(|c| c.fault.as_deref() == Some("in_use"))
+        .collect();
+    assert_eq!(refused.len(), 1, "the proxy refused one launch");
+    let (node, first) = (
+        refused[0]
+            .id
+            .clone()
+            .expect("RunInstances carries provision:id"),
+        refused[0]
+            .token
+            .clone()
+            .expect("RunInstances carries a ClientToken"),
+    );
+    let retries: Vec<_> = launches
+        .iter()
+        .filter(|c| c.id.as_ref() == Some(&node) && !c.faulted)
+        .map(|c| c.token.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        retries,
+        vec![format!("{first}-1")],
+        "the retry of `{node}` carries the first token plus -1"
+    );
     crate::checks::verify_network_and_hosts(&world.aws, 2, true);
     world.assert_converged();
 }
@@ -419,5 +451,5 @@ fn groups_naming_each_other_are_destroyed_without_state() {
         "10",
     ]);
     run.ok();
-    assert_eq!(aws.leftovers(), Vec::<String>::new());
+    world.assert_nothing_left();
 }

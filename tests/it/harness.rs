@@ -263,13 +263,23 @@ pub struct Call {
     /// Answered by the proxy without reaching the emulator.
     #[serde(default)]
     pub faulted: bool,
-    /// throttle, in_use, token_replay, token_mismatch (not forwarded) or lost_reply
-    /// (forwarded, answered with a 500).
+    /// throttle, in_use, blocked, caller_reference_reused, token_replay, token_mismatch
+    /// (not forwarded) or lost_reply (forwarded, answered with a 500 or no answer).
     #[serde(default)]
     pub fault: Option<String>,
     /// The `provision:id` tag a create carries.
     #[serde(default)]
     pub id: Option<String>,
+    /// The EC2 `ClientToken` the call carries.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// What a Query/EC2 call acts on: its GroupId, InstanceId, ResourceId.1, ... (the
+    /// first the proxy finds).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// What the emulator holds that made the proxy refuse a delete (`fault`: blocked).
+    #[serde(default)]
+    pub blockers: Vec<String>,
 }
 
 impl std::fmt::Display for Call {
@@ -316,14 +326,27 @@ pub struct Proxy {
 impl Proxy {
     pub fn start(upstream: u16) -> Self {
         let script = repo_root().join("tests/support/proxy.py");
-        let mut child = Command::new("python3")
+        // The emulator's venv holds the pinned boto3 the proxy reads the emulator with.
+        let python = moto_server_path().with_file_name("python");
+        let python = if python.exists() {
+            python
+        } else {
+            PathBuf::from("python3")
+        };
+        let mut child = Command::new(&python)
             .arg(&script)
             .arg(upstream.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start python3 {}: {e}", script.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} {}: {e}",
+                    python.display(),
+                    script.display()
+                )
+            });
         let stdout = child.stdout.take().unwrap();
         let child = Killed(child);
         let mut line = String::new();
@@ -373,6 +396,27 @@ impl Proxy {
         serde_json::from_slice(&self.control("GET", "/__proxy/stats", ""))
             .expect("proxy stats JSON")
     }
+
+    /// Everything the emulator holds, tagged or not, one "kind id" line each, sorted
+    /// (read by the proxy with boto3, not by the tool's code).
+    pub fn inventory(&self) -> Vec<String> {
+        serde_json::from_slice(&self.control("GET", "/__proxy/inventory", ""))
+            .expect("proxy inventory JSON")
+    }
+}
+
+/// What `after` holds that `before` did not, except what a destroy keeps on purpose (DB
+/// snapshots, secrets in their recovery window).
+pub fn inventory_added(before: &[String], after: &[String]) -> Vec<String> {
+    after
+        .iter()
+        .filter(|line| !before.contains(line))
+        .filter(|line| {
+            !line.starts_with("db snapshot (kept) ")
+                && !line.starts_with("secret (scheduled for deletion) ")
+        })
+        .cloned()
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -631,6 +675,8 @@ pub struct World {
     pub moto: Moto,
     pub dir: tempfile::TempDir,
     pub aws: Aws,
+    /// The emulator's inventory when the world was made (see [`Proxy::inventory`]).
+    pub baseline: Vec<String>,
     _slot: Slot,
 }
 
@@ -661,11 +707,13 @@ impl World {
         std::fs::write(dir.path().join("id_ed25519.pub"), ssh_public_key()).unwrap();
         let aws = Aws::new(&moto.endpoint());
         aws.create_public_zone(ZONE);
+        let baseline = proxy.inventory();
         World {
             proxy,
             moto,
             dir,
             aws,
+            baseline,
             _slot: slot,
         }
     }
@@ -679,6 +727,7 @@ impl World {
             moto,
             dir,
             aws,
+            baseline: _,
             _slot,
         } = self;
         drop(dir);
@@ -697,11 +746,13 @@ impl World {
             .expect("temp dir");
         std::fs::write(dir.path().join("id_ed25519.pub"), ssh_public_key()).unwrap();
         aws.create_public_zone(ZONE);
+        let baseline = proxy.inventory();
         World {
             proxy,
             moto,
             dir,
             aws,
+            baseline,
             _slot,
         }
     }
@@ -731,7 +782,10 @@ impl World {
     }
 
     fn command_in(&self, dir: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+        // PROVISION_BIN: a copy of the binary, so a long run survives rebuilds meanwhile.
+        let bin = std::env::var_os("PROVISION_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_provision").into());
+        let mut cmd = Command::new(bin);
         cmd.args(args).current_dir(dir);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("AWS_") {
@@ -871,6 +925,27 @@ impl World {
             "plan mutated: {:?}",
             stats.mutating_names()
         );
+    }
+
+    /// Asserts that the emulator holds nothing `before` (its inventory before the apply)
+    /// did not, tagged or not, besides what destroy keeps on purpose.
+    #[track_caller]
+    pub fn assert_inventory_back_to(&self, before: &[String]) {
+        let added = inventory_added(before, &self.proxy.inventory());
+        assert!(
+            added.is_empty(),
+            "the emulator holds what it did not before: {added:#?}"
+        );
+    }
+
+    /// Asserts that nothing of the env is left (tagged or named for it) and that the
+    /// emulator holds nothing it did not hold when the world was made, tagged or not,
+    /// besides what destroy keeps on purpose.
+    #[track_caller]
+    pub fn assert_nothing_left(&self) {
+        let left = self.aws.leftovers();
+        assert!(left.is_empty(), "destroy left: {left:#?}");
+        self.assert_inventory_back_to(&self.baseline);
     }
 
     /// The state file as JSON (panics when it is missing or invalid).

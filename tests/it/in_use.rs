@@ -80,11 +80,7 @@ fn destroy_retries_in_use_deletes_and_leaves_nothing() {
         );
     }
     world.proxy.reset();
-    let left = world.aws.leftovers();
-    assert!(
-        left.is_empty(),
-        "destroy with in-use deletes left: {left:#?}"
-    );
+    world.assert_nothing_left();
 }
 
 #[test]
@@ -111,6 +107,72 @@ fn in_use_past_the_dependency_timeout_fails_naming_the_blocker() {
         "the failed destroy lost the state"
     );
     world.state_json();
+    world
+        .run(&["destroy", "--yes", "--skip-final-snapshot"])
+        .ok();
+    world.assert_nothing_left();
+}
+
+/// AWS's `DependencyViolation` for a subnet or a group names nothing (the proxy answers
+/// as AWS does, from what the emulator holds). An instance someone launched by hand into
+/// the env's subnet with the env's group keeps both; destroy gives up after the dependency
+/// timeout and names that instance itself (it looks at the interfaces and instances).
+#[test]
+fn a_foreign_instance_in_the_subnet_is_named_by_the_tool() {
+    let mut fixture = Fixture::new(Topology::Docker);
+    fixture.extra = "dependency_minutes = 0.02\n".into();
+    let world = World::new(&fixture);
+    world.apply();
+    let aws = &world.aws;
+    let node = &aws.node_instances()[0];
+    let subnet = node.subnet_id().unwrap().to_string();
+    let group = node
+        .security_groups()
+        .iter()
+        .chain(node.network_interfaces().iter().flat_map(|n| n.groups()))
+        .find_map(|g| g.group_id())
+        .expect("the node has a security group")
+        .to_string();
+    let foreign = aws
+        .block(
+            aws.ec2
+                .run_instances()
+                .image_id(crate::harness::AMI)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(&subnet)
+                .security_group_ids(&group)
+                .send(),
+        )
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    world.proxy.reset();
+    let run = world.run(&["destroy", "--yes", "--skip-final-snapshot"]);
+    let stats = world.proxy.stats();
+    run.code(1);
+    let blocked: Vec<&str> = stats
+        .faults("blocked")
+        .iter()
+        .map(|c| c.op.as_str())
+        .collect();
+    assert!(
+        blocked.contains(&"DeleteSubnet") && blocked.contains(&"DeleteSecurityGroup"),
+        "the proxy refused both deletes from what the emulator holds: {blocked:?}"
+    );
+    let text = run.all_output();
+    for held in [&subnet, &group] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(held.as_str()) && l.contains(&foreign)),
+            "the error about {held} names the instance {foreign} that holds it: {}",
+            run.describe()
+        );
+    }
+    aws.block(aws.ec2.terminate_instances().instance_ids(&foreign).send())
+        .unwrap();
     world
         .run(&["destroy", "--yes", "--skip-final-snapshot"])
         .ok();

@@ -62,24 +62,15 @@ fn ctrl_c_twice_exits_at_once_and_the_next_run_converges() {
     interrupt(2);
 }
 
-/// Calls the security-group step makes after CreateSecurityGroup.
-const SG_STEP_CALLS: &[&str] = &[
-    "AuthorizeSecurityGroupIngress",
-    "AuthorizeSecurityGroupEgress",
-    "RevokeSecurityGroupEgress",
-    "RevokeSecurityGroupIngress",
-    "UpdateSecurityGroupRuleDescriptionsEgress",
-    "UpdateSecurityGroupRuleDescriptionsIngress",
-    "CreateTags",
-];
-
 #[test]
 fn first_ctrl_c_starts_no_new_step_and_saves_the_running_one() {
     let world = World::new(&Fixture::new(Topology::K3s));
-    // One step at a time: while CreateSecurityGroup is held, that step is all that runs.
-    world
-        .proxy
-        .configure(serde_json::json!({"hold_call": {"op": "CreateSecurityGroup", "nth": 1}}));
+    // One step at a time (and those waiting for the cloud): CreateSecurityGroup of the
+    // nodes' group is held. Once it exists, the rules of the groups made before it that
+    // name it (their update steps) could start; after Ctrl-C they must not.
+    world.proxy.configure(
+        serde_json::json!({"hold_call": {"op": "CreateSecurityGroup", "id": "sg-nodes"}}),
+    );
     let mut running = world.spawn(&["apply", "--yes", "--parallelism", "1"]);
     wait_until(
         "CreateSecurityGroup to be held",
@@ -95,6 +86,16 @@ fn first_ctrl_c_starts_no_new_step_and_saves_the_running_one() {
         .id
         .clone()
         .expect("CreateSecurityGroup carries provision:id");
+    // The steps running now: the creates whose intent is saved and not done yet (a step
+    // waiting for the cloud frees its worker, so the held one need not be alone).
+    let running_steps: Vec<String> = world.state_json()["resources"]
+        .as_object()
+        .expect("the intent of the held create is saved")
+        .iter()
+        .filter(|(_, e)| e["status"] == "creating")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(running_steps.contains(&step), "{running_steps:?}");
     running.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_secs(1));
     assert!(
@@ -106,20 +107,6 @@ fn first_ctrl_c_starts_no_new_step_and_saves_the_running_one() {
     let stopped = running.wait(Duration::from_secs(60));
     assert_eq!(stopped.code, 130, "{}", stopped.describe());
 
-    let after = world.proxy.stats();
-    let late: Vec<String> = after.calls[before.calls.len()..]
-        .iter()
-        .filter(|c| c.mutating)
-        .filter(|c| {
-            !SG_STEP_CALLS.contains(&c.op.as_str()) || c.id.as_ref().is_some_and(|i| *i != step)
-        })
-        .map(|c| format!("{c} {:?}", c.id))
-        .collect();
-    assert!(
-        late.is_empty(),
-        "after Ctrl-C only the running step `{step}` may call the cloud; new steps made {late:?}\n{}",
-        stopped.describe()
-    );
     let state = world.state_json();
     let entry = &state["resources"][step.as_str()];
     assert_eq!(
@@ -131,6 +118,32 @@ fn first_ctrl_c_starts_no_new_step_and_saves_the_running_one() {
             .as_str()
             .is_some_and(|id| id.starts_with("sg-")),
         "{entry}"
+    );
+    // After the signal a call may only act on what a running step makes: each call names
+    // the resource it acts on (GroupId, InstanceId, ResourceId.1, ...; a create its
+    // provision:id), and that must be one of the running steps'.
+    let running_ids: Vec<String> = running_steps
+        .iter()
+        .filter_map(|id| state["resources"][id.as_str()]["cloud_id"].as_str())
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .collect();
+    let after = world.proxy.stats();
+    let late: Vec<String> = after.calls[before.calls.len()..]
+        .iter()
+        .filter(|c| c.mutating)
+        .filter(|c| {
+            let by_running = c.id.as_ref().is_some_and(|i| running_steps.contains(i))
+                || c.target.as_ref().is_some_and(|t| running_ids.contains(t));
+            !by_running
+        })
+        .map(|c| format!("{c} (provision:id {:?}) on {:?}", c.id, c.target))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "after Ctrl-C only the running steps {running_steps:?} ({running_ids:?}) may call \
+         the cloud; new steps made {late:?}\n{}",
+        stopped.describe()
     );
     world.proxy.reset();
     next_run_converges(&world);

@@ -6,7 +6,7 @@
 //! CreateRouteTable whose token the SDK fills in) are answered from the token by the
 //! proxy, as AWS does (moto ignores tokens). Checks are made directly against moto.
 
-use crate::checks::verify_no_duplicates;
+use crate::checks::{verify_no_duplicates, verify_no_duplicates_dns};
 use crate::harness::{Fixture, Topology, World};
 
 fn lose(ops: &[(&str, u32)]) -> serde_json::Value {
@@ -22,8 +22,7 @@ fn destroy_leaves_nothing(world: &World) {
     world
         .run(&["destroy", "--yes", "--skip-final-snapshot"])
         .ok();
-    let left = world.aws.leftovers();
-    assert!(left.is_empty(), "destroy left: {left:#?}");
+    world.assert_nothing_left();
 }
 
 /// Creates that leave a twin when their reply is lost, and CreateRouteTable, whose
@@ -79,6 +78,42 @@ fn lost_create_replies_leave_no_twins() {
     destroy_leaves_nothing(&world);
 }
 
+/// Creates and associations whose reply [`absorbed`] loses.
+const ABSORBED: &[(&str, u32)] = &[
+    ("CreateVpc", 1),
+    ("CreateInternetGateway", 1),
+    ("CreateSecurityGroup", 1),
+    ("CreateSubnet", 1),
+    ("AttachInternetGateway", 1),
+    ("CreateRoute", 1),
+    ("AssociateRouteTable", 1),
+];
+
+/// An apply with the `ABSORBED` replies lost in `mode` ("error": a 500; "drop": the
+/// connection closes without an answer) converges, without twins, and destroy leaves nothing.
+fn absorbed(mode: &str) {
+    let world = World::new(&Fixture::new(Topology::K3s));
+    let mut config = lose(ABSORBED);
+    config["lose_reply_mode"] = mode.into();
+    world.proxy.configure(config);
+    let lossy = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
+    world.proxy.reset();
+    lossy.ok();
+    let mut lost: Vec<&str> = stats
+        .faults("lost_reply")
+        .iter()
+        .map(|c| c.op.as_str())
+        .collect();
+    lost.sort_unstable();
+    let mut want: Vec<&str> = ABSORBED.iter().map(|(op, _)| *op).collect();
+    want.sort_unstable();
+    assert_eq!(lost, want, "the proxy lost ({mode}) exactly these replies");
+    verify_no_duplicates(&world.aws, 2, true, true);
+    world.assert_converged();
+    destroy_leaves_nothing(&world);
+}
+
 /// What AWS calls for: a lost reply must neither fail the apply nor leave twins after it.
 /// The retried CreateSecurityGroup / CreateSubnet answer `InvalidGroup.Duplicate` /
 /// `InvalidSubnet.Conflict`: the step takes the group / subnet the first call made; a
@@ -86,20 +121,43 @@ fn lost_create_replies_leave_no_twins() {
 /// and CreateRoute `RouteAlreadyExists`: done already.
 #[test]
 fn lost_create_replies_are_absorbed_by_the_same_apply() {
-    let world = World::new(&Fixture::new(Topology::K3s));
-    world.proxy.configure(lose(&[
-        ("CreateVpc", 1),
-        ("CreateInternetGateway", 1),
-        ("CreateSecurityGroup", 1),
-        ("CreateSubnet", 1),
-        ("AttachInternetGateway", 1),
-        ("CreateRoute", 1),
-        ("AssociateRouteTable", 1),
-    ]));
-    let lossy = world.run(&["apply", "--yes"]);
+    absorbed("error");
+}
+
+/// The same when the connection closes without any answer (the client cannot tell whether
+/// the call reached the cloud).
+#[test]
+fn dropped_connections_after_creates_are_absorbed_by_the_same_apply() {
+    absorbed("drop");
+}
+
+/// A lost CreateHostedZone reply: the SDK sends the same CallerReference again and Route53
+/// (here the proxy, reading the emulator; moto would make a twin) answers
+/// `HostedZoneAlreadyExists`. The step takes the zone its first call made.
+#[test]
+fn a_reused_caller_reference_is_answered_already_exists_and_the_zone_taken() {
+    let text = Fixture::new(Topology::K3s).render().replace(
+        "[dns]\nzone = \"lab.example.com\"\n",
+        "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
+    );
+    assert!(
+        text.contains("private_zone = true"),
+        "fixture layout changed"
+    );
+    let world = World::bare();
+    world.write_config_text(&text);
+    world.proxy.configure(lose(&[("CreateHostedZone", 1)]));
+    let run = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
     world.proxy.reset();
-    lossy.ok();
-    verify_no_duplicates(&world.aws, 2, true, true);
+    run.ok();
+    assert_eq!(stats.faults("lost_reply").len(), 1, "the reply was lost");
+    assert_eq!(
+        stats.faults("caller_reference_reused").len(),
+        1,
+        "the retry reused the CallerReference and was refused"
+    );
+    verify_no_duplicates_dns(&world.aws, 2, true, true, true);
     world.assert_converged();
     destroy_leaves_nothing(&world);
 }
@@ -216,4 +274,47 @@ fn slow_replies_lost_at_random_converge_within_two_reruns() {
         world.assert_converged();
         destroy_leaves_nothing(&world);
     }
+}
+
+/// The other creates a lost reply could twin: the IAM role and instance profile, the SSM
+/// endpoints, the registry's data volume, the secrets, the DB subnet group, the target
+/// groups and listeners. Each reply is lost once (the SDK retries); the apply converges
+/// with one of each, IAM and endpoints included (`ssm` access makes them).
+#[test]
+fn lost_replies_of_iam_endpoint_volume_secret_and_elb_creates_leave_no_twins() {
+    let mut fixture = Fixture::new(Topology::K3s);
+    fixture.access = Some("ssm");
+    let world = World::new(&fixture);
+    let ops = [
+        ("CreateRole", 1),
+        ("CreateInstanceProfile", 1),
+        ("AddRoleToInstanceProfile", 1),
+        ("CreateVpcEndpoint", 1),
+        ("CreateVolume", 1),
+        ("CreateSecret", 1),
+        ("CreateDBSubnetGroup", 1),
+        ("CreateTargetGroup", 1),
+        ("CreateListener", 1),
+    ];
+    world.proxy.configure(lose(&ops));
+    let lossy = world.run(&["apply", "--yes"]);
+    let stats = world.proxy.stats();
+    world.proxy.reset();
+    let mut lost: Vec<&str> = stats
+        .faults("lost_reply")
+        .iter()
+        .map(|c| c.op.as_str())
+        .collect();
+    lost.sort_unstable();
+    let mut want: Vec<&str> = ops.iter().map(|(op, _)| *op).collect();
+    want.sort_unstable();
+    assert_eq!(lost, want, "the proxy lost exactly these replies");
+    if lossy.code != 0 {
+        // A create answered "already exists" may stop this run; the next one finishes.
+        world.apply();
+    }
+    verify_no_duplicates(&world.aws, 2, true, true);
+    assert!(!world.aws.vpc_endpoints().is_empty() && !world.aws.iam_roles().is_empty());
+    world.assert_converged();
+    destroy_leaves_nothing(&world);
 }

@@ -21,6 +21,7 @@ mod lock;
 mod logging;
 mod lost_replies;
 mod neighbours;
+mod planfile;
 mod proxy;
 mod rke2;
 mod secrets;

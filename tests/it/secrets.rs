@@ -1,11 +1,34 @@
-//! No password ever lands in state, plans, or command output.
+//! No password, htpasswd line, private key or token ever lands in state, plans, or the
+//! output of any command, at any verbosity (`-vv` turns on the SDK's debug logs).
 
 use crate::harness::{files_under, mode, Fixture, Topology, World, ENV};
+
+/// Every secret the tool made or read, as strings that must never show: the RDS password,
+/// and of each file in `state/<name>/secrets/` but certificates, each line (a key's base64
+/// lines, the password, the htpasswd line, a cluster token).
+fn secret_strings(world: &World, db_password: &str) -> Vec<(String, String)> {
+    let mut secrets = vec![("the RDS password".to_string(), db_password.to_string())];
+    for file in files_under(&world.secrets_dir()) {
+        if file.extension().is_some_and(|e| e == "crt") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for line in text.lines().map(str::trim) {
+            if line.len() >= 16 && !line.starts_with("-----") && !line.starts_with('{') {
+                secrets.push((file.display().to_string(), line.to_string()));
+            }
+        }
+    }
+    secrets
+}
 
 #[test]
 fn no_password_in_state_or_any_command_output() {
     let world = World::new(&Fixture::new(Topology::K3s));
-    let mut outputs = vec![world.apply()];
+    // The apply that makes the secrets, with the SDK's debug logs on (`-vv`).
+    let apply = world.run(&["-vv", "apply", "--yes"]);
+    apply.ok();
+    let mut outputs = vec![apply];
     for args in [
         &["output"][..],
         &["output", "datastore_endpoint"],
@@ -16,10 +39,28 @@ fn no_password_in_state_or_any_command_output() {
         &["--json", "plan"],
         &["artifacts"],
     ] {
-        let run = world.run(args);
-        run.ok();
-        outputs.push(run);
+        for verbosity in [None, Some("-v"), Some("-vv")] {
+            let args: Vec<&str> = verbosity.into_iter().chain(args.iter().copied()).collect();
+            let run = world.run(&args);
+            run.ok();
+            outputs.push(run);
+        }
     }
+    let sdk_debug = |r: &crate::harness::Run| {
+        r.all_output()
+            .lines()
+            .filter(|l| l.contains(" DEBUG ") && l.contains("try_op"))
+            .count()
+    };
+    let very_verbose = |r: &crate::harness::Run| r.args.first().is_some_and(|a| a == "-vv");
+    assert!(
+        sdk_debug(&outputs[0]) > 0 && outputs.iter().all(|r| sdk_debug(r) == 0 || very_verbose(r)),
+        "-vv (and only -vv) turns on the SDK's debug logs: {:?}",
+        outputs
+            .iter()
+            .map(|r| (r.args.join(" "), sdk_debug(r)))
+            .collect::<Vec<_>>()
+    );
 
     let arn = world.aws.datastore_secret_arn();
     let db_password = world.aws.secret_password(&arn);
@@ -48,12 +89,23 @@ fn no_password_in_state_or_any_command_output() {
         endpoint.describe()
     );
 
+    let secrets = secret_strings(&world, &db_password);
+    assert!(
+        secrets.iter().any(|(_, s)| *s == registry_password)
+            && secrets.iter().any(|(_, s)| s.contains(":$2"))
+            && secrets.iter().filter(|(f, _)| f.ends_with(".key")).count() >= 2,
+        "the password, the htpasswd line and the keys are checked: {:?}",
+        secrets.iter().map(|(f, _)| f).collect::<Vec<_>>()
+    );
+    let destroy = world.run(&["-vv", "destroy", "--yes", "--skip-final-snapshot"]);
+    destroy.ok();
+    outputs.push(destroy);
     for run in &outputs {
-        for (name, secret) in [("RDS", &db_password), ("registry", &registry_password)] {
+        for (name, secret) in &secrets {
             assert!(
                 !run.all_output().contains(secret.as_str()),
-                "the {name} password leaked: {}",
-                run.describe()
+                "a secret of {name} leaked in `provision {}`",
+                run.args.join(" ")
             );
         }
     }

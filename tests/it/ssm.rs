@@ -353,8 +353,7 @@ fn an_ssm_apply_builds_endpoints_and_profiles_verify_holds_and_destroy_removes_t
         Some("NoSuchEntity"),
         "the profile is gone"
     );
-    let left = aws.leftovers();
-    assert!(left.is_empty(), "destroy left: {left:#?}");
+    world.assert_nothing_left();
 }
 
 #[test]
@@ -580,8 +579,7 @@ fn kill_9_after(op: &str) {
     world.run(&["verify"]).ok();
     world.assert_converged();
     world.run(&["destroy", "--yes"]).ok();
-    let left = aws.leftovers();
-    assert!(left.is_empty(), "{op}: destroy left {left:#?}");
+    world.assert_nothing_left();
 }
 
 #[test]

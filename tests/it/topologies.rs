@@ -124,6 +124,5 @@ fn private_zone_is_created_on_the_vpc_and_removed_by_destroy() {
     );
     world.assert_converged();
     world.run(&["destroy", "--yes"]).ok();
-    let left = aws.leftovers();
-    assert!(left.is_empty(), "destroy left {left:#?}");
+    world.assert_nothing_left();
 }

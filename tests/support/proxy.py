@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A recording, fault-injecting HTTP proxy in front of a moto server (stdlib only).
+"""A recording, fault-injecting HTTP proxy in front of a moto server (stdlib, and boto3 to
+read the emulator).
 
 Usage: proxy.py UPSTREAM_PORT. Binds 127.0.0.1 on a free port and prints that port on the
 first line of stdout. Every request is forwarded unchanged to 127.0.0.1:UPSTREAM_PORT,
@@ -10,6 +11,8 @@ except the control endpoints:
   GET  /__proxy/stats    JSON {calls: [{service, action, op, mutating, faulted, fault, id,
                          t, end}], held, held_call, epoch (the proxy's time.monotonic()
                          at its start or last reset: `t` and `end` count from it)}
+  GET  /__proxy/inventory  JSON list of everything the emulator holds, tagged or not
+                         ("kind id" lines, sorted; see `inventory`)
   POST /__proxy/release  deliver the held response(s) to the client after all
   POST /__proxy/reset    forget the calls and the token cache, drop a held response (the
                          client never gets it), default config
@@ -19,9 +22,14 @@ Settings:
   fault_rate, seed       throttle this share of calls (decided BEFORE forwarding: a faulted
                          call never reaches the emulator), in each protocol's dialect
   delay_ms               sleep before handling each call
+  slow_ops {op: ms}      hold each call of `op` this long before forwarding it: what it
+                         deletes stays in the emulator meanwhile, as AWS takes minutes to
+                         terminate an instance or delete a database; a delete of what
+                         depends on it, sent before this one's answer, meets it there
   hold_after_mutations N forward the N-th mutating call, then hold its response: held =
                          true; the caller can be killed right after the cloud accepted it
-  hold_call {op, nth}    the same for the nth call (any call) of operation `op`
+  hold_call {op, nth}    the same for the nth call (any call) of operation `op`; with
+                         {op, id} instead of nth: its call creating `provision:id` id
   in_use {op: K}         answer the first K calls of each delete `op` with the "still in
                          use" error of its service (EC2 DependencyViolation, ELBv2
                          ResourceInUse, RDS InvalidDBSubnetGroupStateFault /
@@ -40,9 +48,20 @@ Settings:
                          emulator, and IdempotentParameterMismatch when the other parameters
                          differ, as AWS does (moto ignores ClientToken)
 
-  strict_security_groups (default true) DeleteSecurityGroup of a group that another
-                         group's rule still names is answered DependencyViolation without
-                         forwarding, as AWS does (moto deletes it)
+  strict_deletes         (default true) a delete AWS would refuse because of what the
+                         emulator holds is answered as AWS does, without forwarding
+                         (`fault`: blocked, `blockers`: what the proxy found; moto would
+                         delete it): DeleteSubnet with instances, interfaces, endpoints,
+                         load balancers or databases in it; DeleteSecurityGroup used by an
+                         instance, interface, endpoint, load balancer or database, or named
+                         by another group's rule; DeleteVpc with anything left in it;
+                         DeleteRouteTable still associated; DetachInternetGateway while the
+                         VPC has public addresses mapped; DeleteDBSubnetGroup in use (all
+                         DependencyViolation, the last InvalidDBSubnetGroupStateFault, with
+                         AWS's messages, which for EC2 name no blocker). And a
+                         CreateHostedZone whose CallerReference made a zone already is
+                         answered HostedZoneAlreadyExists (`fault`:
+                         caller_reference_reused), as AWS does (moto makes a twin).
   kill_on_launch K       terminate (in the emulator) the instance of each of the first K
                          successful RunInstances right after launching it: an instance that
                          died at launch; with honour_client_token the same token keeps
@@ -70,9 +89,11 @@ reset) when the request arrived and when its answer left.
 `op` is the API operation: the Query/EC2 `Action` or the JSON target, and for Route53 the
 operation its REST path maps to (CreateHostedZone, DeleteHostedZone,
 ChangeResourceRecordSets, ...). `faulted` means the proxy answered without reaching the
-emulator (`fault`: throttle, in_use, token_replay, token_mismatch); a lost reply did
-reach it (`fault`: lost_reply, faulted false). `id` is the `provision:id` tag a create
-carries, when the request has one.
+emulator (`fault`: throttle, in_use, blocked, caller_reference_reused, token_replay,
+token_mismatch); a lost reply did reach it (`fault`: lost_reply, faulted false). `id` is
+the `provision:id` tag a create carries, when the request has one; `token` its EC2
+ClientToken, `target` the first of `TARGET_PARAMS` it has (what it acts on: GroupId,
+InstanceId, ResourceId.1 of CreateTags, ...).
 """
 
 import http.client
@@ -114,6 +135,12 @@ ROUTE53_OPS = [
     ("POST", r"/tags/[^/]+/?", "ListTagsForResources"),
 ]
 TAG_KEY = re.compile(r"^(.*\.)Key$")
+# The parameter naming what a Query/EC2 call acts on, first found first.
+TARGET_PARAMS = (
+    "GroupId", "InstanceId", "InstanceId.1", "ResourceId.1", "VolumeId", "SubnetId", "VpcId",
+    "RouteTableId", "InternetGatewayId", "VpcEndpointId.1", "LoadBalancerArn",
+    "TargetGroupArn", "ListenerArn", "DBInstanceIdentifier", "DBSubnetGroupName",
+)
 
 LOCK = threading.Lock()
 STATE = {}
@@ -122,7 +149,7 @@ STATE = {}
 SETTINGS = (
     "fault_rate", "seed", "hold_after_mutations", "hold_call", "delay_ms", "in_use",
     "lose_reply", "lose_reply_rate", "lose_reply_seed", "lose_reply_mode",
-    "honour_client_token", "strict_security_groups", "kill_on_launch", "model",
+    "honour_client_token", "strict_deletes", "kill_on_launch", "model", "slow_ops",
 )
 
 
@@ -139,9 +166,10 @@ def default_state():
         "lose_reply_seed": 0,
         "lose_reply_mode": "error",
         "honour_client_token": True,
-        "strict_security_groups": True,
+        "strict_deletes": True,
         "kill_on_launch": 0,
         "model": None,
+        "slow_ops": {},
         # resource (instance id, DB identifier, LB ARN, change id) -> time it is ready
         "ready_at": {},
         "epoch": time.monotonic(),
@@ -338,6 +366,275 @@ def groups_naming(port, group_id):
     return sorted(set(naming))
 
 
+# --- Deletes refused from what the emulator holds (`strict_deletes`) ----------------------
+#
+# moto deletes a subnet with instances in it, a security group instances or load balancers
+# use, a DB subnet group a database uses. AWS refuses these, with a message that (for EC2)
+# names no blocker. The proxy reads the emulator (boto3, straight to moto) and refuses the
+# same way; moto itself already refuses a target group behind a listener, an attached
+# internet gateway and a VPC with subnets.
+
+CLIENTS = {}
+LIVE_INSTANCE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+
+
+def client(port, service):
+    key = (port, service)
+    with LOCK:
+        found = CLIENTS.get(key)
+    if found is None:
+        import boto3
+        from botocore.config import Config
+        found = boto3.client(
+            service, endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test",
+            config=Config(retries={"max_attempts": 1}),
+        )
+        with LOCK:
+            CLIENTS[key] = found
+    return found
+
+
+def live_instances(ec2, filters):
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(
+        Filters=filters + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+    ):
+        for reservation in page["Reservations"]:
+            found += [i["InstanceId"] for i in reservation["Instances"]]
+    return found
+
+
+def interfaces(ec2, filters):
+    """ENIs, except those of terminated instances (AWS deletes an instance's own
+    interfaces with it; moto keeps them)."""
+    found = []
+    for eni in ec2.describe_network_interfaces(Filters=filters)["NetworkInterfaces"]:
+        instance = (eni.get("Attachment") or {}).get("InstanceId")
+        if instance and not live_instances(ec2, [{"Name": "instance-id", "Values": [instance]}]):
+            continue
+        found.append(eni["NetworkInterfaceId"])
+    return found
+
+
+def live_endpoints(ec2):
+    return [
+        e for e in ec2.describe_vpc_endpoints()["VpcEndpoints"]
+        if e.get("State", "").lower() not in ("deleted", "deleting")
+    ]
+
+
+def load_balancers(port):
+    return client(port, "elbv2").describe_load_balancers()["LoadBalancers"]
+
+
+def db_instances(port):
+    return [
+        d for d in client(port, "rds").describe_db_instances()["DBInstances"]
+        if d.get("DBInstanceStatus") != "deleting"
+    ]
+
+
+def subnet_blockers(port, subnet):
+    ec2 = client(port, "ec2")
+    found = live_instances(ec2, [{"Name": "subnet-id", "Values": [subnet]}])
+    found += interfaces(ec2, [{"Name": "subnet-id", "Values": [subnet]}])
+    found += [e["VpcEndpointId"] for e in live_endpoints(ec2) if subnet in e.get("SubnetIds", [])]
+    found += [
+        lb["LoadBalancerArn"] for lb in load_balancers(port)
+        if any(z.get("SubnetId") == subnet for z in lb.get("AvailabilityZones", []))
+    ]
+    found += [
+        d["DBInstanceIdentifier"] for d in db_instances(port)
+        if any(s["SubnetIdentifier"] == subnet
+               for s in (d.get("DBSubnetGroup") or {}).get("Subnets", []))
+    ]
+    return found
+
+
+def group_blockers(port, group):
+    ec2 = client(port, "ec2")
+    found = live_instances(ec2, [{"Name": "instance.group-id", "Values": [group]}])
+    found += interfaces(ec2, [{"Name": "group-id", "Values": [group]}])
+    found += [
+        e["VpcEndpointId"] for e in live_endpoints(ec2)
+        if any(g["GroupId"] == group for g in e.get("Groups", []))
+    ]
+    found += [lb["LoadBalancerArn"] for lb in load_balancers(port) if group in lb.get("SecurityGroups", [])]
+    found += [
+        d["DBInstanceIdentifier"] for d in db_instances(port)
+        if any(g["VpcSecurityGroupId"] == group for g in d.get("VpcSecurityGroups", []))
+    ]
+    found += groups_naming(port, group)
+    return found
+
+
+def mapped_public_addresses(port, vpc):
+    """What holds a public address in `vpc`: instances with one, internet-facing LBs."""
+    ec2 = client(port, "ec2")
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]},
+        {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES},
+    ]):
+        for reservation in page["Reservations"]:
+            found += [i["InstanceId"] for i in reservation["Instances"] if i.get("PublicIpAddress")]
+    found += [
+        lb["LoadBalancerArn"] for lb in load_balancers(port)
+        if lb.get("VpcId") == vpc and lb.get("Scheme") == "internet-facing"
+    ]
+    return found
+
+
+def vpc_blockers(port, vpc):
+    ec2 = client(port, "ec2")
+    in_vpc = [{"Name": "vpc-id", "Values": [vpc]}]
+    found = [s["SubnetId"] for s in ec2.describe_subnets(Filters=in_vpc)["Subnets"]]
+    found += [
+        g["GroupId"] for g in ec2.describe_security_groups(Filters=in_vpc)["SecurityGroups"]
+        if g["GroupName"] != "default"
+    ]
+    found += [
+        g["InternetGatewayId"] for g in ec2.describe_internet_gateways(
+            Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])["InternetGateways"]
+    ]
+    found += [
+        t["RouteTableId"] for t in ec2.describe_route_tables(Filters=in_vpc)["RouteTables"]
+        if not any(a.get("Main") for a in t.get("Associations", []))
+    ]
+    found += [e["VpcEndpointId"] for e in live_endpoints(ec2) if e.get("VpcId") == vpc]
+    return found
+
+
+def route_table_blockers(port, table):
+    ec2 = client(port, "ec2")
+    tables = ec2.describe_route_tables(
+        Filters=[{"Name": "route-table-id", "Values": [table]}])["RouteTables"]
+    return [
+        a.get("SubnetId") or a.get("GatewayId") or "main"
+        for t in tables for a in t.get("Associations", [])
+        if a.get("AssociationState", {}).get("State", "associated") == "associated"
+    ]
+
+
+def db_subnet_group_blockers(port, name):
+    return [
+        d["DBInstanceIdentifier"] for d in db_instances(port)
+        if (d.get("DBSubnetGroup") or {}).get("DBSubnetGroupName") == name
+    ]
+
+
+def blocked_delete(port, op, form, body):
+    """AWS's refusal of a delete the emulator would accept: (code, message, blockers), or
+    None. The message is AWS's, which names no blocker (but RDS's does)."""
+    if op == "DeleteSubnet" and form.get("SubnetId"):
+        subnet = form["SubnetId"]
+        found = subnet_blockers(port, subnet)
+        return found and ("DependencyViolation",
+                          f"The subnet '{subnet}' has dependencies and cannot be deleted.", found)
+    if op == "DeleteSecurityGroup" and form.get("GroupId"):
+        group = form["GroupId"]
+        found = group_blockers(port, group)
+        return found and ("DependencyViolation", f"resource {group} has a dependent object", found)
+    if op == "DeleteVpc" and form.get("VpcId"):
+        vpc = form["VpcId"]
+        found = vpc_blockers(port, vpc)
+        return found and ("DependencyViolation",
+                          f"The vpc '{vpc}' has dependencies and cannot be deleted.", found)
+    if op == "DeleteRouteTable" and form.get("RouteTableId"):
+        table = form["RouteTableId"]
+        found = route_table_blockers(port, table)
+        return found and ("DependencyViolation",
+                          f"The routeTable '{table}' has dependencies and cannot be deleted.",
+                          found)
+    if op == "DetachInternetGateway" and form.get("VpcId"):
+        vpc = form["VpcId"]
+        found = mapped_public_addresses(port, vpc)
+        return found and (
+            "DependencyViolation",
+            f"Network {vpc} has some mapped public address(es). Please unmap those public "
+            "address(es) before detaching the gateway.", found)
+    if op == "DeleteDBSubnetGroup" and form.get("DBSubnetGroupName"):
+        name = form["DBSubnetGroupName"]
+        found = db_subnet_group_blockers(port, name)
+        return found and (
+            "InvalidDBSubnetGroupStateFault",
+            f"Cannot delete the subnet group '{name}' because at least one database "
+            f"instance: {found[0]} is still using it.", found)
+    return None
+
+
+def inventory(port):
+    """Everything the emulator holds, tagged or not, one line per resource ("kind id"),
+    sorted: what a test diffs before and after a destroy. DB snapshots and secrets
+    scheduled for deletion are listed as such (destroy keeps them on purpose)."""
+    ec2, elb, rds = client(port, "ec2"), client(port, "elbv2"), client(port, "rds")
+    out = []
+    out += [f"vpc {v['VpcId']}" for v in ec2.describe_vpcs()["Vpcs"]]
+    out += [f"subnet {s['SubnetId']}" for s in ec2.describe_subnets()["Subnets"]]
+    out += [f"security group {g['GroupId']}"
+            for g in ec2.describe_security_groups()["SecurityGroups"]]
+    out += [f"route table {t['RouteTableId']}" for t in ec2.describe_route_tables()["RouteTables"]]
+    out += [f"internet gateway {g['InternetGatewayId']}"
+            for g in ec2.describe_internet_gateways()["InternetGateways"]]
+    out += [f"network interface {n['NetworkInterfaceId']}"
+            for n in ec2.describe_network_interfaces()["NetworkInterfaces"]]
+    for page in ec2.get_paginator("describe_instances").paginate():
+        for reservation in page["Reservations"]:
+            out += [f"instance {i['InstanceId']}" for i in reservation["Instances"]
+                    if i["State"]["Name"] != "terminated"]
+    out += [f"volume {v['VolumeId']}" for v in ec2.describe_volumes()["Volumes"]]
+    out += [f"key pair {k['KeyName']}" for k in ec2.describe_key_pairs()["KeyPairs"]]
+    out += [f"vpc endpoint {e['VpcEndpointId']}" for e in live_endpoints(ec2)]
+    out += [f"address {a.get('AllocationId') or a.get('PublicIp')}"
+            for a in ec2.describe_addresses()["Addresses"]]
+    out += [f"nat gateway {g['NatGatewayId']}" for g in ec2.describe_nat_gateways()["NatGateways"]
+            if g.get("State") not in ("deleted", "deleting")]
+    lbs = elb.describe_load_balancers()["LoadBalancers"]
+    out += [f"load balancer {lb['LoadBalancerArn']}" for lb in lbs]
+    for lb in lbs:
+        out += [f"listener {l['ListenerArn']}"
+                for l in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]]
+    out += [f"target group {t['TargetGroupArn']}"
+            for t in elb.describe_target_groups()["TargetGroups"]]
+    out += [f"db instance {d['DBInstanceIdentifier']}"
+            for d in rds.describe_db_instances()["DBInstances"]]
+    out += [f"db subnet group {g['DBSubnetGroupName']}"
+            for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]]
+    out += [f"db snapshot (kept) {s['DBSnapshotIdentifier']}"
+            for s in rds.describe_db_snapshots()["DBSnapshots"]]
+    secrets = client(port, "secretsmanager").list_secrets(IncludePlannedDeletion=True)
+    out += [("secret (scheduled for deletion) " if s.get("DeletedDate") else "secret ")
+            + s["Name"] for s in secrets["SecretList"]]
+    iam = client(port, "iam")
+    out += [f"iam role {r['RoleName']}" for r in iam.list_roles()["Roles"]]
+    out += [f"instance profile {p['InstanceProfileName']}"
+            for p in iam.list_instance_profiles()["InstanceProfiles"]]
+    out += [f"iam policy {p['PolicyName']}"
+            for p in iam.list_policies(Scope="Local")["Policies"]]
+    r53 = client(port, "route53")
+    for zone in r53.list_hosted_zones()["HostedZones"]:
+        out.append(f"hosted zone {zone['Name']} {zone['Id']}")
+        for record in r53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]:
+            out.append(f"record {record['Name']} {record['Type']} in {zone['Id']}")
+    out += [f"bucket {b['Name']}" for b in client(port, "s3").list_buckets()["Buckets"]]
+    return sorted(out)
+
+
+def caller_reference_used(port, body):
+    """The zone a CreateHostedZone's CallerReference already made, if any (moto makes a
+    twin; AWS answers HostedZoneAlreadyExists)."""
+    match = re.search(rb"<CallerReference>([^<]*)</CallerReference>", body)
+    if not match:
+        return None
+    reference = match.group(1).decode()
+    for page in client(port, "route53").get_paginator("list_hosted_zones").paginate():
+        for zone in page["HostedZones"]:
+            if zone["CallerReference"] == reference:
+                return zone["Id"]
+    return None
+
+
 def launched_ids(data):
     import xml.etree.ElementTree as ET
     try:
@@ -517,6 +814,9 @@ class Handler(BaseHTTPRequestHandler):
                     "epoch": STATE["epoch"],
                 }
             return self.reply(200, "application/json", json.dumps(doc))
+        if path == "/__proxy/inventory":
+            doc = inventory(self.upstream_port)
+            return self.reply(200, "application/json", json.dumps(doc))
         if path == "/__proxy/reset":
             with LOCK:
                 STATE["deliver"][0] = False
@@ -566,10 +866,7 @@ class Handler(BaseHTTPRequestHandler):
                 if taken:
                     fault = "in_use"
                     answer = in_use_response(service, protocol, op, code)
-            strict_check = (
-                fault is None and op == "DeleteSecurityGroup" and protocol == "ec2"
-                and STATE["strict_security_groups"] and form.get("GroupId")
-            )
+            strict_check = fault is None and mutating and STATE["strict_deletes"]
             if fault is None and token and STATE["honour_client_token"]:
                 cached = STATE["tokens"].get(token)
                 if cached is not None:
@@ -594,8 +891,11 @@ class Handler(BaseHTTPRequestHandler):
                     hold = STATE["hold_after_mutations"] == STATE["mutations"]
                 seen = STATE["seen"][op] = STATE["seen"].get(op, 0) + 1
                 want = STATE["hold_call"]
-                if want and want.get("op") == op and want.get("nth", 1) == seen:
-                    hold = True
+                if want and want.get("op") == op:
+                    if "id" in want:
+                        hold = hold or provision_id(form) == want["id"]
+                    elif want.get("nth", 1) == seen:
+                        hold = True
             release, deliver = STATE["release"], STATE["deliver"]
             call = {
                 "service": service,
@@ -605,22 +905,36 @@ class Handler(BaseHTTPRequestHandler):
                 "faulted": fault is not None,
                 "fault": "lost_reply" if lose else fault,
                 "id": provision_id(form),
+                "token": form.get("ClientToken"),
+                "target": next((form[k] for k in TARGET_PARAMS if form.get(k)), None),
                 "t": round(arrived - STATE["epoch"], 4),
             }
             STATE["calls"].append(call)
         if delay:
             time.sleep(delay / 1000.0)
+        slow = STATE["slow_ops"].get(op)
+        if slow:
+            time.sleep(slow / 1000.0)
         if strict_check and answer is None:
-            naming = groups_naming(self.upstream_port, form["GroupId"])
-            if naming:
+            blocked = blocked_delete(self.upstream_port, op, form, body)
+            if blocked:
+                code, message, blockers = blocked
                 with LOCK:
                     call["faulted"] = True
-                    call["fault"] = "in_use"
-                answer = error_response(
-                    protocol, 400, "DependencyViolation",
-                    f"resource {form['GroupId']} has a dependent object "
-                    f"(rules of {', '.join(naming)} name it)",
-                )
+                    call["fault"] = "blocked"
+                    call["blockers"] = blockers
+                answer = error_response(protocol, 400, code, message)
+            if op == "CreateHostedZone":
+                zone = caller_reference_used(self.upstream_port, body)
+                if zone:
+                    with LOCK:
+                        call["faulted"] = True
+                        call["fault"] = "caller_reference_reused"
+                    answer = error_response(
+                        protocol, 409, "HostedZoneAlreadyExists",
+                        "A hosted zone has already been created with the specified caller "
+                        "reference.",
+                    )
         if answer is not None:
             status, content_type, data = answer[0], answer[1], answer[2]
             extra = answer[3] if len(answer) > 3 else ()

@@ -33,6 +33,7 @@ use crate::model::{
     VolumeSpec, VpcSpec, TAG_ENV, TAG_ID,
 };
 
+mod blockers;
 mod instance;
 mod internet_gateway;
 mod key_pair;
@@ -256,30 +257,34 @@ pub async fn delete(
         }
         Kind::InternetGateway => delete_igw(cloud, id).await,
         Kind::Subnet => {
-            async move {
-                gone_is_ok(
-                    ec2.delete_subnet()
-                        .subnet_id(id)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("DeleteSubnet", e)),
-                )
+            let result = ec2
+                .delete_subnet()
+                .subnet_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteSubnet", e));
+            match result {
+                Err(e) if e.is_in_use() => {
+                    Err(blockers::name_blockers(cloud, blockers::Held::Subnet(id), e).await)
+                }
+                other => gone_is_ok(other),
             }
-            .await
         }
         Kind::RouteTable => delete_route_table(cloud, id).await,
         Kind::SecurityGroup => {
             revoke_group_references(cloud, id).await?;
-            async move {
-                gone_is_ok(
-                    ec2.delete_security_group()
-                        .group_id(id)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("DeleteSecurityGroup", e)),
-                )
+            let result = ec2
+                .delete_security_group()
+                .group_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteSecurityGroup", e));
+            match result {
+                Err(e) if e.is_in_use() => {
+                    Err(blockers::name_blockers(cloud, blockers::Held::SecurityGroup(id), e).await)
+                }
+                other => gone_is_ok(other),
             }
-            .await
         }
         Kind::KeyPair => {
             // By name when known: every EC2 (and moto, which ignores `KeyPairId`) takes it.

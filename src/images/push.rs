@@ -1,0 +1,529 @@
+//! `images push`: every image of a layout (the store or an archive) into a registry. Per
+//! blob: `HEAD`, a cross-repository mount when another repository got it in this run,
+//! else an upload (monolithic; chunked and resumable above [`CHUNKED_ABOVE`]). A manifest
+//! goes only after its blobs, an index after its manifests, and the tag last: a tag never
+//! names incomplete content. A blob whose bytes do not match its digest is never
+//! committed (the body fails at its end) and is removed from the store.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::client::{reader_body, BodyWatch, Mount, Piece, Registry};
+use super::layout::LayoutReader;
+use super::manifest::{self, Kind};
+use super::progress::{Progress, Summary};
+use super::reference::Reference;
+use super::scheduler::{Outcome, Scheduler};
+use super::store::{self, Descriptor, Store};
+
+/// Blobs larger than this go in chunks of this size (`PATCH` + `Content-Range`).
+pub const CHUNKED_ABOVE: u64 = 64 * 1024 * 1024;
+
+/// [`CHUNKED_ABOVE`], or `$PROVISION_IMAGES_CHUNK_SIZE` (bytes) when set: smaller chunks
+/// lose less to a broken connection on a poor link.
+pub fn chunk_size() -> u64 {
+    std::env::var("PROVISION_IMAGES_CHUNK_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n >= 1024 * 1024)
+        .unwrap_or(CHUNKED_ABOVE)
+}
+const ATTEMPTS: u32 = 6;
+
+struct Run {
+    layout: Arc<dyn LayoutReader>,
+    store: Option<Store>,
+    reg: Arc<Registry>,
+    sched: Arc<Scheduler>,
+    progress: Arc<Progress>,
+    /// The repository each blob went to in this run (the mount source for the others).
+    homes: Mutex<HashMap<String, String>>,
+    /// Every destination repository an image of this push puts each blob in: where a
+    /// blob may already be from an earlier (interrupted) run, so a mount is tried first.
+    candidates: HashMap<String, Vec<String>>,
+}
+
+/// The images of a layout: (`ref.name`, descriptor), in order.
+pub fn images_of(layout: &dyn LayoutReader) -> anyhow::Result<Vec<(String, Descriptor)>> {
+    let idx = store::parse_index(&layout.index_json()?)?;
+    Ok(idx
+        .manifests
+        .into_iter()
+        .filter_map(|d| {
+            d.annotations
+                .get(store::REF_NAME)
+                .cloned()
+                .map(|name| (name, d))
+        })
+        .collect())
+}
+
+/// Pushes every image of `layout` to `reg`. `store` (when the layout is the store) is
+/// where a corrupt blob is removed from.
+pub async fn push(
+    layout: Arc<dyn LayoutReader>,
+    store: Option<Store>,
+    reg: Arc<Registry>,
+    images: Vec<(String, Descriptor)>,
+    parallelism: usize,
+    progress: Arc<Progress>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Summary> {
+    let layout_ref = layout.clone();
+    let run = Arc::new(Run {
+        layout,
+        store,
+        reg: reg.clone(),
+        sched: Scheduler::new(parallelism),
+        progress: progress.clone(),
+        homes: Mutex::new(HashMap::new()),
+        candidates: blob_repositories(layout_ref.as_ref(), &images),
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1) * 2));
+    let mut set = tokio::task::JoinSet::new();
+    for (name, desc) in images {
+        let run = run.clone();
+        let slots = slots.clone();
+        set.spawn(async move {
+            let Ok(_permit) = slots.acquire().await else {
+                return;
+            };
+            if run.sched.is_cancelled() {
+                return;
+            }
+            match push_image(&run, &name, &desc).await {
+                Ok(unchanged) => run.progress.image_done(&name, &desc.digest, unchanged),
+                Err(e) if run.sched.is_cancelled() => tracing::debug!("{name}: {e}"),
+                Err(e) => run.progress.image_failed(&name, &e),
+            }
+        });
+    }
+    let interrupted = tokio::select! {
+        _ = async { while set.join_next().await.is_some() {} } => false,
+        _ = interrupt => true,
+    };
+    if interrupted {
+        run.sched.cancel();
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+    }
+    let s = &reg.stats;
+    Ok(progress.finish(
+        s.requests.load(Ordering::Relaxed),
+        s.retries.load(Ordering::Relaxed),
+        interrupted,
+    ))
+}
+
+/// digest → the destination repositories whose images reference it (from the manifests
+/// in the layout; an unreadable one is skipped here and reported when its image is pushed).
+fn blob_repositories(
+    layout: &dyn LayoutReader,
+    images: &[(String, Descriptor)],
+) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    let mut add = |digest: &str, repo: &str| {
+        let v = out.entry(digest.to_string()).or_default();
+        if !v.iter().any(|r| r == repo) {
+            v.push(repo.to_string());
+        }
+    };
+    for (name, desc) in images {
+        let Ok(r) = Reference::parse(name) else {
+            continue;
+        };
+        let repo = r.destination_repository();
+        let mut manifests = vec![(desc.digest.clone(), desc.media_type.clone())];
+        while let Some((digest, media_type)) = manifests.pop() {
+            let Ok(bytes) = read_all(layout, &digest) else {
+                continue;
+            };
+            match manifest::parse(&bytes, &media_type).map(|m| m.kind) {
+                Ok(Kind::Image { blobs }) => blobs.iter().for_each(|b| add(&b.digest, &repo)),
+                Ok(Kind::Index { entries, .. }) if digest == desc.digest => {
+                    manifests.extend(entries.into_iter().map(|e| (e.digest, e.media_type)))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn read_all(layout: &dyn LayoutReader, digest: &str) -> Result<Vec<u8>, String> {
+    let mut v = Vec::new();
+    layout
+        .open_blob(digest, 0)
+        .and_then(|mut r| r.read_to_end(&mut v))
+        .map_err(|e| format!("reading {digest} from the store: {e}"))?;
+    if store::digest_of(&v) != digest {
+        return Err(format!(
+            "manifest {digest} in the store is corrupt; run `provision images pull` again"
+        ));
+    }
+    Ok(v)
+}
+
+async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, String> {
+    let r = Reference::parse(name).map_err(|e| e.to_string())?;
+    let repo = r.destination_repository();
+    let tag = r.tag.clone().unwrap_or_else(|| desc.digest.clone());
+    // The one request of a re-run.
+    if let Some(info) = run
+        .reg
+        .head_manifest(&repo, &tag)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        if info.digest == desc.digest {
+            return Ok(true);
+        }
+    }
+    let bytes = read_all(run.layout.as_ref(), &desc.digest)?;
+    let m = manifest::parse(&bytes, &desc.media_type).map_err(|e| format!("{name}: {e}"))?;
+    match m.kind {
+        Kind::Image { blobs } => push_blobs(run, &repo, name, &blobs).await?,
+        Kind::Index { entries, .. } => {
+            let children = entries.iter().map(|e| {
+                let repo = repo.clone();
+                async move {
+                    if run
+                        .layout
+                        .blob_size(&e.digest)
+                        .map_err(|x| x.to_string())?
+                        .is_none()
+                    {
+                        return Err(format!(
+                            "its index lists manifest {} which the store lacks",
+                            e.digest
+                        ));
+                    }
+                    let cb = read_all(run.layout.as_ref(), &e.digest)?;
+                    let cm = manifest::parse(&cb, &e.media_type)
+                        .map_err(|x| format!("{}: {x}", e.digest))?;
+                    let Kind::Image { blobs } = cm.kind else {
+                        return Err(format!("{} is an index inside an index", e.digest));
+                    };
+                    push_blobs(run, &repo, name, &blobs).await?;
+                    run.reg
+                        .put_manifest(&repo, &e.digest, &cm.media_type, Bytes::from(cb))
+                        .await
+                        .map_err(|x| x.to_string())
+                }
+            });
+            for r in futures::future::join_all(children).await {
+                r?;
+            }
+        }
+    }
+    // The tag last.
+    run.reg
+        .put_manifest(&repo, &tag, &m.media_type, Bytes::from(bytes))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(false)
+}
+
+async fn push_blobs(
+    run: &Run,
+    repo: &str,
+    image: &str,
+    blobs: &[Descriptor],
+) -> Result<(), String> {
+    let futs = blobs.iter().map(|b| push_blob(run, repo, image, b));
+    for r in futures::future::join_all(futs).await {
+        r?;
+    }
+    Ok(())
+}
+
+async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result<(), String> {
+    let err = |e: String| format!("blob {}: {e}", b.digest);
+    // Once per digest in the run: it goes to the first repository that needs it.
+    let shared = run
+        .sched
+        .once(&b.digest, || async {
+            // An earlier run may have put it in another repository: try a mount from
+            // there first (when that repository lacks it, the same request opens the
+            // upload, so the attempt costs nothing).
+            let from = run
+                .candidates
+                .get(&b.digest)
+                .and_then(|v| v.iter().find(|r| r.as_str() != repo))
+                .map(String::as_str);
+            let out = place_blob(run, repo, b, from).await?;
+            run.homes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(b.digest.clone(), repo.to_string());
+            Ok(out)
+        })
+        .await
+        .map_err(err)?;
+    let home = run
+        .homes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&b.digest)
+        .cloned();
+    if shared.first || home.as_deref() == Some(repo) {
+        run.progress
+            .blob(image, &b.digest, shared.outcome, shared.first);
+        return Ok(());
+    }
+    // Another repository has it: mount it here (once per repository and digest).
+    let here = run
+        .sched
+        .once(&format!("{repo}@{}", b.digest), || {
+            place_blob(run, repo, b, home.as_deref())
+        })
+        .await
+        .map_err(err)?;
+    run.progress
+        .blob(image, &b.digest, here.outcome, here.first);
+    Ok(())
+}
+
+/// Makes blob `b` present in `repo`: already there, mounted from `from`, or uploaded.
+async fn place_blob(
+    run: &Run,
+    repo: &str,
+    b: &Descriptor,
+    from: Option<&str>,
+) -> Result<Outcome, String> {
+    if run
+        .reg
+        .head_blob(repo, &b.digest)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(Outcome::Present(b.size));
+    }
+    match run.layout.blob_size(&b.digest).map_err(|e| e.to_string())? {
+        Some(s) if s == b.size => {}
+        Some(s) => {
+            return Err(format!(
+                "the store holds {s} bytes for it, its manifest says {}; run `provision images pull` again",
+                b.size
+            ))
+        }
+        None => {
+            return Err("the store lacks it; run `provision images pull` again".to_string())
+        }
+    }
+    let first = run
+        .reg
+        .start_upload(repo, from.map(|f| (b.digest.as_str(), f)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let location = match first {
+        Mount::Mounted => return Ok(Outcome::Mounted(b.size)),
+        Mount::Upload(l) => l,
+    };
+    run.progress.transfer_started();
+    let res = if b.size > chunk_size() {
+        upload_chunked(run, repo, b, location).await
+    } else {
+        upload_whole(run, repo, b, location).await
+    };
+    run.progress.transfer_ended();
+    res.map(|()| Outcome::Transferred(b.size))
+}
+
+fn watch(run: &Run) -> BodyWatch {
+    let progress = run.progress.clone();
+    let stats = run.reg.stats.clone();
+    BodyWatch {
+        hasher: Arc::new(Mutex::new(Sha256::new())),
+        corrupt: Arc::new(AtomicBool::new(false)),
+        on_sent: Arc::new(move |n| {
+            progress.moved(n);
+            stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        }),
+    }
+}
+
+/// The blob does not match its digest: remove it from the store so a pull fetches it
+/// again, and say so.
+fn corrupt(run: &Run, b: &Descriptor) -> String {
+    if let Some(s) = &run.store {
+        let _ = s.verify_blob(&b.digest);
+    }
+    "its bytes in the store do not match its digest (removed from the store; run \
+     `provision images pull` again); nothing was committed"
+        .to_string()
+}
+
+async fn upload_whole(
+    run: &Run,
+    repo: &str,
+    b: &Descriptor,
+    mut location: String,
+) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(300 << attempt.min(4))).await;
+            location = match run
+                .reg
+                .start_upload(repo, None)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Mount::Upload(l) => l,
+                Mount::Mounted => return Ok(()),
+            };
+        }
+        let w = watch(run);
+        let reader = run
+            .layout
+            .open_blob(&b.digest, 0)
+            .map_err(|e| format!("reading it from the store: {e}"))?;
+        let body = reader_body(reader, b.size, w.clone(), Some(b.digest.clone()));
+        match run
+            .reg
+            .send_upload(
+                repo,
+                &location,
+                &b.digest,
+                Piece {
+                    start: 0,
+                    len: b.size,
+                    whole: true,
+                },
+                body,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                run.reg.cancel_upload(repo, &location).await;
+                if w.corrupt.load(Ordering::SeqCst) {
+                    return Err(corrupt(run, b));
+                }
+                last = e.to_string();
+                run.reg.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("blob {}: {last}; uploading again", b.digest);
+            }
+        }
+    }
+    Err(format!("gave up after {ATTEMPTS} attempts: {last}"))
+}
+
+/// Hashes the first `n` bytes of the blob (to resume the running hash at an offset).
+async fn hash_prefix(run: &Run, digest: &str, n: u64) -> Result<Sha256, String> {
+    let layout = run.layout.clone();
+    let digest = digest.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut h = Sha256::new();
+        let mut r = layout.open_blob(&digest, 0)?.take(n);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = r.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+        }
+        Ok::<_, std::io::Error>(h)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading it from the store: {e}"))
+}
+
+async fn upload_chunked(
+    run: &Run,
+    repo: &str,
+    b: &Descriptor,
+    mut location: String,
+) -> Result<(), String> {
+    let mut offset = 0u64;
+    let mut failures = 0;
+    let w = watch(run);
+    while offset < b.size {
+        let len = chunk_size().min(b.size - offset);
+        let reader = run
+            .layout
+            .open_blob(&b.digest, offset)
+            .map_err(|e| format!("reading it from the store: {e}"))?;
+        let body = reader_body(reader, len, w.clone(), None);
+        match run
+            .reg
+            .send_upload(
+                repo,
+                &location,
+                &b.digest,
+                Piece {
+                    start: offset,
+                    len,
+                    whole: false,
+                },
+                body,
+            )
+            .await
+        {
+            Ok(next) => {
+                location = next.unwrap_or(location);
+                offset += len;
+            }
+            Err(e) => {
+                failures += 1;
+                run.reg.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if failures >= ATTEMPTS {
+                    run.reg.cancel_upload(repo, &location).await;
+                    return Err(format!("gave up after {failures} attempts: {e}"));
+                }
+                tracing::debug!("blob {}: chunk at {offset} failed: {e}", b.digest);
+                tokio::time::sleep(Duration::from_millis(300 << failures.min(4))).await;
+                // Where does the upload stand? Resume there, or start over when the
+                // registry dropped it.
+                match run.reg.upload_offset(repo, &location).await {
+                    Ok(Some((l, at))) if at <= b.size => {
+                        location = l;
+                        offset = at;
+                    }
+                    _ => {
+                        location = match run
+                            .reg
+                            .start_upload(repo, None)
+                            .await
+                            .map_err(|e| e.to_string())?
+                        {
+                            Mount::Upload(l) => l,
+                            Mount::Mounted => return Ok(()),
+                        };
+                        offset = 0;
+                    }
+                }
+                let h = hash_prefix(run, &b.digest, offset).await?;
+                *w.hasher.lock().unwrap_or_else(|p| p.into_inner()) = h;
+            }
+        }
+    }
+    let got = format!(
+        "sha256:{}",
+        hex::encode(
+            w.hasher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .finalize()
+        )
+    );
+    if got != b.digest {
+        run.reg.cancel_upload(repo, &location).await;
+        return Err(corrupt(run, b));
+    }
+    run.reg
+        .finish_upload(repo, &location, &b.digest)
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,760 @@
+//! `provision images` against real registries: two Debian `docker-registry` (distribution
+//! 2.8) on loopback — a plain source seeded with generated images and a TLS + htpasswd
+//! destination started with the environment's own certificate, key and htpasswd from
+//! `state/<name>/secrets/` — with skopeo as the independent client and a fault proxy.
+//! Each test skips loudly when docker-registry or skopeo is missing (`make test`
+//! installs them).
+
+mod harness;
+mod seed;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use harness::{assert_store_consistent, sha256, skopeo, Proxy, Reg, Tls};
+
+/// An environment folder: `provision.toml` (from `provision init`), and the registry's
+/// secrets as `provision plan/apply` makes them.
+struct Env {
+    dir: tempfile::TempDir,
+    password: String,
+    secrets: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::cargo_bin("provision")
+            .unwrap()
+            .current_dir(dir.path())
+            .args(["init"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg = provision::config::load(&dir.path().join("provision.toml"))
+            .expect("the init template loads");
+        let registry_name = provision::blueprint::registry_host_name(&cfg);
+        let secrets = dir.path().join("state").join(&cfg.name).join("secrets");
+        let s = provision::render::ensure_registry_secrets(&secrets, &registry_name).unwrap();
+        Env {
+            dir,
+            password: s.password,
+            secrets,
+        }
+    }
+
+    fn registry(&self) -> Reg {
+        Reg::start(Some(Tls {
+            cert: &self.secrets.join("registry.crt"),
+            key: &self.secrets.join("registry.key"),
+            htpasswd: &self.secrets.join("registry-htpasswd"),
+        }))
+    }
+
+    fn provision(&self) -> Command {
+        let mut c = Command::cargo_bin("provision").unwrap();
+        c.current_dir(self.dir.path())
+            .env("DOCKER_CONFIG", self.dir.path().join("no-docker-config"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("PROVISION_IMAGES_CHUNK_SIZE", (4 << 20).to_string());
+        c
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn pull(&self, src: u16, refs: &[&str], extra: &[&str]) -> Output {
+        let mut c = self.provision();
+        c.args(["images", "pull", "--source-plain-http", "--store"])
+            .arg(self.store())
+            .arg("--source-registry")
+            .arg(format!("127.0.0.1:{src}"))
+            .args(extra)
+            .args(refs);
+        c.output().unwrap()
+    }
+
+    fn push(&self, via: u16, extra: &[&str]) -> Output {
+        let mut c = self.provision();
+        c.args(["images", "push", "--store"])
+            .arg(self.store())
+            .arg("--via")
+            .arg(format!("127.0.0.1:{via}"))
+            .args(extra);
+        c.output().unwrap()
+    }
+
+    /// skopeo's view of the destination (over loopback; skopeo cannot verify the name).
+    fn dest_raw(&self, reg: &Reg, repo_tag: &str) -> Vec<u8> {
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &format!("rancher:{}", self.password),
+            &format!("docker://{}/{repo_tag}", reg.addr()),
+        ])
+    }
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success(),
+        "{what} failed ({:?}):\n{text}",
+        o.status
+    );
+    text
+}
+
+fn source_raw(src: &Reg, repo_tag: &str) -> Vec<u8> {
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo_tag}", src.addr()),
+    ])
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    json_lines(o)
+        .into_iter()
+        .find(|v| v["type"] == "summary" && v["format_version"] == "1.0")
+        .expect("a summary event")
+}
+
+#[test]
+fn pull_push_verify_round_trip_keeps_the_source_digests() {
+    if !harness::tools_or_skip("pull_push_verify_round_trip_keeps_the_source_digests") {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 12 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+
+    // pull: the default platform is linux/amd64; multi is kept whole with --all-platforms
+    let o = env.pull(src.port, &set.refs[..2], &["--json"]);
+    ok(&o, "pull");
+    let o = env.pull(src.port, &set.refs[2..], &["--json", "--all-platforms"]);
+    ok(&o, "pull --all-platforms");
+    let blobs = assert_store_consistent(&env.store());
+    assert!(blobs >= 12, "{blobs} blobs in the store");
+
+    // push through --via: TLS verified as the registry's name, the env's credentials
+    let o = env.push(dst.port, &["-vv"]);
+    let text = ok(&o, "push");
+    assert!(!text.contains(&env.password), "the password was printed");
+    // the shared base layer went up once and was mounted into the other repositories
+    let log = dst.requests();
+    let mounted = log
+        .iter()
+        .filter(|l| l.contains("mount=") && l.contains("\" 201 "))
+        .count();
+    assert!(
+        mounted >= 1,
+        "no cross-repository mount:\n{}",
+        log.join("\n")
+    );
+    let c = commits(&dst);
+    assert!(
+        c.values().all(|&n| n == 1),
+        "a blob was uploaded twice: {c:?}"
+    );
+
+    // skopeo reads what provision pushed, with the source's digests
+    for (r, path) in [
+        ("library/base:1", "library/base:1"),
+        ("rancher/app:1", "rancher/app:1"),
+        ("rancher/multi:1", "rancher/multi:1"),
+        ("rancher/big:1", "rancher/big:1"),
+    ] {
+        assert_eq!(
+            sha256(&env.dest_raw(&dst, path)),
+            sha256(&source_raw(&src, r)),
+            "{path} differs from the source"
+        );
+    }
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/multi:1")),
+        set.multi_index
+    );
+    // skopeo can copy every platform of it out of the destination
+    let out = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("rancher:{}", env.password),
+        &format!("docker://{}/rancher/multi:1", dst.addr()),
+        &format!("oci:{}:m", out.path().display()),
+    ]);
+
+    // verify: everything there, --json, no credential
+    let mut c = env.provision();
+    let o = c
+        .args(["--json", "images", "verify", "--store"])
+        .arg(env.store())
+        .arg("--via")
+        .arg(dst.addr())
+        .output()
+        .unwrap();
+    let text = ok(&o, "verify");
+    assert!(!text.contains(&env.password));
+    let s = summary(&o);
+    assert_eq!(s["images"], 4);
+    assert_eq!(s["failed"], 0);
+
+    // a re-run with nothing new: one request per image, at the source and the destination
+    let before = src.requests().len();
+    let o = env.pull(src.port, &set.refs[..2], &["--json"]);
+    ok(&o, "pull again");
+    let o2 = env.pull(src.port, &set.refs[2..], &["--json", "--all-platforms"]);
+    ok(&o2, "pull again");
+    let src_reqs = src.requests().len() - before;
+    assert!(
+        src_reqs <= 4,
+        "{src_reqs} requests to the source for 4 unchanged images"
+    );
+    assert_eq!(summary(&o)["unchanged"], 2);
+    let before = dst.requests().len();
+    let o = env.push(dst.port, &["--json"]);
+    ok(&o, "push again");
+    let s = summary(&o);
+    assert_eq!(s["unchanged"], 4);
+    let dst_reqs = dst.requests().len() - before;
+    // one HEAD per image, plus a fixed 2 per run whatever the number of images: the
+    // `GET /v2/` that meets distribution's 401 challenge and its answer with credentials
+    assert!(
+        dst_reqs <= 4 + 2,
+        "{dst_reqs} requests to the destination for 4 unchanged images"
+    );
+}
+
+#[test]
+fn a_single_platform_is_pushed_under_the_tag_with_its_own_digest() {
+    if !harness::tools_or_skip("a_single_platform_is_pushed_under_the_tag_with_its_own_digest") {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(&env.pull(src.port, &["rancher/multi:1"], &[]), "pull");
+    ok(&env.push(dst.port, &[]), "push");
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/multi:1")),
+        set.multi_amd64
+    );
+    // a platform the index lacks: exit 1 naming what it has
+    let o = env.pull(
+        src.port,
+        &["rancher/multi:1"],
+        &["--platform", "linux/s390x"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no linux/s390x image in it (it has linux/amd64, linux/arm64)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn provision_pushes_what_skopeo_wrote() {
+    if !harness::tools_or_skip("provision_pushes_what_skopeo_wrote") {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    let layout = env.dir.path().join("skopeo-layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/rancher/app:1", src.addr()),
+        &format!("oci:{}:rancher/app:1", layout.display()),
+    ]);
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--store"])
+        .arg(&layout)
+        .arg("--via")
+        .arg(dst.addr())
+        .output()
+        .unwrap();
+    ok(&o, "push of skopeo's layout");
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/app:1")),
+        sha256(&source_raw(&src, "rancher/app:1"))
+    );
+}
+
+#[test]
+fn faults_429_5xx_and_dropped_connections_are_survived() {
+    if !harness::tools_or_skip("faults_429_5xx_and_dropped_connections_are_survived") {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 3 << 20);
+    let proxy = Proxy::start(src.port, &["--429", "2", "--503", "2", "--drop", "3"]);
+    let env = Env::new();
+    let t = Instant::now();
+    let o = env.pull(proxy.port, &set.refs, &["--json"]);
+    ok(&o, "pull through the fault proxy");
+    let fired = proxy.fired();
+    assert_eq!(fired["429"], 2, "{fired}");
+    assert_eq!(fired["503"], 2, "{fired}");
+    assert_eq!(fired["drop"], 3, "{fired}");
+    // each dropped blob was resumed with a Range request, not fetched again from zero
+    assert!(fired["range"].as_u64().unwrap() >= 3, "{fired}");
+    // Retry-After: 1 was honoured (two 429s on possibly parallel requests: at least 1 s)
+    assert!(t.elapsed() >= Duration::from_secs(1));
+    assert!(summary(&o)["retries"].as_u64().unwrap() >= 4);
+    assert_store_consistent(&env.store());
+    let dst = env.registry();
+    ok(&env.push(dst.port, &[]), "push");
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/app:1")),
+        sha256(&source_raw(&src, "rancher/app:1"))
+    );
+}
+
+fn wait_for_blobs(dir: &Path, partial: bool) {
+    let t = Instant::now();
+    let sub = if partial { ".partial" } else { "blobs/sha256" };
+    while t.elapsed() < Duration::from_secs(20) {
+        if std::fs::read_dir(dir.join(sub)).is_ok_and(|d| d.count() > 0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing arrived in {}", dir.join(sub).display());
+}
+
+/// Committed uploads per digest in a registry's access log (`PUT …?digest=…` answered 201).
+fn commits(reg: &Reg) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for l in reg.requests() {
+        if l.contains("\"PUT /v2/") && l.contains("digest=sha256") && l.contains("\" 201 ") {
+            let d = l.split("digest=").nth(1).unwrap();
+            let d: String = d
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '%' || *c == ':')
+                .collect();
+            *m.entry(d).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn kill_9_during_pull_and_push_then_a_rerun_completes() {
+    if !harness::tools_or_skip("kill_9_during_pull_and_push_then_a_rerun_completes") {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 8 << 20);
+    // 4 MB/s per connection: slow enough to be killed in the middle of a blob
+    let slow = Proxy::start(src.port, &["--rate", "4000000"]);
+    let env = Env::new();
+    let mut c = env.provision();
+    c.args(["images", "pull", "--source-plain-http", "--store"])
+        .arg(env.store())
+        .arg("--source-registry")
+        .arg(format!("127.0.0.1:{}", slow.port))
+        .args(&set.refs);
+    let mut child = c.spawn().unwrap();
+    wait_for_blobs(&env.store(), true);
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_store_consistent(&env.store());
+    let o = env.pull(src.port, &set.refs, &["--json"]);
+    ok(&o, "pull after kill -9");
+    assert_store_consistent(&env.store());
+    assert_eq!(summary(&o)["failed"], 0);
+
+    let dst = env.registry();
+    let slow_dst = Proxy::start(dst.port, &["--tcp", "--rate", "4000000"]);
+    let mut c = env.provision();
+    c.args(["images", "push", "--store"])
+        .arg(env.store())
+        .arg("--via")
+        .arg(format!("127.0.0.1:{}", slow_dst.port));
+    let mut child = c.spawn().unwrap();
+    let t = Instant::now();
+    while commits(&dst).is_empty() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let committed_before: usize = commits(&dst).values().sum();
+    assert!(committed_before > 0);
+    ok(&env.push(dst.port, &[]), "push after kill -9");
+    for (d, n) in commits(&dst) {
+        assert_eq!(n, 1, "blob {d} was committed {n} times");
+    }
+    for r in ["library/base:1", "rancher/app:1", "rancher/big:1"] {
+        assert_eq!(
+            sha256(&env.dest_raw(&dst, r)),
+            sha256(&source_raw(&src, r)),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_exits_130_with_the_store_consistent() {
+    if !harness::tools_or_skip("ctrl_c_exits_130_with_the_store_consistent") {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 8 << 20);
+    let slow = Proxy::start(src.port, &["--rate", "2000000"]);
+    let env = Env::new();
+    let mut c = env.provision();
+    c.args(["images", "pull", "--source-plain-http", "--store"])
+        .arg(env.store())
+        .arg("--source-registry")
+        .arg(format!("127.0.0.1:{}", slow.port))
+        .args(&set.refs);
+    let mut child = c.spawn().unwrap();
+    wait_for_blobs(&env.store(), true);
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "Ctrl-C did not stop the pull"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_store_consistent(&env.store());
+    ok(&env.pull(src.port, &set.refs, &[]), "pull after Ctrl-C");
+
+    // and in the middle of a push
+    let dst = env.registry();
+    let slow_dst = Proxy::start(dst.port, &["--tcp", "--rate", "2000000"]);
+    let mut c = env.provision();
+    c.args(["images", "push", "--store"])
+        .arg(env.store())
+        .arg("--via")
+        .arg(format!("127.0.0.1:{}", slow_dst.port));
+    let mut child = c.spawn().unwrap();
+    let t = Instant::now();
+    while !dst
+        .requests()
+        .iter()
+        .any(|l| l.contains("PATCH") || l.contains("\"PUT /v2/"))
+        && t.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    ok(&env.push(dst.port, &[]), "push after Ctrl-C");
+    ok(
+        &env.provision()
+            .args(["images", "verify", "--store"])
+            .arg(env.store())
+            .arg("--via")
+            .arg(dst.addr())
+            .output()
+            .unwrap(),
+        "verify after Ctrl-C and a re-run",
+    );
+}
+
+#[test]
+fn verify_names_a_missing_image_and_a_missing_blob() {
+    if !harness::tools_or_skip("verify_names_a_missing_image_and_a_missing_blob") {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(
+        &env.pull(src.port, &["base:1", "rancher/app:1"], &[]),
+        "pull",
+    );
+    ok(&env.push(dst.port, &[]), "push");
+    let verify = |refs: &[&str]| {
+        let mut c = env.provision();
+        c.args(["images", "verify", "--store"])
+            .arg(env.store())
+            .arg("--via")
+            .arg(dst.addr())
+            .args(refs)
+            .output()
+            .unwrap()
+    };
+    ok(&verify(&[]), "verify");
+    let o = verify(&["rancher/app:1", "rancher/absent:9"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rancher/absent:9"), "{err}");
+    assert!(err.contains("not in the registry"), "{err}");
+    assert!(!err.contains("rancher/app:1:"), "{err}");
+    // the shared base layer disappears from the registry's storage
+    dst.delete_blob_data(&set.base_layer);
+    let o = verify(&["base:1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&set.base_layer), "{err}");
+}
+
+/// Runs `provision ARGS` under `/usr/bin/time`, returning its peak RSS in bytes.
+fn peak_rss(env: &Env, args: &[&str]) -> u64 {
+    let report = env.dir.path().join("time.txt");
+    let bin = assert_cmd::cargo::cargo_bin("provision");
+    let o = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&report)
+        .arg(bin)
+        .args(args)
+        .current_dir(env.dir.path())
+        .env("DOCKER_CONFIG", env.dir.path().join("no-docker-config"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("PROVISION_IMAGES_CHUNK_SIZE")
+        .output()
+        .unwrap();
+    ok(&o, &format!("{args:?}"));
+    let kb: u64 = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+#[ignore = "moves a 300 MB layer: run with --ignored"]
+fn a_layer_over_256_mib_is_streamed_through_pull_and_chunked_push() {
+    if !harness::tools_or_skip("a_layer_over_256_mib_is_streamed_through_pull_and_chunked_push") {
+        return;
+    }
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "this test measures memory with /usr/bin/time (Debian: apt-get install time)"
+    );
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 300 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    let store = env.store().display().to_string();
+    let source = format!("127.0.0.1:{}", src.port);
+    let pull_rss = peak_rss(
+        &env,
+        &[
+            "images",
+            "pull",
+            "--source-plain-http",
+            "--source-registry",
+            &source,
+            "--store",
+            &store,
+            "rancher/big:1",
+        ],
+    );
+    let push_rss = peak_rss(
+        &env,
+        &["images", "push", "--store", &store, "--via", &dst.addr()],
+    );
+    eprintln!("peak RSS moving a 300 MB layer: pull {pull_rss} B, push {push_rss} B");
+    // streamed, never held in memory
+    assert!(pull_rss < 150 << 20, "pull peaked at {pull_rss} bytes");
+    assert!(push_rss < 150 << 20, "push peaked at {push_rss} bytes");
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/big:1")),
+        sha256(&source_raw(&src, "rancher/big:1"))
+    );
+}
+
+/// A store naming one image (push resolves the registry once it has something to push).
+fn store_naming_one_image(env: &Env) {
+    let store = provision::images::store::Store::open(&env.store()).unwrap();
+    let mut idx = store.load_index().unwrap();
+    idx.set(
+        "docker.io/rancher/app:1",
+        provision::images::store::Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 2,
+            annotations: Default::default(),
+            platform: None,
+        },
+    );
+    store.save_index(&idx).unwrap();
+}
+
+#[test]
+fn ssm_mode_without_a_tunnel_says_how_to_open_one() {
+    let env = Env::new();
+    let cfg = env.dir.path().join("provision.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen("# mode = \"bastion\"", "mode = \"ssm\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+    store_naming_one_image(&env);
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--store"])
+        .arg(env.store())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "uses ssm access",
+        "AWS-StartPortForwardingSessionToRemoteHost",
+        "provision images push --via 127.0.0.1:5000",
+        "1 MB/s",
+        "provision images save --archive",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+}
+
+#[test]
+fn tls_is_verified_against_the_registry_name_not_the_address() {
+    if !harness::tools_or_skip("tls_is_verified_against_the_registry_name_not_the_address") {
+        return;
+    }
+    let env = Env::new();
+    let dst = env.registry();
+    store_naming_one_image(&env);
+    // the env's certificate names `<env>-registry.<zone>`, not 127.0.0.1: refused, at once
+    let t = Instant::now();
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--store"])
+        .arg(env.store())
+        .arg("--to")
+        .arg(dst.addr())
+        .arg("--to-ca")
+        .arg(env.secrets.join("registry-ca.crt"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("does not verify as `127.0.0.1`"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a bad certificate was retried"
+    );
+    // through --via the same address verifies as the registry's name
+    let o = env.push(dst.port, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("does not verify"), "{err}");
+}
+
+#[test]
+fn the_archive_route_saves_split_volumes_and_pushes_from_them() {
+    if !harness::tools_or_skip("the_archive_route_saves_split_volumes_and_pushes_from_them") {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 4 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(
+        &env.pull(
+            src.port,
+            &[
+                "base:1",
+                "rancher/app:1",
+                "rancher/multi:1",
+                "rancher/big:1",
+            ],
+            &["--all-platforms"],
+        ),
+        "pull",
+    );
+    let archive = env.dir.path().join("carry/images.tar");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "save", "--store"])
+        .arg(env.store())
+        .arg("--archive")
+        .arg(&archive)
+        .args(["--split", "3M"])
+        .output()
+        .unwrap();
+    ok(&o, "save --split");
+    assert!(env.dir.path().join("carry/images.tar.000").is_file());
+    assert!(env.dir.path().join("carry/images.tar.sha256").is_file());
+    // the other side has only the volumes
+    let moved = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(archive.parent().unwrap()).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), moved.path().join(e.file_name())).unwrap();
+    }
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--archive"])
+        .arg(moved.path().join("images.tar"))
+        .arg("--via")
+        .arg(dst.addr())
+        .output()
+        .unwrap();
+    ok(&o, "push --archive");
+    for r in [
+        "library/base:1",
+        "rancher/app:1",
+        "rancher/multi:1",
+        "rancher/big:1",
+    ] {
+        assert_eq!(
+            sha256(&env.dest_raw(&dst, r)),
+            sha256(&source_raw(&src, r)),
+            "{r}"
+        );
+    }
+    // nothing was extracted next to the volumes
+    let names: Vec<String> = std::fs::read_dir(moved.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("images.tar")),
+        "{names:?}"
+    );
+}
