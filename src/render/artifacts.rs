@@ -1633,7 +1633,9 @@ mod tests {
     fn next_steps_fill_the_registry_with_provision_images_from_the_workstation() {
         let step1 = |facts: &Facts| {
             let next = next_steps(facts, &[]).unwrap();
-            let at = next.find("## 1. Fill the private registry").expect("step 1");
+            let at = next
+                .find("## 1. Fill the private registry")
+                .expect("step 1");
             let end = next.find("## 2.").unwrap();
             next[at..end].to_string()
         };
@@ -1650,7 +1652,10 @@ mod tests {
             assert!(k3s.contains(want), "{want:?} in:\n{k3s}");
         }
         let rke2 = step1(&facts("rke2"));
-        assert!(rke2.contains("--list rke2-images-all.linux-amd64.txt"), "{rke2}");
+        assert!(
+            rke2.contains("--list rke2-images-all.linux-amd64.txt"),
+            "{rke2}"
+        );
         let ssm = step1(&ssm_facts("rke2"));
         for want in [
             "aws ssm start-session --region",
