@@ -405,3 +405,42 @@ fn after_the_cloud_lost_everything_the_state_names_one_apply_converges() {
     assert!(!run.all_output().contains("NotFound"), "{}", run.describe());
     world.assert_converged();
 }
+
+#[test]
+fn a_second_registry_volume_resize_within_six_hours_is_refused_naming_when() {
+    let mut fixture = Fixture::new(Topology::K3s);
+    fixture.extra = "\n[registry]\nvolume_gb = 100\n".into();
+    let world = World::new(&fixture);
+    world.apply();
+    fixture.extra = "\n[registry]\nvolume_gb = 120\n".into();
+    world.write_config(&fixture);
+    world.apply();
+    // The resize is recorded on the volume and, through its attrs, in the state.
+    let state = world.state_json();
+    let at = state["resources"]["registry-data"]["attrs"]["modified_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no modified_at: {:#}", state["resources"]["registry-data"]))
+        .to_string();
+    fixture.extra = "\n[registry]\nvolume_gb = 150\n".into();
+    world.write_config(&fixture);
+    let (run, stats) = world.run_recorded(&["plan"]);
+    run.code(1);
+    assert!(
+        run.stderr
+            .contains("`registry-data` cannot change as the config asks")
+            && run
+                .stderr
+                .contains("AWS allows one change of a volume every 6 hours")
+            && run.stderr.contains("becomes possible at"),
+        "{}",
+        run.describe()
+    );
+    // The time named is the one recorded.
+    let resized = format!("resized at {} {} UTC", &at[..10], &at[11..16]);
+    assert!(
+        run.stderr.contains(&resized),
+        "{resized:?}: {}",
+        run.describe()
+    );
+    assert!(stats.mutating().is_empty(), "{:?}", stats.mutating_names());
+}
