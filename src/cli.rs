@@ -194,7 +194,7 @@ pub enum Command {
     )]
     Images {
         #[command(subcommand)]
-        command: ImagesCommand,
+        command: Box<ImagesCommand>,
     },
     /// Print a shell completion script.
     #[command(
@@ -257,6 +257,32 @@ pub struct ImagesTarget {
     pub to_ca: Option<PathBuf>,
 }
 
+/// Which images `images pull` (and `images push REF...`) fetch, and from where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImagesSource {
+    /// An image list in the rancher-images.txt format (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub list: Vec<PathBuf>,
+    /// References (`rancher/fleet:v1`, `quay.io/jetstack/cert-manager-controller:v1.14.4`).
+    #[arg(value_name = "REF")]
+    pub refs: Vec<String>,
+    /// Keep only this platform of multi-arch images (repeatable; default linux/amd64).
+    #[arg(long, value_name = "OS/ARCH", conflicts_with = "all_platforms")]
+    pub platform: Vec<String>,
+    /// Keep multi-arch images whole (every platform, the index's own digest).
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Take every docker.io reference from this registry (a mirror) instead.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub source_registry: Option<String>,
+    /// Trust this CA (PEM) for the source registries too.
+    #[arg(long, value_name = "FILE")]
+    pub source_ca: Option<PathBuf>,
+    /// Speak plain HTTP to the source registries.
+    #[arg(long)]
+    pub source_plain_http: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Fetch images into the local store (an OCI image layout), resumable and deduplicated.
@@ -264,27 +290,8 @@ pub enum ImagesCommand {
         after_help = "Example:\n  provision images pull --list rancher-images.txt --list rke2-images-all.linux-amd64.txt\n  provision images pull rancher/fleet:v0.12.0 --platform linux/arm64"
     )]
     Pull {
-        /// An image list in the rancher-images.txt format (repeatable).
-        #[arg(long, value_name = "FILE")]
-        list: Vec<PathBuf>,
-        /// References (`rancher/fleet:v1`, `quay.io/jetstack/cert-manager-controller:v1.14.4`).
-        #[arg(value_name = "REF")]
-        refs: Vec<String>,
-        /// Keep only this platform of multi-arch images (repeatable; default linux/amd64).
-        #[arg(long, value_name = "OS/ARCH", conflicts_with = "all_platforms")]
-        platform: Vec<String>,
-        /// Keep multi-arch images whole (every platform, the index's own digest).
-        #[arg(long)]
-        all_platforms: bool,
-        /// Take every docker.io reference from this registry (a mirror) instead.
-        #[arg(long, value_name = "HOST[:PORT]")]
-        source_registry: Option<String>,
-        /// Trust this CA (PEM) for the source registries too.
-        #[arg(long, value_name = "FILE")]
-        source_ca: Option<PathBuf>,
-        /// Speak plain HTTP to the source registries.
-        #[arg(long)]
-        source_plain_http: bool,
+        #[command(flatten)]
+        source: ImagesSource,
         /// The store (default state/<name>/images/).
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
@@ -292,11 +299,15 @@ pub enum ImagesCommand {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
     },
-    /// Copy every image of the store (or of an archive) into the registry.
+    /// Copy every image of the store (or of an archive) into the registry; with images
+    /// named (`--list FILE`, `REF`), pull them into the store and push each blob the
+    /// moment it has landed (one command, both directions at once).
     #[command(
-        after_help = "Example:\n  provision images push\n  provision images push --via 127.0.0.1:5000\n  provision images push --archive images.tar --to registry.example:5000 --to-ca ca.crt"
+        after_help = "Example:\n  provision images push\n  provision images push --via 127.0.0.1:5000\n  provision images push --archive images.tar --to registry.example:5000 --to-ca ca.crt\n  provision images push --list rancher-images.txt"
     )]
     Push {
+        #[command(flatten)]
+        source: ImagesSource,
         /// The store (default state/<name>/images/).
         #[arg(long, value_name = "DIR", conflicts_with = "archive")]
         store: Option<PathBuf>,

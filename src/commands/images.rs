@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{exit, pull_shared_secrets, read_state, Ctx};
 use crate::blueprint::{self, ids};
-use crate::cli::{ImagesCommand, ImagesTarget};
+use crate::cli::{ImagesCommand, ImagesSource, ImagesTarget};
 use crate::config::{AccessMode, Config, Registry as RegistryCfg};
 use crate::images::client::{self, Credentials, Registry};
 use crate::images::manifest::Platform;
@@ -20,7 +20,7 @@ use crate::images::progress::{self, Progress, Summary};
 use crate::images::pull::PullOptions;
 use crate::images::reference::{self, Reference};
 use crate::images::store::Store;
-use crate::images::{archive, layout::LayoutReader, pull, push, verify};
+use crate::images::{archive, copy, layout::LayoutReader, pull, push, verify};
 use crate::model::Attrs;
 use crate::state::Paths;
 use crate::ui::Verbosity;
@@ -28,55 +28,54 @@ use crate::ui::Verbosity;
 pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
     match command {
         ImagesCommand::Pull {
-            list,
-            refs,
-            platform,
-            all_platforms,
-            source_registry,
-            source_ca,
-            source_plain_http,
+            source,
             store,
             parallelism,
         } => {
-            let refs = reference::collect(&list, &refs)?;
+            let refs = reference::collect(&source.list, &source.refs)?;
             if refs.is_empty() {
                 bail!("no image to pull: give --list FILE or references");
             }
-            let platforms = if platform.is_empty() {
-                vec![Platform::parse("linux/amd64").map_err(anyhow::Error::msg)?]
-            } else {
-                platform
-                    .iter()
-                    .map(|p| Platform::parse(p).map_err(anyhow::Error::msg))
-                    .collect::<Result<Vec<_>>>()?
-            };
-            let ca_pem = source_ca.as_deref().map(read_ca).transpose()?;
+            let opts = pull_options(&source, parallelism)?;
             let store =
                 Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
             let progress = Arc::new(Progress::new(mode(ctx), "pulled", refs.len()));
-            let summary = pull::pull(
-                &store,
-                refs,
-                PullOptions {
-                    platforms,
-                    all_platforms,
-                    source_registry,
-                    plain_http: source_plain_http,
-                    ca_pem,
-                    parallelism: parallelism.into(),
-                },
-                progress,
-                ctrl_c(),
-            )
-            .await?;
+            let summary = pull::pull(&store, refs, opts, progress, ctrl_c()).await?;
             Ok(outcome(&summary, "pull"))
         }
         ImagesCommand::Push {
+            source,
             store,
             archive: archive_path,
             target,
             parallelism,
         } => {
+            let refs = reference::collect(&source.list, &source.refs)?;
+            if !refs.is_empty() {
+                // Pull and push at once.
+                if let Some(a) = &archive_path {
+                    bail!(
+                        "--archive {} pushes the images of that archive: do not name images too",
+                        a.display()
+                    );
+                }
+                let opts = pull_options(&source, parallelism)?;
+                let store =
+                    Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
+                let reg = Arc::new(target_registry(ctx, &target).await?);
+                reg.ping().await?;
+                let progress = Arc::new(Progress::new(mode(ctx), "pushed", refs.len()));
+                let summary = copy::copy(&store, refs, opts, reg, progress, ctrl_c()).await?;
+                return Ok(outcome(&summary, "push"));
+            }
+            if source.source_registry.is_some()
+                || source.source_ca.is_some()
+                || source.source_plain_http
+                || source.all_platforms
+                || !source.platform.is_empty()
+            {
+                bail!("the source options (--platform, --all-platforms, --source-*) choose what a pull fetches: name the images too (--list FILE or REF)");
+            }
             let (layout, store): (Arc<dyn LayoutReader>, Option<Store>) = match archive_path {
                 Some(a) => (
                     Arc::new(
@@ -217,6 +216,27 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             Ok(outcome(&summary, "verify"))
         }
     }
+}
+
+/// The pull options `images pull` and `images push REF...` share.
+fn pull_options(source: &ImagesSource, parallelism: u16) -> Result<PullOptions> {
+    let platforms = if source.platform.is_empty() {
+        vec![Platform::parse("linux/amd64").map_err(anyhow::Error::msg)?]
+    } else {
+        source
+            .platform
+            .iter()
+            .map(|p| Platform::parse(p).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?
+    };
+    Ok(PullOptions {
+        platforms,
+        all_platforms: source.all_platforms,
+        source_registry: source.source_registry.clone(),
+        plain_http: source.source_plain_http,
+        ca_pem: source.source_ca.as_deref().map(read_ca).transpose()?,
+        parallelism: parallelism.into(),
+    })
 }
 
 async fn ctrl_c() {

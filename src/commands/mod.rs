@@ -143,7 +143,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Artifacts { dir } => artifacts::artifacts(ctx, dir).await,
         Command::Verify { deep } => verify::verify(ctx, deep).await,
         Command::Unlock { force } => unlock::unlock(ctx, force).await,
-        Command::Images { command } => images::images(ctx, command).await,
+        Command::Images { command } => images::images(ctx, *command).await,
         Command::State { command } => state::state(ctx, command).await,
         Command::Completions { shell } => {
             completions::completions(shell, &mut std::io::stdout().lock())

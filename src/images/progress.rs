@@ -18,6 +18,8 @@ pub enum Mode {
     Plain,
     Json,
     Quiet,
+    /// Nothing at all: a run inside another one, whose own progress reports.
+    Silent,
 }
 
 /// Counters of one run.
@@ -256,7 +258,7 @@ impl Progress {
                 if unchanged { "unchanged" } else { self.verb },
                 short(digest)
             )),
-            Mode::Quiet => {}
+            Mode::Quiet | Mode::Silent => {}
         }
         self.refresh();
     }
@@ -272,7 +274,7 @@ impl Progress {
                 json!({"event": "image", "image": image, "status": "failed", "reason": reason}),
             ),
             Mode::Plain | Mode::Live => self.line(&format!("FAILED {image}: {reason}")),
-            Mode::Quiet => {}
+            Mode::Quiet | Mode::Silent => {}
         }
         self.refresh();
     }
@@ -318,6 +320,7 @@ impl Progress {
                 v["event"] = json!("summary");
                 self.emit_json(v);
             }
+            Mode::Silent => {}
             Mode::Quiet if s.failed == 0 && !interrupted => {}
             _ => self.line(&self.render(&s)),
         }

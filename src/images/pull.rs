@@ -134,6 +134,12 @@ impl Book {
         s.1.get(name).cloned()
     }
 
+    /// What `name` is recorded as in `index.json`.
+    fn stored(&self, name: &str) -> Option<Descriptor> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0.get(name).cloned()
+    }
+
     fn record(&self, name: &str, desc: Descriptor, entry: LockEntry) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.0.set(name, desc);
@@ -158,6 +164,18 @@ impl Book {
     }
 }
 
+/// Who else wants to know, while a pull runs, what it resolved and which blobs landed
+/// (`images push REF...` pushes each blob the moment it is in the store).
+pub trait Watcher: Send + Sync {
+    /// `name` resolved: its manifests are in the store and `stored` is what it will be
+    /// recorded as (unchanged images too).
+    fn resolved(&self, name: &str, stored: &Descriptor);
+    /// `name` could not be resolved; it gets no blob.
+    fn failed(&self, name: &str, reason: &str);
+    /// Blob `digest` is in the store (`Ok`), or will not be in this run (`Err`).
+    fn blob(&self, digest: &str, res: Result<(), String>);
+}
+
 struct Run {
     store: Store,
     sched: Arc<Scheduler>,
@@ -165,6 +183,7 @@ struct Run {
     sources: Sources,
     book: Book,
     opts: PullOptions,
+    watcher: Option<Arc<dyn Watcher>>,
 }
 
 /// Pulls `refs` into `store`. Returns when every image is done or failed, or at Ctrl-C
@@ -176,6 +195,18 @@ pub async fn pull(
     progress: Arc<Progress>,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
+    pull_watched(store, refs, opts, progress, interrupt, None).await
+}
+
+/// [`pull`], telling `watcher` what resolved and which blobs landed as it goes.
+pub async fn pull_watched(
+    store: &Store,
+    refs: Vec<Reference>,
+    opts: PullOptions,
+    progress: Arc<Progress>,
+    interrupt: impl std::future::Future<Output = ()>,
+    watcher: Option<Arc<dyn Watcher>>,
+) -> anyhow::Result<Summary> {
     let _guard = store.lock_exclusive()?;
     let run = Arc::new(Run {
         store: store.clone(),
@@ -184,6 +215,7 @@ pub async fn pull(
         sources: Sources::new(opts.clone()),
         book: Book::load(store)?,
         opts,
+        watcher,
     });
     let work = async {
         // Phase 1: every image resolved to the blobs it needs (manifests fetched into the
@@ -200,11 +232,25 @@ pub async fn pull(
                 let name = r.to_string();
                 match resolve_image(&run, &r).await {
                     Ok(Resolved::Unchanged(digest)) => {
+                        if let Some(w) = &run.watcher {
+                            match run.book.stored(&name) {
+                                Some(d) => w.resolved(&name, &d),
+                                None => w.failed(&name, "it is not in the store's index.json"),
+                            }
+                        }
                         run.progress.image_done(&name, &digest, true);
                         None
                     }
-                    Ok(Resolved::Todo(t)) => Some(*t),
+                    Ok(Resolved::Todo(t)) => {
+                        if let Some(w) = &run.watcher {
+                            w.resolved(&name, &t.stored);
+                        }
+                        Some(*t)
+                    }
                     Err(e) => {
+                        if let Some(w) = &run.watcher {
+                            w.failed(&name, &e);
+                        }
                         run.progress.image_failed(&name, &e);
                         None
                     }
@@ -253,6 +299,9 @@ pub async fn pull(
                         fetch_blob(&run, &first.reg, &first.repo, &desc)
                     })
                     .await;
+                if let Some(w) = &run.watcher {
+                    w.blob(&desc.digest, res.as_ref().map(|_| ()).map_err(Clone::clone));
+                }
                 for (k, t) in users.iter().enumerate() {
                     match &res {
                         Ok(shared) => {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::client::{reader_body, BodyWatch, Mount, Piece, Registry};
+use super::copy::Arrivals;
 use super::layout::LayoutReader;
 use super::manifest::{self, Kind};
 use super::progress::{Progress, Summary};
@@ -46,7 +47,9 @@ struct Run {
     homes: Mutex<HashMap<String, String>>,
     /// Every destination repository an image of this push puts each blob in: where a
     /// blob may already be from an earlier (interrupted) run, so a mount is tried first.
-    candidates: HashMap<String, Vec<String>>,
+    candidates: Mutex<HashMap<String, Vec<String>>>,
+    /// Set when a pull fills the store during this push: a blob is placed once it landed.
+    arrivals: Option<Arc<Arrivals>>,
 }
 
 /// The images of a layout: (`ref.name`, descriptor), in order.
@@ -75,46 +78,114 @@ pub async fn push(
     progress: Arc<Progress>,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
-    let layout_ref = layout.clone();
+    let candidates = blob_repositories(layout.as_ref(), &images);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in images {
+        let _ = tx.send(i);
+    }
+    drop(tx);
     let run = Arc::new(Run {
         layout,
         store,
-        reg: reg.clone(),
+        reg,
         sched: Scheduler::new(parallelism),
-        progress: progress.clone(),
+        progress,
         homes: Mutex::new(HashMap::new()),
-        candidates: blob_repositories(layout_ref.as_ref(), &images),
+        candidates: Mutex::new(candidates),
+        arrivals: None,
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1) * 2));
+    push_stream(run, rx, parallelism, interrupt).await
+}
+
+/// Pushes the images `images` yields while a pull fills `store`: each blob goes as soon
+/// as `arrivals` says it landed, manifests after their blobs, the tag last.
+pub async fn push_arriving(
+    store: Store,
+    reg: Arc<Registry>,
+    images: tokio::sync::mpsc::UnboundedReceiver<(String, Descriptor)>,
+    arrivals: Arc<Arrivals>,
+    parallelism: usize,
+    progress: Arc<Progress>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Summary> {
+    let run = Arc::new(Run {
+        layout: Arc::new(store.layout().clone()),
+        store: Some(store),
+        reg,
+        sched: Scheduler::new(parallelism),
+        progress,
+        homes: Mutex::new(HashMap::new()),
+        candidates: Mutex::new(HashMap::new()),
+        arrivals: Some(arrivals),
+    });
+    push_stream(run, images, parallelism, interrupt).await
+}
+
+async fn push_stream(
+    run: Arc<Run>,
+    mut images: tokio::sync::mpsc::UnboundedReceiver<(String, Descriptor)>,
+    parallelism: usize,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Summary> {
+    // An image waiting for a pull holds no transfer, so then there is no limit here (the
+    // scheduler still bounds the transfers).
+    let slots = Arc::new(tokio::sync::Semaphore::new(if run.arrivals.is_some() {
+        tokio::sync::Semaphore::MAX_PERMITS
+    } else {
+        parallelism.max(1) * 2
+    }));
     let mut set = tokio::task::JoinSet::new();
-    for (name, desc) in images {
-        let run = run.clone();
-        let slots = slots.clone();
-        set.spawn(async move {
-            let Ok(_permit) = slots.acquire().await else {
-                return;
-            };
-            if run.sched.is_cancelled() {
-                return;
+    let mut open = true;
+    tokio::pin!(interrupt);
+    let interrupted = loop {
+        if !open && set.is_empty() {
+            break false;
+        }
+        tokio::select! {
+            _ = &mut interrupt => break true,
+            next = images.recv(), if open => {
+                let Some((name, desc)) = next else {
+                    open = false;
+                    continue;
+                };
+                if run.arrivals.is_some() {
+                    let more = blob_repositories(run.layout.as_ref(), &[(name.clone(), desc.clone())]);
+                    let mut c = run.candidates.lock().unwrap_or_else(|p| p.into_inner());
+                    for (digest, repos) in more {
+                        let v = c.entry(digest).or_default();
+                        for r in repos {
+                            if !v.contains(&r) {
+                                v.push(r);
+                            }
+                        }
+                    }
+                }
+                let run = run.clone();
+                let slots = slots.clone();
+                set.spawn(async move {
+                    let Ok(_permit) = slots.acquire().await else {
+                        return;
+                    };
+                    if run.sched.is_cancelled() {
+                        return;
+                    }
+                    match push_image(&run, &name, &desc).await {
+                        Ok(unchanged) => run.progress.image_done(&name, &desc.digest, unchanged),
+                        Err(e) if run.sched.is_cancelled() => tracing::debug!("{name}: {e}"),
+                        Err(e) => run.progress.image_failed(&name, &e),
+                    }
+                });
             }
-            match push_image(&run, &name, &desc).await {
-                Ok(unchanged) => run.progress.image_done(&name, &desc.digest, unchanged),
-                Err(e) if run.sched.is_cancelled() => tracing::debug!("{name}: {e}"),
-                Err(e) => run.progress.image_failed(&name, &e),
-            }
-        });
-    }
-    let interrupted = tokio::select! {
-        _ = async { while set.join_next().await.is_some() {} } => false,
-        _ = interrupt => true,
+            Some(_) = set.join_next(), if !set.is_empty() => {}
+        }
     };
     if interrupted {
         run.sched.cancel();
         set.abort_all();
         while set.join_next().await.is_some() {}
     }
-    let s = &reg.stats;
-    Ok(progress.finish(
+    let s = &run.reg.stats;
+    Ok(run.progress.finish(
         s.requests.load(Ordering::Relaxed),
         s.retries.load(Ordering::Relaxed),
         interrupted,
@@ -245,6 +316,9 @@ async fn push_blobs(
 
 async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result<(), String> {
     let err = |e: String| format!("blob {}: {e}", b.digest);
+    if let Some(a) = &run.arrivals {
+        a.wait(&b.digest, b.size).await.map_err(err)?;
+    }
     // Once per digest in the run: it goes to the first repository that needs it.
     let shared = run
         .sched
@@ -254,10 +328,11 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
             // upload, so the attempt costs nothing).
             let from = run
                 .candidates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
                 .get(&b.digest)
-                .and_then(|v| v.iter().find(|r| r.as_str() != repo))
-                .map(String::as_str);
-            let out = place_blob(run, repo, b, from).await?;
+                .and_then(|v| v.iter().find(|r| r.as_str() != repo).cloned());
+            let out = place_blob(run, repo, b, from.as_deref()).await?;
             run.homes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

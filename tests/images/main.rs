@@ -758,3 +758,79 @@ fn the_archive_route_saves_split_volumes_and_pushes_from_them() {
         "{names:?}"
     );
 }
+
+#[test]
+fn push_with_a_list_pulls_and_pushes_in_one_command_and_a_rerun_asks_the_source_once_per_image() {
+    if !harness::tools_or_skip(
+        "push_with_a_list_pulls_and_pushes_in_one_command_and_a_rerun_asks_the_source_once_per_image",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 12 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    // 8 MB/s per connection: blobs land over seconds, so a push that did not wait for
+    // them to be in the store would find them missing
+    let slow = Proxy::start(src.port, &["--rate", "8000000"]);
+    let list = env.dir.path().join("images.txt");
+    std::fs::write(&list, set.refs.join("\n") + "\n").unwrap();
+    let copy = || {
+        let mut c = env.provision();
+        c.args(["--json", "images", "push", "--all-platforms", "--list"])
+            .arg(&list)
+            .arg("--source-registry")
+            .arg(format!("127.0.0.1:{}", slow.port))
+            .arg("--source-plain-http")
+            .arg("--store")
+            .arg(env.store())
+            .arg("--via")
+            .arg(dst.addr());
+        c.output().unwrap()
+    };
+
+    let o = copy();
+    let text = ok(&o, "push --list");
+    assert!(!text.contains(&env.password), "the password was printed");
+    let s = summary(&o);
+    assert_eq!(s["images"], 4, "{text}");
+    assert_eq!(s["done"], 4, "{text}");
+    assert_eq!(s["failed"], 0, "{text}");
+    // the store holds what a pull would have left (verified blobs, index.json, lock)
+    assert_store_consistent(&env.store());
+    let c = commits(&dst);
+    assert!(!c.is_empty(), "nothing was uploaded");
+    assert!(
+        c.values().all(|&n| n == 1),
+        "a blob was uploaded twice: {c:?}"
+    );
+    for r in [
+        "library/base:1",
+        "rancher/app:1",
+        "rancher/multi:1",
+        "rancher/big:1",
+    ] {
+        assert_eq!(
+            sha256(&env.dest_raw(&dst, r)),
+            sha256(&source_raw(&src, r)),
+            "{r} differs from the source"
+        );
+    }
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/multi:1")),
+        set.multi_index
+    );
+
+    // a re-run with nothing new: one HEAD per image at the source, nothing uploaded
+    let before = src.requests().len();
+    let commits_before = commits(&dst);
+    let o = copy();
+    let text = ok(&o, "push --list again");
+    assert_eq!(summary(&o)["unchanged"], 4, "{text}");
+    let src_reqs = src.requests().len() - before;
+    assert!(
+        src_reqs <= 4,
+        "{src_reqs} requests to the source for 4 unchanged images"
+    );
+    assert_eq!(commits(&dst), commits_before, "a re-run uploaded again");
+}
