@@ -32,6 +32,14 @@ use tokio::net::TcpStream;
 
 pub type Body = BoxBody<Bytes, io::Error>;
 
+/// How long a TCP connect may take before it counts as a failed attempt.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a request may wait for the response's headers (an upload's whole body is
+/// sent by then: large blobs go in chunks).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a blob download may go without a byte before it is resumed elsewhere.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Media types a manifest GET/HEAD accepts, in preference order.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -115,9 +123,20 @@ impl tower_service::Service<Uri> for ViaConnector {
         let key = format!("{host}:{port}");
         let target = self.overrides.get(&key).cloned().unwrap_or(key);
         Box::pin(async move {
-            let s = TcpStream::connect(&target).await.map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot connect to {target}: {e}"))
-            })?;
+            let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "cannot connect to {target}: no answer in {} s",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    )
+                })?
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot connect to {target}: {e}"))
+                })?;
             let _ = s.set_nodelay(true);
             Ok(TokioIo::new(s))
         })
@@ -364,7 +383,17 @@ impl Registry {
         }
         let req = req.body(body).map_err(|e| format!("bad request: {e}"))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.client.request(req).await.map_err(|e| {
+        // A registry that takes the request and never answers is retried like a dropped
+        // connection, not waited on forever.
+        let answered = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| {
+                format!(
+                    "no answer within {} s (the connection stalled)",
+                    RESPONSE_TIMEOUT.as_secs()
+                )
+            })?;
+        answered.map_err(|e| {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {

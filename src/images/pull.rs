@@ -570,7 +570,24 @@ async fn fetch_blob(
         }
         let mut body = stream.body;
         let mut broke = None;
-        while let Some(frame) = body.frame().await {
+        loop {
+            // A connection that stalls without closing is a broken one: resume from here.
+            let frame = match tokio::time::timeout(
+                crate::images::client::STALL_TIMEOUT,
+                body.frame(),
+            )
+            .await
+            {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    broke = Some(format!(
+                        "no data for {} s",
+                        crate::images::client::STALL_TIMEOUT.as_secs()
+                    ));
+                    break;
+                }
+            };
             match frame {
                 Ok(f) => {
                     if let Ok(data) = f.into_data() {
