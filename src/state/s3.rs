@@ -336,37 +336,9 @@ impl S3Backend {
         let mut text = serde_json::to_vec_pretty(state).expect("state serializes");
         text.push(b'\n');
         let expected = self.etag.lock().expect("etag slot").clone();
-        let mut attempt = 0;
-        let sent = loop {
-            let mut put = self
-                .s3
-                .put_object()
-                .bucket(&self.cfg.bucket)
-                .key(&self.cfg.key)
-                .content_type("application/json")
-                .body(ByteStream::from(text.clone()));
-            put = match &expected {
-                Some(etag) => put.if_match(etag),
-                None => put.if_none_match("*"),
-            };
-            if let Some(kms) = &self.cfg.kms_key_id {
-                put = put
-                    .server_side_encryption(ServerSideEncryption::AwsKms)
-                    .ssekms_key_id(kms);
-            }
-            match put.send().await {
-                Err(e) => {
-                    let f = Failure::of(e);
-                    if f.conflict_in_flight() && attempt < CONFLICT_RETRIES {
-                        attempt += 1;
-                        tokio::time::sleep(conflict_pause(attempt)).await;
-                        continue;
-                    }
-                    break Err(f);
-                }
-                Ok(out) => break Ok(out.e_tag().map(str::to_string)),
-            }
-        };
+        let sent = self
+            .conditional_put(&self.cfg.key, &text, expected.as_deref())
+            .await;
         match sent {
             Ok(etag) => {
                 *self.etag.lock().expect("etag slot") = etag;
@@ -393,6 +365,48 @@ impl S3Backend {
                         message: f.describe("PutObject"),
                         rescue: self.rescue(state),
                     })
+                }
+            }
+        }
+    }
+
+    /// `PutObject` of `body` at `key` only if the object still has ETag `if_match` (`None`:
+    /// only if there is no object), with the KMS key; a 409 ConditionalRequestConflict (a
+    /// conditional write on the key in flight) is tried again. The new ETag, or why not.
+    async fn conditional_put(
+        &self,
+        key: &str,
+        body: &[u8],
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, Failure> {
+        let mut attempt = 0;
+        loop {
+            let mut put = self
+                .s3
+                .put_object()
+                .bucket(&self.cfg.bucket)
+                .key(key)
+                .content_type("application/json")
+                .body(ByteStream::from(body.to_vec()));
+            put = match if_match {
+                Some(etag) => put.if_match(etag),
+                None => put.if_none_match("*"),
+            };
+            if let Some(kms) = &self.cfg.kms_key_id {
+                put = put
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .ssekms_key_id(kms);
+            }
+            match put.send().await {
+                Ok(out) => return Ok(out.e_tag().map(str::to_string)),
+                Err(e) => {
+                    let f = Failure::of(e);
+                    if f.conflict_in_flight() && attempt < CONFLICT_RETRIES {
+                        attempt += 1;
+                        tokio::time::sleep(conflict_pause(attempt)).await;
+                        continue;
+                    }
+                    return Err(f);
                 }
             }
         }
@@ -527,34 +541,9 @@ impl Backend for S3Backend {
     async fn lock(&self, command: &str) -> Result<(), LockError> {
         let holder = Holder::current(command);
         let body = serde_json::to_vec(&holder).expect("holder serializes");
-        let mut attempt = 0;
-        let sent = loop {
-            let mut put = self
-                .s3
-                .put_object()
-                .bucket(&self.cfg.bucket)
-                .key(self.cfg.lock_key())
-                .content_type("application/json")
-                .if_none_match("*")
-                .body(ByteStream::from(body.clone()));
-            if let Some(kms) = &self.cfg.kms_key_id {
-                put = put
-                    .server_side_encryption(ServerSideEncryption::AwsKms)
-                    .ssekms_key_id(kms);
-            }
-            match put.send().await {
-                Err(e) => {
-                    let f = Failure::of(e);
-                    if f.conflict_in_flight() && attempt < CONFLICT_RETRIES {
-                        attempt += 1;
-                        tokio::time::sleep(conflict_pause(attempt)).await;
-                        continue;
-                    }
-                    break Err(f);
-                }
-                Ok(out) => break Ok(out.e_tag().map(str::to_string)),
-            }
-        };
+        let sent = self
+            .conditional_put(&self.cfg.lock_key(), &body, None)
+            .await;
         match sent {
             Ok(etag) => {
                 *self.held.lock().expect("lock slot") = etag;

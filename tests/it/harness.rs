@@ -777,10 +777,6 @@ impl World {
         self.path().join("state").join(ENV).join("secrets")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
-        self.command_in(self.path(), args)
-    }
-
     fn command_in(&self, dir: &Path, args: &[&str]) -> Command {
         // PROVISION_BIN: a copy of the binary, so a long run survives rebuilds meanwhile.
         let bin = std::env::var_os("PROVISION_BIN")
@@ -839,7 +835,16 @@ impl World {
     }
 
     fn spawn_with(&self, args: &[&str], tty: Option<(std::fs::File, std::fs::File)>) -> Running {
-        let mut command = self.command(args);
+        self.spawn_in(self.path(), args, tty)
+    }
+
+    fn spawn_in(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        tty: Option<(std::fs::File, std::fs::File)>,
+    ) -> Running {
+        let mut command = self.command_in(dir, args);
         let tty = tty.map(|(master, slave)| {
             command.stdin(Stdio::from(slave));
             master
@@ -866,19 +871,7 @@ impl World {
     /// Runs `provision ARGS` to the end in another folder (its own config and state),
     /// against this world's cloud: a neighbour.
     pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
-        let mut child = self.command_in(dir, args).spawn().expect("start provision");
-        let (stdout, _) = collect(child.stdout.take().unwrap());
-        let (stderr, stderr_so_far) = collect(child.stderr.take().unwrap());
-        Running {
-            child: Some(child),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-            stderr_so_far,
-            emulator_log: Some(self.moto.log.clone()),
-            _tty: None,
-        }
-        .wait(RUN_LIMIT)
+        self.spawn_in(dir, args, None).wait(RUN_LIMIT)
     }
 
     /// [`World::run_in`] with the proxy's log cleared first, and the calls it made.
