@@ -17,6 +17,17 @@ fn lose(ops: &[(&str, u32)]) -> serde_json::Value {
     serde_json::json!({ "lose_reply": map })
 }
 
+/// The operations whose replies the proxy lost, sorted.
+fn lost_ops(stats: &crate::harness::Stats) -> Vec<&str> {
+    let mut lost: Vec<&str> = stats
+        .faults("lost_reply")
+        .iter()
+        .map(|c| c.op.as_str())
+        .collect();
+    lost.sort_unstable();
+    lost
+}
+
 fn destroy_leaves_nothing(world: &World) {
     world.proxy.reset();
     world
@@ -45,12 +56,7 @@ fn lost_create_replies_leave_no_twins() {
     let stats = world.proxy.stats();
     world.proxy.reset();
     lossy.ok();
-    let mut lost: Vec<&str> = stats
-        .faults("lost_reply")
-        .iter()
-        .map(|c| c.op.as_str())
-        .collect();
-    lost.sort_unstable();
+    let lost = lost_ops(&stats);
     assert_eq!(
         lost,
         [
@@ -100,12 +106,7 @@ fn absorbed(mode: &str) {
     let stats = world.proxy.stats();
     world.proxy.reset();
     lossy.ok();
-    let mut lost: Vec<&str> = stats
-        .faults("lost_reply")
-        .iter()
-        .map(|c| c.op.as_str())
-        .collect();
-    lost.sort_unstable();
+    let lost = lost_ops(&stats);
     let mut want: Vec<&str> = ABSORBED.iter().map(|(op, _)| *op).collect();
     want.sort_unstable();
     assert_eq!(lost, want, "the proxy lost ({mode}) exactly these replies");
@@ -309,12 +310,7 @@ fn lost_replies_of_iam_endpoint_volume_secret_and_elb_creates_leave_no_twins() {
     run.ok();
     let stats = world.proxy.stats();
     world.proxy.reset();
-    let mut lost: Vec<&str> = stats
-        .faults("lost_reply")
-        .iter()
-        .map(|c| c.op.as_str())
-        .collect();
-    lost.sort_unstable();
+    let lost = lost_ops(&stats);
     let mut want: Vec<&str> = ops.iter().map(|(op, _)| *op).collect();
     want.sort_unstable();
     assert_eq!(lost, want, "the proxy lost exactly these replies");
