@@ -681,7 +681,8 @@ impl Spec {
                 "preserve_client_ip",
                 "targets",
             ],
-            Spec::Listener(_) => &["target_group"],
+            // ModifyListener takes the port, protocol and default action.
+            Spec::Listener(_) => &["port", "target_group"],
             Spec::HostedZone(_) => &[],
             Spec::DnsRecord(_) => &["target", "ttl"],
         }
@@ -752,6 +753,11 @@ pub struct Observed {
     /// (empty when it matches).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,
+    /// Differences in what the cloud fixes when the resource is made (a CIDR, a zone's
+    /// privacy, a key pair's key, a load balancer's scheme): an update cannot repair them,
+    /// only a replacement, and `plan` says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixed: Vec<String>,
 }
 
 impl Observed {
@@ -760,6 +766,7 @@ impl Observed {
             cloud_id: cloud_id.into(),
             attrs,
             drift: Vec::new(),
+            fixed: Vec::new(),
         }
     }
 }

@@ -53,16 +53,26 @@ pub struct Obj {
 }
 
 impl Obj {
-    /// Differences from `want` that AWS lets an update repair, one line each, as the AWS
-    /// adapter's `read` reports them (by the fake's own rules, [`in_place`]; never the
-    /// engine's).
-    fn drift(&self, want: &Spec) -> Vec<String> {
-        let mut drift = field_drift(&self.spec, want);
+    /// Differences from `want`, one line each, as the AWS adapter's `read` reports them
+    /// (by the fake's own rules, [`in_place`]; never the engine's): what AWS lets an update
+    /// repair, and what it fixes at creation (only a replacement changes that).
+    fn drift(&self, want: &Spec) -> (Vec<String>, Vec<String>) {
+        let (mut drift, fixed) = field_drift(&self.spec, want);
         drift.extend(self.missing.iter().map(|m| format!("{m} not set")));
         if !self.tagged {
             drift.push("not tagged provision:env / provision:id".to_string());
         }
-        drift
+        (drift, fixed)
+    }
+
+    fn observed(&self, cloud_id: &str, want: &Spec) -> Observed {
+        let (drift, fixed) = self.drift(want);
+        Observed {
+            cloud_id: cloud_id.to_string(),
+            attrs: self.attrs.clone(),
+            drift,
+            fixed,
+        }
     }
 }
 
@@ -87,6 +97,15 @@ enum Part {
     AttachPolicies,
     /// IAM `AddRoleToInstanceProfile`.
     AddRole,
+    /// Disassociate the route table from one subnet.
+    Disassociate(LogicalId),
+    /// Deregister the targets that are not wanted.
+    DeregisterTargets,
+    /// Revoke the rules of a direction that are not wanted.
+    RevokeIngress,
+    RevokeEgress,
+    /// One call of an update that sets these fields to the wanted values.
+    Set(&'static str, &'static [&'static str]),
 }
 
 impl Part {
@@ -103,6 +122,11 @@ impl Part {
             Part::Tag => "change_tags_for_resource",
             Part::AttachPolicies => "attach_role_policy",
             Part::AddRole => "add_role_to_instance_profile",
+            Part::Disassociate(_) => "disassociate_route_table",
+            Part::RevokeIngress => "revoke_ingress",
+            Part::DeregisterTargets => "deregister_targets",
+            Part::RevokeEgress => "revoke_egress",
+            Part::Set(op, _) => op,
         }
     }
 
@@ -131,7 +155,21 @@ impl Part {
             (Part::AttachPolicies, Spec::IamRole(live), Spec::IamRole(w)) => {
                 live.policies = w.policies.clone()
             }
-            (Part::AddRole, _, _) => obj.missing.retain(|m| *m != ROLE_IN_PROFILE),
+            (Part::AddRole, Spec::InstanceProfile(live), Spec::InstanceProfile(w)) => {
+                live.role = w.role.clone();
+                obj.missing.retain(|m| *m != ROLE_IN_PROFILE)
+            }
+            (Part::Disassociate(r), Spec::RouteTable(live), _) => live.subnets.retain(|s| s != r),
+            (Part::DeregisterTargets, Spec::TargetGroup(live), Spec::TargetGroup(w)) => {
+                live.targets.retain(|t| w.targets.contains(t))
+            }
+            (Part::RevokeIngress, Spec::SecurityGroup(live), Spec::SecurityGroup(w)) => {
+                live.ingress.retain(|r| w.ingress.contains(r))
+            }
+            (Part::RevokeEgress, Spec::SecurityGroup(live), Spec::SecurityGroup(w)) => {
+                live.egress.retain(|r| w.egress.contains(r))
+            }
+            (Part::Set(_, fields), _, _) => obj.spec = with_fields(&obj.spec, want, fields),
             _ => unreachable!("a part of another kind"),
         }
     }
@@ -216,6 +254,233 @@ fn create_calls(spec: &Spec) -> (Spec, bool, Vec<&'static str>, Vec<Part>) {
         _ => {}
     }
     (live, tagged, missing, parts)
+}
+
+/// The calls an update makes on AWS to bring `obj` to `want`, one part each, by the fake's
+/// own per-kind rules (what the AWS adapter's update sends, call for call): each is a
+/// mutating call with its own crash point, lost reply and throttling, and the live object
+/// has only the parts done so far.
+///
+/// `stale`: references whose object was made again (same name, new cloud id): a field
+/// naming one differs on AWS (it holds cloud ids) though not in the spec.
+fn update_calls(obj: &Obj, want: &Spec, stale: &[LogicalId]) -> Vec<Part> {
+    let live = &obj.spec;
+    let (a, b) = (
+        serde_json::to_value(live).expect("spec"),
+        serde_json::to_value(want).expect("spec"),
+    );
+    let names_stale = |f: &str| {
+        b.get(f).is_some_and(|v| {
+            let text = v.to_string();
+            stale.iter().any(|r| text.contains(&format!("\"{r}\"")))
+        })
+    };
+    let differs = |fields: &[&str]| {
+        fields
+            .iter()
+            .any(|f| a.get(*f) != b.get(*f) || names_stale(f))
+    };
+    let mut parts = Vec::new();
+    match (live, want) {
+        // ModifyVpcAttribute, once per attribute, both every time.
+        (Spec::Vpc(_), _) => {
+            parts.push(Part::Attribute("DNS support"));
+            parts.push(Part::Attribute("DNS hostnames"));
+        }
+        // Detach from the VPC it is on, attach to ours.
+        (Spec::InternetGateway(_), _) if differs(&["vpc"]) => {
+            parts.push(Part::Set("detach_internet_gateway", &[]));
+            parts.push(Part::Set("attach_internet_gateway", &["vpc"]));
+        }
+        // ModifySubnetAttribute, every time.
+        (Spec::Subnet(_), _) => {
+            parts.push(Part::Set("modify_subnet_attribute", &["map_public_ip"]))
+        }
+        (Spec::RouteTable(l), Spec::RouteTable(w)) => {
+            parts.extend(
+                l.subnets
+                    .iter()
+                    .filter(|s| !w.subnets.contains(s))
+                    .cloned()
+                    .map(Part::Disassociate),
+            );
+            parts.extend(
+                w.subnets
+                    .iter()
+                    .filter(|s| !l.subnets.contains(s) || stale.contains(s))
+                    .cloned()
+                    .map(Part::Associate),
+            );
+            if l.internet_gateway != w.internet_gateway || names_stale("internet_gateway") {
+                parts.push(Part::Route);
+            }
+        }
+        (Spec::SecurityGroup(l), Spec::SecurityGroup(w)) => {
+            let extra = |have: &Vec<crate::model::Rule>, want: &Vec<crate::model::Rule>| {
+                have.iter().any(|r| !want.contains(r))
+            };
+            if extra(&l.ingress, &w.ingress) {
+                parts.push(Part::RevokeIngress);
+            }
+            if extra(&w.ingress, &l.ingress) || names_stale("ingress") {
+                parts.push(Part::AuthorizeIngress);
+            }
+            if extra(&l.egress, &w.egress) {
+                parts.push(Part::RevokeEgress);
+            }
+            if extra(&w.egress, &l.egress) || names_stale("egress") {
+                parts.push(Part::AuthorizeEgress);
+            }
+        }
+        (Spec::Instance(l), Spec::Instance(w)) => {
+            // Stop, change the type, (groups, profile), start again.
+            let retype = l.instance_type != w.instance_type;
+            if retype {
+                parts.push(Part::Set("stop_instances", &[]));
+                parts.push(Part::Set("modify_instance_attribute", &["instance_type"]));
+            }
+            if differs(&["security_groups"]) {
+                parts.push(Part::Set("modify_instance_attribute", &["security_groups"]));
+            }
+            if differs(&["instance_profile"]) {
+                parts.push(Part::Set(
+                    "associate_iam_instance_profile",
+                    &["instance_profile"],
+                ));
+            }
+            if retype {
+                parts.push(Part::Set("start_instances", &[]));
+            }
+            if w.root_volume_gb > l.root_volume_gb {
+                parts.push(Part::Set("modify_volume", &["root_volume_gb"]));
+            }
+            if differs(&["volumes"]) {
+                parts.push(Part::Set("attach_volume", &["volumes"]));
+            }
+        }
+        // ModifyVolume, then the tag recording when (AWS allows one change per 6 hours).
+        (Spec::Volume(_), _) if differs(&["size_gb"]) => {
+            parts.push(Part::Set("modify_volume", &["size_gb"]));
+            parts.push(Part::Set("create_tags", &[]));
+        }
+        // UpdateSecret every time; PutSecretValue when the value changes.
+        (Spec::Secret(_), _) => {
+            parts.push(Part::Set("update_secret", &["description", "kms_key_id"]));
+            if differs(&["value_sha256"]) {
+                parts.push(Part::Set("put_secret_value", &["value_sha256"]));
+            }
+        }
+        (Spec::VpcEndpoint(_), _) => parts.push(Part::Set(
+            "modify_vpc_endpoint",
+            &["subnets", "security_groups", "private_dns"],
+        )),
+        (Spec::IamRole(l), Spec::IamRole(w)) => {
+            if l.description != w.description {
+                parts.push(Part::Set("update_role", &["description"]));
+            }
+            if l.policies != w.policies {
+                parts.push(Part::AttachPolicies);
+            }
+        }
+        (Spec::InstanceProfile(_), _) if differs(&["role"]) || !obj.missing.is_empty() => {
+            parts.push(Part::AddRole);
+        }
+        (Spec::DbSubnetGroup(_), _) => {
+            parts.push(Part::Set("modify_db_subnet_group", &["subnets"]))
+        }
+        (Spec::Database(_), _) => parts.push(Part::Set(
+            "modify_db_instance",
+            &[
+                "security_group",
+                "engine_version",
+                "instance_class",
+                "storage_gb",
+                "backup_retention_days",
+                "password",
+            ],
+        )),
+        (Spec::LoadBalancer(l), Spec::LoadBalancer(w)) => {
+            if differs(&["subnets"]) {
+                parts.push(Part::Set("set_subnets", &["subnets"]));
+            }
+            if differs(&["security_group"]) {
+                parts.push(Part::Set("set_security_groups", &["security_group"]));
+            }
+            if l.cross_zone != w.cross_zone {
+                parts.push(Part::LoadBalancerAttributes);
+            }
+        }
+        (Spec::TargetGroup(l), Spec::TargetGroup(w)) => {
+            const HEALTH: &[&str] = &[
+                "health_check_port",
+                "healthy_threshold",
+                "unhealthy_threshold",
+                "interval_seconds",
+                "timeout_seconds",
+            ];
+            if differs(HEALTH) {
+                parts.push(Part::Set("modify_target_group", HEALTH));
+            }
+            if l.preserve_client_ip != w.preserve_client_ip {
+                parts.push(Part::Set(
+                    "modify_target_group_attributes",
+                    &["preserve_client_ip"],
+                ));
+            }
+            if l.targets.iter().any(|t| !w.targets.contains(t)) {
+                parts.push(Part::DeregisterTargets);
+            }
+            if w.targets.iter().any(|t| !l.targets.contains(t)) || names_stale("targets") {
+                parts.push(Part::RegisterTargets);
+            }
+        }
+        (Spec::Listener(_), _) => {
+            parts.push(Part::Set("modify_listener", &["port", "target_group"]))
+        }
+        // Associate the VPC again if it was taken away; the tags every time.
+        (Spec::HostedZone(_), _) => {
+            if differs(&["vpc"]) {
+                parts.push(Part::Set("associate_vpc_with_hosted_zone", &["vpc"]));
+            }
+        }
+        (Spec::DnsRecord(_), _) => {
+            parts.push(Part::Set("change_resource_record_sets", &["target", "ttl"]))
+        }
+        _ => {}
+    }
+    // What a create left undone (attributes the spec does not show), then the tags.
+    for m in &obj.missing {
+        if !matches!(obj.spec, Spec::Vpc(_)) && *m != ROLE_IN_PROFILE {
+            parts.push(Part::Attribute(m));
+        }
+    }
+    if matches!(obj.spec, Spec::HostedZone(_)) {
+        parts.push(Part::Tag);
+    }
+    parts
+}
+
+/// `live` with `fields` taken from `want` (what one update call changes).
+fn with_fields(live: &Spec, want: &Spec, fields: &[&str]) -> Spec {
+    let mut a = serde_json::to_value(live).expect("spec");
+    let b = serde_json::to_value(want).expect("spec");
+    for f in fields {
+        match b.get(*f) {
+            Some(v) => a[*f] = v.clone(),
+            None => {
+                a.as_object_mut().expect("object").remove(*f);
+            }
+        }
+    }
+    let mut out: Spec = serde_json::from_value(a).expect("spec");
+    // Fields the spec does not serialize stay as they are.
+    match (&mut out, live) {
+        (Spec::Instance(o), Spec::Instance(l)) => o.user_data = l.user_data.clone(),
+        (Spec::Secret(o), Spec::Secret(l)) => o.value = l.value.clone(),
+        (Spec::Subnet(o), Spec::Subnet(l)) => o.instance_types = l.instance_types.clone(),
+        _ => {}
+    }
+    out
 }
 
 /// One call the engine made.
@@ -692,8 +957,14 @@ fn possible(spec: &Spec, ctx: &OpContext<'_>) -> Spec {
 /// to the engine's `Spec::updatable_fields` cannot change what the fake reports.
 fn in_place(kind: Kind) -> &'static [&'static str] {
     match kind {
-        // CIDR, zone, name, key material, the zone's VPC: fixed.
-        Kind::Vpc | Kind::InternetGateway | Kind::Subnet | Kind::KeyPair | Kind::HostedZone => &[],
+        // CIDR, name, key material: fixed.
+        Kind::Vpc | Kind::KeyPair => &[],
+        // Detach/AttachInternetGateway.
+        Kind::InternetGateway => &["vpc"],
+        // ModifySubnetAttribute; its CIDR and zone are fixed.
+        Kind::Subnet => &["map_public_ip"],
+        // AssociateVPCWithHostedZone; its name is fixed.
+        Kind::HostedZone => &["vpc"],
         // (Dis)associateRouteTable, CreateRoute / DeleteRoute.
         Kind::RouteTable => &["subnets", "internet_gateway"],
         // Authorize / Revoke SecurityGroupIngress / Egress.
@@ -741,21 +1012,48 @@ fn in_place(kind: Kind) -> &'static [&'static str] {
             "preserve_client_ip",
             "targets",
         ],
-        // ModifyListener.
-        Kind::Listener => &["target_group"],
+        // ModifyListener (port, protocol, default action).
+        Kind::Listener => &["port", "target_group"],
         // ChangeResourceRecordSets UPSERT.
         Kind::DnsRecord => &["target", "ttl"],
     }
 }
 
-/// `field: live → wanted` for each field of `in_place(kind)` that differs. Fields AWS
-/// cannot change in place are left out: an update could not repair them.
-fn field_drift(live: &Spec, want: &Spec) -> Vec<String> {
+/// Fields a read does not compare, per kind: orderings of the first create (`after`),
+/// what the cloud returns only when asked or not at all (user-data, a key pair's key), and
+/// what identifies the resource (found by it) or only reaches it at launch. What the AWS
+/// adapter's `read` compares, the fake compares; the contract suite (`it contract::*`)
+/// holds the two to the same.
+fn unseen(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Instance => &[
+            "after",
+            "user_data_sha256",
+            "key_pair",
+            "ami",
+            "subnet",
+            "public_ip",
+            "role",
+        ],
+        Kind::LoadBalancer => &["after"],
+        Kind::Subnet => &["zone_index"],
+        Kind::Volume => &["subnet"],
+        Kind::KeyPair => &["public_key"],
+        Kind::IamRole => &["path", "trusted_service"],
+        Kind::InstanceProfile => &["path"],
+        Kind::Database => &["database", "username"],
+        _ => &[],
+    }
+}
+
+/// `field: live → wanted` for each field that differs, split by [`in_place`]: what an
+/// update can repair, and what AWS fixes at creation; [`unseen`] fields are never drift.
+fn field_drift(live: &Spec, want: &Spec) -> (Vec<String>, Vec<String>) {
     let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (
         serde_json::to_value(live).expect("spec serializes"),
         serde_json::to_value(want).expect("spec serializes"),
     ) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let short = |v: Option<&serde_json::Value>| {
         let text = v.map_or("none".to_string(), |v| v.to_string());
@@ -768,17 +1066,21 @@ fn field_drift(live: &Spec, want: &Spec) -> Vec<String> {
             text
         }
     };
-    in_place(want.kind())
-        .iter()
-        .filter(|field| a.get(**field) != b.get(**field))
-        .map(|field| {
-            format!(
-                "{field}: {} → {}",
-                short(a.get(*field)),
-                short(b.get(*field))
-            )
-        })
-        .collect()
+    let unseen = unseen(want.kind());
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let (mut repairable, mut fixed) = (Vec::new(), Vec::new());
+    for field in keys {
+        if field == "kind" || unseen.contains(&field.as_str()) || a.get(field) == b.get(field) {
+            continue;
+        }
+        let line = format!("{field}: {} → {}", short(a.get(field)), short(b.get(field)));
+        if in_place(want.kind()).contains(&field.as_str()) {
+            repairable.push(line);
+        } else {
+            fixed.push(line);
+        }
+    }
+    (repairable, fixed)
 }
 
 /// Counts a mutating call as in flight until dropped (also when the caller is dropped).
@@ -817,11 +1119,7 @@ impl Cloud for FakeCloud {
             .collect();
         match found.as_slice() {
             [] => Ok(None),
-            [(cid, o)] => Ok(Some(Observed {
-                cloud_id: (*cid).clone(),
-                attrs: o.attrs.clone(),
-                drift: o.drift(&possible(spec, ctx)),
-            })),
+            [(cid, o)] => Ok(Some(o.observed(cid, &possible(spec, ctx)))),
             many => Err(CloudError::api(
                 "find",
                 "Ambiguous",
@@ -846,11 +1144,10 @@ impl Cloud for FakeCloud {
     ) -> Result<Option<Observed>, CloudError> {
         self.enter("read", cloud_id, false).await?;
         let inner = self.inner.lock().unwrap();
-        Ok(inner.objects.get(cloud_id).map(|o| Observed {
-            cloud_id: cloud_id.to_string(),
-            attrs: o.attrs.clone(),
-            drift: o.drift(&possible(spec, ctx)),
-        }))
+        Ok(inner
+            .objects
+            .get(cloud_id)
+            .map(|o| o.observed(cloud_id, &possible(spec, ctx))))
     }
 
     async fn create(&self, ctx: &OpContext<'_>, spec: &Spec) -> Result<Observed, CloudError> {
@@ -998,27 +1295,60 @@ impl Cloud for FakeCloud {
         spec: &Spec,
         current: &Observed,
     ) -> Result<Observed, CloudError> {
-        self.enter("update", &current.cloud_id, true).await?;
-        let uses = Self::uses(spec, ctx)?;
-        let obs = {
-            let mut inner = self.inner.lock().unwrap();
-            let Some(o) = inner.objects.get_mut(&current.cloud_id) else {
-                return Err(CloudError::api(
-                    "update",
-                    "NotFound",
-                    format!("{} does not exist", current.cloud_id),
-                ));
-            };
-            // Converges everything, including what an interrupted create left undone.
-            o.spec = spec.clone();
-            o.uses = uses;
-            o.missing.clear();
-            o.tagged = true;
-            Observed::new(current.cloud_id.clone(), o.attrs.clone())
+        // Rules naming groups not made yet come later (as in the adapter).
+        let want = &possible(spec, ctx);
+        // The describe the adapter starts with, then one mutating call per part.
+        self.enter("update", &current.cloud_id, false).await?;
+        let parts = {
+            let inner = self.inner.lock().unwrap();
+            inner.objects.get(&current.cloud_id).map(|o| {
+                let stale: Vec<LogicalId> = want
+                    .refs()
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .filter(|r| {
+                        ctx.resolved
+                            .cloud_id(r)
+                            .is_ok_and(|c| !o.uses.iter().any(|(u, _)| u == c))
+                    })
+                    .collect();
+                update_calls(o, want, &stale)
+            })
         };
-        self.after_mutation().await;
-        self.reply("mutation")?;
-        Ok(obs)
+        let Some(parts) = parts else {
+            return Err(CloudError::api(
+                "update",
+                "NotFound",
+                format!("{} does not exist", current.cloud_id),
+            ));
+        };
+        let mut first = true;
+        for part in parts {
+            self.enter_with(part.op(), &current.cloud_id, true, first)
+                .await?;
+            first = false;
+            {
+                let mut inner = self.inner.lock().unwrap();
+                let Some(o) = inner.objects.get_mut(&current.cloud_id) else {
+                    return Err(CloudError::api(
+                        part.op(),
+                        "NotFound",
+                        format!("{} does not exist", current.cloud_id),
+                    ));
+                };
+                part.apply(o, want);
+                let live = o.spec.clone();
+                o.uses = Self::uses(&live, ctx)?;
+            }
+            self.after_mutation().await;
+            self.reply(part.op())?;
+        }
+        let inner = self.inner.lock().unwrap();
+        let o = inner
+            .objects
+            .get(&current.cloud_id)
+            .ok_or_else(|| CloudError::api("update", "NotFound", "gone"))?;
+        Ok(Observed::new(current.cloud_id.clone(), o.attrs.clone()))
     }
 
     async fn delete(

@@ -1021,13 +1021,20 @@ async fn changed_action(
     // The cloud reports drift against the spec it was read with (the config's); a config
     // change shows there too. Drift is what changed outside the tool: the live resource
     // against the spec last applied.
-    let drift = if entry.spec == *spec {
-        obs.drift.clone()
+    let (drift, fixed) = if entry.spec == *spec {
+        (obs.drift.clone(), obs.fixed.clone())
     } else {
         let changed: Vec<&String> = replace.iter().chain(&update).collect();
         drift_from_applied(cloud, env, owner, id, entry, resolved, &obs, &changed).await
     };
     update.extend(drift.iter().map(|d| format!("drift: {d}")));
+    // Changed outside the tool where the cloud allows no update: only a replacement
+    // brings it back to the spec (and says so, with its data loss where data lives).
+    replace.extend(
+        fixed
+            .iter()
+            .map(|d| format!("drift: {d} (only a replacement changes it)")),
+    );
     // `depends_on` lists the references whose current object this resource was last
     // pointed at; the executor drops a reference from it when the object behind it is
     // re-created. Same reference, new object: follow it (even if the run that re-created it
@@ -1209,8 +1216,9 @@ where
 }
 
 /// What changed outside the tool on a resource whose config also changed: the live
-/// resource read against the spec last applied (from the state). Should that read fail, the
-/// drift read against the config is kept, less the lines that only repeat a config change.
+/// resource read against the spec last applied (from the state), as drift an update repairs
+/// and differences only a replacement does. Should that read fail, the lines read against
+/// the config are kept, less those that only repeat a config change.
 #[allow(clippy::too_many_arguments)]
 async fn drift_from_applied(
     cloud: &dyn Cloud,
@@ -1221,17 +1229,21 @@ async fn drift_from_applied(
     resolved: &Resolved,
     observed: &Observed,
     config_changes: &[&String],
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let no_delete = DeleteOptions::default();
     let c = ctx(env, owner, id, &entry.token, resolved, &no_delete);
     match retry_transient(|| cloud.read(&c, &entry.spec, &entry.cloud_id)).await {
-        Ok(Some(applied)) => applied.drift,
-        _ => observed
-            .drift
-            .iter()
-            .filter(|d| !config_changes.iter().any(|c| c.starts_with(d.as_str())))
-            .cloned()
-            .collect(),
+        Ok(Some(applied)) => (applied.drift, applied.fixed),
+        _ => {
+            let not_config = |lines: &[String]| {
+                lines
+                    .iter()
+                    .filter(|d| !config_changes.iter().any(|c| c.starts_with(d.as_str())))
+                    .cloned()
+                    .collect()
+            };
+            (not_config(&observed.drift), not_config(&observed.fixed))
+        }
     }
 }
 
@@ -1282,6 +1294,20 @@ async fn adopt_action(
         ActionKind::Adopt,
         vec![format!("{why} ({})", live.cloud_id)],
     );
+    if !live.fixed.is_empty() {
+        // Found, but made with what the cloud cannot change and the spec does not want:
+        // replaced (the found one deleted, a new one made), never adopted as it is.
+        a.action = ActionKind::Replace;
+        a.reasons.extend(
+            live.fixed
+                .iter()
+                .map(|d| format!("drift: {d} (only a replacement changes it)")),
+        );
+        a.reasons
+            .extend(live.drift.iter().map(|d| format!("drift: {d}")));
+        a.current = Some(live);
+        return Ok(a);
+    }
     if !live.drift.is_empty() {
         a.update_after_adopt = true;
         a.reasons

@@ -1049,8 +1049,11 @@ async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
     ops.sort();
     let mut want = vec![
         ("create".to_string(), "node-3".to_string()),
-        ("update".to_string(), before[&id("tg-80")].clone()),
-        ("update".to_string(), before[&id("tg-443")].clone()),
+        ("register_targets".to_string(), before[&id("tg-80")].clone()),
+        (
+            "register_targets".to_string(),
+            before[&id("tg-443")].clone(),
+        ),
     ];
     want.sort();
     assert_eq!(
@@ -1095,8 +1098,14 @@ async fn scale_up_then_down_touches_only_the_node_and_target_groups() {
     ops.sort();
     let mut want = vec![
         ("delete".to_string(), node3),
-        ("update".to_string(), before[&id("tg-80")].clone()),
-        ("update".to_string(), before[&id("tg-443")].clone()),
+        (
+            "deregister_targets".to_string(),
+            before[&id("tg-80")].clone(),
+        ),
+        (
+            "deregister_targets".to_string(),
+            before[&id("tg-443")].clone(),
+        ),
     ];
     want.sort();
     assert_eq!(ops, want);
@@ -1557,6 +1566,118 @@ async fn crash_during_replace_at_every_mutation_recovers() {
     crash_everywhere(Some(&blueprint(2)), untouched, &desired, false).await;
 }
 
+/// Drift an update repairs in several calls: a rule opened and one revoked on the nodes'
+/// group, cross-zone turned off and a target deregistered, the VPC's DNS attributes off.
+fn drifted_in_many_calls(fake: &FakeCloud) {
+    fake.tamper(ENV, "sg-nodes", |o| {
+        let Spec::SecurityGroup(sg) = &mut o.spec else {
+            unreachable!()
+        };
+        sg.ingress.remove(0);
+        sg.ingress.push(rule(
+            Protocol::Tcp,
+            22,
+            22,
+            Peer::Cidr("0.0.0.0/0".into()),
+            "someone opened ssh",
+        ));
+    });
+    fake.tamper(ENV, "nlb", |o| {
+        let Spec::LoadBalancer(lb) = &mut o.spec else {
+            unreachable!()
+        };
+        lb.cross_zone = !lb.cross_zone;
+    });
+    fake.tamper(ENV, "tg-443", |o| {
+        let Spec::TargetGroup(tg) = &mut o.spec else {
+            unreachable!()
+        };
+        tg.targets.pop();
+    });
+    fake.tamper(ENV, "vpc", |o| o.missing = vec!["DNS support"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_inside_updates_and_repairs_at_every_mutation_recovers() {
+    // Repairs of drift and a type change of every node (stop, modify, start): updates of
+    // several calls each, so crash points fall between the calls of one update.
+    let mut desired = blueprint(2);
+    for node in ["node-1", "node-2"] {
+        let Spec::Instance(n) = desired.resources.get_mut(&id(node)).unwrap() else {
+            unreachable!()
+        };
+        n.instance_type = "t3.2xlarge".into();
+    }
+    let lab = Lab::new(FakeConfig::default());
+    lab.apply(&blueprint(2)).await;
+    drifted_in_many_calls(&lab.fake);
+    lab.fake.clear_calls();
+    lab.apply(&desired).await;
+    let calls = lab.fake.mutating_calls();
+    let on = |cid: &str| calls.iter().filter(|c| c.id == cid).count();
+    let live = lab.fake.live(ENV);
+    let cid = |logical: &str| {
+        live.iter()
+            .find(|(_, o)| o.id.as_str() == logical)
+            .map(|(c, _)| c.clone())
+            .unwrap()
+    };
+    // How many calls each update took, as on AWS (the contract suite holds the adapter to
+    // the same): the group's revoke and authorize, the node's stop, modify and start.
+    assert_eq!(on(&cid("sg-nodes")), 2, "{calls:#?}");
+    assert_eq!(on(&cid("node-1")), 3, "{calls:#?}");
+    assert_eq!(on(&cid("vpc")), 2, "{calls:#?}");
+    crash_everywhere(Some(&blueprint(2)), drifted_in_many_calls, &desired, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_band_change_only_a_replacement_undoes_is_planned_as_one() {
+    // Someone re-made the target group's port by hand (AWS fixes a target group's port
+    // and the database's engine at creation): an update cannot put them back.
+    let lab = Lab::new(FakeConfig::default());
+    let desired = blueprint(2);
+    lab.apply(&desired).await;
+    lab.fake.tamper(ENV, "tg-443", |o| {
+        let Spec::TargetGroup(tg) = &mut o.spec else {
+            unreachable!()
+        };
+        tg.port = 8443;
+    });
+    let plan = lab.plan(&desired, false).await;
+    let tg = plan.get(&id("tg-443")).unwrap();
+    assert_eq!(tg.action, ActionKind::Replace, "{tg:?}");
+    assert!(
+        tg.reasons
+            .iter()
+            .any(|r| r.contains("port") && r.contains("only a replacement")),
+        "{:?}",
+        tg.reasons
+    );
+    assert!(tg.data_loss.is_none(), "a target group holds no data");
+    let outcome = lab.run(&plan, &desired).await;
+    assert!(outcome.ok(), "{outcome:#?}");
+    lab.assert_converged(&desired).await;
+
+    // Where data lives, the same is data loss, and says so.
+    lab.fake.tamper(ENV, "datastore", |o| {
+        let Spec::Database(db) = &mut o.spec else {
+            unreachable!()
+        };
+        db.engine = DbEngine::Postgres;
+    });
+    let plan = lab.plan(&desired, false).await;
+    let db = plan.get(&id("datastore")).unwrap();
+    assert_eq!(db.action, ActionKind::Replace, "{db:?}");
+    assert!(db.data_loss.is_some(), "{db:?}");
+
+    // A fresh state that finds it so replaces it too, never adopts it as it is.
+    lab.forget_state();
+    let plan = lab.plan(&desired, false).await;
+    let db = plan.get(&id("datastore")).unwrap();
+    assert_eq!(db.action, ActionKind::Replace, "{db:?}");
+    assert!(db.current.is_some(), "{db:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_while_repairing_a_deleted_node_recovers() {
     // node-1 terminated by hand and the load balancer deleted by hand: both re-created,
@@ -1648,7 +1769,13 @@ async fn a_create_stopped_after_its_first_call_is_finished_not_redone() {
             "{half_made} not created again: {:?}",
             mutating_ops(&lab.fake)
         );
-        assert!(mutating_ops(&lab.fake).contains(&("update".to_string(), cid.clone())));
+        assert!(
+            mutating_ops(&lab.fake)
+                .iter()
+                .any(|(op, c)| c == cid && op != "create"),
+            "{half_made} was completed by its update: {:?}",
+            mutating_ops(&lab.fake)
+        );
         lab.assert_converged(&desired).await;
     }
 }
@@ -1947,7 +2074,10 @@ async fn lost_state_with_drift_adopts_and_repairs() {
     );
     assert_eq!(
         mutating_ops(&lab.fake),
-        vec![("update".to_string(), cloud_id(&lab, "nlb"))]
+        vec![(
+            "modify_load_balancer_attributes".to_string(),
+            cloud_id(&lab, "nlb")
+        )]
     );
     lab.assert_converged(&desired).await;
 }

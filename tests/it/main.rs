@@ -4,6 +4,7 @@
 mod artifacts;
 mod bad_config;
 mod checks;
+mod contract;
 mod crash;
 mod datastores;
 mod defaults;

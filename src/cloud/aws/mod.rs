@@ -81,39 +81,49 @@ impl AwsCloud {
     /// then keeps them): a missing profile or key fails that call, with a hint.
     pub async fn new(region: &str, waits: WaitSettings) -> Result<Self, CloudError> {
         let shared = sdk_config(region).await;
+        Ok(Self::from_sdk_config(&shared, region, waits))
+    }
+
+    /// The clients from a config built elsewhere (the contract tests point one at the
+    /// emulator without touching the process environment).
+    pub fn from_sdk_config(
+        shared: &aws_config::SdkConfig,
+        region: &str,
+        waits: WaitSettings,
+    ) -> Self {
         let ec2_endpoint =
             reach::Target::resolve("EC2", "ec2", region, shared.endpoint_url(), &|name| {
                 std::env::var(name).ok()
             });
-        Ok(Self {
+        Self {
             // Every client logs its calls at -v (see `api_log`).
             ec2: aws_sdk_ec2::Client::from_conf(
-                aws_sdk_ec2::config::Builder::from(&shared)
+                aws_sdk_ec2::config::Builder::from(shared)
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
             rds: aws_sdk_rds::Client::from_conf(
-                aws_sdk_rds::config::Builder::from(&shared)
+                aws_sdk_rds::config::Builder::from(shared)
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
-                aws_sdk_elasticloadbalancingv2::config::Builder::from(&shared)
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(shared)
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
             route53: aws_sdk_route53::Client::from_conf(
-                aws_sdk_route53::config::Builder::from(&shared)
+                aws_sdk_route53::config::Builder::from(shared)
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
             secrets: aws_sdk_secretsmanager::Client::from_conf(
-                aws_sdk_secretsmanager::config::Builder::from(&shared)
+                aws_sdk_secretsmanager::config::Builder::from(shared)
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
             iam: aws_sdk_iam::Client::from_conf(
-                aws_sdk_iam::config::Builder::from(&shared)
+                aws_sdk_iam::config::Builder::from(shared)
                     .interceptor(api_log::ApiLog)
                     .build(),
             ),
@@ -124,7 +134,7 @@ impl AwsCloud {
             instances: Default::default(),
             batches: Default::default(),
             ec2_endpoint,
-        })
+        }
     }
 
     /// One TCP connection to the EC2 endpoint (or the proxy carrying the calls): an

@@ -238,7 +238,8 @@ pub(super) fn observe_subnet(s: &SubnetSpec, x: &Subnet) -> Observed {
         ));
     }
     if let Some(cidr) = x.cidr_block().filter(|c| *c != s.cidr) {
-        o.drift
+        // Fixed when the subnet is made.
+        o.fixed
             .push(format!("cidr is {cidr}, spec says {}", s.cidr));
     }
     o

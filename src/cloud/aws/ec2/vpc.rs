@@ -100,7 +100,8 @@ pub(super) async fn enable_vpc_dns(cloud: &AwsCloud, id: &str) -> Result<(), Clo
 pub(super) fn observe_vpc_base(s: &VpcSpec, v: &Vpc) -> Observed {
     let mut o = Observed::new(v.vpc_id().unwrap_or_default(), Attrs::None);
     if let Some(cidr) = v.cidr_block().filter(|c| *c != s.cidr) {
-        o.drift
+        // Fixed when the VPC is made.
+        o.fixed
             .push(format!("cidr is {cidr}, spec says {}", s.cidr));
     }
     o

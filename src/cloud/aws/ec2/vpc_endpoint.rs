@@ -124,8 +124,9 @@ pub(super) fn observe_endpoint(
 ) -> Observed {
     let mut o = Observed::new(e.vpc_endpoint_id().unwrap_or_default(), Attrs::None);
     o.drift = endpoint_drift(&wants(ctx, s), e, &|id| named(ctx, id));
+    // Fixed when the endpoint is made.
     if e.service_name() != Some(s.service_name.as_str()) {
-        o.drift.push(format!(
+        o.fixed.push(format!(
             "service is {}, spec says {}",
             e.service_name().unwrap_or("unknown"),
             s.service_name

@@ -97,6 +97,8 @@ pub(super) async fn update_listener(
         .elb
         .modify_listener()
         .listener_arn(arn)
+        .port(i32::from(spec.port))
+        .protocol(ProtocolEnum::Tcp)
         .default_actions(forward(tg_arn))
         .send()
         .await
@@ -172,5 +174,6 @@ pub(super) fn observe_listener(
         cloud_id: listener.listener_arn().unwrap_or_default().to_string(),
         attrs: Attrs::None,
         drift,
+        fixed: Vec::new(),
     }
 }

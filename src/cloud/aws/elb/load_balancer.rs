@@ -204,10 +204,11 @@ pub(super) async fn observe_load_balancer(
     let arn = lb
         .load_balancer_arn()
         .ok_or_else(|| missing("DescribeLoadBalancers", "load balancer ARN"))?;
-    let mut drift = Vec::new();
+    let (mut drift, mut fixed) = (Vec::new(), Vec::new());
+    // Fixed when the load balancer is made.
     if let Some(scheme) = lb.scheme() {
         if scheme.as_str() != spec.scheme.as_aws() {
-            drift.push(format!(
+            fixed.push(format!(
                 "scheme is {}, want {}",
                 scheme.as_str(),
                 spec.scheme.as_aws()
@@ -249,6 +250,7 @@ pub(super) async fn observe_load_balancer(
         cloud_id: arn.to_string(),
         attrs: load_balancer_attrs(lb),
         drift,
+        fixed,
     })
 }
 

@@ -340,23 +340,24 @@ pub(super) async fn observe_target_group(
     let arn = tg
         .target_group_arn()
         .ok_or_else(|| missing("DescribeTargetGroups", "target group ARN"))?;
-    let mut drift = Vec::new();
+    // Port, protocol and VPC are fixed when the target group is made.
+    let (mut drift, mut fixed) = (Vec::new(), Vec::new());
     if tg.port() != Some(i32::from(spec.port)) {
-        drift.push(format!(
+        fixed.push(format!(
             "port is {}, want {}",
             tg.port().unwrap_or_default(),
             spec.port
         ));
     }
     if tg.protocol() != Some(&ProtocolEnum::Tcp) {
-        drift.push(format!(
+        fixed.push(format!(
             "protocol is {}, want TCP",
             tg.protocol().map_or("unknown", |p| p.as_str())
         ));
     }
     if let (Ok(want), Some(have)) = (ctx.resolved.cloud_id(&spec.vpc), tg.vpc_id()) {
         if want != have {
-            drift.push(format!("in VPC {have}, want {want}"));
+            fixed.push(format!("in VPC {have}, want {want}"));
         }
     }
     drift.extend(HealthCheck::wanted(spec).drift(&HealthCheck::live(tg)));
@@ -393,6 +394,7 @@ pub(super) async fn observe_target_group(
         cloud_id: arn.to_string(),
         attrs: Attrs::None,
         drift,
+        fixed,
     })
 }
 

@@ -982,7 +982,34 @@ fn observe_database(
         cloud_id: db.db_instance_identifier().unwrap_or_default().to_string(),
         attrs,
         drift,
+        fixed: database_fixed(spec, db),
     }
+}
+
+/// What RDS cannot change on a live instance: the engine, a version older than the live
+/// one (a minor upgrade RDS made itself, or one made by hand), encryption at rest. Only a
+/// new database would match the spec; the line says how to keep this one instead.
+fn database_fixed(spec: &DatabaseSpec, db: &DbInstance) -> Vec<String> {
+    let mut fixed = Vec::new();
+    let engine = db.engine().unwrap_or_default();
+    if !engine.is_empty() && engine != spec.engine.as_str() {
+        fixed.push(format!(
+            "engine is {engine}, want {} (RDS cannot change it: a new database is needed)",
+            spec.engine.as_str()
+        ));
+    }
+    let version = db.engine_version().unwrap_or_default();
+    if let VersionChange::Downgrade = version_change(spec.engine, &spec.engine_version, version) {
+        fixed.push(format!(
+            "engine version is {version}, want {} (RDS cannot downgrade; set \
+             database.engine_version = \"{version}\" to keep this database)",
+            spec.engine_version
+        ));
+    }
+    if db.storage_encrypted() == Some(false) {
+        fixed.push("storage is not encrypted (RDS cannot encrypt a live instance)".to_string());
+    }
+    fixed
 }
 
 /// The line for an instance that is still being created. Nothing about it differs from
@@ -1017,33 +1044,20 @@ fn database_drift(
             spec.storage_gb
         ));
     }
-    let engine = db.engine().unwrap_or_default();
-    if !engine.is_empty() && engine != spec.engine.as_str() {
-        drift.push(format!(
-            "engine is {engine}, want {} (RDS cannot change it: a new database is needed)",
-            spec.engine.as_str()
-        ));
-    }
     let version = db.engine_version().unwrap_or_default();
-    match version_change(spec.engine, &spec.engine_version, version) {
-        VersionChange::None => {}
-        VersionChange::Upgrade { .. } => drift.push(format!(
+    if let VersionChange::Upgrade { .. } =
+        version_change(spec.engine, &spec.engine_version, version)
+    {
+        drift.push(format!(
             "engine version is {version}, want {}",
             spec.engine_version
-        )),
-        VersionChange::Downgrade => drift.push(format!(
-            "engine version is {version}, want {} (RDS cannot downgrade)",
-            spec.engine_version
-        )),
+        ));
     }
     if db.deletion_protection() != Some(true) {
         drift.push("deletion protection is off".to_string());
     }
     if db.publicly_accessible() == Some(true) {
         drift.push("publicly accessible".to_string());
-    }
-    if db.storage_encrypted() == Some(false) {
-        drift.push("storage is not encrypted".to_string());
     }
     let want = wanted_secret(resolved, spec).ok().flatten();
     match password_change(db, want.as_deref(), recorded) {
@@ -1509,18 +1523,25 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_of_another_engine_is_drift_that_update_refuses() {
+    fn an_instance_of_another_engine_is_fixed_and_update_refuses_it() {
         let spec = DatabaseSpec {
             engine: DbEngine::Postgres,
             engine_version: "15".into(),
             ..spec()
         };
         let db = instance_builder().engine("mysql").build();
-        let drift = database_drift(&resolved(), &spec, &db, None);
+        // Only a new database changes the engine: fixed (planned as a replacement), not
+        // drift an update would try.
+        let fixed = database_fixed(&spec, &db);
         assert!(
-            drift
+            fixed
                 .iter()
                 .any(|d| d.starts_with("engine is mysql, want postgres")),
+            "{fixed:?}"
+        );
+        let drift = database_drift(&resolved(), &spec, &db, None);
+        assert!(
+            !drift.iter().any(|d| d.starts_with("engine is")),
             "{drift:?}"
         );
         assert!(matches!(
@@ -2055,9 +2076,14 @@ mod tests {
             engine_version: "5.7".into(),
             ..spec()
         };
+        // Only a new database could be older: fixed, not drift an update would try.
+        assert!(database_drift(&resolved, &older, &db, None).is_empty());
         assert_eq!(
-            database_drift(&resolved, &older, &db, None),
-            vec!["engine version is 8.0.40, want 5.7 (RDS cannot downgrade)"]
+            database_fixed(&older, &db),
+            vec![
+                "engine version is 8.0.40, want 5.7 (RDS cannot downgrade; set \
+                 database.engine_version = \"8.0.40\" to keep this database)"
+            ]
         );
         assert!(matches!(
             database_changes(&older, "sg-1", &db),

@@ -213,5 +213,6 @@ fn observe(resolved: &Resolved, spec: &DbSubnetGroupSpec, group: &DbSubnetGroup)
         cloud_id: group.db_subnet_group_name().unwrap_or_default().to_string(),
         attrs: Attrs::None,
         drift,
+        fixed: Vec::new(),
     }
 }

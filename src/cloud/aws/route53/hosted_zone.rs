@@ -122,6 +122,41 @@ pub(super) async fn create_zone(
         .ok_or_else(|| super::super::common::gone(Kind::HostedZone, &id))
 }
 
+/// Associate the env's VPC with the zone again if something took it away (a private zone
+/// answers only inside the VPCs it is associated with).
+pub(super) async fn associate_vpc(
+    cloud: &AwsCloud,
+    ctx: &OpContext<'_>,
+    spec: &HostedZoneSpec,
+    id: &str,
+) -> Result<(), CloudError> {
+    let vpc = ctx.resolved.cloud_id(&spec.vpc)?;
+    let out = cloud
+        .route53
+        .get_hosted_zone()
+        .id(id)
+        .send()
+        .await
+        .map_err(|e| sdk_error("GetHostedZone", e))?;
+    if out.vpcs().iter().any(|v| v.vpc_id() == Some(vpc)) {
+        return Ok(());
+    }
+    cloud
+        .route53
+        .associate_vpc_with_hosted_zone()
+        .hosted_zone_id(id)
+        .vpc(
+            Vpc::builder()
+                .vpc_region(VpcRegion::from(cloud.region.as_str()))
+                .vpc_id(vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("AssociateVPCWithHostedZone", e))?;
+    Ok(())
+}
+
 /// Route53 tags a zone in a call of its own, after CreateHostedZone.
 pub(super) async fn tag_zone(
     cloud: &AwsCloud,
@@ -158,16 +193,17 @@ pub(super) async fn read_zone(
     let zone = out
         .hosted_zone()
         .ok_or_else(|| missing("GetHostedZone", "hosted zone"))?;
-    let mut drift = Vec::new();
+    // The name and privacy are fixed when the zone is made.
+    let (mut drift, mut fixed) = (Vec::new(), Vec::new());
     let name = normalize(zone.name());
     if name != normalize(&spec.name) {
-        drift.push(format!(
+        fixed.push(format!(
             "zone name is {name}, want {}",
             normalize(&spec.name)
         ));
     }
     if !zone.config().is_some_and(|c| c.private_zone()) {
-        drift.push("zone is public, want private".to_string());
+        fixed.push("zone is public, want private".to_string());
     }
     if let Ok(vpc) = ctx.resolved.cloud_id(&spec.vpc) {
         if !out.vpcs().iter().any(|v| v.vpc_id() == Some(vpc)) {
@@ -192,6 +228,7 @@ pub(super) async fn read_zone(
         cloud_id: bare_zone_id(zone.id()).to_string(),
         attrs: Attrs::HostedZone { name },
         drift,
+        fixed,
     }))
 }
 

@@ -91,9 +91,11 @@ pub async fn update(
     current: &Observed,
 ) -> Result<Observed, CloudError> {
     match spec {
-        // Only its tags can be repaired (a run that stopped between CreateHostedZone and
-        // the tagging call); the rest of a zone is fixed at creation.
+        // Its tags (a run that stopped between CreateHostedZone and the tagging call) and
+        // its association with the env's VPC (taken away outside provision) are repaired;
+        // its name and privacy are fixed at creation.
         Spec::HostedZone(s) => {
+            associate_vpc(cloud, ctx, s, &current.cloud_id).await?;
             tag_zone(cloud, ctx, &current.cloud_id).await?;
             read_zone(cloud, ctx, s, &current.cloud_id)
                 .await?

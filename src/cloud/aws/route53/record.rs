@@ -539,6 +539,7 @@ pub(super) fn observe_record(
     }
     let name = normalize(record.name());
     Observed {
+        fixed: Vec::new(),
         cloud_id: record_cloud_id(zone_id, &name, &live.record_type),
         attrs: Attrs::DnsRecord {
             zone_id: zone_id.to_string(),
