@@ -106,6 +106,8 @@ enum Part {
     RevokeEgress,
     /// One call of an update that sets these fields to the wanted values.
     Set(&'static str, &'static [&'static str]),
+    /// A call (its operation) that does what the live object lacks (`missing`).
+    Missing(&'static str, &'static str),
 }
 
 impl Part {
@@ -126,7 +128,28 @@ impl Part {
             Part::RevokeIngress => "revoke_ingress",
             Part::DeregisterTargets => "deregister_targets",
             Part::RevokeEgress => "revoke_egress",
-            Part::Set(op, _) => op,
+            Part::Set(op, _) | Part::Missing(op, _) => op,
+        }
+    }
+
+    /// Do this part of a delete to `obj`: let go of what it names.
+    fn undo(&self, obj: &mut Obj) {
+        match (self, &mut obj.spec) {
+            (Part::Disassociate(r), Spec::RouteTable(t)) => t.subnets.retain(|s| s != r),
+            (Part::Set("revoke_security_group_ingress", _), Spec::SecurityGroup(g)) => g
+                .ingress
+                .retain(|r| !matches!(r.peer, crate::model::Peer::Group(_))),
+            (Part::Set("revoke_security_group_egress", _), Spec::SecurityGroup(g)) => g
+                .egress
+                .retain(|r| !matches!(r.peer, crate::model::Peer::Group(_))),
+            (Part::Set("detach_internet_gateway", _), _) => obj.missing.push(IGW_ATTACHED),
+            (Part::Set("remove_role_from_instance_profile", _), _) => {
+                obj.missing.push(ROLE_IN_PROFILE)
+            }
+            (Part::Set("detach_role_policy", _), Spec::IamRole(r)) => {
+                r.policies.pop();
+            }
+            _ => {}
         }
     }
 
@@ -170,9 +193,19 @@ impl Part {
                 live.egress.retain(|r| w.egress.contains(r))
             }
             (Part::Set(_, fields), _, _) => obj.spec = with_fields(&obj.spec, want, fields),
+            (Part::Missing(_, what), _, _) => obj.missing.retain(|m| m != what),
             _ => unreachable!("a part of another kind"),
         }
     }
+}
+
+/// What an internet gateway lacks between its create call and `AttachInternetGateway`.
+const IGW_ATTACHED: &str = "attachment to the VPC";
+
+/// AWS's default egress rule (allow all to anywhere), whatever its description.
+fn is_default_egress(rule: &crate::model::Rule) -> bool {
+    let d = default_egress();
+    rule.protocol == d.protocol && rule.peer == d.peer
 }
 
 /// What an instance profile lacks between its create call and `AddRoleToInstanceProfile`.
@@ -204,6 +237,25 @@ fn create_calls(spec: &Spec) -> (Spec, bool, Vec<&'static str>, Vec<Part>) {
                 Part::Attribute("DNS hostnames"),
             ];
         }
+        // CreateInternetGateway, then AttachInternetGateway.
+        (Spec::InternetGateway(_), _) => {
+            missing = vec![IGW_ATTACHED];
+            parts.push(Part::Missing("attach_internet_gateway", IGW_ATTACHED));
+        }
+        // CreateSubnet, then ModifySubnetAttribute for a public one.
+        (Spec::Subnet(l), Spec::Subnet(w)) if w.map_public_ip => {
+            l.map_public_ip = false;
+            parts.push(Part::Set("modify_subnet_attribute", &["map_public_ip"]));
+        }
+        // RunInstances, then AttachVolume for each data volume.
+        (Spec::Instance(l), Spec::Instance(w)) if !w.volumes.is_empty() => {
+            l.volumes.clear();
+            parts.extend(
+                w.volumes
+                    .iter()
+                    .map(|_| Part::Set("attach_volume", &["volumes"])),
+            );
+        }
         (Spec::RouteTable(l), Spec::RouteTable(w)) => {
             l.subnets.clear();
             l.internet_gateway = None;
@@ -215,12 +267,26 @@ fn create_calls(spec: &Spec) -> (Spec, bool, Vec<&'static str>, Vec<Part>) {
         (Spec::SecurityGroup(l), Spec::SecurityGroup(w)) => {
             l.ingress.clear();
             l.egress = vec![default_egress()];
-            parts.push(Part::RevokeDefaultEgress);
             if !w.ingress.is_empty() {
                 parts.push(Part::AuthorizeIngress);
             }
-            if !w.egress.is_empty() {
-                parts.push(Part::AuthorizeEgress);
+            // A group that wants AWS's default egress rule keeps it (only its description
+            // is set, if it has one); any other egress replaces it.
+            let keeps_default = w.egress.len() == 1 && is_default_egress(&w.egress[0]);
+            if keeps_default {
+                if !w.egress[0].description.is_empty() {
+                    parts.push(Part::Set(
+                        "update_security_group_rule_descriptions_egress",
+                        &["egress"],
+                    ));
+                } else {
+                    l.egress = w.egress.clone();
+                }
+            } else {
+                parts.push(Part::RevokeDefaultEgress);
+                if !w.egress.is_empty() {
+                    parts.push(Part::AuthorizeEgress);
+                }
             }
         }
         (Spec::LoadBalancer(l), _) => {
@@ -450,7 +516,9 @@ fn update_calls(obj: &Obj, want: &Spec, stale: &[LogicalId]) -> Vec<Part> {
     }
     // What a create left undone (attributes the spec does not show), then the tags.
     for m in &obj.missing {
-        if !matches!(obj.spec, Spec::Vpc(_)) && *m != ROLE_IN_PROFILE {
+        if *m == IGW_ATTACHED {
+            parts.push(Part::Missing("attach_internet_gateway", IGW_ATTACHED));
+        } else if !matches!(obj.spec, Spec::Vpc(_)) && *m != ROLE_IN_PROFILE {
             parts.push(Part::Attribute(m));
         }
     }
@@ -458,6 +526,57 @@ fn update_calls(obj: &Obj, want: &Spec, stale: &[LogicalId]) -> Vec<Part> {
         parts.push(Part::Tag);
     }
     parts
+}
+
+/// Calls the AWS adapter makes before the delete call itself: what must be let go first
+/// (rules naming other groups, route-table associations, the gateway's attachment, the
+/// profile's role, the role's policies) and RDS's deletion protection turned off.
+fn delete_calls(obj: &Obj) -> Vec<Part> {
+    match &obj.spec {
+        Spec::SecurityGroup(g) => {
+            let names_group = |rules: &Vec<crate::model::Rule>| {
+                rules
+                    .iter()
+                    .any(|r| matches!(r.peer, crate::model::Peer::Group(_)))
+            };
+            let mut parts = Vec::new();
+            if names_group(&g.ingress) {
+                parts.push(Part::Set("revoke_security_group_ingress", &[]));
+            }
+            if names_group(&g.egress) {
+                parts.push(Part::Set("revoke_security_group_egress", &[]));
+            }
+            parts
+        }
+        Spec::RouteTable(t) => t.subnets.iter().cloned().map(Part::Disassociate).collect(),
+        Spec::InternetGateway(_) if !obj.missing.contains(&IGW_ATTACHED) => {
+            vec![Part::Set("detach_internet_gateway", &[])]
+        }
+        Spec::InstanceProfile(_) if !obj.missing.contains(&ROLE_IN_PROFILE) => {
+            vec![Part::Set("remove_role_from_instance_profile", &[])]
+        }
+        Spec::IamRole(r) => r
+            .policies
+            .iter()
+            .map(|_| Part::Set("detach_role_policy", &[]))
+            .collect(),
+        Spec::Database(_) => vec![Part::Set("modify_db_instance", &[])],
+        _ => Vec::new(),
+    }
+}
+
+/// Kinds whose delete the AWS adapter starts by looking the resource up, so that one gone
+/// already costs no delete call.
+fn looks_before_deleting(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::DnsRecord
+            | Kind::RouteTable
+            | Kind::Database
+            | Kind::InstanceProfile
+            | Kind::InternetGateway
+            | Kind::IamRole
+    )
 }
 
 /// `live` with `fields` taken from `want` (what one update call changes).
@@ -1358,6 +1477,35 @@ impl Cloud for FakeCloud {
         current: &Observed,
     ) -> Result<(), CloudError> {
         let needed = self.config.lock().unwrap().in_use_retries_needed;
+        let before = {
+            let inner = self.inner.lock().unwrap();
+            inner.objects.get(&current.cloud_id).map(delete_calls)
+        };
+        match before {
+            // Gone already: the adapter looks first for these, the rest ask AWS to delete
+            // and take "not found" for done.
+            None if looks_before_deleting(kind) => {
+                self.enter("describe", &current.cloud_id, false).await?;
+                return Ok(());
+            }
+            None => {}
+            Some(parts) => {
+                for part in parts {
+                    self.enter(part.op(), &current.cloud_id, true).await?;
+                    {
+                        let mut inner = self.inner.lock().unwrap();
+                        let Some(o) = inner.objects.get_mut(&current.cloud_id) else {
+                            return Ok(());
+                        };
+                        // What it names stays in use until the delete itself (the
+                        // engine deletes users first either way).
+                        part.undo(o);
+                    }
+                    self.after_mutation().await;
+                    self.reply(part.op())?;
+                }
+            }
+        }
         self.enter("delete", &current.cloud_id, true).await?;
         {
             let mut inner = self.inner.lock().unwrap();

@@ -161,8 +161,14 @@ impl<'a> Contract<'a> {
         }
     }
 
+    /// A create token of the length AWS takes everywhere (Secrets Manager: 32–64).
     fn token(id: &LogicalId) -> String {
-        format!("contract-{id}")
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.as_str().hash(&mut h);
+        let a = h.finish();
+        "again".hash(&mut h);
+        format!("contract-{a:016x}{:016x}", h.finish())
     }
 
     /// Run `op` on both sides (fake first), each with its calls counted.

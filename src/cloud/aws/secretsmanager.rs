@@ -278,8 +278,21 @@ pub async fn delete(
             Ok(())
         }
         Err(CloudError::Api { code, .. }) if code == "ResourceNotFoundException" => Ok(()),
+        // Already scheduled for deletion (a delete whose reply was lost, tried again):
+        // AWS refuses a second DeleteSecret with InvalidRequestException.
+        Err(CloudError::Api { code, message, .. })
+            if code == "InvalidRequestException" && already_deleted(&message) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
+}
+
+/// Secrets Manager's answer to a DeleteSecret of a secret already scheduled for deletion
+/// ("...on a secret that's currently marked deleted").
+fn already_deleted(message: &str) -> bool {
+    message.contains("marked deleted") || message.contains("scheduled for deletion")
 }
 
 pub async fn list_owned(cloud: &AwsCloud, env: &str) -> Result<Vec<Owned>, CloudError> {
