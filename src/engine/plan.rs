@@ -1028,6 +1028,13 @@ async fn changed_action(
         drift_from_applied(cloud, env, owner, id, entry, resolved, &obs, &changed).await
     };
     update.extend(drift.iter().map(|d| format!("drift: {d}")));
+    // A config that now asks for what was changed outside (a version RDS cannot go back
+    // from, written into the config) leaves nothing only a replacement could do.
+    let fixed = if obs.fixed.is_empty() {
+        Vec::new()
+    } else {
+        fixed
+    };
     // Changed outside the tool where the cloud allows no update: only a replacement
     // brings it back to the spec (and says so, with its data loss where data lives).
     replace.extend(

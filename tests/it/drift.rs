@@ -134,3 +134,86 @@ fn out_of_band_changes_are_planned_and_repaired() {
     verify_record(aws, Some(&lb_dns), None);
     world.assert_converged();
 }
+
+/// What the cloud fixes at creation and someone changed anyway: a major version upgrade
+/// of the database made outside provision (RDS cannot go back). `plan` shows it as a
+/// replacement, marked as data loss, with the way to keep the database; `apply` refuses
+/// it before any change unless `--allow-data-loss`, and a config that follows the cloud
+/// plans nothing.
+#[test]
+fn a_change_only_a_replacement_undoes_is_planned_as_data_loss_with_the_way_to_keep_it() {
+    let mut fixture = Fixture::new(Topology::K3s);
+    fixture.extra = "\n[datastore]\nengine_version = \"8.0\"\n".into();
+    let world = World::new(&fixture);
+    world.apply();
+    let aws = &world.aws;
+    let db = aws.db_instances().remove(0);
+    let have = db.engine_version().unwrap().to_string();
+    assert!(
+        have.starts_with("8.0"),
+        "the fixture's MySQL is 8.0: {have}"
+    );
+    aws.block(
+        aws.rds
+            .modify_db_instance()
+            .db_instance_identifier(db.db_instance_identifier().unwrap())
+            .engine_version("8.4.3")
+            .allow_major_version_upgrade(true)
+            .apply_immediately(true)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(
+        aws.db_instances()[0].engine_version(),
+        Some("8.4.3"),
+        "the emulator took the upgrade"
+    );
+
+    let (plan, stats) = world.run_recorded(&["plan", "--detailed-exitcode"]);
+    plan.code(2);
+    assert!(stats.mutating().is_empty(), "{:?}", stats.mutating_names());
+    let text = plan.all_output();
+    for want in [
+        "datastore",
+        "engine version is 8.4.3",
+        "RDS cannot downgrade",
+        "engine_version = \"8.4.3\"",
+        "only a replacement changes it",
+        "DATA LOSS",
+    ] {
+        assert!(
+            text.contains(want),
+            "plan should say {want:?}: {}",
+            plan.describe()
+        );
+    }
+
+    let (apply, stats) = world.run_recorded(&["apply", "--yes"]);
+    assert_ne!(apply.code, 0, "{}", apply.describe());
+    assert!(
+        apply.all_output().contains("--allow-data-loss"),
+        "{}",
+        apply.describe()
+    );
+    assert!(stats.mutating().is_empty(), "{:?}", stats.mutating_names());
+    assert_eq!(aws.db_instances()[0].engine_version(), Some("8.4.3"));
+
+    // Following the cloud in the config keeps the database: an update that records the
+    // version (no new database, no data lost), then nothing to do.
+    fixture.extra = "\n[datastore]\nengine_version = \"8.4.3\"\n".into();
+    world.write_config(&fixture);
+    let (apply, stats) = world.run_recorded(&["apply", "--yes"]);
+    apply.ok();
+    let names = stats.mutating_names();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("DeleteDBInstance") || n.contains("CreateDBInstance")),
+        "{names:?}"
+    );
+    assert_eq!(
+        aws.db_instances()[0].db_instance_identifier(),
+        db.db_instance_identifier()
+    );
+    world.run(&["plan", "--detailed-exitcode"]).code(0);
+}
