@@ -344,7 +344,7 @@ fn update_calls(obj: &Obj, want: &Spec, stale: &[LogicalId]) -> Vec<Part> {
     let differs = |fields: &[&str]| {
         fields
             .iter()
-            .any(|f| a.get(*f) != b.get(*f) || names_stale(f))
+            .any(|f| !same_value(a.get(*f), b.get(*f)) || names_stale(f))
     };
     let mut parts = Vec::new();
     match (live, want) {
@@ -1138,6 +1138,22 @@ fn in_place(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// Equal, lists taken as sets (AWS keeps a route table's associations, a group's rules,
+/// an instance's groups in no order of ours).
+fn same_value(a: Option<&serde_json::Value>, b: Option<&serde_json::Value>) -> bool {
+    match (a, b) {
+        (Some(serde_json::Value::Array(x)), Some(serde_json::Value::Array(y))) => {
+            let sorted = |v: &Vec<serde_json::Value>| {
+                let mut v: Vec<String> = v.iter().map(|e| e.to_string()).collect();
+                v.sort();
+                v
+            };
+            sorted(x) == sorted(y)
+        }
+        _ => a == b,
+    }
+}
+
 /// Fields a read does not compare, per kind: orderings of the first create (`after`),
 /// what the cloud returns only when asked or not at all (user-data, a key pair's key), and
 /// what identifies the resource (found by it) or only reaches it at launch. What the AWS
@@ -1161,6 +1177,9 @@ fn unseen(kind: Kind) -> &'static [&'static str] {
         Kind::IamRole => &["path", "trusted_service"],
         Kind::InstanceProfile => &["path"],
         Kind::Database => &["database", "username"],
+        // A secret's value is the operator's once made (they rotate the datastore password
+        // by hand): the adapter never reads it back, nor its description or key.
+        Kind::Secret => &["description", "value_sha256", "kms_key_id"],
         _ => &[],
     }
 }
@@ -1186,10 +1205,11 @@ fn field_drift(live: &Spec, want: &Spec) -> (Vec<String>, Vec<String>) {
         }
     };
     let unseen = unseen(want.kind());
+    let same = |x: Option<&serde_json::Value>, y: Option<&serde_json::Value>| same_value(x, y);
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let (mut repairable, mut fixed) = (Vec::new(), Vec::new());
     for field in keys {
-        if field == "kind" || unseen.contains(&field.as_str()) || a.get(field) == b.get(field) {
+        if field == "kind" || unseen.contains(&field.as_str()) || same(a.get(field), b.get(field)) {
             continue;
         }
         let line = format!("{field}: {} → {}", short(a.get(field)), short(b.get(field)));

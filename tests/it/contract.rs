@@ -97,7 +97,8 @@ fn in_order(desired: &BTreeMap<LogicalId, Spec>) -> Vec<LogicalId> {
 }
 
 /// The resources of a k3s environment with SSM access, as the blueprint builds them from
-/// the fixture's config, plus a key pair (SSM access makes none).
+/// the fixture's config, plus a key pair (SSM access makes none) and a private hosted
+/// zone with a record in it (the private-zone mode's kinds).
 fn environment(world: &World) -> BTreeMap<LogicalId, Spec> {
     let cfg = provision::config::load(&world.path().join("provision.toml")).expect("config");
     let registry =
@@ -109,6 +110,27 @@ fn environment(world: &World) -> BTreeMap<LogicalId, Spec> {
         LogicalId::new("contract-key"),
         Spec::KeyPair(provision::model::KeyPairSpec {
             public_key: ssh_public_key().trim().to_string(),
+        }),
+    );
+    desired.insert(
+        LogicalId::new("contract-zone"),
+        Spec::HostedZone(provision::model::HostedZoneSpec {
+            name: "contract.internal".into(),
+            vpc: LogicalId::new("vpc"),
+        }),
+    );
+    let node = desired
+        .iter()
+        .find(|(_, s)| matches!(s, Spec::Instance(_)))
+        .map(|(id, _)| id.clone())
+        .expect("a node");
+    desired.insert(
+        LogicalId::new("contract-record"),
+        Spec::DnsRecord(provision::model::DnsRecordSpec {
+            zone: provision::model::ZoneRef::Managed(LogicalId::new("contract-zone")),
+            name: "node.contract.internal".into(),
+            target: provision::model::RecordTarget::InstancePrivateIp(node),
+            ttl: 60,
         }),
     );
     desired
@@ -326,7 +348,7 @@ fn contract_create_find_read_and_delete_of_every_kind() {
         create_all(c, desired, &mut report);
         let kinds: BTreeSet<Kind> = desired.values().map(Spec::kind).collect();
         assert!(
-            kinds.len() >= 18,
+            kinds.len() == 19,
             "the environment covers {} kinds: {kinds:?}",
             kinds.len()
         );
@@ -634,6 +656,153 @@ fn tamper(c: &Contract, world: &World, id: &LogicalId, spec: &Spec) -> Option<St
                 }
             });
             Some("backup retention changed".into())
+        }
+        Spec::SecurityGroup(g) if !g.ingress.is_empty() => {
+            // Revoke the first rule AWS reports, exactly as reported; the same rule in
+            // the fake.
+            let group = aws
+                .block(aws.ec2.describe_security_groups().group_ids(&aws_id).send())
+                .expect("DescribeSecurityGroups");
+            let perm = group.security_groups()[0].ip_permissions()[0].clone();
+            let port = perm.from_port();
+            aws.block(
+                aws.ec2
+                    .revoke_security_group_ingress()
+                    .group_id(&aws_id)
+                    .ip_permissions(perm)
+                    .send(),
+            )
+            .expect("RevokeSecurityGroupIngress");
+            on_fake(&|o| {
+                if let Spec::SecurityGroup(x) = &mut o.spec {
+                    x.ingress.retain(|r| {
+                        Some(i32::from(r.from_port)) != port
+                            || r.protocol == provision::model::Protocol::All
+                    });
+                }
+            });
+            Some(format!("ingress on port {port:?} revoked"))
+        }
+        Spec::TargetGroup(t) if !t.targets.is_empty() => {
+            let target = c.resolved[1].cloud_id(&t.targets[0]).unwrap().to_string();
+            aws.block(
+                aws.elb
+                    .deregister_targets()
+                    .target_group_arn(&aws_id)
+                    .targets(
+                        aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                            .id(target)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .expect("DeregisterTargets");
+            on_fake(&|o| {
+                if let Spec::TargetGroup(x) = &mut o.spec {
+                    x.targets.remove(0);
+                }
+            });
+            Some("a target deregistered".into())
+        }
+        Spec::RouteTable(t) if !t.subnets.is_empty() => {
+            let subnet = c.resolved[1].cloud_id(&t.subnets[0]).unwrap().to_string();
+            let tables = aws
+                .block(
+                    aws.ec2
+                        .describe_route_tables()
+                        .route_table_ids(&aws_id)
+                        .send(),
+                )
+                .expect("DescribeRouteTables");
+            let association = tables.route_tables()[0]
+                .associations()
+                .iter()
+                .find(|a| a.subnet_id() == Some(subnet.as_str()))
+                .and_then(|a| a.route_table_association_id())
+                .expect("association")
+                .to_string();
+            aws.block(
+                aws.ec2
+                    .disassociate_route_table()
+                    .association_id(association)
+                    .send(),
+            )
+            .expect("DisassociateRouteTable");
+            on_fake(&|o| {
+                if let Spec::RouteTable(x) = &mut o.spec {
+                    x.subnets.remove(0);
+                }
+            });
+            Some("a subnet disassociated".into())
+        }
+        // A secret's value and description are not drift on either side: the operator
+        // rotates the datastore password by hand, and the tool must not put it back.
+        Spec::Instance(i) => {
+            // Another type, the way EC2 allows it: stopped, modified, started.
+            let other = if i.instance_type == "t3.small" {
+                "t3.medium"
+            } else {
+                "t3.small"
+            };
+            aws.block(aws.ec2.stop_instances().instance_ids(&aws_id).send())
+                .expect("StopInstances");
+            aws.block(
+                aws.ec2
+                    .modify_instance_attribute()
+                    .instance_id(&aws_id)
+                    .instance_type(
+                        aws_sdk_ec2::types::AttributeValue::builder()
+                            .value(other)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .expect("ModifyInstanceAttribute");
+            aws.block(aws.ec2.start_instances().instance_ids(&aws_id).send())
+                .expect("StartInstances");
+            on_fake(&|o| {
+                if let Spec::Instance(x) = &mut o.spec {
+                    x.instance_type = other.into();
+                }
+            });
+            Some(format!("type changed to {other}"))
+        }
+        Spec::DnsRecord(r) if matches!(r.zone, provision::model::ZoneRef::Managed(_)) => {
+            let zone = c.resolved[1]
+                .cloud_id(&LogicalId::new("contract-zone"))
+                .unwrap()
+                .to_string();
+            let mut record = aws
+                .records_named(&zone, &r.name)
+                .into_iter()
+                .find(|x| x.r#type() == &aws_sdk_route53::types::RrType::A)
+                .expect("the A record");
+            record.ttl = Some(i64::from(r.ttl) + 600);
+            aws.block(
+                aws.route53
+                    .change_resource_record_sets()
+                    .hosted_zone_id(&zone)
+                    .change_batch(
+                        aws_sdk_route53::types::ChangeBatch::builder()
+                            .changes(
+                                aws_sdk_route53::types::Change::builder()
+                                    .action(aws_sdk_route53::types::ChangeAction::Upsert)
+                                    .resource_record_set(record)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .send(),
+            )
+            .expect("ChangeResourceRecordSets");
+            on_fake(&|o| {
+                if let Spec::DnsRecord(x) = &mut o.spec {
+                    x.ttl += 600;
+                }
+            });
+            Some("TTL changed".into())
         }
         _ => None,
     }
