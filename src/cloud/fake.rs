@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 
 use super::{Cloud, CloudError, OpContext, Owned};
-use crate::model::{Attrs, Kind, LogicalId, Observed, RecordTarget, RefMode, Spec, ZoneRef};
+use crate::model::{Attrs, Kind, LogicalId, Observed, RecordTarget, Spec, ZoneRef};
 
 #[derive(Debug, Clone)]
 pub struct Obj {
@@ -1040,19 +1040,105 @@ impl FakeCloud {
         }
     }
 
+    /// The cloud ids `spec` names, and whether AWS refuses to delete each while this
+    /// lives (see [`references`]).
     fn uses(spec: &Spec, ctx: &OpContext<'_>) -> Result<Vec<(String, bool)>, CloudError> {
-        let mut out = Vec::new();
-        for (r, mode) in spec.refs() {
+        let mut out: Vec<(String, bool)> = Vec::new();
+        for (r, blocking) in references(spec) {
             let id = ctx.resolved.cloud_id(&r)?.to_string();
-            let blocking = match spec {
-                // AWS deregisters terminated targets; Route53 does not pin its targets.
-                Spec::TargetGroup(_) | Spec::DnsRecord(_) => mode == RefMode::Parent,
-                _ => true,
-            };
-            out.push((id, blocking));
+            match out.iter_mut().find(|(c, _)| *c == id) {
+                Some(seen) => seen.1 |= blocking,
+                None => out.push((id, blocking)),
+            }
         }
         Ok(out)
     }
+}
+
+/// What `spec` names, read from its fields by the fake's own rules (never the model's
+/// `Spec::refs()`, so that an edge missing there shows as a delete AWS refuses), and
+/// whether AWS refuses to delete the named resource while this one lives: a VPC with a
+/// subnet, group, attached gateway, endpoint, target group or private zone in it; a subnet
+/// with an instance's, a load balancer's or an endpoint's interfaces; a security group an
+/// instance, load balancer, endpoint or database uses or another group's rule names; a
+/// volume attached to an instance; a target group behind a listener; a DB subnet group in
+/// use; a zone with records; a role in an instance profile. What never blocks: a key pair
+/// (instances keep running), an instance profile (the instance loses its credentials), a
+/// route table's associations and route (removed with the subnet, left blackholed), a DB
+/// subnet group's subnets, the database's password secret, targets (AWS deregisters them),
+/// a record's target, a volume's subnet (a volume lives in a zone), a listener's load
+/// balancer (deleted with it). An instance's or load balancer's `after` is only an order.
+fn references(spec: &Spec) -> Vec<(LogicalId, bool)> {
+    let mut out: Vec<(LogicalId, bool)> = Vec::new();
+    let mut add = |ids: &[&LogicalId], blocking: bool| {
+        out.extend(ids.iter().map(|r| ((*r).clone(), blocking)));
+    };
+    match spec {
+        Spec::Vpc(_) | Spec::KeyPair(_) | Spec::Secret(_) | Spec::IamRole(_) => {}
+        Spec::InternetGateway(g) => add(&[&g.vpc], true),
+        Spec::Subnet(x) => add(&[&x.vpc], true),
+        Spec::RouteTable(t) => {
+            add(&[&t.vpc], true);
+            add(&t.subnets.iter().collect::<Vec<_>>(), false);
+            add(&t.internet_gateway.iter().collect::<Vec<_>>(), false);
+        }
+        Spec::SecurityGroup(g) => {
+            add(&[&g.vpc], true);
+            let peers: Vec<&LogicalId> = g
+                .ingress
+                .iter()
+                .chain(&g.egress)
+                .filter_map(|r| match &r.peer {
+                    crate::model::Peer::Group(p) => Some(p),
+                    _ => None,
+                })
+                .collect();
+            add(&peers, true);
+        }
+        Spec::Instance(i) => {
+            add(&[&i.subnet], true);
+            add(&i.security_groups.iter().collect::<Vec<_>>(), true);
+            add(&i.volumes.iter().collect::<Vec<_>>(), true);
+            add(&i.key_pair.iter().collect::<Vec<_>>(), false);
+            add(&i.instance_profile.iter().collect::<Vec<_>>(), false);
+        }
+        Spec::Volume(v) => add(&[&v.subnet], false),
+        Spec::VpcEndpoint(e) => {
+            add(&[&e.vpc], true);
+            add(&e.subnets.iter().collect::<Vec<_>>(), true);
+            add(&e.security_groups.iter().collect::<Vec<_>>(), true);
+        }
+        Spec::InstanceProfile(p) => add(&[&p.role], true),
+        Spec::DbSubnetGroup(g) => add(&g.subnets.iter().collect::<Vec<_>>(), false),
+        Spec::Database(d) => {
+            add(&[&d.subnet_group, &d.security_group], true);
+            add(&d.password.iter().collect::<Vec<_>>(), false);
+        }
+        Spec::LoadBalancer(l) => {
+            add(&l.subnets.iter().collect::<Vec<_>>(), true);
+            add(&[&l.security_group], true);
+        }
+        Spec::TargetGroup(t) => {
+            add(&[&t.vpc], true);
+            add(&t.targets.iter().collect::<Vec<_>>(), false);
+        }
+        Spec::Listener(l) => {
+            add(&[&l.load_balancer], false);
+            add(&[&l.target_group], true);
+        }
+        Spec::HostedZone(z) => add(&[&z.vpc], true),
+        Spec::DnsRecord(r) => {
+            if let ZoneRef::Managed(z) = &r.zone {
+                add(&[z], true);
+            }
+            match &r.target {
+                RecordTarget::AliasLoadBalancer(t)
+                | RecordTarget::CnameLoadBalancer(t)
+                | RecordTarget::InstancePrivateIp(t) => add(&[t], false),
+            }
+        }
+    }
+    out
 }
 
 /// What of `spec` can exist with what `ctx` resolves: EC2 refuses a rule naming a group
@@ -1570,6 +1656,13 @@ impl Cloud for FakeCloud {
                 });
             }
             inner.objects.remove(&current.cloud_id);
+            if kind == Kind::LoadBalancer {
+                // Its listeners go with it.
+                let gone = current.cloud_id.clone();
+                inner.objects.retain(|_, o| {
+                    !(o.kind == Kind::Listener && o.uses.iter().any(|(u, _)| *u == gone))
+                });
+            }
         }
         if kind == Kind::Database && !ctx.delete.skip_final_snapshot {
             ctx.progress.kept(&format!(
