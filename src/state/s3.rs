@@ -666,11 +666,14 @@ mod tests {
         assert!(failure(404, "").not_found() && failure(400, "NoSuchKey").not_found());
     }
 
-    /// An S3 that answers each request from `answer(method, headers, earlier count)` and
-    /// records method, path and headers, so the backend's own calls can be seen.
+    /// `(status, ETag)` for a request, from its method and how many came before.
+    type Answer = dyn Fn(&str, usize) -> (u16, String) + Send + Sync;
+
+    /// An S3 that answers each request from its `answer` and records method, path and
+    /// headers, so the backend's own calls can be seen.
     #[derive(Clone)]
     struct ScriptedS3 {
-        answer: std::sync::Arc<dyn Fn(&str, &http::HeaderMap, usize) -> (u16, String) + Send + Sync>,
+        answer: std::sync::Arc<Answer>,
         seen: std::sync::Arc<Mutex<Vec<(String, String, http::HeaderMap)>>>,
     }
 
@@ -698,7 +701,7 @@ mod tests {
                 })
                 .collect::<http::HeaderMap>();
             let earlier = self.seen.lock().unwrap().len();
-            let (status, etag) = (self.answer)(&method, &headers, earlier);
+            let (status, etag) = (self.answer)(&method, earlier);
             self.seen.lock().unwrap().push((method, path, headers));
             let body = if status < 300 {
                 String::new()
@@ -716,7 +719,9 @@ mod tests {
                 aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
                 aws_smithy_types::body::SdkBody::from(body),
             );
-            response.headers_mut().insert("content-type", "application/xml");
+            response
+                .headers_mut()
+                .insert("content-type", "application/xml");
             if !etag.is_empty() {
                 response.headers_mut().insert("etag", etag);
             }
@@ -780,7 +785,7 @@ mod tests {
         // S3 answers 409 ConditionalRequestConflict while another conditional write on the
         // key is in flight, and asks to try again: twice here, then the write goes through.
         let script = ScriptedS3 {
-            answer: std::sync::Arc::new(|_, _, earlier| match earlier {
+            answer: std::sync::Arc::new(|_, earlier| match earlier {
                 0 | 1 => (409, String::new()),
                 _ => (200, "\"e2\"".into()),
             }),
@@ -794,7 +799,12 @@ mod tests {
             .unwrap_or_else(|f| panic!("{}", f.describe("PutObject")));
         assert_eq!(etag.as_deref(), Some("\"e2\""));
         let seen = script.seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 3, "{:?}", seen.iter().map(|s| &s.0).collect::<Vec<_>>());
+        assert_eq!(
+            seen.len(),
+            3,
+            "{:?}",
+            seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+        );
         for (method, path, headers) in &seen {
             assert_eq!(method, "PUT");
             assert!(path.contains("/team/provision/lab.json"), "{path}");
@@ -803,7 +813,7 @@ mod tests {
         }
         // A write that finds the object changed (412) is not tried again.
         let script = ScriptedS3 {
-            answer: std::sync::Arc::new(|_, _, _| (412, String::new())),
+            answer: std::sync::Arc::new(|_, _| (412, String::new())),
             seen: Default::default(),
         };
         let backend = backend_on(&script, dir.path());
@@ -820,7 +830,7 @@ mod tests {
         // HEAD finds our lock (same ETag); the DELETE must carry If-Match with it, so that
         // a lock someone took after an `unlock --force` in between is never deleted.
         let script = ScriptedS3 {
-            answer: std::sync::Arc::new(|method, _, _| match method {
+            answer: std::sync::Arc::new(|method, _| match method {
                 "HEAD" => (200, "\"ours\"".into()),
                 _ => (204, String::new()),
             }),
@@ -838,13 +848,19 @@ mod tests {
         assert_eq!(headers.get("if-match").unwrap(), "\"ours\"");
         // Not ours any more (another ETag): nothing is deleted.
         let script = ScriptedS3 {
-            answer: std::sync::Arc::new(|_, _, _| (200, "\"theirs\"".into())),
+            answer: std::sync::Arc::new(|_, _| (200, "\"theirs\"".into())),
             seen: Default::default(),
         };
         let backend = backend_on(&script, dir.path());
         *backend.held.lock().unwrap() = Some("\"ours\"".into());
         backend.release().await;
-        let methods: Vec<String> = script.seen.lock().unwrap().iter().map(|s| s.0.clone()).collect();
+        let methods: Vec<String> = script
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.0.clone())
+            .collect();
         assert_eq!(methods, ["HEAD"]);
     }
 
