@@ -282,3 +282,51 @@ impl Cloud for AwsCloud {
         snapshot::snapshot(self, query).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_smithy_runtime_api::client::http::SharedHttpClient;
+
+    use super::rds::testing::{Reply, Script};
+    use super::sdk_config;
+
+    /// Throttling answered to the first `throttled` calls, then a success.
+    fn throttled_then_ok(throttled: usize) -> Script {
+        Script::new(move |_, earlier| {
+            if earlier.len() < throttled {
+                Reply::error(400, "Throttling", "Rate exceeded")
+            } else {
+                Reply::ok("DescribeDBInstances", "<DBInstances/>")
+            }
+        })
+    }
+
+    /// A client built the way every client of a run is, from `sdk_config`, talking to
+    /// `script`.
+    async fn rds_on(script: &Script) -> aws_sdk_rds::Client {
+        let shared = sdk_config("us-east-1").await;
+        aws_sdk_rds::Client::from_conf(
+            aws_sdk_rds::config::Builder::from(&shared)
+                .credentials_provider(aws_credential_types::Credentials::new(
+                    "AKIDTEST", "secret", None, None, "test",
+                ))
+                .http_client(SharedHttpClient::new(script.clone()))
+                .build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_sdk_retries_throttling_itself_before_the_engine_sees_it() {
+        // Three throttled answers: the SDK's own retries absorb them (one call, four
+        // tries). How many tries at most (8) and the backoff are `sdk_config`'s settings;
+        // running out of them takes ~13 s of backoff, too slow for a unit test.
+        let script = throttled_then_ok(3);
+        rds_on(&script)
+            .await
+            .describe_db_instances()
+            .send()
+            .await
+            .expect("throttling is retried by the SDK");
+        assert_eq!(script.actions().len(), 4, "{:?}", script.actions());
+    }
+}
