@@ -316,6 +316,111 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deletes_outside_ec2_of_what_is_already_gone_succeed_and_other_refusals_do_not() {
+        use crate::cloud::{Cloud, DeleteOptions, NoProgress, OpContext};
+        use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, Resolved};
+        let id = LogicalId::new("x");
+        let resolved = Resolved::default();
+        let owner = Owner::default();
+        let delete = DeleteOptions::default();
+        let ctx = OpContext {
+            env: "lab",
+            owner: &owner,
+            id: &id,
+            token: "",
+            resolved: &resolved,
+            progress: &NoProgress,
+            delete: &delete,
+        };
+        // Each service's own "no such thing", in its own protocol.
+        let answer = |code: &'static str| {
+            move |_: &super::rds::testing::Call, _: &[super::rds::testing::Call]| {
+                if code.ends_with("Exception") {
+                    Reply(
+                        400,
+                        "application/x-amz-json-1.1",
+                        format!("{{\"__type\":\"{code}\",\"Message\":\"no such thing\"}}"),
+                    )
+                } else {
+                    Reply::error(400, code, "no such thing")
+                }
+            }
+        };
+        let arn = |what: &str| format!("arn:aws:elasticloadbalancing:us-east-1:1:{what}/lab/1");
+        for (kind, cloud_id, gone, other) in [
+            (
+                Kind::Database,
+                "lab-datastore".to_string(),
+                "DBInstanceNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::DbSubnetGroup,
+                "lab-db".into(),
+                "DBSubnetGroupNotFoundFault",
+                "AccessDenied",
+            ),
+            (
+                Kind::LoadBalancer,
+                arn("loadbalancer/net"),
+                "LoadBalancerNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::TargetGroup,
+                arn("targetgroup"),
+                "TargetGroupNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::Listener,
+                arn("listener/net"),
+                "ListenerNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::HostedZone,
+                "Z1".into(),
+                "NoSuchHostedZone",
+                "AccessDenied",
+            ),
+            (
+                Kind::Secret,
+                "arn:aws:secretsmanager:us-east-1:1:secret:provision/lab/x".into(),
+                "ResourceNotFoundException",
+                "AccessDeniedException",
+            ),
+            (
+                Kind::IamRole,
+                "lab-role".into(),
+                "NoSuchEntity",
+                "AccessDenied",
+            ),
+            (
+                Kind::InstanceProfile,
+                "lab-profile".into(),
+                "NoSuchEntity",
+                "AccessDenied",
+            ),
+        ] {
+            let current = Observed::new(cloud_id.clone(), Attrs::None);
+            let script = Script::new(answer(gone));
+            let cloud = script.cloud(std::time::Duration::from_secs(1));
+            let result = cloud.delete(&ctx, kind, &current).await;
+            assert!(
+                result.is_ok(),
+                "{kind} {cloud_id} already gone: {result:?} after {:?}",
+                script.actions()
+            );
+            assert!(!script.calls().is_empty(), "{kind}: no call at all");
+            let script = Script::new(answer(other));
+            let cloud = script.cloud(std::time::Duration::from_secs(1));
+            let result = cloud.delete(&ctx, kind, &current).await;
+            assert!(result.is_err(), "{kind} {cloud_id}: {result:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn the_sdk_retries_throttling_itself_before_the_engine_sees_it() {
         // Three throttled answers: the SDK's own retries absorb them (one call, four
         // tries). How many tries at most (8) and the backoff are `sdk_config`'s settings;
