@@ -421,6 +421,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deleting_a_dns_record_already_gone_sends_no_change() {
+        use crate::cloud::{Cloud, DeleteOptions, NoProgress, OpContext};
+        use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, Resolved};
+        let id = LogicalId::new("record");
+        let resolved = Resolved::default();
+        let owner = Owner::default();
+        let delete = DeleteOptions::default();
+        let ctx = OpContext {
+            env: "lab",
+            owner: &owner,
+            id: &id,
+            token: "",
+            resolved: &resolved,
+            progress: &NoProgress,
+            delete: &delete,
+        };
+        let current = Observed::new("Z1:rancher.lab.example.com:A", Attrs::None);
+        // The zone lists neither the record nor its marker; a change would be refused.
+        let script = Script::new(|call, _| {
+            if call.body.is_empty() {
+                Reply(
+                    200,
+                    "text/xml",
+                    "<ListResourceRecordSetsResponse \
+                     xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">\
+                     <ResourceRecordSets/><IsTruncated>false</IsTruncated>\
+                     <MaxItems>300</MaxItems></ListResourceRecordSetsResponse>"
+                        .into(),
+                )
+            } else {
+                Reply::error(400, "InvalidChangeBatch", "no such record")
+            }
+        });
+        let cloud = script.cloud(std::time::Duration::from_secs(1));
+        let result = cloud.delete(&ctx, Kind::DnsRecord, &current).await;
+        assert!(result.is_ok(), "{result:?}");
+        let calls = script.calls();
+        assert!(
+            !calls.is_empty() && calls.iter().all(|c| c.body.is_empty()),
+            "only reads: {calls:?}"
+        );
+        // Its zone gone too: nothing to delete either.
+        let script = Script::new(|_, _| Reply::error(404, "NoSuchHostedZone", "no such zone"));
+        let cloud = script.cloud(std::time::Duration::from_secs(1));
+        let result = cloud.delete(&ctx, Kind::DnsRecord, &current).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
     async fn the_sdk_retries_throttling_itself_before_the_engine_sees_it() {
         // Three throttled answers: the SDK's own retries absorb them (one call, four
         // tries). How many tries at most (8) and the backoff are `sdk_config`'s settings;
