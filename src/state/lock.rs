@@ -346,7 +346,16 @@ mod tests {
         };
         assert!(h.is_dead_here());
         let msg = locked_message(Path::new("s.lock"), &Some(Box::new(h)));
-        assert!(msg.contains("provision unlock --force"), "{msg}");
+        assert!(
+            msg.contains("that process is gone") && msg.contains("provision unlock --force"),
+            "{msg}"
+        );
+        // A holder that runs is not said to be gone.
+        let alive = locked_message(
+            Path::new("s.lock"),
+            &Some(Box::new(Holder::current("apply"))),
+        );
+        assert!(!alive.contains("that process is gone"), "{alive}");
         assert!(!Holder::current("x").is_dead_here());
     }
 }

@@ -666,6 +666,204 @@ mod tests {
         assert!(failure(404, "").not_found() && failure(400, "NoSuchKey").not_found());
     }
 
+    /// `(status, ETag)` for a request, from its method and how many came before.
+    type Answer = dyn Fn(&str, usize) -> (u16, String) + Send + Sync;
+
+    /// An S3 that answers each request from its `answer` and records method, path and
+    /// headers, so the backend's own calls can be seen.
+    #[derive(Clone)]
+    struct ScriptedS3 {
+        answer: std::sync::Arc<Answer>,
+        seen: std::sync::Arc<Mutex<Vec<(String, String, http::HeaderMap)>>>,
+    }
+
+    impl std::fmt::Debug for ScriptedS3 {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("ScriptedS3")
+        }
+    }
+
+    impl aws_smithy_runtime_api::client::http::HttpConnector for ScriptedS3 {
+        fn call(
+            &self,
+            request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+        ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+            let method = request.method().to_string();
+            let path = request.uri().to_string();
+            let headers = request
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        http::HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect::<http::HeaderMap>();
+            let earlier = self.seen.lock().unwrap().len();
+            let (status, etag) = (self.answer)(&method, earlier);
+            self.seen.lock().unwrap().push((method, path, headers));
+            let body = if status < 300 {
+                String::new()
+            } else {
+                format!(
+                    "<Error><Code>{}</Code><Message>scripted</Message></Error>",
+                    if status == 409 {
+                        "ConditionalRequestConflict"
+                    } else {
+                        "PreconditionFailed"
+                    }
+                )
+            };
+            let mut response = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+                aws_smithy_types::body::SdkBody::from(body),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/xml");
+            if !etag.is_empty() {
+                response.headers_mut().insert("etag", etag);
+            }
+            aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    impl aws_smithy_runtime_api::client::http::HttpClient for ScriptedS3 {
+        fn http_connector(
+            &self,
+            _settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+            _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+            aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    /// A backend whose S3 is `script` (the SDK's own retries off: what is retried here is
+    /// the backend's doing).
+    fn backend_on(script: &ScriptedS3, dir: &std::path::Path) -> S3Backend {
+        let http = aws_smithy_runtime_api::client::http::SharedHttpClient::new(script.clone());
+        let creds =
+            aws_credential_types::Credentials::new("AKIDTEST", "secret", None, None, "test");
+        let region = aws_config::Region::new("us-east-1");
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(region.clone())
+                .credentials_provider(creds.clone())
+                .http_client(http.clone())
+                .force_path_style(true)
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        let secrets = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::Config::builder()
+                .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+                .region(region)
+                .credentials_provider(creds)
+                .http_client(http)
+                .build(),
+        );
+        S3Backend {
+            s3,
+            secrets,
+            cfg: S3State {
+                bucket: "team".into(),
+                key: "provision/lab.json".into(),
+                region: "us-east-1".into(),
+                kms_key_id: None,
+            },
+            env: "lab".into(),
+            rescue: dir.join("lab.rescue.json"),
+            etag: Mutex::new(None),
+            held: Mutex::new(None),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_answered_409_conflict_is_sent_again_with_the_same_condition() {
+        // S3 answers 409 ConditionalRequestConflict while another conditional write on the
+        // key is in flight, and asks to try again: twice here, then the write goes through.
+        let script = ScriptedS3 {
+            answer: std::sync::Arc::new(|_, earlier| match earlier {
+                0 | 1 => (409, String::new()),
+                _ => (200, "\"e2\"".into()),
+            }),
+            seen: Default::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend_on(&script, dir.path());
+        let etag = backend
+            .conditional_put("provision/lab.json", b"{}", Some("\"e1\""))
+            .await
+            .unwrap_or_else(|f| panic!("{}", f.describe("PutObject")));
+        assert_eq!(etag.as_deref(), Some("\"e2\""));
+        let seen = script.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.len(),
+            3,
+            "{:?}",
+            seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+        );
+        for (method, path, headers) in &seen {
+            assert_eq!(method, "PUT");
+            assert!(path.contains("/team/provision/lab.json"), "{path}");
+            assert_eq!(headers.get("if-match").unwrap(), "\"e1\"");
+            assert!(headers.get("if-none-match").is_none());
+        }
+        // A write that finds the object changed (412) is not tried again.
+        let script = ScriptedS3 {
+            answer: std::sync::Arc::new(|_, _| (412, String::new())),
+            seen: Default::default(),
+        };
+        let backend = backend_on(&script, dir.path());
+        let failure = backend
+            .conditional_put("provision/lab.json", b"{}", Some("\"e1\""))
+            .await
+            .unwrap_err();
+        assert!(failure.precondition());
+        assert_eq!(script.seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_release_deletes_the_lock_only_with_if_match_on_its_etag() {
+        // HEAD finds our lock (same ETag); the DELETE must carry If-Match with it, so that
+        // a lock someone took after an `unlock --force` in between is never deleted.
+        let script = ScriptedS3 {
+            answer: std::sync::Arc::new(|method, _| match method {
+                "HEAD" => (200, "\"ours\"".into()),
+                _ => (204, String::new()),
+            }),
+            seen: Default::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend_on(&script, dir.path());
+        *backend.held.lock().unwrap() = Some("\"ours\"".into());
+        backend.release().await;
+        let seen = script.seen.lock().unwrap().clone();
+        let methods: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(methods, ["HEAD", "DELETE"]);
+        let (_, path, headers) = &seen[1];
+        assert!(path.contains("/team/provision/lab.json.lock"), "{path}");
+        assert_eq!(headers.get("if-match").unwrap(), "\"ours\"");
+        // Not ours any more (another ETag): nothing is deleted.
+        let script = ScriptedS3 {
+            answer: std::sync::Arc::new(|_, _| (200, "\"theirs\"".into())),
+            seen: Default::default(),
+        };
+        let backend = backend_on(&script, dir.path());
+        *backend.held.lock().unwrap() = Some("\"ours\"".into());
+        backend.release().await;
+        let methods: Vec<String> = script
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.0.clone())
+            .collect();
+        assert_eq!(methods, ["HEAD"]);
+    }
+
     #[test]
     fn bucket_regions_follow_s3s_location_constraints() {
         assert_eq!(bucket_region(None), "us-east-1");

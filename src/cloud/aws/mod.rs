@@ -292,3 +292,205 @@ impl Cloud for AwsCloud {
         snapshot::snapshot(self, query).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_smithy_runtime_api::client::http::SharedHttpClient;
+
+    use super::rds::testing::{Reply, Script};
+    use super::sdk_config;
+
+    /// Throttling answered to the first `throttled` calls, then a success.
+    fn throttled_then_ok(throttled: usize) -> Script {
+        Script::new(move |_, earlier| {
+            if earlier.len() < throttled {
+                Reply::error(400, "Throttling", "Rate exceeded")
+            } else {
+                Reply::ok("DescribeDBInstances", "<DBInstances/>")
+            }
+        })
+    }
+
+    /// A client built the way every client of a run is, from `sdk_config`, talking to
+    /// `script`.
+    async fn rds_on(script: &Script) -> aws_sdk_rds::Client {
+        let shared = sdk_config("us-east-1").await;
+        aws_sdk_rds::Client::from_conf(
+            aws_sdk_rds::config::Builder::from(&shared)
+                .credentials_provider(aws_credential_types::Credentials::new(
+                    "AKIDTEST", "secret", None, None, "test",
+                ))
+                .http_client(SharedHttpClient::new(script.clone()))
+                .build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn deletes_outside_ec2_of_what_is_already_gone_succeed_and_other_refusals_do_not() {
+        use crate::cloud::{Cloud, DeleteOptions, NoProgress, OpContext};
+        use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, Resolved};
+        let id = LogicalId::new("x");
+        let resolved = Resolved::default();
+        let owner = Owner::default();
+        let delete = DeleteOptions::default();
+        let ctx = OpContext {
+            env: "lab",
+            owner: &owner,
+            id: &id,
+            token: "",
+            resolved: &resolved,
+            progress: &NoProgress,
+            delete: &delete,
+        };
+        // Each service's own "no such thing", in its own protocol.
+        let answer = |code: &'static str| {
+            move |_: &super::rds::testing::Call, _: &[super::rds::testing::Call]| {
+                if code.ends_with("Exception") {
+                    Reply(
+                        400,
+                        "application/x-amz-json-1.1",
+                        format!("{{\"__type\":\"{code}\",\"Message\":\"no such thing\"}}"),
+                    )
+                } else {
+                    Reply::error(400, code, "no such thing")
+                }
+            }
+        };
+        let arn = |what: &str| format!("arn:aws:elasticloadbalancing:us-east-1:1:{what}/lab/1");
+        for (kind, cloud_id, gone, other) in [
+            (
+                Kind::Database,
+                "lab-datastore".to_string(),
+                "DBInstanceNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::DbSubnetGroup,
+                "lab-db".into(),
+                "DBSubnetGroupNotFoundFault",
+                "AccessDenied",
+            ),
+            (
+                Kind::LoadBalancer,
+                arn("loadbalancer/net"),
+                "LoadBalancerNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::TargetGroup,
+                arn("targetgroup"),
+                "TargetGroupNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::Listener,
+                arn("listener/net"),
+                "ListenerNotFound",
+                "AccessDenied",
+            ),
+            (
+                Kind::HostedZone,
+                "Z1".into(),
+                "NoSuchHostedZone",
+                "AccessDenied",
+            ),
+            (
+                Kind::Secret,
+                "arn:aws:secretsmanager:us-east-1:1:secret:provision/lab/x".into(),
+                "ResourceNotFoundException",
+                "AccessDeniedException",
+            ),
+            (
+                Kind::IamRole,
+                "lab-role".into(),
+                "NoSuchEntity",
+                "AccessDenied",
+            ),
+            (
+                Kind::InstanceProfile,
+                "lab-profile".into(),
+                "NoSuchEntity",
+                "AccessDenied",
+            ),
+        ] {
+            let current = Observed::new(cloud_id.clone(), Attrs::None);
+            let script = Script::new(answer(gone));
+            let cloud = script.cloud(std::time::Duration::from_secs(1));
+            let result = cloud.delete(&ctx, kind, &current).await;
+            assert!(
+                result.is_ok(),
+                "{kind} {cloud_id} already gone: {result:?} after {:?}",
+                script.actions()
+            );
+            assert!(!script.calls().is_empty(), "{kind}: no call at all");
+            let script = Script::new(answer(other));
+            let cloud = script.cloud(std::time::Duration::from_secs(1));
+            let result = cloud.delete(&ctx, kind, &current).await;
+            assert!(result.is_err(), "{kind} {cloud_id}: {result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn deleting_a_dns_record_already_gone_sends_no_change() {
+        use crate::cloud::{Cloud, DeleteOptions, NoProgress, OpContext};
+        use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, Resolved};
+        let id = LogicalId::new("record");
+        let resolved = Resolved::default();
+        let owner = Owner::default();
+        let delete = DeleteOptions::default();
+        let ctx = OpContext {
+            env: "lab",
+            owner: &owner,
+            id: &id,
+            token: "",
+            resolved: &resolved,
+            progress: &NoProgress,
+            delete: &delete,
+        };
+        let current = Observed::new("Z1:rancher.lab.example.com:A", Attrs::None);
+        // The zone lists neither the record nor its marker; a change would be refused.
+        let script = Script::new(|call, _| {
+            if call.body.is_empty() {
+                Reply(
+                    200,
+                    "text/xml",
+                    "<ListResourceRecordSetsResponse \
+                     xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">\
+                     <ResourceRecordSets/><IsTruncated>false</IsTruncated>\
+                     <MaxItems>300</MaxItems></ListResourceRecordSetsResponse>"
+                        .into(),
+                )
+            } else {
+                Reply::error(400, "InvalidChangeBatch", "no such record")
+            }
+        });
+        let cloud = script.cloud(std::time::Duration::from_secs(1));
+        let result = cloud.delete(&ctx, Kind::DnsRecord, &current).await;
+        assert!(result.is_ok(), "{result:?}");
+        let calls = script.calls();
+        assert!(
+            !calls.is_empty() && calls.iter().all(|c| c.body.is_empty()),
+            "only reads: {calls:?}"
+        );
+        // Its zone gone too: nothing to delete either.
+        let script = Script::new(|_, _| Reply::error(404, "NoSuchHostedZone", "no such zone"));
+        let cloud = script.cloud(std::time::Duration::from_secs(1));
+        let result = cloud.delete(&ctx, Kind::DnsRecord, &current).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn the_sdk_retries_throttling_itself_before_the_engine_sees_it() {
+        // Three throttled answers: the SDK's own retries absorb them (one call, four
+        // tries). How many tries at most (8) and the backoff are `sdk_config`'s settings;
+        // running out of them takes ~13 s of backoff, too slow for a unit test.
+        let script = throttled_then_ok(3);
+        rds_on(&script)
+            .await
+            .describe_db_instances()
+            .send()
+            .await
+            .expect("throttling is retried by the SDK");
+        assert_eq!(script.actions().len(), 4, "{:?}", script.actions());
+    }
+}

@@ -769,3 +769,76 @@ fn created_id(op: &str, id: Option<&str>) -> Result<String, CloudError> {
 }
 
 // ---------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::delete;
+    use crate::cloud::aws::rds::testing::{Reply, Script};
+    use crate::cloud::{DeleteOptions, NoProgress, OpContext};
+    use crate::model::{Kind, LogicalId, Observed, Owner, Resolved};
+
+    /// EC2's answer for an id it does not know (any call).
+    fn not_found(code: &'static str) -> Script {
+        Script::new(move |call, _| {
+            Reply(
+                400,
+                "text/xml",
+                format!(
+                    "<Response><Errors><Error><Code>{code}</Code><Message>{} of an id that \
+                     does not exist</Message></Error></Errors><RequestID>r-1</RequestID>\
+                     </Response>",
+                    call.action
+                ),
+            )
+        })
+    }
+
+    #[tokio::test]
+    async fn deletes_of_what_is_already_gone_succeed_and_other_refusals_do_not() {
+        let id = LogicalId::new("x");
+        let resolved = Resolved::default();
+        let owner = Owner::default();
+        let ctx = OpContext {
+            env: "lab",
+            owner: &owner,
+            id: &id,
+            token: "",
+            resolved: &resolved,
+            progress: &NoProgress,
+            delete: &DeleteOptions::default(),
+        };
+        for (kind, cloud_id, code) in [
+            (Kind::Vpc, "vpc-1", "InvalidVpcID.NotFound"),
+            (Kind::Subnet, "subnet-1", "InvalidSubnetID.NotFound"),
+            (Kind::SecurityGroup, "sg-1", "InvalidGroup.NotFound"),
+            (Kind::KeyPair, "key-1", "InvalidKeyPair.NotFound"),
+            (
+                Kind::InternetGateway,
+                "igw-1",
+                "InvalidInternetGatewayID.NotFound",
+            ),
+            (Kind::RouteTable, "rtb-1", "InvalidRouteTableID.NotFound"),
+            (Kind::Volume, "vol-1", "InvalidVolume.NotFound"),
+            (Kind::Instance, "i-1", "InvalidInstanceID.NotFound"),
+            (Kind::VpcEndpoint, "vpce-1", "InvalidVpcEndpointId.NotFound"),
+        ] {
+            let script = not_found(code);
+            let cloud = script.cloud(Duration::from_secs(1));
+            let current = Observed::new(cloud_id, crate::model::Attrs::None);
+            let gone = delete(&cloud, &ctx, kind, &current).await;
+            assert!(
+                gone.is_ok(),
+                "{kind} {cloud_id} already gone: {gone:?} after {:?}",
+                script.actions()
+            );
+            assert!(!script.actions().is_empty(), "{kind}: no call at all");
+            // Any other refusal is an error.
+            let script = not_found("UnauthorizedOperation");
+            let cloud = script.cloud(Duration::from_secs(1));
+            let refused = delete(&cloud, &ctx, kind, &current).await;
+            assert!(refused.is_err(), "{kind} {cloud_id}: {refused:?}");
+        }
+    }
+}
