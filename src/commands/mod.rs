@@ -347,7 +347,9 @@ fn take_over(plan: &engine::Plan, adopt: bool, command: &str) -> Result<()> {
     if !adopt {
         bail!(
             "{}.
-Nothing was changed. If they are this environment's (its state file was              lost), run `provision {command} --adopt` to take them over; if they belong to              someone else, give this environment another `name` in the config.",
+Nothing was changed. If they are this environment's (its state file was lost), run \
+             `provision {command} --adopt` to take them over; if they belong to someone else, \
+             give this environment another `name` in the config.",
             takeover.describe(&plan.env)
         );
     }
