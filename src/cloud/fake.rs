@@ -504,10 +504,8 @@ fn update_calls(obj: &Obj, want: &Spec, stale: &[LogicalId]) -> Vec<Part> {
             parts.push(Part::Set("modify_listener", &["port", "target_group"]))
         }
         // Associate the VPC again if it was taken away; the tags every time.
-        (Spec::HostedZone(_), _) => {
-            if differs(&["vpc"]) {
-                parts.push(Part::Set("associate_vpc_with_hosted_zone", &["vpc"]));
-            }
+        (Spec::HostedZone(_), _) if differs(&["vpc"]) => {
+            parts.push(Part::Set("associate_vpc_with_hosted_zone", &["vpc"]));
         }
         (Spec::DnsRecord(_), _) => {
             parts.push(Part::Set("change_resource_record_sets", &["target", "ttl"]))
