@@ -410,7 +410,7 @@ def weight(step):
 # other; one sent after another's answer is at least CALL_MS (the model's padding) later.
 PREFLIGHT_OPS = {"DescribeImages", "DescribeInstanceTypes", "DescribeInstanceTypeOfferings",
                  "DescribeAvailabilityZones", "DescribeDBEngineVersions", "ListHostedZonesByName",
-                 "ListHostedZones", "GetHostedZone", "ListRoles", "ListInstanceProfiles",
+                 "GetHostedZone", "ListRoles", "ListInstanceProfiles",
                  "GetRole", "GetInstanceProfile"}
 
 
