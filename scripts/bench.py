@@ -8,8 +8,8 @@ user does (process start to exit, its plan included) and compares that with the 
 path of a dependency model of AWS written here (`aws_model`: what AWS requires before
 what, with the fewest round trips; independent of the tool's step graph and call
 pattern), over the resources of the environment's `plan --json`. It also reports the
-reads the apply makes before its first change (in waves: a read sent after another had
-answered is a wave later), the tool's own step graph as a secondary figure, then the
+reads the apply makes before its first change (when the preflight reads went out, and that
+they went at once), the tool's own step graph as a secondary figure, then the
 no-op plan (calls, time), start-up time (process start to its first request at the
 proxy), peak RSS, binary size, and for k3s the 3/5/9-node table. It asserts the issue's
 targets and exits 1 when one is missed (after printing everything).
@@ -125,9 +125,6 @@ def aws_model(actions, model):
 
     def deps(*names):
         return [n for n in names if n]
-
-    def kind_of(rid):
-        return res[rid]["kind"] if rid in res else None
 
     def zones():
         if "(zones)" not in nodes:
