@@ -85,7 +85,8 @@ MODEL = {"call_ms": CALL_MS, "instance_s": INSTANCE_S, "db_instance_s": DB_S, "l
 #   dns_record         ChangeResourceRecordSets -> the zone (looked up or created); an alias
 #                      or CNAME to a load balancer -> lb:active (Route53 answers
 #                      InvalidChangeBatch "target was not found" for a load balancer still
-#                      provisioning: boto/boto#2519); an A record to an instance's private
+#                      provisioning: boto/boto#2519; reported, not documented: the reading
+#                      that favours the tool); an A record to an instance's private
 #                      address -> RunInstances (the address is in its answer)
 #     rec:insync       PENDING DNS_S, then GetChange
 #   vpc_endpoint       CreateVpcEndpoint -> vpc, subnets, groups (+ vpc:dns with private DNS)
@@ -109,7 +110,7 @@ def aws_model(actions, model):
         if a["action"] != "create":
             raise ModelError(f"{a['id']}: the model covers a fresh apply, not {a['action']}")
     nodes = {}
-    refs = []  # (node, resource id it names): checked after every node is made
+    refs = []  # the nodes other nodes need: checked to exist once every node is made
 
     def node(name, what, after=(), calls=1, wait=0.0):
         nodes[name] = {"w": calls * call + wait, "after": list(after), "what": what}
