@@ -323,15 +323,23 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
     let shared = run
         .sched
         .once(&b.digest, || async {
-            // An earlier run may have put it in another repository: try a mount from
-            // there first (when that repository lacks it, the same request opens the
-            // upload, so the attempt costs nothing).
-            let from = run
+            // An earlier run may have put it in another repository: mount it from there
+            // (with one other repository, just try: when it lacks the blob, the same
+            // request opens the upload, so the attempt costs nothing; with several, ask
+            // each first — a mount tried from the wrong one would upload the whole blob
+            // again although the registry holds it).
+            let others: Vec<String> = run
                 .candidates
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&b.digest)
-                .and_then(|v| v.iter().find(|r| r.as_str() != repo).cloned());
+                .map(|v| v.iter().filter(|r| r.as_str() != repo).cloned().collect())
+                .unwrap_or_default();
+            let from = if others.len() <= 1 {
+                others.into_iter().next()
+            } else {
+                holder(run, repo, &others, &b.digest).await
+            };
             let out = place_blob(run, repo, b, from.as_deref()).await?;
             run.homes
                 .lock()
@@ -363,6 +371,21 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
     run.progress
         .blob(image, &b.digest, here.outcome, here.first);
     Ok(())
+}
+
+/// Which of `others` already holds `digest` (asked at once), unless `repo` does itself.
+async fn holder(run: &Run, repo: &str, others: &[String], digest: &str) -> Option<String> {
+    if let Ok(Some(_)) = run.reg.head_blob(repo, digest).await {
+        return None;
+    }
+    let asks = others.iter().map(|r| async move {
+        matches!(run.reg.head_blob(r, digest).await, Ok(Some(_))).then(|| r.clone())
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
 }
 
 /// Makes blob `b` present in `repo`: already there, mounted from `from`, or uploaded.
