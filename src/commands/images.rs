@@ -41,7 +41,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
             let progress = Arc::new(Progress::new(mode(ctx), "pulled", refs.len()));
             let summary = pull::pull(&store, refs, opts, progress, ctrl_c()).await?;
-            Ok(outcome(&summary, "pull"))
+            Ok(outcome(&summary, Route::Pull))
         }
         ImagesCommand::Push {
             source,
@@ -66,7 +66,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 reg.ping().await?;
                 let progress = Arc::new(Progress::new(mode(ctx), "pushed", refs.len()));
                 let summary = copy::copy(&store, refs, opts, reg, progress, ctrl_c()).await?;
-                return Ok(outcome(&summary, "push"));
+                return Ok(outcome(&summary, Route::Copy));
             }
             if source.source_registry.is_some()
                 || source.source_ca.is_some()
@@ -76,13 +76,22 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             {
                 bail!("the source options (--platform, --all-platforms, --source-*) choose what a pull fetches: name the images too (--list FILE or REF)");
             }
-            let (layout, store): (Arc<dyn LayoutReader>, Option<Store>) = match archive_path {
+            let (layout, from): (Arc<dyn LayoutReader>, push::Source) = match archive_path {
                 Some(a) => (
-                    Arc::new(
-                        archive::ArchiveReader::open(&a)
-                            .with_context(|| format!("cannot read the archive {}", a.display()))?,
-                    ),
-                    None,
+                    Arc::new(archive::ArchiveReader::open(&a).map_err(|e| {
+                        let advice = match e {
+                            // A wrong path: nothing to re-create.
+                            archive::ArchiveError::Missing { .. }
+                            | archive::ArchiveError::Io { .. } => "",
+                            _ => {
+                                "; write it again where the store is (`provision images save \
+                                 --archive FILE`), copy it over and push it again"
+                            }
+                        };
+                        let e = anyhow::Error::new(e);
+                        anyhow::anyhow!("cannot read the archive {}: {e:#}{advice}", a.display())
+                    })?),
+                    push::Source::Archive(a),
                 ),
                 None => {
                     let dir = store_dir(ctx, store)?;
@@ -93,13 +102,24 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                         );
                     }
                     let s = Store::open(&dir).context("cannot open the image store")?;
-                    (Arc::new(s.layout().clone()), Some(s))
+                    (Arc::new(s.layout().clone()), push::Source::Store(s))
                 }
             };
             let images = push::images_of(layout.as_ref())?;
             if images.is_empty() {
-                bail!("the store holds no image: run `provision images pull` first");
+                match &from {
+                    push::Source::Archive(a) => bail!(
+                        "the archive {} holds no image: write it from a store that has them \
+                         (`provision images pull`, then `provision images save --archive FILE`)",
+                        a.display()
+                    ),
+                    _ => bail!("the store holds no image: run `provision images pull` first"),
+                }
             }
+            let route = match &from {
+                push::Source::Archive(_) => Route::PushArchive,
+                _ => Route::PushStore,
+            };
             let reg = Arc::new(target_registry(ctx, &target).await?);
             // Reachable, and the credentials accepted, before a single image starts (and
             // the authentication is settled once, not once per image).
@@ -107,7 +127,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             let progress = Arc::new(Progress::new(mode(ctx), "pushed", images.len()));
             let summary = push::push(
                 layout,
-                store,
+                from,
                 reg,
                 images,
                 parallelism.into(),
@@ -115,7 +135,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 ctrl_c(),
             )
             .await?;
-            Ok(outcome(&summary, "push"))
+            Ok(outcome(&summary, route))
         }
         ImagesCommand::Save {
             archive: path,
@@ -213,7 +233,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             reg.ping().await?;
             let progress = Arc::new(Progress::new(mode(ctx), "verified", expect.len()));
             let summary = verify::verify(reg, expect, parallelism.into(), progress).await;
-            Ok(outcome(&summary, "verify"))
+            Ok(outcome(&summary, Route::Verify))
         }
     }
 }
@@ -259,8 +279,56 @@ fn mode(ctx: &Ctx) -> progress::Mode {
     }
 }
 
+/// Which command ran: what its failures tell the operator to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Pull,
+    PushStore,
+    PushArchive,
+    Copy,
+    Verify,
+}
+
+impl Route {
+    fn verb(self) -> &'static str {
+        match self {
+            Route::Pull => "pull",
+            Route::PushStore | Route::PushArchive | Route::Copy => "push",
+            Route::Verify => "verify",
+        }
+    }
+
+    /// The last line after the failures: the next step from where the operator sits (each
+    /// failure above says what is wrong and, where it is the source's fault, how to fix it).
+    fn next_step(self) -> &'static str {
+        match self {
+            Route::Pull => {
+                "run the same `provision images pull` again: it resumes, fetching only what \
+                 the store lacks"
+            }
+            Route::PushStore => {
+                "run `provision images push` again once the cause is fixed: what the registry \
+                 has is not sent again"
+            }
+            Route::PushArchive => {
+                "run `provision images push --archive FILE` again once the cause is fixed: what \
+                 the registry has is not sent again"
+            }
+            Route::Copy => {
+                "run the same `provision images push` command again once the cause is fixed: \
+                 it resumes the pull and sends only what the registry lacks"
+            }
+            Route::Verify => {
+                "push the images named (`provision images push`, or `provision images push \
+                 --archive FILE` where the archive is): only what the registry lacks is sent; \
+                 then verify again"
+            }
+        }
+    }
+}
+
 /// Exit code of a run; failures named on stderr (the summary already went out).
-fn outcome(s: &Summary, what: &str) -> u8 {
+fn outcome(s: &Summary, route: Route) -> u8 {
     if s.interrupted {
         return exit::INTERRUPTED;
     }
@@ -268,12 +336,15 @@ fn outcome(s: &Summary, what: &str) -> u8 {
         return exit::OK;
     }
     eprintln!(
-        "error: {what} failed for {} of {} images:",
-        s.failed, s.images
+        "error: {} failed for {} of {} images:",
+        route.verb(),
+        s.failed,
+        s.images
     );
     for f in &s.failures {
         eprintln!("  {}: {}", f.image, f.reason);
     }
+    eprintln!("{}", route.next_step());
     exit::ERROR
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,9 +38,58 @@ pub fn chunk_size() -> u64 {
 }
 const ATTEMPTS: u32 = 6;
 
+/// Where a push reads its images from: what a failure tells the operator to do.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The local store (`images push`): what it lacks or holds corrupt a pull fetches.
+    Store(Store),
+    /// An archive (`images push --archive FILE`): read-only, and usually far from the
+    /// store; what it lacks or holds corrupt means writing it again where the store is.
+    Archive(PathBuf),
+    /// The store a pull fills during this run (`images push REF...`).
+    Copy(Store),
+}
+
+impl Source {
+    /// The store a corrupt blob is removed from (never the archive).
+    fn store(&self) -> Option<&Store> {
+        match self {
+            Source::Store(s) | Source::Copy(s) => Some(s),
+            Source::Archive(_) => None,
+        }
+    }
+
+    /// Where the content is read from, for a message: `the store` / `the archive FILE`.
+    fn name(&self) -> String {
+        match self {
+            Source::Store(_) | Source::Copy(_) => "the store".to_string(),
+            Source::Archive(a) => format!("the archive {}", a.display()),
+        }
+    }
+
+    /// What to do when the source lacks a blob or manifest, or holds it corrupt.
+    fn refetch(&self) -> String {
+        match self {
+            Source::Store(_) => "run `provision images pull` again (with the same list) to \
+                 fetch it anew, then `provision images push` again"
+                .to_string(),
+            Source::Archive(a) => format!(
+                "the archive is damaged or incomplete: write it again where the store is \
+                 (`provision images save --archive FILE`; `provision images pull` first if \
+                 the store lacks it too), copy it over (check a split one with \
+                 `sha256sum -c FILE.sha256`) and run `provision images push --archive {}` again",
+                a.display()
+            ),
+            Source::Copy(_) => "run the same `provision images push` command again: its pull \
+                 fetches it anew"
+                .to_string(),
+        }
+    }
+}
+
 struct Run {
     layout: Arc<dyn LayoutReader>,
-    store: Option<Store>,
+    source: Source,
     reg: Arc<Registry>,
     sched: Arc<Scheduler>,
     progress: Arc<Progress>,
@@ -67,11 +117,11 @@ pub fn images_of(layout: &dyn LayoutReader) -> anyhow::Result<Vec<(String, Descr
         .collect())
 }
 
-/// Pushes every image of `layout` to `reg`. `store` (when the layout is the store) is
-/// where a corrupt blob is removed from.
+/// Pushes every image of `layout` to `reg`. `source` says what `layout` is: the store
+/// (where a corrupt blob is removed from) or an archive.
 pub async fn push(
     layout: Arc<dyn LayoutReader>,
-    store: Option<Store>,
+    source: Source,
     reg: Arc<Registry>,
     images: Vec<(String, Descriptor)>,
     parallelism: usize,
@@ -86,7 +136,7 @@ pub async fn push(
     drop(tx);
     let run = Arc::new(Run {
         layout,
-        store,
+        source,
         reg,
         sched: Scheduler::new(parallelism),
         progress,
@@ -110,7 +160,7 @@ pub async fn push_arriving(
 ) -> anyhow::Result<Summary> {
     let run = Arc::new(Run {
         layout: Arc::new(store.layout().clone()),
-        store: Some(store),
+        source: Source::Copy(store),
         reg,
         sched: Scheduler::new(parallelism),
         progress,
@@ -227,18 +277,25 @@ fn blob_repositories(
     out
 }
 
+/// A manifest's bytes, checked against its digest; `Err` says what is wrong with it.
 fn read_all(layout: &dyn LayoutReader, digest: &str) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
     layout
         .open_blob(digest, 0)
         .and_then(|mut r| r.read_to_end(&mut v))
-        .map_err(|e| format!("reading {digest} from the store: {e}"))?;
+        .map_err(|e| format!("manifest {digest} cannot be read: {e}"))?;
     if store::digest_of(&v) != digest {
         return Err(format!(
-            "manifest {digest} in the store is corrupt; run `provision images pull` again"
+            "manifest {digest} is corrupt (its bytes do not match its digest)"
         ));
     }
     Ok(v)
+}
+
+/// [`read_all`] from the run's source, the failure saying where and what to do.
+fn read_manifest(run: &Run, digest: &str) -> Result<Vec<u8>, String> {
+    read_all(run.layout.as_ref(), digest)
+        .map_err(|e| format!("{e} in {}; {}", run.source.name(), run.source.refetch()))
 }
 
 async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, String> {
@@ -256,7 +313,7 @@ async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, St
             return Ok(true);
         }
     }
-    let bytes = read_all(run.layout.as_ref(), &desc.digest)?;
+    let bytes = read_manifest(run, &desc.digest)?;
     let m = manifest::parse(&bytes, &desc.media_type).map_err(|e| format!("{name}: {e}"))?;
     match m.kind {
         Kind::Image { blobs } => push_blobs(run, &repo, name, &blobs).await?,
@@ -271,11 +328,13 @@ async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, St
                         .is_none()
                     {
                         return Err(format!(
-                            "its index lists manifest {} which the store lacks",
-                            e.digest
+                            "its index lists manifest {} which {} lacks; {}",
+                            e.digest,
+                            run.source.name(),
+                            run.source.refetch()
                         ));
                     }
-                    let cb = read_all(run.layout.as_ref(), &e.digest)?;
+                    let cb = read_manifest(run, &e.digest)?;
                     let cm = manifest::parse(&cb, &e.media_type)
                         .map_err(|x| format!("{}: {x}", e.digest))?;
                     let Kind::Image { blobs } = cm.kind else {
@@ -385,12 +444,18 @@ async fn place_blob(
         Some(s) if s == b.size => {}
         Some(s) => {
             return Err(format!(
-                "the store holds {s} bytes for it, its manifest says {}; run `provision images pull` again",
-                b.size
+                "{} holds {s} bytes for it, its manifest says {}; {}",
+                run.source.name(),
+                b.size,
+                run.source.refetch()
             ))
         }
         None => {
-            return Err("the store lacks it; run `provision images pull` again".to_string())
+            return Err(format!(
+                "{} lacks it; {}",
+                run.source.name(),
+                run.source.refetch()
+            ))
         }
     }
     let first = run
@@ -425,15 +490,26 @@ fn watch(run: &Run) -> BodyWatch {
     }
 }
 
-/// The blob does not match its digest: remove it from the store so a pull fetches it
-/// again, and say so.
+/// The blob does not match its digest: remove it from the store (never from an archive)
+/// so a pull fetches it again, and say so.
 fn corrupt(run: &Run, b: &Descriptor) -> String {
-    if let Some(s) = &run.store {
-        let _ = s.verify_blob(&b.digest);
-    }
-    "its bytes in the store do not match its digest (removed from the store; run \
-     `provision images pull` again); nothing was committed"
-        .to_string()
+    let removed = match run.source.store() {
+        Some(s) => match s.verify_blob(&b.digest) {
+            Ok(_) => " (removed from the store)".to_string(),
+            Err(e) => format!(
+                " (and removing it from the store failed: {e}; delete {} by hand)",
+                s.blob_file(&b.digest)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+        },
+        None => String::new(),
+    };
+    format!(
+        "its bytes in {} do not match its digest{removed}; nothing was committed; {}",
+        run.source.name(),
+        run.source.refetch()
+    )
 }
 
 async fn upload_whole(
@@ -460,7 +536,7 @@ async fn upload_whole(
         let reader = run
             .layout
             .open_blob(&b.digest, 0)
-            .map_err(|e| format!("reading it from the store: {e}"))?;
+            .map_err(|e| format!("reading it from {}: {e}", run.source.name()))?;
         let body = reader_body(reader, b.size, w.clone(), Some(b.digest.clone()));
         match run
             .reg
@@ -511,7 +587,7 @@ async fn hash_prefix(run: &Run, digest: &str, n: u64) -> Result<Sha256, String> 
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("reading it from the store: {e}"))
+    .map_err(|e| format!("reading it from {}: {e}", run.source.name()))
 }
 
 async fn upload_chunked(
@@ -528,7 +604,7 @@ async fn upload_chunked(
         let reader = run
             .layout
             .open_blob(&b.digest, offset)
-            .map_err(|e| format!("reading it from the store: {e}"))?;
+            .map_err(|e| format!("reading it from {}: {e}", run.source.name()))?;
         let body = reader_body(reader, len, w.clone(), None);
         match run
             .reg

@@ -834,3 +834,91 @@ fn push_with_a_list_pulls_and_pushes_in_one_command_and_a_rerun_asks_the_source_
     );
     assert_eq!(commits(&dst), commits_before, "a re-run uploaded again");
 }
+
+/// Flips one byte in the middle of `len` bytes at `offset` of `file`: same size, wrong
+/// content.
+fn corrupt_in_place(file: &Path, offset: u64, len: u64) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = (offset + len / 2) as usize;
+    bytes[at] ^= 0xff;
+    std::fs::write(file, bytes).unwrap();
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn a_corrupt_blob_in_the_archive_says_to_write_the_archive_again_not_to_pull() {
+    if !harness::tools_or_skip(
+        "a_corrupt_blob_in_the_archive_says_to_write_the_archive_again_not_to_pull",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(&env.pull(src.port, &["base:1"], &[]), "pull");
+    let archive = env.dir.path().join("images.tar");
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "save", "--store"])
+        .arg(env.store())
+        .arg("--archive")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    ok(&o, "save");
+    // the shared base layer, damaged inside the tar (a bad copy to the other side)
+    let layer = std::fs::read(
+        env.store()
+            .join("blobs/sha256")
+            .join(&set.base_layer["sha256:".len()..]),
+    )
+    .unwrap();
+    let tar = std::fs::read(&archive).unwrap();
+    let at = tar
+        .windows(4096)
+        .position(|w| w == &layer[..4096])
+        .expect("the layer is in the archive");
+    corrupt_in_place(&archive, at as u64, layer.len() as u64);
+
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--archive"])
+        .arg(&archive)
+        .arg("--via")
+        .arg(dst.addr())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "a corrupt archive was pushed:\n{err}");
+    assert!(
+        err.contains(&set.base_layer),
+        "the blob is not named:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("the archive {}", archive.display())),
+        "the archive is not named:\n{err}"
+    );
+    assert!(
+        err.contains("provision images save --archive")
+            && err.contains("provision images push --archive"),
+        "no advice to write the archive again:\n{err}"
+    );
+    // there is no pull on this side, and no store to remove the blob from
+    assert!(
+        !err.contains("run `provision images pull` again")
+            && !err.contains("removed from the store"),
+        "advice for the store route:\n{err}"
+    );
+    // nothing committed: the registry holds no copy of the bad layer
+    assert!(
+        !commits(&dst)
+            .keys()
+            .any(|k| k.contains(&set.base_layer["sha256:".len()..])),
+        "the corrupt layer was committed"
+    );
+    assert!(archive.is_file(), "the archive was removed");
+}
