@@ -150,9 +150,16 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 );
             }
             let split = split.as_deref().map(archive::parse_size).transpose()?;
-            let s = tokio::task::spawn_blocking(move || archive::save(&dir, &path, split))
-                .await
-                .context("the save stopped")??;
+            // Shared: saves may run side by side, a pull (which writes the store) may not.
+            let lock = Store::open(&dir)
+                .and_then(|s| s.lock_shared("images save"))
+                .context("cannot save the image store")?;
+            let s = tokio::task::spawn_blocking(move || {
+                let _lock = lock;
+                archive::save(&dir, &path, split)
+            })
+            .await
+            .context("the save stopped")??;
             if ctx.json {
                 println!(
                     "{}",

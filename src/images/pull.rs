@@ -195,10 +195,11 @@ pub async fn pull(
     progress: Arc<Progress>,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
-    pull_watched(store, refs, opts, progress, interrupt, None).await
+    pull_watched(store, refs, opts, progress, interrupt, None, "images pull").await
 }
 
-/// [`pull`], telling `watcher` what resolved and which blobs landed as it goes.
+/// [`pull`], telling `watcher` what resolved and which blobs landed as it goes. `command`
+/// names the run in the store's lock (what another run refused meanwhile is told).
 pub async fn pull_watched(
     store: &Store,
     refs: Vec<Reference>,
@@ -206,8 +207,9 @@ pub async fn pull_watched(
     progress: Arc<Progress>,
     interrupt: impl std::future::Future<Output = ()>,
     watcher: Option<Arc<dyn Watcher>>,
+    command: &str,
 ) -> anyhow::Result<Summary> {
-    let _guard = store.lock_exclusive()?;
+    let _guard = store.lock_exclusive(command)?;
     let run = Arc::new(Run {
         store: store.clone(),
         sched: Scheduler::new(opts.parallelism),

@@ -922,3 +922,54 @@ fn a_corrupt_blob_in_the_archive_says_to_write_the_archive_again_not_to_pull() {
     );
     assert!(archive.is_file(), "the archive was removed");
 }
+
+#[test]
+fn save_is_refused_while_a_pull_holds_the_store_and_a_pull_while_a_save_does() {
+    if !harness::tools_or_skip(
+        "save_is_refused_while_a_pull_holds_the_store_and_a_pull_while_a_save_does",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    ok(&env.pull(src.port, &["base:1"], &[]), "pull");
+    let archive = env.dir.path().join("images.tar");
+    let save = || {
+        let mut c = env.provision();
+        c.args(["images", "save", "--store"])
+            .arg(env.store())
+            .arg("--archive")
+            .arg(&archive);
+        c.output().unwrap()
+    };
+    // a pull holds the store (this process stands in for it)
+    let store = provision::images::store::Store::open(&env.store()).unwrap();
+    let held = store.lock_exclusive("images pull").unwrap();
+    let o = save();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "save ran while a pull held the store");
+    assert!(
+        err.contains("is in use")
+            && err.contains("held for `provision images pull`")
+            && err.contains(&format!("pid {}", std::process::id())),
+        "the refusal does not name the holder:\n{err}"
+    );
+    assert!(!archive.exists(), "an archive was written");
+    // and a pull meanwhile is refused the same way
+    drop(held);
+    let reader = store.lock_shared("images save").unwrap();
+    let o = env.pull(src.port, &["base:1"], &[]);
+    assert!(
+        !o.status.success(),
+        "a pull ran while a save held the store"
+    );
+    assert!(
+        stderr(&o).contains("held for `provision images save`"),
+        "{}",
+        stderr(&o)
+    );
+    drop(reader);
+    ok(&save(), "save once the store is free");
+    assert!(archive.is_file());
+}
