@@ -292,10 +292,25 @@ fn read_all(layout: &dyn LayoutReader, digest: &str) -> Result<Vec<u8>, String> 
     Ok(v)
 }
 
-/// [`read_all`] from the run's source, the failure saying where and what to do.
+/// [`read_all`] from the run's source, the failure saying where and what to do. A corrupt
+/// manifest is removed from the store, so the pull the message asks for fetches it again.
 fn read_manifest(run: &Run, digest: &str) -> Result<Vec<u8>, String> {
-    read_all(run.layout.as_ref(), digest)
-        .map_err(|e| format!("{e} in {}; {}", run.source.name(), run.source.refetch()))
+    read_all(run.layout.as_ref(), digest).map_err(|e| {
+        let removed = match run.source.store() {
+            Some(s)
+                if s.blob_file(digest).is_ok_and(|p| p.is_file())
+                    && matches!(s.verify_blob(digest), Ok(false)) =>
+            {
+                " (removed from the store)"
+            }
+            _ => "",
+        };
+        format!(
+            "{e} in {}{removed}; {}",
+            run.source.name(),
+            run.source.refetch()
+        )
+    })
 }
 
 async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, String> {

@@ -164,8 +164,9 @@ impl Store {
         self.layout.blob_file(digest)
     }
 
-    /// Whether blob `digest` is in the store with `size` bytes (a cheap check; the bytes
-    /// are checked against the digest when written and again when pushed).
+    /// Whether blob `digest` is in the store with `size` bytes (a cheap check for layers;
+    /// their bytes are checked against the digest when written, again as they are pushed
+    /// or saved — a mismatch removes the file — and manifests whenever they are read).
     pub fn has_blob(&self, digest: &str, size: u64) -> bool {
         matches!(self.layout.blob_size(digest), Ok(Some(s)) if s == size)
     }
@@ -202,7 +203,8 @@ impl Store {
                 format!("content does not match its digest {digest}"),
             ));
         }
-        if self.has_blob(digest, bytes.len() as u64) {
+        // Small: compared whole, so a damaged copy of the right size is replaced.
+        if fs::read(&path).is_ok_and(|have| have == bytes) {
             return Ok(());
         }
         write_atomic(&path, bytes)
@@ -523,6 +525,22 @@ mod tests {
         }
         drop(w);
         s.lock_shared("images save").unwrap();
+    }
+
+    #[test]
+    fn put_blob_replaces_a_damaged_copy_of_the_same_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (bytes, d) = blob(300);
+        let mut bad = bytes.clone();
+        bad[100] ^= 1;
+        fs::write(s.blob_file(&d).unwrap(), &bad).unwrap();
+        assert!(
+            s.has_blob(&d, bytes.len() as u64),
+            "size alone says present"
+        );
+        s.put_blob(&d, &bytes).unwrap();
+        assert_eq!(s.read_blob(&d).unwrap(), bytes);
     }
 
     #[test]

@@ -973,3 +973,98 @@ fn save_is_refused_while_a_pull_holds_the_store_and_a_pull_while_a_save_does() {
     ok(&save(), "save once the store is free");
     assert!(archive.is_file());
 }
+
+/// The digest `index.json` of the store records for `name`.
+fn stored_digest(store: &Path, name: &str) -> String {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
+    idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in index.json"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn same_size_corrupt_blobs_in_the_store_are_never_pushed_and_a_pull_fetches_them_again() {
+    if !harness::tools_or_skip(
+        "same_size_corrupt_blobs_in_the_store_are_never_pushed_and_a_pull_fetches_them_again",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 8 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    let refs = ["base:1", "rancher/app:1", "rancher/big:1"];
+    ok(&env.pull(src.port, &refs, &[]), "pull");
+    let blobs = env.store().join("blobs/sha256");
+    let file = |digest: &str| blobs.join(&digest["sha256:".len()..]);
+    // the shared base layer (a whole upload), the big layer (chunked: over the 4 MiB chunk
+    // size of these tests) and app's manifest, each with one byte changed, same size
+    let big = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+        .unwrap();
+    let manifest = stored_digest(&env.store(), "docker.io/rancher/app:1");
+    for d in [&set.base_layer, &big] {
+        let len = std::fs::metadata(file(d)).unwrap().len();
+        corrupt_in_place(&file(d), 0, len);
+    }
+    // a manifest that still parses: one hex digit of a digest in it changed
+    let text = std::fs::read_to_string(file(&manifest)).unwrap();
+    let at = text.find("sha256:").unwrap() + "sha256:".len();
+    let swapped = if &text[at..=at] == "0" { "1" } else { "0" };
+    std::fs::write(
+        file(&manifest),
+        format!("{}{swapped}{}", &text[..at], &text[at + 1..]),
+    )
+    .unwrap();
+
+    let o = env.push(dst.port, &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "corrupt blobs were pushed:\n{err}");
+    for (what, d) in [
+        ("base layer", &set.base_layer),
+        ("big layer", &big),
+        ("manifest", &manifest),
+    ] {
+        assert!(err.contains(d.as_str()), "the {what} is not named:\n{err}");
+        assert!(!file(d).exists(), "the corrupt {what} stayed in the store");
+    }
+    assert!(
+        err.contains("docker.io/library/base:1")
+            && err.contains("docker.io/rancher/big:1")
+            && err.contains("docker.io/rancher/app:1"),
+        "an image is not named:\n{err}"
+    );
+    assert!(
+        err.contains("removed from the store") && err.contains("run `provision images pull` again"),
+        "no advice to pull again:\n{err}"
+    );
+    let c = commits(&dst);
+    for d in [&set.base_layer, &big] {
+        assert!(
+            !c.keys().any(|k| k.contains(&d["sha256:".len()..])),
+            "corrupt blob {d} was committed"
+        );
+    }
+
+    // what the message says works: pull again, push again
+    ok(&env.pull(src.port, &refs, &[]), "pull again");
+    assert_store_consistent(&env.store());
+    ok(&env.push(dst.port, &[]), "push again");
+    for r in ["library/base:1", "rancher/app:1", "rancher/big:1"] {
+        assert_eq!(
+            sha256(&env.dest_raw(&dst, r)),
+            sha256(&source_raw(&src, r)),
+            "{r}"
+        );
+    }
+}
