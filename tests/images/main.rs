@@ -1068,3 +1068,43 @@ fn same_size_corrupt_blobs_in_the_store_are_never_pushed_and_a_pull_fetches_them
         );
     }
 }
+
+#[test]
+fn verify_checks_every_manifest_of_an_index_and_names_each_incomplete_one() {
+    if !harness::tools_or_skip(
+        "verify_checks_every_manifest_of_an_index_and_names_each_incomplete_one",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(
+        &env.pull(src.port, &["rancher/multi:1"], &["--all-platforms"]),
+        "pull",
+    );
+    ok(&env.push(dst.port, &[]), "push");
+    let verify = || {
+        let mut c = env.provision();
+        c.args(["images", "verify", "--parallelism", "2", "--store"])
+            .arg(env.store())
+            .arg("--via")
+            .arg(dst.addr())
+            .output()
+            .unwrap()
+    };
+    ok(&verify(), "verify");
+    // each platform's own layer (see seed::standard) disappears from the registry
+    let amd64 = sha256(&seed::gzip_stored(&seed::random(4, 800_000)));
+    let arm64 = sha256(&seed::gzip_stored(&seed::random(5, 900_000)));
+    dst.delete_blob_data(&amd64);
+    dst.delete_blob_data(&arm64);
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&amd64) && err.contains(&arm64),
+        "not every incomplete manifest of the index is named:\n{err}"
+    );
+}
