@@ -51,14 +51,9 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             parallelism,
         } => {
             let refs = reference::collect(&source.list, &source.refs)?;
-            if !refs.is_empty() {
-                // Pull and push at once.
-                if let Some(a) = &archive_path {
-                    bail!(
-                        "--archive {} pushes the images of that archive: do not name images too",
-                        a.display()
-                    );
-                }
+            // With --archive, the images named are the list the archive was made from: what
+            // names its images tagged without a repository. Without it, pull and push at once.
+            if !refs.is_empty() && archive_path.is_none() {
                 let opts = pull_options(&source, parallelism)?;
                 let store =
                     Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
@@ -74,6 +69,9 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 || source.all_platforms
                 || !source.platform.is_empty()
             {
+                if archive_path.is_some() {
+                    bail!("the source options (--platform, --all-platforms, --source-*) choose what a pull fetches; --archive pushes the archive's images as they are");
+                }
                 bail!("the source options (--platform, --all-platforms, --source-*) choose what a pull fetches: name the images too (--list FILE or REF)");
             }
             let (layout, from): (Arc<dyn LayoutReader>, push::Source) = match archive_path {
@@ -105,7 +103,10 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                     (Arc::new(s.layout().clone()), push::Source::Store(s))
                 }
             };
-            let images = push::images_of(layout.as_ref())?;
+            let mut images = push::images_of(layout.as_ref())?;
+            if let push::Source::Archive(a) = &from {
+                images = push::name_bare_tags(images, &refs, a)?;
+            }
             if images.is_empty() {
                 match &from {
                     push::Source::Archive(a) => bail!(

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,6 +115,80 @@ pub fn images_of(layout: &dyn LayoutReader) -> anyhow::Result<Vec<(String, Descr
                 .map(|name| (name, d))
         })
         .collect())
+}
+
+/// Whether an archive's `ref.name` is a bare tag (`v1`: what skopeo's `oci-archive:FILE:TAG`
+/// and other tools write) rather than a reference (`images pull` writes
+/// `docker.io/rancher/fleet:v1`): no repository, no `:`, no digest.
+pub fn is_bare_tag(name: &str) -> bool {
+    !name.contains(['/', ':', '@'])
+}
+
+/// Names the images of archive `archive` whose `ref.name` is a bare tag after the image of
+/// `list` with that tag, when exactly one has it. Refused, naming every archive entry that
+/// stays unnamed (its tag and digest) and why, when one does not map; nothing is pushed
+/// then. Entries with full references are kept as they are.
+pub fn name_bare_tags(
+    images: Vec<(String, Descriptor)>,
+    list: &[Reference],
+    archive: &Path,
+) -> anyhow::Result<Vec<(String, Descriptor)>> {
+    let mut out = Vec::with_capacity(images.len());
+    let mut problems = Vec::new();
+    for (name, desc) in images {
+        if !is_bare_tag(&name) {
+            out.push((name, desc));
+            continue;
+        }
+        let matches: Vec<&Reference> = list
+            .iter()
+            .filter(|r| r.tag.as_deref() == Some(name.as_str()))
+            .collect();
+        match matches.as_slice() {
+            [one] => out.push((one.to_string(), desc)),
+            [] if list.is_empty() => problems.push(format!(
+                "`{name}` ({}): no image list was given to name it",
+                desc.digest
+            )),
+            [] => problems.push(format!(
+                "`{name}` ({}): no image of the list has the tag `{name}`",
+                desc.digest
+            )),
+            many => problems.push(format!(
+                "`{name}` ({}): {} images of the list have that tag ({})",
+                desc.digest,
+                many.len(),
+                many.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    // Two entries named after the same image: which one is it?
+    let mut seen = std::collections::HashMap::new();
+    for (name, desc) in &out {
+        if let Some(other) = seen.insert(name.clone(), desc.digest.clone()) {
+            if other != desc.digest {
+                problems.push(format!(
+                    "two entries ({other} and {}) would both be pushed as {name}",
+                    desc.digest
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the archive {} names images by a bare tag, without their repository, and these \
+             entries of its index.json cannot be named:\n  {}\nGive the image list the \
+             archive was made from (`--list FILE` or references) so that each bare tag is the \
+             tag of exactly one image of it, or write the archive with full names \
+             (`provision images pull` then `provision images save --archive FILE`)",
+            archive.display(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(out)
 }
 
 /// Pushes every image of `layout` to `reg`. `source` says what `layout` is: the store
@@ -692,4 +766,86 @@ async fn upload_chunked(
         .finish_upload(repo, &location, &b.digest)
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(n: u8) -> Descriptor {
+        Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            size: 100,
+            annotations: Default::default(),
+            platform: None,
+        }
+    }
+
+    fn refs(names: &[&str]) -> Vec<Reference> {
+        names.iter().map(|n| Reference::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn bare_tags_are_named_after_the_one_image_of_the_list_with_that_tag() {
+        let images = vec![
+            ("v1".to_string(), desc(1)),
+            ("docker.io/rancher/app:1".to_string(), desc(2)),
+            ("2.9".to_string(), desc(3)),
+        ];
+        let list = refs(&["rancher/fleet:v1", "rancher/rancher:2.9", "busybox:1"]);
+        let named = name_bare_tags(images, &list, Path::new("a.tar")).unwrap();
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io/rancher/fleet:v1",
+                "docker.io/rancher/app:1",
+                "docker.io/rancher/rancher:2.9"
+            ]
+        );
+        assert_eq!(named[0].1, desc(1));
+        assert!(!is_bare_tag("docker.io/rancher/app:1") && !is_bare_tag("busybox:1"));
+    }
+
+    #[test]
+    fn a_bare_tag_that_does_not_map_to_one_image_is_refused_naming_the_entry() {
+        let images = || {
+            vec![
+                ("v1".to_string(), desc(1)),
+                ("latest".to_string(), desc(2)),
+                ("docker.io/rancher/app:1".to_string(), desc(3)),
+            ]
+        };
+        let list = refs(&["rancher/a:v1", "rancher/b:v1", "rancher/app:1"]);
+        let e = name_bare_tags(images(), &list, Path::new("/m/images.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/m/images.tar"), "{e}");
+        assert!(
+            e.contains(&format!("`v1` ({})", desc(1).digest))
+                && e.contains("docker.io/rancher/a:v1, docker.io/rancher/b:v1"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("`latest` ({})", desc(2).digest))
+                && e.contains("no image of the list has the tag `latest`"),
+            "{e}"
+        );
+        assert!(!e.contains(&desc(3).digest), "{e}");
+        // without a list: each named, and what to give
+        let e = name_bare_tags(images(), &[], Path::new("/m/images.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no image list was given") && e.contains("--list FILE"),
+            "{e}"
+        );
+        // an archive of full names needs no list
+        let full = vec![("docker.io/rancher/app:1".to_string(), desc(3))];
+        assert_eq!(
+            name_bare_tags(full.clone(), &[], Path::new("a.tar")).unwrap(),
+            full
+        );
+    }
 }

@@ -1108,3 +1108,72 @@ fn verify_checks_every_manifest_of_an_index_and_names_each_incomplete_one() {
         "not every incomplete manifest of the index is named:\n{err}"
     );
 }
+
+#[test]
+fn an_archive_naming_images_by_a_bare_tag_is_pushed_under_the_lists_names() {
+    if !harness::tools_or_skip(
+        "an_archive_naming_images_by_a_bare_tag_is_pushed_under_the_lists_names",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    // skopeo's way: an OCI layout whose ref.name is the tag alone, tarred
+    let layout = env.dir.path().join("layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/rancher/app:1", src.addr()),
+        &format!("oci:{}:1", layout.display()),
+    ]);
+    let archive = env.dir.path().join("app.tar");
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let push = |list: &[&str]| {
+        let mut c = env.provision();
+        c.args(["images", "push", "--archive"])
+            .arg(&archive)
+            .arg("--via")
+            .arg(dst.addr())
+            .args(list);
+        c.output().unwrap()
+    };
+    // no list: refused, naming the entry, nothing pushed under a made-up name
+    let o = push(&[]);
+    let err = stderr(&o);
+    assert!(
+        !o.status.success(),
+        "pushed without knowing its name:\n{err}"
+    );
+    assert!(
+        err.contains(&archive.display().to_string()) && err.contains("`1` (sha256:"),
+        "the entry is not named:\n{err}"
+    );
+    assert!(commits(&dst).is_empty(), "something was pushed");
+    // a list where two images have the tag: refused as ambiguous
+    let o = push(&["rancher/app:1", "base:1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("2 images of the list have that tag"),
+        "{}",
+        stderr(&o)
+    );
+    // the list it was made from names it
+    ok(
+        &push(&["rancher/app:1", "rancher/multi:2"]),
+        "push --archive with a list",
+    );
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/app:1")),
+        sha256(&source_raw(&src, "rancher/app:1"))
+    );
+}
