@@ -41,7 +41,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
             let progress = Arc::new(Progress::new(mode(ctx), "pulled", refs.len()));
             let summary = pull::pull(&store, refs, opts, progress, ctrl_c()).await?;
-            Ok(outcome(&summary, Route::Pull))
+            Ok(outcome(&summary, &Route::Pull))
         }
         ImagesCommand::Push {
             source,
@@ -61,7 +61,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 reg.ping().await?;
                 let progress = Arc::new(Progress::new(mode(ctx), "pushed", refs.len()));
                 let summary = copy::copy(&store, refs, opts, reg, progress, ctrl_c()).await?;
-                return Ok(outcome(&summary, Route::Copy));
+                return Ok(outcome(&summary, &Route::Copy));
             }
             if source.source_registry.is_some()
                 || source.source_ca.is_some()
@@ -118,7 +118,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 }
             }
             let route = match &from {
-                push::Source::Archive(_) => Route::PushArchive,
+                push::Source::Archive(a) => Route::PushArchive(a.clone()),
                 _ => Route::PushStore,
             };
             let reg = Arc::new(target_registry(ctx, &target).await?);
@@ -136,7 +136,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 ctrl_c(),
             )
             .await?;
-            Ok(outcome(&summary, route))
+            Ok(outcome(&summary, &route))
         }
         ImagesCommand::Save {
             archive: path,
@@ -241,7 +241,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             reg.ping().await?;
             let progress = Arc::new(Progress::new(mode(ctx), "verified", expect.len()));
             let summary = verify::verify(reg, expect, parallelism.into(), progress).await;
-            Ok(outcome(&summary, Route::Verify))
+            Ok(outcome(&summary, &Route::Verify))
         }
     }
 }
@@ -288,27 +288,27 @@ fn mode(ctx: &Ctx) -> progress::Mode {
 }
 
 /// Which command ran: what its failures tell the operator to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Pull,
     PushStore,
-    PushArchive,
+    PushArchive(PathBuf),
     Copy,
     Verify,
 }
 
 impl Route {
-    fn verb(self) -> &'static str {
+    fn verb(&self) -> &'static str {
         match self {
             Route::Pull => "pull",
-            Route::PushStore | Route::PushArchive | Route::Copy => "push",
+            Route::PushStore | Route::PushArchive(_) | Route::Copy => "push",
             Route::Verify => "verify",
         }
     }
 
     /// The last line after the failures: the next step from where the operator sits (each
     /// failure above says what is wrong and, where it is the source's fault, how to fix it).
-    fn next_step(self) -> &'static str {
+    fn next_step(&self) -> String {
         match self {
             Route::Pull => {
                 "run the same `provision images pull` again: it resumes, fetching only what \
@@ -318,9 +318,12 @@ impl Route {
                 "run `provision images push` again once the cause is fixed: what the registry \
                  has is not sent again"
             }
-            Route::PushArchive => {
-                "run `provision images push --archive FILE` again once the cause is fixed: what \
-                 the registry has is not sent again"
+            Route::PushArchive(a) => {
+                return format!(
+                    "run `provision images push --archive {}` again once the cause is fixed: \
+                     what the registry has is not sent again",
+                    a.display()
+                )
             }
             Route::Copy => {
                 "run the same `provision images push` command again once the cause is fixed: \
@@ -332,11 +335,12 @@ impl Route {
                  then verify again"
             }
         }
+        .to_string()
     }
 }
 
 /// Exit code of a run; failures named on stderr (the summary already went out).
-fn outcome(s: &Summary, route: Route) -> u8 {
+fn outcome(s: &Summary, route: &Route) -> u8 {
     if s.interrupted {
         return exit::INTERRUPTED;
     }

@@ -904,8 +904,11 @@ fn a_corrupt_blob_in_the_archive_says_to_write_the_archive_again_not_to_pull() {
     );
     assert!(
         err.contains("provision images save --archive")
-            && err.contains("provision images push --archive"),
-        "no advice to write the archive again:\n{err}"
+            && err.contains(&format!(
+                "provision images push --archive {}",
+                archive.display()
+            )),
+        "no advice to write the archive again and push it:\n{err}"
     );
     // there is no pull on this side, and no store to remove the blob from
     assert!(
