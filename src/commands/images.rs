@@ -41,7 +41,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
             let progress = Arc::new(Progress::new(mode(ctx), "pulled", refs.len()));
             let summary = pull::pull(&store, refs, opts, progress, ctrl_c()).await?;
-            Ok(outcome(&summary, "pull"))
+            Ok(outcome(&summary, &Route::Pull))
         }
         ImagesCommand::Push {
             source,
@@ -51,14 +51,9 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             parallelism,
         } => {
             let refs = reference::collect(&source.list, &source.refs)?;
-            if !refs.is_empty() {
-                // Pull and push at once.
-                if let Some(a) = &archive_path {
-                    bail!(
-                        "--archive {} pushes the images of that archive: do not name images too",
-                        a.display()
-                    );
-                }
+            // With --archive, the images named are the list the archive was made from: what
+            // names its images tagged without a repository. Without it, pull and push at once.
+            if !refs.is_empty() && archive_path.is_none() {
                 let opts = pull_options(&source, parallelism)?;
                 let store =
                     Store::open(&store_dir(ctx, store)?).context("cannot open the image store")?;
@@ -66,7 +61,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 reg.ping().await?;
                 let progress = Arc::new(Progress::new(mode(ctx), "pushed", refs.len()));
                 let summary = copy::copy(&store, refs, opts, reg, progress, ctrl_c()).await?;
-                return Ok(outcome(&summary, "push"));
+                return Ok(outcome(&summary, &Route::Copy));
             }
             if source.source_registry.is_some()
                 || source.source_ca.is_some()
@@ -74,15 +69,27 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 || source.all_platforms
                 || !source.platform.is_empty()
             {
+                if archive_path.is_some() {
+                    bail!("the source options (--platform, --all-platforms, --source-*) choose what a pull fetches; --archive pushes the archive's images as they are");
+                }
                 bail!("the source options (--platform, --all-platforms, --source-*) choose what a pull fetches: name the images too (--list FILE or REF)");
             }
-            let (layout, store): (Arc<dyn LayoutReader>, Option<Store>) = match archive_path {
+            let (layout, from): (Arc<dyn LayoutReader>, push::Source) = match archive_path {
                 Some(a) => (
-                    Arc::new(
-                        archive::ArchiveReader::open(&a)
-                            .with_context(|| format!("cannot read the archive {}", a.display()))?,
-                    ),
-                    None,
+                    Arc::new(archive::ArchiveReader::open(&a).map_err(|e| {
+                        let advice = match e {
+                            // A wrong path: nothing to re-create.
+                            archive::ArchiveError::Missing { .. }
+                            | archive::ArchiveError::Io { .. } => "",
+                            _ => {
+                                "; write it again where the store is (`provision images save \
+                                 --archive FILE`), copy it over and push it again"
+                            }
+                        };
+                        let e = anyhow::Error::new(e);
+                        anyhow::anyhow!("cannot read the archive {}: {e:#}{advice}", a.display())
+                    })?),
+                    push::Source::Archive(a),
                 ),
                 None => {
                     let dir = store_dir(ctx, store)?;
@@ -93,13 +100,27 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                         );
                     }
                     let s = Store::open(&dir).context("cannot open the image store")?;
-                    (Arc::new(s.layout().clone()), Some(s))
+                    (Arc::new(s.layout().clone()), push::Source::Store(s))
                 }
             };
-            let images = push::images_of(layout.as_ref())?;
-            if images.is_empty() {
-                bail!("the store holds no image: run `provision images pull` first");
+            let mut images = push::images_of(layout.as_ref())?;
+            if let push::Source::Archive(a) = &from {
+                images = push::name_bare_tags(images, &refs, a)?;
             }
+            if images.is_empty() {
+                match &from {
+                    push::Source::Archive(a) => bail!(
+                        "the archive {} holds no image: write it from a store that has them \
+                         (`provision images pull`, then `provision images save --archive FILE`)",
+                        a.display()
+                    ),
+                    _ => bail!("the store holds no image: run `provision images pull` first"),
+                }
+            }
+            let route = match &from {
+                push::Source::Archive(a) => Route::PushArchive(a.clone()),
+                _ => Route::PushStore,
+            };
             let reg = Arc::new(target_registry(ctx, &target).await?);
             // Reachable, and the credentials accepted, before a single image starts (and
             // the authentication is settled once, not once per image).
@@ -107,7 +128,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             let progress = Arc::new(Progress::new(mode(ctx), "pushed", images.len()));
             let summary = push::push(
                 layout,
-                store,
+                from,
                 reg,
                 images,
                 parallelism.into(),
@@ -115,7 +136,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 ctrl_c(),
             )
             .await?;
-            Ok(outcome(&summary, "push"))
+            Ok(outcome(&summary, &route))
         }
         ImagesCommand::Save {
             archive: path,
@@ -130,9 +151,16 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
                 );
             }
             let split = split.as_deref().map(archive::parse_size).transpose()?;
-            let s = tokio::task::spawn_blocking(move || archive::save(&dir, &path, split))
-                .await
-                .context("the save stopped")??;
+            // Shared: saves may run side by side, a pull (which writes the store) may not.
+            let lock = Store::open(&dir)
+                .and_then(|s| s.lock_shared("images save"))
+                .context("cannot save the image store")?;
+            let s = tokio::task::spawn_blocking(move || {
+                let _lock = lock;
+                archive::save(&dir, &path, split)
+            })
+            .await
+            .context("the save stopped")??;
             if ctx.json {
                 println!(
                     "{}",
@@ -213,7 +241,7 @@ pub(super) async fn images(ctx: &Ctx, command: ImagesCommand) -> Result<u8> {
             reg.ping().await?;
             let progress = Arc::new(Progress::new(mode(ctx), "verified", expect.len()));
             let summary = verify::verify(reg, expect, parallelism.into(), progress).await;
-            Ok(outcome(&summary, "verify"))
+            Ok(outcome(&summary, &Route::Verify))
         }
     }
 }
@@ -259,8 +287,60 @@ fn mode(ctx: &Ctx) -> progress::Mode {
     }
 }
 
+/// Which command ran: what its failures tell the operator to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Pull,
+    PushStore,
+    PushArchive(PathBuf),
+    Copy,
+    Verify,
+}
+
+impl Route {
+    fn verb(&self) -> &'static str {
+        match self {
+            Route::Pull => "pull",
+            Route::PushStore | Route::PushArchive(_) | Route::Copy => "push",
+            Route::Verify => "verify",
+        }
+    }
+
+    /// The last line after the failures: the next step from where the operator sits (each
+    /// failure above says what is wrong and, where it is the source's fault, how to fix it).
+    fn next_step(&self) -> String {
+        match self {
+            Route::Pull => {
+                "run the same `provision images pull` again: it resumes, fetching only what \
+                 the store lacks"
+            }
+            Route::PushStore => {
+                "run `provision images push` again once the cause is fixed: what the registry \
+                 has is not sent again"
+            }
+            Route::PushArchive(a) => {
+                return format!(
+                    "run `provision images push --archive {}` again once the cause is fixed: \
+                     what the registry has is not sent again",
+                    a.display()
+                )
+            }
+            Route::Copy => {
+                "run the same `provision images push` command again once the cause is fixed: \
+                 it resumes the pull and sends only what the registry lacks"
+            }
+            Route::Verify => {
+                "push the images named (`provision images push`, or `provision images push \
+                 --archive FILE` where the archive is): only what the registry lacks is sent; \
+                 then verify again"
+            }
+        }
+        .to_string()
+    }
+}
+
 /// Exit code of a run; failures named on stderr (the summary already went out).
-fn outcome(s: &Summary, what: &str) -> u8 {
+fn outcome(s: &Summary, route: &Route) -> u8 {
     if s.interrupted {
         return exit::INTERRUPTED;
     }
@@ -268,12 +348,15 @@ fn outcome(s: &Summary, what: &str) -> u8 {
         return exit::OK;
     }
     eprintln!(
-        "error: {what} failed for {} of {} images:",
-        s.failed, s.images
+        "error: {} failed for {} of {} images:",
+        route.verb(),
+        s.failed,
+        s.images
     );
     for f in &s.failures {
         eprintln!("  {}: {}", f.image, f.reason);
     }
+    eprintln!("{}", route.next_step());
     exit::ERROR
 }
 

@@ -77,11 +77,13 @@ pub enum ArchiveError {
     BadSize { value: String, reason: String },
     #[error("{} is not an OCI image layout: {reason}", path.display())]
     NotALayout { path: PathBuf, reason: String },
-    #[error("blob {digest} in the store {} is corrupt: {reason}; run `provision images pull` again to fetch it anew", store.display())]
+    #[error("blob {digest} in the store {} is corrupt: {reason}; {}", store.display(), corrupt_advice(.removed))]
     CorruptBlob {
         store: PathBuf,
         digest: String,
         reason: String,
+        /// The bad file is gone from the store (so the next pull fetches it again).
+        removed: bool,
     },
     #[error("--split {split} would make {volumes} volumes, more than the {MAX_VOLUMES} that names FILE.000 … FILE.999 allow; choose a size of at least {minimum} bytes")]
     TooManyVolumes {
@@ -97,6 +99,17 @@ pub enum ArchiveError {
     Missing { path: PathBuf },
     #[error("saving {} was stopped; the volumes finished so far are kept and a re-run resumes after them", archive.display())]
     Cancelled { archive: PathBuf },
+}
+
+/// What to do about a corrupt blob the save found in the store.
+fn corrupt_advice(removed: &bool) -> &'static str {
+    if *removed {
+        "it was removed from the store: run `provision images pull` again (with the same list) \
+         to fetch it anew, then `provision images save` again"
+    } else {
+        "delete that file (`blobs/sha256/<hex>` in the store), run `provision images pull` \
+         again (with the same list) to fetch it anew, then `provision images save` again"
+    }
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
@@ -851,10 +864,13 @@ fn write_stream(
                 digest_hex,
                 size,
             } => {
+                // A pull takes a blob of the right size as present: remove the bad one so
+                // the next pull fetches it again.
                 let corrupt = |reason: String| ArchiveError::CorruptBlob {
                     store: store.to_path_buf(),
                     digest: format!("sha256:{digest_hex}"),
                     reason,
+                    removed: fs::remove_file(path).is_ok(),
                 };
                 let mut f = File::open(path).map_err(io_err("read", path))?;
                 let mut hasher = Sha256::new();
@@ -1702,6 +1718,15 @@ mod tests {
         let archive = dir.path().join("images.tar");
         let err = save(&store, &archive, None).unwrap_err().to_string();
         assert!(err.contains(digest) && err.contains("corrupt"), "{err}");
+        // removed, so that the pull the message asks for fetches it again
+        assert!(
+            err.contains("removed from the store") && err.contains("images pull"),
+            "{err}"
+        );
+        assert!(!store
+            .join("blobs/sha256")
+            .join(digest_hex(digest).unwrap())
+            .exists());
         assert!(!archive.exists());
         assert!(!with_suffix(&archive, ".partial").exists());
 

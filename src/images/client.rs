@@ -1024,12 +1024,39 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// `Retry-After` in seconds (capped at a minute).
+/// The longest wait a `Retry-After` is honoured for.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+
+/// `Retry-After` as the wait before the next attempt (capped at a minute).
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
     h.get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(60)))
+        .and_then(|v| retry_after_value(v, chrono::Utc::now()))
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3) read at `now`: delay-seconds, or an HTTP-date
+/// (a date already past means no wait), capped at [`RETRY_AFTER_CAP`].
+fn retry_after_value(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = v.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(s) => Duration::from_secs(s),
+        Err(_) => (http_date(v)? - now).to_std().unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(RETRY_AFTER_CAP))
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7): the IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`, and the
+/// obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37
+/// 1994`) forms a recipient must also accept. Always UTC.
+fn http_date(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{NaiveDateTime, TimeZone as _, Utc};
+    if let Ok(d) = chrono::DateTime::parse_from_rfc2822(v) {
+        return Some(d.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(v, "%A, %d-%b-%y %H:%M:%S GMT")
+        .or_else(|_| NaiveDateTime::parse_from_str(v, "%a %b %e %H:%M:%S %Y"))
+        .ok()?;
+    Some(Utc.from_utc_datetime(&naive))
 }
 
 /// `errors[0].code: message` of a distribution error body.
@@ -1267,6 +1294,42 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn retry_after_reads_an_http_date_in_every_form_and_caps_it() {
+        let now = chrono::DateTime::parse_from_rfc3339("1994-11-06T08:49:07Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let at = |v: &str| retry_after_value(v, now);
+        // IMF-fixdate, 30 s after now
+        assert_eq!(
+            at("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // the obsolete forms RFC 9110 still asks recipients to read
+        assert_eq!(
+            at("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            at("Sun Nov  6 08:49:37 1994"),
+            Some(Duration::from_secs(30))
+        );
+        // an hour ahead: capped as seconds are; a date already past: no wait
+        assert_eq!(at("Sun, 06 Nov 1994 09:49:07 GMT"), Some(RETRY_AFTER_CAP));
+        assert_eq!(at("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        // seconds still, and what is neither is ignored (the backoff applies)
+        assert_eq!(at(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(at("soon"), None);
+        assert_eq!(at("-5"), None);
+        // through the header
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Fri, 31 Dec 9999 23:59:59 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(RETRY_AFTER_CAP));
     }
 
     #[test]

@@ -140,8 +140,16 @@ pub async fn copy(
     let pull_progress = Arc::new(Progress::new(Mode::Silent, "pulled", refs.len()));
     let watcher: Arc<dyn Watcher> = feed.clone();
     let pulling = async {
-        let r =
-            pull::pull_watched(store, refs, opts, pull_progress, stopped(), Some(watcher)).await;
+        let r = pull::pull_watched(
+            store,
+            refs,
+            opts,
+            pull_progress,
+            stopped(),
+            Some(watcher),
+            "images push",
+        )
+        .await;
         // Nothing more to push, and a blob that did not land by now never will.
         feed.close();
         arrivals.end();

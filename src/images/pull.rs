@@ -195,10 +195,11 @@ pub async fn pull(
     progress: Arc<Progress>,
     interrupt: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
-    pull_watched(store, refs, opts, progress, interrupt, None).await
+    pull_watched(store, refs, opts, progress, interrupt, None, "images pull").await
 }
 
-/// [`pull`], telling `watcher` what resolved and which blobs landed as it goes.
+/// [`pull`], telling `watcher` what resolved and which blobs landed as it goes. `command`
+/// names the run in the store's lock (what another run refused meanwhile is told).
 pub async fn pull_watched(
     store: &Store,
     refs: Vec<Reference>,
@@ -206,8 +207,9 @@ pub async fn pull_watched(
     progress: Arc<Progress>,
     interrupt: impl std::future::Future<Output = ()>,
     watcher: Option<Arc<dyn Watcher>>,
+    command: &str,
 ) -> anyhow::Result<Summary> {
-    let _guard = store.lock_exclusive()?;
+    let _guard = store.lock_exclusive(command)?;
     let run = Arc::new(Run {
         store: store.clone(),
         sched: Scheduler::new(opts.parallelism),
@@ -341,6 +343,10 @@ pub fn complete(store: &Store, digest: &str) -> bool {
     let Ok(bytes) = store.read_blob(digest) else {
         return false;
     };
+    // A manifest is small: its bytes are checked, a damaged one fetched again.
+    if super::store::digest_of(&bytes) != digest {
+        return false;
+    }
     match manifest::parse(&bytes, "") {
         Ok(m) => match m.kind {
             Kind::Image { blobs } => blobs.iter().all(|b| store.has_blob(&b.digest, b.size)),
@@ -631,4 +637,37 @@ async fn fetch_blob(
         }
     }
     Err(format!("gave up after {BLOB_ATTEMPTS} attempts: {last}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::store::digest_of;
+
+    #[test]
+    fn an_image_with_a_damaged_manifest_is_not_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = b"layer bytes".to_vec();
+        let config = b"{}".to_vec();
+        let (ld, cd) = (digest_of(&layer), digest_of(&config));
+        store.put_blob(&ld, &layer).unwrap();
+        store.put_blob(&cd, &config).unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": cd, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": ld, "size": layer.len()}],
+        }))
+        .unwrap();
+        let md = digest_of(&manifest);
+        store.put_blob(&md, &manifest).unwrap();
+        assert!(complete(&store, &md));
+        // still a valid manifest naming the same blobs, but not these bytes
+        let text = String::from_utf8(manifest).unwrap().replacen(",", " ,", 1);
+        std::fs::write(store.blob_file(&md).unwrap(), text).unwrap();
+        assert!(!complete(&store, &md));
+    }
 }

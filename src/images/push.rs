@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,9 +38,58 @@ pub fn chunk_size() -> u64 {
 }
 const ATTEMPTS: u32 = 6;
 
+/// Where a push reads its images from: what a failure tells the operator to do.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The local store (`images push`): what it lacks or holds corrupt a pull fetches.
+    Store(Store),
+    /// An archive (`images push --archive FILE`): read-only, and usually far from the
+    /// store; what it lacks or holds corrupt means writing it again where the store is.
+    Archive(PathBuf),
+    /// The store a pull fills during this run (`images push REF...`).
+    Copy(Store),
+}
+
+impl Source {
+    /// The store a corrupt blob is removed from (never the archive).
+    fn store(&self) -> Option<&Store> {
+        match self {
+            Source::Store(s) | Source::Copy(s) => Some(s),
+            Source::Archive(_) => None,
+        }
+    }
+
+    /// Where the content is read from, for a message: `the store` / `the archive FILE`.
+    fn name(&self) -> String {
+        match self {
+            Source::Store(_) | Source::Copy(_) => "the store".to_string(),
+            Source::Archive(a) => format!("the archive {}", a.display()),
+        }
+    }
+
+    /// What to do when the source lacks a blob or manifest, or holds it corrupt.
+    fn refetch(&self) -> String {
+        match self {
+            Source::Store(_) => "run `provision images pull` again (with the same list) to \
+                 fetch it anew, then `provision images push` again"
+                .to_string(),
+            Source::Archive(a) => format!(
+                "the archive is damaged or incomplete: write it again where the store is \
+                 (`provision images save --archive FILE`; `provision images pull` first if \
+                 the store lacks it too), copy it over (check a split one with \
+                 `sha256sum -c FILE.sha256`) and run `provision images push --archive {}` again",
+                a.display()
+            ),
+            Source::Copy(_) => "run the same `provision images push` command again: its pull \
+                 fetches it anew"
+                .to_string(),
+        }
+    }
+}
+
 struct Run {
     layout: Arc<dyn LayoutReader>,
-    store: Option<Store>,
+    source: Source,
     reg: Arc<Registry>,
     sched: Arc<Scheduler>,
     progress: Arc<Progress>,
@@ -67,11 +117,85 @@ pub fn images_of(layout: &dyn LayoutReader) -> anyhow::Result<Vec<(String, Descr
         .collect())
 }
 
-/// Pushes every image of `layout` to `reg`. `store` (when the layout is the store) is
-/// where a corrupt blob is removed from.
+/// Whether an archive's `ref.name` is a bare tag (`v1`: what skopeo's `oci-archive:FILE:TAG`
+/// and other tools write) rather than a reference (`images pull` writes
+/// `docker.io/rancher/fleet:v1`): no repository, no `:`, no digest.
+pub fn is_bare_tag(name: &str) -> bool {
+    !name.contains(['/', ':', '@'])
+}
+
+/// Names the images of archive `archive` whose `ref.name` is a bare tag after the image of
+/// `list` with that tag, when exactly one has it. Refused, naming every archive entry that
+/// stays unnamed (its tag and digest) and why, when one does not map; nothing is pushed
+/// then. Entries with full references are kept as they are.
+pub fn name_bare_tags(
+    images: Vec<(String, Descriptor)>,
+    list: &[Reference],
+    archive: &Path,
+) -> anyhow::Result<Vec<(String, Descriptor)>> {
+    let mut out = Vec::with_capacity(images.len());
+    let mut problems = Vec::new();
+    for (name, desc) in images {
+        if !is_bare_tag(&name) {
+            out.push((name, desc));
+            continue;
+        }
+        let matches: Vec<&Reference> = list
+            .iter()
+            .filter(|r| r.tag.as_deref() == Some(name.as_str()))
+            .collect();
+        match matches.as_slice() {
+            [one] => out.push((one.to_string(), desc)),
+            [] if list.is_empty() => problems.push(format!(
+                "`{name}` ({}): no image list was given to name it",
+                desc.digest
+            )),
+            [] => problems.push(format!(
+                "`{name}` ({}): no image of the list has the tag `{name}`",
+                desc.digest
+            )),
+            many => problems.push(format!(
+                "`{name}` ({}): {} images of the list have that tag ({})",
+                desc.digest,
+                many.len(),
+                many.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    // Two entries named after the same image: which one is it?
+    let mut seen = std::collections::HashMap::new();
+    for (name, desc) in &out {
+        if let Some(other) = seen.insert(name.clone(), desc.digest.clone()) {
+            if other != desc.digest {
+                problems.push(format!(
+                    "two entries ({other} and {}) would both be pushed as {name}",
+                    desc.digest
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the archive {} names images by a bare tag, without their repository, and these \
+             entries of its index.json cannot be named:\n  {}\nGive the image list the \
+             archive was made from (`--list FILE` or references) so that each bare tag is the \
+             tag of exactly one image of it, or write the archive with full names \
+             (`provision images pull` then `provision images save --archive FILE`)",
+            archive.display(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(out)
+}
+
+/// Pushes every image of `layout` to `reg`. `source` says what `layout` is: the store
+/// (where a corrupt blob is removed from) or an archive.
 pub async fn push(
     layout: Arc<dyn LayoutReader>,
-    store: Option<Store>,
+    source: Source,
     reg: Arc<Registry>,
     images: Vec<(String, Descriptor)>,
     parallelism: usize,
@@ -86,7 +210,7 @@ pub async fn push(
     drop(tx);
     let run = Arc::new(Run {
         layout,
-        store,
+        source,
         reg,
         sched: Scheduler::new(parallelism),
         progress,
@@ -110,7 +234,7 @@ pub async fn push_arriving(
 ) -> anyhow::Result<Summary> {
     let run = Arc::new(Run {
         layout: Arc::new(store.layout().clone()),
-        store: Some(store),
+        source: Source::Copy(store),
         reg,
         sched: Scheduler::new(parallelism),
         progress,
@@ -227,18 +351,40 @@ fn blob_repositories(
     out
 }
 
+/// A manifest's bytes, checked against its digest; `Err` says what is wrong with it.
 fn read_all(layout: &dyn LayoutReader, digest: &str) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
     layout
         .open_blob(digest, 0)
         .and_then(|mut r| r.read_to_end(&mut v))
-        .map_err(|e| format!("reading {digest} from the store: {e}"))?;
+        .map_err(|e| format!("manifest {digest} cannot be read: {e}"))?;
     if store::digest_of(&v) != digest {
         return Err(format!(
-            "manifest {digest} in the store is corrupt; run `provision images pull` again"
+            "manifest {digest} is corrupt (its bytes do not match its digest)"
         ));
     }
     Ok(v)
+}
+
+/// [`read_all`] from the run's source, the failure saying where and what to do. A corrupt
+/// manifest is removed from the store, so the pull the message asks for fetches it again.
+fn read_manifest(run: &Run, digest: &str) -> Result<Vec<u8>, String> {
+    read_all(run.layout.as_ref(), digest).map_err(|e| {
+        let removed = match run.source.store() {
+            Some(s)
+                if s.blob_file(digest).is_ok_and(|p| p.is_file())
+                    && matches!(s.verify_blob(digest), Ok(false)) =>
+            {
+                " (removed from the store)"
+            }
+            _ => "",
+        };
+        format!(
+            "{e} in {}{removed}; {}",
+            run.source.name(),
+            run.source.refetch()
+        )
+    })
 }
 
 async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, String> {
@@ -256,7 +402,7 @@ async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, St
             return Ok(true);
         }
     }
-    let bytes = read_all(run.layout.as_ref(), &desc.digest)?;
+    let bytes = read_manifest(run, &desc.digest)?;
     let m = manifest::parse(&bytes, &desc.media_type).map_err(|e| format!("{name}: {e}"))?;
     match m.kind {
         Kind::Image { blobs } => push_blobs(run, &repo, name, &blobs).await?,
@@ -271,11 +417,13 @@ async fn push_image(run: &Run, name: &str, desc: &Descriptor) -> Result<bool, St
                         .is_none()
                     {
                         return Err(format!(
-                            "its index lists manifest {} which the store lacks",
-                            e.digest
+                            "its index lists manifest {} which {} lacks; {}",
+                            e.digest,
+                            run.source.name(),
+                            run.source.refetch()
                         ));
                     }
-                    let cb = read_all(run.layout.as_ref(), &e.digest)?;
+                    let cb = read_manifest(run, &e.digest)?;
                     let cm = manifest::parse(&cb, &e.media_type)
                         .map_err(|x| format!("{}: {x}", e.digest))?;
                     let Kind::Image { blobs } = cm.kind else {
@@ -408,12 +556,18 @@ async fn place_blob(
         Some(s) if s == b.size => {}
         Some(s) => {
             return Err(format!(
-                "the store holds {s} bytes for it, its manifest says {}; run `provision images pull` again",
-                b.size
+                "{} holds {s} bytes for it, its manifest says {}; {}",
+                run.source.name(),
+                b.size,
+                run.source.refetch()
             ))
         }
         None => {
-            return Err("the store lacks it; run `provision images pull` again".to_string())
+            return Err(format!(
+                "{} lacks it; {}",
+                run.source.name(),
+                run.source.refetch()
+            ))
         }
     }
     let first = run
@@ -448,15 +602,26 @@ fn watch(run: &Run) -> BodyWatch {
     }
 }
 
-/// The blob does not match its digest: remove it from the store so a pull fetches it
-/// again, and say so.
+/// The blob does not match its digest: remove it from the store (never from an archive)
+/// so a pull fetches it again, and say so.
 fn corrupt(run: &Run, b: &Descriptor) -> String {
-    if let Some(s) = &run.store {
-        let _ = s.verify_blob(&b.digest);
-    }
-    "its bytes in the store do not match its digest (removed from the store; run \
-     `provision images pull` again); nothing was committed"
-        .to_string()
+    let removed = match run.source.store() {
+        Some(s) => match s.verify_blob(&b.digest) {
+            Ok(_) => " (removed from the store)".to_string(),
+            Err(e) => format!(
+                " (and removing it from the store failed: {e}; delete {} by hand)",
+                s.blob_file(&b.digest)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+        },
+        None => String::new(),
+    };
+    format!(
+        "its bytes in {} do not match its digest{removed}; nothing was committed; {}",
+        run.source.name(),
+        run.source.refetch()
+    )
 }
 
 async fn upload_whole(
@@ -483,7 +648,7 @@ async fn upload_whole(
         let reader = run
             .layout
             .open_blob(&b.digest, 0)
-            .map_err(|e| format!("reading it from the store: {e}"))?;
+            .map_err(|e| format!("reading it from {}: {e}", run.source.name()))?;
         let body = reader_body(reader, b.size, w.clone(), Some(b.digest.clone()));
         match run
             .reg
@@ -534,7 +699,7 @@ async fn hash_prefix(run: &Run, digest: &str, n: u64) -> Result<Sha256, String> 
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("reading it from the store: {e}"))
+    .map_err(|e| format!("reading it from {}: {e}", run.source.name()))
 }
 
 async fn upload_chunked(
@@ -551,7 +716,7 @@ async fn upload_chunked(
         let reader = run
             .layout
             .open_blob(&b.digest, offset)
-            .map_err(|e| format!("reading it from the store: {e}"))?;
+            .map_err(|e| format!("reading it from {}: {e}", run.source.name()))?;
         let body = reader_body(reader, len, w.clone(), None);
         match run
             .reg
@@ -624,4 +789,86 @@ async fn upload_chunked(
         .finish_upload(repo, &location, &b.digest)
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(n: u8) -> Descriptor {
+        Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            size: 100,
+            annotations: Default::default(),
+            platform: None,
+        }
+    }
+
+    fn refs(names: &[&str]) -> Vec<Reference> {
+        names.iter().map(|n| Reference::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn bare_tags_are_named_after_the_one_image_of_the_list_with_that_tag() {
+        let images = vec![
+            ("v1".to_string(), desc(1)),
+            ("docker.io/rancher/app:1".to_string(), desc(2)),
+            ("2.9".to_string(), desc(3)),
+        ];
+        let list = refs(&["rancher/fleet:v1", "rancher/rancher:2.9", "busybox:1"]);
+        let named = name_bare_tags(images, &list, Path::new("a.tar")).unwrap();
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io/rancher/fleet:v1",
+                "docker.io/rancher/app:1",
+                "docker.io/rancher/rancher:2.9"
+            ]
+        );
+        assert_eq!(named[0].1, desc(1));
+        assert!(!is_bare_tag("docker.io/rancher/app:1") && !is_bare_tag("busybox:1"));
+    }
+
+    #[test]
+    fn a_bare_tag_that_does_not_map_to_one_image_is_refused_naming_the_entry() {
+        let images = || {
+            vec![
+                ("v1".to_string(), desc(1)),
+                ("latest".to_string(), desc(2)),
+                ("docker.io/rancher/app:1".to_string(), desc(3)),
+            ]
+        };
+        let list = refs(&["rancher/a:v1", "rancher/b:v1", "rancher/app:1"]);
+        let e = name_bare_tags(images(), &list, Path::new("/m/images.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/m/images.tar"), "{e}");
+        assert!(
+            e.contains(&format!("`v1` ({})", desc(1).digest))
+                && e.contains("docker.io/rancher/a:v1, docker.io/rancher/b:v1"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("`latest` ({})", desc(2).digest))
+                && e.contains("no image of the list has the tag `latest`"),
+            "{e}"
+        );
+        assert!(!e.contains(&desc(3).digest), "{e}");
+        // without a list: each named, and what to give
+        let e = name_bare_tags(images(), &[], Path::new("/m/images.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no image list was given") && e.contains("--list FILE"),
+            "{e}"
+        );
+        // an archive of full names needs no list
+        let full = vec![("docker.io/rancher/app:1".to_string(), desc(3))];
+        assert_eq!(
+            name_bare_tags(full.clone(), &[], Path::new("a.tar")).unwrap(),
+            full
+        );
+    }
 }

@@ -8,17 +8,20 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::layout::{digest_hex, DirLayout, LayoutReader};
+use crate::state::lock::Holder;
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LOCK_FILE: &str = "provision-images.lock";
 const PARTIAL_DIR: &str = ".partial";
+/// The advisory lock (one pull, or any number of saves), holding a note of who has it.
+const LOCK_NOTE: &str = ".lock";
 
 /// A descriptor as in `index.json` and manifests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,8 +164,9 @@ impl Store {
         self.layout.blob_file(digest)
     }
 
-    /// Whether blob `digest` is in the store with `size` bytes (a cheap check; the bytes
-    /// are checked against the digest when written and again when pushed).
+    /// Whether blob `digest` is in the store with `size` bytes (a cheap check for layers;
+    /// their bytes are checked against the digest when written, again as they are pushed
+    /// or saved — a mismatch removes the file — and manifests whenever they are read).
     pub fn has_blob(&self, digest: &str, size: u64) -> bool {
         matches!(self.layout.blob_size(digest), Ok(Some(s)) if s == size)
     }
@@ -199,7 +203,8 @@ impl Store {
                 format!("content does not match its digest {digest}"),
             ));
         }
-        if self.has_blob(digest, bytes.len() as u64) {
+        // Small: compared whole, so a damaged copy of the right size is replaced.
+        if fs::read(&path).is_ok_and(|have| have == bytes) {
             return Ok(());
         }
         write_atomic(&path, bytes)
@@ -258,24 +263,88 @@ impl Store {
         )
     }
 
-    /// Takes the store's lock file for the duration of a pull (one writer at a time).
-    pub fn lock_exclusive(&self) -> io::Result<File> {
+    /// Takes the store's lock for a run that writes it (a pull): no other run may read or
+    /// write the store meanwhile. Refused, naming the holder, when another run has it.
+    /// `command` (`images pull`) is what the refusal of another run names.
+    pub fn lock_exclusive(&self, command: &str) -> io::Result<StoreLock> {
+        self.lock(command, true)
+    }
+
+    /// Takes the store's lock for a run that reads the store and must see it whole (a
+    /// save): other readers may run alongside, a pull may not.
+    pub fn lock_shared(&self, command: &str) -> io::Result<StoreLock> {
+        self.lock(command, false)
+    }
+
+    fn lock(&self, command: &str, exclusive: bool) -> io::Result<StoreLock> {
         use fs4::fs_std::FileExt;
-        let f = OpenOptions::new()
+        let path = self.root().join(LOCK_NOTE);
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(self.root().join(".lock"))?;
-        if !f.try_lock_exclusive()? {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "the image store {} is in use by another provision process",
-                    self.root().display()
-                ),
-            ));
+            .open(&path)?;
+        let taken = if exclusive {
+            FileExt::try_lock_exclusive(&file)
+        } else {
+            FileExt::try_lock_shared(&file)
+        };
+        match taken {
+            Ok(true) => {}
+            Ok(false) => return Err(self.in_use(&path)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(self.in_use(&path)),
+            Err(e) => return Err(e),
         }
-        Ok(f)
+        // Who holds it, for the refusal of another run (readers overwrite each other's
+        // note: it names one of them).
+        let note = serde_json::to_vec(&Holder::current(command))?;
+        file.set_len(0)?;
+        file.seek(io::SeekFrom::Start(0))?;
+        file.write_all(&note)?;
+        Ok(StoreLock { file, exclusive })
+    }
+
+    /// The refusal: who holds the lock, when its note says and that process still runs.
+    fn in_use(&self, path: &Path) -> io::Error {
+        let holder = fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+            .filter(|h| !h.is_dead_here());
+        let who = match holder {
+            Some(h) => format!(
+                "held for `provision {}` by {}; wait for it to finish",
+                h.command,
+                h.describe()
+            ),
+            None => "held by another provision run; wait for it to finish".to_string(),
+        };
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "the image store {} is in use: {who} (lock {})",
+                self.root().display(),
+                path.display()
+            ),
+        )
+    }
+}
+
+/// The store's lock, held until dropped (and released by the OS if the process dies).
+#[derive(Debug)]
+pub struct StoreLock {
+    file: File,
+    exclusive: bool,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        use fs4::fs_std::FileExt;
+        // The writer's note goes with it; a reader's may name another reader still running.
+        if self.exclusive {
+            let _ = self.file.set_len(0);
+        }
+        let _ = FileExt::unlock(&self.file);
     }
 }
 
@@ -425,6 +494,53 @@ mod tests {
         assert!(!s.verify_blob(&d).unwrap());
         assert!(!s.blob_file(&d).unwrap().exists());
         assert!(s.put_blob(&d, &bad).is_err());
+    }
+
+    #[test]
+    fn saves_share_the_lock_and_a_pull_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = s.lock_shared("images save").unwrap();
+        let b = s.lock_shared("images save").unwrap();
+        let e = s.lock_exclusive("images pull").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let text = e.to_string();
+        assert!(
+            text.contains("in use")
+                && text.contains("held for `provision images save`")
+                && text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        drop((a, b));
+        let w = s.lock_exclusive("images pull").unwrap();
+        for e in [
+            s.lock_shared("images save").unwrap_err(),
+            s.lock_exclusive("images pull").unwrap_err(),
+        ] {
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+            assert!(
+                e.to_string().contains("held for `provision images pull`"),
+                "{e}"
+            );
+        }
+        drop(w);
+        s.lock_shared("images save").unwrap();
+    }
+
+    #[test]
+    fn put_blob_replaces_a_damaged_copy_of_the_same_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (bytes, d) = blob(300);
+        let mut bad = bytes.clone();
+        bad[100] ^= 1;
+        fs::write(s.blob_file(&d).unwrap(), &bad).unwrap();
+        assert!(
+            s.has_blob(&d, bytes.len() as u64),
+            "size alone says present"
+        );
+        s.put_blob(&d, &bytes).unwrap();
+        assert_eq!(s.read_blob(&d).unwrap(), bytes);
     }
 
     #[test]

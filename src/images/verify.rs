@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use super::client::Registry;
 use super::manifest::{self, Kind};
 use super::progress::{Progress, Summary};
@@ -23,15 +25,19 @@ pub async fn verify(
     progress: Arc<Progress>,
 ) -> Summary {
     let slots = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+    // The manifests of indexes, over the whole run: as many checked at once as a pull
+    // transfers blobs (`--parallelism`).
+    let children = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for e in images {
         let (reg, slots, progress) = (reg.clone(), slots.clone(), progress.clone());
+        let children = children.clone();
         set.spawn(async move {
             let Ok(_p) = slots.acquire().await else {
                 return;
             };
             let dest = e.reference.destination(reg.host());
-            match check(&reg, &e).await {
+            match check(&reg, &e, &children).await {
                 Ok(d) => progress.image_done(&dest, &d, false),
                 Err(why) => progress.image_failed(&dest, &why),
             }
@@ -46,7 +52,7 @@ pub async fn verify(
     )
 }
 
-async fn check(reg: &Registry, e: &Expect) -> Result<String, String> {
+async fn check(reg: &Registry, e: &Expect, children: &Semaphore) -> Result<String, String> {
     let r = &e.reference;
     let repo = r.destination_repository();
     let tag = r.manifest_ref().to_string();
@@ -63,11 +69,19 @@ async fn check(reg: &Registry, e: &Expect) -> Result<String, String> {
             ));
         }
     }
-    check_manifest(reg, &repo, &info.digest, 0).await?;
+    check_manifest(reg, &repo, &info.digest, Some(children)).await?;
     Ok(info.digest)
 }
 
-async fn check_manifest(reg: &Registry, repo: &str, digest: &str, depth: u8) -> Result<(), String> {
+/// Checks manifest `digest` and what it references. `children` is set for a top-level
+/// manifest: an index's manifests are then checked concurrently, each holding a permit of
+/// it, and every one missing or incomplete is named (a nested index is refused).
+async fn check_manifest(
+    reg: &Registry,
+    repo: &str,
+    digest: &str,
+    children: Option<&Semaphore>,
+) -> Result<(), String> {
     let (info, bytes) = reg
         .get_manifest(repo, digest)
         .await
@@ -94,19 +108,30 @@ async fn check_manifest(reg: &Registry, repo: &str, digest: &str, depth: u8) -> 
                 Err(missing.join("; "))
             }
         }
-        Kind::Index { entries, .. } if depth == 0 => {
-            for c in &entries {
+        Kind::Index { entries, .. } => {
+            let Some(limit) = children else {
+                return Err(format!("{digest} is an index inside an index"));
+            };
+            let checks = entries.iter().map(|c| async move {
+                let Ok(_permit) = limit.acquire().await else {
+                    return Err("the check was stopped".to_string());
+                };
                 match reg.head_manifest(repo, &c.digest).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        return Err(format!("manifest {} of its index is missing", c.digest))
-                    }
-                    Err(x) => return Err(x.to_string()),
+                    Ok(Some(_)) => Box::pin(check_manifest(reg, repo, &c.digest, None)).await,
+                    Ok(None) => Err(format!("manifest {} of its index is missing", c.digest)),
+                    Err(x) => Err(x.to_string()),
                 }
-                Box::pin(check_manifest(reg, repo, &c.digest, 1)).await?;
+            });
+            let failed: Vec<String> = futures::future::join_all(checks)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(failed.join("; "))
             }
-            Ok(())
         }
-        Kind::Index { .. } => Err(format!("{digest} is an index inside an index")),
     }
 }

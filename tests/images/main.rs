@@ -870,3 +870,349 @@ fn push_with_a_list_pulls_and_pushes_in_one_command_and_a_rerun_asks_the_source_
     );
     assert_eq!(commits(&dst), commits_before, "a re-run uploaded again");
 }
+
+/// Flips one byte in the middle of `len` bytes at `offset` of `file`: same size, wrong
+/// content.
+fn corrupt_in_place(file: &Path, offset: u64, len: u64) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = (offset + len / 2) as usize;
+    bytes[at] ^= 0xff;
+    std::fs::write(file, bytes).unwrap();
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn a_corrupt_blob_in_the_archive_says_to_write_the_archive_again_not_to_pull() {
+    if !harness::tools_or_skip(
+        "a_corrupt_blob_in_the_archive_says_to_write_the_archive_again_not_to_pull",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(&env.pull(src.port, &["base:1"], &[]), "pull");
+    let archive = env.dir.path().join("images.tar");
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "save", "--store"])
+        .arg(env.store())
+        .arg("--archive")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    ok(&o, "save");
+    // the shared base layer, damaged inside the tar (a bad copy to the other side)
+    let layer = std::fs::read(
+        env.store()
+            .join("blobs/sha256")
+            .join(&set.base_layer["sha256:".len()..]),
+    )
+    .unwrap();
+    let tar = std::fs::read(&archive).unwrap();
+    let at = tar
+        .windows(4096)
+        .position(|w| w == &layer[..4096])
+        .expect("the layer is in the archive");
+    corrupt_in_place(&archive, at as u64, layer.len() as u64);
+
+    let mut c = env.provision();
+    let o = c
+        .args(["images", "push", "--archive"])
+        .arg(&archive)
+        .arg("--via")
+        .arg(dst.addr())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "a corrupt archive was pushed:\n{err}");
+    assert!(
+        err.contains(&set.base_layer),
+        "the blob is not named:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("the archive {}", archive.display())),
+        "the archive is not named:\n{err}"
+    );
+    assert!(
+        err.contains("provision images save --archive")
+            && err.contains(&format!(
+                "provision images push --archive {}",
+                archive.display()
+            )),
+        "no advice to write the archive again and push it:\n{err}"
+    );
+    // there is no pull on this side, and no store to remove the blob from
+    assert!(
+        !err.contains("run `provision images pull` again")
+            && !err.contains("removed from the store"),
+        "advice for the store route:\n{err}"
+    );
+    // nothing committed: the registry holds no copy of the bad layer
+    assert!(
+        !commits(&dst)
+            .keys()
+            .any(|k| k.contains(&set.base_layer["sha256:".len()..])),
+        "the corrupt layer was committed"
+    );
+    assert!(archive.is_file(), "the archive was removed");
+}
+
+#[test]
+fn save_is_refused_while_a_pull_holds_the_store_and_a_pull_while_a_save_does() {
+    if !harness::tools_or_skip(
+        "save_is_refused_while_a_pull_holds_the_store_and_a_pull_while_a_save_does",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    ok(&env.pull(src.port, &["base:1"], &[]), "pull");
+    let archive = env.dir.path().join("images.tar");
+    let save = || {
+        let mut c = env.provision();
+        c.args(["images", "save", "--store"])
+            .arg(env.store())
+            .arg("--archive")
+            .arg(&archive);
+        c.output().unwrap()
+    };
+    // a pull holds the store (this process stands in for it)
+    let store = provision::images::store::Store::open(&env.store()).unwrap();
+    let held = store.lock_exclusive("images pull").unwrap();
+    let o = save();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "save ran while a pull held the store");
+    assert!(
+        err.contains("is in use")
+            && err.contains("held for `provision images pull`")
+            && err.contains(&format!("pid {}", std::process::id())),
+        "the refusal does not name the holder:\n{err}"
+    );
+    assert!(!archive.exists(), "an archive was written");
+    // and a pull meanwhile is refused the same way
+    drop(held);
+    let reader = store.lock_shared("images save").unwrap();
+    let o = env.pull(src.port, &["base:1"], &[]);
+    assert!(
+        !o.status.success(),
+        "a pull ran while a save held the store"
+    );
+    assert!(
+        stderr(&o).contains("held for `provision images save`"),
+        "{}",
+        stderr(&o)
+    );
+    drop(reader);
+    ok(&save(), "save once the store is free");
+    assert!(archive.is_file());
+}
+
+/// The digest `index.json` of the store records for `name`.
+fn stored_digest(store: &Path, name: &str) -> String {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
+    idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in index.json"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn same_size_corrupt_blobs_in_the_store_are_never_pushed_and_a_pull_fetches_them_again() {
+    if !harness::tools_or_skip(
+        "same_size_corrupt_blobs_in_the_store_are_never_pushed_and_a_pull_fetches_them_again",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    let set = seed::standard(&src.addr(), 8 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    let refs = ["base:1", "rancher/app:1", "rancher/big:1"];
+    ok(&env.pull(src.port, &refs, &[]), "pull");
+    let blobs = env.store().join("blobs/sha256");
+    let file = |digest: &str| blobs.join(&digest["sha256:".len()..]);
+    // the shared base layer (a whole upload), the big layer (chunked: over the 4 MiB chunk
+    // size of these tests) and app's manifest, each with one byte changed, same size
+    let big = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+        .unwrap();
+    let manifest = stored_digest(&env.store(), "docker.io/rancher/app:1");
+    for d in [&set.base_layer, &big] {
+        let len = std::fs::metadata(file(d)).unwrap().len();
+        corrupt_in_place(&file(d), 0, len);
+    }
+    // a manifest that still parses: one hex digit of a digest in it changed
+    let text = std::fs::read_to_string(file(&manifest)).unwrap();
+    let at = text.find("sha256:").unwrap() + "sha256:".len();
+    let swapped = if &text[at..=at] == "0" { "1" } else { "0" };
+    std::fs::write(
+        file(&manifest),
+        format!("{}{swapped}{}", &text[..at], &text[at + 1..]),
+    )
+    .unwrap();
+
+    let o = env.push(dst.port, &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "corrupt blobs were pushed:\n{err}");
+    for (what, d) in [
+        ("base layer", &set.base_layer),
+        ("big layer", &big),
+        ("manifest", &manifest),
+    ] {
+        assert!(err.contains(d.as_str()), "the {what} is not named:\n{err}");
+        assert!(!file(d).exists(), "the corrupt {what} stayed in the store");
+    }
+    assert!(
+        err.contains("docker.io/library/base:1")
+            && err.contains("docker.io/rancher/big:1")
+            && err.contains("docker.io/rancher/app:1"),
+        "an image is not named:\n{err}"
+    );
+    assert!(
+        err.contains("removed from the store") && err.contains("run `provision images pull` again"),
+        "no advice to pull again:\n{err}"
+    );
+    let c = commits(&dst);
+    for d in [&set.base_layer, &big] {
+        assert!(
+            !c.keys().any(|k| k.contains(&d["sha256:".len()..])),
+            "corrupt blob {d} was committed"
+        );
+    }
+
+    // what the message says works: pull again, push again
+    ok(&env.pull(src.port, &refs, &[]), "pull again");
+    assert_store_consistent(&env.store());
+    ok(&env.push(dst.port, &[]), "push again");
+    for r in ["library/base:1", "rancher/app:1", "rancher/big:1"] {
+        assert_eq!(
+            sha256(&env.dest_raw(&dst, r)),
+            sha256(&source_raw(&src, r)),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn verify_checks_every_manifest_of_an_index_and_names_each_incomplete_one() {
+    if !harness::tools_or_skip(
+        "verify_checks_every_manifest_of_an_index_and_names_each_incomplete_one",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    ok(
+        &env.pull(src.port, &["rancher/multi:1"], &["--all-platforms"]),
+        "pull",
+    );
+    ok(&env.push(dst.port, &[]), "push");
+    let verify = || {
+        let mut c = env.provision();
+        c.args(["images", "verify", "--parallelism", "2", "--store"])
+            .arg(env.store())
+            .arg("--via")
+            .arg(dst.addr())
+            .output()
+            .unwrap()
+    };
+    ok(&verify(), "verify");
+    // each platform's own layer (see seed::standard) disappears from the registry
+    let amd64 = sha256(&seed::gzip_stored(&seed::random(4, 800_000)));
+    let arm64 = sha256(&seed::gzip_stored(&seed::random(5, 900_000)));
+    dst.delete_blob_data(&amd64);
+    dst.delete_blob_data(&arm64);
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&amd64) && err.contains(&arm64),
+        "not every incomplete manifest of the index is named:\n{err}"
+    );
+}
+
+#[test]
+fn an_archive_naming_images_by_a_bare_tag_is_pushed_under_the_lists_names() {
+    if !harness::tools_or_skip(
+        "an_archive_naming_images_by_a_bare_tag_is_pushed_under_the_lists_names",
+    ) {
+        return;
+    }
+    let src = Reg::start(None);
+    seed::standard(&src.addr(), 1 << 20);
+    let env = Env::new();
+    let dst = env.registry();
+    // skopeo's way: an OCI layout whose ref.name is the tag alone, tarred
+    let layout = env.dir.path().join("layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/rancher/app:1", src.addr()),
+        &format!("oci:{}:1", layout.display()),
+    ]);
+    let archive = env.dir.path().join("app.tar");
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let push = |list: &[&str]| {
+        let mut c = env.provision();
+        c.args(["images", "push", "--archive"])
+            .arg(&archive)
+            .arg("--via")
+            .arg(dst.addr())
+            .args(list);
+        c.output().unwrap()
+    };
+    // no list: refused, naming the entry, nothing pushed under a made-up name
+    let o = push(&[]);
+    let err = stderr(&o);
+    assert!(
+        !o.status.success(),
+        "pushed without knowing its name:\n{err}"
+    );
+    assert!(
+        err.contains(&archive.display().to_string()) && err.contains("`1` (sha256:"),
+        "the entry is not named:\n{err}"
+    );
+    assert!(commits(&dst).is_empty(), "something was pushed");
+    // a list where two images have the tag: refused as ambiguous
+    let o = push(&["rancher/app:1", "base:1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("2 images of the list have that tag"),
+        "{}",
+        stderr(&o)
+    );
+    // the list it was made from names it
+    ok(
+        &push(&["rancher/app:1", "rancher/multi:2"]),
+        "push --archive with a list",
+    );
+    assert_eq!(
+        sha256(&env.dest_raw(&dst, "rancher/app:1")),
+        sha256(&source_raw(&src, "rancher/app:1"))
+    );
+}
