@@ -301,7 +301,10 @@ pub enum ImagesCommand {
     },
     /// Copy every image of the store (or of an archive) into the registry; with images
     /// named (`--list FILE`, `REF`), pull them into the store and push each blob the
-    /// moment it has landed (one command, both directions at once).
+    /// moment it has landed (one command, both directions at once). With `--archive`, the
+    /// images named are the list the archive was made from: nothing is pulled, and an
+    /// image the archive names by a bare tag (as other tools write them) is pushed under
+    /// the one image of the list with that tag.
     #[command(
         after_help = "Example:\n  provision images push\n  provision images push --via 127.0.0.1:5000\n  provision images push --archive images.tar --to registry.example:5000 --to-ca ca.crt\n  provision images push --list rancher-images.txt"
     )]
@@ -311,7 +314,8 @@ pub enum ImagesCommand {
         /// The store (default state/<name>/images/).
         #[arg(long, value_name = "DIR", conflicts_with = "archive")]
         store: Option<PathBuf>,
-        /// Read the images from an archive written by `images save` (never extracted).
+        /// Read the images from an archive written by `images save` or an OCI-layout tar
+        /// (never extracted); with `--list`/`REF`, those name its images (nothing pulled).
         #[arg(long, value_name = "FILE")]
         archive: Option<PathBuf>,
         #[command(flatten)]
