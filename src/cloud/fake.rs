@@ -454,17 +454,10 @@ fn update_calls(obj: &Obj, want: &Spec, stale: &[LogicalId]) -> Vec<Part> {
         (Spec::DbSubnetGroup(_), _) => {
             parts.push(Part::Set("modify_db_subnet_group", &["subnets"]))
         }
-        (Spec::Database(_), _) => parts.push(Part::Set(
-            "modify_db_instance",
-            &[
-                "security_group",
-                "engine_version",
-                "instance_class",
-                "storage_gb",
-                "backup_retention_days",
-                "password",
-            ],
-        )),
+        // ModifyDBInstance takes every field RDS changes in place.
+        (Spec::Database(_), _) => {
+            parts.push(Part::Set("modify_db_instance", in_place(Kind::Database)))
+        }
         (Spec::LoadBalancer(l), Spec::LoadBalancer(w)) => {
             if differs(&["subnets"]) {
                 parts.push(Part::Set("set_subnets", &["subnets"]));
