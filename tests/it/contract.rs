@@ -2,7 +2,7 @@
 //! update, drift (repairable and fixed at creation), delete, adopt — run against the fake
 //! cloud the engine's tests use **and** the AWS adapter on moto, side by side, on the same
 //! resources (a k3s environment with SSM access, as the blueprint builds it, plus a key
-//! pair). Each phase goes through the `Cloud` trait directly, one resource at a time, and
+//! pair and a private zone with a record in it: all 19 kinds). Each phase goes through the `Cloud` trait directly, one resource at a time, and
 //! compares what the two sides report and how many mutating calls each made: the fake
 //! counts its own calls, the AWS side is counted by the proxy (its own list of mutating
 //! operations, not the tool's). So the fake cannot drift from the adapter: a create or
