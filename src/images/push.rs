@@ -471,11 +471,7 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
     let shared = run
         .sched
         .once(&b.digest, || async {
-            // An earlier run may have put it in another repository: mount it from there
-            // (with one other repository, just try: when it lacks the blob, the same
-            // request opens the upload, so the attempt costs nothing; with several, ask
-            // each first — a mount tried from the wrong one would upload the whole blob
-            // again although the registry holds it).
+            // An earlier run may have put it in another repository: mount it from there.
             let others: Vec<String> = run
                 .candidates
                 .lock()
@@ -483,12 +479,7 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
                 .get(&b.digest)
                 .map(|v| v.iter().filter(|r| r.as_str() != repo).cloned().collect())
                 .unwrap_or_default();
-            let from = if others.len() <= 1 {
-                others.into_iter().next()
-            } else {
-                holder(run, repo, &others, &b.digest).await
-            };
-            let out = place_blob(run, repo, b, from.as_deref()).await?;
+            let out = place_blob(run, repo, b, &others).await?;
             run.homes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -512,7 +503,7 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
     let here = run
         .sched
         .once(&format!("{repo}@{}", b.digest), || {
-            place_blob(run, repo, b, home.as_deref())
+            place_blob(run, repo, b, home.as_slice())
         })
         .await
         .map_err(err)?;
@@ -521,13 +512,16 @@ async fn push_blob(run: &Run, repo: &str, image: &str, b: &Descriptor) -> Result
     Ok(())
 }
 
-/// Which of `others` already holds `digest` (asked at once), unless `repo` does itself.
-async fn holder(run: &Run, repo: &str, others: &[String], digest: &str) -> Option<String> {
-    if let Ok(Some(_)) = run.reg.head_blob(repo, digest).await {
-        return None;
+/// The repository to mount `digest` from, of those that may hold it: with one, just try
+/// it (when it lacks the blob, the same request opens the upload, so the attempt costs
+/// nothing); with several, ask each at once — a mount tried from the wrong one would upload
+/// the whole blob again although the registry holds it.
+async fn mount_source<'a>(run: &Run, from: &'a [String], digest: &str) -> Option<&'a str> {
+    if from.len() <= 1 {
+        return from.first().map(String::as_str);
     }
-    let asks = others.iter().map(|r| async move {
-        matches!(run.reg.head_blob(r, digest).await, Ok(Some(_))).then(|| r.clone())
+    let asks = from.iter().map(|r| async move {
+        matches!(run.reg.head_blob(r, digest).await, Ok(Some(_))).then_some(r.as_str())
     });
     futures::future::join_all(asks)
         .await
@@ -536,12 +530,13 @@ async fn holder(run: &Run, repo: &str, others: &[String], digest: &str) -> Optio
         .next()
 }
 
-/// Makes blob `b` present in `repo`: already there, mounted from `from`, or uploaded.
+/// Makes blob `b` present in `repo`: already there, mounted from one of `from` (see
+/// [`mount_source`]), or uploaded.
 async fn place_blob(
     run: &Run,
     repo: &str,
     b: &Descriptor,
-    from: Option<&str>,
+    from: &[String],
 ) -> Result<Outcome, String> {
     if run
         .reg
@@ -570,6 +565,7 @@ async fn place_blob(
             ))
         }
     }
+    let from = mount_source(run, from, &b.digest).await;
     let first = run
         .reg
         .start_upload(repo, from.map(|f| (b.digest.as_str(), f)))
@@ -587,6 +583,20 @@ async fn place_blob(
     };
     run.progress.transfer_ended();
     res.map(|()| Outcome::Transferred(b.size))
+}
+
+/// A new upload session in `repo` after a failed attempt (`None`: the registry has the
+/// blob after all).
+async fn fresh_upload(run: &Run, repo: &str) -> Result<Option<String>, String> {
+    match run
+        .reg
+        .start_upload(repo, None)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Mount::Upload(l) => Ok(Some(l)),
+        Mount::Mounted => Ok(None),
+    }
 }
 
 fn watch(run: &Run) -> BodyWatch {
@@ -634,15 +644,10 @@ async fn upload_whole(
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(300 << attempt.min(4))).await;
-            location = match run
-                .reg
-                .start_upload(repo, None)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Mount::Upload(l) => l,
-                Mount::Mounted => return Ok(()),
+            let Some(l) = fresh_upload(run, repo).await? else {
+                return Ok(());
             };
+            location = l;
         }
         let w = watch(run);
         let reader = run
@@ -754,15 +759,10 @@ async fn upload_chunked(
                         offset = at;
                     }
                     _ => {
-                        location = match run
-                            .reg
-                            .start_upload(repo, None)
-                            .await
-                            .map_err(|e| e.to_string())?
-                        {
-                            Mount::Upload(l) => l,
-                            Mount::Mounted => return Ok(()),
+                        let Some(l) = fresh_upload(run, repo).await? else {
+                            return Ok(());
                         };
+                        location = l;
                         offset = 0;
                     }
                 }
