@@ -108,6 +108,19 @@ enum Part {
     Set(&'static str, &'static [&'static str]),
     /// A call (its operation) that does what the live object lacks (`missing`).
     Missing(&'static str, &'static str),
+    /// Before a delete: revoke the group's rules that name other groups (ingress, or
+    /// egress).
+    RevokeGroupRules {
+        egress: bool,
+    },
+    /// Before a delete: detach the gateway from its VPC.
+    DetachGateway,
+    /// Before a delete: take the role out of the instance profile.
+    RemoveRole,
+    /// Before a delete: detach one of the role's policies.
+    DetachPolicy,
+    /// Before a delete: turn RDS's deletion protection off.
+    DeletionProtectionOff,
 }
 
 impl Part {
@@ -129,6 +142,12 @@ impl Part {
             Part::DeregisterTargets => "deregister_targets",
             Part::RevokeEgress => "revoke_egress",
             Part::Set(op, _) | Part::Missing(op, _) => op,
+            Part::RevokeGroupRules { egress: false } => "revoke_security_group_ingress",
+            Part::RevokeGroupRules { egress: true } => "revoke_security_group_egress",
+            Part::DetachGateway => "detach_internet_gateway",
+            Part::RemoveRole => "remove_role_from_instance_profile",
+            Part::DetachPolicy => "detach_role_policy",
+            Part::DeletionProtectionOff => "modify_db_instance",
         }
     }
 
@@ -136,17 +155,17 @@ impl Part {
     fn undo(&self, obj: &mut Obj) {
         match (self, &mut obj.spec) {
             (Part::Disassociate(r), Spec::RouteTable(t)) => t.subnets.retain(|s| s != r),
-            (Part::Set("revoke_security_group_ingress", _), Spec::SecurityGroup(g)) => g
-                .ingress
-                .retain(|r| !matches!(r.peer, crate::model::Peer::Group(_))),
-            (Part::Set("revoke_security_group_egress", _), Spec::SecurityGroup(g)) => g
-                .egress
-                .retain(|r| !matches!(r.peer, crate::model::Peer::Group(_))),
-            (Part::Set("detach_internet_gateway", _), _) => obj.missing.push(IGW_ATTACHED),
-            (Part::Set("remove_role_from_instance_profile", _), _) => {
-                obj.missing.push(ROLE_IN_PROFILE)
+            (Part::RevokeGroupRules { egress }, Spec::SecurityGroup(g)) => {
+                let rules = if *egress {
+                    &mut g.egress
+                } else {
+                    &mut g.ingress
+                };
+                rules.retain(|r| !names_group(r));
             }
-            (Part::Set("detach_role_policy", _), Spec::IamRole(r)) => {
+            (Part::DetachGateway, _) => obj.missing.push(IGW_ATTACHED),
+            (Part::RemoveRole, _) => obj.missing.push(ROLE_IN_PROFILE),
+            (Part::DetachPolicy, Spec::IamRole(r)) => {
                 r.policies.pop();
             }
             _ => {}
@@ -524,36 +543,27 @@ fn update_calls(obj: &Obj, want: &Spec, stale: &[LogicalId]) -> Vec<Part> {
 /// profile's role, the role's policies) and RDS's deletion protection turned off.
 fn delete_calls(obj: &Obj) -> Vec<Part> {
     match &obj.spec {
-        Spec::SecurityGroup(g) => {
-            let names_group = |rules: &Vec<crate::model::Rule>| {
-                rules
-                    .iter()
-                    .any(|r| matches!(r.peer, crate::model::Peer::Group(_)))
-            };
-            let mut parts = Vec::new();
-            if names_group(&g.ingress) {
-                parts.push(Part::Set("revoke_security_group_ingress", &[]));
-            }
-            if names_group(&g.egress) {
-                parts.push(Part::Set("revoke_security_group_egress", &[]));
-            }
-            parts
-        }
+        Spec::SecurityGroup(g) => [(false, &g.ingress), (true, &g.egress)]
+            .into_iter()
+            .filter(|(_, rules)| rules.iter().any(names_group))
+            .map(|(egress, _)| Part::RevokeGroupRules { egress })
+            .collect(),
         Spec::RouteTable(t) => t.subnets.iter().cloned().map(Part::Disassociate).collect(),
         Spec::InternetGateway(_) if !obj.missing.contains(&IGW_ATTACHED) => {
-            vec![Part::Set("detach_internet_gateway", &[])]
+            vec![Part::DetachGateway]
         }
         Spec::InstanceProfile(_) if !obj.missing.contains(&ROLE_IN_PROFILE) => {
-            vec![Part::Set("remove_role_from_instance_profile", &[])]
+            vec![Part::RemoveRole]
         }
-        Spec::IamRole(r) => r
-            .policies
-            .iter()
-            .map(|_| Part::Set("detach_role_policy", &[]))
-            .collect(),
-        Spec::Database(_) => vec![Part::Set("modify_db_instance", &[])],
+        Spec::IamRole(r) => r.policies.iter().map(|_| Part::DetachPolicy).collect(),
+        Spec::Database(_) => vec![Part::DeletionProtectionOff],
         _ => Vec::new(),
     }
+}
+
+/// Does the rule name another group (which keeps that group from being deleted)?
+fn names_group(rule: &crate::model::Rule) -> bool {
+    matches!(rule.peer, crate::model::Peer::Group(_))
 }
 
 /// Kinds whose delete the AWS adapter starts by looking the resource up, so that one gone
