@@ -225,6 +225,28 @@ pub struct OpContext<'a> {
     pub delete: &'a DeleteOptions,
 }
 
+impl<'a> OpContext<'a> {
+    /// A context whose progress goes nowhere (planning reads, checks, tests).
+    pub fn quiet(
+        env: &'a str,
+        owner: &'a crate::model::Owner,
+        id: &'a LogicalId,
+        token: &'a str,
+        resolved: &'a Resolved,
+        delete: &'a DeleteOptions,
+    ) -> Self {
+        Self {
+            env,
+            owner,
+            id,
+            token,
+            resolved,
+            progress: &NoProgress,
+            delete,
+        }
+    }
+}
+
 /// A resource found in the cloud by its ownership tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owned {

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::graph::DependencyQueue;
-use crate::cloud::{Cloud, CloudError, DeleteOptions, NoProgress, OpContext};
+use crate::cloud::{Cloud, CloudError, DeleteOptions, OpContext};
 use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, RefMode, Resolved, Spec};
 use crate::state::{State, Status};
 
@@ -490,25 +490,6 @@ pub struct PlanInput<'a> {
     pub replace: &'a [LogicalId],
 }
 
-fn ctx<'a>(
-    env: &'a str,
-    owner: &'a Owner,
-    id: &'a LogicalId,
-    token: &'a str,
-    resolved: &'a Resolved,
-    delete: &'a DeleteOptions,
-) -> OpContext<'a> {
-    OpContext {
-        env,
-        owner,
-        id,
-        token,
-        resolved,
-        progress: &NoProgress,
-        delete,
-    }
-}
-
 /// Make a plan. Only read calls reach the cloud.
 pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let PlanInput {
@@ -586,7 +567,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
             let no_delete = &no_delete;
             futures::future::join_all(state.resources.iter().map(|(id, entry)| async move {
                 let spec = desired.resources.get(id).unwrap_or(&entry.spec);
-                let c = ctx(env, owner, id, &entry.token, resolved, no_delete);
+                let c = OpContext::quiet(env, owner, id, &entry.token, resolved, no_delete);
                 let r = match entry.status {
                     Status::Created => {
                         retry_transient(|| cloud.read(&c, spec, &entry.cloud_id)).await
@@ -634,7 +615,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                     .filter(|(_, spec)| spec.depends_on().iter().all(|d| resolved.get(d).is_some()))
                     .map(|(id, spec)| async move {
                         let token = String::new();
-                        let c = ctx(env, owner, id, &token, resolved, no_delete);
+                        let c = OpContext::quiet(env, owner, id, &token, resolved, no_delete);
                         retry_transient(|| cloud.find(&c, spec))
                             .await
                             .map(|f| (id.clone(), f))
@@ -817,7 +798,7 @@ pub async fn make_plan(cloud: &dyn Cloud, input: PlanInput<'_>) -> Result<Plan, 
                 }
                 let spec = &configured.resources[&id];
                 let token = String::new();
-                let c = ctx(env, owner, &id, &token, &found_resolved, &no_delete);
+                let c = OpContext::quiet(env, owner, &id, &token, &found_resolved, &no_delete);
                 match retry_transient(|| cloud.find(&c, spec)).await {
                     Ok(Some(obs)) => {
                         found_resolved.entries.insert(id.clone(), obs.clone());
@@ -1167,7 +1148,7 @@ async fn preflight_all(
         let no_delete = &no_delete;
         async move {
             let token = String::new();
-            let c = ctx(env, owner, id, &token, resolved, no_delete);
+            let c = OpContext::quiet(env, owner, id, &token, resolved, no_delete);
             match retry_transient(|| cloud.preflight(&c, spec)).await {
                 Ok(()) | Err(CloudError::MissingRef(_)) => Ok(()),
                 Err(source) => Err(PlanError::Cloud {
@@ -1238,7 +1219,7 @@ async fn drift_from_applied(
     config_changes: &[&String],
 ) -> (Vec<String>, Vec<String>) {
     let no_delete = DeleteOptions::default();
-    let c = ctx(env, owner, id, &entry.token, resolved, &no_delete);
+    let c = OpContext::quiet(env, owner, id, &entry.token, resolved, &no_delete);
     match retry_transient(|| cloud.read(&c, &entry.spec, &entry.cloud_id)).await {
         Ok(Some(applied)) => (applied.drift, applied.fixed),
         _ => {
@@ -1284,7 +1265,7 @@ async fn adopt_action(
     let no_delete = DeleteOptions::default();
     let token = String::new();
     let live = {
-        let c = ctx(env, owner, id, &token, resolved, &no_delete);
+        let c = OpContext::quiet(env, owner, id, &token, resolved, &no_delete);
         retry_transient(|| cloud.read(&c, spec, &found.cloud_id))
             .await
             .map_err(|source| PlanError::Cloud {

@@ -327,21 +327,13 @@ mod tests {
 
     #[tokio::test]
     async fn deletes_outside_ec2_of_what_is_already_gone_succeed_and_other_refusals_do_not() {
-        use crate::cloud::{Cloud, DeleteOptions, NoProgress, OpContext};
+        use crate::cloud::{Cloud, DeleteOptions, OpContext};
         use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, Resolved};
         let id = LogicalId::new("x");
         let resolved = Resolved::default();
         let owner = Owner::default();
         let delete = DeleteOptions::default();
-        let ctx = OpContext {
-            env: "lab",
-            owner: &owner,
-            id: &id,
-            token: "",
-            resolved: &resolved,
-            progress: &NoProgress,
-            delete: &delete,
-        };
+        let ctx = OpContext::quiet("lab", &owner, &id, "", &resolved, &delete);
         // Each service's own "no such thing", in its own protocol.
         let answer = |code: &'static str| {
             move |_: &super::rds::testing::Call, _: &[super::rds::testing::Call]| {
@@ -432,21 +424,13 @@ mod tests {
 
     #[tokio::test]
     async fn deleting_a_dns_record_already_gone_sends_no_change() {
-        use crate::cloud::{Cloud, DeleteOptions, NoProgress, OpContext};
+        use crate::cloud::{Cloud, DeleteOptions, OpContext};
         use crate::model::{Attrs, Kind, LogicalId, Observed, Owner, Resolved};
         let id = LogicalId::new("record");
         let resolved = Resolved::default();
         let owner = Owner::default();
         let delete = DeleteOptions::default();
-        let ctx = OpContext {
-            env: "lab",
-            owner: &owner,
-            id: &id,
-            token: "",
-            resolved: &resolved,
-            progress: &NoProgress,
-            delete: &delete,
-        };
+        let ctx = OpContext::quiet("lab", &owner, &id, "", &resolved, &delete);
         let current = Observed::new("Z1:rancher.lab.example.com:A", Attrs::None);
         // The zone lists neither the record nor its marker; a change would be refused.
         let script = Script::new(|call, _| {

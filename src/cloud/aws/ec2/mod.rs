@@ -776,7 +776,7 @@ mod tests {
 
     use super::delete;
     use crate::cloud::aws::rds::testing::{Reply, Script};
-    use crate::cloud::{DeleteOptions, NoProgress, OpContext};
+    use crate::cloud::{DeleteOptions, OpContext};
     use crate::model::{Kind, LogicalId, Observed, Owner, Resolved};
 
     /// EC2's answer for an id it does not know (any call).
@@ -800,15 +800,8 @@ mod tests {
         let id = LogicalId::new("x");
         let resolved = Resolved::default();
         let owner = Owner::default();
-        let ctx = OpContext {
-            env: "lab",
-            owner: &owner,
-            id: &id,
-            token: "",
-            resolved: &resolved,
-            progress: &NoProgress,
-            delete: &DeleteOptions::default(),
-        };
+        let options = DeleteOptions::default();
+        let ctx = OpContext::quiet("lab", &owner, &id, "", &resolved, &options);
         for (kind, cloud_id, code) in [
             (Kind::Vpc, "vpc-1", "InvalidVpcID.NotFound"),
             (Kind::Subnet, "subnet-1", "InvalidSubnetID.NotFound"),
