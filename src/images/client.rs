@@ -596,6 +596,20 @@ impl Registry {
         }
     }
 
+    /// A success is read to its end; anything else is the failure of `what`.
+    async fn done(
+        &self,
+        resp: http::Response<Incoming>,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if resp.status().is_success() {
+            drain(resp).await;
+            Ok(())
+        } else {
+            Err(self.fail(&what(), resp).await)
+        }
+    }
+
     async fn fail(&self, what: &str, resp: http::Response<Incoming>) -> RegistryError {
         let status = resp.status();
         let body = resp
@@ -619,12 +633,7 @@ impl Registry {
         let resp = self
             .send("*", Method::GET, &url, HeaderMap::new(), None)
             .await?;
-        if resp.status().is_success() {
-            drain(resp).await;
-            Ok(())
-        } else {
-            Err(self.fail(&format!("GET {}/v2/", self.host), resp).await)
-        }
+        self.done(resp, || format!("GET {}/v2/", self.host)).await
     }
 
     fn manifest_headers() -> HeaderMap {
@@ -927,17 +936,10 @@ impl Registry {
         let resp = self
             .send(repo, Method::PUT, &url, h, Some(Bytes::new()))
             .await?;
-        if resp.status().is_success() {
-            drain(resp).await;
-            Ok(())
-        } else {
-            Err(self
-                .fail(
-                    &format!("committing blob {digest} in {}/{repo}", self.host),
-                    resp,
-                )
-                .await)
-        }
+        self.done(resp, || {
+            format!("committing blob {digest} in {}/{repo}", self.host)
+        })
+        .await
     }
 
     /// Asks an upload where it stands: the next URL and the number of bytes the registry
@@ -1002,16 +1004,11 @@ impl Registry {
         let resp = self.send(repo, Method::PUT, &url, h, Some(bytes)).await?;
         if resp.status().is_success() {
             self.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
-            drain(resp).await;
-            Ok(())
-        } else {
-            Err(self
-                .fail(
-                    &format!("PUT manifest {}/{repo}:{reference}", self.host),
-                    resp,
-                )
-                .await)
         }
+        self.done(resp, || {
+            format!("PUT manifest {}/{repo}:{reference}", self.host)
+        })
+        .await
     }
 }
 
