@@ -340,6 +340,20 @@ fn faults_429_5xx_and_dropped_connections_are_survived() {
     );
 }
 
+/// `images pull` of `refs` through the slow proxy, running, with a blob half-way down.
+fn pull_in_the_middle(env: &Env, slow: &Proxy, refs: &[&str]) -> std::process::Child {
+    let mut c = env.provision();
+    c.args(["images", "pull", "--source-plain-http", "--store"])
+        .arg(env.store())
+        .arg("--source-registry")
+        .arg(format!("127.0.0.1:{}", slow.port))
+        .args(refs);
+    let child = c.spawn().unwrap();
+    wait_for_blobs(&env.store(), true);
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
 fn wait_for_blobs(dir: &Path, partial: bool) {
     let t = Instant::now();
     let sub = if partial { ".partial" } else { "blobs/sha256" };
@@ -395,15 +409,7 @@ fn kill_9_during_pull_and_push_then_a_rerun_completes() {
     // 4 MB/s per connection: slow enough to be killed in the middle of a blob
     let slow = Proxy::start(src.port, &["--rate", "4000000"]);
     let env = Env::new();
-    let mut c = env.provision();
-    c.args(["images", "pull", "--source-plain-http", "--store"])
-        .arg(env.store())
-        .arg("--source-registry")
-        .arg(format!("127.0.0.1:{}", slow.port))
-        .args(&set.refs);
-    let mut child = c.spawn().unwrap();
-    wait_for_blobs(&env.store(), true);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut child = pull_in_the_middle(&env, &slow, &set.refs);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_store_consistent(&env.store());
@@ -470,15 +476,7 @@ fn ctrl_c_exits_130_with_the_store_consistent() {
     let set = seed::standard(&src.addr(), 8 << 20);
     let slow = Proxy::start(src.port, &["--rate", "2000000"]);
     let env = Env::new();
-    let mut c = env.provision();
-    c.args(["images", "pull", "--source-plain-http", "--store"])
-        .arg(env.store())
-        .arg("--source-registry")
-        .arg(format!("127.0.0.1:{}", slow.port))
-        .args(&set.refs);
-    let mut child = c.spawn().unwrap();
-    wait_for_blobs(&env.store(), true);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut child = pull_in_the_middle(&env, &slow, &set.refs);
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
