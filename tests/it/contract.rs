@@ -789,25 +789,7 @@ fn tamper(c: &Contract, world: &World, id: &LogicalId, spec: &Spec) -> Option<St
                 .find(|x| x.r#type() == &aws_sdk_route53::types::RrType::A)
                 .expect("the A record");
             record.ttl = Some(i64::from(r.ttl) + 600);
-            aws.block(
-                aws.route53
-                    .change_resource_record_sets()
-                    .hosted_zone_id(&zone)
-                    .change_batch(
-                        aws_sdk_route53::types::ChangeBatch::builder()
-                            .changes(
-                                aws_sdk_route53::types::Change::builder()
-                                    .action(aws_sdk_route53::types::ChangeAction::Upsert)
-                                    .resource_record_set(record)
-                                    .build()
-                                    .unwrap(),
-                            )
-                            .build()
-                            .unwrap(),
-                    )
-                    .send(),
-            )
-            .expect("ChangeResourceRecordSets");
+            aws.change_record(&zone, aws_sdk_route53::types::ChangeAction::Upsert, record);
             on_fake(&|o| {
                 if let Spec::DnsRecord(x) = &mut o.spec {
                     x.ttl += 600;

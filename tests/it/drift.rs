@@ -1,6 +1,6 @@
 //! Drift made out of band shows in `plan` (exit 2, naming each) and `apply` repairs it.
 
-use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch};
+use aws_sdk_route53::types::ChangeAction;
 
 use crate::checks::{verify_load_balancer, verify_network_and_hosts, verify_record};
 use crate::harness::{ec2_tags, Fixture, Topology, World, HOSTNAME, ZONE};
@@ -87,25 +87,7 @@ fn out_of_band_changes_are_planned_and_repaired() {
         .into_iter()
         .find(|r| matches!(r.r#type().as_str(), "A" | "CNAME"))
         .unwrap();
-    aws.block(
-        aws.route53
-            .change_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .change_batch(
-                ChangeBatch::builder()
-                    .changes(
-                        Change::builder()
-                            .action(ChangeAction::Delete)
-                            .resource_record_set(record)
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send(),
-    )
-    .unwrap();
+    aws.change_record(&zone, ChangeAction::Delete, record);
 
     let (plan, stats) = world.run_recorded(&["plan", "--detailed-exitcode"]);
     plan.code(2);

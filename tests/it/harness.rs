@@ -1419,6 +1419,29 @@ impl Aws {
     }
 
     /// Record sets of `zone_id` with the given name (any type).
+    /// Change one record set of `zone` behind the tool's back (`Upsert`, `Delete`).
+    pub fn change_record(
+        &self,
+        zone_id: &str,
+        action: aws_sdk_route53::types::ChangeAction,
+        record: aws_sdk_route53::types::ResourceRecordSet,
+    ) {
+        use aws_sdk_route53::types::{Change, ChangeBatch};
+        let change = Change::builder()
+            .action(action)
+            .resource_record_set(record)
+            .build()
+            .unwrap();
+        self.block(
+            self.route53
+                .change_resource_record_sets()
+                .hosted_zone_id(zone_id)
+                .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+                .send(),
+        )
+        .expect("ChangeResourceRecordSets");
+    }
+
     pub fn records_named(
         &self,
         zone_id: &str,
