@@ -56,15 +56,9 @@ impl Scenario {
                 world.write_config(&fixture);
             }
             Scenario::PrivateZone => {
-                let text = Fixture::new(Topology::Rke).render().replace(
-                    "[dns]\nzone = \"lab.example.com\"\n",
-                    "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
-                );
-                assert!(
-                    text.contains("private_zone = true"),
-                    "fixture layout changed"
-                );
-                world.write_config_text(&text);
+                let mut fixture = Fixture::new(Topology::Rke);
+                fixture.private_zone = true;
+                world.write_config(&fixture);
             }
         }
         world

@@ -604,6 +604,8 @@ pub struct Fixture {
     pub external_registry: Option<String>,
     /// `[access] mode`: `Some("ssm")` for Systems Manager access.
     pub access: Option<&'static str>,
+    /// `[dns] private_zone = true`: the env's own private hosted zone.
+    pub private_zone: bool,
     /// Extra lines appended at the end: first lines of the `[timeouts]` table (which comes
     /// last), then whole new sections.
     pub extra: String,
@@ -618,6 +620,7 @@ impl Fixture {
             instance_class: None,
             external_registry: None,
             access: None,
+            private_zone: false,
             extra: String::new(),
         }
     }
@@ -639,6 +642,9 @@ impl Fixture {
             s.push_str(&format!("\n[load_balancer]\nenabled = {enabled}\n"));
         }
         s.push_str(&format!("\n[dns]\nzone = \"{ZONE}\"\n"));
+        if self.private_zone {
+            s.push_str("private_zone = true\n");
+        }
         if let Some(url) = &self.external_registry {
             s.push_str(&format!(
                 "\n[registry]\nmode = \"external\"\nurl = \"{url}\"\n"

@@ -50,16 +50,9 @@ fn per_op(stats: &Stats) -> BTreeMap<String, (u32, u32)> {
 #[test]
 fn destroy_retries_in_use_deletes_and_leaves_nothing() {
     // k3s with a private zone: every kind of delete the tool makes.
-    let text = Fixture::new(Topology::K3s).render().replace(
-        "[dns]\nzone = \"lab.example.com\"\n",
-        "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
-    );
-    assert!(
-        text.contains("private_zone = true"),
-        "fixture layout changed"
-    );
-    let world = World::bare();
-    world.write_config_text(&text);
+    let mut fixture = Fixture::new(Topology::K3s);
+    fixture.private_zone = true;
+    let world = World::new(&fixture);
     world.apply();
     world.proxy.reset();
     world.proxy.configure(in_use_config());

@@ -137,16 +137,9 @@ fn dropped_connections_after_creates_are_absorbed_by_the_same_apply() {
 /// `HostedZoneAlreadyExists`. The step takes the zone its first call made.
 #[test]
 fn a_reused_caller_reference_is_answered_already_exists_and_the_zone_taken() {
-    let text = Fixture::new(Topology::K3s).render().replace(
-        "[dns]\nzone = \"lab.example.com\"\n",
-        "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
-    );
-    assert!(
-        text.contains("private_zone = true"),
-        "fixture layout changed"
-    );
-    let world = World::bare();
-    world.write_config_text(&text);
+    let mut fixture = Fixture::new(Topology::K3s);
+    fixture.private_zone = true;
+    let world = World::new(&fixture);
     world.proxy.configure(lose(&[("CreateHostedZone", 1)]));
     let run = world.run(&["apply", "--yes"]);
     let stats = world.proxy.stats();

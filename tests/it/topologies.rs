@@ -60,17 +60,9 @@ fn docker_without_load_balancer_points_the_record_at_the_node() {
 
 #[test]
 fn private_zone_is_created_on_the_vpc_and_removed_by_destroy() {
-    let fixture = Fixture::new(Topology::Rke);
-    let text = fixture.render().replace(
-        "[dns]\nzone = \"lab.example.com\"\n",
-        "[dns]\nzone = \"lab.example.com\"\nprivate_zone = true\n",
-    );
-    assert!(
-        text.contains("private_zone = true"),
-        "fixture layout changed:\n{text}"
-    );
-    let world = World::bare();
-    world.write_config_text(&text);
+    let mut fixture = Fixture::new(Topology::Rke);
+    fixture.private_zone = true;
+    let world = World::new(&fixture);
     world.apply();
     let aws = &world.aws;
     let zones = aws.block(aws.route53.list_hosted_zones().send()).unwrap();
