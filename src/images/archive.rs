@@ -1955,32 +1955,19 @@ mod tests {
         let archive = dir.path().join("image.tar");
         save(&store, &archive, None).unwrap();
 
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci-archive:{}:v1", archive.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = skopeo(&["inspect", &format!("oci-archive:{}:v1", archive.display())]);
+        let inspect: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(inspect["Digest"], manifest_digest.as_str());
         assert_eq!(inspect["Architecture"], "amd64");
 
         let copy = dir.path().join("copy");
-        let out = Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--quiet", "--preserve-digests"])
-            .arg(format!("oci-archive:{}:v1", archive.display()))
-            .arg(format!("oci:{}:v1", copy.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            &format!("oci-archive:{}:v1", archive.display()),
+            &format!("oci:{}:v1", copy.display()),
+        ]);
         // Every blob arrives unchanged (the layer is not recompressed), the manifest under
         // its own digest.
         for entry in fs::read_dir(store.join("blobs/sha256")).unwrap() {
@@ -1995,17 +1982,13 @@ mod tests {
 
         // And the other way: an archive skopeo wrote is read in place.
         let written = dir.path().join("skopeo.tar");
-        let out = Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--quiet", "--preserve-digests"])
-            .arg(format!("oci:{}:v1", store.display()))
-            .arg(format!("oci-archive:{}:v1", written.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            &format!("oci:{}:v1", store.display()),
+            &format!("oci-archive:{}:v1", written.display()),
+        ]);
         let reader = ArchiveReader::open(&written).unwrap();
         let index: serde_json::Value =
             serde_json::from_slice(&reader.index_json().unwrap()).unwrap();
@@ -2032,15 +2015,22 @@ mod tests {
             .flat_map(|v| fs::read(v).unwrap())
             .collect();
         fs::write(&joined, bytes).unwrap();
+        skopeo(&["inspect", &format!("oci-archive:{}:v1", joined.display())]);
+    }
+
+    /// Runs skopeo with `args` (policy checks off), returning stdout; panics with its
+    /// stderr on failure.
+    fn skopeo(args: &[&str]) -> Vec<u8> {
         let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci-archive:{}:v1", joined.display()))
+            .arg("--insecure-policy")
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "skopeo {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
     }
 }
