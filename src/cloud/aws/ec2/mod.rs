@@ -263,12 +263,7 @@ pub async fn delete(
                 .send()
                 .await
                 .map_err(|e| sdk_error("DeleteSubnet", e));
-            match result {
-                Err(e) if e.is_in_use() => {
-                    Err(blockers::name_blockers(cloud, blockers::Held::Subnet(id), e).await)
-                }
-                other => gone_is_ok(other),
-            }
+            named_blockers(cloud, blockers::Held::Subnet(id), result).await
         }
         Kind::RouteTable => delete_route_table(cloud, id).await,
         Kind::SecurityGroup => {
@@ -279,12 +274,7 @@ pub async fn delete(
                 .send()
                 .await
                 .map_err(|e| sdk_error("DeleteSecurityGroup", e));
-            match result {
-                Err(e) if e.is_in_use() => {
-                    Err(blockers::name_blockers(cloud, blockers::Held::SecurityGroup(id), e).await)
-                }
-                other => gone_is_ok(other),
-            }
+            named_blockers(cloud, blockers::Held::SecurityGroup(id), result).await
         }
         Kind::KeyPair => {
             // By name when known: every EC2 (and moto, which ignores `KeyPairId`) takes it.
@@ -702,6 +692,19 @@ fn gone_is_none<T>(r: Result<T, CloudError>) -> Result<Option<T>, CloudError> {
 
 fn gone_is_ok<T>(r: Result<T, CloudError>) -> Result<(), CloudError> {
     gone_is_none(r).map(|_| ())
+}
+
+/// A delete's outcome: gone already is done; refused as in use, with what still holds
+/// `held` named by the tool itself (AWS's message names nothing).
+async fn named_blockers<T>(
+    cloud: &AwsCloud,
+    held: blockers::Held<'_>,
+    result: Result<T, CloudError>,
+) -> Result<(), CloudError> {
+    match result {
+        Err(e) if e.is_in_use() => Err(blockers::name_blockers(cloud, held, e).await),
+        other => gone_is_ok(other),
+    }
 }
 
 fn first<T>(items: Vec<T>) -> Option<T> {
